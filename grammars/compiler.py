@@ -1,0 +1,142 @@
+"""`compile()`: any constraint specification to a `Constraint`, cached by specification.
+
+Front ends turn the specification into the grammar IR; the automaton (`grammars.automaton`) is built
+once per grammar; per-vocabulary mask tables are built on first `matcher(vocab)` and shared by every
+matcher of that vocabulary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from grammars import byte_regex as rx
+from grammars import ir
+from grammars.automaton import GrammarAutomaton
+from grammars.errors import GrammarError
+from grammars.masks import MaskTable
+from grammars.matcher import Matcher
+from grammars.specs import Choice, Lark, Regex
+from grammars.vocab import Vocabulary
+
+#: Compiled constraints kept in memory.
+MAX_CACHED_CONSTRAINTS = 128
+WHITESPACE_POLICIES = ("flexible", "compact", "spaced")
+
+
+class Constraint:
+    """A compiled constraint: its language (`accepts`) and per-vocabulary matchers.
+
+    Args:
+        grammar: the grammar IR (see `grammars.ir`).
+        description: a short text for messages and reprs.
+    Raises:
+        EmptyLanguageError, GrammarError, ConstraintLimitError: the grammar cannot be compiled.
+    """
+
+    def __init__(self, grammar: ir.Grammar, description: str = "grammar") -> None:
+        self.grammar = grammar
+        self.description = description
+        self.automaton = GrammarAutomaton(grammar)
+        self._tables: dict[str, MaskTable] = {}
+        self._lock = threading.Lock()
+
+    def accepts(self, text: str | bytes) -> bool:
+        """Whether the whole of `text` (UTF-8 when a str) is a sentence of the constraint's language."""
+        return self.automaton.accepts(text.encode("utf-8") if isinstance(text, str) else text)
+
+    def matcher(self, vocab: Vocabulary) -> Matcher:
+        """A fresh matcher for one sequence over `vocab`."""
+        table = self._tables.get(vocab.fingerprint)
+        if table is None:
+            with self._lock:
+                table = self._tables.setdefault(vocab.fingerprint, MaskTable(self.automaton, vocab))
+        return Matcher(table)
+
+    def __repr__(self) -> str:
+        return f"Constraint({self.description})"
+
+
+def compile_grammar(grammar: ir.Grammar, description: str = "grammar") -> Constraint:
+    """A constraint for an IR grammar (front ends and tests)."""
+    return Constraint(grammar, description)
+
+
+_cache: OrderedDict[str, Constraint] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def compile(spec: Any, *, lenient: bool = False, whitespace: str = "flexible", indent: int | None = None) -> Constraint:
+    """Compile a constraint specification.
+
+    Args:
+        spec: a JSON Schema (dict or bool), a Pydantic model class or Python type, `Regex`, `Lark`
+            or `Choice`.
+        lenient: JSON Schema keywords Stencil cannot enforce warn instead of raising.
+        whitespace: JSON text policy: "flexible" (at most one space after `,` and `:`), "compact"
+            (none) or "spaced" (exactly one).
+        indent: JSON pretty-printed with this indent (overrides `whitespace`).
+    Returns:
+        A cached `Constraint`: the same specification and options give the same object.
+    Raises:
+        GrammarSyntaxError: bad regex or grammar text (with its position).
+        UnsupportedSchemaError: a schema keyword that cannot be enforced (unless lenient).
+        SchemaError, EmptyLanguageError, ConstraintLimitError, GrammarError.
+    """
+    if whitespace not in WHITESPACE_POLICIES:
+        raise GrammarError(f"unknown whitespace policy {whitespace!r}; use one of {WHITESPACE_POLICIES}")
+    kind, payload = _describe(spec)
+    key = hashlib.sha256(json.dumps([kind, payload, lenient, whitespace, indent], sort_keys=False, default=str).encode()).hexdigest()
+    with _cache_lock:
+        found = _cache.get(key)
+        if found is not None:
+            _cache.move_to_end(key)
+            return found
+    constraint = Constraint(_grammar(kind, payload, lenient=lenient, whitespace=whitespace, indent=indent), _summary(kind, payload))
+    with _cache_lock:
+        _cache[key] = constraint
+        while len(_cache) > MAX_CACHED_CONSTRAINTS:
+            _cache.popitem(last=False)
+    return constraint
+
+
+def _describe(spec: Any) -> tuple[str, Any]:
+    """(kind, JSON-able payload) of a specification; Python types become their JSON Schema."""
+    if isinstance(spec, Regex):
+        return "regex", [spec.pattern, spec.flavor]
+    if isinstance(spec, Lark):
+        return "lark", [spec.text, spec.start]
+    if isinstance(spec, Choice):
+        return "choice", list(spec.options)
+    if isinstance(spec, (dict, bool)):
+        return "schema", spec
+    from grammars.types import type_schema
+
+    return "schema", type_schema(spec)
+
+
+def _grammar(kind: str, payload: Any, *, lenient: bool, whitespace: str, indent: int | None) -> ir.Grammar:
+    rules = ir.RuleSet()
+    if kind == "regex":
+        from grammars.regex_syntax import regex_term
+
+        return rules.grammar(ir.lex(regex_term(payload[0], flavor=payload[1]), "regex"))
+    if kind == "choice":
+        if not payload:
+            raise GrammarError("Choice needs at least one option")
+        return rules.grammar(ir.lex(rx.literals(o.encode("utf-8") for o in payload), "choice"))
+    if kind == "lark":
+        from grammars.lark_grammar import lark_grammar
+
+        return lark_grammar(payload[0], start=payload[1])
+    from grammars.json_schema import schema_grammar
+
+    return schema_grammar(payload, lenient=lenient, whitespace=whitespace, indent=indent)
+
+
+def _summary(kind: str, payload: Any) -> str:
+    text = json.dumps(payload, default=str)
+    return f"{kind} {text[:60]}{'...' if len(text) > 60 else ''}"

@@ -1,0 +1,232 @@
+"""Grammar analysis and the rewrites the parser relies on, all language-preserving.
+
+The parser (`grammars.parser`) needs: lexemes that never match the empty string (else the lexer could
+emit empty lexemes forever), no left recursion (else its stacks would grow without consuming input),
+and no rule that can never finish (else a mask could lead into a dead end). This module establishes
+those invariants or reports, by rule name, why it cannot.
+"""
+
+from __future__ import annotations
+
+from grammars import byte_regex as rx
+from grammars import ir
+from grammars.errors import EmptyLanguageError, GrammarError
+from grammars.lexer import is_empty_language
+
+#: Largest grammar (in IR expression nodes) the compiler accepts.
+MAX_GRAMMAR_SIZE = 2_000_000
+
+
+def normalize(grammar: ir.Grammar) -> ir.Grammar:
+    """A grammar with the same language whose lexemes are non-nullable and non-empty, whose direct
+    left recursion is turned into loops, and whose unproductive rules are removed.
+
+    Raises:
+        EmptyLanguageError: the start rule derives no string.
+        GrammarError: a rule referenced but not defined, or left recursion through several rules.
+    """
+    _check_refs(grammar)
+    rules = {name: _lexemes_nonnullable(expr) for name, expr in grammar.rules.items()}
+    rules = {name: _remove_direct_left_recursion(name, expr) for name, expr in rules.items()}
+    productive = _productive_rules(rules)
+    if grammar.start not in productive:
+        raise EmptyLanguageError(f"the grammar admits no string (start rule {grammar.start!r} derives nothing)")
+    rules = {name: _prune(expr, productive) for name, expr in rules.items() if name in productive}
+    rules = _reachable(rules, grammar.start)
+    ignore = tuple(t for t in (_nonnullable(t) for t in grammar.ignore) if t is not rx.EMPTY)
+    return ir.Grammar(rules, grammar.start, ignore)
+
+
+def _check_refs(grammar: ir.Grammar) -> None:
+    if grammar.start not in grammar.rules:
+        raise GrammarError(f"start rule {grammar.start!r} is not defined")
+    for name, expr in grammar.rules.items():
+        for ref in _refs(expr):
+            if ref not in grammar.rules:
+                raise GrammarError(f"rule {name!r} refers to undefined rule {ref!r}")
+
+
+def _refs(expr: ir.Expr):
+    if isinstance(expr, ir.Ref):
+        yield expr.name
+    elif isinstance(expr, ir.Seq):
+        for item in expr.items:
+            yield from _refs(item)
+    elif isinstance(expr, ir.Alt):
+        for option in expr.options:
+            yield from _refs(option)
+    elif isinstance(expr, ir.Repeat):
+        yield from _refs(expr.item)
+
+
+def _map(expr: ir.Expr, leaf) -> ir.Expr:
+    """Rebuild `expr` bottom-up with `leaf` applied to Lexeme and Ref nodes."""
+    if isinstance(expr, ir.Seq):
+        return ir.seq(*(_map(e, leaf) for e in expr.items))
+    if isinstance(expr, ir.Alt):
+        return ir.alt(*(_map(e, leaf) for e in expr.options))
+    if isinstance(expr, ir.Repeat):
+        return ir.repeat(_map(expr.item, leaf), expr.min, expr.max)
+    return leaf(expr)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lexemes
+# ----------------------------------------------------------------------------------------------
+
+
+def _nonnullable(term: rx.Term) -> rx.Term:
+    """`term` without the empty string, expanded one byte deep so the result stays a plain term."""
+    if not term.nullable:
+        return rx.EMPTY if (not term.is_plain and is_empty_language(term)) else term
+    return rx.alt(*(
+        rx.concat(rx.byte_set(cls), rx.derivative(term, rx.lowest_byte(cls)))
+        for cls in rx.derivative_classes(term)
+    ))
+
+
+def _lexemes_nonnullable(expr: ir.Expr) -> ir.Expr:
+    def leaf(node: ir.Expr) -> ir.Expr:
+        if not isinstance(node, ir.Lexeme):
+            return node
+        term = _nonnullable(node.term)
+        lexeme = ir.lex(term, node.name)
+        return ir.opt(lexeme) if node.term.nullable else lexeme
+
+    return _map(expr, leaf)
+
+
+# ----------------------------------------------------------------------------------------------
+# Left recursion
+# ----------------------------------------------------------------------------------------------
+
+
+def _remove_direct_left_recursion(name: str, expr: ir.Expr) -> ir.Expr:
+    """A -> A a1 | ... | b1 | ...  becomes  A -> (b1 | ...) (a1 | ...)*  (same language)."""
+    options = expr.options if isinstance(expr, ir.Alt) else (expr,)
+    recursive: list[ir.Expr] = []
+    base: list[ir.Expr] = []
+    for option in options:
+        items = option.items if isinstance(option, ir.Seq) else (option,)
+        if items and items[0] == ir.Ref(name):
+            recursive.append(ir.seq(*items[1:]))
+        else:
+            base.append(option)
+    if not recursive:
+        return expr
+    return ir.seq(ir.alt(*base) if base else ir.NOTHING, ir.star(ir.alt(*recursive)))
+
+
+def nullable_rules(rules: dict[str, ir.Expr]) -> set[str]:
+    """Rules that derive the empty string (fixpoint)."""
+    nullable: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, expr in rules.items():
+            if name not in nullable and _is_nullable(expr, nullable):
+                nullable.add(name)
+                changed = True
+    return nullable
+
+
+def _is_nullable(expr: ir.Expr, nullable: set[str]) -> bool:
+    if isinstance(expr, ir.Lexeme):
+        return expr.term.nullable
+    if isinstance(expr, ir.Ref):
+        return expr.name in nullable
+    if isinstance(expr, ir.Seq):
+        return all(_is_nullable(e, nullable) for e in expr.items)
+    if isinstance(expr, ir.Alt):
+        return any(_is_nullable(e, nullable) for e in expr.options)
+    return expr.min == 0 or _is_nullable(expr.item, nullable)  # Repeat
+
+
+def left_calls(expr: ir.Expr, nullable: set[str]) -> set[str]:
+    """Rules `expr` may call before consuming any input."""
+    if isinstance(expr, ir.Ref):
+        return {expr.name}
+    if isinstance(expr, ir.Seq):
+        found: set[str] = set()
+        for item in expr.items:
+            found |= left_calls(item, nullable)
+            if not _is_nullable(item, nullable):
+                break
+        return found
+    if isinstance(expr, ir.Alt):
+        return set().union(*(left_calls(e, nullable) for e in expr.options)) if expr.options else set()
+    if isinstance(expr, ir.Repeat):
+        return left_calls(expr.item, nullable)
+    return set()
+
+
+def check_no_left_recursion(rules: dict[str, ir.Expr]) -> None:
+    """Raises GrammarError naming the cycle if some rule can call itself without consuming input."""
+    nullable = nullable_rules(rules)
+    graph = {name: left_calls(expr, nullable) for name, expr in rules.items()}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    for root in graph:
+        if state.get(root):
+            continue
+        path: list[str] = []
+        stack = [(root, iter(sorted(graph[root])))]
+        state[root] = 1
+        path.append(root)
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                path.pop()
+                state[node] = 2
+            elif state.get(child) == 1:
+                cycle = path[path.index(child):] + [child]
+                raise GrammarError("left recursion is not supported: " + " -> ".join(cycle))
+            elif not state.get(child):
+                state[child] = 1
+                path.append(child)
+                stack.append((child, iter(sorted(graph[child]))))
+
+
+# ----------------------------------------------------------------------------------------------
+# Productivity and reachability
+# ----------------------------------------------------------------------------------------------
+
+
+def _productive_rules(rules: dict[str, ir.Expr]) -> set[str]:
+    productive: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, expr in rules.items():
+            if name not in productive and _is_productive(expr, productive):
+                productive.add(name)
+                changed = True
+    return productive
+
+
+def _is_productive(expr: ir.Expr, productive: set[str]) -> bool:
+    if isinstance(expr, ir.Lexeme):
+        return True
+    if isinstance(expr, ir.Ref):
+        return expr.name in productive
+    if isinstance(expr, ir.Seq):
+        return all(_is_productive(e, productive) for e in expr.items)
+    if isinstance(expr, ir.Alt):
+        return any(_is_productive(e, productive) for e in expr.options)
+    return expr.min == 0 or _is_productive(expr.item, productive)  # Repeat
+
+
+def _prune(expr: ir.Expr, productive: set[str]) -> ir.Expr:
+    return _map(expr, lambda node: node if not isinstance(node, ir.Ref) or node.name in productive else ir.NOTHING)
+
+
+def _reachable(rules: dict[str, ir.Expr], start: str) -> dict[str, ir.Expr]:
+    seen = {start}
+    todo = [start]
+    while todo:
+        for ref in _refs(rules[todo.pop()]):
+            if ref not in seen:
+                seen.add(ref)
+                todo.append(ref)
+    return {name: expr for name, expr in rules.items() if name in seen}

@@ -1,0 +1,90 @@
+"""What tokens do from a lexer state: vectorized over the vocabulary, byte position by position.
+
+From a lexer state, a token either stays inside the current lexeme (the lexer is still alive after
+its last byte: allowed whatever the parser says, since the parser allowed every terminal the lexer
+state still holds), ends the lexeme at some byte and goes on with a new lexeme (a *boundary* token,
+which the parser must settle), or dies. `advance_rows` runs a set of tokens at once with numpy,
+keeping only the tokens still alive, and reports boundary tokens grouped by (lexer state before the
+ending byte, position): the parser then settles each group once, not each token. The walk of the
+whole vocabulary from a lexer state does not depend on the grammar, so it is cached per
+(vocabulary, lexer state) and shared by every grammar that reaches the state.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from grammars.lexer import DEAD, LEXER
+from grammars.vocab import Vocabulary, WalkArrays
+
+#: Lexer states whose whole-vocabulary walks are kept per vocabulary.
+MAX_CACHED_WALKS = 4096
+
+
+@dataclass(frozen=True)
+class RowWalk:
+    """The fate of a set of tokens (rows of the vocabulary's walk arrays) from one lexer state.
+
+    inside_rows: tokens that end with the lexer still inside a live lexeme.
+    boundaries: (lexer state before the byte that ends the lexeme, position of that byte, rows).
+    """
+
+    inside_rows: np.ndarray
+    boundaries: tuple[tuple[int, int, np.ndarray], ...]
+
+
+def advance_rows(arrays: WalkArrays, sid: int, rows: np.ndarray, offset: int) -> RowWalk:
+    """Walk the tokens `rows` (each longer than `offset`) from byte `offset` through lexer state `sid`.
+
+    A token whose byte at `offset` cannot extend the lexeme is a boundary at `offset` if `sid`
+    accepts (the lexeme ends before the token's remaining bytes).
+    """
+    lengths, data = arrays.lengths, arrays.data
+    states = np.full(rows.size, sid, dtype=np.int32)
+    inside: list[np.ndarray] = []
+    boundaries: list[tuple[int, int, np.ndarray]] = []
+    position = offset
+    while rows.size:
+        LEXER.ensure_rows(states)
+        nxt = LEXER.trans[states, data[rows, position]]
+        dead = nxt == DEAD
+        if dead.any():
+            ends = dead & LEXER.accepting[states]
+            if ends.any():
+                ending_rows, ending_states = rows[ends], states[ends]
+                for before in np.unique(ending_states).tolist():
+                    boundaries.append((before, position, ending_rows[ending_states == before]))
+            alive = ~dead
+            rows, nxt = rows[alive], nxt[alive]
+        position += 1
+        done = lengths[rows] == position
+        if done.any():
+            inside.append(rows[done])
+            rows, nxt = rows[~done], nxt[~done]
+        states = nxt
+    inside_rows = np.concatenate(inside) if inside else np.zeros(0, dtype=np.int64)
+    return RowWalk(inside_rows, tuple(boundaries))
+
+
+_walk_lock = threading.Lock()
+
+
+def walk_state(vocab: Vocabulary, sid: int) -> RowWalk:
+    """The (cached) walk of every token of `vocab` from lexer state `sid`, skipping tokens whose first
+    byte cannot extend the lexeme (callers handle a lexeme that ends before the token)."""
+    cache: dict[int, RowWalk] = vocab.__dict__.setdefault("_state_walks", {})
+    walk = cache.get(sid)
+    if walk is None:
+        with _walk_lock:
+            walk = cache.get(sid)
+            if walk is None:
+                arrays = vocab.walk_arrays
+                extends = np.asarray(LEXER.row(sid), dtype=np.int32) != DEAD
+                walk = advance_rows(arrays, sid, arrays.rows_starting_with(extends), 0)
+                if len(cache) >= MAX_CACHED_WALKS:
+                    cache.clear()
+                cache[sid] = walk
+    return walk

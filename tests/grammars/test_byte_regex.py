@@ -1,0 +1,88 @@
+"""The byte-regex algebra: normalization, derivatives and membership, against Python's `re`."""
+
+import pickle
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from grammars import byte_regex as rx
+
+DIGIT = rx.byte_range(ord("0"), ord("9"))
+LOWER = rx.byte_range(ord("a"), ord("z"))
+
+
+def test_hash_consing_makes_equal_terms_identical():
+    assert rx.concat(rx.literal(b"ab"), DIGIT) is rx.concat(rx.literal(b"a"), rx.literal(b"b"), DIGIT)
+    assert rx.alt(LOWER, DIGIT) is rx.alt(DIGIT, LOWER, DIGIT)
+    assert pickle.loads(pickle.dumps(rx.star(LOWER))) is rx.star(LOWER)
+
+
+def test_normalization_of_trivial_terms():
+    assert rx.concat(rx.EMPTY, LOWER) is rx.EMPTY
+    assert rx.alt() is rx.EMPTY
+    assert rx.repeat(LOWER, 3, 2) is rx.EMPTY
+    assert rx.repeat(rx.EMPTY, 0, 5) is rx.EPSILON
+    assert rx.repeat(LOWER, 1, 1) is LOWER
+    assert rx.complement(rx.complement(LOWER)) is LOWER
+
+
+@pytest.mark.parametrize(
+    "term, pattern",
+    [
+        (rx.repeat(DIGIT, 2, 4), r"[0-9]{2,4}"),
+        (rx.concat(rx.star(rx.alt(LOWER, rx.literal(b"-"))), rx.literal(b"!")), r"[a-z-]*!"),
+        (rx.repeat(rx.alt(rx.literal(b"ab"), rx.literal(b"a")), 1, 3), r"(ab|a){1,3}"),
+        (rx.repeat(rx.optional(LOWER), 2, 3), r"[a-z]?{2,3}".replace("?{2,3}", "{0,3}")),
+    ],
+)
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet="ab-!019z", max_size=8))
+def test_membership_agrees_with_re(term, pattern, text):
+    assert rx.matches(term, text.encode()) == (re.fullmatch(pattern, text) is not None)
+
+
+def test_counted_repetition_is_not_unrolled():
+    term = rx.repeat(LOWER, 0, 100_000)
+    assert rx.matches(term, b"a" * 1000)
+    before = len(rx.TERMS)
+    rx.matches(term, b"b" * 50)
+    assert len(rx.TERMS) - before < 200  # one new term per consumed byte, not per bound
+
+
+def test_intersection_and_complement():
+    keys = rx.literals([b"name", b"age"])
+    other_word = rx.intersect(rx.repeat(LOWER, 1, None), rx.complement(keys))
+    assert rx.matches(other_word, b"nam")
+    assert rx.matches(other_word, b"ages")
+    assert not rx.matches(other_word, b"name")
+    assert not rx.matches(other_word, b"")
+    assert rx.matches(rx.difference(rx.star(LOWER), keys), b"")
+
+
+def test_literal_trie_of_many_options():
+    options = [f"v{i}".encode() for i in range(20_000)]
+    term = rx.literals(options)
+    assert rx.matches(term, b"v19999") and rx.matches(term, b"v0")
+    assert not rx.matches(term, b"v20000") and not rx.matches(term, b"v")
+
+
+def test_derivative_classes_partition_the_bytes():
+    term = rx.alt(rx.tag(1, rx.literal(b"true")), rx.tag(2, rx.repeat(DIGIT, 1, None)))
+    classes = rx.derivative_classes(term)
+    union = 0
+    for cls in classes:
+        assert union & cls == 0
+        union |= cls
+        members = list(rx.iter_bytes(cls))
+        assert len({rx.derivative(term, b) for b in members}) == 1
+    assert union == rx.ALL_BYTES
+
+
+def test_tags_survive_derivatives():
+    term = rx.alt(rx.tag(1, rx.literal(b"ab")), rx.tag(2, rx.literal(b"ac")))
+    after_a = rx.derivative(term, ord("a"))
+    assert {t for t, _ in rx.tags_of(after_a)} == {1, 2}
+    after_ab = rx.derivative(after_a, ord("b"))
+    assert [(t, rest.nullable) for t, rest in rx.tags_of(after_ab)] == [(1, True)]

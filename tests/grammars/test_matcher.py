@@ -1,0 +1,103 @@
+"""Matchers over the real SmolLM2 vocabulary: masks, advance, rollback, fork, forced bytes.
+
+The masks are checked against the definition: a token is allowed iff the text so far plus the
+token's bytes is a prefix of some sentence (here: brute force over every token with `walk`).
+"""
+
+import numpy as np
+import pytest
+
+from grammars import TokenRejectedError
+from grammars import byte_regex as rx
+from grammars import ir
+from grammars.compiler import compile_grammar
+
+DIGITS = rx.repeat(rx.byte_range(48, 57), 1, None)
+STRING = rx.concat(
+    rx.literal(b'"'),
+    rx.star(rx.alt(rx.byte_range(0x20, 0x21), rx.byte_range(0x23, 0x5B), rx.byte_range(0x5D, 0xFF),
+                   rx.concat(rx.literal(b"\\"), rx.byte_set(sum(1 << b for b in b'"\\/bfnrt'))))),
+    rx.literal(b'"'),
+)
+
+
+def person_constraint():
+    space = ir.opt(ir.lit(" "))
+    return compile_grammar(ir.RuleSet().grammar(ir.seq(
+        ir.lit('{"name":'), space, ir.lex(STRING), ir.lit(","), space, ir.lit('"age":'), space, ir.lex(DIGITS),
+        ir.lit("}"))))
+
+
+def brute_force_mask(constraint, vocab, state):
+    automaton = constraint.automaton
+    allowed = np.zeros(vocab.size, dtype=bool)
+    for token_id, data in enumerate(vocab.token_bytes):
+        if data and automaton.walk(state, data) is not None:
+            allowed[token_id] = True
+    allowed[list(vocab.eos_token_ids)] = automaton.can_end(state)
+    return allowed
+
+
+def test_masks_equal_the_definition_along_a_real_tokenization(vocab, hf_tokenizer):
+    constraint = person_constraint()
+    text = '{"name": "Alice \\"Al\\" Johnson", "age": 34}'
+    ids = hf_tokenizer.encode(text, add_special_tokens=False).ids
+    matcher = constraint.matcher(vocab)
+    for token_id in ids:
+        mask = matcher.mask().numpy()
+        expected = brute_force_mask(constraint, vocab, matcher._state)
+        assert np.array_equal(mask, expected), hf_tokenizer.decode([token_id])
+        matcher.advance(token_id)
+    assert matcher.is_accepting()
+    assert matcher.mask()[list(vocab.eos_token_ids)].all()
+    matcher.advance(vocab.eos_token_ids[0])
+    assert matcher.is_finished() and not matcher.mask().any()
+
+
+def test_rejected_token_raises_and_leaves_state(vocab, hf_tokenizer):
+    matcher = person_constraint().matcher(vocab)
+    bad = hf_tokenizer.token_to_id("hello")
+    assert not matcher.mask()[bad]
+    with pytest.raises(TokenRejectedError):
+        matcher.advance(bad)
+    assert matcher.num_tokens == 0
+    with pytest.raises(TokenRejectedError):
+        matcher.advance(vocab.eos_token_ids[0])
+
+
+def test_rollback_and_fork(vocab, hf_tokenizer):
+    constraint = person_constraint()
+    ids = hf_tokenizer.encode('{"name": "Bo", "age": 7}', add_special_tokens=False).ids
+    matcher = constraint.matcher(vocab)
+    for token_id in ids[:4]:
+        matcher.advance(token_id)
+    twin = matcher.fork()
+    mask_before = matcher.mask().clone()
+    for token_id in ids[4:]:
+        matcher.advance(token_id)
+    assert matcher.is_accepting() and not twin.is_accepting()
+    matcher.rollback(len(ids) - 4)
+    assert matcher.mask().equal(mask_before)
+    for token_id in ids[4:]:
+        twin.advance(token_id)
+    assert twin.is_accepting()
+
+
+def test_forced_bytes(vocab):
+    matcher = person_constraint().matcher(vocab)
+    assert matcher.forced_bytes() == b'{"name":'
+
+
+def test_masks_are_shared_between_matchers_of_one_constraint(vocab):
+    constraint = person_constraint()
+    assert constraint.matcher(vocab).mask() is constraint.matcher(vocab).mask()
+
+
+def test_special_tokens_never_allowed_inside_strings(vocab, hf_tokenizer):
+    matcher = person_constraint().matcher(vocab)
+    for token_id in hf_tokenizer.encode('{"name": "Al', add_special_tokens=False).ids:
+        matcher.advance(token_id)
+    mask = matcher.mask()
+    special = [i for i, data in enumerate(vocab.token_bytes) if data is None]
+    assert not mask[special].any()
+    assert mask.sum() > 40_000  # but nearly everything else is
