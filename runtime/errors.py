@@ -1,0 +1,102 @@
+"""Errors of the runtime: loading a model, and requests the engine cannot serve.
+
+    StencilError                      (grammars.errors) root of every Stencil error
+    └── EngineError                   root of the runtime's errors
+        ├── ModelLoadError            a model could not be loaded; carries the path
+        │   ├── ModelNotFoundError    no file or folder there, or the embedded model package is not installed
+        │   ├── CorruptModelError     a file that cannot be read: truncated, malformed, or missing tensors
+        │   └── UnsupportedModelError a readable model Stencil does not implement (architecture, quantization, ...)
+        ├── ChatTemplateError         the model's chat template does not compile or fails while rendering
+        └── RequestError              a request the engine cannot serve; carries the offending field
+            └── PromptTooLongError    the prompt does not fit the context window; carries both numbers
+
+Third-party exceptions (gguf, safetensors, tokenizers, jinja2) are mapped to these once, where the runtime
+calls the library, with `raise ... from exc`, so callers never need to know which library failed.
+"""
+
+from __future__ import annotations
+
+import os
+
+from grammars.errors import StencilError
+
+__all__ = [
+    "ChatTemplateError",
+    "CorruptModelError",
+    "EngineError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "PromptTooLongError",
+    "RequestError",
+    "UnsupportedModelError",
+]
+
+
+class EngineError(StencilError):
+    """Root of every error the runtime raises."""
+
+
+class ModelLoadError(EngineError):
+    """A model could not be loaded.
+
+    Attributes:
+        path: the file or folder being loaded, as given or as resolved ("" when there is none).
+        reason: what is wrong, without the path.
+    """
+
+    def __init__(self, reason: str, path: str | os.PathLike[str] = "") -> None:
+        self.reason = reason
+        self.path = os.fspath(path)
+        super().__init__(f"{reason} ({self.path})" if self.path else reason)
+
+
+class ModelNotFoundError(ModelLoadError):
+    """No model at the given path, or the embedded default model's package is not installed."""
+
+
+class CorruptModelError(ModelLoadError):
+    """A model file that cannot be read as what it claims to be: truncated, malformed, tensors missing."""
+
+
+class UnsupportedModelError(ModelLoadError):
+    """A well-formed model that Stencil does not implement: an unknown architecture, quantization type,
+    tokenizer kind or tensor. The message names the unsupported thing."""
+
+
+class ChatTemplateError(EngineError):
+    """The model's Jinja2 chat template does not compile, or fails while rendering messages.
+
+    A template that deliberately rejects a conversation (`raise_exception(...)`) raises `RequestError`
+    instead, since the request is what is wrong.
+    """
+
+
+class RequestError(EngineError):
+    """A request the engine cannot serve as given.
+
+    Attributes:
+        field: path of the offending request field, e.g. "top_p" or "messages[2].role".
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, reason: str, field: str) -> None:
+        self.reason = reason
+        self.field = field
+        super().__init__(f"{field}: {reason}")
+
+
+class PromptTooLongError(RequestError):
+    """The prompt has more tokens than the model's context window can hold.
+
+    Attributes:
+        num_prompt_tokens: tokens in the prompt.
+        max_context_tokens: the context window (the model's `max_position_embeddings`, or a lower engine limit).
+    """
+
+    def __init__(self, num_prompt_tokens: int, max_context_tokens: int, field: str = "prompt") -> None:
+        self.num_prompt_tokens = num_prompt_tokens
+        self.max_context_tokens = max_context_tokens
+        super().__init__(
+            f"the prompt has {num_prompt_tokens} tokens; the context window holds {max_context_tokens}",
+            field,
+        )

@@ -1,0 +1,106 @@
+"""`Checkpoint`: what every loader returns, and the tensor names it must hold.
+
+Whatever the source format, weights use Hugging Face parameter names and layouts
+(`model.layers.{i}.self_attn.q_proj.weight` as [out, in], HF's Q/K row order), so the model has one
+load path and checkpoint quirks stay in the loaders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from runtime.config import ModelConfig
+from runtime.errors import CorruptModelError, UnsupportedModelError
+from runtime.tokenizer import Tokenizer
+
+__all__ = ["Checkpoint", "check_weight_names", "expected_weight_names"]
+
+#: Buffers some HF checkpoints carry that the model recomputes; loaders drop them.
+IGNORED_WEIGHT_SUFFIXES = (".rotary_emb.inv_freq",)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded model: hyper-parameters, weights by HF name, tokenizer, and where it came from.
+
+    Checkpoints are cached and shared between loads of the same file, so `weights` is a read-only
+    mapping: a model's load hook reads (and may copy or cast) tensors, never modifies them in place.
+
+    Attributes:
+        config: the model's hyper-parameters.
+        weights: HF parameter name -> tensor ([out, in] for projections). GGUF weights are dequantized
+            to float32; HF weights keep their stored dtype. `lm_head.weight` is absent when
+            `config.tie_word_embeddings`.
+        tokenizer: the model's tokenizer.
+        source: the resolved path of the file or folder.
+    """
+
+    config: ModelConfig
+    weights: Mapping[str, torch.Tensor]
+    tokenizer: Tokenizer
+    source: str
+
+
+def _layer_weight_names(config: ModelConfig, layer: int) -> list[str]:
+    prefix = f"model.layers.{layer}."
+    names = [prefix + "input_layernorm.weight", prefix + "post_attention_layernorm.weight"]
+    names += [f"{prefix}self_attn.{proj}_proj.weight" for proj in ("q", "k", "v", "o")]
+    if config.attention_bias:
+        names += [f"{prefix}self_attn.{proj}_proj.bias" for proj in ("q", "k", "v")]
+    if not config.is_moe:
+        return names + [f"{prefix}mlp.{proj}_proj.weight" for proj in ("gate", "up", "down")]
+    if config.architecture == "mixtral":
+        moe = prefix + "block_sparse_moe."
+        names.append(moe + "gate.weight")
+        return names + [f"{moe}experts.{e}.{w}.weight" for e in range(config.num_experts) for w in ("w1", "w2", "w3")]
+    mlp = prefix + "mlp."
+    names.append(mlp + "gate.weight")
+    names += [f"{mlp}experts.{e}.{p}_proj.weight" for e in range(config.num_experts) for p in ("gate", "up", "down")]
+    if config.shared_expert_intermediate_size:
+        names += [f"{mlp}shared_expert.{p}_proj.weight" for p in ("gate", "up", "down")]
+        names.append(mlp + "shared_expert_gate.weight")
+    return names
+
+
+def expected_weight_names(config: ModelConfig) -> set[str]:
+    """Every tensor name a checkpoint of `config`'s shape must hold, no more.
+
+    Raises:
+        UnsupportedModelError: an MoE architecture other than Mixtral and Qwen2-MoE.
+    """
+    if config.is_moe and config.architecture not in ("mixtral", "qwen2_moe"):
+        raise UnsupportedModelError(f"mixture-of-experts layers for architecture {config.architecture!r}")
+    names = {"model.embed_tokens.weight", "model.norm.weight"}
+    if not config.tie_word_embeddings:
+        names.add("lm_head.weight")
+    for layer in range(config.num_layers):
+        names.update(_layer_weight_names(config, layer))
+    return names
+
+
+def _listing(names: set[str], max_names: int = 5) -> str:
+    shown = sorted(names)[:max_names]
+    more = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")
+
+
+def check_weight_names(weights: Mapping[str, torch.Tensor], config: ModelConfig, source: str) -> None:
+    """Fail loudly when a checkpoint lacks tensors its config needs, or holds tensors the model would
+    ignore (ignoring a weight silently gives wrong outputs).
+
+    Raises:
+        CorruptModelError: missing tensors (named).
+        UnsupportedModelError: tensors the architecture does not use (named).
+    """
+    expected = expected_weight_names(config)
+    missing = expected - weights.keys()
+    if missing:
+        raise CorruptModelError(f"missing {len(missing)} tensor(s): {_listing(missing)}", source)
+    unexpected = weights.keys() - expected
+    if unexpected:
+        raise UnsupportedModelError(
+            f"{len(unexpected)} tensor(s) not used by a {config.architecture!r} model: {_listing(unexpected)}", source
+        )

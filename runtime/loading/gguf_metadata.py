@@ -1,0 +1,198 @@
+"""Reading a GGUF file's header: typed access to its metadata, and the `ModelConfig` it describes.
+
+GGUF (llama.cpp's format) keeps hyper-parameters under `{arch}.*` keys (`llama.block_count`, ...) and
+the tokenizer under `tokenizer.*`. Errors from the `gguf` package are mapped here, once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gguf import GGUFReader, ReaderTensor
+
+from runtime.config import ModelConfig
+from runtime.errors import CorruptModelError, UnsupportedModelError
+
+__all__ = ["GGUF_ARCHITECTURES", "GGUFMetadata", "config_from_gguf", "open_gguf"]
+
+#: `general.architecture` -> Hugging Face `model_type`. A "llama" file with experts is Mixtral.
+GGUF_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen2moe": "qwen2_moe"}
+
+_UNKNOWN_TENSOR_TYPE = re.compile(r"(\d+)\)? is not a valid GGMLQuantizationType")  # numpy 2 prints np.uint32(N)
+
+
+def open_gguf(path: Path) -> GGUFReader:
+    """Parse a GGUF file's header and tensor index (tensor data stays memory-mapped).
+
+    Raises:
+        UnsupportedModelError: a tensor type this version of the `gguf` package does not know.
+        CorruptModelError: anything else unreadable (bad magic, truncated header or data).
+    """
+    try:
+        return GGUFReader(path)
+    except ValueError as exc:
+        unknown = _UNKNOWN_TENSOR_TYPE.search(str(exc))
+        if unknown:
+            raise UnsupportedModelError(f"unknown GGML tensor type {unknown.group(1)}", path) from exc
+        raise CorruptModelError(f"not a readable GGUF file: {exc}", path) from exc
+    except (OSError, IndexError, KeyError, OverflowError, UnicodeDecodeError) as exc:
+        raise CorruptModelError(f"not a readable GGUF file: {type(exc).__name__}: {exc}", path) from exc
+
+
+class GGUFMetadata:
+    """Typed access to a GGUF file's key/value metadata.
+
+    Args:
+        reader: the opened file.
+        source: its path, for error messages.
+    """
+
+    def __init__(self, reader: GGUFReader, source: str) -> None:
+        self._fields = reader.fields
+        self.source = source
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._fields
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of `key` as Python data (str, int, float, bool, or a list of those), or `default`.
+
+        Raises:
+            CorruptModelError: the value cannot be decoded.
+        """
+        field = self._fields.get(key)
+        if field is None:
+            return default
+        try:
+            return field.contents()
+        except (UnicodeDecodeError, ValueError, IndexError) as exc:
+            raise CorruptModelError(f"unreadable metadata value {key!r}: {exc}", self.source) from exc
+
+    def get_int(self, key: str, default: int | None = None) -> int | None:
+        """An integer value, `default` when absent.
+
+        Raises:
+            CorruptModelError: present but not an integer.
+        """
+        value = self.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CorruptModelError(f"metadata {key!r} should be an integer, not {value!r}", self.source)
+        return value
+
+    def get_float(self, key: str, default: float | None = None) -> float | None:
+        """A number as float, `default` when absent.
+
+        Raises:
+            CorruptModelError: present but not a number.
+        """
+        value = self.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CorruptModelError(f"metadata {key!r} should be a number, not {value!r}", self.source)
+        return float(value)
+
+    def require_int(self, key: str) -> int:
+        """An integer value that must be present.
+
+        Raises:
+            CorruptModelError: absent, or not an integer.
+        """
+        value = self.get_int(key)
+        if value is None:
+            raise CorruptModelError(f"missing metadata key {key!r}", self.source)
+        return value
+
+    def require_str(self, key: str) -> str:
+        """A string value that must be present.
+
+        Raises:
+            CorruptModelError: absent, or not a string.
+        """
+        value = self.get(key)
+        if not isinstance(value, str):
+            raise CorruptModelError(f"metadata {key!r} should be a string, not {value!r}", self.source)
+        return value
+
+
+def _rope_scaling(metadata: GGUFMetadata, prefix: str) -> dict[str, Any] | None:
+    scaling_type = metadata.get(prefix + "rope.scaling.type", "none")
+    if scaling_type == "none":
+        return None
+    factor = metadata.get_float(prefix + "rope.scaling.factor")
+    if scaling_type not in ("linear", "yarn") or factor is None:
+        raise UnsupportedModelError(f"rope scaling {scaling_type!r} (factor {factor})", metadata.source)
+    scaling: dict[str, Any] = {"rope_type": scaling_type, "factor": factor}
+    original_context = metadata.get_int(prefix + "rope.scaling.original_context_length")
+    if original_context is not None:
+        scaling["original_max_position_embeddings"] = original_context
+    return scaling
+
+
+def config_from_gguf(metadata: GGUFMetadata, tensors: Sequence[ReaderTensor]) -> ModelConfig:
+    """The `ModelConfig` a GGUF file describes (the tokenizer's special ids are filled in later).
+
+    Raises:
+        UnsupportedModelError: an architecture, rope scaling or head layout Stencil does not implement.
+        CorruptModelError: required keys missing or of the wrong type.
+    """
+    gguf_architecture = metadata.require_str("general.architecture")
+    if gguf_architecture not in GGUF_ARCHITECTURES:
+        raise UnsupportedModelError(
+            f"architecture {gguf_architecture!r}; supported: {', '.join(sorted(GGUF_ARCHITECTURES))}", metadata.source
+        )
+    prefix = gguf_architecture + "."
+    tensor_names = {tensor.name for tensor in tensors}
+    if "rope_freqs.weight" in tensor_names:
+        raise UnsupportedModelError(
+            "per-dimension rope frequency factors (tensor 'rope_freqs.weight', Llama 3.1 style)", metadata.source
+        )
+    num_experts = metadata.get_int(prefix + "expert_count", 0)
+    architecture = "mixtral" if gguf_architecture == "llama" and num_experts else GGUF_ARCHITECTURES[gguf_architecture]
+    hidden_size = metadata.require_int(prefix + "embedding_length")
+    num_heads = metadata.require_int(prefix + "attention.head_count")
+    head_dim = metadata.get_int(prefix + "attention.key_length", hidden_size // num_heads)
+    rope_dim = metadata.get_int(prefix + "rope.dimension_count", head_dim)
+    if rope_dim != head_dim:
+        raise UnsupportedModelError(
+            f"partial rotary embeddings (rope on {rope_dim} of {head_dim} head dims)", metadata.source
+        )
+    feed_forward = metadata.require_int(prefix + "feed_forward_length")
+    embedding = next((tensor for tensor in tensors if tensor.name == "token_embd.weight"), None)
+    if embedding is None:
+        raise CorruptModelError("missing tensor 'token_embd.weight'", metadata.source)
+    vocab_size = int(embedding.shape[-1])  # GGUF shapes are innermost-first: [hidden, vocab]
+    declared_vocab_size = metadata.get_int(prefix + "vocab_size", vocab_size)
+    if declared_vocab_size != vocab_size:
+        raise CorruptModelError(
+            f"{prefix}vocab_size is {declared_vocab_size} but the embedding has {vocab_size} rows", metadata.source
+        )
+    return ModelConfig(
+        architecture=architecture,
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=feed_forward,
+        num_layers=metadata.require_int(prefix + "block_count"),
+        num_heads=num_heads,
+        num_kv_heads=metadata.get_int(prefix + "attention.head_count_kv", num_heads),
+        max_position_embeddings=metadata.require_int(prefix + "context_length"),
+        rms_norm_eps=metadata.get_float(prefix + "attention.layer_norm_rms_epsilon", 1e-5),
+        rope_theta=metadata.get_float(prefix + "rope.freq_base", 10000.0),
+        rope_scaling=_rope_scaling(metadata, prefix),
+        head_dim_override=head_dim if head_dim != hidden_size // num_heads else None,
+        tie_word_embeddings="output.weight" not in tensor_names,
+        attention_bias="blk.0.attn_q.bias" in tensor_names,
+        num_experts=num_experts,
+        num_experts_per_tok=metadata.get_int(prefix + "expert_used_count", 0),
+        moe_intermediate_size=metadata.get_int(prefix + "expert_feed_forward_length", feed_forward)
+        if num_experts
+        else 0,
+        shared_expert_intermediate_size=metadata.get_int(prefix + "expert_shared_feed_forward_length", 0),
+        # Mixtral always renormalizes its top-k; a Qwen2-MoE file says so (llama.cpp's default: no).
+        norm_topk_prob=architecture != "qwen2_moe" or bool(metadata.get(prefix + "expert_weights_norm", False)),
+    )
