@@ -157,7 +157,16 @@ def _concat2(a: Term, b: Term) -> Term:
     if b is EPSILON:
         return a
     if a.kind == K_CONCAT:
-        return _concat2(a.args[0], _concat2(a.args[1], b))
+        # Iterate over a's right-nested chain: recursing per element overflowed the stack for long
+        # literals (e.g. the derivative of `(a{3000})*`). Heads are never EMPTY/EPSILON/CONCAT.
+        heads = []
+        while a.kind == K_CONCAT:
+            heads.append(a.args[0])
+            a = a.args[1]
+        result = _concat2(a, b)
+        for head in reversed(heads):
+            result = _intern(K_CONCAT, (head, result))
+        return result
     return _intern(K_CONCAT, (a, b))
 
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pickle
+import tempfile
 import threading
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 from grammars import byte_regex as rx
@@ -25,6 +29,8 @@ from grammars.vocab import Vocabulary
 #: Compiled constraints kept in memory.
 MAX_CACHED_CONSTRAINTS = 128
 WHITESPACE_POLICIES = ("flexible", "compact", "spaced")
+#: Bumped whenever the grammar IR or a front end changes what it produces, to orphan old disk entries.
+CACHE_FORMAT = 1
 
 
 class Constraint:
@@ -95,12 +101,56 @@ def compile(spec: Any, *, lenient: bool = False, whitespace: str = "flexible", i
         if found is not None:
             _cache.move_to_end(key)
             return found
-    constraint = Constraint(_grammar(kind, payload, lenient=lenient, whitespace=whitespace, indent=indent), _summary(kind, payload))
+    grammar = _load_cached_grammar(key)
+    if grammar is None:
+        grammar = _grammar(kind, payload, lenient=lenient, whitespace=whitespace, indent=indent)
+        _store_cached_grammar(key, grammar)
+    constraint = Constraint(grammar, _summary(kind, payload))
     with _cache_lock:
         _cache[key] = constraint
         while len(_cache) > MAX_CACHED_CONSTRAINTS:
             _cache.popitem(last=False)
     return constraint
+
+
+def cache_dir() -> Path | None:
+    """Where compiled grammars are kept between processes: `$STENCIL_CACHE_DIR` (empty: no disk
+    cache), else ~/.cache/stencil. Grammars do not depend on the vocabulary, so one entry serves
+    every model; masks are per vocabulary and kept in memory."""
+    configured = os.environ.get("STENCIL_CACHE_DIR")
+    if configured == "":
+        return None
+    return Path(configured) if configured else Path.home() / ".cache" / "stencil"
+
+
+def _cache_file(key: str) -> Path | None:
+    root = cache_dir()
+    return None if root is None else root / f"grammars-v{CACHE_FORMAT}" / f"{key}.pickle"
+
+
+def _load_cached_grammar(key: str) -> ir.Grammar | None:
+    path = _cache_file(key)
+    if path is None or not path.is_file():
+        return None
+    try:
+        with path.open("rb") as handle:
+            grammar = pickle.load(handle)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
+        return None  # a stale or torn entry is rebuilt and overwritten
+    return grammar if isinstance(grammar, ir.Grammar) else None
+
+
+def _store_cached_grammar(key: str, grammar: ir.Grammar) -> None:
+    path = _cache_file(key)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("wb", dir=path.parent, delete=False) as handle:
+            pickle.dump(grammar, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(handle.name, path)  # atomic: concurrent processes never read half an entry
+    except (OSError, pickle.PicklingError, RecursionError):
+        return  # the disk cache is an optimization; a read-only home must not break compiling
 
 
 def _describe(spec: Any) -> tuple[str, Any]:

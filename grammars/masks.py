@@ -76,8 +76,7 @@ class MaskTable:
         at_boundary = sid is None
         lexer_sid = automaton.lexer_start(config) if at_boundary else sid
         walk = walk_state(self.vocab, lexer_sid)
-        allowed = np.zeros(self.vocab.size, dtype=bool)
-        allowed[arrays.ids[walk.inside_rows]] = True
+        allowed = walk.new_mask(self.vocab.size)
         for before, position, rows in walk.boundaries:
             allowed[arrays.ids[self._settle(config, before, rows, position)]] = True
         if not at_boundary and LEXER.accepting[lexer_sid]:

@@ -12,6 +12,7 @@ The grammar must be normalized (`grammars.normalize`): no left recursion, non-nu
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from grammars import byte_regex as rx
@@ -71,6 +72,7 @@ class Parser:
         self._allowed: list[tuple[int, ...]] = []
         self._advance_cache: dict[tuple[int, int], int | None] = {}
         self._expand_cache: dict[Stack, tuple[frozenset[Stack], bool]] = {}
+        self._register_lock = threading.Lock()
         self.initial = self._config_of([((self._rule_start[grammar.start], 0),)])
 
     # ------------------------------------------------------------------------------------------
@@ -199,13 +201,17 @@ class Parser:
         return self._register(frozenset(normalized), accepting)
 
     def _register(self, stacks_key: frozenset[Stack], accepting: bool) -> int:
-        config = self._config_ids.get((stacks_key, accepting))
+        key = (stacks_key, accepting)
+        config = self._config_ids.get(key)
         if config is None:
-            config = len(self.configs)
-            self._config_ids[(stacks_key, accepting)] = config
-            self.configs.append(stacks_key)
-            self.accepting.append(accepting)
-            self._allowed.append(tuple(sorted({lx for stack in stacks_key for lx in self._nodes[stack[-1][0]].lexemes})))
+            with self._register_lock:
+                config = self._config_ids.get(key)
+                if config is None:
+                    self.configs.append(stacks_key)
+                    self.accepting.append(accepting)
+                    self._allowed.append(tuple(sorted({lx for stack in stacks_key for lx in self._nodes[stack[-1][0]].lexemes})))
+                    config = len(self.configs) - 1
+                    self._config_ids[key] = config
         return config
 
     def _expand(self, start: Stack) -> tuple[frozenset[Stack], bool]:

@@ -22,6 +22,8 @@ from grammars.vocab import Vocabulary, WalkArrays
 
 #: Lexer states whose whole-vocabulary walks are kept per vocabulary.
 MAX_CACHED_WALKS = 4096
+#: Above this many inside tokens a walk keeps a dense mask: copying it beats scattering the ids.
+DENSE_INSIDE_THRESHOLD = 2048
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,27 @@ class RowWalk:
 
     inside_rows: np.ndarray
     boundaries: tuple[tuple[int, int, np.ndarray], ...]
+
+
+@dataclass(frozen=True)
+class StateWalk:
+    """The whole vocabulary's walk from one lexer state, with the inside tokens as a mask.
+
+    inside_mask: bool[vocab.size], dense for wide states (the inside of a string), else None and
+        `inside_ids` holds the few ids.
+    """
+
+    inside_ids: np.ndarray
+    inside_mask: np.ndarray | None
+    boundaries: tuple[tuple[int, int, np.ndarray], ...]
+
+    def new_mask(self, size: int) -> np.ndarray:
+        """A fresh bool[size] array with the inside tokens set."""
+        if self.inside_mask is not None:
+            return self.inside_mask.copy()
+        mask = np.zeros(size, dtype=bool)
+        mask[self.inside_ids] = True
+        return mask
 
 
 def advance_rows(arrays: WalkArrays, sid: int, rows: np.ndarray, offset: int) -> RowWalk:
@@ -72,19 +95,29 @@ def advance_rows(arrays: WalkArrays, sid: int, rows: np.ndarray, offset: int) ->
 _walk_lock = threading.Lock()
 
 
-def walk_state(vocab: Vocabulary, sid: int) -> RowWalk:
+def walk_state(vocab: Vocabulary, sid: int) -> StateWalk:
     """The (cached) walk of every token of `vocab` from lexer state `sid`, skipping tokens whose first
     byte cannot extend the lexeme (callers handle a lexeme that ends before the token)."""
-    cache: dict[int, RowWalk] = vocab.__dict__.setdefault("_state_walks", {})
+    cache: dict[int, StateWalk] = vocab.__dict__.setdefault("_state_walks", {})
     walk = cache.get(sid)
     if walk is None:
         with _walk_lock:
             walk = cache.get(sid)
             if walk is None:
-                arrays = vocab.walk_arrays
-                extends = np.asarray(LEXER.row(sid), dtype=np.int32) != DEAD
-                walk = advance_rows(arrays, sid, arrays.rows_starting_with(extends), 0)
+                walk = _walk_vocabulary(vocab, sid)
                 if len(cache) >= MAX_CACHED_WALKS:
                     cache.clear()
                 cache[sid] = walk
     return walk
+
+
+def _walk_vocabulary(vocab: Vocabulary, sid: int) -> StateWalk:
+    arrays = vocab.walk_arrays
+    extends = np.asarray(LEXER.row(sid), dtype=np.int32) != DEAD
+    rows = advance_rows(arrays, sid, arrays.rows_starting_with(extends), 0)
+    inside_ids = arrays.ids[rows.inside_rows]
+    inside_mask = None
+    if inside_ids.size > DENSE_INSIDE_THRESHOLD:
+        inside_mask = np.zeros(vocab.size, dtype=bool)
+        inside_mask[inside_ids] = True
+    return StateWalk(inside_ids, inside_mask, rows.boundaries)
