@@ -75,7 +75,8 @@ _cache: OrderedDict[str, Constraint] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def compile(spec: Any, *, lenient: bool = False, whitespace: str = "flexible", indent: int | None = None) -> Constraint:
+def compile(spec: Any, *, lenient: bool = False, whitespace: str = "flexible", indent: int | None = None,
+            cache: bool = True) -> Constraint:
     """Compile a constraint specification.
 
     Args:
@@ -85,8 +86,10 @@ def compile(spec: Any, *, lenient: bool = False, whitespace: str = "flexible", i
         whitespace: JSON text policy: "flexible" (at most one space after `,` and `:`), "compact"
             (none) or "spaced" (exactly one).
         indent: JSON pretty-printed with this indent (overrides `whitespace`).
+        cache: look up and store the result in the memory and disk caches (False: compile afresh,
+            e.g. to measure compile time).
     Returns:
-        A cached `Constraint`: the same specification and options give the same object.
+        A `Constraint`; with `cache`, the same specification and options give the same object.
     Raises:
         GrammarSyntaxError: bad regex or grammar text (with its position).
         UnsupportedSchemaError: a schema keyword that cannot be enforced (unless lenient).
@@ -96,6 +99,8 @@ def compile(spec: Any, *, lenient: bool = False, whitespace: str = "flexible", i
         raise GrammarError(f"unknown whitespace policy {whitespace!r}; use one of {WHITESPACE_POLICIES}")
     kind, payload = _describe(spec)
     key = hashlib.sha256(json.dumps([kind, payload, lenient, whitespace, indent], sort_keys=False, default=str).encode()).hexdigest()
+    if not cache:
+        return Constraint(_grammar(kind, payload, lenient=lenient, whitespace=whitespace, indent=indent), _summary(kind, payload))
     with _cache_lock:
         found = _cache.get(key)
         if found is not None:

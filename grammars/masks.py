@@ -21,6 +21,9 @@ from grammars.vocab import Vocabulary
 
 #: Masks kept per (grammar, vocabulary) before the cache is cleared (each is one byte per token).
 MAX_CACHED_MASKS = 2048
+#: Boundary groups up to this size are settled token by token (memoized scalar walks beat numpy's
+#: per-call overhead on a handful of tokens); larger groups are walked vectorized.
+MAX_SCALAR_GROUP = 32
 
 
 class MaskTable:
@@ -97,6 +100,11 @@ class MaskTable:
         config = automaton.end_lexeme(config, before)
         if config is None:
             return rows[:0]
+        if rows.size <= MAX_SCALAR_GROUP:
+            ids, token_bytes = self.vocab.walk_arrays.ids, self.vocab.token_bytes
+            start = (config, None)
+            keep = [automaton.walk(start, token_bytes[i][position:]) is not None for i in ids[rows].tolist()]
+            return rows[np.array(keep, dtype=bool)]
         walk = advance_rows(self.vocab.walk_arrays, automaton.lexer_start(config), rows, position)
         accepted = [walk.inside_rows]
         # A fresh lexeme consumes at least one byte before it can end (lexemes are non-nullable),
