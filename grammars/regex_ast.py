@@ -1,0 +1,74 @@
+"""The character-level regex AST shared by the parser (`regex_syntax`) and the lowering (`regex_lowering`).
+
+Nodes are frozen dataclasses, so front ends can build, compare and cache them. A pattern's meaning is
+a language of strings; capturing, laziness and the like are already gone at this level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from grammars.charset import ANY_CHAR, CharSet
+
+
+@dataclass(frozen=True)
+class CharClass:
+    """One character from `chars`."""
+
+    chars: CharSet
+
+
+@dataclass(frozen=True)
+class Concat:
+    """The items in sequence (no items: the empty string)."""
+
+    items: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Alternation:
+    """Any one of the options."""
+
+    options: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Repetition:
+    """`item` between `min` and `max` times (`max=None`: unbounded)."""
+
+    item: Node
+    min: int
+    max: int | None
+
+
+@dataclass(frozen=True)
+class Group:
+    """A parenthesized sub-pattern (capturing or not: the language is the same)."""
+
+    item: Node
+
+
+@dataclass(frozen=True)
+class StartAnchor:
+    """`^` or `\\A`; `offset` and `source` locate it for errors."""
+
+    offset: int = field(default=0, compare=False)
+    source: str = field(default="", compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class EndAnchor:
+    """`$`, `\\Z` or `\\z`. Python's `$` also matches before a final newline (`allows_final_newline`),
+    which only matters in `search_form`: under fullmatch it is at the end of the string anyway."""
+
+    allows_final_newline: bool = False
+    offset: int = field(default=0, compare=False)
+    source: str = field(default="", compare=False, repr=False)
+
+
+Node = Union[CharClass, Concat, Alternation, Repetition, Group, StartAnchor, EndAnchor]
+#: The empty string.
+EMPTY_STRING = Concat(())
+#: Any string: what `search_form` puts where a pattern is not anchored.
+ANY_STRING = Repetition(CharClass(ANY_CHAR), 0, None)
