@@ -182,11 +182,37 @@ def alt(*terms: Term) -> Term:
                 members.add(t)
     if bits:
         members.add(byte_set(bits))
+    if len(members) > 1:
+        members = _drop_subsumed_counters(members)
     if not members:
         return EMPTY
     if len(members) == 1:
         return members.pop()
     return _intern(K_ALT, tuple(sorted(members, key=lambda t: t.id)))
+
+
+def _drop_subsumed_counters(members: set[Term]) -> set[Term]:
+    """Keep only the widest of `x{lo,p}.y` and `x{lo,q}.y` (q >= p): the narrower adds nothing.
+
+    Derivatives of ambiguous nested counters otherwise pile up one member per count.
+    """
+    widest: dict[tuple[int, int, int], Term] = {}
+    kept: set[Term] = set()
+    for term in members:
+        counter, rest = (term.args[0], term.args[1]) if term.kind == K_CONCAT else (term, EPSILON)
+        if counter.kind != K_REPEAT:
+            kept.add(term)
+            continue
+        key = (counter.args[0].id, counter.lo, rest.id)
+        other = widest.get(key)
+        if other is None or _upper(other) < _upper(term):
+            widest[key] = term
+    return kept | set(widest.values())
+
+
+def _upper(term: Term) -> float:
+    counter = term.args[0] if term.kind == K_CONCAT else term
+    return float("inf") if counter.hi is None else counter.hi
 
 
 def repeat(term: Term, lo: int, hi: int | None) -> Term:
@@ -362,8 +388,19 @@ def iter_bytes(bits: int) -> Iterable[int]:
 
 def to_pattern(term: Term, max_len: int = 120) -> str:
     """A readable regex-like rendering, for error messages and debugging."""
-    text = _render(term)
+    try:
+        text = _render(term)
+    except RecursionError:  # a very long chain: its start is what a message needs
+        text = _render_flat(term, max_len)
     return text if len(text) <= max_len else text[: max_len - 3] + "..."
+
+
+def _render_flat(term: Term, max_len: int) -> str:
+    parts: list[str] = []
+    while term.kind == K_CONCAT and sum(map(len, parts)) < max_len:
+        parts.append(_render(term.args[0]) if term.args[0].kind in (K_BYTES, K_EPS) else "(…)")
+        term = term.args[1]
+    return "".join(parts) + "…"
 
 
 def _render(term: Term) -> str:

@@ -99,10 +99,13 @@ class LexerTables:
                 return self.rows[sid]  # type: ignore[return-value]
             term = self.terms[sid]
             row = np.zeros(256, dtype=np.int32)
-            for byte_class in rx.derivative_classes(term):
-                successor = self.sid(rx.derivative(term, rx.lowest_byte(byte_class)))
-                if successor != DEAD:
-                    row[_byte_mask(byte_class)] = successor
+            try:
+                for byte_class in rx.derivative_classes(term):
+                    successor = self.sid(rx.derivative(term, rx.lowest_byte(byte_class)))
+                    if successor != DEAD:
+                        row[_byte_mask(byte_class)] = successor
+            except RecursionError as exc:
+                raise ConstraintLimitError(f"a terminal is nested too deeply to lex: {rx.to_pattern(term)}") from exc
             self.trans[sid] = row
             self.has_row[sid] = True
             self.rows[sid] = row.tolist()
