@@ -10,6 +10,7 @@
         └── TokenRejectedError        Matcher.advance() was given a token the mask forbids
 
     UnsupportedSchemaWarning          (a UserWarning) what UnsupportedSchemaError becomes under lenient=True
+    LarkPriorityWarning               (a UserWarning) a Lark terminal priority the union lexer does not apply
 
 `StencilError` lives here because `grammars` is the bottom layer: `runtime` and `sdk` derive their own
 errors from it, so one `except sdk.StencilError` catches them all.
@@ -106,3 +107,8 @@ class TokenRejectedError(GrammarError):
 
 class UnsupportedSchemaWarning(UserWarning):
     """A schema keyword that is not enforced, reported instead of raised because `lenient=True`."""
+
+
+class LarkPriorityWarning(UserWarning):
+    """A Lark terminal priority decides between overlapping terminals, which the union lexer does not
+    do: both terminals are offered to the parser instead (a superset of Lark's language)."""

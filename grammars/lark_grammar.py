@@ -37,8 +37,7 @@ from lark.grammar import TOKEN_DEFAULT_PRIORITY, NonTerminal, Terminal
 
 from grammars import byte_regex as rx
 from grammars import ir
-from grammars.errors import ConstraintLimitError, GrammarError
-from grammars.lark_left_recursion import remove_indirect_left_recursion
+from grammars.errors import ConstraintLimitError, GrammarError, LarkPriorityWarning
 from grammars.lark_sources import Sources
 from grammars.lark_terminals import TerminalCompiler, repetition
 from grammars.lexer import is_empty_language
@@ -47,10 +46,6 @@ from grammars.normalize import normalize
 #: Rules and template instances one grammar may create (a template that passes itself growing
 #: arguments, `t{x}: x | t{x "a"}`, would otherwise expand forever).
 MAX_RULES = 20_000
-
-
-class LarkPriorityWarning(UserWarning):
-    """A terminal priority decides between overlapping terminals, which the union lexer does not do."""
 
 
 def lark_grammar(text: str, *, start: str = "start", import_paths: Sequence[str] = ()) -> ir.Grammar:
@@ -104,8 +99,7 @@ class _Translator:
             self._rules.set(name, self._expr(tree, env))
         ignore = tuple(self._terminal_term(name) for name in self._ignore_names)
         self._warn_about_priorities()
-        grammar = self._rules.grammar(start, ignore)
-        return ir.Grammar(remove_indirect_left_recursion(grammar.rules), grammar.start, grammar.ignore)
+        return self._rules.grammar(start, ignore)
 
     # ------------------------------------------------------------------------------------------
     # Rules

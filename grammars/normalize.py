@@ -11,6 +11,7 @@ from __future__ import annotations
 from grammars import byte_regex as rx
 from grammars import ir
 from grammars.errors import EmptyLanguageError, GrammarError
+from grammars.left_recursion import remove_left_recursion
 from grammars.lexer import is_empty_language
 
 #: Largest grammar (in IR expression nodes) the compiler accepts.
@@ -18,16 +19,17 @@ MAX_GRAMMAR_SIZE = 2_000_000
 
 
 def normalize(grammar: ir.Grammar) -> ir.Grammar:
-    """A grammar with the same language whose lexemes are non-nullable and non-empty, whose direct
-    left recursion is turned into loops, and whose unproductive rules are removed.
+    """A grammar with the same language whose lexemes are non-nullable and non-empty, whose left
+    recursion is turned into loops (see `grammars.left_recursion`), and whose unproductive rules are
+    removed.
 
     Raises:
         EmptyLanguageError: the start rule derives no string.
-        GrammarError: a rule referenced but not defined, or left recursion through several rules.
+        GrammarError: a rule referenced but not defined.
     """
     _check_refs(grammar)
     rules = {name: _lexemes_nonnullable(expr) for name, expr in grammar.rules.items()}
-    rules = {name: _remove_direct_left_recursion(name, expr) for name, expr in rules.items()}
+    rules = remove_left_recursion(rules)
     productive = _productive_rules(rules)
     if grammar.start not in productive:
         raise EmptyLanguageError(f"the grammar admits no string (start rule {grammar.start!r} derives nothing)")
@@ -94,98 +96,6 @@ def _lexemes_nonnullable(expr: ir.Expr) -> ir.Expr:
         return ir.opt(lexeme) if node.term.nullable else lexeme
 
     return _map(expr, leaf)
-
-
-# ----------------------------------------------------------------------------------------------
-# Left recursion
-# ----------------------------------------------------------------------------------------------
-
-
-def _remove_direct_left_recursion(name: str, expr: ir.Expr) -> ir.Expr:
-    """A -> A a1 | ... | b1 | ...  becomes  A -> (b1 | ...) (a1 | ...)*  (same language)."""
-    options = expr.options if isinstance(expr, ir.Alt) else (expr,)
-    recursive: list[ir.Expr] = []
-    base: list[ir.Expr] = []
-    for option in options:
-        items = option.items if isinstance(option, ir.Seq) else (option,)
-        if items and items[0] == ir.Ref(name):
-            recursive.append(ir.seq(*items[1:]))
-        else:
-            base.append(option)
-    if not recursive:
-        return expr
-    return ir.seq(ir.alt(*base) if base else ir.NOTHING, ir.star(ir.alt(*recursive)))
-
-
-def nullable_rules(rules: dict[str, ir.Expr]) -> set[str]:
-    """Rules that derive the empty string (fixpoint)."""
-    nullable: set[str] = set()
-    changed = True
-    while changed:
-        changed = False
-        for name, expr in rules.items():
-            if name not in nullable and _is_nullable(expr, nullable):
-                nullable.add(name)
-                changed = True
-    return nullable
-
-
-def _is_nullable(expr: ir.Expr, nullable: set[str]) -> bool:
-    if isinstance(expr, ir.Lexeme):
-        return expr.term.nullable
-    if isinstance(expr, ir.Ref):
-        return expr.name in nullable
-    if isinstance(expr, ir.Seq):
-        return all(_is_nullable(e, nullable) for e in expr.items)
-    if isinstance(expr, ir.Alt):
-        return any(_is_nullable(e, nullable) for e in expr.options)
-    return expr.min == 0 or _is_nullable(expr.item, nullable)  # Repeat
-
-
-def left_calls(expr: ir.Expr, nullable: set[str]) -> set[str]:
-    """Rules `expr` may call before consuming any input."""
-    if isinstance(expr, ir.Ref):
-        return {expr.name}
-    if isinstance(expr, ir.Seq):
-        found: set[str] = set()
-        for item in expr.items:
-            found |= left_calls(item, nullable)
-            if not _is_nullable(item, nullable):
-                break
-        return found
-    if isinstance(expr, ir.Alt):
-        return set().union(*(left_calls(e, nullable) for e in expr.options)) if expr.options else set()
-    if isinstance(expr, ir.Repeat):
-        return left_calls(expr.item, nullable)
-    return set()
-
-
-def check_no_left_recursion(rules: dict[str, ir.Expr]) -> None:
-    """Raises GrammarError naming the cycle if some rule can call itself without consuming input."""
-    nullable = nullable_rules(rules)
-    graph = {name: left_calls(expr, nullable) for name, expr in rules.items()}
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    for root in graph:
-        if state.get(root):
-            continue
-        path: list[str] = []
-        stack = [(root, iter(sorted(graph[root])))]
-        state[root] = 1
-        path.append(root)
-        while stack:
-            node, children = stack[-1]
-            child = next(children, None)
-            if child is None:
-                stack.pop()
-                path.pop()
-                state[node] = 2
-            elif state.get(child) == 1:
-                cycle = path[path.index(child):] + [child]
-                raise GrammarError("left recursion is not supported: " + " -> ".join(cycle))
-            elif not state.get(child):
-                state[child] = 1
-                path.append(child)
-                stack.append((child, iter(sorted(graph[child]))))
 
 
 # ----------------------------------------------------------------------------------------------

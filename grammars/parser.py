@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from grammars import byte_regex as rx
 from grammars import ir
 from grammars.errors import ConstraintLimitError
-from grammars.normalize import check_no_left_recursion
+from grammars.left_recursion import check_no_left_recursion
 
 #: Repetitions with at most this many optional copies of a small item are unrolled; larger ones count.
 MAX_UNROLLED_COPIES = 8

@@ -23,7 +23,8 @@ from lark.exceptions import LarkError
 
 from grammars.compiler import compile_grammar
 from grammars.errors import GrammarError, GrammarSyntaxError
-from grammars.lark_grammar import LarkPriorityWarning, lark_grammar
+from grammars.errors import LarkPriorityWarning
+from grammars.lark_grammar import lark_grammar
 
 from lark_sentences import SentenceGenerator, mutations, rejected_by_greedy_lexing
 

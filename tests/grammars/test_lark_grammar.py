@@ -7,7 +7,8 @@ import pytest
 from grammars import ir
 from grammars.compiler import compile_grammar
 from grammars.errors import ConstraintLimitError, EmptyLanguageError, GrammarError, GrammarSyntaxError, StencilError
-from grammars.lark_grammar import LarkPriorityWarning, lark_grammar
+from grammars.errors import LarkPriorityWarning
+from grammars.lark_grammar import lark_grammar
 from grammars.library import LIBRARY_NAMES, library_grammar
 
 

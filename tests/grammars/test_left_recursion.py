@@ -5,14 +5,14 @@ import pytest
 from grammars import ir
 from grammars.automaton import GrammarAutomaton
 from grammars.errors import GrammarError
-from grammars.lark_left_recursion import remove_indirect_left_recursion
-from grammars.normalize import left_calls, nullable_rules
+from grammars.left_recursion import remove_left_recursion
+from grammars.left_recursion import left_calls, nullable_rules
 
 X, Y, Z, W = (ir.lit(c) for c in "xyzw")
 
 
 def grammar(rules: dict[str, ir.Expr], start: str = "a") -> ir.Grammar:
-    return ir.Grammar(remove_indirect_left_recursion(rules), start)
+    return ir.Grammar(remove_left_recursion(rules), start)
 
 
 def indirect_cycles(rules: dict[str, ir.Expr]) -> list[str]:
@@ -38,7 +38,7 @@ def test_hub_rule_of_a_join_grammar():
         "join": ir.seq(ir.ref("a"), ir.lit("J"), ir.ref("a")),
         "cross": ir.seq(ir.ref("a"), ir.lit("C"), ir.ref("a")),
     }
-    result = remove_indirect_left_recursion(rules)
+    result = remove_left_recursion(rules)
     assert indirect_cycles(result) == []
     automaton = GrammarAutomaton(ir.Grammar(result, "a"))
     assert automaton.accepts(b"xJxCx") and not automaton.accepts(b"xJ")

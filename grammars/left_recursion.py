@@ -1,0 +1,236 @@
+"""Left recursion: found, and rewritten into loops, which the stack-set parser needs.
+
+The parser (`grammars.parser`) cannot run a rule that calls itself before consuming input: its stacks
+would grow forever. Grammars reach left recursion directly (`sum: sum "+" term | term`) and through
+helper rules (`?from_item: join | name` with `join: from_item "JOIN" from_item`), since Lark's
+parsers take both. Direct left recursion becomes a loop (`a: a x | y` is `a: y x*`). Indirect
+recursion is first made direct the classic way: while some rule `a` calls `b` first and `b` leads
+back to `a`, substitute `b`'s alternatives for the leading `b` in `a` (Paull's substitution step),
+which preserves the language and shortens the cycle, until the recursion is direct. The rule chosen is the first of its cycle for which that works, each callee
+being substituted at most once (so the rewrite always ends). Alternatives are first spread out at
+their head (`(x | y) z` gives `x z` and `y z`; `[x] y` gives `x y` and `y`) so that left calls in
+groups and optional prefixes are seen.
+"""
+
+from __future__ import annotations
+
+from grammars import ir
+from grammars.errors import GrammarError
+
+#: Rules made directly recursive before giving up (the parser then reports what is left).
+MAX_ROUNDS = 100
+#: Alternatives one rule may be spread into.
+MAX_HEAD_OPTIONS = 512
+
+Option = tuple[ir.Expr, ...]
+
+
+def remove_left_recursion(rules: dict[str, ir.Expr]) -> dict[str, ir.Expr]:
+    """Rules with the same language and no left recursion, where the rewrite succeeds.
+
+    Where a cycle cannot be resolved within the budgets (a left call behind a nullable rule, say),
+    it is left in place and `check_no_left_recursion` (called by the parser) reports it.
+    """
+    rules = _make_recursion_direct(rules)
+    return {name: _direct_recursion_as_loop(name, expr) for name, expr in rules.items()}
+
+
+def _make_recursion_direct(rules: dict[str, ir.Expr]) -> dict[str, ir.Expr]:
+    rules = dict(rules)
+    for _ in range(MAX_ROUNDS):
+        graph = _left_call_graph(rules)
+        cyclic = [name for name in rules if _leads_back(name, graph[name] - {name}, graph)]
+        resolved = None
+        for name in cyclic:
+            resolved = _make_direct(name, rules, graph)
+            if resolved is not None:
+                rules[name] = resolved
+                break
+        if resolved is None:
+            break
+    graph = _left_call_graph(rules)
+    for name, expr in rules.items():
+        if name in graph[name]:
+            options = _head_options(expr)
+            if options is not None:
+                rules[name] = ir.alt(*(ir.seq(*o) for o in options))
+    return rules
+
+
+def _left_call_graph(rules: dict[str, ir.Expr]) -> dict[str, set[str]]:
+    nullable = nullable_rules(rules)
+    return {name: left_calls(expr, nullable) for name, expr in rules.items()}
+
+
+def _leads_back(target: str, starts: set[str], graph: dict[str, set[str]]) -> bool:
+    """Whether some rule in `starts` reaches `target` through left calls."""
+    seen = set(starts)
+    stack = list(starts)
+    while stack:
+        node = stack.pop()
+        if node == target:
+            return True
+        for nxt in graph.get(node, ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return False
+
+
+def _make_direct(name: str, rules: dict[str, ir.Expr], graph: dict[str, set[str]]) -> ir.Expr | None:
+    """`name`'s body with every leading call that leads back to `name` substituted, each callee at
+    most once; None if that does not make the recursion direct."""
+    body = rules[name]
+    substituted: set[str] = set()
+    while True:
+        options = _head_options(body)
+        if options is None:
+            return None
+        callees = {o[0].name for o in options if o and isinstance(o[0], ir.Ref) and o[0].name != name}
+        returning = sorted(c for c in callees if _leads_back(name, {c}, graph))
+        if not returning:
+            return body if substituted else None
+        callee = returning[0]
+        if callee in substituted:
+            return None
+        substituted.add(callee)
+        body = _substitute(options, callee, rules[callee])
+        if body is None:
+            return None
+
+
+def _substitute(options: list[Option], callee: str, callee_body: ir.Expr) -> ir.Expr | None:
+    """The alternatives `options` with every leading call of `callee` replaced by its alternatives."""
+    callee_options = _head_options(callee_body)
+    if callee_options is None:
+        return None
+    result: list[Option] = []
+    for option in options:
+        if option and option[0] == ir.Ref(callee):
+            result.extend(inner + option[1:] for inner in callee_options)
+        else:
+            result.append(option)
+    if len(result) > MAX_HEAD_OPTIONS:
+        return None
+    return ir.alt(*(ir.seq(*o) for o in result))
+
+
+def _head_options(expr: ir.Expr) -> list[Option] | None:
+    """`expr` as alternatives whose first item is a lexeme or a rule call (or that are empty);
+    None past MAX_HEAD_OPTIONS."""
+    result: list[Option] = []
+    todo: list[Option] = [(expr,)]
+    while todo:
+        option = todo.pop()
+        if not option:
+            result.append(option)
+            continue
+        first, rest = option[0], option[1:]
+        if isinstance(first, ir.Seq):
+            todo.append(first.items + rest)
+        elif isinstance(first, ir.Alt):
+            todo.extend((o,) + rest for o in first.options)
+        elif isinstance(first, ir.Repeat):
+            todo.extend(_unroll_head(first, rest))
+        else:
+            result.append(option)
+        if len(result) + len(todo) > MAX_HEAD_OPTIONS:
+            return None
+    result.reverse()
+    return result
+
+
+def _unroll_head(repeat: ir.Repeat, rest: Option) -> list[Option]:
+    """`x{m,n} rest` as `x x{m-1,n-1} rest` (plus `rest` when m == 0)."""
+    later = ir.repeat(repeat.item, max(repeat.min - 1, 0), None if repeat.max is None else repeat.max - 1)
+    options = [(repeat.item, later) + rest]
+    if repeat.min == 0:
+        options.append(rest)
+    return options
+
+
+def _direct_recursion_as_loop(name: str, expr: ir.Expr) -> ir.Expr:
+    """A -> A a1 | ... | b1 | ...  becomes  A -> (b1 | ...) (a1 | ...)*  (same language)."""
+    options = expr.options if isinstance(expr, ir.Alt) else (expr,)
+    recursive: list[ir.Expr] = []
+    base: list[ir.Expr] = []
+    for option in options:
+        items = option.items if isinstance(option, ir.Seq) else (option,)
+        if items and items[0] == ir.Ref(name):
+            recursive.append(ir.seq(*items[1:]))
+        else:
+            base.append(option)
+    if not recursive:
+        return expr
+    return ir.seq(ir.alt(*base) if base else ir.NOTHING, ir.star(ir.alt(*recursive)))
+
+
+def nullable_rules(rules: dict[str, ir.Expr]) -> set[str]:
+    """Rules that derive the empty string (fixpoint)."""
+    nullable: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, expr in rules.items():
+            if name not in nullable and _is_nullable(expr, nullable):
+                nullable.add(name)
+                changed = True
+    return nullable
+
+
+def _is_nullable(expr: ir.Expr, nullable: set[str]) -> bool:
+    if isinstance(expr, ir.Lexeme):
+        return expr.term.nullable
+    if isinstance(expr, ir.Ref):
+        return expr.name in nullable
+    if isinstance(expr, ir.Seq):
+        return all(_is_nullable(e, nullable) for e in expr.items)
+    if isinstance(expr, ir.Alt):
+        return any(_is_nullable(e, nullable) for e in expr.options)
+    return expr.min == 0 or _is_nullable(expr.item, nullable)  # Repeat
+
+
+def left_calls(expr: ir.Expr, nullable: set[str]) -> set[str]:
+    """Rules `expr` may call before consuming any input."""
+    if isinstance(expr, ir.Ref):
+        return {expr.name}
+    if isinstance(expr, ir.Seq):
+        found: set[str] = set()
+        for item in expr.items:
+            found |= left_calls(item, nullable)
+            if not _is_nullable(item, nullable):
+                break
+        return found
+    if isinstance(expr, ir.Alt):
+        return set().union(*(left_calls(e, nullable) for e in expr.options)) if expr.options else set()
+    if isinstance(expr, ir.Repeat):
+        return left_calls(expr.item, nullable)
+    return set()
+
+
+def check_no_left_recursion(rules: dict[str, ir.Expr]) -> None:
+    """Raises GrammarError naming the cycle if some rule can call itself without consuming input."""
+    nullable = nullable_rules(rules)
+    graph = {name: left_calls(expr, nullable) for name, expr in rules.items()}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    for root in graph:
+        if state.get(root):
+            continue
+        path: list[str] = []
+        stack = [(root, iter(sorted(graph[root])))]
+        state[root] = 1
+        path.append(root)
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                path.pop()
+                state[node] = 2
+            elif state.get(child) == 1:
+                cycle = path[path.index(child):] + [child]
+                raise GrammarError("left recursion is not supported: " + " -> ".join(cycle))
+            elif not state.get(child):
+                state[child] = 1
+                path.append(child)
+                stack.append((child, iter(sorted(graph[child]))))
