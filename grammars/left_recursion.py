@@ -150,7 +150,13 @@ def _unroll_head(repeat: ir.Repeat, rest: Option) -> list[Option]:
 
 
 def _direct_recursion_as_loop(name: str, expr: ir.Expr) -> ir.Expr:
-    """A -> A a1 | ... | b1 | ...  becomes  A -> (b1 | ...) (a1 | ...)*  (same language)."""
+    """A -> A a1 | ... | b1 | ...  becomes  A -> (b1 | ...) (a1 | ...)*  (same language).
+
+    Binary operators written both left- and right-recursive (`e: e "+" e | atom`) leave a loop whose
+    options end with A again, which is ambiguous: the parser would track one stack per way to nest a
+    chain. When neither the bases B nor the loop prefixes mention A, such a trailing A is replaced by
+    B: the least solution of A = B (a A | c)* is B (a B | c)*, so the language is unchanged.
+    """
     options = expr.options if isinstance(expr, ir.Alt) else (expr,)
     recursive: list[ir.Expr] = []
     base: list[ir.Expr] = []
@@ -162,7 +168,27 @@ def _direct_recursion_as_loop(name: str, expr: ir.Expr) -> ir.Expr:
             base.append(option)
     if not recursive:
         return expr
-    return ir.seq(ir.alt(*base) if base else ir.NOTHING, ir.star(ir.alt(*recursive)))
+    head = ir.alt(*base) if base else ir.NOTHING
+    recursive = _trailing_self_as_base(name, head, recursive)
+    return ir.seq(head, ir.star(ir.alt(*recursive)))
+
+
+def _trailing_self_as_base(name: str, head: ir.Expr, loop_options: list[ir.Expr]) -> list[ir.Expr]:
+    self_ref = ir.Ref(name)
+    prefixes = [o.items[:-1] if isinstance(o, ir.Seq) and o.items[-1] == self_ref else None for o in loop_options]
+    others = [item for o, p in zip(loop_options, prefixes) for item in ((o,) if p is None else p)]
+    if any(name in _refs(e) for e in (head, *others)):
+        return loop_options
+    return [o if p is None else ir.seq(*p, head) for o, p in zip(loop_options, prefixes)]
+
+
+def _refs(expr: ir.Expr) -> set[str]:
+    """Names of the rules `expr` refers to."""
+    if isinstance(expr, ir.Ref):
+        return {expr.name}
+    children = expr.items if isinstance(expr, ir.Seq) else expr.options if isinstance(expr, ir.Alt) else (
+        (expr.item,) if isinstance(expr, ir.Repeat) else ())
+    return set().union(*(_refs(c) for c in children)) if children else set()
 
 
 def nullable_rules(rules: dict[str, ir.Expr]) -> set[str]:

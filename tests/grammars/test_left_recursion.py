@@ -62,3 +62,13 @@ def test_unresolvable_cycle_is_left_for_the_parser_to_report():
     rules = {"a": ir.alt(ir.seq(ir.ref("n"), ir.ref("b"), X), Y), "b": ir.alt(ir.seq(ir.ref("a"), Z), W), "n": ir.opt(W)}
     with pytest.raises(GrammarError, match="left recursion"):
         GrammarAutomaton(grammar(rules))
+
+
+def test_ambiguous_binary_operator_chains_stay_small():
+    """`e: e "+" e | atom` parses long chains with one stack, not one per nesting."""
+    rules = {"e": ir.alt(ir.seq(ir.ref("e"), ir.lit("+"), ir.ref("e")), X)}
+    automaton = GrammarAutomaton(ir.Grammar(rules, "e"))
+    chain = b"+".join([b"x"] * 300)
+    assert automaton.accepts(chain)
+    assert not automaton.accepts(chain + b"+")
+    assert max(len(c) for c in automaton.parser.configs) <= 2
