@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ggml_reference import random_k_blocks, reference_dequantize
+from tests.runtime.ggml_reference import random_k_blocks, reference_dequantize
 from gguf import GGMLQuantizationType, GGUFWriter, ReaderTensor
 from gguf.quants import dequantize, quantize
-from tiny_gguf import TinySpec, gguf_tensors, tiny_hf_weights, write_tiny_gguf, write_tiny_hf_folder
+from tests.runtime.tiny_gguf import TinySpec, gguf_tensors, tiny_hf_weights, write_tiny_gguf, write_tiny_hf_folder
 
 from runtime.errors import CorruptModelError, ModelNotFoundError, RequestError, UnsupportedModelError
 from runtime.loading import DEFAULT_MODEL_INSTALL_COMMAND, Checkpoint, default_model_path, load_checkpoint

@@ -1,0 +1,46 @@
+"""Stencil's local runtime: a paged-KV, continuously batched decoder with grammar-constrained sampling."""
+
+from runtime.config import ModelConfig
+from runtime.constraints import Constraint, TokenMatcher
+from runtime.engine import Engine
+from runtime.errors import (
+    ChatTemplateError,
+    CorruptModelError,
+    EngineError,
+    ModelLoadError,
+    ModelNotFoundError,
+    PromptTooLongError,
+    RequestError,
+    UnsupportedModelError,
+)
+from runtime.launch import DEFAULT_DTYPE, load
+from runtime.outputs import CompletionDelta, CompletionOutput, RequestOutput, RequestUpdate, Usage
+from runtime.sampling import SamplingParams
+from runtime.sequence import FinishReason, TokenLogprob
+from runtime.tokenizer import Tokenizer
+
+__all__ = [
+    "ChatTemplateError",
+    "CompletionDelta",
+    "CompletionOutput",
+    "Constraint",
+    "CorruptModelError",
+    "DEFAULT_DTYPE",
+    "Engine",
+    "EngineError",
+    "FinishReason",
+    "ModelConfig",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "PromptTooLongError",
+    "RequestError",
+    "RequestOutput",
+    "RequestUpdate",
+    "SamplingParams",
+    "TokenLogprob",
+    "TokenMatcher",
+    "Tokenizer",
+    "UnsupportedModelError",
+    "Usage",
+    "load",
+]

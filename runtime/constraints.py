@@ -1,0 +1,56 @@
+"""How the runtime sees a grammar constraint: two small protocols, no grammar internals.
+
+`grammars.compile(...)` returns an object satisfying `Constraint`; its `matcher(vocab)` gives one
+`TokenMatcher` per live sequence. The engine asks each matcher for the allowed-token mask before
+sampling, advances it with the sampled token, forks it when a sequence forks (parallel samples, beams)
+and rolls it back when the KV cache rolls back (speculation, jump-forward).
+
+The hot path never raises: a matcher that cannot go on sets `error` and returns a mask allowing
+nothing; the engine then ends that sequence with `finish_reason="error"` and attaches the error.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+
+    from grammars.errors import GrammarError
+
+
+@runtime_checkable
+class TokenMatcher(Protocol):
+    """Per-sequence constraint state: which tokens may come next, and what has been accepted so far."""
+
+    #: Sticky: set once the matcher cannot go on (a state budget, an internal failure); None otherwise.
+    error: GrammarError | None
+
+    def mask(self) -> torch.Tensor:
+        """Bool [vocab.size]: True where the token is allowed now; EOS is allowed only when accepting."""
+        ...
+
+    def advance(self, token_id: int) -> None:
+        """Consume `token_id`; raises grammars.TokenRejectedError when the mask forbids it."""
+        ...
+
+    def is_accepting(self) -> bool:
+        """Whether the tokens consumed so far form a complete sentence of the constraint's language."""
+        ...
+
+    def rollback(self, num_tokens: int) -> None:
+        """Undo the last `num_tokens` advances (rejected speculative drafts, jump-forward retokenization)."""
+        ...
+
+    def fork(self) -> TokenMatcher:
+        """An independent copy, so beams and parallel samples advance separately."""
+        ...
+
+
+@runtime_checkable
+class Constraint(Protocol):
+    """A compiled constraint: a factory of per-sequence matchers over a vocabulary."""
+
+    def matcher(self, vocab: Any) -> TokenMatcher:
+        """A fresh matcher at the start of the language, for tokens of `vocab` (a grammars.Vocabulary)."""
+        ...
