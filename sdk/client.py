@@ -1,0 +1,400 @@
+"""`LLM`: the asynchronous client, Stencil's public face.
+
+    llm = sdk.LLM()                                          # the embedded SmolLM2-135M-Instruct
+    person = await llm.generate(text, output=Person)         # a Person
+    result = await llm.run(text, output=Person)              # a Result[Person]: value, text, usage, ...
+    async for partial in llm.stream(text, output=Person):    # partial Persons, then the final one
+        ...
+
+A call goes: arguments checked and resolved (`sdk.options`; typed errors, nothing generated yet) ->
+chat messages -> the backend generates under the constraint -> the answer is split from the
+reasoning, parsed and validated (`sdk.outputs`), voted on with `samples > 1` (`sdk.voting`), and
+retried with the validation error fed back when `retries` allow. Many calls in flight on one `LLM`
+are batched together by the engine; cancelling one frees its memory at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+from runtime.errors import RequestError
+from runtime.outputs import CompletionOutput, RequestOutput, Usage
+from runtime.sequence import FinishReason
+from sdk import reasoning as reasoning_layout
+from sdk.backends.base import Backend, BackendRequest
+from sdk.backends.local import LocalBackend
+from sdk.errors import ConstraintFailedError, GenerationError, IncompleteOutputError, ValidationError
+from sdk.options import DEFAULT_MAX_TOKENS, Call, call_arguments, prepare_call
+from sdk.outputs import OutputKind
+from sdk.prompts import Message, PromptInput
+from sdk.results import Result, Timings, add_usage
+from sdk.streaming import PartialJSON, Stream, partial_value
+from sdk.timing import MaskClock, TimedConstraint
+from sdk.voting import VoteKey, Votes, tally
+
+__all__ = ["LLM"]
+
+_NO_USAGE = Usage(prompt_tokens=0, completion_tokens=0)
+
+
+class LLM:
+    """A language model that returns typed values.
+
+    Args:
+        model: None for the embedded SmolLM2-135M-Instruct, else a `.gguf` file or a Hugging Face
+            folder. Loaded now, so a missing file fails here.
+        backend: a ready backend instead of `model` (tests, custom engines, later a remote server).
+        dtype: activation dtype of a loaded model ("bfloat16", the default, or "float32").
+
+    Raises:
+        runtime.ModelLoadError: the model cannot be loaded.
+        RequestError: both `model` and `backend` given, or a bad `dtype`.
+    """
+
+    def __init__(
+        self, model: str | os.PathLike[str] | None = None, *, backend: Backend | None = None, dtype: str | None = None
+    ) -> None:
+        if backend is not None and (model is not None or dtype is not None):
+            raise RequestError("give a model (and dtype) or a backend, not both", "backend")
+        self.backend: Backend = backend if backend is not None else LocalBackend.load(model, dtype=dtype)
+
+    async def generate(
+        self,
+        prompt: PromptInput,
+        *,
+        output: Any = None,
+        reasoning: bool = False,
+        max_reasoning_tokens: int | None = None,
+        samples: int = 1,
+        vote_on: VoteKey = None,
+        retries: int = 0,
+        describe_output: bool = True,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        repetition_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        num_beams: int = 1,
+        length_penalty: float = 1.0,
+    ) -> Any:
+        """Generate a value of the output type. Same arguments as `run`, which also returns how.
+
+        Returns:
+            An instance of `output` (a str for free text and grammar outputs, the parsed JSON for a
+            JSON Schema dict).
+
+        Raises:
+            See `run`.
+        """
+        return (await self.run(**call_arguments(locals()))).value
+
+    async def run(
+        self,
+        prompt: PromptInput,
+        *,
+        output: Any = None,
+        reasoning: bool = False,
+        max_reasoning_tokens: int | None = None,
+        samples: int = 1,
+        vote_on: VoteKey = None,
+        retries: int = 0,
+        describe_output: bool = True,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        repetition_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        num_beams: int = 1,
+        length_penalty: float = 1.0,
+    ) -> Result[Any]:
+        """Generate a value of the output type, with its text, usage, timings, reasoning and votes.
+
+        Args:
+            prompt: a user message, a list of chat messages, or an `sdk.Prompt` (instructions,
+                context, inputs, rules, few-shot examples).
+            output: None or str (free text), a type (Pydantic model, int, Literal, Enum, list[...],
+                ...), a JSON Schema dict, or a grammars.Regex / Lark / Choice.
+            reasoning: let the model reason in free text first; only the answer is constrained, and
+                the reasoning comes back in `Result.reasoning`.
+            max_reasoning_tokens: tokens of reasoning after which the answer is forced (None: half
+                of `max_tokens`); only with `reasoning=True`.
+            samples: self-consistency: draw this many answers in one batch (sharing the prompt's
+                KV blocks), parse each and return the most voted one with `Result.votes`.
+            vote_on: what samples vote on: None (the whole value), a field name, or a function.
+            retries: validation errors fed back to the model for another try (usage is summed).
+            describe_output: describe the output's form in the system message.
+            max_tokens: most tokens to generate (reasoning included).
+            temperature: None is greedy (0), or 0.7 with `samples > 1`.
+            top_k, top_p, min_p, seed: sampling truncation and a seed for reproducible draws.
+            stop: strings that end free text (not allowed with a constrained output).
+            repetition_penalty, presence_penalty, frequency_penalty: as in vLLM and OpenAI.
+            num_beams, length_penalty: beam search (deterministic), under the constraint too.
+
+        Returns:
+            The `Result`; its `value` is what `generate` returns.
+
+        Raises:
+            RequestError: a control out of range or conflicting controls (field names it), a bad
+                prompt or message list; PromptTooLongError: the prompt exceeds the context window.
+            UnsupportedOutputTypeError, grammars.UnsupportedSchemaError, grammars.GrammarError:
+                the output cannot be constrained.
+            IncompleteOutputError: `max_tokens` ended the output (partial text and usage attached).
+            ValidationError: the output failed validation, after the retries.
+            ConstraintFailedError: the constraint could not go on mid-generation.
+        """
+        return await self._execute(prepare_call(**call_arguments(locals())))
+
+    def stream(
+        self,
+        prompt: PromptInput,
+        *,
+        output: Any = None,
+        reasoning: bool = False,
+        max_reasoning_tokens: int | None = None,
+        describe_output: bool = True,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        repetition_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        num_beams: int = 1,
+        length_penalty: float = 1.0,
+    ) -> Stream[Any]:
+        """Stream partial values as the output's fields complete, then the final value.
+
+        Arguments as in `run` (self-consistency and retries do not stream). Free text and grammar
+        outputs stream their text so far; JSON outputs a partial object (or list) each time a
+        top-level field (or item) completes, each validated for what it has; beam search yields
+        only the final value, since no beam is settled before the end.
+
+        Returns:
+            A `Stream`: iterate it with `async for`; `stream.result` holds the `Result` afterwards.
+
+        Raises:
+            The argument errors of `run`, here; generation errors while iterating.
+        """
+        call = prepare_call(**call_arguments(locals()), samples=1, vote_on=None, retries=0)
+        return Stream(lambda set_result: self._stream_partials(call, set_result))
+
+    async def aclose(self) -> None:
+        """Stop the backend (the engine thread); calls still running fail with `ClosedError`."""
+        await self.backend.aclose()
+
+    async def __aenter__(self) -> LLM:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # A call's attempts
+
+    async def _execute(self, call: Call) -> Result[Any]:
+        started = time.perf_counter()
+        messages = list(call.messages)
+        usage, mask_time, first_token_time = _NO_USAGE, 0.0, None
+        num_attempts = 0
+        while True:
+            num_attempts += 1
+            completion = await self._complete(call, messages)
+            usage = add_usage(usage, completion.output.usage)
+            if completion.mask_time is not None:
+                mask_time += completion.mask_time
+            if first_token_time is None:
+                first_token_time = completion.time_to_first_token
+            try:
+                answer = _answer(call, completion.output, usage)
+            except ValidationError as exc:
+                if num_attempts > call.retries:
+                    raise
+                messages = [*messages, *_feedback(exc)]
+                continue
+            timings = Timings(
+                time_to_first_token=first_token_time,
+                total=time.perf_counter() - started,
+                mask_time=mask_time if completion.mask_time is not None else None,
+            )
+            return Result(
+                value=answer.value,
+                text=answer.text,
+                usage=usage,
+                timings=timings,
+                finish_reason=FinishReason.STOP,
+                reasoning=answer.reasoning,
+                votes=answer.votes,
+                num_attempts=num_attempts,
+            )
+
+    async def _complete(self, call: Call, messages: list[Message]) -> _Completion:
+        request, clock = self._request(call, messages)
+        submitted = time.perf_counter()
+        first_token_time = None
+        output = None
+        async with aclosing(self.backend.stream(request)) as updates:
+            async for update in updates:
+                if first_token_time is None and any(delta.token_ids for delta in update.deltas):
+                    first_token_time = time.perf_counter() - submitted
+                output = update.output
+        if output is None:
+            raise GenerationError("the backend ended without a result", text="", usage=_NO_USAGE)
+        if first_token_time is None and output.usage.completion_tokens:
+            first_token_time = time.perf_counter() - submitted  # beam search reports only at the end
+        return _Completion(output, first_token_time, clock.seconds if clock is not None else None)
+
+    def _request(self, call: Call, messages: list[Message]) -> tuple[BackendRequest, MaskClock | None]:
+        clock = MaskClock() if self.backend.measures_mask_time else None
+        constraint = call.constraint
+        if constraint is not None and clock is not None:
+            constraint = TimedConstraint(constraint, clock)
+        request = BackendRequest(
+            messages=messages,
+            params=call.params,
+            constraint=constraint,
+            json_schema=call.spec.json_schema,
+            output=call.spec.output,
+        )
+        return request, clock
+
+    async def _stream_partials(self, call: Call, set_result: Callable[[Result[Any]], None]) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        request, clock = self._request(call, call.messages)
+        is_json = call.spec.kind in (OutputKind.TYPE, OutputKind.JSON_SCHEMA)
+        scanner = PartialJSON()
+        text, answer_start, first_token_time, output = "", None if call.reasoning else 0, None, None
+        async with aclosing(self.backend.stream(request)) as updates:
+            async for update in updates:
+                output = update.output
+                delta = update.text
+                if not delta:
+                    continue
+                if first_token_time is None:
+                    first_token_time = time.perf_counter() - started
+                text += delta
+                if answer_start is None:
+                    answer_start = _answer_start(text, len(delta))
+                    if answer_start is None:
+                        continue
+                    delta = text[answer_start:]
+                if not is_json:
+                    yield text[answer_start:]
+                elif scanner.feed(delta) and not scanner.is_closed:
+                    partial = partial_value(call.spec, scanner.complete_prefix())
+                    if partial is not None:
+                        yield partial
+        if output is None:
+            raise GenerationError("the backend ended without a result", text=text, usage=_NO_USAGE)
+        answer = _answer(call, output, output.usage)
+        timings = Timings(
+            time_to_first_token=first_token_time if first_token_time is not None else time.perf_counter() - started,
+            total=time.perf_counter() - started,
+            mask_time=clock.seconds if clock is not None else None,
+        )
+        set_result(Result(answer.value, answer.text, output.usage, timings, FinishReason.STOP, answer.reasoning))
+        yield answer.value
+
+
+@dataclass(frozen=True)
+class _Completion:
+    """What one backend request gave back, with its times."""
+
+    output: RequestOutput
+    time_to_first_token: float | None
+    mask_time: float | None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """The value of an attempt and where it came from."""
+
+    value: Any
+    text: str
+    reasoning: str | None
+    votes: Votes[Any] | None = None
+
+
+def _answer(call: Call, output: RequestOutput, usage: Usage) -> _Answer:
+    """The value of a finished request: the one completion's, or the vote of the samples.
+
+    Raises:
+        GenerationError: no completion gave a value (with samples: the first sample's error).
+    """
+    if call.num_samples == 1:
+        return _parse_completion(call, output.outputs[0], usage)
+    answers: list[tuple[int, _Answer]] = []
+    failures: list[GenerationError] = []
+    for completion in output.outputs:
+        try:
+            answers.append((completion.index, _parse_completion(call, completion, usage)))
+        except GenerationError as exc:
+            failures.append(exc)
+    if not answers:
+        raise failures[0]
+    votes = tally([(index, answer.value) for index, answer in answers], call.num_samples, call.vote_on)
+    winner = dict(answers)[votes.winner.sample_index]
+    return _Answer(winner.value, winner.text, winner.reasoning, votes)
+
+
+def _parse_completion(call: Call, completion: CompletionOutput, usage: Usage) -> _Answer:
+    """The value of one completion, or the typed error that says why there is none."""
+    text = completion.text
+    reasoning, answer_text = reasoning_layout.split(text) if call.reasoning else (None, text)
+    if completion.finish_reason is FinishReason.LENGTH:
+        raise IncompleteOutputError(
+            f"the output reached max_tokens={call.params.max_tokens} (or the context window) before it was complete",
+            text=text, usage=usage, reasoning=reasoning,
+        )
+    if completion.finish_reason is FinishReason.ERROR:
+        raise ConstraintFailedError(
+            f"the constraint could not go on: {completion.error}", text=text, usage=usage, reasoning=reasoning
+        ) from completion.error
+    if answer_text is None:
+        details = [{"type": "answer_missing", "loc": (), "msg": "no answer after the reasoning", "input": text}]
+        raise ValidationError(details, text=text, usage=usage, reasoning=reasoning)
+    try:
+        value = call.spec.parse(answer_text)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(exc.errors(include_url=False), text=text, usage=usage, reasoning=reasoning) from exc
+    return _Answer(value, text, reasoning)
+
+
+def _answer_start(text: str, num_new_chars: int) -> int | None:
+    """Where the answer starts once the reasoning marker has arrived (None: not yet)."""
+    marker = reasoning_layout.MARKER
+    found = text.find(marker, max(0, len(text) - num_new_chars - len(marker)))
+    if found < 0:
+        return None
+    start = found + len(marker)
+    return start + len(reasoning_layout.SEPARATOR) if text.startswith(reasoning_layout.SEPARATOR, start) else start
+
+
+def _feedback(exc: ValidationError) -> list[Message]:
+    """The turns that show the model its invalid answer and what was wrong with it."""
+    problems = "\n".join(
+        f"- {'.'.join(str(part) for part in detail.get('loc', ())) or 'answer'}: {detail.get('msg', '')}"
+        for detail in exc.details
+    )
+    return [
+        {"role": "assistant", "content": exc.text},
+        {"role": "user", "content": f"That answer is not valid:\n{problems}\nWrite the corrected answer."},
+    ]

@@ -1,0 +1,237 @@
+"""Output types: what `output=` can be, and for each, its constraint, its parser and its description.
+
+    output=None or str                       free text                       -> str
+    output=grammars.Regex / Lark / Choice    text in that language           -> str
+    output={...} (a JSON Schema dict)        JSON the schema accepts         -> the parsed JSON value
+    output=T (Pydantic model, int, Literal,  JSON of T, validated by         -> a T
+      Enum, list[...], dataclass, ...)       Pydantic's TypeAdapter(T)
+
+Everything is resolved once per output type and cached: the schema (`grammars.types.type_schema`,
+the JSON texts that validate as the type, with objects closed: see `_closed_objects`), the constraint
+compiled from it (`grammars.compile`), and the TypeAdapter that parses. The prompt describes the same
+schema the constraint enforces. Resolving raises before any generation starts:
+`UnsupportedOutputTypeError` for something that is not a type, `grammars.UnsupportedSchemaError` for
+a type without an exact schema, and the other `GrammarError`s from the engine.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import threading
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+from pydantic import TypeAdapter
+
+import grammars
+from grammars.compiler import Constraint
+from grammars.types import type_schema
+from runtime.errors import RequestError
+from sdk.errors import UnsupportedOutputTypeError
+from sdk.schema_text import describe_schema
+
+__all__ = ["OutputKind", "OutputSpec", "output_spec"]
+
+#: The parser of JSON Schema outputs: any JSON value (the grammar already enforced the schema).
+_ANY_JSON: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+class OutputKind(enum.Enum):
+    """How an output is constrained and parsed."""
+
+    TEXT = "text"
+    GRAMMAR = "grammar"
+    JSON_SCHEMA = "json_schema"
+    TYPE = "type"
+
+
+@dataclass(frozen=True, eq=False)
+class OutputSpec:
+    """One resolved output type.
+
+    Attributes:
+        output: what the caller passed as `output=`.
+        kind: how it is constrained and parsed.
+        constraint: the compiled constraint, None for free text.
+        json_schema: the JSON Schema of JSON outputs (what the prompt describes, what a remote
+            backend sends as `response_format`), else None.
+        adapter: Pydantic's validator of the type (TYPE), or of any JSON (JSON_SCHEMA), else None.
+        labels: for a type that is one of a few strings (a Literal of strings, a str-valued Enum),
+            the strings. The model writes the bare label, `positive` rather than `"positive"`: small
+            models classify far better in words than in JSON strings.
+    """
+
+    output: Any
+    kind: OutputKind
+    constraint: Constraint | None
+    json_schema: dict[str, Any] | None
+    adapter: TypeAdapter[Any] | None
+    labels: tuple[str, ...] | None = None
+
+    @property
+    def is_validated(self) -> bool:
+        """Whether a grammatical output can still fail validation (Pydantic validators, field
+        constraints the grammar does not express): only then do `retries` make sense."""
+        return self.kind is OutputKind.TYPE
+
+    def parse(self, text: str) -> Any:
+        """The value of an answer text.
+
+        Raises:
+            pydantic.ValidationError: the text is not valid JSON, or the value fails validation (the
+                caller maps it to `sdk.ValidationError`, adding the usage it knows).
+        """
+        if self.adapter is None:
+            return text
+        if self.labels is not None:
+            return self.adapter.validate_python(text)
+        return self.adapter.validate_json(text)
+
+    def render(self, value: Any, field: str) -> str:
+        """The text a model should write for `value` (few-shot examples show answers this way).
+
+        Raises:
+            RequestError: `value` is not a value of this output type (`field` names where it came from).
+        """
+        if self.adapter is None:
+            if not isinstance(value, str):
+                raise RequestError(f"expected a str for a text output, got {type(value).__name__}", field)
+            if self.constraint is not None and not self.constraint.accepts(value):
+                raise RequestError(f"{value!r} is not in the output's language", field)
+            return value
+        try:
+            checked = self.adapter.validate_python(value)
+        except pydantic.ValidationError as exc:
+            raise RequestError(f"not a valid output value: {exc.errors(include_url=False)}", field) from exc
+        plain = self.adapter.dump_python(checked, mode="json")
+        return plain if self.labels is not None else json.dumps(plain, ensure_ascii=False)
+
+    def describe(self) -> str | None:
+        """How the prompt tells the model what to write (None: nothing to say, free text)."""
+        output = self.output
+        if self.labels is not None:
+            return "Respond with exactly one of: " + ", ".join(self.labels) + "."
+        if self.json_schema is not None:
+            return "Respond with JSON of this form:\n" + describe_schema(self.json_schema)
+        if isinstance(output, grammars.Choice):
+            return "Respond with exactly one of: " + ", ".join(output.options) + "."
+        if isinstance(output, grammars.Regex):
+            return f"Respond with text that matches the regular expression {output.pattern}"
+        if isinstance(output, grammars.Lark):
+            return f"Respond with text in this grammar (Lark syntax, start rule {output.start!r}):\n{output.text}"
+        return None
+
+    def check_vote_key(self, key: object) -> None:
+        """Check, before generating, that a `vote_on=` field name exists in the output.
+
+        Raises:
+            RequestError: the output has no such field, or `vote_on` is neither a name nor callable.
+        """
+        if key is None or callable(key):
+            return
+        if not isinstance(key, str):
+            raise RequestError(f"expected a field name or a function, got {type(key).__name__}", "vote_on")
+        properties = _top_level_properties(self)
+        if key not in properties:
+            known = ", ".join(sorted(properties)) or "none: the output is not an object"
+            raise RequestError(f"the output has no field {key!r} (fields: {known})", "vote_on")
+
+
+def _top_level_properties(spec: OutputSpec) -> set[str]:
+    output = spec.output
+    if isinstance(output, type) and issubclass(output, pydantic.BaseModel):
+        return set(output.model_fields)
+    schema = spec.json_schema or {}
+    return set(schema.get("properties") or ())
+
+
+_cache: dict[object, OutputSpec] = {}
+_cache_lock = threading.Lock()
+
+
+def output_spec(output: Any) -> OutputSpec:
+    """Resolve an `output=` argument (cached per output type).
+
+    Raises:
+        UnsupportedOutputTypeError: `output` is not None, a type, a JSON Schema dict or a
+            grammars.Regex / Lark / Choice, or Pydantic cannot build a validator or schema for it.
+        grammars.UnsupportedSchemaError, grammars.GrammarError: the engine cannot compile it.
+    """
+    key = _cache_key(output)
+    found = _cache.get(key) if key is not None else None
+    if found is not None:
+        return found
+    spec = _resolve(output)
+    if key is not None:
+        with _cache_lock:
+            _cache[key] = spec
+    return spec
+
+
+def _cache_key(output: Any) -> object | None:
+    if isinstance(output, Mapping):
+        return ("schema", json.dumps(output, sort_keys=True, default=str))
+    try:
+        hash(output)
+    except TypeError:
+        return None
+    return ("spec", output)
+
+
+def _resolve(output: Any) -> OutputSpec:
+    if output is None or output is str:
+        return OutputSpec(output, OutputKind.TEXT, None, None, None)
+    if isinstance(output, (grammars.Regex, grammars.Lark, grammars.Choice)):
+        return OutputSpec(output, OutputKind.GRAMMAR, grammars.compile(output), None, None)
+    if isinstance(output, Mapping):
+        schema = dict(output)
+        return OutputSpec(output, OutputKind.JSON_SCHEMA, grammars.compile(schema), schema, _ANY_JSON)
+    if not _is_type_like(output):
+        raise UnsupportedOutputTypeError(
+            output, "expected None, a type, a JSON Schema dict, or a grammars.Regex, Lark or Choice"
+        )
+    try:
+        adapter: TypeAdapter[Any] = TypeAdapter(output)
+    except pydantic.PydanticUserError as exc:
+        raise UnsupportedOutputTypeError(output, str(exc).splitlines()[0]) from exc
+    schema = _closed_objects(type_schema(output))
+    labels = _string_labels(schema)
+    if labels is not None:
+        return OutputSpec(output, OutputKind.TYPE, grammars.compile(grammars.Choice(labels)), schema, adapter, labels)
+    return OutputSpec(output, OutputKind.TYPE, grammars.compile(schema), schema, adapter)
+
+
+def _string_labels(schema: dict[str, Any]) -> tuple[str, ...] | None:
+    """The options of a schema that is exactly "one of these strings", else None."""
+    options = schema.get("enum", [schema["const"]] if "const" in schema else None)
+    annotations = {"enum", "const", "type", "title", "description"}
+    if not options or set(schema) - annotations or not all(isinstance(o, str) and o for o in options):
+        return None
+    return tuple(options)
+
+
+def _closed_objects(schema: Any) -> Any:
+    """A copy of `schema` where every object with declared properties forbids undeclared keys, unless
+    it allows them explicitly (a model with `extra="allow"`).
+
+    Pydantic ignores unknown keys by default, so the exact schema of a model admits them; a model
+    given that freedom invents fields until `max_tokens` runs out. Every text the closed schema
+    admits still validates, and structured-output peers (OpenAI strict mode, XGrammar's strict
+    mode) close objects the same way."""
+    if isinstance(schema, list):
+        return [_closed_objects(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    closed = {key: _closed_objects(value) for key, value in schema.items()}
+    if "properties" in closed and "additionalProperties" not in closed:
+        closed["additionalProperties"] = False
+    return closed
+
+
+def _is_type_like(output: Any) -> bool:
+    """A class, or a typing construct (`list[int]`, `int | None`, `Literal[...]`, `Annotated[...]`)."""
+    return isinstance(output, type) or typing.get_origin(output) is not None or output is Any

@@ -1,0 +1,157 @@
+"""Reasoning, then answer: free text first, and the constraint only on the final answer.
+
+With `reasoning=True` the model writes its reasoning in its own words, then `MARKER`, then the answer
+in the output's language. One grammar covers the whole completion (`grammars.compose`): the reasoning
+cannot contain the marker, so the first marker is where the answer starts, and the answer is as
+constrained as without reasoning. The prompt asks for this layout (`INSTRUCTION`).
+
+Small models often never write the marker: they repeat "The answer is 7." until `max_tokens`. So the
+reasoning has a token budget: when a sequence has spent it without writing the marker, its matcher
+switches to "marker, then answer" (`grammars.compose.marker_then_answer`), which makes the model
+close its reasoning and answer. Each sequence (sample, beam) counts its own budget.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from grammars.compiler import Constraint
+from grammars.compose import marker_then_answer, reasoning_then_answer
+from runtime.constraints import TokenMatcher
+from sdk.outputs import OutputSpec
+
+__all__ = ["INSTRUCTION", "MARKER", "SEPARATOR", "BudgetedReasoning", "join", "reasoning_constraint", "split"]
+
+#: Ends the reasoning; the answer follows. A line of its own, so it never splits a sentence.
+MARKER = "\nAnswer:"
+#: The optional text between the marker and the answer.
+SEPARATOR = " "
+#: What the prompt asks for when reasoning is on.
+INSTRUCTION = (
+    "First think step by step in plain sentences. "
+    'Then write "Answer:" on a new line, followed by the final answer and nothing else.'
+)
+_MARKER_BYTES = MARKER.encode("utf-8")
+
+_cache: dict[int, tuple[OutputSpec, Constraint, Constraint]] = {}
+_cache_lock = threading.Lock()
+
+
+def _constraints(spec: OutputSpec) -> tuple[Constraint, Constraint]:
+    """(reasoning + marker + answer, marker + answer) for an output, cached per output."""
+    found = _cache.get(id(spec))
+    if found is not None and found[0] is spec:
+        return found[1], found[2]
+    free = reasoning_then_answer(spec.constraint, MARKER, separator=SEPARATOR)
+    forced = marker_then_answer(spec.constraint, MARKER, separator=SEPARATOR)
+    with _cache_lock:
+        _cache[id(spec)] = (spec, free, forced)  # the spec is kept alive, so its id is never reused
+    return free, forced
+
+
+def reasoning_constraint(spec: OutputSpec) -> Constraint:
+    """The constraint "reasoning, marker, answer" for an output, without a budget (cached).
+
+    Raises:
+        grammars.GrammarError: the answer's grammar cannot be composed.
+    """
+    return _constraints(spec)[0]
+
+
+class BudgetedReasoning:
+    """The reasoning constraint of an output with a token budget on the reasoning.
+
+    Args:
+        spec: the output the answer must be a value of.
+        max_reasoning_tokens: tokens a sequence may reason before the marker is forced.
+
+    Raises:
+        grammars.GrammarError: the answer's grammar cannot be composed.
+    """
+
+    def __init__(self, spec: OutputSpec, max_reasoning_tokens: int) -> None:
+        self.free, self.forced = _constraints(spec)
+        self.max_reasoning_tokens = max_reasoning_tokens
+
+    def accepts(self, text: str) -> bool:
+        """Whether `text` is reasoning, the marker and an answer (the budget does not change that)."""
+        return self.free.accepts(text)
+
+    def matcher(self, vocab: Any) -> TokenMatcher:
+        """A matcher that follows the free constraint until the budget is spent, then the forced one."""
+        return _BudgetedMatcher(self, vocab, self.free.matcher(vocab))
+
+
+class _BudgetedMatcher:
+    """A runtime.constraints.TokenMatcher over `BudgetedReasoning`.
+
+    State per advance (for rollback): the tail of the text that could be the start of the marker,
+    whether the marker was written, and which matcher was in charge.
+    """
+
+    def __init__(self, owner: BudgetedReasoning, vocab: Any, free: TokenMatcher) -> None:
+        self._owner = owner
+        self._vocab = vocab
+        self._free = free
+        self._forced: TokenMatcher | None = None
+        self._num_free_tokens = 0
+        self._tail = b""
+        self._has_marker = False
+        self._history: list[tuple[int, bytes, bool, TokenMatcher | None]] = []
+
+    @property
+    def error(self) -> Any:
+        return self._active.error
+
+    @property
+    def _active(self) -> TokenMatcher:
+        return self._forced if self._forced is not None else self._free
+
+    def mask(self) -> Any:
+        if (
+            self._forced is None
+            and not self._has_marker
+            and self._num_free_tokens >= self._owner.max_reasoning_tokens
+        ):
+            self._forced = self._owner.forced.matcher(self._vocab)
+        return self._active.mask()
+
+    def advance(self, token_id: int) -> None:
+        self._active.advance(token_id)
+        self._history.append((self._num_free_tokens, self._tail, self._has_marker, self._forced))
+        if self._forced is None:
+            self._num_free_tokens += 1
+            if not self._has_marker:
+                data = self._tail + (self._vocab.token_bytes[token_id] or b"")
+                self._has_marker = _MARKER_BYTES in data
+                self._tail = data[-(len(_MARKER_BYTES) - 1) :]
+
+    def is_accepting(self) -> bool:
+        return self._active.is_accepting()
+
+    def rollback(self, num_tokens: int) -> None:
+        for _ in range(num_tokens):
+            # Each entry holds the state before its advance, and the matcher that made it.
+            self._num_free_tokens, self._tail, self._has_marker, self._forced = self._history.pop()
+            self._active.rollback(1)
+
+    def fork(self) -> _BudgetedMatcher:
+        twin = _BudgetedMatcher(self._owner, self._vocab, self._free.fork())
+        twin._forced = self._forced.fork() if self._forced is not None else None
+        twin._num_free_tokens, twin._tail, twin._has_marker = self._num_free_tokens, self._tail, self._has_marker
+        twin._history = list(self._history)
+        return twin
+
+
+def split(text: str) -> tuple[str, str | None]:
+    """(reasoning, answer) of a completion; the answer is None when the marker never came."""
+    reasoning, marker, answer = text.partition(MARKER)
+    if not marker:
+        return text, None
+    return reasoning.strip(), answer.removeprefix(SEPARATOR)
+
+
+def join(reasoning: str, answer: str) -> str:
+    """The completion text for a reasoning and an answer (how few-shot examples show both)."""
+    return f"{reasoning}{MARKER}{SEPARATOR}{answer}"

@@ -1,0 +1,78 @@
+"""The result of a call: the typed value with everything known about how it was produced.
+
+`LLM.generate` returns the value alone; `LLM.run` returns this `Result`, for callers that need the
+raw text, the token usage, the timings, the reasoning or the vote distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from runtime.outputs import Usage
+from runtime.sequence import FinishReason
+from sdk.voting import Votes
+
+__all__ = ["Result", "Timings", "add_usage"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Where the time of a call went, in seconds, summed over its attempts.
+
+    Attributes:
+        time_to_first_token: from submitting the request until its first token came back (first
+            attempt), None when no token was generated.
+        total: from the start of the call until the value was ready.
+        mask_time: time spent in the constraint matcher (computing token masks and advancing its
+            state), summed over the call's sequences; 0.0 for unconstrained output, None when the
+            backend cannot measure it (a remote server).
+    """
+
+    time_to_first_token: float | None
+    total: float
+    mask_time: float | None
+
+    @property
+    def mask_share(self) -> float | None:
+        """`mask_time` as a share of `total` (None when unknown). Several sequences (samples, beams)
+        can make it exceed 1: their matchers run one after another inside each step."""
+        if self.mask_time is None or self.total <= 0.0:
+            return None
+        return self.mask_time / self.total
+
+
+@dataclass(frozen=True)
+class Result(Generic[T]):
+    """A typed value and how it was produced.
+
+    Attributes:
+        value: the output, an instance of the requested type (str for text and grammar outputs).
+        text: the completion it was parsed from, reasoning included (with `samples`, the first
+            sample that voted for the winner).
+        usage: tokens spent, summed over retries and samples.
+        timings: time to first token, total time and time in the constraint matcher.
+        finish_reason: why the completion ended ("stop" for every returned value).
+        reasoning: the free text before the answer when `reasoning=True`, else None.
+        votes: the vote distribution when `samples > 1`, else None.
+        num_attempts: 1 plus the retries that validation errors used.
+    """
+
+    value: T
+    text: str
+    usage: Usage
+    timings: Timings
+    finish_reason: FinishReason
+    reasoning: str | None = None
+    votes: Votes[T] | None = None
+    num_attempts: int = 1
+
+
+def add_usage(first: Usage, second: Usage) -> Usage:
+    """The token counts of two requests together (retries sum their usage)."""
+    return Usage(
+        prompt_tokens=first.prompt_tokens + second.prompt_tokens,
+        completion_tokens=first.completion_tokens + second.completion_tokens,
+    )

@@ -1,0 +1,141 @@
+"""Output types: kind, constraint, parsing, rendering and description of every supported `output=`."""
+
+from __future__ import annotations
+
+import enum
+import json
+from decimal import Decimal
+from typing import Annotated, Literal, TypedDict
+
+import pydantic
+import pytest
+from pydantic import BaseModel, Field
+
+import grammars
+from runtime.errors import RequestError
+from sdk.errors import UnsupportedOutputTypeError
+from sdk.outputs import OutputKind, output_spec
+
+
+class Color(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+class Item(BaseModel):
+    name: str = Field(description="what it is called")
+    price: int = Field(ge=0)
+    color: Color | None = None
+
+
+@pytest.mark.parametrize(
+    ("output", "kind", "text", "value"),
+    [
+        (None, OutputKind.TEXT, "anything at all", "anything at all"),
+        (str, OutputKind.TEXT, "free", "free"),
+        (grammars.Regex(r"[0-9]+"), OutputKind.GRAMMAR, "42", "42"),
+        (grammars.Choice(["yes", "no"]), OutputKind.GRAMMAR, "no", "no"),
+        ({"type": "array", "items": {"type": "integer"}}, OutputKind.JSON_SCHEMA, "[1, 2]", [1, 2]),
+        (int, OutputKind.TYPE, "7", 7),
+        (Literal["a", "b"], OutputKind.TYPE, "b", "b"),
+        (Color, OutputKind.TYPE, "green", Color.GREEN),
+        (list[int], OutputKind.TYPE, "[3, 4]", [3, 4]),
+        (Item, OutputKind.TYPE, '{"name": "pen", "price": 2}', Item(name="pen", price=2)),
+    ],
+)
+def test_each_output_kind_constrains_and_parses(output: object, kind: OutputKind, text: str, value: object) -> None:
+    spec = output_spec(output)
+    assert spec.kind is kind
+    assert (spec.constraint is None) == (kind is OutputKind.TEXT)
+    if spec.constraint is not None:
+        assert spec.constraint.accepts(text)
+    assert spec.parse(text) == value
+
+
+def test_specs_are_cached_per_output() -> None:
+    assert output_spec(Item) is output_spec(Item)
+    assert output_spec({"type": "integer"}) is output_spec({"type": "integer"})
+
+
+def test_a_type_constraint_forbids_keys_the_type_does_not_declare() -> None:
+    constraint = output_spec(Item).constraint
+    assert constraint.accepts('{"name": "pen", "price": 2}')
+    assert not constraint.accepts('{"name": "pen", "price": 2, "brand": "x"}')
+
+    class Open(BaseModel, extra="allow"):
+        name: str
+
+    assert output_spec(Open).constraint.accepts('{"name": "pen", "brand": "x"}')
+
+
+def test_a_validator_the_grammar_cannot_express_fails_in_parse() -> None:
+    class Even(BaseModel):
+        n: int
+
+        @pydantic.field_validator("n")
+        @classmethod
+        def even(cls, value: int) -> int:
+            if value % 2:
+                raise ValueError("must be even")
+            return value
+
+    spec = output_spec(Even)
+    assert spec.is_validated and spec.constraint.accepts('{"n": 3}')
+    with pytest.raises(pydantic.ValidationError):
+        spec.parse('{"n": 3}')
+
+
+@pytest.mark.parametrize("output", [print, 5, "json", object(), TypedDict("T", {"a": int})])
+def test_what_is_not_a_type_is_an_unsupported_output(output: object) -> None:
+    with pytest.raises(UnsupportedOutputTypeError) as info:
+        output_spec(output)
+    assert info.value.output is output
+
+
+def test_engine_errors_reach_the_caller_unchanged() -> None:
+    with pytest.raises(grammars.UnsupportedSchemaError) as info:
+        output_spec({"type": "array", "uniqueItems": True, "items": {"type": "object"}})
+    assert info.value.keyword == "uniqueItems"
+    with pytest.raises(grammars.GrammarSyntaxError):
+        output_spec(grammars.Regex("(unclosed"))
+    with pytest.raises(grammars.UnsupportedSchemaError):
+        output_spec(Annotated[Decimal, Field(max_digits=5)])
+
+
+def test_string_choices_are_written_as_bare_labels() -> None:
+    spec = output_spec(Literal["positive", "negative"])
+    assert spec.labels == ("positive", "negative")
+    assert spec.constraint.accepts("negative") and not spec.constraint.accepts('"negative"')
+    assert spec.render("positive", "f") == "positive"
+    assert spec.describe() == "Respond with exactly one of: positive, negative."
+    assert output_spec(Literal["a", 1]).labels is None and output_spec(Literal["a"] | None).labels is None
+
+
+def test_render_writes_values_the_way_the_model_should() -> None:
+    assert json.loads(output_spec(Item).render({"name": "pen", "price": 2}, "f")) == {
+        "name": "pen", "price": 2, "color": None,
+    }
+    assert output_spec(grammars.Choice(["yes", "no"])).render("no", "f") == "no"
+    with pytest.raises(RequestError) as info:
+        output_spec(grammars.Choice(["yes", "no"])).render("maybe", "examples[0].output")
+    assert info.value.field == "examples[0].output"
+    with pytest.raises(RequestError):
+        output_spec(Item).render({"name": "pen", "price": -1}, "f")
+
+
+def test_describe_tells_the_model_the_form() -> None:
+    item = output_spec(Item).describe()
+    assert '"name": string,  // what it is called' in item and '"price": integer' in item
+    assert "red" in item
+    assert output_spec(grammars.Choice(["yes", "no"])).describe() == "Respond with exactly one of: yes, no."
+    assert output_spec(None).describe() is None
+
+
+def test_vote_keys_are_checked_against_the_fields() -> None:
+    output_spec(Item).check_vote_key("price")
+    output_spec(Item).check_vote_key(lambda item: item.price)
+    with pytest.raises(RequestError, match="no field 'cost'") as info:
+        output_spec(Item).check_vote_key("cost")
+    assert info.value.field == "vote_on"
+    with pytest.raises(RequestError):
+        output_spec(int).check_vote_key("value")

@@ -1,0 +1,97 @@
+"""Streaming: where top-level JSON elements complete, partial typed values, and LLM.stream."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pytest
+from pydantic import BaseModel, Field
+
+import grammars
+import sdk
+from runtime.engine import Engine
+from sdk import LLM
+from sdk.backends import ScriptedBackend
+from sdk.outputs import output_spec
+from sdk.streaming import PartialJSON, partial_value
+from tests.sdk.conftest import assert_pool_whole
+
+
+class Card(BaseModel):
+    title: str
+    tags: list[str]
+    stars: int = Field(ge=1, le=5)
+    kind: Literal["book", "film"] = "book"
+
+
+def feed_all(text: str, chunk: int) -> list[object]:
+    scanner, prefixes = PartialJSON(), []
+    for start in range(0, len(text), chunk):
+        if scanner.feed(text[start : start + chunk]):
+            prefixes.append(scanner.complete_prefix())
+    return prefixes
+
+
+def test_elements_complete_at_top_level_commas_only() -> None:
+    text = '{"title": "a, {b} [c] \\"d\\"", "tags": ["x", "y"], "stars": 4}'
+    assert feed_all(text, 1) == [
+        {"title": 'a, {b} [c] "d"'},
+        {"title": 'a, {b} [c] "d"', "tags": ["x", "y"]},
+        {"title": 'a, {b} [c] "d"', "tags": ["x", "y"], "stars": 4},
+    ]
+    assert feed_all(text, 1000) == [{"title": 'a, {b} [c] "d"', "tags": ["x", "y"], "stars": 4}]
+
+
+def test_a_partial_model_has_its_complete_fields_validated_and_the_rest_none() -> None:
+    spec = output_spec(Card)
+    partial = partial_value(spec, {"title": "Dune", "stars": 9})
+    assert isinstance(partial, Card)
+    assert partial.title == "Dune" and partial.tags is None and partial.kind == "book"
+    assert partial.model_fields_set == {"title"}  # stars=9 breaks its bound: left out until the end
+
+
+def test_partial_lists_keep_their_valid_items() -> None:
+    assert partial_value(output_spec(list[int]), [1, "2", "x"]) == [1, 2]
+    assert partial_value(output_spec({"type": "object"}), {"a": 1}) == {"a": 1}
+    assert partial_value(output_spec(int), [1]) is None
+
+
+async def test_stream_yields_growing_partials_then_the_final_object() -> None:
+    text = '{"title": "Dune", "tags": ["sf", "classic"], "stars": 5, "kind": "book"}'
+    llm = LLM(backend=ScriptedBackend([text]))
+    stream = llm.stream("Dune?", output=Card)
+    values = [value async for value in stream]
+    fields_set = [sorted(v.model_fields_set) for v in values[:-1]]
+    assert fields_set == [["title"], ["tags", "title"], ["stars", "tags", "title"]]
+    assert values[-1] == Card(title="Dune", tags=["sf", "classic"], stars=5, kind="book")
+    assert stream.result is not None and stream.result.value == values[-1] and stream.result.usage.completion_tokens
+
+
+async def test_stream_with_reasoning_parses_only_the_answer() -> None:
+    text = 'Tags: "a, b", fine.\nAnswer: {"title": "X", "tags": [], "stars": 1}'
+    stream = LLM(backend=ScriptedBackend([text])).stream("?", output=Card, reasoning=True)
+    values = [value async for value in stream]
+    assert values[0].model_fields_set == {"title"} and values[-1].stars == 1
+    assert stream.result.reasoning == 'Tags: "a, b", fine.'
+
+
+async def test_text_streams_its_text_so_far() -> None:
+    stream = LLM(backend=ScriptedBackend(["abcdefghij"])).stream("?", output=grammars.Regex("[a-j]+"))
+    assert [value async for value in stream] == ["abcd", "abcdefgh", "abcdefghij", "abcdefghij"]
+
+
+async def test_stream_rejects_bad_arguments_before_iterating_and_reports_errors_while_iterating() -> None:
+    llm = LLM(backend=ScriptedBackend(['{"title": "X", "tags": [], "stars": 7}']))
+    with pytest.raises(sdk.RequestError):
+        llm.stream("?", output=Card, temperature=-1)
+    with pytest.raises(sdk.ValidationError):
+        async for _ in llm.stream("?", output=Card):
+            pass
+
+
+async def test_leaving_an_async_with_stream_early_frees_the_engine_at_once(llm: LLM, engine: Engine) -> None:
+    async with llm.stream("go on", max_tokens=400) as stream:
+        async for text in stream:
+            assert text
+            break
+    assert_pool_whole(engine)
