@@ -26,7 +26,7 @@ from grammars.errors import GrammarError, GrammarSyntaxError
 from grammars.errors import LarkPriorityWarning
 from grammars.lark_grammar import lark_grammar
 
-from lark_sentences import SentenceGenerator, mutations, rejected_by_greedy_lexing
+from tests.grammars.lark_sentences import SentenceGenerator, mutations, rejected_by_greedy_lexing
 
 CORPUS = Path("/work/shared/corpus/lark")
 OUTLINES = "outlines/pr-branch-2024-02"

@@ -14,7 +14,7 @@ from grammars.errors import GrammarError
 from grammars.lark_grammar import lark_grammar
 from grammars.library import LIBRARY_NAMES, library_grammar
 
-from lark_sentences import SentenceGenerator, mutations, rejected_by_greedy_lexing
+from tests.grammars.lark_sentences import SentenceGenerator, mutations, rejected_by_greedy_lexing
 
 EXAMPLES = {
     "arithmetic": (
