@@ -28,7 +28,7 @@ from grammars.lark_grammar import lark_grammar
 
 from tests.grammars.lark_sentences import SentenceGenerator, mutations, rejected_by_greedy_lexing
 
-CORPUS = Path("/work/shared/corpus/lark")
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "lark"
 OUTLINES = "outlines/pr-branch-2024-02"
 LOOKAHEAD_PAST_END = "lookahead at the end of a terminal reads past it"
 NO_START = "start rule 'start' is not defined"
