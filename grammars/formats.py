@@ -200,6 +200,8 @@ def _regexes() -> dict[str, str]:
         "uuid": f"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}",
         "json-pointer": _JSON_POINTER,
         "relative-json-pointer": f"{_NON_NEGATIVE_INTEGER}(?:[+-]{_NON_NEGATIVE_INTEGER})?(?:#|{_JSON_POINTER})",
+        # OpenAPI: base64-encoded bytes (RFC 4648, padded)
+        "byte": "(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?",
     }
 
 
@@ -208,6 +210,17 @@ FORMATS: frozenset[str] = frozenset(_regexes.__wrapped__())  # type: ignore[attr
 
 #: Formats whose definition also bounds the total length (in characters): apply like `maxLength`.
 FORMAT_MAX_LENGTHS: dict[str, int] = {"hostname": 253}
+
+#: Integer formats of OpenAPI (int32, int64) and their kin in Kubernetes and protobuf schemas, as the
+#: inclusive range they assert on numbers (they do not constrain strings).
+NUMERIC_FORMATS: dict[str, tuple[int, int]] = {
+    **{f"int{bits}": (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) for bits in (8, 16, 32, 64)},
+    **{f"uint{bits}": (0, (1 << bits) - 1) for bits in (8, 16, 32, 64)},
+}
+
+#: OpenAPI formats that describe rather than constrain the JSON text: `float`/`double` name the
+#: precision a reader parses into, `password` is a UI hint, `binary` is any octet string.
+DESCRIPTIVE_FORMATS: frozenset[str] = frozenset({"float", "double", "password", "binary"})
 
 
 def format_regex(name: str) -> str:

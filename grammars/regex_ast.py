@@ -67,7 +67,22 @@ class EndAnchor:
     source: str = field(default="", compare=False, repr=False)
 
 
-Node = Union[CharClass, Concat, Alternation, Repetition, Group, StartAnchor, EndAnchor]
+@dataclass(frozen=True)
+class Lookahead:
+    """`(?=body)` or `(?!body)`: the rest of the string must (not) match `item`, which is the written
+    body followed by any text (unless the body ends in `$`).
+
+    Lowered exactly, as an intersection with (the complement of) `item`, so it may not sit inside a
+    repetition of more than a few iterations; `offset` and `source` locate it.
+    """
+
+    item: "Node"
+    is_negative: bool
+    offset: int = field(default=0, compare=False)
+    source: str = field(default="", compare=False, repr=False)
+
+
+Node = Union[CharClass, Concat, Alternation, Repetition, Group, StartAnchor, EndAnchor, Lookahead]
 #: The empty string.
 EMPTY_STRING = Concat(())
 #: Any string: what `search_form` puts where a pattern is not anchored.

@@ -26,15 +26,19 @@ from grammars.regex_ast import (
     Concat,
     EndAnchor,
     Group,
+    Lookahead,
     Node,
     Repetition,
     StartAnchor,
 )
 
+#: A lookahead inside a repetition is lowered by unrolling it, up to this many iterations.
+MAX_LOOKAHEAD_REPETITIONS = 8
+
 
 def _is_zero_width(node: Node) -> bool:
-    """Whether `node` can only match the empty string (anchors, empty groups)."""
-    if isinstance(node, (StartAnchor, EndAnchor)):
+    """Whether `node` can only match the empty string (anchors, lookaheads, empty groups)."""
+    if isinstance(node, (StartAnchor, EndAnchor, Lookahead)):
         return True
     if isinstance(node, CharClass):
         return False
@@ -56,6 +60,18 @@ def _has_anchor(node: Node, kind: type) -> bool:
         return any(_has_anchor(option, kind) for option in node.options)
     if isinstance(node, (Repetition, Group)):
         return _has_anchor(node.item, kind)
+    return False
+
+
+def _has_lookahead(node: Node) -> bool:
+    if isinstance(node, Lookahead):
+        return True
+    if isinstance(node, Concat):
+        return any(map(_has_lookahead, node.items))
+    if isinstance(node, Alternation):
+        return any(map(_has_lookahead, node.options))
+    if isinstance(node, (Repetition, Group)):
+        return _has_lookahead(node.item)
     return False
 
 
@@ -127,6 +143,8 @@ def _normalize(node: Node, at_start: bool, at_end: bool) -> Node:
         return Repetition(_normalize(node.item, at_start and is_once, at_end and is_once), node.min, node.max)
     if isinstance(node, Group):
         return _normalize(node.item, at_start, at_end)
+    if isinstance(node, Lookahead):
+        return Lookahead(_normalize(node.item, at_start, True), node.is_negative, node.offset, node.source)
     if not (at_start if isinstance(node, StartAnchor) else at_end):
         raise _anchor_error(node)
     return EMPTY_STRING
@@ -153,6 +171,33 @@ class _Lowering:
             return rx.repeat(self.term(node.item), node.min, node.max)
         raise TypeError(f"not a normalized regex node: {node!r}")  # a programming error, not user input
 
+    def term_then(self, node: Node, rest: rx.Term) -> rx.Term:
+        """The term of `node` followed by `rest`: a lookahead constrains everything after it, so it
+        is lowered with its continuation (`(?=b)c` then `r` is `(c r) & (b .*)`)."""
+        if not _has_lookahead(node):
+            return rx.concat(self.term(node), rest)
+        if isinstance(node, Lookahead):
+            body = self.term_then(node.item, rx.EPSILON)
+            return rx.difference(rest, body) if node.is_negative else rx.intersect(rest, body)
+        if isinstance(node, Concat):
+            for item in reversed(node.items):
+                rest = self.term_then(item, rest)
+            return rest
+        if isinstance(node, Alternation):
+            return rx.alt(*(self.term_then(option, rest) for option in node.options))
+        if isinstance(node, Repetition) and node.max is not None and node.max <= MAX_LOOKAHEAD_REPETITIONS:
+            return rx.alt(*(self.term_then(Concat((node.item,) * count), rest) for count in range(node.min, node.max + 1)))
+        lookahead = _first_lookahead(node)
+        raise GrammarSyntaxError(f"a lookahead inside a repetition of more than {MAX_LOOKAHEAD_REPETITIONS} "
+                                 "iterations is not supported", lookahead.source, lookahead.offset)
+
+
+def _first_lookahead(node: Node) -> Lookahead:
+    if isinstance(node, Lookahead):
+        return node
+    children = node.items if isinstance(node, Concat) else node.options if isinstance(node, Alternation) else (node.item,)  # type: ignore[union-attr]
+    return next(_first_lookahead(child) for child in children if _has_lookahead(child))
+
 
 def lower(node: Node, encode: Callable[[CharSet], rx.Term]) -> rx.Term:
     """The byte-level term of an AST under fullmatch semantics.
@@ -166,10 +211,10 @@ def lower(node: Node, encode: Callable[[CharSet], rx.Term]) -> rx.Term:
         GrammarSyntaxError: an anchor where fullmatch does not make it a no-op (`a^b`, `(a$)+b`),
             located in the pattern it came from.
     """
-    return _Lowering(encode).term(_normalize(node, True, True))
+    return _Lowering(encode).term_then(_normalize(node, True, True), rx.EPSILON)
 
 
-def _open_end(node: Node, at_front: bool) -> Node:
+def open_end(node: Node, at_front: bool) -> Node:
     """`node` with any string allowed on one side (front: Σ* node; back: node Σ*), except on paths an
     anchor pins to that side: the pinning anchor is removed instead (Python's `$` becomes an optional
     final newline, as `re.search` allows). Anchors that remain are sorted out by `_normalize`."""
@@ -181,16 +226,16 @@ def _open_end(node: Node, at_front: bool) -> Node:
     if isinstance(node, EndAnchor):
         return Repetition(CharClass(CharSet.of("\n")), 0, 1) if node.allows_final_newline else EMPTY_STRING
     if isinstance(node, Group):
-        return _open_end(node.item, at_front)
+        return open_end(node.item, at_front)
     if isinstance(node, Alternation):
-        return Alternation(tuple(_open_end(option, at_front) for option in node.options))
+        return Alternation(tuple(open_end(option, at_front) for option in node.options))
     if isinstance(node, Concat):
         items = list(node.items) if at_front else list(reversed(node.items))
         index = next(i for i, item in enumerate(items) if _has_anchor(item, kind) or not _is_zero_width(item))
-        items[index] = _open_end(items[index], at_front)
+        items[index] = open_end(items[index], at_front)
         return Concat(tuple(items if at_front else reversed(items)))
     if isinstance(node, Repetition) and ((node.max is not None and node.max <= 1) or _is_zero_width(node.item)):
-        opened = _open_end(node.item, at_front)
+        opened = open_end(node.item, at_front)
         return opened if node.min >= 1 else Alternation((opened, ANY_STRING))
     return node  # an anchor inside a repeated item: `_normalize` refuses it
 
@@ -205,4 +250,4 @@ def search_form(node: Node) -> Node:
     Raises:
         GrammarSyntaxError: an anchor that does not pin the start or end (`a^b`, `(^a)+`).
     """
-    return _normalize(_open_end(_open_end(node, at_front=True), at_front=False), True, True)
+    return _normalize(open_end(open_end(node, at_front=True), at_front=False), True, True)

@@ -26,12 +26,13 @@ from grammars.regex_ast import (
     Concat,
     EndAnchor,
     Group,
+    Lookahead,
     Node,
     Repetition,
     StartAnchor,
 )
 from grammars.regex_charclass import Anchor, Flags, Flavor, Scanner, dot_class, fold, parse_class, parse_escape
-from grammars.regex_lowering import lower, search_form
+from grammars.regex_lowering import lower, open_end, search_form
 
 __all__ = [
     "Alternation",
@@ -40,6 +41,7 @@ __all__ = [
     "EndAnchor",
     "Flavor",
     "Group",
+    "Lookahead",
     "Node",
     "Repetition",
     "StartAnchor",
@@ -180,20 +182,24 @@ class _Parser:
             raise scanner.error(f"groups nested deeper than {MAX_NESTING} levels", start)
         scanner.take()
         saved_flags = self.flags
+        lookahead: bool | None = None  # None: not a lookahead; else whether it is negative
         if scanner.take_if("?"):
-            if self._group_extension(start, at_pattern_start):
+            if scanner.peek() in ("=", "!"):
+                lookahead = scanner.take() == "!"
+            elif self._group_extension(start, at_pattern_start):
                 return None
         inner = self._alternation(depth + 1)
         if not scanner.take_if(")"):
             raise scanner.error("missing ), unterminated subpattern", start)
         self.flags = saved_flags
+        if lookahead is not None:  # the body reads on to the end of the string unless it ends in `$`
+            return Lookahead(open_end(inner, at_front=False), lookahead, start, scanner.pattern)
         return Group(inner)
 
     def _group_extension(self, start: int, at_pattern_start: bool) -> bool:
         """Handle what follows `(?`; True when the whole group was consumed (comment, global flags)."""
         scanner = self.scanner
-        unsupported = {"=": "lookahead assertions", "!": "lookahead assertions", "<=": "lookbehind assertions",
-                       "<!": "lookbehind assertions", ">": "atomic groups", "(": "conditional groups",
+        unsupported = {"<=": "lookbehind assertions", "<!": "lookbehind assertions", ">": "atomic groups", "(": "conditional groups",
                        "P=": "backreferences", "P>": "recursive patterns"}
         for prefix, what in unsupported.items():
             if scanner.pattern.startswith(prefix, scanner.pos):

@@ -144,8 +144,9 @@ def keyword_problem(keyword: str) -> str | None:
         return None
     if keyword in UNSUPPORTED:
         return UNSUPPORTED[keyword]
-    close = [k for k in _ENFORCED if k.lower() == keyword.lower()] or difflib.get_close_matches(
-        keyword, _ENFORCED, n=1, cutoff=MISSPELLING_CUTOFF)
+    close = [k for k in _ENFORCED if k.lower() == keyword.lower()]
+    if not close and keyword.isalpha():  # `@type` (JSON-LD) and `//pattern` (commented out) are deliberate
+        close = difflib.get_close_matches(keyword, _ENFORCED, n=1, cutoff=MISSPELLING_CUTOFF)
     if close:
         return f"is not a JSON Schema keyword; did you mean {close[0]!r}?"
     return None
@@ -158,7 +159,7 @@ def keyword_matrix_markdown() -> str:
         Markdown text: one table of keywords with their status, the types they apply to and how they
         are enforced; the refused keywords; the asserted formats.
     """
-    from grammars.formats import FORMATS
+    from grammars.formats import DESCRIPTIVE_FORMATS, FORMATS, NUMERIC_FORMATS
 
     lines = [
         "# JSON Schema keyword matrix",
@@ -178,4 +179,8 @@ def keyword_matrix_markdown() -> str:
     lines += ["", "## Refused", "", "| keyword | why |", "|---|---|"]
     lines += [f"| `{name}` | {why} |" for name, why in sorted(UNSUPPORTED.items())]
     lines += ["", "## Formats asserted", "", ", ".join(f"`{name}`" for name in sorted(FORMATS)), ""]
+    lines += ["Integer formats, asserted as ranges on numbers (no constraint on strings): "
+              + ", ".join(f"`{name}`" for name in NUMERIC_FORMATS) + ".", ""]
+    lines += ["Descriptive OpenAPI formats, which constrain nothing in the JSON text: "
+              + ", ".join(f"`{name}`" for name in sorted(DESCRIPTIVE_FORMATS)) + ". Any other format is an error.", ""]
     return "\n".join(lines)

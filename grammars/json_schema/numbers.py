@@ -30,7 +30,7 @@ from functools import lru_cache
 from grammars import byte_regex as rx
 
 #: Largest prime-power factor of a `multipleOf` modulus turned into a residue automaton.
-MAX_MODULUS_FACTOR = 100
+MAX_MODULUS_FACTOR = 256
 #: Most integer digits a `multipleOf` number may have (the residue automaton is unrolled by length).
 MAX_MULTIPLE_INTEGER_DIGITS = 24
 #: Most fraction digits a `multipleOf` may fix (0.000...01 with this many zeros).

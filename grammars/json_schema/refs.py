@@ -111,7 +111,7 @@ class SchemaRegistry:
                  default_dialect: Dialect = Dialect.DRAFT2020) -> None:
         if not isinstance(root, (dict, bool)):
             raise SchemaError(f"a schema must be an object or a boolean, not {type(root).__name__}")
-        self._resources = resources or {}
+        self._resources = resources if resources is not None else {}
         self._default_dialect = default_dialect
         self._docs: dict[str, object] = {}
         self._base: dict[Loc, str] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from typing import Protocol
 
 from grammars import byte_regex as rx
@@ -47,8 +48,14 @@ def number_node(schema: dict, loc: Loc, dialect: Dialect, is_integer: bool, repo
 
 
 def _bounds(schema: dict, loc: Loc, dialect: Dialect) -> tuple[numbers.Bound | None, numbers.Bound | None]:
+    from grammars.formats import NUMERIC_FORMATS
+
     lowers: list[numbers.Bound] = []
     uppers: list[numbers.Bound] = []
+    format_range = NUMERIC_FORMATS.get(schema.get("format"))  # type: ignore[arg-type]
+    if format_range is not None:
+        lowers.append(numbers.Bound(Fraction(format_range[0]), False))
+        uppers.append(numbers.Bound(Fraction(format_range[1]), False))
     for keyword, strict_keyword, found in (("minimum", "exclusiveMinimum", lowers), ("maximum", "exclusiveMaximum", uppers)):
         value = readers.number(schema, keyword, loc)
         flag = schema.get(strict_keyword)
@@ -98,8 +105,10 @@ def string_node(schema: dict, loc: Loc, reporter: Reporter, format_term) -> StrT
 
 def format_content(name: str, loc: Loc, reporter: Reporter) -> rx.Term | None:
     """The content term of a `format` (formats are asserted); unknown formats are reported."""
-    from grammars.formats import FORMAT_MAX_LENGTHS, FORMATS, format_regex
+    from grammars.formats import DESCRIPTIVE_FORMATS, FORMAT_MAX_LENGTHS, FORMATS, NUMERIC_FORMATS, format_regex
 
+    if name in NUMERIC_FORMATS or name in DESCRIPTIVE_FORMATS:
+        return None  # numeric ranges apply to numbers (see `_bounds`); descriptive ones assert nothing
     if name not in FORMATS:
         reporter.unsupported("format", loc, f"unknown format {name!r} (known: {', '.join(sorted(FORMATS))})")
         return None

@@ -27,6 +27,7 @@ def test_registry_sets_are_disjoint_and_complete():
 
 @pytest.mark.parametrize("keyword, fails", [
     ("minLength", False), ("title", False), ("x-vendor", False), ("_format", False), ("links", False),
+    ("@type", False), ("//pattern", False),
     ("$dynamicRef", True), ("maxLenght", True), ("enums", True), ("Type", True), ("additionalproperties", True),
 ])
 def test_unknown_keywords_fail_only_when_refused_or_misspelled(keyword, fails):

@@ -108,12 +108,30 @@ def test_nested_counted_repetitions_merge_exactly() -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def test_lookahead_error_has_offset_and_caret() -> None:
+def test_lookbehind_error_has_offset_and_caret() -> None:
     with pytest.raises(GrammarSyntaxError) as info:
-        parse_regex("a(?=b)")
+        parse_regex("a(?<=b)")
     assert info.value.offset == 1 and (info.value.line, info.value.column) == (1, 2)
-    assert "lookahead" in info.value.reason
-    assert info.value.context() == "a(?=b)\n ^"
+    assert "lookbehind" in info.value.reason
+    assert info.value.context() == "a(?<=b)\n ^"
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"^(?!io\.papermc\.)([a-zA-Z_$][a-zA-Z\d_$]*\.)*[a-zA-Z_$][a-zA-Z\d_$]*$", r"^(?!\s*$).+",
+     r"(?=.*\d)(?=.*[a-z]).{4,}", r"a(?=b)\w+", r"(?:x(?!y)){2}z", r"(?!a$)\w\w?", r"(a|b(?=c))c"],
+)
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(alphabet="abcxyz01 .\n_$", max_size=8))
+def test_lookaheads_are_exact_intersections(pattern: str, text: str) -> None:
+    assert rx.matches(regex_term(pattern, search=True), text.encode()) == (re.search(pattern, text) is not None)
+    assert rx.matches(regex_term(pattern), text.encode()) == (re.fullmatch(pattern, text) is not None)
+
+
+def test_lookahead_inside_a_long_repetition_is_an_error_at_its_offset() -> None:
+    with pytest.raises(GrammarSyntaxError, match="lookahead inside a repetition") as info:
+        regex_term("(?:a(?=b))*b")
+    assert info.value.offset == 4
 
 
 @pytest.mark.parametrize(
@@ -133,7 +151,6 @@ def test_lookahead_error_has_offset_and_caret() -> None:
         ("a{3,2}", 1, "min repeat greater than max"),
         ("^*", 1, "nothing to repeat"),
         ("a(?<=b)", 1, "lookbehind"),
-        ("a(?!b)", 1, "lookahead"),
         ("(a)\\1", 3, "backreferences"),
         ("(?P<n>a)(?P=n)", 8, "backreferences"),
         ("a\\bc", 1, "word boundaries"),
