@@ -15,7 +15,7 @@ groups and optional prefixes are seen.
 from __future__ import annotations
 
 from grammars import ir
-from grammars.errors import GrammarError
+from grammars.analysis import left_call_graph, rule_refs, strongly_connected
 
 #: Rules made directly recursive before giving up (the parser then reports what is left).
 MAX_ROUNDS = 100
@@ -38,8 +38,8 @@ def remove_left_recursion(rules: dict[str, ir.Expr]) -> dict[str, ir.Expr]:
 def _make_recursion_direct(rules: dict[str, ir.Expr]) -> dict[str, ir.Expr]:
     rules = dict(rules)
     for _ in range(MAX_ROUNDS):
-        graph = _left_call_graph(rules)
-        cyclic = [name for name in rules if _leads_back(name, graph[name] - {name}, graph)]
+        graph = left_call_graph(rules)
+        cyclic = [name for component in strongly_connected(graph) if len(component) > 1 for name in sorted(component)]
         resolved = None
         for name in cyclic:
             resolved = _make_direct(name, rules, graph)
@@ -48,18 +48,13 @@ def _make_recursion_direct(rules: dict[str, ir.Expr]) -> dict[str, ir.Expr]:
                 break
         if resolved is None:
             break
-    graph = _left_call_graph(rules)
+    graph = left_call_graph(rules)
     for name, expr in rules.items():
         if name in graph[name]:
             options = _head_options(expr)
             if options is not None:
                 rules[name] = ir.alt(*(ir.seq(*o) for o in options))
     return rules
-
-
-def _left_call_graph(rules: dict[str, ir.Expr]) -> dict[str, set[str]]:
-    nullable = nullable_rules(rules)
-    return {name: left_calls(expr, nullable) for name, expr in rules.items()}
 
 
 def _leads_back(target: str, starts: set[str], graph: dict[str, set[str]]) -> bool:
@@ -177,86 +172,6 @@ def _trailing_self_as_base(name: str, head: ir.Expr, loop_options: list[ir.Expr]
     self_ref = ir.Ref(name)
     prefixes = [o.items[:-1] if isinstance(o, ir.Seq) and o.items[-1] == self_ref else None for o in loop_options]
     others = [item for o, p in zip(loop_options, prefixes) for item in ((o,) if p is None else p)]
-    if any(name in _refs(e) for e in (head, *others)):
+    if any(name in rule_refs(e) for e in (head, *others)):
         return loop_options
     return [o if p is None else ir.seq(*p, head) for o, p in zip(loop_options, prefixes)]
-
-
-def _refs(expr: ir.Expr) -> set[str]:
-    """Names of the rules `expr` refers to."""
-    if isinstance(expr, ir.Ref):
-        return {expr.name}
-    children = expr.items if isinstance(expr, ir.Seq) else expr.options if isinstance(expr, ir.Alt) else (
-        (expr.item,) if isinstance(expr, ir.Repeat) else ())
-    return set().union(*(_refs(c) for c in children)) if children else set()
-
-
-def nullable_rules(rules: dict[str, ir.Expr]) -> set[str]:
-    """Rules that derive the empty string (fixpoint)."""
-    nullable: set[str] = set()
-    changed = True
-    while changed:
-        changed = False
-        for name, expr in rules.items():
-            if name not in nullable and _is_nullable(expr, nullable):
-                nullable.add(name)
-                changed = True
-    return nullable
-
-
-def _is_nullable(expr: ir.Expr, nullable: set[str]) -> bool:
-    if isinstance(expr, ir.Lexeme):
-        return expr.term.nullable
-    if isinstance(expr, ir.Ref):
-        return expr.name in nullable
-    if isinstance(expr, ir.Seq):
-        return all(_is_nullable(e, nullable) for e in expr.items)
-    if isinstance(expr, ir.Alt):
-        return any(_is_nullable(e, nullable) for e in expr.options)
-    return expr.min == 0 or _is_nullable(expr.item, nullable)  # Repeat
-
-
-def left_calls(expr: ir.Expr, nullable: set[str]) -> set[str]:
-    """Rules `expr` may call before consuming any input."""
-    if isinstance(expr, ir.Ref):
-        return {expr.name}
-    if isinstance(expr, ir.Seq):
-        found: set[str] = set()
-        for item in expr.items:
-            found |= left_calls(item, nullable)
-            if not _is_nullable(item, nullable):
-                break
-        return found
-    if isinstance(expr, ir.Alt):
-        return set().union(*(left_calls(e, nullable) for e in expr.options)) if expr.options else set()
-    if isinstance(expr, ir.Repeat):
-        return left_calls(expr.item, nullable)
-    return set()
-
-
-def check_no_left_recursion(rules: dict[str, ir.Expr]) -> None:
-    """Raises GrammarError naming the cycle if some rule can call itself without consuming input."""
-    nullable = nullable_rules(rules)
-    graph = {name: left_calls(expr, nullable) for name, expr in rules.items()}
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    for root in graph:
-        if state.get(root):
-            continue
-        path: list[str] = []
-        stack = [(root, iter(sorted(graph[root])))]
-        state[root] = 1
-        path.append(root)
-        while stack:
-            node, children = stack[-1]
-            child = next(children, None)
-            if child is None:
-                stack.pop()
-                path.pop()
-                state[node] = 2
-            elif state.get(child) == 1:
-                cycle = path[path.index(child):] + [child]
-                raise GrammarError("left recursion is not supported: " + " -> ".join(cycle))
-            elif not state.get(child):
-                state[child] = 1
-                path.append(child)
-                stack.append((child, iter(sorted(graph[child]))))

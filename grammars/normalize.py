@@ -1,4 +1,4 @@
-"""Grammar analysis and the rewrites the parser relies on, all language-preserving.
+"""The rewrites the parser relies on, all language-preserving.
 
 The parser (`grammars.parser`) needs: lexemes that never match the empty string (else the lexer could
 emit empty lexemes forever), no left recursion (else its stacks would grow without consuming input),
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from grammars import byte_regex as rx
 from grammars import ir
+from grammars.analysis import productive_rules, reachable_rules, rule_refs
 from grammars.errors import EmptyLanguageError, GrammarError
 from grammars.left_recursion import remove_left_recursion
 from grammars.lexer import is_empty_language
@@ -30,11 +31,12 @@ def normalize(grammar: ir.Grammar) -> ir.Grammar:
     _check_refs(grammar)
     rules = {name: _lexemes_nonnullable(expr) for name, expr in grammar.rules.items()}
     rules = remove_left_recursion(rules)
-    productive = _productive_rules(rules)
+    productive = productive_rules(rules)
     if grammar.start not in productive:
         raise EmptyLanguageError(f"the grammar admits no string (start rule {grammar.start!r} derives nothing)")
     rules = {name: _prune(expr, productive) for name, expr in rules.items() if name in productive}
-    rules = _reachable(rules, grammar.start)
+    reachable = reachable_rules(rules, grammar.start)
+    rules = {name: expr for name, expr in rules.items() if name in reachable}
     ignore = tuple(t for t in (_nonnullable(t) for t in grammar.ignore) if t is not rx.EMPTY)
     return ir.Grammar(rules, grammar.start, ignore)
 
@@ -43,22 +45,9 @@ def _check_refs(grammar: ir.Grammar) -> None:
     if grammar.start not in grammar.rules:
         raise GrammarError(f"start rule {grammar.start!r} is not defined")
     for name, expr in grammar.rules.items():
-        for ref in _refs(expr):
+        for ref in sorted(rule_refs(expr)):
             if ref not in grammar.rules:
                 raise GrammarError(f"rule {name!r} refers to undefined rule {ref!r}")
-
-
-def _refs(expr: ir.Expr):
-    if isinstance(expr, ir.Ref):
-        yield expr.name
-    elif isinstance(expr, ir.Seq):
-        for item in expr.items:
-            yield from _refs(item)
-    elif isinstance(expr, ir.Alt):
-        for option in expr.options:
-            yield from _refs(option)
-    elif isinstance(expr, ir.Repeat):
-        yield from _refs(expr.item)
 
 
 def _map(expr: ir.Expr, leaf) -> ir.Expr:
@@ -98,45 +87,5 @@ def _lexemes_nonnullable(expr: ir.Expr) -> ir.Expr:
     return _map(expr, leaf)
 
 
-# ----------------------------------------------------------------------------------------------
-# Productivity and reachability
-# ----------------------------------------------------------------------------------------------
-
-
-def _productive_rules(rules: dict[str, ir.Expr]) -> set[str]:
-    productive: set[str] = set()
-    changed = True
-    while changed:
-        changed = False
-        for name, expr in rules.items():
-            if name not in productive and _is_productive(expr, productive):
-                productive.add(name)
-                changed = True
-    return productive
-
-
-def _is_productive(expr: ir.Expr, productive: set[str]) -> bool:
-    if isinstance(expr, ir.Lexeme):
-        return True
-    if isinstance(expr, ir.Ref):
-        return expr.name in productive
-    if isinstance(expr, ir.Seq):
-        return all(_is_productive(e, productive) for e in expr.items)
-    if isinstance(expr, ir.Alt):
-        return any(_is_productive(e, productive) for e in expr.options)
-    return expr.min == 0 or _is_productive(expr.item, productive)  # Repeat
-
-
 def _prune(expr: ir.Expr, productive: set[str]) -> ir.Expr:
     return _map(expr, lambda node: node if not isinstance(node, ir.Ref) or node.name in productive else ir.NOTHING)
-
-
-def _reachable(rules: dict[str, ir.Expr], start: str) -> dict[str, ir.Expr]:
-    seen = {start}
-    todo = [start]
-    while todo:
-        for ref in _refs(rules[todo.pop()]):
-            if ref not in seen:
-                seen.add(ref)
-                todo.append(ref)
-    return {name: expr for name, expr in rules.items() if name in seen}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from grammars import byte_regex as rx
 from grammars import ir
 from grammars.errors import ConstraintLimitError
-from grammars.left_recursion import check_no_left_recursion
+from grammars.analysis import check_no_left_recursion
 
 #: Repetitions with at most this many optional copies of a small item are unrolled; larger ones count.
 MAX_UNROLLED_COPIES = 8
@@ -140,24 +140,34 @@ class Parser:
         return out
 
     def _finish_nodes(self) -> None:
-        """Precompute epsilon closures and which return nodes make a call a tail call."""
-        self._closure: list[tuple[int, ...]] = []
-        for start in range(len(self._nodes)):
-            seen = [start]
-            found = {start}
-            i = 0
-            while i < len(seen):
-                for nxt in self._nodes[seen[i]].eps:
-                    if nxt not in found:
-                        found.add(nxt)
-                        seen.append(nxt)
-                i += 1
-            self._closure.append(tuple(seen))
-        self._is_tail: list[bool] = [
-            all(self._nodes[m].is_final and not self._nodes[m].lexemes and not self._nodes[m].calls
-                and self._nodes[m].counter is None for m in self._closure[n])
-            for n in range(len(self._nodes))
-        ]
+        """Set up the lazily filled epsilon closures (per node: computing them all up front is
+        quadratic in a schema with thousands of optional properties) and tail-call flags."""
+        self._closures: dict[int, tuple[int, ...]] = {}
+        self._tails: dict[int, bool] = {}
+
+    def _closure(self, start: int) -> tuple[int, ...]:
+        """The nodes reachable from `start` through epsilon edges, `start` first."""
+        found = self._closures.get(start)
+        if found is None:
+            order = [start]
+            seen = {start}
+            for node in order:
+                for nxt in self._nodes[node].eps:
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        order.append(nxt)
+            found = self._closures[start] = tuple(order)
+        return found
+
+    def _is_tail(self, node: int) -> bool:
+        """Whether returning to `node` only returns further (then a call need not push it)."""
+        found = self._tails.get(node)
+        if found is None:
+            nodes = self._nodes
+            found = self._tails[node] = all(
+                nodes[m].is_final and not nodes[m].lexemes and not nodes[m].calls and nodes[m].counter is None
+                for m in self._closure(node))
+        return found
 
     # ------------------------------------------------------------------------------------------
     # Configurations
@@ -234,12 +244,12 @@ class Parser:
             top, count = stack[-1]
             base = stack[:-1]
             successors: list[Stack] = []
-            for m in closure[top]:
+            for m in closure(top):
                 node = nodes[m]
                 if node.lexemes:
                     result.add(base + ((m, count),))
                 for callee, ret in node.calls:
-                    successors.append(base + ((callee, 0),) if is_tail[ret] else base + ((ret, count), (callee, 0)))
+                    successors.append(base + ((callee, 0),) if is_tail(ret) else base + ((ret, count), (callee, 0)))
                 finishes = node.is_final
                 if node.counter is not None:
                     low, high, item = node.counter

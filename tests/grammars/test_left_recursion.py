@@ -6,7 +6,7 @@ from grammars import ir
 from grammars.automaton import GrammarAutomaton
 from grammars.errors import GrammarError
 from grammars.left_recursion import remove_left_recursion
-from grammars.left_recursion import left_calls, nullable_rules
+from grammars.analysis import left_calls, nullable_rules
 
 X, Y, Z, W = (ir.lit(c) for c in "xyzw")
 
