@@ -370,6 +370,39 @@ def tags_of(term: Term) -> tuple[tuple[int, Term], ...]:
     return tuple((t.tag, t.args[0]) for t in members if t.kind == K_TAG)
 
 
+def clamp_counters(term: Term, limit: int) -> Term:
+    """`term` with every counter relaxed beyond `limit`: `x{lo,hi}` becomes `x{min(lo, limit+1),}`
+    when hi > limit. For a plain term (no intersection or complement), both agree on every string of
+    at most `limit` bytes and on which of their prefixes can still be completed and which accept, so
+    walks of tokens no longer than `limit` are the same from either: a `maxLength: 100000` string
+    then has one walk, not one per count. Other terms are returned unchanged."""
+    if not term.is_plain:
+        return term
+    memo: dict[int, Term] = {}
+
+    def clamp(t: Term) -> Term:
+        done = memo.get(t.id)
+        if done is not None:
+            return done
+        kind = t.kind
+        if kind == K_CONCAT:
+            result = concat(clamp(t.args[0]), clamp(t.args[1]))
+        elif kind == K_ALT:
+            result = alt(*(clamp(a) for a in t.args))
+        elif kind == K_TAG:
+            result = tag(t.tag, clamp(t.args[0]))
+        elif kind == K_REPEAT:
+            relaxed = t.hi is not None and t.hi > limit
+            result = repeat(clamp(t.args[0]), min(t.lo, limit + 1) if relaxed or t.lo > limit else t.lo,
+                            None if relaxed else t.hi)
+        else:
+            result = t
+        memo[t.id] = result
+        return result
+
+    return clamp(term)
+
+
 def matches(term: Term, data: bytes) -> bool:
     """Whether `data` is in the language of `term` (by derivatives; for tests and small checks)."""
     for byte in data:

@@ -41,6 +41,7 @@ class LexerTables:
         self.rows: list[list[int] | None] = []
         self._accepting_tags: list[tuple[int, ...]] = []
         self._empty_cache: dict[int, bool] = {}
+        self._representatives: dict[tuple[int, int], int] = {}
         self.sid(rx.EMPTY)  # DEAD == 0
 
     # ------------------------------------------------------------------------------------------
@@ -121,6 +122,15 @@ class LexerTables:
 
     def alive_bytes(self, sid: int) -> list[int]:
         return [b for b, nxt in enumerate(self.row(sid)) if nxt != DEAD]
+
+    def walk_representative(self, sid: int, max_token_len: int) -> int:
+        """A state whose walks of tokens up to `max_token_len` bytes equal those from `sid`
+        (`byte_regex.clamp_counters`): the states of one bounded string share a single walk."""
+        key = (sid, max_token_len)
+        found = self._representatives.get(key)
+        if found is None:
+            found = self._representatives[key] = self.sid(rx.clamp_counters(self.terms[sid], max_token_len))
+        return found
 
     def can_continue(self, sid: int) -> bool:
         """Whether some byte extends the lexeme from `sid` (False: an accepting state is final)."""

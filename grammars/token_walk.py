@@ -99,6 +99,7 @@ def walk_state(vocab: Vocabulary, sid: int) -> StateWalk:
     """The (cached) walk of every token of `vocab` from lexer state `sid`, skipping tokens whose first
     byte cannot extend the lexeme (callers handle a lexeme that ends before the token)."""
     cache: dict[int, StateWalk] = vocab.__dict__.setdefault("_state_walks", {})
+    sid = LEXER.walk_representative(sid, vocab.walk_arrays.max_len)
     walk = cache.get(sid)
     if walk is None:
         with _walk_lock:

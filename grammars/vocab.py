@@ -103,8 +103,9 @@ class WalkArrays:
         entries = sorted(((data, i) for i, data in enumerate(token_bytes) if data), key=lambda e: (e[0][0], -len(e[0])))
         self.ids = np.array([i for _, i in entries], dtype=np.int64)
         self.lengths = np.array([len(d) for d, _ in entries], dtype=np.int32)
-        max_len = int(self.lengths.max()) if len(entries) else 1
-        self.data = np.zeros((len(entries), max_len), dtype=np.uint8)  # [num_tokens, max_len]
+        #: The longest token, in bytes.
+        self.max_len = int(self.lengths.max()) if len(entries) else 1
+        self.data = np.zeros((len(entries), self.max_len), dtype=np.uint8)  # [num_tokens, max_len]
         for row, (data, _) in enumerate(entries):
             self.data[row, : len(data)] = np.frombuffer(data, dtype=np.uint8)
         firsts = self.data[:, 0] if len(entries) else np.zeros(0, dtype=np.uint8)
