@@ -36,12 +36,15 @@ class Checkpoint:
             `config.tie_word_embeddings`.
         tokenizer: the model's tokenizer.
         source: the resolved path of the file or folder.
+        stored_bits: the widest bit width the checkpoint stores its matrix weights in (4 for a Q4_1
+            GGUF, 16 for a bfloat16 folder): what a quantized model can keep exactly.
     """
 
     config: ModelConfig
     weights: Mapping[str, torch.Tensor]
     tokenizer: Tokenizer
     source: str
+    stored_bits: int = 32
 
 
 def _layer_weight_names(config: ModelConfig, layer: int) -> list[str]:

@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 from runtime.loading.checkpoint import Checkpoint, check_weight_names
 from runtime.loading.gguf_metadata import GGUFMetadata, config_from_gguf, open_gguf
-from runtime.loading.gguf_tensors import gguf_to_hf_weights
+from runtime.loading.gguf_tensors import gguf_to_hf_weights, stored_matrix_bits
 from runtime.loading.gguf_tokenizer import tokenizer_from_gguf
 from runtime.loading.progress import LoadProgress
 
@@ -44,4 +44,5 @@ def load_gguf(path: Path) -> Checkpoint:
         progress.close()
     check_weight_names(weights, config, source)
     config = dataclasses.replace(config, bos_token_id=tokenizer.bos_token_id, eos_token_ids=tokenizer.eos_token_ids)
-    return Checkpoint(config=config, weights=MappingProxyType(weights), tokenizer=tokenizer, source=source)
+    return Checkpoint(config=config, weights=MappingProxyType(weights), tokenizer=tokenizer, source=source,
+                      stored_bits=stored_matrix_bits(reader.tensors))

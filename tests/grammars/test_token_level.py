@@ -121,8 +121,8 @@ KNOWN_DIFFERENCES = {
 }
 
 
-def _classify(vocab, matcher, theirs, token_id: int) -> str | None:
-    """Which known difference explains that Stencil allows `token_id` and llguidance does not."""
+def _classify(vocab, matcher, theirs, token_id: int, text: bytes) -> str | None:
+    """Which known difference explains that Stencil allows `token_id` after `text` and llguidance does not."""
     data = vocab.token_bytes[token_id]
     if token_id in vocab.eos_token_ids:
         return "second-eos"
@@ -130,7 +130,7 @@ def _classify(vocab, matcher, theirs, token_id: int) -> str | None:
         return None
     if 0x7F in data:
         return "raw-del"
-    if b"\\" in data:
+    if b"\\" in data or (len(text) - len(text.rstrip(b"\\"))) % 2:  # an escape, or the rest of one
         return "escapes"
     if bytes(theirs.compute_ff_bytes()).startswith(data):
         return "forced-text"
@@ -170,7 +170,7 @@ def test_masks_agree_with_llguidance(vocab, hf_tokenizer):
                 other = bits[: vocab.size].astype(bool)
                 counts["steps compared"] += 1
                 for extra in np.flatnonzero(mine & ~other).tolist():
-                    kind = _classify(vocab, matcher, theirs, extra)
+                    kind = _classify(vocab, matcher, theirs, extra, b"".join(vocab.token_bytes[i] for i in ids[:step]))
                     counts[kind or "unexplained"] += 1
                     if kind is None:
                         unexplained.append(f"{name} step {step}: only Stencil allows {hf_tokenizer.id_to_token(extra)!r}")

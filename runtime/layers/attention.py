@@ -1,0 +1,96 @@
+"""Causal attention over the paged KV cache: one code path for prefill, decode and draft verification.
+
+Every layer of a forward pass shares one `AttentionMetadata`, built by the model runner from the
+block tables: where each new token's K/V goes (`slot_mapping`), which slots hold each sequence's
+context (`context_slots`) and what each query may see (`attn_mask`). A layer writes its new K/V,
+gathers each sequence's context into a padded batch and runs one `scaled_dot_product_attention`.
+
+Grouped-query attention is run by folding the query heads that share a K/V head into the query
+axis (`[B, KVH, Q * G, D]`): a single SDPA call with no K/V repetition, and on CPU markedly faster in
+bfloat16 than SDPA's own `enable_gqa` (measured: ~5x at 256 cached positions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AttentionMetadata:
+    """Where a forward pass reads and writes the paged cache; built once per pass, shared by all layers.
+
+    B sequences, padded to Q new tokens and L context positions each (L counts cached + new).
+
+    Attributes:
+        slot_mapping: [T] int64, the cache slot of each new token (T = new tokens of all sequences).
+        context_slots: [B * L] int64, the slot of each position 0..L-1 of each sequence; positions past a
+            sequence's own length point at any valid slot and are masked out.
+        batch_size: B.
+        max_query_len: Q.
+        max_context_len: L.
+        query_pad_index: [T] int64 row of each new token in the padded [B * Q] query layout; None when
+            every sequence has exactly Q new tokens (the packed layout is then already padded).
+        attn_mask: [B, 1, Q * G, L] additive mask in the activation dtype, 0 where a query may attend and
+            -inf elsewhere (rows ordered token-major, then the G query heads of a K/V head); None when
+            every query sees all L positions.
+    """
+
+    slot_mapping: torch.Tensor
+    context_slots: torch.Tensor
+    batch_size: int
+    max_query_len: int
+    max_context_len: int
+    query_pad_index: torch.Tensor | None
+    attn_mask: torch.Tensor | None
+
+
+def paged_attention(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    kv_cache: torch.Tensor,
+    metadata: AttentionMetadata,
+) -> torch.Tensor:
+    """Store the new K/V in the cache, then attend each new query over its sequence's context.
+
+    Args:
+        queries: [T, H, D] rotated queries of the new tokens, packed sequence after sequence.
+        keys: [T, KVH, D] rotated keys of the new tokens.
+        values: [T, KVH, D] values of the new tokens.
+        kv_cache: [num_slots, 2, KVH, D] this layer's cache (K at index 0, V at 1), written in place.
+        metadata: see `AttentionMetadata`.
+
+    Returns:
+        [T, H * D] attention output, packed like `queries`.
+    """
+    num_heads, head_dim = queries.shape[1:]
+    num_kv_heads = keys.shape[1]
+    group = num_heads // num_kv_heads
+    batch, max_query_len, max_context_len = metadata.batch_size, metadata.max_query_len, metadata.max_context_len
+
+    kv_cache.index_copy_(0, metadata.slot_mapping, torch.stack((keys, values), dim=1))
+    context = kv_cache.index_select(0, metadata.context_slots)  # [B * L, 2, KVH, D]
+    context = context.view(batch, max_context_len, 2, num_kv_heads, head_dim)
+    context_keys = context[:, :, 0].transpose(1, 2)  # [B, KVH, L, D]
+    context_values = context[:, :, 1].transpose(1, 2)  # [B, KVH, L, D]
+
+    if metadata.query_pad_index is not None:
+        padded = queries.new_zeros(batch * max_query_len, num_heads, head_dim)  # [B * Q, H, D]
+        queries = padded.index_copy_(0, metadata.query_pad_index, queries)
+    grouped_queries = (
+        queries.view(batch, max_query_len, num_kv_heads, group, head_dim)
+        .transpose(1, 2)
+        .reshape(batch, num_kv_heads, max_query_len * group, head_dim)
+    )  # [B, KVH, Q * G, D]
+    out = F.scaled_dot_product_attention(grouped_queries, context_keys, context_values, attn_mask=metadata.attn_mask)
+    out = (
+        out.view(batch, num_kv_heads, max_query_len, group, head_dim)
+        .transpose(1, 2)
+        .reshape(batch * max_query_len, num_heads * head_dim)
+    )  # [B * Q, H * D]
+    if metadata.query_pad_index is not None:
+        out = out.index_select(0, metadata.query_pad_index)
+    return out

@@ -1,0 +1,225 @@
+"""Weight-only quantization: a state-dict rewrite plus a module swap, so the model has no branches.
+
+`quantize(model, Quantization.INT8)` swaps the decoder layers' `nn.Linear`s for `Int8Linear` (int8
+weights, one bfloat16 scale per output row); `Quantization.INT4` swaps them for `Int4Linear` (4-bit
+codes with a bfloat16 scale and offset per group of 32 inputs). Group-wise 4-bit is the layout of
+GGUF's Q4_1, so a Q4_1 checkpoint (the embedded SmolLM2) keeps its exact codes and loses only
+bfloat16 rounding of its scales.
+
+The output head (the largest matrix of a small model, tied to the embeddings) becomes a
+`RescoredInt8Head` in both modes: int8 logits for the whole vocabulary, then the top
+`NUM_RESCORED_LOGITS` recomputed exactly from the bfloat16 weights. A plain int8 head doubles the KL
+divergence from fp32 on SmolLM2 (its embeddings are Q8_0, 8 bits with per-32 scales, which one
+scale per row does not reproduce); rescoring brings it back to within 10% of a bfloat16 head while
+keeping most of the int8 head's speed (benchmarks/forward.py).
+
+Activations are bfloat16. Small matmuls (decode: one row per sequence) run torch's weight-only CPU
+kernels, which read 1/4 (int8) or 1/8 (int4) of the fp32 bytes but cost one GEMV per row, so from
+`MAX_QUANTIZED_KERNEL_ROWS` rows on (prefill) weights are dequantized to bfloat16 a slice of rows at
+a time and multiplied with the dense kernel. MoE routers, the shared-expert gate and the experts are
+plain parameters and stay unquantized.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from runtime.errors import UnsupportedModelError
+
+#: Up to this many rows the quantized kernels beat dequantize-then-matmul (crossover measured at ~24-32).
+MAX_QUANTIZED_KERNEL_ROWS = 24
+#: Output rows dequantized at once on the dense path: a slice that stays in cache.
+DEQUANT_CHUNK_ROWS = 4096
+#: Inputs sharing one 4-bit scale and offset (GGUF Q4_0/Q4_1 blocks are 32 wide).
+INT4_GROUP_SIZE = 32
+#: The int4 CPU kernel packs output rows in tiles of 16.
+_INT4_ROW_TILE = 16
+#: Head logits recomputed exactly per row: far more than top-k / top-p sampling ever keeps.
+NUM_RESCORED_LOGITS = 64
+
+
+class Quantization(enum.Enum):
+    """How linear weights are stored (activations are then bfloat16)."""
+
+    NONE = "none"
+    INT8 = "int8"
+    INT4 = "int4"
+
+
+def _dense_matmul(x: torch.Tensor, num_rows: int, dequantize: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
+    """`x @ W.T` with W rebuilt by `dequantize(start, stop)` one chunk of output rows at a time."""
+    chunks = [F.linear(x, dequantize(start, min(start + DEQUANT_CHUNK_ROWS, num_rows)))
+              for start in range(0, num_rows, DEQUANT_CHUNK_ROWS)]
+    return torch.cat(chunks, dim=-1)
+
+
+class Int8Linear(nn.Module):
+    """A linear layer with int8 weights and one bfloat16 scale per output row.
+
+    Args:
+        weight: [N, K] int8.
+        scales: [N] bfloat16, so that `weight * scales[:, None]` approximates the original weight.
+        bias: [N] bfloat16 or None.
+    """
+
+    def __init__(self, weight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.register_buffer("scales", scales)
+        self.register_buffer("bias", bias)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+        """Quantize `linear`'s weight symmetrically per output row (absmax / 127)."""
+        weight = linear.weight.detach().float()
+        scales = (weight.abs().amax(dim=1).clamp(min=1e-12) / 127).to(torch.bfloat16)  # [N]
+        quantized = (weight / scales.float()[:, None]).round().clamp(-127, 127).to(torch.int8)  # [N, K]
+        bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
+        return cls(quantized.contiguous(), scales, bias)
+
+    def _dequantize(self, start: int, stop: int) -> torch.Tensor:
+        return self.weight[start:stop].to(torch.bfloat16) * self.scales[start:stop, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] <= MAX_QUANTIZED_KERNEL_ROWS:
+            out = torch._weight_int8pack_mm(x, self.weight, self.scales)
+        else:
+            out = _dense_matmul(x, self.weight.shape[0], self._dequantize)
+        return out if self.bias is None else out + self.bias
+
+
+class Int4Linear(nn.Module):
+    """A linear layer with 4-bit weights, a bfloat16 scale and offset per group of `INT4_GROUP_SIZE` inputs.
+
+    A weight is `(q - 8) * scale + offset` with q in [0, 15] (torch's int4 kernel convention).
+    The kernel's packed layout is opaque, so the codes are also kept two per byte (`nibbles`) with
+    per-group `scales` and `bases` (`offset - 8 * scale`) for the dense prefill path: about one byte
+    per weight in all, half of bfloat16.
+
+    Args:
+        packed: the kernel's packing of the [N, K] codes.
+        scales_and_offsets: [K / g, N, 2] bfloat16, the kernel's per-group parameters.
+        nibbles: [N, K / 2] uint8, code of input 2j in the low nibble of byte j, of input 2j + 1 in the high.
+        scales: [N, K / g, 1] bfloat16.
+        bases: [N, K / g, 1] bfloat16, so that a weight is `q * scale + base`.
+        bias: [N] bfloat16 or None.
+    """
+
+    def __init__(
+        self,
+        packed: torch.Tensor,
+        scales_and_offsets: torch.Tensor,
+        nibbles: torch.Tensor,
+        scales: torch.Tensor,
+        bases: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("packed", packed)
+        self.register_buffer("scales_and_offsets", scales_and_offsets)
+        self.register_buffer("nibbles", nibbles)
+        self.register_buffer("scales", scales)
+        self.register_buffer("bases", bases)
+        self.register_buffer("bias", bias)
+
+    @staticmethod
+    def fits(linear: nn.Linear) -> bool:
+        """Whether the int4 kernel takes this shape (rows in tiles of 16, inputs in whole groups)."""
+        num_rows, num_inputs = linear.weight.shape
+        return num_rows % _INT4_ROW_TILE == 0 and num_inputs % INT4_GROUP_SIZE == 0
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> Int4Linear:
+        """Quantize `linear`'s weight per group: 15 even steps from the group's minimum to its maximum."""
+        weight = linear.weight.detach().float()
+        num_rows, num_inputs = weight.shape
+        groups = weight.view(num_rows, num_inputs // INT4_GROUP_SIZE, INT4_GROUP_SIZE)  # [N, K / g, g]
+        minimum, maximum = groups.amin(dim=-1), groups.amax(dim=-1)  # [N, K / g]
+        scales = ((maximum - minimum) / 15).clamp(min=1e-12)
+        codes = ((groups - minimum[..., None]) / scales[..., None]).round().clamp(0, 15).to(torch.int32)
+        codes = codes.view(num_rows, num_inputs)  # [N, K]
+        offsets = minimum + 8 * scales  # the kernel computes (q - 8) * scale + offset
+        scales_and_offsets = torch.stack((scales, offsets), dim=-1).transpose(0, 1).to(torch.bfloat16)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
+        nibbles = (codes[:, 0::2] | (codes[:, 1::2] << 4)).to(torch.uint8)  # [N, K / 2]
+        dense_scales, dense_offsets = scales_and_offsets.transpose(0, 1).float().unbind(-1)  # [N, K / g] each
+        bases = (dense_offsets - 8 * dense_scales).to(torch.bfloat16)[..., None]  # [N, K / g, 1]
+        bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
+        return cls(
+            packed, scales_and_offsets.contiguous(), nibbles, dense_scales.to(torch.bfloat16)[..., None], bases, bias
+        )
+
+    def _dequantize(self, start: int, stop: int) -> torch.Tensor:
+        nibbles = self.nibbles[start:stop]
+        codes = torch.stack((nibbles & 15, nibbles >> 4), dim=-1).view(stop - start, -1, INT4_GROUP_SIZE)
+        weight = torch.addcmul(self.bases[start:stop], codes.to(torch.bfloat16), self.scales[start:stop])
+        return weight.view(stop - start, -1)  # [n, K]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] <= MAX_QUANTIZED_KERNEL_ROWS:
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, INT4_GROUP_SIZE, self.scales_and_offsets)
+        else:
+            out = _dense_matmul(x, self.nibbles.shape[0], self._dequantize)
+        return out if self.bias is None else out + self.bias
+
+
+class RescoredInt8Head(nn.Module):
+    """An output head: int8 logits for every token, exact bfloat16 logits for each row's top candidates.
+
+    The int8 matmul reads half the bytes of the bfloat16 one; its error (~1% of a logit's scale)
+    matters only for the tokens that can be chosen, so the `NUM_RESCORED_LOGITS` largest logits of
+    each row are recomputed from the bfloat16 weight (which tied models share with the embeddings).
+
+    Args:
+        linear: the bfloat16 head ([V, H] weight, no bias), kept by reference.
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.approximate = Int8Linear.from_linear(linear)
+        self.weight = linear.weight
+        self.num_rescored = min(NUM_RESCORED_LOGITS, linear.weight.shape[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.approximate(x)  # [N, V]
+        top_ids = logits.topk(self.num_rescored, dim=-1).indices  # [N, k]
+        exact = torch.bmm(self.weight[top_ids], x[:, :, None])[..., 0]  # [N, k]
+        return logits.scatter_(-1, top_ids, exact)
+
+
+def quantize(model: nn.Module, quantization: Quantization, *, head_names: tuple[str, ...] = ("lm_head",)) -> nn.Module:
+    """Swap `model`'s `nn.Linear` modules for quantized ones, in place; returns `model`.
+
+    Args:
+        model: a bfloat16 model.
+        quantization: `NONE` leaves it as is; `INT8` makes linears `Int8Linear`; `INT4` makes them
+            `Int4Linear`, or `Int8Linear` for shapes the int4 kernel does not take (rows not a
+            multiple of 16, inputs not of 32). Either way output heads become `RescoredInt8Head`.
+        head_names: fully qualified names of the output heads (bias-free linears).
+
+    Raises:
+        UnsupportedModelError: quantizing a model whose parameters are not bfloat16 (the kernels are
+            fast only with bfloat16 activations: measured ~10x slower with float32 ones).
+    """
+    if quantization is Quantization.NONE:
+        return model
+    dtypes = {parameter.dtype for parameter in model.parameters() if parameter.is_floating_point()}
+    if dtypes != {torch.bfloat16}:
+        found = ", ".join(sorted(map(str, dtypes)))
+        raise UnsupportedModelError(f"{quantization.value} quantization needs a bfloat16 model, not {found}")
+    for parent_name, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, nn.Linear):
+                continue
+            if (f"{parent_name}.{name}" if parent_name else name) in head_names:
+                setattr(parent, name, RescoredInt8Head(child))
+            elif quantization is Quantization.INT4 and Int4Linear.fits(child):
+                setattr(parent, name, Int4Linear.from_linear(child))
+            else:
+                setattr(parent, name, Int8Linear.from_linear(child))
+    return model

@@ -1,0 +1,92 @@
+"""Weight-only int8 / int4 linears: both code paths agree, Q4_1-style weights survive exactly, the swap."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from runtime.errors import UnsupportedModelError
+from runtime.quantization import (
+    INT4_GROUP_SIZE,
+    MAX_QUANTIZED_KERNEL_ROWS,
+    NUM_RESCORED_LOGITS,
+    Int4Linear,
+    Int8Linear,
+    Quantization,
+    RescoredInt8Head,
+    quantize,
+)
+
+
+def _linear(num_outputs: int, num_inputs: int, *, bias: bool = False, seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    return nn.Linear(num_inputs, num_outputs, bias=bias).to(torch.bfloat16)
+
+
+@pytest.mark.parametrize("cls", [Int8Linear, Int4Linear])
+@pytest.mark.parametrize("bias", [False, True])
+def test_kernel_and_dense_paths_agree_and_approximate_the_linear(cls, bias: bool) -> None:
+    linear = _linear(48, 96, bias=bias)
+    quantized = cls.from_linear(linear)
+    x = torch.randn(MAX_QUANTIZED_KERNEL_ROWS + 9, 96, dtype=torch.bfloat16)
+    few = quantized(x[:3])  # the weight-only kernel
+    many = quantized(x)  # dequantize, then the dense kernel
+    torch.testing.assert_close(few, many[:3], atol=2e-2, rtol=2e-2)
+    expected = linear(x).float()
+    relative_error = (many.float() - expected).norm() / expected.norm()
+    assert relative_error < (0.02 if cls is Int8Linear else 0.12)
+
+
+def test_int4_keeps_q4_1_codes_exactly() -> None:
+    """Weights on a 16-level grid per group of 32 (GGUF Q4_1) come back bit for bit."""
+    num_outputs, num_inputs = 32, 4 * INT4_GROUP_SIZE
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 16, (num_outputs, num_inputs // INT4_GROUP_SIZE, INT4_GROUP_SIZE), generator=generator)
+    codes[..., 0], codes[..., 1] = 0, 15  # Q4_1 maps each group's minimum to 0 and maximum to 15
+    scales = 2.0 ** torch.randint(-8, -4, (num_outputs, num_inputs // INT4_GROUP_SIZE, 1), generator=generator)
+    offsets = -8 * scales + torch.randint(-4, 4, scales.shape, generator=generator) * scales
+    weight = (codes * scales + offsets).view(num_outputs, num_inputs)
+    linear = nn.Linear(num_inputs, num_outputs, bias=False)
+    linear.weight.data = weight
+    quantized = Int4Linear.from_linear(linear)
+    torch.testing.assert_close(quantized._dequantize(0, num_outputs).float(), weight, atol=0, rtol=0)
+    x = torch.randn(2, num_inputs, dtype=torch.bfloat16)
+    torch.testing.assert_close(quantized(x).float(), x.float() @ weight.T, atol=0.05, rtol=0.02)
+
+
+class _Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.ModuleDict({"proj": _linear(32, 64), "odd": _linear(24, 64)})
+        self.lm_head = _linear(48, 64)
+
+
+def test_quantize_swaps_modules_per_mode() -> None:
+    int8 = quantize(_Tiny(), Quantization.INT8)
+    assert isinstance(int8.body["proj"], Int8Linear) and isinstance(int8.body["odd"], Int8Linear)
+    assert isinstance(int8.lm_head, RescoredInt8Head)
+    int4 = quantize(_Tiny(), Quantization.INT4)
+    assert isinstance(int4.body["proj"], Int4Linear)
+    assert isinstance(int4.body["odd"], Int8Linear)  # 24 rows: not a whole tile of 16 for the int4 kernel
+    assert isinstance(int4.lm_head, RescoredInt8Head)
+    unchanged = _Tiny()
+    assert quantize(unchanged, Quantization.NONE).body["proj"].__class__ is nn.Linear
+
+
+@pytest.mark.parametrize("num_rows", [1, 3, MAX_QUANTIZED_KERNEL_ROWS + 5])
+def test_rescored_head_is_exact_on_its_top_logits(num_rows: int) -> None:
+    head = _linear(1024, 64, seed=1)
+    rescored = RescoredInt8Head(head)
+    x = torch.randn(num_rows, 64, dtype=torch.bfloat16)
+    logits, exact = rescored(x).float(), head(x).float()  # [N, V]
+    top_ids = exact.topk(NUM_RESCORED_LOGITS // 2, dim=-1).indices
+    torch.testing.assert_close(logits.gather(1, top_ids), exact.gather(1, top_ids), atol=0.02, rtol=0.01)
+    assert torch.equal(logits.argmax(-1), exact.argmax(-1))
+    tail_error = (logits - exact).abs().max() / exact.abs().max()
+    assert 0 < tail_error < 0.03  # the rest is int8: close, not exact
+
+
+def test_quantize_needs_bfloat16() -> None:
+    with pytest.raises(UnsupportedModelError, match="bfloat16"):
+        quantize(_Tiny().float(), Quantization.INT4)
