@@ -7,23 +7,22 @@ GGUF's Q4_1, so a Q4_1 checkpoint (the embedded SmolLM2) keeps its exact codes a
 bfloat16 rounding of its scales.
 
 The output head (the largest matrix of a small model, tied to the embeddings) becomes a
-`RescoredInt8Head` in both modes: int8 logits for the whole vocabulary, then the top
-`NUM_RESCORED_LOGITS` recomputed exactly from the bfloat16 weights. A plain int8 head doubles the KL
-divergence from fp32 on SmolLM2 (its embeddings are Q8_0, 8 bits with per-32 scales, which one
-scale per row does not reproduce); rescoring brings it back to within 10% of a bfloat16 head while
-keeping most of the int8 head's speed (benchmarks/forward.py).
+`RescoredHead` in both modes: 4-bit (else 8-bit) logits for the whole vocabulary, then the top
+`NUM_RESCORED_LOGITS` recomputed exactly from the bfloat16 weights. A plain quantized head raises
+the KL divergence from fp32 on SmolLM2 (its embeddings are Q8_0); rescoring brings it back near a
+bfloat16 head's while keeping most of the quantized head's speed (benchmarks/forward.py).
 
 Activations are bfloat16. Small matmuls (decode: one row per sequence) run torch's weight-only CPU
 kernels, which read 1/4 (int8) or 1/8 (int4) of the fp32 bytes but cost one GEMV per row, so from
-`MAX_QUANTIZED_KERNEL_ROWS` rows on (prefill) weights are dequantized to bfloat16 a slice of rows at
-a time and multiplied with the dense kernel. MoE routers, the shared-expert gate and the experts are
+`MAX_QUANTIZED_KERNEL_ROWS` rows on (prefill) the dense bfloat16 kernel runs on the weights
+dequantized once, on first use, and kept: prefill then runs at bfloat16 speed, for the memory of a
+bfloat16 copy of the weights. MoE routers, the shared-expert gate and the experts are
 plain parameters and stay unquantized.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,10 +30,8 @@ from torch import nn
 
 from runtime.errors import UnsupportedModelError
 
-#: Up to this many rows the quantized kernels beat dequantize-then-matmul (crossover measured at ~24-32).
-MAX_QUANTIZED_KERNEL_ROWS = 24
-#: Output rows dequantized at once on the dense path: a slice that stays in cache.
-DEQUANT_CHUNK_ROWS = 4096
+#: Up to this many rows the quantized kernels beat the dense bfloat16 matmul (crossover measured at 8-12).
+MAX_QUANTIZED_KERNEL_ROWS = 8
 #: Inputs sharing one 4-bit scale and offset (GGUF Q4_0/Q4_1 blocks are 32 wide).
 INT4_GROUP_SIZE = 32
 #: The int4 CPU kernel packs output rows in tiles of 16.
@@ -51,14 +48,23 @@ class Quantization(enum.Enum):
     INT4 = "int4"
 
 
-def _dense_matmul(x: torch.Tensor, num_rows: int, dequantize: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
-    """`x @ W.T` with W rebuilt by `dequantize(start, stop)` one chunk of output rows at a time."""
-    chunks = [F.linear(x, dequantize(start, min(start + DEQUANT_CHUNK_ROWS, num_rows)))
-              for start in range(0, num_rows, DEQUANT_CHUNK_ROWS)]
-    return torch.cat(chunks, dim=-1)
+class _DenseFallback(nn.Module):
+    """The dense bfloat16 weight of a quantized layer, rebuilt on first use by `dequantize()`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dense: torch.Tensor | None = None
+
+    def dequantize(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def dense_linear(self, x: torch.Tensor) -> torch.Tensor:
+        if self._dense is None:
+            self._dense = self.dequantize()  # [N, K] bfloat16
+        return F.linear(x, self._dense)
 
 
-class Int8Linear(nn.Module):
+class Int8Linear(_DenseFallback):
     """A linear layer with int8 weights and one bfloat16 scale per output row.
 
     Args:
@@ -82,18 +88,18 @@ class Int8Linear(nn.Module):
         bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
         return cls(quantized.contiguous(), scales, bias)
 
-    def _dequantize(self, start: int, stop: int) -> torch.Tensor:
-        return self.weight[start:stop].to(torch.bfloat16) * self.scales[start:stop, None]
+    def dequantize(self) -> torch.Tensor:
+        return self.weight.to(torch.bfloat16) * self.scales[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] <= MAX_QUANTIZED_KERNEL_ROWS:
             out = torch._weight_int8pack_mm(x, self.weight, self.scales)
         else:
-            out = _dense_matmul(x, self.weight.shape[0], self._dequantize)
+            out = self.dense_linear(x)
         return out if self.bias is None else out + self.bias
 
 
-class Int4Linear(nn.Module):
+class Int4Linear(_DenseFallback):
     """A linear layer with 4-bit weights, a bfloat16 scale and offset per group of `INT4_GROUP_SIZE` inputs.
 
     A weight is `(q - 8) * scale + offset` with q in [0, 15] (torch's int4 kernel convention).
@@ -154,26 +160,28 @@ class Int4Linear(nn.Module):
             packed, scales_and_offsets.contiguous(), nibbles, dense_scales.to(torch.bfloat16)[..., None], bases, bias
         )
 
-    def _dequantize(self, start: int, stop: int) -> torch.Tensor:
-        nibbles = self.nibbles[start:stop]
-        codes = torch.stack((nibbles & 15, nibbles >> 4), dim=-1).view(stop - start, -1, INT4_GROUP_SIZE)
-        weight = torch.addcmul(self.bases[start:stop], codes.to(torch.bfloat16), self.scales[start:stop])
-        return weight.view(stop - start, -1)  # [n, K]
+    def dequantize(self) -> torch.Tensor:
+        num_rows = self.nibbles.shape[0]
+        codes = torch.stack((self.nibbles & 15, self.nibbles >> 4), dim=-1).view(num_rows, -1, INT4_GROUP_SIZE)
+        weight = torch.addcmul(self.bases, codes.to(torch.bfloat16), self.scales)
+        return weight.view(num_rows, -1)  # [N, K]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] <= MAX_QUANTIZED_KERNEL_ROWS:
             out = torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, INT4_GROUP_SIZE, self.scales_and_offsets)
         else:
-            out = _dense_matmul(x, self.nibbles.shape[0], self._dequantize)
+            out = self.dense_linear(x)
         return out if self.bias is None else out + self.bias
 
 
-class RescoredInt8Head(nn.Module):
-    """An output head: int8 logits for every token, exact bfloat16 logits for each row's top candidates.
+class RescoredHead(nn.Module):
+    """An output head: approximate logits for every token, exact bfloat16 logits for each row's top candidates.
 
-    The int8 matmul reads half the bytes of the bfloat16 one; its error (~1% of a logit's scale)
-    matters only for the tokens that can be chosen, so the `NUM_RESCORED_LOGITS` largest logits of
-    each row are recomputed from the bfloat16 weight (which tied models share with the embeddings).
+    The quantized matmul reads a fraction of the bfloat16 weight (an int4 head costs ~1/5 of the
+    bfloat16 one at one row on this CPU); its error matters only for tokens that can be chosen, so
+    the `NUM_RESCORED_LOGITS` largest logits of each row are recomputed from the bfloat16 weight
+    (which tied models share with the embeddings). Beyond `MAX_QUANTIZED_KERNEL_ROWS` rows (prefill,
+    wide batches) the dense bfloat16 head is as fast, and exact.
 
     Args:
         linear: the bfloat16 head ([V, H] weight, no bias), kept by reference.
@@ -181,11 +189,13 @@ class RescoredInt8Head(nn.Module):
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        self.approximate = Int8Linear.from_linear(linear)
+        self.approximate = Int4Linear.from_linear(linear) if Int4Linear.fits(linear) else Int8Linear.from_linear(linear)
         self.weight = linear.weight
         self.num_rescored = min(NUM_RESCORED_LOGITS, linear.weight.shape[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > MAX_QUANTIZED_KERNEL_ROWS:
+            return F.linear(x, self.weight)
         logits = self.approximate(x)  # [N, V]
         top_ids = logits.topk(self.num_rescored, dim=-1).indices  # [N, k]
         exact = torch.bmm(self.weight[top_ids], x[:, :, None])[..., 0]  # [N, k]
@@ -199,7 +209,7 @@ def quantize(model: nn.Module, quantization: Quantization, *, head_names: tuple[
         model: a bfloat16 model.
         quantization: `NONE` leaves it as is; `INT8` makes linears `Int8Linear`; `INT4` makes them
             `Int4Linear`, or `Int8Linear` for shapes the int4 kernel does not take (rows not a
-            multiple of 16, inputs not of 32). Either way output heads become `RescoredInt8Head`.
+            multiple of 16, inputs not of 32). Either way output heads become `RescoredHead`.
         head_names: fully qualified names of the output heads (bias-free linears).
 
     Raises:
@@ -217,7 +227,7 @@ def quantize(model: nn.Module, quantization: Quantization, *, head_names: tuple[
             if not isinstance(child, nn.Linear):
                 continue
             if (f"{parent_name}.{name}" if parent_name else name) in head_names:
-                setattr(parent, name, RescoredInt8Head(child))
+                setattr(parent, name, RescoredHead(child))
             elif quantization is Quantization.INT4 and Int4Linear.fits(child):
                 setattr(parent, name, Int4Linear.from_linear(child))
             else:
