@@ -101,7 +101,8 @@ def main() -> None:
     print("\n== summary (medians over cases both engines compiled and passed)")
     for line in summary["lines"]:
         print(line)
-    memory = [compiled_memory_bytes(tok, c) for c in cases if "stencil" in results]
+    passed = {r["case"] for r in results.get("stencil", []) if r.get("ok")}
+    memory = [compiled_memory_bytes(tok, c) for c in cases if c["name"] in passed]
     if memory:
         print(f"compiled constraint memory (stencil): median {statistics.median(memory) / 1e6:.2f} MB, "
               f"max {max(memory) / 1e6:.2f} MB")

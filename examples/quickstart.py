@@ -33,10 +33,17 @@ async def main() -> None:
     person = await llm.generate("Ada Lovelace was a 36-year-old English mathematician.", output=Person)
     print(repr(person))
 
-    # Classification with a Literal, three calls batched together by the engine.
-    labels = await asyncio.gather(
-        *(llm.generate(f"What is the sentiment of this review? {review}", output=Sentiment) for review in REVIEWS)
-    )
+    # Classification with a Literal and few-shot examples; the three calls are batched by the engine.
+    examples = [
+        sdk.Example(input="I love this phone, it is fantastic.", output="positive"),
+        sdk.Example(input="Worst service ever, I want a refund.", output="negative"),
+        sdk.Example(input="The package contains two cables.", output="neutral"),
+    ]
+    labels = await asyncio.gather(*(
+        llm.generate(sdk.Prompt(instructions="Classify the sentiment of the review.", inputs=review, examples=examples),
+                     output=Sentiment)
+        for review in REVIEWS
+    ))
     for review, label in zip(REVIEWS, labels):
         print(f"{label:>8}  {review}")
 

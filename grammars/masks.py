@@ -10,6 +10,7 @@ every string of a field) costs a dict lookup after the first time.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 
 import numpy as np
@@ -19,8 +20,11 @@ from grammars.lexer import DEAD, LEXER
 from grammars.token_walk import advance_rows, walk_state
 from grammars.vocab import Vocabulary
 
-#: Masks kept per (grammar, vocabulary) before the cache is cleared (each is one byte per token).
-MAX_CACHED_MASKS = 2048
+#: States whose masks are kept per (grammar, vocabulary) before the cache is cleared.
+MAX_CACHED_STATES = 65536
+#: Distinct masks kept (each is one byte per token): states with equal masks share one array, and
+#: most do (every position inside one kind of string, say), so this bounds the memory.
+MAX_DISTINCT_MASKS = 2048
 #: Boundary groups up to this size are settled token by token (memoized scalar walks beat numpy's
 #: per-call overhead on a handful of tokens); larger groups are walked vectorized.
 MAX_SCALAR_GROUP = 32
@@ -35,6 +39,7 @@ class MaskTable:
         self._eos_ids = np.array(vocab.eos_token_ids, dtype=np.int64)
         self._eos_set = frozenset(vocab.eos_token_ids)
         self._allowed: dict[State, np.ndarray] = {}
+        self._distinct: dict[bytes, np.ndarray] = {}
         self._tensors: dict[State, object] = {}
         self._lock = threading.RLock()
 
@@ -45,10 +50,12 @@ class MaskTable:
             with self._lock:
                 found = self._allowed.get(state)
                 if found is None:
-                    found = self._compute(state)
-                    if len(self._allowed) >= MAX_CACHED_MASKS:
+                    if len(self._allowed) >= MAX_CACHED_STATES or len(self._distinct) >= MAX_DISTINCT_MASKS:
                         self._allowed.clear()
+                        self._distinct.clear()
                         self._tensors.clear()
+                    computed = self._compute(state)
+                    found = self._distinct.setdefault(hashlib.blake2b(computed.tobytes(), digest_size=16).digest(), computed)
                     self._allowed[state] = found
         return found
 
