@@ -54,32 +54,25 @@ def nullable_rules(rules: dict[str, ir.Expr]) -> set[str]:
 
 
 def is_nullable(expr: ir.Expr, nullable: set[str]) -> bool:
-    if isinstance(expr, ir.Lexeme):
-        return expr.term.nullable
-    if isinstance(expr, ir.Ref):
-        return expr.name in nullable
-    if isinstance(expr, ir.Seq):
-        return all(is_nullable(e, nullable) for e in expr.items)
-    if isinstance(expr, ir.Alt):
-        return any(is_nullable(e, nullable) for e in expr.options)
-    return expr.min == 0 or is_nullable(expr.item, nullable)  # Repeat
+    return _derives(expr, nullable, lambda lexeme: lexeme.term.nullable)
 
 
 def productive_rules(rules: dict[str, ir.Expr]) -> set[str]:
     """Rules that derive at least one string (the others can never finish)."""
-    return _least_fixpoint(rules, _is_productive)
+    return _least_fixpoint(rules, lambda expr, productive: _derives(expr, productive, lambda lexeme: True))
 
 
-def _is_productive(expr: ir.Expr, productive: set[str]) -> bool:
+def _derives(expr: ir.Expr, known: set[str], lexeme_derives: Callable[[ir.Lexeme], bool]) -> bool:
+    """Whether `expr` derives a string of the kind asked (empty, or any), given the rules in `known` do."""
     if isinstance(expr, ir.Lexeme):
-        return True
+        return lexeme_derives(expr)
     if isinstance(expr, ir.Ref):
-        return expr.name in productive
+        return expr.name in known
     if isinstance(expr, ir.Seq):
-        return all(_is_productive(e, productive) for e in expr.items)
+        return all(_derives(e, known, lexeme_derives) for e in expr.items)
     if isinstance(expr, ir.Alt):
-        return any(_is_productive(e, productive) for e in expr.options)
-    return expr.min == 0 or _is_productive(expr.item, productive)  # Repeat
+        return any(_derives(e, known, lexeme_derives) for e in expr.options)
+    return expr.min == 0 or _derives(expr.item, known, lexeme_derives)  # Repeat
 
 
 def reachable_rules(rules: dict[str, ir.Expr], start: str) -> set[str]:

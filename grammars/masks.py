@@ -24,7 +24,7 @@ from grammars.vocab import Vocabulary
 MAX_CACHED_STATES = 65536
 #: Distinct masks kept (each is one byte per token): states with equal masks share one array, and
 #: most do (every position inside one kind of string, say), so this bounds the memory.
-MAX_DISTINCT_MASKS = 2048
+MAX_DISTINCT_MASKS = 1024
 #: Boundary groups up to this size are settled token by token (memoized scalar walks beat numpy's
 #: per-call overhead on a handful of tokens); larger groups are walked vectorized.
 MAX_SCALAR_GROUP = 32
