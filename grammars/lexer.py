@@ -12,6 +12,7 @@ by Python lists (for the scalar byte walks of the matcher, where numpy scalar in
 
 from __future__ import annotations
 
+import collections
 import threading
 
 import numpy as np
@@ -24,7 +25,7 @@ DEAD = 0
 #: Budget of lexer states for the whole process; beyond it a grammar is too big to lex lazily.
 MAX_STATES = 2_000_000
 #: Budget of derivatives explored to decide whether a term with intersection/complement is empty.
-MAX_EMPTINESS_STATES = 20_000
+MAX_EMPTINESS_STATES = 3_000
 
 
 class LexerTables:
@@ -144,10 +145,10 @@ class LexerTables:
         if cached is not None:
             return cached
         seen = {term.id}
-        frontier = [term]
+        frontier = collections.deque([term])  # breadth first: the shortest accepted strings first
         result = True
         while frontier and result:
-            current = frontier.pop()
+            current = frontier.popleft()
             if current.nullable:
                 result = False
                 break
