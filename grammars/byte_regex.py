@@ -15,6 +15,7 @@ Every term has `id`: a small int, dense from 0, usable as an index into the lexe
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import Iterable
 
 ALL_BYTES = (1 << 256) - 1
@@ -281,12 +282,13 @@ ANYTHING = star(ANY_BYTE)
 # Derivatives
 # ----------------------------------------------------------------------------------------------
 
-_DERIVATIVES: dict[tuple[int, int], Term] = {}
+#: Derivatives by `term.id << 8 | byte` (int keys: no key object per entry for the collector to track).
+_DERIVATIVES: dict[int, Term] = {}
 
 
 def derivative(term: Term, byte: int) -> Term:
     """The term matching { s : bytes([byte]) + s in term }."""
-    key = (term.id, byte)
+    key = term.id << 8 | byte
     result = _DERIVATIVES.get(key)
     if result is None:
         result = _derive(term, byte)
@@ -347,11 +349,20 @@ def _classes(term: Term) -> tuple[int, ...]:
 
 
 def _meet(p: tuple[int, ...], q: tuple[int, ...]) -> tuple[int, ...]:
-    if len(p) == 1:
+    if len(p) == 1 or p == q:
         return q
     if len(q) == 1:
         return p
-    return tuple(x & y for x in p for y in q if x & y)
+    key = (p, q)
+    found = _MEETS.get(key)
+    if found is None:
+        found = _MEETS[key] = tuple(x & y for x in p for y in q if x & y)
+    return found
+
+
+#: Meets of partitions: the members of intersections and unions share a few partitions, met again
+#: for every state they reach.
+_MEETS: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[int, ...]] = {}
 
 
 def lowest_byte(bits: int) -> int:
@@ -401,6 +412,45 @@ def clamp_counters(term: Term, limit: int) -> Term:
         return result
 
     return clamp(term)
+
+
+#: Derivatives `is_empty` explores before it calls a term with intersection or complement undecided.
+MAX_EMPTINESS_STATES = 1_000
+_EMPTINESS: dict[int, bool | None] = {}
+
+
+def is_empty(term: Term) -> bool | None:
+    """Whether `term` matches no string; None when undecided within MAX_EMPTINESS_STATES.
+
+    Only EMPTY is empty among plain terms. Others are searched breadth-first (shortest witness
+    first) for a derivative that is nullable or plain, either of which proves a string. Memoized.
+    """
+    if term is EMPTY:
+        return True
+    if term.is_plain or term.nullable:
+        return False
+    found = _EMPTINESS.get(term.id, False)
+    if found is not False:
+        return found
+    result: bool | None = True
+    seen = {term.id}
+    frontier = deque([term])
+    while frontier and result:
+        current = frontier.popleft()
+        for byte_class in derivative_classes(current):
+            nxt = derivative(current, lowest_byte(byte_class))
+            if nxt is EMPTY or nxt.id in seen:
+                continue
+            if nxt.nullable or nxt.is_plain:
+                result = False
+                break
+            if len(seen) >= MAX_EMPTINESS_STATES:
+                result = None
+                break
+            seen.add(nxt.id)
+            frontier.append(nxt)
+    _EMPTINESS[term.id] = result
+    return result
 
 
 def matches(term: Term, data: bytes) -> bool:

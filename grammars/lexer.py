@@ -12,7 +12,6 @@ by Python lists (for the scalar byte walks of the matcher, where numpy scalar in
 
 from __future__ import annotations
 
-import collections
 import threading
 
 import numpy as np
@@ -24,8 +23,6 @@ from grammars.errors import ConstraintLimitError
 DEAD = 0
 #: Budget of lexer states for the whole process; beyond it a grammar is too big to lex lazily.
 MAX_STATES = 2_000_000
-#: Budget of derivatives explored to decide whether a term with intersection/complement is empty.
-MAX_EMPTINESS_STATES = 3_000
 
 
 class LexerTables:
@@ -41,7 +38,6 @@ class LexerTables:
         self.accepting = np.zeros(capacity, dtype=bool)
         self.rows: list[list[int] | None] = []
         self._accepting_tags: list[tuple[int, ...]] = []
-        self._empty_cache: dict[int, bool] = {}
         self._representatives: dict[tuple[int, int], int] = {}
         self.sid(rx.EMPTY)  # DEAD == 0
 
@@ -55,7 +51,7 @@ class LexerTables:
             found = self._sid_of_term.get(term.id)
             if found is not None:
                 return found
-            if term is not rx.EMPTY and not term.is_plain and self._is_empty(term):
+            if term is not rx.EMPTY and rx.is_empty(term) is True:
                 self._sid_of_term[term.id] = DEAD
                 return DEAD
             sid = len(self.terms)
@@ -137,32 +133,6 @@ class LexerTables:
         """Whether some byte extends the lexeme from `sid` (False: an accepting state is final)."""
         return any(self.row(sid))
 
-    # ------------------------------------------------------------------------------------------
-    def _is_empty(self, term: rx.Term) -> bool:
-        """Whether a term with intersection/complement denotes no string (bounded search for a
-        nullable derivative; a term too big to decide is treated as nonempty)."""
-        cached = self._empty_cache.get(term.id)
-        if cached is not None:
-            return cached
-        seen = {term.id}
-        frontier = collections.deque([term])  # breadth first: the shortest accepted strings first
-        result = True
-        while frontier and result:
-            current = frontier.popleft()
-            if current.nullable:
-                result = False
-                break
-            if len(seen) > MAX_EMPTINESS_STATES:
-                result = False
-                break
-            for byte_class in rx.derivative_classes(current):
-                nxt = rx.derivative(current, rx.lowest_byte(byte_class))
-                if nxt is not rx.EMPTY and nxt.id not in seen:
-                    seen.add(nxt.id)
-                    frontier.append(nxt)
-        self._empty_cache[term.id] = result
-        return result
-
 
 def _byte_mask(bits: int) -> np.ndarray:
     """bool[256] of the bytes set in a 256-bit mask."""
@@ -174,7 +144,7 @@ LEXER = LexerTables()
 
 
 def is_empty_language(term: rx.Term) -> bool:
-    """Whether `term` matches no string at all."""
+    """Whether `term` provably matches no string (one too big to decide counts as nonempty)."""
     return LEXER.sid(term) == DEAD if term is not rx.EMPTY else True
 
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from grammars import byte_regex as rx
 from grammars.json_schema import numbers
-from grammars.json_schema.decide import MAX_PROOF_DEPTH, Context, SchemaCycle, node_is_empty, term_is_empty, value_in_node
+from grammars.json_schema.decide import MAX_PROOF_DEPTH, Context, SchemaCycle, node_is_empty, value_in_node
 from grammars.json_schema.nodes import (
     DNF, TRUE, ArrT, BoolT, Conj, Contains, Exists, KeyRule, LitT, NullT, NumT, ObjT, StrT, Synth, Typed, forbid, json_type,
     node_type,
 )
-from grammars.json_schema.strings import ANY_CONTENT, other_than, value_encodings
+from grammars.json_schema.strings import ANY_CONTENT, content_is_empty, other_than, value_encodings
 
 
 #: Most pairs of oneOf branches not proved disjoint that the exact (complement) form is built for.
@@ -244,7 +244,7 @@ def _complement_numbers(nodes: list[Typed]) -> list[Typed]:
         for n in nodes
     ))
     rest = rx.difference(universe, covered)
-    return [NumT(rest, universe)] if term_is_empty(rest) is not True else []
+    return [NumT(rest, universe)] if rx.is_empty(rest) is not True else []
 
 
 def _complement_strings(nodes: list[Typed]) -> list[Typed]:
@@ -260,7 +260,7 @@ def _complement_strings(nodes: list[Typed]) -> list[Typed]:
         else:
             covered.append(node.term)  # type: ignore[union-attr]
     rest = rx.difference(ANY_CONTENT, rx.alt(*covered))
-    return [StrT(rest)] if term_is_empty(rest) is not True else []
+    return [StrT(rest)] if content_is_empty(rest) is not True else []
 
 
 def _complement_containers(nodes: list[Typed], top: Typed, one, ctx: Context, depth: int) -> list[Typed]:

@@ -7,7 +7,6 @@ means provably empty, None means not known within the budgets (and counts as pos
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Protocol
 
 from grammars import byte_regex as rx
@@ -16,10 +15,8 @@ from grammars.json_schema import numbers
 from grammars.json_schema.nodes import (
     DNF, FALSE, ArrT, BoolT, Conj, LitT, NullT, NumT, ObjT, StrT, Typed, json_type, node_type, value_key,
 )
-from grammars.json_schema.strings import ANY_CONTENT, canonical_content
+from grammars.json_schema.strings import ANY_CONTENT, canonical_content, content_is_empty
 
-#: Derivative states explored to decide that a term with intersection/complement is empty.
-MAX_EMPTINESS_STATES = 2_000
 #: How deep emptiness proofs and complements follow member schemas.
 MAX_PROOF_DEPTH = 6
 
@@ -105,40 +102,6 @@ def _object_has(node: ObjT, obj: dict, ctx: Context) -> bool:
     return True
 
 
-def term_is_empty(term: rx.Term) -> bool | None:
-    """Whether a term matches nothing: decided for plain terms, searched breadth-first (shortest
-    witness first) within MAX_EMPTINESS_STATES otherwise. Memoized per term."""
-    if term is rx.EMPTY:
-        return True
-    if term.is_plain or term.nullable:
-        return False
-    found = _EMPTINESS.get(term.id, False)
-    if found is not False:
-        return found  # type: ignore[return-value]
-    result: bool | None = True
-    seen = {term.id}
-    frontier = deque([term])
-    while frontier and result:
-        current = frontier.popleft()
-        for byte_class in rx.derivative_classes(current):
-            nxt = rx.derivative(current, rx.lowest_byte(byte_class))
-            if nxt is rx.EMPTY or nxt.id in seen:
-                continue
-            if nxt.nullable:
-                result = False
-                break
-            if len(seen) >= MAX_EMPTINESS_STATES:
-                result = None
-                break
-            seen.add(nxt.id)
-            frontier.append(nxt)
-    _EMPTINESS[term.id] = result
-    return result
-
-
-_EMPTINESS: dict[int, bool | None] = {}
-
-
 def conj_is_empty(conj: Conj, ctx: Context, depth: int = 0) -> bool | None:
     """Whether the conjunction provably admits no value (memoized per compilation). Beyond
     MAX_PROOF_DEPTH only a literal `false` part counts, without normalizing anything."""
@@ -167,9 +130,9 @@ def node_is_empty(node: Typed, ctx: Context, depth: int = 0) -> bool | None:
     if isinstance(node, (BoolT, LitT)):
         return not node.values
     if isinstance(node, NumT):
-        return term_is_empty(rx.intersect(node.term, numbers.CANONICAL_INTEGER) if node.integer_text else node.term)
+        return rx.is_empty(rx.intersect(node.term, numbers.CANONICAL_INTEGER) if node.integer_text else node.term)
     if isinstance(node, StrT):
-        return term_is_empty(node.term)
+        return content_is_empty(node.term)
     if isinstance(node, ArrT):
         if node.max_items is not None and node.min_items > node.max_items:
             return True

@@ -19,11 +19,10 @@ from typing import Protocol
 from grammars import byte_regex as rx
 from grammars import ir
 from grammars.errors import ConstraintLimitError
-from grammars.json_schema.decide import term_is_empty
 from grammars.json_schema.layout import Layout
 from grammars.json_schema.nodes import TRUE, Conj, KeyRule, ObjT
 from grammars.json_schema.refs import Loc
-from grammars.json_schema.strings import canonical_content, other_than, string_lexeme
+from grammars.json_schema.strings import canonical_content, content_is_empty, other_than, string_lexeme
 
 #: Most key regions additional keys are split into (patterns overlapping in many ways).
 MAX_KEY_REGIONS = 32
@@ -218,4 +217,4 @@ class _Region:
         if not is_false:
             inside = _Region(rx.intersect(self.term, rule.keys), self.value, self.inside | pattern, self.outside, self.clauses)
             parts.append(inside._within(rule, clause))
-        return [p for p in parts if term_is_empty(p.term) is not True]
+        return [p for p in parts if content_is_empty(p.term) is not True]

@@ -106,6 +106,25 @@ ANY_CHAR_TERM = encode_chars(ANY_CHAR)
 ANY_CONTENT = rx.star(ANY_CHAR_TERM)
 
 
+#: Exactly one encoding of each string: `json.dumps(text, ensure_ascii=False)`'s content (raw UTF-8,
+#: short escapes, lowercase `\\u00XX` for other control characters).
+CANONICAL_CONTENT = rx.star(rx.alt(
+    utf8_term(ANY_CHAR - _NOT_RAW),
+    *(rx.literal(b"\\" + letter) for letter in _SHORT_ESCAPES.values()),
+    *(rx.literal(f"\\u{code:04x}".encode()) for code in range(0x20) if code not in _SHORT_ESCAPES),
+))
+
+
+def content_is_empty(content: rx.Term) -> bool | None:
+    """Whether a content term admits no string (None: undecided within `rx.MAX_EMPTINESS_STATES`).
+
+    Content terms hold every encoding of each string they admit, so one encoding per string decides:
+    searching the meet with CANONICAL_CONTENT skips the escape spellings, which otherwise multiply
+    the states of an intersection or complement many times over.
+    """
+    return rx.is_empty(content if content.is_plain else rx.intersect(content, CANONICAL_CONTENT))
+
+
 def length_term(min_length: int, max_length: int | None) -> rx.Term:
     """Contents of strings with between `min_length` and `max_length` code points (a counter)."""
     return rx.repeat(ANY_CHAR_TERM, min_length, max_length)

@@ -61,6 +61,16 @@ def test_intersection_and_complement():
     assert rx.matches(rx.difference(rx.star(LOWER), keys), b"")
 
 
+def test_emptiness_is_decided_within_a_budget():
+    assert rx.is_empty(rx.EMPTY) is True
+    assert rx.is_empty(rx.repeat(LOWER, 1, None)) is False  # plain: no search
+    assert rx.is_empty(rx.intersect(rx.literal(b"ab"), rx.literal(b"ba"))) is True
+    assert rx.is_empty(rx.difference(rx.star(LOWER), rx.literals([b"", b"a"]))) is False
+    # Telling a{2000} from its complement takes more derivatives than the budget allows.
+    counted = rx.repeat(rx.literal(b"a"), rx.MAX_EMPTINESS_STATES * 2, rx.MAX_EMPTINESS_STATES * 2)
+    assert rx.is_empty(rx.intersect(counted, rx.complement(counted))) is None
+
+
 def test_literal_trie_of_many_options():
     options = [f"v{i}".encode() for i in range(20_000)]
     term = rx.literals(options)

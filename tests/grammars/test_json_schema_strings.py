@@ -57,3 +57,12 @@ def test_unenforceable_patterns_raise_a_typed_reason():
 def test_value_encodings_refuse_lone_surrogates():
     with pytest.raises(ValueError, match="surrogate"):
         strings.value_encodings("\ud800")
+
+
+def test_content_emptiness_is_decided_on_one_encoding_per_string():
+    word_digit_pairs = strings.pattern_term("^(\\w\\d)+$")
+    assert strings.content_is_empty(rx.intersect(word_digit_pairs, strings.pattern_term("a5b"))) is False
+    assert strings.content_is_empty(rx.intersect(word_digit_pairs, strings.pattern_term("ab"))) is True
+    # Every spelling of "a5" ("\\u0061" included) is a declared name: nothing else matches ^a5$.
+    only_a5 = rx.intersect(strings.pattern_term("^a5$"), strings.other_than(frozenset({"a5"})))
+    assert strings.content_is_empty(only_a5) is True
