@@ -7,6 +7,7 @@ matcher of that vocabulary.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -29,8 +30,6 @@ from grammars.vocab import Vocabulary
 #: Compiled constraints kept in memory.
 MAX_CACHED_CONSTRAINTS = 128
 WHITESPACE_POLICIES = ("flexible", "compact", "spaced")
-#: Bumped whenever the grammar IR or a front end changes what it produces, to orphan old disk entries.
-CACHE_FORMAT = 1
 
 
 class Constraint:
@@ -130,7 +129,20 @@ def cache_dir() -> Path | None:
 
 def _cache_file(key: str) -> Path | None:
     root = cache_dir()
-    return None if root is None else root / f"grammars-v{CACHE_FORMAT}" / f"{key}.pickle"
+    return None if root is None else root / f"grammars-{_source_fingerprint()}" / f"{key}.pickle"
+
+
+@functools.cache
+def _source_fingerprint() -> str:
+    """A hash of this package's source: an entry written by another version of the compiler (which
+    may build a different grammar from the same specification) is never read."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*")):
+        if path.suffix in (".py", ".lark"):
+            digest.update(path.relative_to(package).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _load_cached_grammar(key: str) -> ir.Grammar | None:

@@ -103,9 +103,9 @@ class Scheduler:
                 for seq in request.seqs:
                     self.block_manager.allocate(seq)
             num_seqs += len(request.seqs)
-            num_uncached = sum(seq.num_uncached for seq in request.seqs)
-            if num_uncached <= token_budget:
-                chunks = [seq.num_uncached for seq in request.seqs]
+            wanted = [self._prefill_chunk(seq) for seq in request.seqs]
+            if wanted == [seq.num_uncached for seq in request.seqs] and sum(wanted) <= token_budget:
+                chunks = wanted
                 self.waiting.popleft()
                 self.running.append(request)
                 for seq in request.seqs:
@@ -114,7 +114,7 @@ class Scheduler:
                 # A partial chunk never feeds a sequence's last token, so the whole request samples
                 # together in the step that completes it.
                 share = token_budget // len(request.seqs)
-                chunks = [min(seq.num_uncached - 1, share) for seq in request.seqs]
+                chunks = [min(chunk, seq.num_uncached - 1, share) for chunk, seq in zip(wanted, request.seqs)]
             token_budget -= sum(chunks)
             for seq, num_new in zip(request.seqs, chunks):
                 if num_new > 0:
@@ -123,6 +123,18 @@ class Scheduler:
             if request.seqs[0].status is SequenceStatus.WAITING:
                 break  # chunked: the rest of it comes next step, before anything behind it
         return batch if batch.seqs else None
+
+    def _prefill_chunk(self, seq: Sequence) -> int:
+        """How many of `seq`'s uncached tokens the next prefill step may feed: all of them, except that
+        with prefix caching the tokens after its last cacheable block get a forward pass of their own.
+        A later request with the same prompt finds those blocks cached and feeds just those tokens:
+        fed alike, they are computed alike (bfloat16 results depend on what else shares a pass), so
+        the same prompt and seed give the same completion whether or not the cache was warm."""
+        if not self.block_manager.enable_prefix_caching:
+            return seq.num_uncached
+        block_size = self.block_manager.block_size
+        boundary = (seq.num_tokens - 1) // block_size * block_size  # end of the last cacheable block
+        return boundary - seq.num_cached if seq.num_cached < boundary else seq.num_uncached
 
     def _can_allocate(self, request: Request) -> bool:
         num_needed = sum(self.block_manager.num_blocks_needed_to_allocate(seq) for seq in request.seqs)

@@ -105,13 +105,25 @@ def _intersect_arrays(a: ArrT, b: ArrT) -> ArrT | None:
                 max(a.evaluated_prefix, b.evaluated_prefix), a.evaluates_all or b.evaluates_all)
 
 
+def _merged_names(a: ObjT, b: ObjT) -> tuple[str, ...]:
+    """Key order of a and b together: the names they declare with a value schema (`properties`), a's
+    before b's, then names only listed (`required`): a parent's `required: ["id"]` does not move
+    `id` ahead of the properties its `anyOf` or `allOf` members declare."""
+    order: dict[str, None] = {}
+    for node in (a, b):
+        declared = {rule.name for rule in node.rules}
+        order.update(dict.fromkeys(name for name in node.names if name in declared))
+    order.update(dict.fromkeys(a.names + b.names))
+    return tuple(order)
+
+
 def _intersect_objects(a: ObjT, b: ObjT) -> ObjT | None:
     max_props = a.max_props if b.max_props is None else b.max_props if a.max_props is None else min(a.max_props, b.max_props)
     min_props = max(a.min_props, b.min_props)
     required = a.required | b.required
     if max_props is not None and (min_props > max_props or len(required) > max_props):
         return None
-    names = a.names + tuple(n for n in b.names if n not in a.names)
+    names = _merged_names(a, b)
     rules = a.rules + tuple(r for r in b.rules if r not in a.rules)
     deps = a.dependent_required + tuple(d for d in b.dependent_required if d not in a.dependent_required)
     patterns = a.evaluated_patterns + tuple(t for t in b.evaluated_patterns if t not in a.evaluated_patterns)

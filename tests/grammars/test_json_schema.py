@@ -137,6 +137,12 @@ def test_properties_in_declared_order_required_and_optional():
           ['{"age": 1, "name": "a"}', '{"age": 1}', '{"name": 1}', '{"name": "a", "name": "b"}', '{"name": "a", "\\u0061ge": "x"}'])
 
 
+def test_a_parent_that_only_requires_a_key_does_not_move_it_ahead_of_its_declaration():
+    schema = {"required": ["id"], "anyOf": [{"type": "object", "properties": {"name": {}, "id": {"type": "integer"}},
+                                             "additionalProperties": False}]}
+    check(schema, ['{"name": "a", "id": 1}', '{"id": 1}'], ['{"id": 1, "name": "a"}', '{"name": "a"}'])
+
+
 def test_additional_properties_false_and_schema():
     closed = {**PERSON, "additionalProperties": False}
     check(closed, ['{"name": "a", "age": 2}'], ['{"name": "a", "x": 1}'])

@@ -123,6 +123,19 @@ def test_default_load_streams_text(smollm2_fp32: Engine) -> None:
     assert text.strip() and text.isprintable()
 
 
+def test_a_warm_prefix_cache_gives_the_same_sampled_completions_as_a_cold_one() -> None:
+    engine = runtime.load(max_model_len=512)  # the default dtype, whose bfloat16 sums depend on the pass
+    params = SamplingParams(temperature=1.5, max_tokens=48, seed=7)
+    topics = ["the sea", "a robot", "winter", "a lost key", "the moon", "a small town", "a dragon", "music", "a cat",
+              "rain", "a train", "a garden"]
+    for topic in topics:
+        prompt = f"Write one sentence about {topic}, then list three facts about it."
+        cold = engine.generate([prompt], params)[0]
+        hits_before = engine.block_manager.num_cached_blocks
+        warm = engine.generate([prompt], params)[0]
+        assert hits_before > 0 and warm.token_ids == cold.token_ids, topic
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
