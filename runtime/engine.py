@@ -259,6 +259,7 @@ class Engine:
                     token_ids=[seq.token_ids[seq.num_cached : seq.num_cached + k] for seq, k in _fed(batch)],
                     num_cached=[seq.num_cached for seq in batch.seqs],
                     block_tables=[seq.block_table for seq in batch.seqs],
+                    is_prefill=batch.is_prefill,
                 )
             if batch.copy_pairs:
                 self.runner.copy_blocks(batch.copy_pairs)

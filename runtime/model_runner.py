@@ -20,6 +20,7 @@ from runtime.errors import RequestError
 from runtime.kv_cache import KVCache
 from runtime.layers.attention import AttentionMetadata
 from runtime.models.llama import Transformer
+from runtime.quantization import dense_weights
 
 
 @dataclass
@@ -32,12 +33,15 @@ class ForwardBatch:
         block_tables: block ids covering positions [0, num_cached[i] + k_i) of each sequence, in order.
         all_logits: False: logits of each sequence's last new token, [B, V]; True: of every new token,
             [sum k_i, V], sequence after sequence.
+        is_prefill: the pass feeds prompt tokens: quantized layers then use their dense weights
+            (`runtime.quantization.dense_weights`), so a prompt computes alike in one pass or several.
     """
 
     token_ids: list[list[int]]
     num_cached: list[int]
     block_tables: list[list[int]]
     all_logits: bool = False
+    is_prefill: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,9 +112,10 @@ class ModelRunner:
                 negative `num_cached`, or a block table too short or naming blocks outside the pool.
         """
         inputs = self._prepare(batch)
-        return self.model(
-            inputs.token_ids, inputs.positions, self.kv_cache.layers, inputs.metadata, inputs.logits_index
-        )
+        with dense_weights(batch.is_prefill):
+            return self.model(
+                inputs.token_ids, inputs.positions, self.kv_cache.layers, inputs.metadata, inputs.logits_index
+            )
 
     def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
         """Copy-on-write: the K/V of each `src` block into its `dst` block, in every layer.

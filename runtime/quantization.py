@@ -14,15 +14,19 @@ bfloat16 head's while keeping most of the quantized head's speed (benchmarks/for
 
 Activations are bfloat16. Small matmuls (decode: one row per sequence) run torch's weight-only CPU
 kernels, which read 1/4 (int8) or 1/8 (int4) of the fp32 bytes but cost one GEMV per row, so from
-`MAX_QUANTIZED_KERNEL_ROWS` rows on (prefill) the dense bfloat16 kernel runs on the weights
-dequantized once, on first use, and kept: prefill then runs at bfloat16 speed, for the memory of a
-bfloat16 copy of the weights. MoE routers, the shared-expert gate and the experts are
+`MAX_QUANTIZED_KERNEL_ROWS` rows on, and in every prefill pass (`dense_weights()`), the dense
+bfloat16 kernel runs on the weights dequantized once, on first use, and kept: prefill then runs at
+bfloat16 speed, for the memory of a bfloat16 copy of the weights, and a prompt is computed by one
+kernel however the scheduler splits it into passes. MoE routers, the shared-expert gate and the experts are
 plain parameters and stay unquantized.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Iterator
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +42,24 @@ INT4_GROUP_SIZE = 32
 _INT4_ROW_TILE = 16
 #: Head logits recomputed exactly per row: far more than top-k / top-p sampling ever keeps.
 NUM_RESCORED_LOGITS = 64
+
+
+#: Set while a prefill pass runs: linear layers use their dense weights whatever the row count.
+_DENSE_WEIGHTS: ContextVar[bool] = ContextVar("stencil_dense_weights", default=False)
+
+
+@contextlib.contextmanager
+def dense_weights(enabled: bool = True) -> Iterator[None]:
+    """Within the block, quantized linear layers multiply by their dense bfloat16 weights (`enabled`)."""
+    token = _DENSE_WEIGHTS.set(enabled)
+    try:
+        yield
+    finally:
+        _DENSE_WEIGHTS.reset(token)
+
+
+def _runs_quantized(x: torch.Tensor) -> bool:
+    return x.shape[0] <= MAX_QUANTIZED_KERNEL_ROWS and not _DENSE_WEIGHTS.get()
 
 
 class Quantization(enum.Enum):
@@ -92,7 +114,7 @@ class Int8Linear(_DenseFallback):
         return self.weight.to(torch.bfloat16) * self.scales[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] <= MAX_QUANTIZED_KERNEL_ROWS:
+        if _runs_quantized(x):
             out = torch._weight_int8pack_mm(x, self.weight, self.scales)
         else:
             out = self.dense_linear(x)
@@ -167,7 +189,7 @@ class Int4Linear(_DenseFallback):
         return weight.view(num_rows, -1)  # [N, K]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] <= MAX_QUANTIZED_KERNEL_ROWS:
+        if _runs_quantized(x):
             out = torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, INT4_GROUP_SIZE, self.scales_and_offsets)
         else:
             out = self.dense_linear(x)

@@ -15,6 +15,7 @@ from runtime.quantization import (
     Int8Linear,
     Quantization,
     RescoredHead,
+    dense_weights,
     quantize,
 )
 
@@ -72,6 +73,16 @@ def test_quantize_swaps_modules_per_mode() -> None:
     assert isinstance(int4.lm_head, RescoredHead)
     unchanged = _Tiny()
     assert quantize(unchanged, Quantization.NONE).body["proj"].__class__ is nn.Linear
+
+
+@pytest.mark.parametrize("cls", [Int8Linear, Int4Linear])
+def test_a_prefill_pass_uses_the_dense_weights_for_any_row_count(cls) -> None:
+    quantized = cls.from_linear(_linear(48, 96))
+    x = torch.randn(MAX_QUANTIZED_KERNEL_ROWS + 9, 96, dtype=torch.bfloat16)
+    dense = quantized(x)[:3]
+    with dense_weights():
+        assert torch.equal(quantized(x[:3]), dense)
+    assert not torch.equal(quantized(x[:3]), dense)  # outside, the weight-only kernel runs again
 
 
 @pytest.mark.parametrize("num_rows", [1, 3, MAX_QUANTIZED_KERNEL_ROWS + 5])
