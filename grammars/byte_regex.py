@@ -381,6 +381,10 @@ def tags_of(term: Term) -> tuple[tuple[int, Term], ...]:
     return tuple((t.tag, t.args[0]) for t in members if t.kind == K_TAG)
 
 
+#: Clamped terms by limit, then by term id.
+_CLAMPED: dict[int, dict[int, Term]] = {}
+
+
 def clamp_counters(term: Term, limit: int) -> Term:
     """`term` with every counter relaxed beyond `limit`: `x{lo,hi}` becomes `x{min(lo, limit+1),}`
     when hi > limit. For a plain term (no intersection or complement), both agree on every string of
@@ -389,7 +393,7 @@ def clamp_counters(term: Term, limit: int) -> Term:
     then has one walk, not one per count. Other terms are returned unchanged."""
     if not term.is_plain:
         return term
-    memo: dict[int, Term] = {}
+    memo = _CLAMPED.setdefault(limit, {})  # lexer states share most subterms: clamp each once
 
     def clamp(t: Term) -> Term:
         done = memo.get(t.id)
