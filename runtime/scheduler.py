@@ -41,6 +41,11 @@ class ScheduledBatch:
     is_prefill: bool = False
 
 
+def _width(request: Request) -> int:
+    """Sequences a request runs at its widest: its beams, or its `n` samples (forked after prefill)."""
+    return max(len(request.seqs), request.params.num_beams, 1 if request.is_forked else request.params.n)
+
+
 class Scheduler:
     """Chooses each step's batch and keeps the waiting and running queues.
 
@@ -94,22 +99,26 @@ class Scheduler:
     def _schedule_prefill(self) -> ScheduledBatch | None:
         batch = ScheduledBatch(seqs=[], num_new_tokens=[], is_prefill=True)
         token_budget = self.max_num_batched_tokens
-        num_seqs = sum(len(request.seqs) for request in self.running)
-        while self.waiting and token_budget > 0:
-            request = self.waiting[0]
+        num_seqs = sum(_width(request) for request in self.running)
+        for request in list(self.waiting):
+            if token_budget <= 0:
+                break
             if not request.seqs[0].block_table:
-                if num_seqs + len(request.seqs) > self.max_num_seqs or not self._can_allocate(request):
+                if num_seqs + _width(request) > self.max_num_seqs or not self._can_allocate(request):
                     break
                 for seq in request.seqs:
                     self.block_manager.allocate(seq)
-            num_seqs += len(request.seqs)
+            num_seqs += _width(request)
             wanted = [self._prefill_chunk(seq) for seq in request.seqs]
-            if wanted == [seq.num_uncached for seq in request.seqs] and sum(wanted) <= token_budget:
+            completes = wanted == [seq.num_uncached for seq in request.seqs]
+            if completes and sum(wanted) <= token_budget:
                 chunks = wanted
-                self.waiting.popleft()
+                self.waiting.remove(request)
                 self.running.append(request)
                 for seq in request.seqs:
                     seq.status = SequenceStatus.RUNNING
+            elif completes and batch.seqs:
+                break  # next step it comes first, with the whole budget: fed as it would be alone
             else:
                 # A partial chunk never feeds a sequence's last token, so the whole request samples
                 # together in the step that completes it.
@@ -120,8 +129,8 @@ class Scheduler:
                 if num_new > 0:
                     batch.seqs.append(seq)
                     batch.num_new_tokens.append(num_new)
-            if request.seqs[0].status is SequenceStatus.WAITING:
-                break  # chunked: the rest of it comes next step, before anything behind it
+            if chunks != wanted:
+                break  # cut by the budget: the rest of it comes next step, before anything behind it
         return batch if batch.seqs else None
 
     def _prefill_chunk(self, seq: Sequence) -> int:

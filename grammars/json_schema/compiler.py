@@ -30,6 +30,7 @@ from grammars.json_schema.nodes import (
     DNF, FALSE, TOP, ArrT, BoolT, Conj, LitT, NullT, ObjT, Synth, Value, forbid, json_type, make_value, node_type, require,
 )
 from grammars.json_schema.refs import Dialect, Loc, SchemaRegistry
+from grammars.json_schema.strings import LoneSurrogateError
 
 #: Applicator nesting (allOf inside anyOf inside $ref ...) followed eagerly before giving up.
 MAX_NESTING = 60
@@ -382,4 +383,7 @@ def schema_grammar(schema: dict | bool, *, lenient: bool = False, whitespace: st
     layout = Layout(whitespace, indent)
     registry = SchemaRegistry(schema, resources=resources)
     compiler = SchemaCompiler(registry, layout, lenient)
-    return compiler.grammar(frozenset({registry.root}))
+    try:
+        return compiler.grammar(frozenset({registry.root}))
+    except LoneSurrogateError as exc:  # a property name of this kind: typed, though without its pointer
+        raise SchemaError(str(exc)) from exc

@@ -22,7 +22,7 @@ from grammars.errors import ConstraintLimitError
 from grammars.json_schema.layout import Layout
 from grammars.json_schema.nodes import TRUE, Conj, KeyRule, ObjT
 from grammars.json_schema.refs import Loc
-from grammars.json_schema.strings import canonical_content, content_is_empty, other_than, string_lexeme
+from grammars.json_schema.strings import canonical_content, content_is_empty, is_spellable, other_than, string_lexeme
 
 #: Most key regions additional keys are split into (patterns overlapping in many ways).
 MAX_KEY_REGIONS = 32
@@ -93,6 +93,8 @@ class _ObjectEmitter:
         return {bits: ir.alt(*pairs) for bits, pairs in found.items()}
 
     def _named_variants(self, name: str) -> dict[int, ir.Expr]:
+        if not is_spellable(name):
+            return {}  # no text writes this key: a required one leaves this object alternative empty
         content = canonical_content(name)
         value = frozenset().union(*(r.value for r in self.rules_by_name.get(name, ())),
                                   *(r.value for r in self.other_rules if r.applies_to(name, content)))

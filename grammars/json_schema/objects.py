@@ -3,6 +3,8 @@ dependencies (`grammars.json_schema.object_grammar` turns an `ObjT` into rules).
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Protocol
 
 from grammars import byte_regex as rx
@@ -125,5 +127,4 @@ def with_unevaluated(node: ObjT, conj: Conj) -> ObjT:
     if node.evaluates_all:
         return node
     rule = _every_key_but(node.evaluated_names, node.evaluated_patterns, conj)
-    return ObjT(node.names, node.rules + (rule,), node.required, node.min_props, node.max_props,
-                node.dependent_required, evaluates_all=True)
+    return dataclasses.replace(node, rules=node.rules + (rule,), evaluates_all=True)

@@ -130,10 +130,19 @@ def length_term(min_length: int, max_length: int | None) -> rx.Term:
     return rx.repeat(ANY_CHAR_TERM, min_length, max_length)
 
 
+def is_spellable(text: str) -> bool:
+    """Whether some UTF-8 JSON text spells `text` (it holds no lone surrogate)."""
+    return not any(0xD800 <= ord(char) <= 0xDFFF for char in text)
+
+
+class LoneSurrogateError(ValueError):
+    """A string holding a lone surrogate (`"\\ud800"`): no UTF-8 JSON text spells it."""
+
+
 @functools.lru_cache(maxsize=65536)
 def _char_encodings(char: str) -> rx.Term:
     if 0xD800 <= ord(char) <= 0xDFFF:
-        raise ValueError(f"string holds a lone surrogate U+{ord(char):04X}")
+        raise LoneSurrogateError(f"a string holds a lone surrogate U+{ord(char):04X}, which no UTF-8 JSON text spells")
     return encode_chars(CharSet.of(char))
 
 
@@ -141,7 +150,7 @@ def value_encodings(text: str) -> rx.Term:
     """Every content encoding of exactly the string `text`.
 
     Raises:
-        ValueError: `text` holds a lone surrogate (no JSON encoding decodes to it under our policy).
+        LoneSurrogateError: `text` holds a lone surrogate (no JSON encoding decodes to it under our policy).
     """
     return rx.concat(*(_char_encodings(c) for c in text))
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from types import MappingProxyType
 
 from runtime.loading.checkpoint import Checkpoint, check_weight_names
-from runtime.loading.gguf_metadata import GGUFMetadata, config_from_gguf, open_gguf
+from runtime.loading.gguf_file import read_gguf
+from runtime.loading.gguf_metadata import GGUFMetadata, config_from_gguf
 from runtime.loading.gguf_tensors import gguf_to_hf_weights, stored_matrix_bits
 from runtime.loading.gguf_tokenizer import tokenizer_from_gguf
 from runtime.loading.progress import LoadProgress
@@ -33,16 +34,16 @@ def load_gguf(path: Path) -> Checkpoint:
     source = str(path)
     progress = LoadProgress(f"Loading {path.name}", num_steps=1)
     try:
-        reader = open_gguf(path)
-        progress.add_steps(len(reader.tensors))
+        gguf_file = read_gguf(path)
+        progress.add_steps(len(gguf_file.tensors))
         progress.advance()
-        metadata = GGUFMetadata(reader, source)
-        config = config_from_gguf(metadata, reader.tensors)
+        metadata = GGUFMetadata(gguf_file, source)
+        config = config_from_gguf(metadata, gguf_file.tensors)
         tokenizer = tokenizer_from_gguf(metadata)
-        weights = gguf_to_hf_weights(reader.tensors, config, source, progress)
+        weights = gguf_to_hf_weights(gguf_file.tensors, config, source, progress)
     finally:
         progress.close()
     check_weight_names(weights, config, source)
     config = dataclasses.replace(config, bos_token_id=tokenizer.bos_token_id, eos_token_ids=tokenizer.eos_token_ids)
     return Checkpoint(config=config, weights=MappingProxyType(weights), tokenizer=tokenizer, source=source,
-                      stored_bits=stored_matrix_bits(reader.tensors))
+                      stored_bits=stored_matrix_bits(gguf_file.tensors))

@@ -1,75 +1,42 @@
 """Reading a GGUF file's header: typed access to its metadata, and the `ModelConfig` it describes.
 
 GGUF (llama.cpp's format) keeps hyper-parameters under `{arch}.*` keys (`llama.block_count`, ...) and
-the tokenizer under `tokenizer.*`. Errors from the `gguf` package are mapped here, once.
+the tokenizer under `tokenizer.*` (`runtime.loading.gguf_file` parses the container).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
-
-from gguf import GGUFReader, ReaderTensor
 
 from runtime.config import ModelConfig
 from runtime.errors import CorruptModelError, UnsupportedModelError
+from runtime.loading.gguf_file import GGUFFile, GGUFTensor
 
-__all__ = ["GGUF_ARCHITECTURES", "GGUFMetadata", "config_from_gguf", "open_gguf"]
+__all__ = ["GGUF_ARCHITECTURES", "GGUFMetadata", "config_from_gguf"]
 
 #: `general.architecture` -> Hugging Face `model_type`. A "llama" file with experts is Mixtral.
 GGUF_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen2moe": "qwen2_moe"}
-
-_UNKNOWN_TENSOR_TYPE = re.compile(r"(\d+)\)? is not a valid GGMLQuantizationType")  # numpy 2 prints np.uint32(N)
-
-
-def open_gguf(path: Path) -> GGUFReader:
-    """Parse a GGUF file's header and tensor index (tensor data stays memory-mapped).
-
-    Raises:
-        UnsupportedModelError: a tensor type this version of the `gguf` package does not know.
-        CorruptModelError: anything else unreadable (bad magic, truncated header or data).
-    """
-    try:
-        return GGUFReader(path)
-    except ValueError as exc:
-        unknown = _UNKNOWN_TENSOR_TYPE.search(str(exc))
-        if unknown:
-            raise UnsupportedModelError(f"unknown GGML tensor type {unknown.group(1)}", path) from exc
-        raise CorruptModelError(f"not a readable GGUF file: {exc}", path) from exc
-    except (OSError, IndexError, KeyError, OverflowError, UnicodeDecodeError) as exc:
-        raise CorruptModelError(f"not a readable GGUF file: {type(exc).__name__}: {exc}", path) from exc
 
 
 class GGUFMetadata:
     """Typed access to a GGUF file's key/value metadata.
 
     Args:
-        reader: the opened file.
+        gguf_file: the parsed file.
         source: its path, for error messages.
     """
 
-    def __init__(self, reader: GGUFReader, source: str) -> None:
-        self._fields = reader.fields
+    def __init__(self, gguf_file: GGUFFile, source: str) -> None:
+        self._fields = gguf_file.fields
         self.source = source
 
     def __contains__(self, key: str) -> bool:
         return key in self._fields
 
     def get(self, key: str, default: Any = None) -> Any:
-        """The value of `key` as Python data (str, int, float, bool, or a list of those), or `default`.
-
-        Raises:
-            CorruptModelError: the value cannot be decoded.
-        """
-        field = self._fields.get(key)
-        if field is None:
-            return default
-        try:
-            return field.contents()
-        except (UnicodeDecodeError, ValueError, IndexError) as exc:
-            raise CorruptModelError(f"unreadable metadata value {key!r}: {exc}", self.source) from exc
+        """The value of `key` as Python data (str, int, float, bool, or a list of those), or `default`."""
+        return self._fields.get(key, default)
 
     def get_int(self, key: str, default: int | None = None) -> int | None:
         """An integer value, `default` when absent.
@@ -134,7 +101,7 @@ def _rope_scaling(metadata: GGUFMetadata, prefix: str) -> dict[str, Any] | None:
     return scaling
 
 
-def config_from_gguf(metadata: GGUFMetadata, tensors: Sequence[ReaderTensor]) -> ModelConfig:
+def config_from_gguf(metadata: GGUFMetadata, tensors: Sequence[GGUFTensor]) -> ModelConfig:
     """The `ModelConfig` a GGUF file describes (the tokenizer's special ids are filled in later).
 
     Raises:

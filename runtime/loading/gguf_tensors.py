@@ -15,11 +15,12 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from gguf import GGMLQuantizationType, ReaderTensor
+from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
 from runtime.config import ModelConfig
 from runtime.errors import CorruptModelError, UnsupportedModelError
+from runtime.loading.gguf_file import GGUFTensor
 from runtime.loading.progress import LoadProgress
 
 __all__ = ["SUPPORTED_TENSOR_TYPES", "dequantize_tensor", "gguf_to_hf_weights", "stored_matrix_bits", "unpermute_rows"]
@@ -35,7 +36,7 @@ _BITS = {_T.F32: 32, _T.F16: 16, _T.BF16: 16, _T.Q8_0: 8, _T.Q6_K: 6, _T.Q5_0: 5
          _T.Q4_0: 4, _T.Q4_1: 4, _T.Q4_K: 4}
 
 
-def stored_matrix_bits(tensors: list[ReaderTensor]) -> int:
+def stored_matrix_bits(tensors: list[GGUFTensor]) -> int:
     """The widest encoding of the transformer blocks' matrices (embeddings and norms aside)."""
     return max((_BITS.get(t.tensor_type, 32) for t in tensors if t.name.startswith("blk.") and len(t.shape) == 2), default=32)
 
@@ -87,7 +88,7 @@ _SINGLE_EXPERT = re.compile(r"ffn_(gate|up|down)\.(\d+)\.weight")  # older Mixtr
 _PERMUTED_ARCHITECTURES = ("llama", "mixtral")
 
 
-def dequantize_tensor(tensor: ReaderTensor, source: str) -> np.ndarray:
+def dequantize_tensor(tensor: GGUFTensor, source: str) -> np.ndarray:
     """The tensor's values as a float32 array in HF's row-major shape (`tensor.shape` reversed).
 
     Raises:
@@ -160,7 +161,7 @@ def _hf_names(name: str, values: np.ndarray, config: ModelConfig, source: str) -
 
 
 def gguf_to_hf_weights(
-    tensors: list[ReaderTensor], config: ModelConfig, source: str, progress: LoadProgress
+    tensors: list[GGUFTensor], config: ModelConfig, source: str, progress: LoadProgress
 ) -> dict[str, torch.Tensor]:
     """Dequantize every tensor to float32 and return them under HF names and layouts.
 

@@ -229,6 +229,18 @@ def test_not_of_pattern_properties_needs_some_key_to_fail():
     check(schema, ['{"x-a": 1}', '{"b": "s", "x-a": "s", "x-c": null}'], ["{}", '{"x-a": "s"}', '{"b": 1}'])
 
 
+def test_unevaluated_properties_keep_the_clauses_of_a_not():
+    schema = {"not": {"additionalProperties": {"type": "string"}}, "unevaluatedProperties": True}
+    check(schema, ['{"a": 1}', '{"a": "s", "b": null}'], ['{}', '{"a": "s"}', '3'])
+
+
+def test_names_with_a_lone_surrogate_are_typed_errors_or_unwritable():
+    with pytest.raises(SchemaError, match="lone surrogate"):
+        schema_grammar({"properties": {"\ud800": {}}})
+    # A required key no UTF-8 text can spell: no object qualifies, other values still do.
+    check({"required": ["\ud800"]}, ['1', '"x"'], ['{}', '{"\\ud800": 1}', '{"\ud800": 1}'.encode("utf-8", "surrogatepass").decode("latin-1")])
+
+
 def test_overlapping_one_of_without_complement_is_refused_or_degrades():
     schema = {"oneOf": [{"type": "array", "uniqueItems": True}, {"type": "array", "maxItems": 2}]}
     with pytest.raises(UnsupportedSchemaError) as info:

@@ -59,6 +59,48 @@ def test_batch_equals_one_at_a_time() -> None:
     assert [o.token_ids for o in together] == [o.token_ids for o in alone]
 
 
+def _record_passes(engine: Engine) -> list[list[tuple[int, int]]]:
+    """(positions cached, tokens fed) of each sequence, per forward pass of the engine's runner."""
+    passes: list[list[tuple[int, int]]] = []
+    forward = engine.runner.forward
+
+    def recording_forward(batch):
+        passes.append([(cached, len(token_ids)) for cached, token_ids in zip(batch.num_cached, batch.token_ids)])
+        return forward(batch)
+
+    engine.runner.forward = recording_forward
+    return passes
+
+
+def test_prompts_are_prefilled_together_and_their_tails_in_a_pass_of_their_own() -> None:
+    engine = make_engine(block_size=4)
+    passes = _record_passes(engine)
+    batch = [[10 + i] * 9 for i in range(6)]  # last cacheable block ends at 8: one tail token each
+    outputs = engine.generate(batch, GREEDY.replace(max_tokens=2))
+    assert [list(output.token_ids) for output in outputs] == [reference_greedy(prompt, 2) for prompt in batch]
+    assert passes == [[(0, 8)] * 6, [(8, 1)] * 6, [(9, 1)] * 6]
+
+
+def test_a_warm_prompt_tail_is_fed_as_on_the_cold_run() -> None:
+    engine = make_engine(block_size=4, max_num_seqs=2, max_num_batched_tokens=6)
+    passes = _record_passes(engine)
+    prompt = list(range(20, 32))  # 12 tokens: blocks [0, 8) cacheable, a 4-token tail
+    engine.generate([prompt], GREEDY.replace(max_tokens=1))
+    assert passes[-1] == [(8, 4)]
+    passes.clear()
+    engine.generate([[90, 91, 92, 93], prompt], GREEDY.replace(max_tokens=1))  # behind another request
+    assert passes == [[(0, 4)], [(8, 4)]]  # the tail waits for a pass with room for all of it
+
+
+def test_parallel_samples_count_against_max_num_seqs() -> None:
+    engine = make_engine(max_num_seqs=4, max_num_batched_tokens=64)
+    params = SamplingParams(temperature=1.0, seed=0, n=4, max_tokens=3, ignore_eos=True)
+    outputs = engine.generate([[5, 6, 7], [8, 9], [10, 11], [12, 13]], params)
+    assert [len(output.outputs) for output in outputs] == [4, 4, 4, 4]
+    assert engine.runner.max_batch_size == 4
+    assert_pool_whole(engine)
+
+
 def test_a_small_pool_preempts_and_still_matches_the_reference() -> None:
     engine = make_engine(num_blocks=12, block_size=4)
     batch = prompts(8, seed=2)

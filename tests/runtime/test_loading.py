@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 from tests.runtime.ggml_reference import random_k_blocks, reference_dequantize
-from gguf import GGMLQuantizationType, GGUFWriter, ReaderTensor
+from gguf import GGMLQuantizationType, GGUFWriter
 from gguf.quants import dequantize, quantize
 from tests.runtime.tiny_gguf import TinySpec, gguf_tensors, tiny_hf_weights, write_tiny_gguf, write_tiny_hf_folder
 
 from runtime.errors import CorruptModelError, ModelNotFoundError, RequestError, UnsupportedModelError
 from runtime.loading import DEFAULT_MODEL_INSTALL_COMMAND, Checkpoint, default_model_path, load_checkpoint
-from runtime.loading.gguf_metadata import open_gguf
+from runtime.loading.gguf_file import GGUFTensor, read_gguf
 from runtime.loading.gguf_tensors import SUPPORTED_TENSOR_TYPES, dequantize_tensor
 from runtime.loading.progress import LoadProgress
 
@@ -31,8 +31,8 @@ def smollm2() -> Checkpoint:
 
 
 @pytest.fixture(scope="module")
-def smollm2_tensors() -> dict[str, ReaderTensor]:
-    return {tensor.name: tensor for tensor in open_gguf(default_model_path()).tensors}
+def smollm2_tensors() -> dict[str, GGUFTensor]:
+    return {tensor.name: tensor for tensor in read_gguf(default_model_path()).tensors}
 
 
 # --- the embedded model ------------------------------------------------------------------------
@@ -65,7 +65,7 @@ def test_default_model_weights_are_hf_shaped(smollm2: Checkpoint) -> None:
 
 
 def test_default_model_qk_match_transformers_unpermute(
-    smollm2: Checkpoint, smollm2_tensors: dict[str, ReaderTensor]
+    smollm2: Checkpoint, smollm2_tensors: dict[str, GGUFTensor]
 ) -> None:
     """transformers' own GGUF reader (an independent implementation) gives the same Q/K rows."""
     from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
@@ -80,7 +80,7 @@ def test_default_model_qk_match_transformers_unpermute(
 
 
 def test_default_model_quantized_tensors_match_reference_decoder(
-    smollm2: Checkpoint, smollm2_tensors: dict[str, ReaderTensor]
+    smollm2: Checkpoint, smollm2_tensors: dict[str, GGUFTensor]
 ) -> None:
     q4_1 = smollm2_tensors["blk.3.attn_v.weight"]
     assert q4_1.tensor_type == T.Q4_1
@@ -190,7 +190,7 @@ def _write_single_tensor(path: Path, raw: np.ndarray, tensor_type: GGMLQuantizat
 
 
 def _read_single_tensor(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    (tensor,) = open_gguf(path).tensors
+    (tensor,) = read_gguf(path).tensors
     return np.asarray(tensor.data), dequantize_tensor(tensor, str(path))
 
 
@@ -246,7 +246,7 @@ def test_quantized_model_loads(tmp_path: Path) -> None:
 def test_unsupported_tensor_type_is_named(tmp_path: Path) -> None:
     raw = np.zeros((2, 66), dtype=np.uint8)  # two IQ2_XXS blocks of 256 values
     path = _write_single_tensor(tmp_path / "iq.gguf", raw, T.IQ2_XXS)
-    (tensor,) = open_gguf(path).tensors
+    (tensor,) = read_gguf(path).tensors
     with pytest.raises(UnsupportedModelError, match="IQ2_XXS"):
         dequantize_tensor(tensor, str(path))
 

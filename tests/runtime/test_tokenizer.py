@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from runtime.errors import RequestError
 from runtime.loading import load_checkpoint
-from runtime.loading.gguf_metadata import GGUFMetadata, open_gguf
+from runtime.loading.gguf_file import read_gguf
+from runtime.loading.gguf_metadata import GGUFMetadata
 from runtime.loading.gguf_tokenizer import tokenizer_from_gguf
 from runtime.tokenizer import DecoderKind, Tokenizer
 
@@ -216,7 +217,7 @@ def spm_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def spm(spm_gguf: Path) -> Tokenizer:
-    return tokenizer_from_gguf(GGUFMetadata(open_gguf(spm_gguf), str(spm_gguf)))
+    return tokenizer_from_gguf(GGUFMetadata(read_gguf(spm_gguf), str(spm_gguf)))
 
 
 SPM_TEXTS = ["hello world", " hello", "hello\nworld", "héllo wörld", "hello  world", "<s>hello</s> world", "lol"]
