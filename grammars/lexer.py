@@ -86,7 +86,7 @@ class LexerTables:
 
     def ensure_rows(self, sids: np.ndarray) -> None:
         """Make sure every state in `sids` has its row in `trans` (before a vectorized gather)."""
-        missing = sids[~self.has_row[sids]]
+        missing = sids[~self.has_row.take(sids)]
         if missing.size:
             for sid in np.unique(missing).tolist():
                 self.row(sid)

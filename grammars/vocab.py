@@ -95,8 +95,8 @@ class Vocabulary:
 class WalkArrays:
     """Tokens with bytes, grouped by first byte, as padded numpy arrays.
 
-    `ids[first_offsets[b]:first_offsets[b+1]]` are the tokens starting with byte b; `data` holds
-    their bytes padded with zeros ([num_tokens, max_len]); `lengths` their lengths.
+    `ids[first_offsets[b]:first_offsets[b+1]]` are the tokens starting with byte b; `columns` holds
+    their bytes padded with zeros, position by position ([max_len, num_tokens]); `lengths` their lengths.
     """
 
     def __init__(self, token_bytes: Sequence[bytes | None]) -> None:
@@ -105,10 +105,12 @@ class WalkArrays:
         self.lengths = np.array([len(d) for d, _ in entries], dtype=np.int32)
         #: The longest token, in bytes.
         self.max_len = int(self.lengths.max()) if len(entries) else 1
-        self.data = np.zeros((len(entries), self.max_len), dtype=np.uint8)  # [num_tokens, max_len]
+        padded = np.zeros((len(entries), self.max_len), dtype=np.uint8)  # [num_tokens, max_len]
         for row, (data, _) in enumerate(entries):
-            self.data[row, : len(data)] = np.frombuffer(data, dtype=np.uint8)
-        firsts = self.data[:, 0] if len(entries) else np.zeros(0, dtype=np.uint8)
+            padded[row, : len(data)] = np.frombuffer(data, dtype=np.uint8)
+        #: [max_len, num_tokens]: byte p of every token in `columns[p]`, contiguous for 1-D gathers.
+        self.columns = np.ascontiguousarray(padded.T)
+        firsts = padded[:, 0] if len(entries) else np.zeros(0, dtype=np.uint8)
         self.first_offsets = np.searchsorted(firsts, np.arange(257)).astype(np.int64)
         #: First byte of every token id (256 for tokens without bytes), for masks by first byte.
         self.first_byte_of_id = np.full(len(token_bytes), 256, dtype=np.int64)
