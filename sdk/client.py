@@ -297,7 +297,10 @@ class LLM:
                         continue
                     delta = text[answer_start:]
                 if not is_json:
-                    yield text[answer_start:]
+                    # The separator after the reasoning marker may come in a later token than the marker.
+                    answer_text = text[answer_start:].removeprefix(reasoning_layout.SEPARATOR) if call.reasoning else text
+                    if answer_text:
+                        yield answer_text
                 elif scanner.feed(delta) and not scanner.is_closed:
                     partial = partial_value(call.spec, scanner.complete_prefix())
                     if partial is not None:

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import jsonschema
 import pydantic
 from pydantic import TypeAdapter
 
@@ -108,6 +109,11 @@ class OutputSpec:
         except pydantic.ValidationError as exc:
             raise RequestError(f"not a valid output value: {exc.errors(include_url=False)}", field) from exc
         plain = self.adapter.dump_python(checked, mode="json")
+        if self.kind is OutputKind.JSON_SCHEMA:  # its adapter takes any JSON: the schema decides
+            error = jsonschema.exceptions.best_match(jsonschema.validators.validator_for(self.json_schema)(
+                self.json_schema, format_checker=jsonschema.FormatChecker()).iter_errors(plain))
+            if error is not None:
+                raise RequestError(f"not valid against the output schema: {error.message}", field)
         return plain if self.labels is not None else json.dumps(plain, ensure_ascii=False)
 
     def describe(self) -> str | None:
@@ -173,13 +179,15 @@ def output_spec(output: Any) -> OutputSpec:
 
 
 def _cache_key(output: Any) -> object | None:
+    """Key order counts (properties are written in declared order) and so does the order of a
+    Literal's or a union's members (`Literal["b", "a"] == Literal["a", "b"]` in `typing`)."""
     if isinstance(output, Mapping):
-        return ("schema", json.dumps(output, sort_keys=True, default=str))
+        return ("schema", json.dumps(output, default=str))
     try:
         hash(output)
     except TypeError:
         return None
-    return ("spec", output)
+    return ("spec", output, repr(output))
 
 
 def _resolve(output: Any) -> OutputSpec:
@@ -222,14 +230,26 @@ def _closed_objects(schema: Any) -> Any:
     given that freedom invents fields until `max_tokens` runs out. Every text the closed schema
     admits still validates, and structured-output peers (OpenAI strict mode, XGrammar's strict
     mode) close objects the same way."""
-    if isinstance(schema, list):
-        return [_closed_objects(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    closed = {key: _closed_objects(value) for key, value in schema.items()}
+    closed = dict(schema)  # values of other keywords (enum, const, default, ...) are data: left alone
+    for keyword, value in schema.items():
+        if keyword in _SCHEMA_MAPS and isinstance(value, dict):
+            closed[keyword] = {name: _closed_objects(member) for name, member in value.items()}
+        elif keyword in _SCHEMA_LISTS and isinstance(value, list):
+            closed[keyword] = [_closed_objects(member) for member in value]
+        elif keyword in _SCHEMAS:
+            closed[keyword] = _closed_objects(value)
     if "properties" in closed and "additionalProperties" not in closed:
         closed["additionalProperties"] = False
     return closed
+
+
+#: Keywords whose value maps names to subschemas, holds a list of them, or is one.
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
+_SCHEMAS = ("items", "additionalItems", "additionalProperties", "not", "if", "then", "else", "contains",
+            "propertyNames", "unevaluatedItems", "unevaluatedProperties")
 
 
 def _is_type_like(output: Any) -> bool:

@@ -140,7 +140,9 @@ class _BudgetedMatcher:
         twin = _BudgetedMatcher(self._owner, self._vocab, self._free.fork())
         twin._forced = self._forced.fork() if self._forced is not None else None
         twin._num_free_tokens, twin._tail, twin._has_marker = self._num_free_tokens, self._tail, self._has_marker
-        twin._history = list(self._history)
+        # Every matcher in the history is the one forced matcher (there is at most one): the twin's own.
+        twin._history = [(num, tail, marker, None if forced is None else twin._forced)
+                         for num, tail, marker, forced in self._history]
         return twin
 
 

@@ -94,7 +94,10 @@ class Transformer(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        # Given an (uninitialized) weight, the embedding skips its random init: on the meta device that
+        # init runs through torch's Python reference kernels, whose first import costs a second.
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size,
+                                  _weight=torch.empty(config.vocab_size, config.hidden_size))
         self.rotary = RotaryEmbedding(config)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)

@@ -57,6 +57,25 @@ def test_specs_are_cached_per_output() -> None:
     assert output_spec({"type": "integer"}) is output_spec({"type": "integer"})
 
 
+def test_orders_that_the_output_keeps_are_part_of_its_identity() -> None:
+    assert output_spec(Literal["b", "a"]).labels == ("b", "a") and output_spec(Literal["a", "b"]).labels == ("a", "b")
+    first = {"type": "object", "properties": {"b": {"type": "integer"}, "a": {"type": "integer"}}, "required": ["a", "b"]}
+    second = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}
+    assert output_spec(first).constraint.accepts('{"b": 1, "a": 2}')
+    assert output_spec(second).constraint.accepts('{"a": 2, "b": 1}')
+
+
+def test_closing_objects_leaves_property_names_and_data_alone() -> None:
+    class Props(BaseModel):
+        properties: str
+        default_shape: dict = Field(default={"properties": 1})
+
+    schema = output_spec(Props).json_schema
+    assert set(schema["properties"]) == {"properties", "default_shape"}
+    assert schema["properties"]["default_shape"]["default"] == {"properties": 1}
+    assert schema["additionalProperties"] is False
+
+
 def test_a_type_constraint_forbids_keys_the_type_does_not_declare() -> None:
     constraint = output_spec(Item).constraint
     assert constraint.accepts('{"name": "pen", "price": 2}')
@@ -121,6 +140,9 @@ def test_render_writes_values_the_way_the_model_should() -> None:
     assert info.value.field == "examples[0].output"
     with pytest.raises(RequestError):
         output_spec(Item).render({"name": "pen", "price": -1}, "f")
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    with pytest.raises(RequestError, match="'a' is a required property"):
+        output_spec(schema).render({"b": "x"}, "f")
 
 
 def test_describe_tells_the_model_the_form() -> None:

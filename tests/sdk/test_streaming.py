@@ -80,6 +80,22 @@ async def test_text_streams_its_text_so_far() -> None:
     assert [value async for value in stream] == ["abcd", "abcdefgh", "abcdefghij", "abcdefghij"]
 
 
+async def test_partials_find_fields_under_their_validation_alias() -> None:
+    class Named(BaseModel):
+        full_name: str = Field(validation_alias="fullName")
+        age: int
+
+    text = '{"fullName": "Ada", "age": 36}'
+    values = [value async for value in LLM(backend=ScriptedBackend([text])).stream("?", output=Named)]
+    assert values[0].full_name == "Ada" and values[-1] == Named(fullName="Ada", age=36)
+
+
+async def test_text_after_reasoning_streams_the_answer_so_far_when_the_separator_comes_late() -> None:
+    text = "Add.\nAnswer: 3 apples"  # the scripted backend sends 4 characters at a time: the marker ends one
+    values = [value async for value in LLM(backend=ScriptedBackend([text])).stream("?", reasoning=True)]
+    assert values == ["3 a", "3 apple", "3 apples", "3 apples"]
+
+
 async def test_stream_rejects_bad_arguments_before_iterating_and_reports_errors_while_iterating() -> None:
     llm = LLM(backend=ScriptedBackend(['{"title": "X", "tags": [], "stars": 7}']))
     with pytest.raises(sdk.RequestError):
