@@ -7,10 +7,11 @@ features of `re` that are about *which* match wins or about text outside the mat
 translates those into the regex algebra (intersection and complement) where they stay inside the
 terminal, and refuses them where they do not:
 
-- Lazy quantifiers (`.*?`, `+?`, `??`, `{m,n}?`) end the repetition at the first point where the rest
-  of the terminal can match. Language for `A X*? H T` (H: the items up to the first one that cannot
-  be empty, T: the rest): the strings of `A X* H` that have no proper prefix in `A X* H`, then `T`.
-  This is exact when X's strings are prefix-free (`.`, `[^"\\\\]|\\\\.`, `(.|\\n)`); when they are
+- Lazy quantifiers (`.*?`, `+?`, `??`, `{m,n}?`) end the repetition at the first split where all the
+  rest R of the terminal matches. Language for `A X*? R`: the strings of `A X* R` except those where R
+  matches a proper prefix of what follows a split one or more repetitions sooner,
+  `A X* (X+ R & (R.* - R))` (for `{m,n}?` the same, count by count; when R reads behind it, the older
+  rule: the first place where R's first non-empty item matches). This is exact when X's strings are prefix-free (`.`, `[^"\\\\]|\\\\.`, `(.|\\n)`); when they are
   not (`\\\\/|[^/]`, where `re` picks the split by alternative order and backtracking) the
   quantifier keeps its plain language, which for escape loops like that is `re`'s result as well.
 - Lookbehind `(?<!X)` / `(?<=X)` restricts what the terminal matched before it: `P & ~(.*X)`.
@@ -44,6 +45,8 @@ ErrorAt = Callable[[Token, str], GrammarSyntaxError]
 
 #: Regex flags that `regex_term` takes as keywords; "m", "x" and "a" go inline; "u" is the default.
 _FLAG_KEYWORDS = {"i": "ignore_case", "s": "dotall"}
+#: Widest count range of a bounded lazy quantifier (`{m,n}?`) resolved exactly (one term per count).
+_MAX_LAZY_SPAN = 16
 #: Lark's repetition operators as (min, max) counts.
 _REPEAT_OPS = {"?": (0, 1), "*": (0, None), "+": (1, None)}
 
@@ -178,7 +181,12 @@ class TerminalCompiler:
                     where = "terminal" if is_at_end else "group"
                     raise self._error_at(item.origin, f"a lookahead at the end of a {where} reads past it: "
                                                       "cannot be enforced")
-                whole = self._resolve(items[index + 1 :], matched, is_at_end)
+                rest = items[index + 1 :]
+                if not _reads_behind(rest):  # the rest starts where the lookahead looks: exact
+                    after = self._resolve(rest, rx.EPSILON, is_at_end)
+                    after = rx.difference(after, item.term) if item.is_negative else rx.intersect(after, item.term)
+                    return rx.concat(matched, after)
+                whole = self._resolve(rest, matched, is_at_end)
                 # Exact when `matched` has one length (a delimiter); else the split point is approximate.
                 looked = rx.concat(matched, item.term)
                 return rx.difference(whole, looked) if item.is_negative else rx.intersect(whole, looked)
@@ -211,6 +219,24 @@ class TerminalCompiler:
                                                   "text outside it: cannot be enforced")
             # Nothing after it must match: `re` stops after the fewest repetitions.
             return rx.concat(before, rx.repeat(body, lazy.min, lazy.min)), index + 1
+        rest_items = items[index + 1 :]
+        if (lazy.max is None or lazy.max - lazy.min <= _MAX_LAZY_SPAN) and not _reads_behind(rest_items):
+            # `re` tries the fewest repetitions first and stops at the first split where all the rest
+            # matches: excluded are the texts where the rest also matches a prefix of what follows
+            # an earlier split (one or more repetitions sooner, still within the counts).
+            rest = self._resolve(rest_items, rx.EPSILON, is_at_end)
+            # What follows a sooner split starts with a match of the rest but is not one itself (when it
+            # is, that sooner split is the valid one and the text stays).
+            cut_short = rx.difference(rx.concat(rest, rx.ANYTHING), rest)
+            if lazy.max is None:
+                sooner = rx.concat(repeated, rx.intersect(rx.concat(rx.repeat(body, 1, None), rest), cut_short))
+            else:
+                sooner = rx.alt(*(
+                    rx.concat(before, rx.repeat(body, count, count),
+                              rx.intersect(rx.concat(rx.repeat(body, 1, lazy.max - count), rest), cut_short))
+                    for count in range(lazy.min, lazy.max)
+                ))
+            return rx.difference(rx.concat(repeated, rest), sooner), len(items)
         candidates = self._resolve(items[index + 1 : head_end + 1], repeated, is_at_end=False)
         earliest = rx.difference(candidates, rx.concat(candidates, rx.ANY_BYTE, rx.ANYTHING))
         return earliest, head_end + 1
@@ -267,6 +293,19 @@ def _flatten(node: Node) -> tuple[Node, ...]:
     if isinstance(node, Or) and len(node.options) == 1:
         return _flatten(node.options[0])
     return (node,)
+
+
+def _reads_behind(items: tuple[Node, ...]) -> bool:
+    """Whether a lookbehind among `items` (at any depth) reads the text before them."""
+    def reads(node: Node) -> bool:
+        if isinstance(node, Look):
+            return node.is_behind
+        if isinstance(node, Cat):
+            return any(reads(child) for child in node.items)
+        if isinstance(node, Or):
+            return any(reads(option) for option in node.options)
+        return isinstance(node, Rep) and reads(node.item)
+    return any(reads(item) for item in items)
 
 
 def _head_end(items: tuple[Node, ...], start: int) -> int | None:

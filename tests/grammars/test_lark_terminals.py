@@ -5,7 +5,7 @@ import re
 import pytest
 
 from grammars import byte_regex as rx
-from grammars.errors import GrammarSyntaxError
+from grammars.errors import EmptyLanguageError, GrammarSyntaxError
 from grammars.lark_grammar import lark_grammar
 
 
@@ -48,6 +48,26 @@ def test_c_comment_stops_at_the_first_close():
     assert rx.matches(term, b"/* a\n **/")
     assert rx.matches(term, b"/**/")
     assert not rx.matches(term, b"/* a */ b */")
+
+
+@pytest.mark.parametrize(("pattern", "texts"), [
+    (r"\/\*.*?\*\/", ["/* a * b */", "/** doc */", "/* a */ */", "/* a */"]),  # a tail of several items
+    (r"#.*?\n+", ["#a\n\n", "#a\n\nb"]),  # a greedy tail
+    (r"'.*?'x", ["'a'b'x", "'a'x'x"]),  # a tail that can fail where it starts
+    (r"<.{0,3}?>>", ["<a>>", "<a>b>>", "<>>>>"]),  # bounded
+])
+def test_lazy_repetition_stops_where_all_the_rest_matches(pattern: str, texts: list[str]):
+    term = terminal(f"/{pattern}/s")
+    for text in texts:
+        match = re.compile(pattern, re.S).match(text)
+        assert rx.matches(term, text.encode()) == (match is not None and match.end() == len(text)), text
+
+
+def test_a_lookahead_checks_exactly_where_the_rest_starts():
+    with pytest.raises(EmptyLanguageError):  # `re` matches nothing either: the y must be read twice
+        terminal("/y?(?=y)[ab]/")
+    term = terminal("/x+(?!ab)[a-z]+/")
+    assert rx.matches(term, b"xac") and not rx.matches(term, b"xab")
 
 
 def test_lazy_quantifier_followed_by_an_optional_tail():
