@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Generic, TypeVar
 
 import pydantic
+import typing_extensions
 from pydantic import TypeAdapter
 
 from sdk.outputs import OutputKind, OutputSpec
@@ -90,12 +91,15 @@ def partial_value(spec: OutputSpec, prefix: Any) -> Any:
         prefix: what `PartialJSON.complete_prefix` parsed (a dict or a list).
 
     Returns:
-        A partially filled model, a list of validated items, the JSON container itself, or None
-        when the output has no partial form (a number, a Literal, ...).
+        A partially filled model, the valid entries of a dict or TypedDict, a list of validated items,
+        the JSON container itself, or None when the output has no partial form (a number, a
+        Literal, a dataclass, ...).
     """
     output = spec.output
     if spec.kind is OutputKind.TYPE and isinstance(output, type) and issubclass(output, pydantic.BaseModel):
         return _partial_model(output, prefix) if isinstance(prefix, dict) else None
+    if spec.kind is OutputKind.TYPE and isinstance(prefix, dict):
+        return _partial_mapping(output, prefix)
     if spec.kind is OutputKind.TYPE:
         item_adapter = _item_adapter(output)
         if item_adapter is None or not isinstance(prefix, list):
@@ -126,6 +130,29 @@ def _field_adapter(model: type[pydantic.BaseModel], name: str) -> TypeAdapter[An
         info = model.model_fields[name]
         annotation = typing.Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
         adapter = _adapters[(model, name)] = TypeAdapter(annotation)
+    return adapter
+
+
+def _partial_mapping(output: Any, data: dict[str, Any]) -> dict[str, Any] | None:
+    """The valid entries so far of a `dict[str, T]` or TypedDict output (None for other objects)."""
+    if typing.get_origin(output) is dict and len(typing.get_args(output)) == 2:
+        adapter = _adapters.get((output, "{}"))
+        if adapter is None:
+            adapter = _adapters[(output, "{}")] = TypeAdapter(typing.get_args(output)[1])
+        adapters = {key: adapter for key in data}
+    elif typing_extensions.is_typeddict(output):  # also typing_extensions' TypedDict, which Pydantic asks for
+        hints = typing.get_type_hints(output, include_extras=True)
+        adapters = {key: _typed_dict_adapter(output, key, hints[key]) for key in data if key in hints}
+    else:
+        return None
+    entries = {key: _validated(adapter, data[key]) for key, adapter in adapters.items()}
+    return {key: value for key, value in entries.items() if value is not _INVALID}
+
+
+def _typed_dict_adapter(output: Any, key: str, annotation: Any) -> TypeAdapter[Any]:
+    adapter = _adapters.get((output, key))
+    if adapter is None:
+        adapter = _adapters[(output, key)] = TypeAdapter(annotation)
     return adapter
 
 

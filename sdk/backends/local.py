@@ -102,7 +102,12 @@ class LocalBackend(Backend):
         prompt_ids = self.engine.tokenizer.apply_chat_template(
             list(request.messages), add_generation_prompt=True, tokenize=True
         )
-        self.engine.add_request(prompt_ids, request.params, request.constraint, request_id=request_id)
+        try:
+            self.engine.add_request(prompt_ids, request.params, request.constraint, request_id=request_id)
+        except runtime.RequestError as exc:
+            if exc.field == "n":  # the runtime's `n` is what the caller asked for as `samples`
+                raise runtime.RequestError(exc.reason, "samples") from exc
+            raise
 
     def _ensure_thread(self) -> None:
         with self._thread_lock:

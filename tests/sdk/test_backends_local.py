@@ -45,6 +45,15 @@ async def test_closing_a_stream_midway_aborts_and_frees_at_once(engine: Engine) 
     backend.close()
 
 
+async def test_too_many_samples_is_an_error_about_samples(engine: Engine) -> None:
+    backend = LocalBackend(engine)
+    params = SamplingParams(max_tokens=4, temperature=1.0, n=engine.scheduler.max_num_seqs + 1)
+    with pytest.raises(sdk.RequestError) as error:
+        await collect(backend, BackendRequest(MESSAGES, params, None))
+    assert error.value.field == "samples"
+    backend.close()
+
+
 async def test_an_engine_failure_reaches_every_caller_and_the_thread_goes_on(engine: Engine) -> None:
     backend = LocalBackend(engine)
     real_forward = engine.runner.forward

@@ -6,6 +6,7 @@ from typing import Literal
 
 import pytest
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict
 
 import grammars
 import sdk
@@ -88,6 +89,19 @@ async def test_partials_find_fields_under_their_validation_alias() -> None:
     text = '{"fullName": "Ada", "age": 36}'
     values = [value async for value in LLM(backend=ScriptedBackend([text])).stream("?", output=Named)]
     assert values[0].full_name == "Ada" and values[-1] == Named(fullName="Ada", age=36)
+
+
+async def test_dict_and_typed_dict_outputs_stream_their_valid_entries() -> None:
+    class Stock(TypedDict):
+        item: str
+        count: int
+
+    text = '{"pens": 3, "ink": "x", "pads": 1}'
+    counts = [value async for value in LLM(backend=ScriptedBackend([text])).stream("?", output=dict[str, int | str])]
+    assert counts[0] == {"pens": 3} and counts[-1] == {"pens": 3, "ink": "x", "pads": 1}
+    text = '{"item": "pen", "count": 3}'
+    stock = [value async for value in LLM(backend=ScriptedBackend([text])).stream("?", output=Stock)]
+    assert stock == [{"item": "pen"}, {"item": "pen", "count": 3}]  # a partial, then the final value
 
 
 async def test_text_after_reasoning_streams_the_answer_so_far_when_the_separator_comes_late() -> None:
