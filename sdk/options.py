@@ -93,7 +93,7 @@ def prepare_call(
     _check_count(retries, "retries", minimum=0)
     spec = output_spec(output)
     _check_conflicts(spec, samples=samples, vote_on=vote_on, retries=retries, temperature=temperature,
-                     stop=stop, num_beams=num_beams)
+                     stop=stop, num_beams=num_beams, reasoning=reasoning)
     if temperature is None:
         temperature = DEFAULT_SAMPLES_TEMPERATURE if samples > 1 else 0.0
     params = SamplingParams(
@@ -149,6 +149,7 @@ def _check_conflicts(
     temperature: float | None,
     stop: str | Sequence[str] | None,
     num_beams: int,
+    reasoning: bool,
 ) -> None:
     """Controls that are each valid but do not combine."""
     if samples > 1 and num_beams != 1:
@@ -166,6 +167,8 @@ def _check_conflicts(
         )
     if stop and spec.kind is not OutputKind.TEXT:
         raise RequestError("a stop string would cut a constrained output; the constraint ends it", "stop")
+    if stop and reasoning:
+        raise RequestError("a stop string would also end the reasoning, before any answer", "stop")
 
 
 def _check_flag(value: object, field: str) -> None:

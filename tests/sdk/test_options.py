@@ -50,6 +50,7 @@ def test_reasoning_swaps_in_the_budgeted_composed_constraint() -> None:
         (dict(samples=2, vote_on="nope"), "vote_on"),
         (dict(output=grammars.Choice(["a"]), retries=1), "retries"),
         (dict(stop=["}"]), "stop"),
+        (dict(output=None, reasoning=True, stop=["."]), "stop"),
         (dict(samples=0), "samples"),
         (dict(retries=-1), "retries"),
         (dict(reasoning="yes"), "reasoning"),
