@@ -30,7 +30,7 @@ import peer_mask_bench as pmb  # noqa: E402
 
 from grammars.compiler import compile_grammar  # noqa: E402
 from grammars.errors import EmptyLanguageError, GrammarError  # noqa: E402
-from grammars.json_schema import schema_grammar  # noqa: E402
+from grammars.frontends.json_schema import schema_grammar  # noqa: E402
 from tests.grammars.test_schema_corpus import bench_cases, schemastore_cases  # noqa: E402
 
 TOKENIZER = SHARED / "bench" / "smollm2-135m-instruct.tokenizer.json"
@@ -81,7 +81,15 @@ def main() -> None:
                 peer_seconds = time.perf_counter() - start
             except Exception:  # noqa: BLE001 - the peer's refusal, whatever its type
                 pass
-        rows.append({"group": group, "name": case.name, "outcome": outcome, "seconds": seconds, "llguidance_seconds": peer_seconds})
+        rows.append(
+            {
+                "group": group,
+                "name": case.name,
+                "outcome": outcome,
+                "seconds": seconds,
+                "llguidance_seconds": peer_seconds,
+            }
+        )
 
     times = sorted(row["seconds"] for row in rows)
     slow = sorted((row for row in rows if row["seconds"] > SLOW_SECONDS), key=lambda row: -row["seconds"])

@@ -90,14 +90,21 @@ async def _measure(num_calls: int, num_rounds: int, max_tokens: int) -> dict[str
             concurrent = await _concurrent(llm, prompts, max_tokens)
             sequential = await _sequential(llm, prompts, max_tokens)
         sequential_tps, concurrent_tps = sequential[0] / sequential[1], concurrent[0] / concurrent[1]
-        rounds.append({
-            "sequential_tokens": sequential[0], "sequential_s": round(sequential[1], 3),
-            "concurrent_tokens": concurrent[0], "concurrent_s": round(concurrent[1], 3),
-            "sequential_tok_s": round(sequential_tps, 2), "concurrent_tok_s": round(concurrent_tps, 2),
-            "ratio": round(concurrent_tps / sequential_tps, 3),
-        })
-        print(f"round {index + 1}: one at a time {sequential_tps:7.1f} tok/s, {num_calls} concurrent "
-              f"{concurrent_tps:7.1f} tok/s, ratio {concurrent_tps / sequential_tps:.2f}x")
+        rounds.append(
+            {
+                "sequential_tokens": sequential[0],
+                "sequential_s": round(sequential[1], 3),
+                "concurrent_tokens": concurrent[0],
+                "concurrent_s": round(concurrent[1], 3),
+                "sequential_tok_s": round(sequential_tps, 2),
+                "concurrent_tok_s": round(concurrent_tps, 2),
+                "ratio": round(concurrent_tps / sequential_tps, 3),
+            }
+        )
+        print(
+            f"round {index + 1}: one at a time {sequential_tps:7.1f} tok/s, {num_calls} concurrent "
+            f"{concurrent_tps:7.1f} tok/s, ratio {concurrent_tps / sequential_tps:.2f}x"
+        )
     await llm.aclose()
     return {"load_s": round(load_s, 2), "warmup_s": round(warmup_s, 2), "rounds": rounds}
 
@@ -114,18 +121,22 @@ def main() -> None:
     ratio = statistics.median(r["ratio"] for r in rounds)
     print(f"load {measured['load_s']} s, warm-up call {measured['warmup_s']} s (not counted)")
     print(f"median ratio, {num_calls} concurrent calls vs one at a time: {ratio:.2f}x")
-    print(json.dumps({
-        "benchmark": "concurrency",
-        "model": "SmolLM2-135M-Instruct (embedded)",
-        "num_calls": num_calls,
-        "num_rounds": num_rounds,
-        "max_tokens": max_tokens,
-        "output": "Person (Pydantic), greedy",
-        "median_ratio": round(ratio, 3),
-        **measured,
-        "smoke": args.smoke,
-        "git_revision": _git_revision(),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "concurrency",
+                "model": "SmolLM2-135M-Instruct (embedded)",
+                "num_calls": num_calls,
+                "num_rounds": num_rounds,
+                "max_tokens": max_tokens,
+                "output": "Person (Pydantic), greedy",
+                "median_ratio": round(ratio, 3),
+                **measured,
+                "smoke": args.smoke,
+                "git_revision": _git_revision(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

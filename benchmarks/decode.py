@@ -103,8 +103,12 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     results["engine_load_s"] = time.perf_counter() - start
     prompt_ids = engine.tokenizer.apply_chat_template([{"role": "user", "content": "Tell me a story."}], tokenize=True)
     topics = ["the sea", "a robot", "winter", "a lost key", "the moon", "a small town", "a dragon", "music"]
-    batch_ids = [engine.tokenizer.apply_chat_template([{"role": "user", "content": f"Tell me a story about {t}."}],
-                                                      tokenize=True) for t in topics]
+    batch_ids = [
+        engine.tokenizer.apply_chat_template(
+            [{"role": "user", "content": f"Tell me a story about {t}."}], tokenize=True
+        )
+        for t in topics
+    ]
     long_prompt = engine.tokenizer.encode("The quick brown fox jumps over the lazy dog. " * 60)[:prefill_len]
     greedy = runtime.SamplingParams(temperature=0.0, max_tokens=num_tokens, ignore_eos=True)
     peers = {"hf_fp32": hf_model(torch.float32), "hf_bf16": hf_model(torch.bfloat16)}
@@ -143,8 +147,12 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     results["engine_step_overhead_us"] = statistics.median(overheads) * 1e6
     results["engine_overhead_fraction"] = 1.0 - statistics.median(forward_shares)
     results["engine_single_tok_s"] = num_tokens / seconds["engine_single"]
-    results["engine_single_decode_tok_s"] = (num_tokens - 1) / (seconds["engine_single"] - seconds["engine_single_prefill"])
-    results["engine_batch8_decode_tok_s"] = 8 * (num_tokens - 1) / (seconds["engine_batch8"] - seconds["engine_batch8_prefill"])
+    results["engine_single_decode_tok_s"] = (num_tokens - 1) / (
+        seconds["engine_single"] - seconds["engine_single_prefill"]
+    )
+    results["engine_batch8_decode_tok_s"] = (
+        8 * (num_tokens - 1) / (seconds["engine_batch8"] - seconds["engine_batch8_prefill"])
+    )
     results["engine_prefill_tok_s"] = len(long_prompt) / seconds["engine_prefill"]
     for name in peers:
         results[f"{name}_single_tok_s"] = num_tokens / seconds[f"{name}_single"]
@@ -171,6 +179,7 @@ def llama_cpp_single(prompt_ids: list[int], num_tokens: int) -> dict[str, object
 
 def report(results: dict[str, object]) -> dict[str, float | None]:
     """Print the measurements and the ratios against each target; returns the ratios."""
+
     def ratio(numerator: str, denominator: str) -> float | None:
         top, bottom = results.get(numerator), results.get(denominator)
         return None if top is None or bottom is None else top / bottom

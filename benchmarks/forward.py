@@ -34,8 +34,8 @@ import torch
 import transformers
 
 from runtime.loading import load_checkpoint
-from runtime.model_runner import ForwardBatch, ModelRunner
-from runtime.models import Quantization, build_model
+from runtime.model.architectures import Quantization, build_model
+from runtime.model.runner import ForwardBatch, ModelRunner
 
 BLOCK_SIZE = 16
 #: The clock every measurement reads; `--clock cpu` swaps in process CPU time (see main).
@@ -174,7 +174,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--accuracy-tokens", type=int, default=1000)
     parser.add_argument(
-        "--clock", choices=("wall", "cpu"), default="wall",
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
         help="cpu: process CPU time, robust to other processes sharing the cores (use with --threads 1)",
     )
     args = parser.parse_args()
@@ -192,11 +194,15 @@ def main() -> None:
     long_prompt = _prompt(99, args.prefill_len, vocab_size)
     max_len = max(args.prefill_len, args.prompt_len + args.tokens, args.accuracy_tokens) + 1
 
-    ours = {name: build_model(checkpoint.config, dict(checkpoint.weights), dtype=dtype, quantization=quant)
-            for name, (dtype, quant) in PRECISIONS.items()}
+    ours = {
+        name: build_model(checkpoint.config, dict(checkpoint.weights), dtype=dtype, quantization=quant)
+        for name, (dtype, quant) in PRECISIONS.items()
+    }
     systems: dict[str, object] = {f"ours {name}": OurDecoder(model, max_len, 1) for name, model in ours.items()}
-    systems |= {f"transformers {name}": HFDecoder(_hf_model(checkpoint, dtype))
-                for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    systems |= {
+        f"transformers {name}": HFDecoder(_hf_model(checkpoint, dtype))
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+    }
     batched = {f"ours {name} x{args.batch}": OurDecoder(model, max_len, args.batch) for name, model in ours.items()}
 
     warmup = {name: _timed(lambda s=system: s.generate([prompt], 2)) for name, system in systems.items()}
@@ -216,8 +222,10 @@ def main() -> None:
 
     tok_s = {name: statistics.median(values) for name, values in decode.items()}
     prefill_s = {name: statistics.median(values) for name, values in prefill.items()}
-    print(f"clock={args.clock} threads={args.threads} tokens={args.tokens} rounds={args.rounds} "
-          f"prompt={args.prompt_len} prefill={args.prefill_len} batch={args.batch}")
+    print(
+        f"clock={args.clock} threads={args.threads} tokens={args.tokens} rounds={args.rounds} "
+        f"prompt={args.prompt_len} prefill={args.prefill_len} batch={args.batch}"
+    )
     print(f"{'system':<26}{'warm-up s':>10}{'decode tok/s':>14}{'prefill s':>11}")
     for name in systems | batched:
         prefill_text = f"{prefill_s[name]:>11.3f}" if name in prefill_s else f"{'':>11}"
@@ -241,15 +249,31 @@ def main() -> None:
     accuracy = {name: _accuracy(scored["ours fp32"], logits, targets) for name, logits in scored.items()}
     print(f"accuracy over {len(text_ids)} tokens of text, against our fp32 (= transformers fp32):")
     for name, values in accuracy.items():
-        print(f"  {name:<24} top-1 agreement {values['top1_agreement']:.4f}  KL {values['kl_from_fp32']:.5f}  "
-              f"perplexity {values['perplexity']:.3f}")
-    print(json.dumps({
-        "benchmark": "forward", "git": _git_revision(), "torch": torch.__version__, "threads": args.threads,
-        "clock": args.clock,
-        "tokens": args.tokens, "rounds": args.rounds, "prefill_len": args.prefill_len, "batch": args.batch,
-        "decode_tok_s": tok_s, "prefill_s": prefill_s, "warmup_s": warmup, "ratios": ratios,
-        "fp32_greedy_identical": fp32_matches, "accuracy": accuracy,
-    }))
+        print(
+            f"  {name:<24} top-1 agreement {values['top1_agreement']:.4f}  KL {values['kl_from_fp32']:.5f}  "
+            f"perplexity {values['perplexity']:.3f}"
+        )
+    print(
+        json.dumps(
+            {
+                "benchmark": "forward",
+                "git": _git_revision(),
+                "torch": torch.__version__,
+                "threads": args.threads,
+                "clock": args.clock,
+                "tokens": args.tokens,
+                "rounds": args.rounds,
+                "prefill_len": args.prefill_len,
+                "batch": args.batch,
+                "decode_tok_s": tok_s,
+                "prefill_s": prefill_s,
+                "warmup_s": warmup,
+                "ratios": ratios,
+                "fp32_greedy_identical": fp32_matches,
+                "accuracy": accuracy,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -93,9 +93,11 @@ def main() -> None:
                 print(f"  {engine.name:12s} ERROR {r['error'][:120]}")
                 continue
             mu = r["mask_us"]
-            print(f"  {engine.name:12s} ok={r['ok']!s:5s} compile={r['compile_ms_median']:8.2f} ms "
-                  f"ttfm={r['ttfm_ms_median']:8.2f} ms  mask p50={mu['p50']:7.1f} p99={mu['p99']:8.1f} us  "
-                  f"cold pass mean={r['first_pass_mask_us_mean']:8.1f} us")
+            print(
+                f"  {engine.name:12s} ok={r['ok']!s:5s} compile={r['compile_ms_median']:8.2f} ms "
+                f"ttfm={r['ttfm_ms_median']:8.2f} ms  mask p50={mu['p50']:7.1f} p99={mu['p99']:8.1f} us  "
+                f"cold pass mean={r['first_pass_mask_us_mean']:8.1f} us"
+            )
 
     summary = _summary(results)
     print("\n== summary (medians over cases both engines compiled and passed)")
@@ -104,11 +106,25 @@ def main() -> None:
     passed = {r["case"] for r in results.get("stencil", []) if r.get("ok")}
     memory = [compiled_memory_bytes(tok, c) for c in cases if c["name"] in passed]
     if memory:
-        print(f"compiled constraint memory (stencil): median {statistics.median(memory) / 1e6:.2f} MB, "
-              f"max {max(memory) / 1e6:.2f} MB")
-    revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    print(json.dumps({"benchmark": "masks", "revision": revision, "cases": len(cases), "passes": passes,
-                      "ratios": summary["ratios"], "memory_bytes_median": statistics.median(memory) if memory else None}))
+        print(
+            f"compiled constraint memory (stencil): median {statistics.median(memory) / 1e6:.2f} MB, "
+            f"max {max(memory) / 1e6:.2f} MB"
+        )
+    revision = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    print(
+        json.dumps(
+            {
+                "benchmark": "masks",
+                "revision": revision,
+                "cases": len(cases),
+                "passes": passes,
+                "ratios": summary["ratios"],
+                "memory_bytes_median": statistics.median(memory) if memory else None,
+            }
+        )
+    )
 
 
 def _summary(results: dict[str, list[dict]]) -> dict:
@@ -131,7 +147,9 @@ def _summary(results: dict[str, list[dict]]) -> dict:
         for name, get in metric.items():
             ratio = statistics.median(get(a) / max(get(b), 1e-9) for a, b in pairs)
             ratios[peer][name] = round(ratio, 3)
-            lines.append(f"stencil / {peer:10s} {name:15s} = {ratio:7.2f}x  (n={len(pairs)}; < 1 means stencil is faster)")
+            lines.append(
+                f"stencil / {peer:10s} {name:15s} = {ratio:7.2f}x  (n={len(pairs)}; < 1 means stencil is faster)"
+            )
     failed = [r["case"] for r in ours if not r.get("ok")]
     if failed:
         lines.append(f"stencil failed or errored on: {failed}")

@@ -27,7 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 import sdk
-from runtime.sampling import SamplingParams
+from runtime.engine.sampling import SamplingParams
 from sdk.backends import BackendRequest
 from sdk.outputs import output_spec
 
@@ -106,15 +106,19 @@ async def _measure(prompts: list[str], num_rounds: int) -> dict[str, object]:
         totals = await _round(llm, lengths, constrained_first=index % 2 == 0)
         constrained_tps = totals["constrained_tokens"] / totals["constrained_s"]
         free_tps = totals["free_tokens"] / totals["free_s"]
-        rounds.append({
-            **{key: round(value, 3) for key, value in totals.items()},
-            "constrained_tok_s": round(constrained_tps, 2),
-            "free_tok_s": round(free_tps, 2),
-            "ratio": round(constrained_tps / free_tps, 3),
-            "mask_share": round(totals["mask_s"] / totals["constrained_s"], 4),
-        })
-        print(f"round {index + 1}: constrained {constrained_tps:6.1f} tok/s, free {free_tps:6.1f} tok/s, "
-              f"ratio {constrained_tps / free_tps:.2f}, mask share {totals['mask_s'] / totals['constrained_s']:.1%}")
+        rounds.append(
+            {
+                **{key: round(value, 3) for key, value in totals.items()},
+                "constrained_tok_s": round(constrained_tps, 2),
+                "free_tok_s": round(free_tps, 2),
+                "ratio": round(constrained_tps / free_tps, 3),
+                "mask_share": round(totals["mask_s"] / totals["constrained_s"], 4),
+            }
+        )
+        print(
+            f"round {index + 1}: constrained {constrained_tps:6.1f} tok/s, free {free_tps:6.1f} tok/s, "
+            f"ratio {constrained_tps / free_tps:.2f}, mask share {totals['mask_s'] / totals['constrained_s']:.1%}"
+        )
     await llm.aclose()
     return {**warmup, "rounds": rounds}
 
@@ -131,18 +135,22 @@ def main() -> None:
     mask_share = statistics.median(r["mask_share"] for r in rounds)
     print(f"warm-up pair {measured['warmup_s']} s (cold matcher time {measured['cold_mask_s']} s), not counted")
     print(f"median constrained/free tokens/s: {ratio:.2f}; median mask share of constrained time: {mask_share:.1%}")
-    print(json.dumps({
-        "benchmark": "overhead",
-        "model": "SmolLM2-135M-Instruct (embedded)",
-        "output": "Record (Pydantic, 5 fields), greedy, one call at a time",
-        "num_prompts": len(prompts),
-        "num_rounds": num_rounds,
-        "median_ratio": round(ratio, 3),
-        "median_mask_share": round(mask_share, 4),
-        **measured,
-        "smoke": args.smoke,
-        "git_revision": _git_revision(),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "overhead",
+                "model": "SmolLM2-135M-Instruct (embedded)",
+                "output": "Record (Pydantic, 5 fields), greedy, one call at a time",
+                "num_prompts": len(prompts),
+                "num_rounds": num_rounds,
+                "median_ratio": round(ratio, 3),
+                "median_mask_share": round(mask_share, 4),
+                **measured,
+                "smoke": args.smoke,
+                "git_revision": _git_revision(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -20,10 +20,14 @@ class City(BaseModel):
 
 
 SENTENCES = [
-    "I flew to Tokyo, Japan last spring.", "Our office is in Lyon, France.",
-    "She grew up in Toronto, Canada.", "The conference is in Nairobi, Kenya.",
-    "We met in Lima, Peru.", "He moved to Oslo, Norway.",
-    "The factory is near Pune, India.", "They married in Porto, Portugal.",
+    "I flew to Tokyo, Japan last spring.",
+    "Our office is in Lyon, France.",
+    "She grew up in Toronto, Canada.",
+    "The conference is in Nairobi, Kenya.",
+    "We met in Lima, Peru.",
+    "He moved to Oslo, Norway.",
+    "The factory is near Pune, India.",
+    "They married in Porto, Portugal.",
 ]
 
 
@@ -38,8 +42,10 @@ async def main() -> None:
     concurrent_s = time.perf_counter() - start
     for city in together:
         print(f"{city.city}, {city.country}")
-    print(f"one at a time: {sequential_s:.1f} s; all at once: {concurrent_s:.1f} s "
-          f"({sequential_s / concurrent_s:.1f}x faster); same answers: {one_by_one == together}")
+    print(
+        f"one at a time: {sequential_s:.1f} s; all at once: {concurrent_s:.1f} s "
+        f"({sequential_s / concurrent_s:.1f}x faster); same answers: {one_by_one == together}"
+    )
 
     slow = asyncio.create_task(llm.generate("Write a very long story.", max_tokens=400))
     await asyncio.sleep(1.0)

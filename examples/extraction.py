@@ -1,6 +1,6 @@
 """Typed extraction from text: a nested Pydantic model, instructions, context and one worked example.
 
-    .venv/bin/python examples/extraction.py
+.venv/bin/python examples/extraction.py
 """
 
 import asyncio
@@ -21,10 +21,7 @@ class Order(BaseModel):
     items: list[LineItem] = Field(max_length=5)
 
 
-EMAIL = (
-    "Hi, this is Maria Rossi. Please send me 3 notebooks at 2.50 each "
-    "and 1 fountain pen at 18.00. Thanks!"
-)
+EMAIL = "Hi, this is Maria Rossi. Please send me 3 notebooks at 2.50 each and 1 fountain pen at 18.00. Thanks!"
 
 
 async def main() -> None:

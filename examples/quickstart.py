@@ -1,6 +1,6 @@
 """Quickstart: typed extraction and classification with the embedded model (about a minute on 2 cores).
 
-    .venv/bin/python examples/quickstart.py
+.venv/bin/python examples/quickstart.py
 """
 
 import asyncio
@@ -39,11 +39,15 @@ async def main() -> None:
         sdk.Example(input="Worst service ever, I want a refund.", output="negative"),
         sdk.Example(input="The package contains two cables.", output="neutral"),
     ]
-    labels = await asyncio.gather(*(
-        llm.generate(sdk.Prompt(instructions="Classify the sentiment of the review.", inputs=review, examples=examples),
-                     output=Sentiment)
-        for review in REVIEWS
-    ))
+    labels = await asyncio.gather(
+        *(
+            llm.generate(
+                sdk.Prompt(instructions="Classify the sentiment of the review.", inputs=review, examples=examples),
+                output=Sentiment,
+            )
+            for review in REVIEWS
+        )
+    )
     for review, label in zip(REVIEWS, labels):
         print(f"{label:>8}  {review}")
 
@@ -51,9 +55,11 @@ async def main() -> None:
     result = await llm.run("Grace Hopper, 85, was a computer scientist and rear admiral.", output=Person)
     print(result.value)
     print(f"text: {result.text}")
-    print(f"{result.usage.completion_tokens} tokens, {result.timings.total:.2f} s, "
-          f"first token after {result.timings.time_to_first_token:.2f} s, "
-          f"{result.timings.mask_time * 1000:.1f} ms computing masks")
+    print(
+        f"{result.usage.completion_tokens} tokens, {result.timings.total:.2f} s, "
+        f"first token after {result.timings.time_to_first_token:.2f} s, "
+        f"{result.timings.mask_time * 1000:.1f} ms computing masks"
+    )
     await llm.aclose()
 
 

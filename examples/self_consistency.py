@@ -24,8 +24,10 @@ async def main() -> None:
             problem, output=int, reasoning=True, samples=5, seed=0, max_tokens=96, max_reasoning_tokens=64
         )
         votes = ", ".join(f"{vote.value}: {vote.count}" for vote in result.votes.candidates)
-        print(f"{problem}\n    answer {result.value} (expected {expected}); votes {votes}; "
-              f"{result.votes.num_invalid} invalid; {result.usage.completion_tokens} tokens")
+        print(
+            f"{problem}\n    answer {result.value} (expected {expected}); votes {votes}; "
+            f"{result.votes.num_invalid} invalid; {result.usage.completion_tokens} tokens"
+        )
         print(f"    winning reasoning: {result.reasoning[:160]!r}")
     await llm.aclose()
 

@@ -1,6 +1,6 @@
 """Streaming a partial object: each time a field completes, a partial Pydantic model, then the final one.
 
-    .venv/bin/python examples/streaming.py
+.venv/bin/python examples/streaming.py
 """
 
 import asyncio

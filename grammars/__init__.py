@@ -13,9 +13,9 @@ from grammars.errors import (
     UnsupportedSchemaError,
     UnsupportedSchemaWarning,
 )
-from grammars.matcher import Matcher
+from grammars.masking.matcher import Matcher
+from grammars.masking.vocab import Vocabulary
 from grammars.specs import Choice, Lark, Regex
-from grammars.vocab import Vocabulary
 
 __all__ = [
     "Choice",

@@ -1,6 +1,6 @@
 """`compile()`: any constraint specification to a `Constraint`, cached by specification.
 
-Front ends turn the specification into the grammar IR; the automaton (`grammars.automaton`) is built
+Front ends turn the specification into the grammar IR; the automaton (`grammars.core.automaton`) is built
 once per grammar; per-vocabulary mask tables are built on first `matcher(vocab)` and shared by every
 matcher of that vocabulary.
 """
@@ -18,14 +18,14 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from grammars import byte_regex as rx
-from grammars import ir
-from grammars.automaton import GrammarAutomaton
+from grammars.core import byte_regex as rx
+from grammars.core import ir
+from grammars.core.automaton import GrammarAutomaton
 from grammars.errors import GrammarError
-from grammars.masks import MaskTable
-from grammars.matcher import Matcher
+from grammars.masking.masks import MaskTable
+from grammars.masking.matcher import Matcher
+from grammars.masking.vocab import Vocabulary
 from grammars.specs import Choice, Lark, Regex
-from grammars.vocab import Vocabulary
 
 #: Compiled constraints kept in memory.
 MAX_CACHED_CONSTRAINTS = 128
@@ -36,7 +36,7 @@ class Constraint:
     """A compiled constraint: its language (`accepts`) and per-vocabulary matchers.
 
     Args:
-        grammar: the grammar IR (see `grammars.ir`).
+        grammar: the grammar IR (see `grammars.core.ir`).
         description: a short text for messages and reprs.
     Raises:
         EmptyLanguageError, GrammarError, ConstraintLimitError: the grammar cannot be compiled.
@@ -74,8 +74,9 @@ _cache: OrderedDict[str, Constraint] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def compile(spec: Any, *, lenient: bool = False, whitespace: str = "flexible", indent: int | None = None,
-            cache: bool = True) -> Constraint:
+def compile(
+    spec: Any, *, lenient: bool = False, whitespace: str = "flexible", indent: int | None = None, cache: bool = True
+) -> Constraint:
     """Compile a constraint specification.
 
     Args:
@@ -97,9 +98,13 @@ def compile(spec: Any, *, lenient: bool = False, whitespace: str = "flexible", i
     if whitespace not in WHITESPACE_POLICIES:
         raise GrammarError(f"unknown whitespace policy {whitespace!r}; use one of {WHITESPACE_POLICIES}")
     kind, payload = _describe(spec)
-    key = hashlib.sha256(json.dumps([kind, payload, lenient, whitespace, indent], sort_keys=False, default=str).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps([kind, payload, lenient, whitespace, indent], sort_keys=False, default=str).encode()
+    ).hexdigest()
     if not cache:
-        return Constraint(_grammar(kind, payload, lenient=lenient, whitespace=whitespace, indent=indent), _summary(kind, payload))
+        return Constraint(
+            _grammar(kind, payload, lenient=lenient, whitespace=whitespace, indent=indent), _summary(kind, payload)
+        )
     with _cache_lock:
         found = _cache.get(key)
         if found is not None:
@@ -180,7 +185,7 @@ def _describe(spec: Any) -> tuple[str, Any]:
         return "choice", list(spec.options)
     if isinstance(spec, (dict, bool)):
         return "schema", spec
-    from grammars.types import type_schema
+    from grammars.frontends.types import type_schema
 
     return "schema", type_schema(spec)
 
@@ -188,7 +193,7 @@ def _describe(spec: Any) -> tuple[str, Any]:
 def _grammar(kind: str, payload: Any, *, lenient: bool, whitespace: str, indent: int | None) -> ir.Grammar:
     rules = ir.RuleSet()
     if kind == "regex":
-        from grammars.regex_syntax import regex_term
+        from grammars.frontends.regex.syntax import regex_term
 
         return rules.grammar(ir.lex(regex_term(payload[0], flavor=payload[1]), "regex"))
     if kind == "choice":
@@ -196,10 +201,10 @@ def _grammar(kind: str, payload: Any, *, lenient: bool, whitespace: str, indent:
             raise GrammarError("Choice needs at least one option")
         return rules.grammar(ir.lex(rx.literals(o.encode("utf-8") for o in payload), "choice"))
     if kind == "lark":
-        from grammars.lark_grammar import lark_grammar
+        from grammars.frontends.lark.grammar import lark_grammar
 
         return lark_grammar(payload[0], start=payload[1])
-    from grammars.json_schema import schema_grammar
+    from grammars.frontends.json_schema import schema_grammar
 
     return schema_grammar(payload, lenient=lenient, whitespace=whitespace, indent=indent)
 

@@ -17,10 +17,10 @@ constraint's reasoning part, since that reasoning never contains the whole marke
 
 from __future__ import annotations
 
-from grammars import byte_regex as rx
-from grammars import ir
-from grammars.charset import MAX_CODE_POINT, CharSet, utf8_term
 from grammars.compiler import Constraint, compile_grammar
+from grammars.core import byte_regex as rx
+from grammars.core import ir
+from grammars.core.charset import MAX_CODE_POINT, CharSet, utf8_term
 from grammars.errors import GrammarError
 
 #: One Unicode scalar value, UTF-8 encoded (surrogates excluded by CharSet).

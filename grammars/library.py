@@ -28,7 +28,7 @@ def library_grammar(name: str) -> str:
     Args:
         name: one of `LIBRARY_NAMES`.
     Returns:
-        The grammar text, for `grammars.Lark(text)` or `grammars.lark_grammar.lark_grammar(text)`.
+        The grammar text, for `grammars.Lark(text)` or `grammars.frontends.lark.grammar.lark_grammar(text)`.
     Raises:
         GrammarError: no shipped grammar has that name (the message lists the names).
     """

@@ -1,8 +1,11 @@
 """Stencil's local runtime: a paged-KV, continuously batched decoder with grammar-constrained sampling."""
 
 from runtime.config import ModelConfig
-from runtime.constraints import Constraint, TokenMatcher
-from runtime.engine import Engine
+from runtime.engine.constraints import Constraint, TokenMatcher
+from runtime.engine.llm_engine import Engine
+from runtime.engine.outputs import CompletionDelta, CompletionOutput, RequestOutput, RequestUpdate, Usage
+from runtime.engine.sampling import SamplingParams
+from runtime.engine.sequence import FinishReason, TokenLogprob
 from runtime.errors import (
     ChatTemplateError,
     CorruptModelError,
@@ -14,9 +17,6 @@ from runtime.errors import (
     UnsupportedModelError,
 )
 from runtime.launch import DEFAULT_DTYPE, load
-from runtime.outputs import CompletionDelta, CompletionOutput, RequestOutput, RequestUpdate, Usage
-from runtime.sampling import SamplingParams
-from runtime.sequence import FinishReason, TokenLogprob
 from runtime.tokenizer import Tokenizer
 
 __all__ = [

@@ -11,11 +11,11 @@ import os
 
 import torch
 
-from runtime.engine import Engine, context_window
+from runtime.engine.llm_engine import Engine, context_window
 from runtime.errors import RequestError
 from runtime.loading import load_checkpoint
-from runtime.model_runner import ModelRunner
-from runtime.models import Quantization, build_model
+from runtime.model.architectures import Quantization, build_model
+from runtime.model.runner import ModelRunner
 
 #: KV pool size `load` gives the engine by default (SmolLM2-135M: ~22k positions in bfloat16).
 DEFAULT_KV_CACHE_BYTES = 512 * 2**20
@@ -44,7 +44,7 @@ def load(
             None uses `DEFAULT_DTYPE` (bfloat16). float32 reproduces transformers' fp32 outputs.
         kv_cache_bytes: memory for the paged KV cache; it always holds at least one full-context sequence.
         block_size: positions per KV block.
-        quantization: weight storage (`runtime.models.Quantization`; INT8 and INT4 need bfloat16).
+        quantization: weight storage (`runtime.model.architectures.Quantization`; INT8 and INT4 need bfloat16).
             None picks what stays exact: INT4 for a checkpoint stored in 4 bits (the embedded Q4_1
             GGUF keeps its very weights, at about 3x the decode speed of bfloat16) when `dtype` is
             left to the default, else NONE.

@@ -2,8 +2,8 @@
 
 from grammars.errors import StencilError, UnsupportedSchemaError
 from grammars.specs import Choice, Lark, Regex
+from runtime.engine.outputs import Usage
 from runtime.errors import PromptTooLongError, RequestError
-from runtime.outputs import Usage
 from sdk.backends.base import Backend, BackendRequest
 from sdk.client import LLM
 from sdk.errors import (

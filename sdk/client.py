@@ -24,9 +24,9 @@ from typing import Any
 
 import pydantic
 
+from runtime.engine.outputs import CompletionOutput, RequestOutput, Usage
+from runtime.engine.sequence import FinishReason
 from runtime.errors import RequestError
-from runtime.outputs import CompletionOutput, RequestOutput, Usage
-from runtime.sequence import FinishReason
 from sdk import reasoning as reasoning_layout
 from sdk.backends.base import Backend, BackendRequest
 from sdk.backends.local import LocalBackend
@@ -298,7 +298,9 @@ class LLM:
                     delta = text[answer_start:]
                 if not is_json:
                     # The separator after the reasoning marker may come in a later token than the marker.
-                    answer_text = text[answer_start:].removeprefix(reasoning_layout.SEPARATOR) if call.reasoning else text
+                    answer_text = (
+                        text[answer_start:].removeprefix(reasoning_layout.SEPARATOR) if call.reasoning else text
+                    )
                     if answer_text:
                         yield answer_text
                 elif scanner.feed(delta) and not scanner.is_closed:
@@ -365,7 +367,9 @@ def _parse_completion(call: Call, completion: CompletionOutput, usage: Usage) ->
     if completion.finish_reason is FinishReason.LENGTH:
         raise IncompleteOutputError(
             f"the output reached max_tokens={call.params.max_tokens} (or the context window) before it was complete",
-            text=text, usage=usage, reasoning=reasoning,
+            text=text,
+            usage=usage,
+            reasoning=reasoning,
         )
     if completion.finish_reason is FinishReason.ERROR:
         raise ConstraintFailedError(

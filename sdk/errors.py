@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from grammars.errors import StencilError
-from runtime.outputs import Usage
+from runtime.engine.outputs import Usage
 
 __all__ = [
     "ClosedError",

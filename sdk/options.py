@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.constraints import Constraint as RuntimeConstraint
+from runtime.engine.constraints import Constraint as RuntimeConstraint
+from runtime.engine.sampling import SamplingParams
 from runtime.errors import RequestError
-from runtime.sampling import SamplingParams
 from sdk import reasoning as reasoning_layout
 from sdk.outputs import OutputKind, OutputSpec, output_spec
 from sdk.prompts import Message, PromptInput, build_messages
@@ -92,8 +92,16 @@ def prepare_call(
     _check_count(samples, "samples", minimum=1)
     _check_count(retries, "retries", minimum=0)
     spec = output_spec(output)
-    _check_conflicts(spec, samples=samples, vote_on=vote_on, retries=retries, temperature=temperature,
-                     stop=stop, num_beams=num_beams, reasoning=reasoning)
+    _check_conflicts(
+        spec,
+        samples=samples,
+        vote_on=vote_on,
+        retries=retries,
+        temperature=temperature,
+        stop=stop,
+        num_beams=num_beams,
+        reasoning=reasoning,
+    )
     if temperature is None:
         temperature = DEFAULT_SAMPLES_TEMPERATURE if samples > 1 else 0.0
     params = SamplingParams(

@@ -6,7 +6,7 @@
     output=T (Pydantic model, int, Literal,  JSON of T, validated by         -> a T
       Enum, list[...], dataclass, ...)       Pydantic's TypeAdapter(T)
 
-Everything is resolved once per output type and cached: the schema (`grammars.types.type_schema`,
+Everything is resolved once per output type and cached: the schema (`grammars.frontends.types.type_schema`,
 the JSON texts that validate as the type, with objects closed: see `_closed_objects`), the constraint
 compiled from it (`grammars.compile`), and the TypeAdapter that parses. The prompt describes the same
 schema the constraint enforces. Resolving raises before any generation starts:
@@ -30,7 +30,7 @@ from pydantic import TypeAdapter
 
 import grammars
 from grammars.compiler import Constraint
-from grammars.types import type_schema
+from grammars.frontends.types import type_schema
 from runtime.errors import RequestError
 from sdk.errors import UnsupportedOutputTypeError
 from sdk.schema_text import describe_schema
@@ -110,8 +110,11 @@ class OutputSpec:
             raise RequestError(f"not a valid output value: {exc.errors(include_url=False)}", field) from exc
         plain = self.adapter.dump_python(checked, mode="json")
         if self.kind is OutputKind.JSON_SCHEMA:  # its adapter takes any JSON: the schema decides
-            error = jsonschema.exceptions.best_match(jsonschema.validators.validator_for(self.json_schema)(
-                self.json_schema, format_checker=jsonschema.FormatChecker()).iter_errors(plain))
+            error = jsonschema.exceptions.best_match(
+                jsonschema.validators.validator_for(self.json_schema)(
+                    self.json_schema, format_checker=jsonschema.FormatChecker()
+                ).iter_errors(plain)
+            )
             if error is not None:
                 raise RequestError(f"not valid against the output schema: {error.message}", field)
         return plain if self.labels is not None else json.dumps(plain, ensure_ascii=False)
@@ -248,8 +251,19 @@ def _closed_objects(schema: Any) -> Any:
 #: Keywords whose value maps names to subschemas, holds a list of them, or is one.
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
 _SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
-_SCHEMAS = ("items", "additionalItems", "additionalProperties", "not", "if", "then", "else", "contains",
-            "propertyNames", "unevaluatedItems", "unevaluatedProperties")
+_SCHEMAS = (
+    "items",
+    "additionalItems",
+    "additionalProperties",
+    "not",
+    "if",
+    "then",
+    "else",
+    "contains",
+    "propertyNames",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+)
 
 
 def _is_type_like(output: Any) -> bool:

@@ -65,9 +65,7 @@ class Prompt:
 PromptInput = str | Prompt | Sequence[Mapping[str, str]]
 
 
-def build_messages(
-    prompt: PromptInput, spec: OutputSpec, *, reasoning: bool, describe_output: bool
-) -> list[Message]:
+def build_messages(prompt: PromptInput, spec: OutputSpec, *, reasoning: bool, describe_output: bool) -> list[Message]:
     """The chat messages of a call.
 
     Args:

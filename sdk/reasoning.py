@@ -18,7 +18,7 @@ from typing import Any
 
 from grammars.compiler import Constraint
 from grammars.compose import marker_then_answer, reasoning_then_answer
-from runtime.constraints import TokenMatcher
+from runtime.engine.constraints import TokenMatcher
 from sdk.outputs import OutputSpec
 
 __all__ = ["INSTRUCTION", "MARKER", "SEPARATOR", "BudgetedReasoning", "join", "reasoning_constraint", "split"]
@@ -84,7 +84,7 @@ class BudgetedReasoning:
 
 
 class _BudgetedMatcher:
-    """A runtime.constraints.TokenMatcher over `BudgetedReasoning`.
+    """A runtime.engine.constraints.TokenMatcher over `BudgetedReasoning`.
 
     State per advance (for rollback): the tail of the text that could be the start of the marker,
     whether the marker was written, and which matcher was in charge.
@@ -109,11 +109,7 @@ class _BudgetedMatcher:
         return self._forced if self._forced is not None else self._free
 
     def mask(self) -> Any:
-        if (
-            self._forced is None
-            and not self._has_marker
-            and self._num_free_tokens >= self._owner.max_reasoning_tokens
-        ):
+        if self._forced is None and not self._has_marker and self._num_free_tokens >= self._owner.max_reasoning_tokens:
             self._forced = self._owner.forced.matcher(self._vocab)
         return self._active.mask()
 
@@ -141,8 +137,9 @@ class _BudgetedMatcher:
         twin._forced = self._forced.fork() if self._forced is not None else None
         twin._num_free_tokens, twin._tail, twin._has_marker = self._num_free_tokens, self._tail, self._has_marker
         # Every matcher in the history is the one forced matcher (there is at most one): the twin's own.
-        twin._history = [(num, tail, marker, None if forced is None else twin._forced)
-                         for num, tail, marker, forced in self._history]
+        twin._history = [
+            (num, tail, marker, None if forced is None else twin._forced) for num, tail, marker, forced in self._history
+        ]
         return twin
 
 

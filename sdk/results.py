@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from runtime.outputs import Usage
-from runtime.sequence import FinishReason
+from runtime.engine.outputs import Usage
+from runtime.engine.sequence import FinishReason
 from sdk.voting import Votes
 
 __all__ = ["Result", "Timings", "add_usage"]

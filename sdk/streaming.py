@@ -111,7 +111,9 @@ def partial_value(spec: OutputSpec, prefix: Any) -> Any:
 def _partial_model(model: type[pydantic.BaseModel], data: dict[str, Any]) -> pydantic.BaseModel:
     values: dict[str, Any] = {}
     for name, info in model.model_fields.items():
-        key = info.validation_alias if isinstance(info.validation_alias, str) else info.alias or name  # the schema's key
+        key = (
+            info.validation_alias if isinstance(info.validation_alias, str) else info.alias or name
+        )  # the schema's key
         if key in data:
             value = _validated(_field_adapter(model, name), data[key])
             if value is not _INVALID:

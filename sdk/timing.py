@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from runtime.constraints import Constraint, TokenMatcher
+from runtime.engine.constraints import Constraint, TokenMatcher
 
 __all__ = ["MaskClock", "TimedConstraint"]
 
@@ -37,7 +37,7 @@ class TimedConstraint:
         self.clock = clock
 
     def matcher(self, vocab: Any) -> TokenMatcher:
-        """A timed matcher over `vocab` (see runtime.constraints.Constraint)."""
+        """A timed matcher over `vocab` (see runtime.engine.constraints.Constraint)."""
         start = time.perf_counter()
         inner = self.constraint.matcher(vocab)
         self.clock.seconds += time.perf_counter() - start
@@ -45,7 +45,7 @@ class TimedConstraint:
 
 
 class _TimedMatcher:
-    """A runtime.constraints.TokenMatcher that times its inner matcher's work."""
+    """A runtime.engine.constraints.TokenMatcher that times its inner matcher's work."""
 
     __slots__ = ("_inner", "_clock")
 

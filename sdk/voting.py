@@ -111,7 +111,5 @@ def tally(values: Sequence[tuple[int, T]], num_samples: int, key: VoteKey = None
         first.setdefault(canonical, (index, value))
         reached[(canonical, counts[canonical])] = order
     ranked = sorted(counts, key=lambda k: (-counts[k], reached[(k, counts[k])]))
-    candidates = tuple(
-        Vote(key=k, value=first[k][1], count=counts[k], sample_index=first[k][0]) for k in ranked
-    )
+    candidates = tuple(Vote(key=k, value=first[k][1], count=counts[k], sample_index=first[k][0]) for k in ranked)
     return Votes(candidates=candidates, num_samples=num_samples, num_invalid=num_samples - len(values))

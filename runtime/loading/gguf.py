@@ -45,5 +45,10 @@ def load_gguf(path: Path) -> Checkpoint:
         progress.close()
     check_weight_names(weights, config, source)
     config = dataclasses.replace(config, bos_token_id=tokenizer.bos_token_id, eos_token_ids=tokenizer.eos_token_ids)
-    return Checkpoint(config=config, weights=MappingProxyType(weights), tokenizer=tokenizer, source=source,
-                      stored_bits=stored_matrix_bits(gguf_file.tensors))
+    return Checkpoint(
+        config=config,
+        weights=MappingProxyType(weights),
+        tokenizer=tokenizer,
+        source=source,
+        stored_bits=stored_matrix_bits(gguf_file.tensors),
+    )

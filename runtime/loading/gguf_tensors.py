@@ -32,13 +32,26 @@ SUPPORTED_TENSOR_TYPES = frozenset(
 )
 
 #: Bits per weight of each supported encoding (block scales aside): what quantizing can keep exactly.
-_BITS = {_T.F32: 32, _T.F16: 16, _T.BF16: 16, _T.Q8_0: 8, _T.Q6_K: 6, _T.Q5_0: 5, _T.Q5_1: 5, _T.Q5_K: 5,
-         _T.Q4_0: 4, _T.Q4_1: 4, _T.Q4_K: 4}
+_BITS = {
+    _T.F32: 32,
+    _T.F16: 16,
+    _T.BF16: 16,
+    _T.Q8_0: 8,
+    _T.Q6_K: 6,
+    _T.Q5_0: 5,
+    _T.Q5_1: 5,
+    _T.Q5_K: 5,
+    _T.Q4_0: 4,
+    _T.Q4_1: 4,
+    _T.Q4_K: 4,
+}
 
 
 def stored_matrix_bits(tensors: list[GGUFTensor]) -> int:
     """The widest encoding of the transformer blocks' matrices (embeddings and norms aside)."""
-    return max((_BITS.get(t.tensor_type, 32) for t in tensors if t.name.startswith("blk.") and len(t.shape) == 2), default=32)
+    return max(
+        (_BITS.get(t.tensor_type, 32) for t in tensors if t.name.startswith("blk.") and len(t.shape) == 2), default=32
+    )
 
 
 #: Per-layer GGUF tensor stems -> HF names (after `model.layers.{i}.`), dense and shared parts.

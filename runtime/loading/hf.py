@@ -250,5 +250,10 @@ def load_hf_folder(folder: Path) -> Checkpoint:
     check_weight_names(weights, config, str(folder))
     config = dataclasses.replace(config, bos_token_id=tokenizer.bos_token_id, eos_token_ids=tokenizer.eos_token_ids)
     stored_bits = max((t.element_size() * 8 for name, t in weights.items() if t.dim() == 2), default=32)
-    return Checkpoint(config=config, weights=MappingProxyType(weights), tokenizer=tokenizer, source=str(folder),
-                      stored_bits=stored_bits)
+    return Checkpoint(
+        config=config,
+        weights=MappingProxyType(weights),
+        tokenizer=tokenizer,
+        source=str(folder),
+        stored_bits=stored_bits,
+    )

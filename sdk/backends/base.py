@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.constraints import Constraint
-from runtime.outputs import RequestUpdate
-from runtime.sampling import SamplingParams
+from runtime.engine.constraints import Constraint
+from runtime.engine.outputs import RequestUpdate
+from runtime.engine.sampling import SamplingParams
 
 __all__ = ["Backend", "BackendRequest"]
 
@@ -73,5 +73,5 @@ class Backend(abc.ABC):
             sdk.ClosedError: the backend was closed.
         """
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 (optional hook: most backends hold nothing)
         """Release what the backend holds (threads, connections, the model). Default: nothing."""

@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import runtime
-from runtime.engine import Engine
-from runtime.outputs import RequestUpdate
+from runtime.engine.llm_engine import Engine
+from runtime.engine.outputs import RequestUpdate
 from sdk.backends.base import Backend, BackendRequest
 from sdk.errors import ClosedError
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
-from runtime.outputs import CompletionDelta, CompletionOutput, RequestOutput, RequestUpdate, Usage
-from runtime.sequence import FinishReason
+from runtime.engine.outputs import CompletionDelta, CompletionOutput, RequestOutput, RequestUpdate, Usage
+from runtime.engine.sequence import FinishReason
 from sdk.backends.base import Backend, BackendRequest
 from sdk.errors import ClosedError, SDKError
 

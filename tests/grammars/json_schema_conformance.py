@@ -13,8 +13,8 @@ from pathlib import Path
 
 from grammars.compiler import compile_grammar
 from grammars.errors import EmptyLanguageError, GrammarError, UnsupportedSchemaError
-from grammars.json_schema import schema_grammar
-from grammars.json_schema.instances import CanonicalWriter
+from grammars.frontends.json_schema import schema_grammar
+from grammars.frontends.json_schema.instances import CanonicalWriter
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 BASELINES = Path(__file__).resolve().parent / "baselines"
@@ -72,7 +72,10 @@ def ratchet(results: dict[str, Counter], baseline_name: str) -> list[str]:
     """Compare per-key counts with the committed baseline; returns the regressions (and warns about
     improvements, or rewrites the baseline when STENCIL_UPDATE_BASELINES=1)."""
     path = BASELINES / baseline_name
-    current = {key: {k: counts[k] for k in ("schemas", "compiled", "tests", "agree")} for key, counts in sorted(results.items())}
+    current = {
+        key: {k: counts[k] for k in ("schemas", "compiled", "tests", "agree")}
+        for key, counts in sorted(results.items())
+    }
     if os.environ.get("STENCIL_UPDATE_BASELINES") == "1":
         path.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
         return []
@@ -89,19 +92,28 @@ def ratchet(results: dict[str, Counter], baseline_name: str) -> list[str]:
             elif counts[name] > before.get(name, 0):
                 improvements.append(f"{key}: {name} {before[name]} -> {counts[name]}")
     if improvements:
-        warnings.warn(f"{baseline_name} improved ({'; '.join(improvements[:10])}); update it: "
-                      "STENCIL_UPDATE_BASELINES=1 pytest tests/grammars/test_json_schema_suite.py tests/grammars/test_schema_corpus.py")
+        warnings.warn(
+            f"{baseline_name} improved ({'; '.join(improvements[:10])}); update it: "
+            "STENCIL_UPDATE_BASELINES=1 pytest tests/grammars/test_json_schema_suite.py tests/grammars/test_schema_corpus.py",
+            stacklevel=2,
+        )
     return regressions
 
 
 def summary(results: dict[str, Counter]) -> str:
     """A per-key table and the totals, for the test log."""
-    lines = [f"{'':42} {'schemas':>7} {'compiled':>8} {'unsup':>5} {'errors':>6} {'tests':>5} {'agree':>5} {'v-rej':>5} {'i-acc':>5}"]
+    lines = [
+        f"{'':42} {'schemas':>7} {'compiled':>8} {'unsup':>5} {'errors':>6} {'tests':>5} {'agree':>5} {'v-rej':>5} {'i-acc':>5}"
+    ]
     total: Counter = Counter()
     for key, c in sorted(results.items()):
         total.update(c)
-        lines.append(f"{key:42} {c['schemas']:7} {c['compiled']:8} {c['unsupported']:5} {c['errors']:6} {c['tests']:5} "
-                     f"{c['agree']:5} {c['valid_rejected']:5} {c['invalid_accepted']:5}")
-    lines.append(f"{'TOTAL':42} {total['schemas']:7} {total['compiled']:8} {total['unsupported']:5} {total['errors']:6} "
-                 f"{total['tests']:5} {total['agree']:5} {total['valid_rejected']:5} {total['invalid_accepted']:5}")
+        lines.append(
+            f"{key:42} {c['schemas']:7} {c['compiled']:8} {c['unsupported']:5} {c['errors']:6} {c['tests']:5} "
+            f"{c['agree']:5} {c['valid_rejected']:5} {c['invalid_accepted']:5}"
+        )
+    lines.append(
+        f"{'TOTAL':42} {total['schemas']:7} {total['compiled']:8} {total['unsupported']:5} {total['errors']:6} "
+        f"{total['tests']:5} {total['agree']:5} {total['valid_rejected']:5} {total['invalid_accepted']:5}"
+    )
     return "\n".join(lines)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 import random
 
-from grammars import byte_regex as rx
-from grammars import ir
-from grammars.automaton import GrammarAutomaton
-from grammars.lexer import LEXER, is_empty_language
+from grammars.core import byte_regex as rx
+from grammars.core import ir
+from grammars.core.automaton import GrammarAutomaton
+from grammars.core.lexer import LEXER, is_empty_language
 
 #: Bytes a walk prefers inside a byte class (readable text; other bytes are taken when none fits).
 PRINTABLE = frozenset(range(0x20, 0x7F))
@@ -162,7 +162,7 @@ def rejected_by_greedy_lexing(automaton: GrammarAutomaton, text: str, max_early_
     """Whether `automaton` rejects `text` only because its lexer is greedy: ending up to
     `max_early_ends` lexemes earlier, at points where they were already complete, makes it a sentence.
 
-    Our lexer extends a lexeme while the next byte allows (`grammars.automaton`, no backtracking);
+    Our lexer extends a lexeme while the next byte allows (`grammars.core.automaton`, no backtracking);
     Lark's Earley "dynamic" lexer tries every split, so it also finds `WHERE x` in `WHEREx` or a
     regex after `" /"` where a comment `/\\s*/ "//"` started. Such a text is that documented
     difference, not a translation error.

@@ -2,9 +2,9 @@
 
 import pytest
 
-from grammars import byte_regex as rx
-from grammars import ir
-from grammars.automaton import GrammarAutomaton
+from grammars.core import byte_regex as rx
+from grammars.core import ir
+from grammars.core.automaton import GrammarAutomaton
 from grammars.errors import EmptyLanguageError, GrammarError
 
 NUMBER = ir.lex(rx.concat(rx.optional(rx.literal(b"-")), rx.repeat(rx.byte_range(48, 57), 1, None)), "NUMBER")
@@ -13,14 +13,26 @@ NUMBER = ir.lex(rx.concat(rx.optional(rx.literal(b"-")), rx.repeat(rx.byte_range
 def nested_lists() -> ir.Grammar:
     rules = ir.RuleSet()
     value = rules.reserve("value")
-    rules.set(value, ir.alt(NUMBER, ir.seq(ir.lit("["), ir.separated(ir.ref(value), ir.lit(","), 0, None), ir.lit("]"))))
+    rules.set(
+        value, ir.alt(NUMBER, ir.seq(ir.lit("["), ir.separated(ir.ref(value), ir.lit(","), 0, None), ir.lit("]")))
+    )
     return rules.grammar(ir.ref(value))
 
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("1", True), ("[1,2,[3,[]]]", True), ("[]", True), ("-12", True), ("[[[[1]]]]", True),
-     ("[1,", False), ("[1 2]", False), ("[1,2],", False), ("", False), ("[01a]", False)],
+    [
+        ("1", True),
+        ("[1,2,[3,[]]]", True),
+        ("[]", True),
+        ("-12", True),
+        ("[[[[1]]]]", True),
+        ("[1,", False),
+        ("[1 2]", False),
+        ("[1,2],", False),
+        ("", False),
+        ("[01a]", False),
+    ],
 )
 def test_recursive_grammar(text, expected):
     assert GrammarAutomaton(nested_lists()).accepts(text.encode()) is expected
@@ -96,7 +108,9 @@ def test_nullable_lexemes_and_ignored_whitespace():
 def test_ambiguous_lexemes_are_resolved_by_the_parser():
     keyword = ir.lit("if")
     name = ir.lex(rx.repeat(rx.byte_range(97, 122), 1, None), "NAME")
-    grammar = ir.RuleSet().grammar(ir.alt(ir.seq(keyword, ir.lit("("), name, ir.lit(")")), ir.seq(name, ir.lit("="), name)))
+    grammar = ir.RuleSet().grammar(
+        ir.alt(ir.seq(keyword, ir.lit("("), name, ir.lit(")")), ir.seq(name, ir.lit("="), name))
+    )
     automaton = GrammarAutomaton(grammar)
     assert automaton.accepts(b"if(x)")
     assert automaton.accepts(b"if=x")

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grammars import byte_regex as rx
+from grammars.core import byte_regex as rx
 
 DIGIT = rx.byte_range(ord("0"), ord("9"))
 LOWER = rx.byte_range(ord("a"), ord("z"))

@@ -1,4 +1,4 @@
-"""Character sets, Unicode tables, case folding and the UTF-8 lowering (grammars.charset, grammars.unicode_data)."""
+"""Character sets, Unicode tables, case folding and the UTF-8 lowering (grammars.core.charset, grammars.core.unicode_data)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grammars import byte_regex as rx
-from grammars import unicode_data
-from grammars.charset import ANY_CHAR, EMPTY_SET, CharSet, case_fold, unicode_category, utf8_term
+from grammars.core import byte_regex as rx
+from grammars.core import unicode_data
+from grammars.core.charset import ANY_CHAR, EMPTY_SET, CharSet, case_fold, unicode_category, utf8_term
 
 #: Code points where UTF-8 lengths, continuation spans or the surrogate gap change.
 EDGES = [0, 0x7F, 0x80, 0x7FF, 0x800, 0xFFF, 0x1000, 0xD7FF, 0xE000, 0xFFFF, 0x10000, 0x3FFFF, 0x40000, 0x10FFFF]
@@ -69,17 +69,25 @@ def test_membership_and_iteration() -> None:
 @given(a=RANGES, b=RANGES)
 def test_set_algebra_matches_python_sets(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> None:
     set_a, set_b = CharSet(a), CharSet(b)
-    probes = sorted({p for lo, hi in a + b for q in (lo, hi) for p in (q - 1, q, q + 1) if 0 <= p <= 0x10FFFF} | set(EDGES))
+    probes = sorted(
+        {p for lo, hi in a + b for q in (lo, hi) for p in (q - 1, q, q + 1) if 0 <= p <= 0x10FFFF} | set(EDGES)
+    )
 
     def members(ranges: list[tuple[int, int]]) -> set[int]:
         return {p for p in probes if is_scalar(p) and any(lo <= p <= hi for lo, hi in ranges)}
 
     in_a, in_b = members(a), members(b)
     scalars = {p for p in probes if is_scalar(p)}
-    for result, expected in ((set_a | set_b, in_a | in_b), (set_a & set_b, in_a & in_b), (set_a - set_b, in_a - in_b),
-                             (~set_a, scalars - in_a)):
+    for result, expected in (
+        (set_a | set_b, in_a | in_b),
+        (set_a & set_b, in_a & in_b),
+        (set_a - set_b, in_a - in_b),
+        (~set_a, scalars - in_a),
+    ):
         assert {p for p in probes if p in result} == expected
-        assert all(lo <= hi and (i == 0 or result.ranges[i - 1][1] + 1 < lo) for i, (lo, hi) in enumerate(result.ranges))
+        assert all(
+            lo <= hi and (i == 0 or result.ranges[i - 1][1] + 1 < lo) for i, (lo, hi) in enumerate(result.ranges)
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -109,8 +117,8 @@ def test_unknown_categories_raise_key_error(name: str) -> None:
 
 
 def test_generated_tables_match_a_fresh_scan() -> None:
-    """Drift test for grammars/_unicode_tables.py (regenerate with `python -m grammars.unicode_data`)."""
-    from grammars import _unicode_tables
+    """Drift test for grammars/core/_unicode_tables.py (regenerate with `python -m grammars.core.unicode_data`)."""
+    from grammars.core import _unicode_tables
 
     assert _unicode_tables.UNIDATA_VERSION == unicodedata.unidata_version
     for letter in ("d", "w", "s"):
@@ -136,10 +144,24 @@ def test_case_fold_equals_python_ignorecase_for_literals() -> None:
 # ----------------------------------------------------------------------------------------------
 
 INVALID_UTF8 = [
-    b"\xc0\x80", b"\xc1\xbf", b"\xe0\x80\x80", b"\xe0\x9f\xbf", b"\xf0\x80\x80\x80", b"\xf0\x8f\xbf\xbf",  # overlong
-    b"\xed\xa0\x80", b"\xed\xbf\xbf",  # surrogates
-    b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80", b"\xff", b"\xfe",  # beyond U+10FFFF, never-used bytes
-    b"\x80", b"\xbf", b"\xc2", b"\xe0\xa0", b"\xf0\x90\x80", b"\xc2\xc2",  # stray / truncated
+    b"\xc0\x80",
+    b"\xc1\xbf",
+    b"\xe0\x80\x80",
+    b"\xe0\x9f\xbf",
+    b"\xf0\x80\x80\x80",
+    b"\xf0\x8f\xbf\xbf",  # overlong
+    b"\xed\xa0\x80",
+    b"\xed\xbf\xbf",  # surrogates
+    b"\xf4\x90\x80\x80",
+    b"\xf5\x80\x80\x80",
+    b"\xff",
+    b"\xfe",  # beyond U+10FFFF, never-used bytes
+    b"\x80",
+    b"\xbf",
+    b"\xc2",
+    b"\xe0\xa0",
+    b"\xf0\x90\x80",
+    b"\xc2\xc2",  # stray / truncated
 ]
 
 

@@ -6,7 +6,7 @@ import pytest
 
 import grammars
 from grammars.compose import marker_then_answer, reasoning_then_answer, text_then_marker
-from grammars import byte_regex as rx
+from grammars.core import byte_regex as rx
 
 MARKER = "\nAnswer:"
 

@@ -1,4 +1,4 @@
-"""JSON Schema `format` regexes (grammars.formats) against the JSON-Schema-Test-Suite and calendar rules."""
+"""JSON Schema `format` regexes (grammars.frontends.json_schema.formats) against the JSON-Schema-Test-Suite and calendar rules."""
 
 from __future__ import annotations
 
@@ -8,13 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from grammars import byte_regex as rx
-from grammars.charset import ANY_CHAR, utf8_term
-from grammars.formats import FORMAT_MAX_LENGTHS, FORMATS, format_regex
-from grammars.regex_syntax import regex_term
+from grammars.core import byte_regex as rx
+from grammars.core.charset import ANY_CHAR, utf8_term
+from grammars.frontends.json_schema.formats import FORMAT_MAX_LENGTHS, FORMATS, format_regex
+from grammars.frontends.regex.syntax import regex_term
 
-FORMAT_TESTS = (Path(__file__).resolve().parents[3] / "shared" / "corpus" / "json-schema-test-suite"
-                / "draft2020-12" / "optional" / "format")
+FORMAT_TESTS = (
+    Path(__file__).resolve().parents[3]
+    / "shared"
+    / "corpus"
+    / "json-schema-test-suite"
+    / "draft2020-12"
+    / "optional"
+    / "format"
+)
 
 
 def format_term(name: str) -> rx.Term:
@@ -43,7 +50,9 @@ def test_json_schema_test_suite_formats() -> None:
                 if accepts(name, case["data"]) == case["valid"]:
                     num_agreed += 1
                 else:
-                    mismatches.append(f"{name}: {case['data']!r} should be valid={case['valid']} ({case['description']})")
+                    mismatches.append(
+                        f"{name}: {case['data']!r} should be valid={case['valid']} ({case['description']})"
+                    )
         print(f"  format {name:<22} {num_agreed}/{num_cases} agree")
         assert num_cases > 0, name
     assert not mismatches, "\n".join(mismatches)

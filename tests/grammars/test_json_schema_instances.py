@@ -3,10 +3,13 @@
 import json
 
 from grammars.compiler import compile_grammar
-from grammars.json_schema import CanonicalWriter, canonical_json, schema_grammar
+from grammars.frontends.json_schema import CanonicalWriter, canonical_json, schema_grammar
 
-SCHEMA = {"type": "object", "properties": {"b": {"type": "integer"}, "a": {"type": "array", "items": {"$ref": "#/$defs/p"}}},
-          "$defs": {"p": {"type": "object", "properties": {"y": {}, "x": {}}}}}
+SCHEMA = {
+    "type": "object",
+    "properties": {"b": {"type": "integer"}, "a": {"type": "array", "items": {"$ref": "#/$defs/p"}}},
+    "$defs": {"p": {"type": "object", "properties": {"y": {}, "x": {}}}},
+}
 
 
 def test_keys_follow_the_declared_order_at_every_level():

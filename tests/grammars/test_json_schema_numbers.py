@@ -6,9 +6,9 @@ from fractions import Fraction
 
 import pytest
 
-from grammars import byte_regex as rx
-from grammars.json_schema import numbers
-from grammars.json_schema.numbers import Bound
+from grammars.core import byte_regex as rx
+from grammars.frontends.json_schema import numbers
+from grammars.frontends.json_schema.numbers import Bound
 
 
 def _texts(seed: int, count: int) -> list[str]:
@@ -16,7 +16,9 @@ def _texts(seed: int, count: int) -> list[str]:
     texts = ["0", "-0", "0.0", "-0.00", "1", "1.0", "1.50", "-1", "10", "99", "100", "-100", "12.5", "999.999"]
     for _ in range(count):
         whole = rng.choice(["0", str(rng.randint(1, 9)), str(rng.randint(10, 999)), str(rng.randint(1000, 10**8))])
-        fraction = rng.choice(["", "." + "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 4))), ".0", ".5"])
+        fraction = rng.choice(
+            ["", "." + "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 4))), ".0", ".5"]
+        )
         texts.append(rng.choice(["", "-"]) + whole + fraction)
     return texts
 
@@ -36,7 +38,8 @@ def test_range_terms_agree_with_arithmetic(lower, upper):
             for text in TEXTS:
                 value = Fraction(Decimal(text))
                 expected = (low is None or (value > low.value if lower_strict else value >= low.value)) and (
-                    high is None or (value < high.value if upper_strict else value <= high.value))
+                    high is None or (value < high.value if upper_strict else value <= high.value)
+                )
                 assert rx.matches(term, text.encode()) == expected, (low, high, text)
 
 

@@ -3,7 +3,15 @@
 import pytest
 
 from grammars.errors import SchemaError
-from grammars.json_schema.refs import ROOT_URI, Dialect, Loc, SchemaRegistry, escape_token, join_uri, pointer_tokens
+from grammars.frontends.json_schema.refs import (
+    ROOT_URI,
+    Dialect,
+    Loc,
+    SchemaRegistry,
+    escape_token,
+    join_uri,
+    pointer_tokens,
+)
 
 
 def test_pointers_escape_and_unescape():
@@ -19,8 +27,14 @@ def test_uri_joining_handles_fragments_and_urns():
 
 
 def test_ids_anchors_and_dialects_are_indexed():
-    schema = {"$schema": "http://json-schema.org/draft-07/schema#", "$id": "http://x/root.json",
-              "definitions": {"a": {"$id": "#named", "type": "integer"}, "b": {"$id": "sub/b.json", "definitions": {"c": {}}}}}
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "$id": "http://x/root.json",
+        "definitions": {
+            "a": {"$id": "#named", "type": "integer"},
+            "b": {"$id": "sub/b.json", "definitions": {"c": {}}},
+        },
+    }
     registry = SchemaRegistry(schema)
     assert registry.dialect(registry.root) == Dialect.DRAFT7
     assert registry.resolve("#named", registry.root) == Loc(ROOT_URI, "/definitions/a")
@@ -29,7 +43,9 @@ def test_ids_anchors_and_dialects_are_indexed():
 
 
 def test_remote_documents_come_only_from_resources():
-    registry = SchemaRegistry({"$ref": "http://y/other.json#/$defs/z"}, resources={"http://y/other.json": {"$defs": {"z": True}}})
+    registry = SchemaRegistry(
+        {"$ref": "http://y/other.json#/$defs/z"}, resources={"http://y/other.json": {"$defs": {"z": True}}}
+    )
     assert registry.resolve("http://y/other.json#/$defs/z", registry.root) == Loc("http://y/other.json", "/$defs/z")
     with pytest.raises(SchemaError, match="not fetched"):
         SchemaRegistry({}).resolve("http://y/other.json", Loc(ROOT_URI, ""))

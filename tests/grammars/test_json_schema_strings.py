@@ -2,9 +2,9 @@
 
 import pytest
 
-from grammars import byte_regex as rx
-from grammars.charset import CharSet
-from grammars.json_schema import strings
+from grammars.core import byte_regex as rx
+from grammars.core.charset import CharSet
+from grammars.frontends.json_schema import strings
 
 
 def _matches(term, content: str) -> bool:

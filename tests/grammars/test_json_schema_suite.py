@@ -19,7 +19,9 @@ DRAFT_URIS = {"draft2020-12": None, "draft7": "http://json-schema.org/draft-07/s
 def _remotes() -> dict:
     remotes = {}
     for path in sorted((SUITE / "remotes").rglob("*.json")):
-        remotes["http://localhost:1234/" + path.relative_to(SUITE / "remotes").as_posix()] = json.loads(path.read_text())
+        remotes["http://localhost:1234/" + path.relative_to(SUITE / "remotes").as_posix()] = json.loads(
+            path.read_text()
+        )
     return remotes
 
 

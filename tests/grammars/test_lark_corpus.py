@@ -6,7 +6,7 @@
    control character injected) rejected, by us and by Lark's Earley parser alike.
 3. Random sentences of each grammar and one-character mutations of them get the same verdict from
    us and from Lark's Earley parser (dynamic lexer), except where our lexer's documented greediness
-   (`grammars.automaton`: no backtracking into a lexeme) rejects a text Lark splits differently;
+   (`grammars.core.automaton`: no backtracking into a lexeme) rejects a text Lark splits differently;
    those cases are counted, and any other disagreement fails.
 """
 
@@ -22,10 +22,8 @@ from lark import Lark
 from lark.exceptions import LarkError
 
 from grammars.compiler import compile_grammar
-from grammars.errors import GrammarError, GrammarSyntaxError
-from grammars.errors import LarkPriorityWarning
-from grammars.lark_grammar import lark_grammar
-
+from grammars.errors import GrammarError, GrammarSyntaxError, LarkPriorityWarning
+from grammars.frontends.lark.grammar import lark_grammar
 from tests.grammars.lark_sentences import SentenceGenerator, mutations, rejected_by_greedy_lexing
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "lark"
@@ -57,7 +55,11 @@ EXPECTED: dict[str, tuple[str, str, int | None] | str] = {
     "lark-parser/tests/grammars/test.lark": ("GrammarError", NO_START, None),
     "lark-parser/tests/grammars/test_relative_import_of_nested_grammar.lark": "ok",
     "lark-parser/tests/grammars/test_relative_import_of_nested_grammar__grammar_to_import.lark": "ok",
-    "lark-parser/tests/grammars/test_relative_import_of_nested_grammar__nested_grammar.lark": ("GrammarError", NO_START, None),
+    "lark-parser/tests/grammars/test_relative_import_of_nested_grammar__nested_grammar.lark": (
+        "GrammarError",
+        NO_START,
+        None,
+    ),
     "lark-parser/tests/grammars/test_unicode.lark": ("GrammarError", NO_START, None),
     "lark-parser/tests/grammars/three_rules_using_same_token.lark": "ok",
     "llguidance/sample_parser/data/lark.lark": "ok",
@@ -67,7 +69,11 @@ EXPECTED: dict[str, tuple[str, str, int | None] | str] = {
     "outlines/head/src/outlines/grammars/json.lark": "ok",
     f"{OUTLINES}/arithmetic.lark": "ok",
     f"{OUTLINES}/bash.lark": ("GrammarSyntaxError", "Recursion in terminal 'WORD'", 7),
-    f"{OUTLINES}/cfg_samples/lark/lark_self_grammar.lark": ("GrammarSyntaxError", "'escaped_string' used but not defined", 74),
+    f"{OUTLINES}/cfg_samples/lark/lark_self_grammar.lark": (
+        "GrammarSyntaxError",
+        "'escaped_string' used but not defined",
+        74,
+    ),
     f"{OUTLINES}/common.lark": ("GrammarError", NO_START, None),
     f"{OUTLINES}/csv.lark": "ok",
     f"{OUTLINES}/json.lark": "ok",
@@ -93,10 +99,18 @@ SAMPLES = {
 
 #: Grammars cross-checked with random sentences (fast enough under Lark's Earley parser).
 CROSS_CHECKED = [
-    f"{OUTLINES}/json.lark", "outlines/head/src/outlines/grammars/json.lark", "lark-parser/examples/standalone/json.lark",
-    f"{OUTLINES}/arithmetic.lark", "outlines/head/src/outlines/grammars/arithmetic.lark", f"{OUTLINES}/csv.lark",
-    "lark-parser/examples/composition/csv.lark", "lark-parser/examples/composition/storage.lark", f"{OUTLINES}/lisp.lark",
-    "lark-parser/tests/grammars/ab.lark", "lark-parser/examples/relative-imports/multiples.lark", f"{OUTLINES}/lark.lark",
+    f"{OUTLINES}/json.lark",
+    "outlines/head/src/outlines/grammars/json.lark",
+    "lark-parser/examples/standalone/json.lark",
+    f"{OUTLINES}/arithmetic.lark",
+    "outlines/head/src/outlines/grammars/arithmetic.lark",
+    f"{OUTLINES}/csv.lark",
+    "lark-parser/examples/composition/csv.lark",
+    "lark-parser/examples/composition/storage.lark",
+    f"{OUTLINES}/lisp.lark",
+    "lark-parser/tests/grammars/ab.lark",
+    "lark-parser/examples/relative-imports/multiples.lark",
+    f"{OUTLINES}/lark.lark",
     "llguidance/sample_parser/data/lark.lark",
 ]
 NUM_SENTENCES = 15
@@ -105,7 +119,9 @@ NUM_MUTATIONS = 3
 
 def start_rule(text: str) -> str:
     """`start` if the grammar defines it, else its first rule (terminal-only files keep `start`)."""
-    found = re.search(r"^[?!]?(start)\s*:", text, re.MULTILINE) or re.search(r"^[?!]?([a-z_][a-z0-9_]*)\s*(\.\d+)?\s*:", text, re.MULTILINE)
+    found = re.search(r"^[?!]?(start)\s*:", text, re.MULTILINE) or re.search(
+        r"^[?!]?([a-z_][a-z0-9_]*)\s*(\.\d+)?\s*:", text, re.MULTILINE
+    )
     return found.group(1) if found else "start"
 
 
@@ -156,8 +172,15 @@ def test_corpus_grammar_loads_or_names_the_problem(relative):
         assert (outcome[0], outcome[2]) == (expected[0], expected[2]) and expected[1] in outcome[1]
 
 
-@pytest.mark.parametrize("relative", ["lark-parser/lark/grammars/common.lark", "lark-parser/lark/grammars/unicode.lark",
-                                      f"{OUTLINES}/common.lark", "outlines/head/src/outlines/grammars/common.lark"])
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "lark-parser/lark/grammars/common.lark",
+        "lark-parser/lark/grammars/unicode.lark",
+        f"{OUTLINES}/common.lark",
+        "outlines/head/src/outlines/grammars/common.lark",
+    ],
+)
 def test_every_terminal_of_terminal_libraries_translates(relative):
     path = CORPUS / relative
     names = re.findall(r"^([A-Z_][A-Z_0-9]*)\s*(?:\.\d+)?\s*:", path.read_text(encoding="utf-8"), re.MULTILINE)
@@ -199,8 +222,10 @@ def test_samples_are_accepted_and_mutated_samples_rejected(relative):
     for path in samples:
         sample = accepted_form(path, parser)
         assert constraint.accepts(sample), path.name
-        verdicts = [(constraint.accepts(broken), None if parser is None else lark_accepts(parser, broken))
-                    for broken in broken_forms(sample)]
+        verdicts = [
+            (constraint.accepts(broken), None if parser is None else lark_accepts(parser, broken))
+            for broken in broken_forms(sample)
+        ]
         assert verdicts[0] == (False, False if parser else None), path.name  # \x01 first: never valid
         if parser is not None:
             assert [ours for ours, _theirs in verdicts] == [theirs for _ours, theirs in verdicts], path.name

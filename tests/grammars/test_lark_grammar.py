@@ -4,11 +4,17 @@ import random
 
 import pytest
 
-from grammars import ir
 from grammars.compiler import compile_grammar
-from grammars.errors import ConstraintLimitError, EmptyLanguageError, GrammarError, GrammarSyntaxError, StencilError
-from grammars.errors import LarkPriorityWarning
-from grammars.lark_grammar import lark_grammar
+from grammars.core import ir
+from grammars.errors import (
+    ConstraintLimitError,
+    EmptyLanguageError,
+    GrammarError,
+    GrammarSyntaxError,
+    LarkPriorityWarning,
+    StencilError,
+)
+from grammars.frontends.lark.grammar import lark_grammar
 from grammars.library import LIBRARY_NAMES, library_grammar
 
 
@@ -29,7 +35,7 @@ def test_repetitions_stay_ebnf_without_helper_rules():
 
 
 def test_rules_keep_their_names_and_only_reached_rules_are_translated():
-    grammar = lark_grammar('start: item+\nitem: NAME\nunused: /(?=x)/\nNAME: /[a-z]+/\n')
+    grammar = lark_grammar("start: item+\nitem: NAME\nunused: /(?=x)/\nNAME: /[a-z]+/\n")
     assert set(grammar.rules) == {"start", "item"}
     assert grammar.rules["item"] == ir.Lexeme(grammar.rules["item"].term, "NAME")
 
@@ -53,24 +59,37 @@ def test_the_start_argument_picks_the_rule():
 
 LANGUAGES = [
     # tree shaping (?rule, _rule, !rule, aliases) does not change the language
-    ('?start: _pair | single -> one\n_pair: "(" item "," item ")"\nsingle: item\n!item: "x" | "y"\n',
-     ["(x,y)", "x"], ["(x)", "xy", ""]),
+    (
+        '?start: _pair | single -> one\n_pair: "(" item "," item ")"\nsingle: item\n!item: "x" | "y"\n',
+        ["(x,y)", "x"],
+        ["(x)", "xy", ""],
+    ),
     # templates, expanded per argument list
-    ('start: _list{ITEM, ","} ";" _list{"n", "-"}\n_list{x, sep}: x (sep x)*\nITEM: /[0-9]+/\n',
-     ["1,22;n-n", "7;n"], ["1,;n", "1;"]),
+    (
+        'start: _list{ITEM, ","} ";" _list{"n", "-"}\n_list{x, sep}: x (sep x)*\nITEM: /[0-9]+/\n',
+        ["1,22;n-n", "7;n"],
+        ["1,;n", "1;"],
+    ),
     # case-insensitive strings follow Python's re.IGNORECASE (long s folds to s)
     ('start: "select"i\n', ["select", "SeLeCt", "\u017felect"], ["selec", "selectt"]),
     # regex flags: i, s (dot matches newline), x (verbose), m
-    ('start: /ab+c/i /a.b/s /a b  c/x /d/m\n', ["ABBCa\nbabcd", "abca-babcd"], ["abca\nb ab cd", "abca-babc"]),
+    ("start: /ab+c/i /a.b/s /a b  c/x /d/m\n", ["ABBCa\nbabcd", "abca-babcd"], ["abca\nb ab cd", "abca-babc"]),
     # ranges and Unicode literals
-    ('start: "\u03b1".."\u03c9" "h\u00e9llo" /[\u4e00-\u9fff]+/\n', ["\u03b2h\u00e9llo\u4e2d\u6587"], ["ah\u00e9llo\u4e2d"]),
+    (
+        'start: "\u03b1".."\u03c9" "h\u00e9llo" /[\u4e00-\u9fff]+/\n',
+        ["\u03b2h\u00e9llo\u4e2d\u6587"],
+        ["ah\u00e9llo\u4e2d"],
+    ),
     # several %ignore, inline ones too
     ('start: "a" "b"\n%ignore " "\n%ignore /#[^\\n]*\\n/\n', ["a b", "a #c\n b", "ab"], ["a\tb"]),
     # the empty literal is the empty sequence (an llguidance extension; Lark refuses it)
     ('start: "a" ("" | "b") ""\n', ["a", "ab"], ["b"]),
     # direct and indirect left recursion through ?rules
-    ('?start: sum\n?sum: product | sum "+" product\n?product: atom | product "*" atom\n?atom: /[0-9]/ | "(" sum ")"\n',
-     ["1+2*3", "(1+2)*3", "1"], ["1+", "+1", "(1"]),
+    (
+        '?start: sum\n?sum: product | sum "+" product\n?product: atom | product "*" atom\n?atom: /[0-9]/ | "(" sum ")"\n',
+        ["1+2*3", "(1+2)*3", "1"],
+        ["1+", "+1", "(1"],
+    ),
     ('start: a\na: b "x" | "y"\nb: a "z" | "w"\n', ["y", "wx", "yzx", "yzxzx"], ["x", "yz", "wxz"]),
     # priorities are tree-shaping for rules
     ('start: a | b\na.2: "x"\nb: "x" "y"\n', ["x", "xy"], ["y"]),
@@ -85,7 +104,7 @@ def test_languages(text, accepted, rejected):
 
 
 def test_common_imports_aliases_and_multi_imports():
-    text = "start: NUMBER (_SEP INT)*\n%import common.SIGNED_NUMBER -> NUMBER\n%import common (INT, WS_INLINE)\n_SEP: \",\"\n%ignore WS_INLINE\n"
+    text = 'start: NUMBER (_SEP INT)*\n%import common.SIGNED_NUMBER -> NUMBER\n%import common (INT, WS_INLINE)\n_SEP: ","\n%ignore WS_INLINE\n'
     constraint = language(text)
     assert constraint.accepts("-1.5e3, 2 ,3") and not constraint.accepts("1,-2")
 
@@ -171,7 +190,7 @@ def test_unsupported_or_bad_terminals_name_their_line(definition, reason):
 def test_docs_list_every_refused_construct():
     from pathlib import Path
 
-    from grammars import lark_sre
+    from grammars.frontends.lark import sre as lark_sre
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "lark.md").read_text(encoding="utf-8")
     assert [what for what in lark_sre._REFUSED.values() if what.split(" ", 1)[1] not in docs] == []
@@ -195,7 +214,7 @@ def test_start_rule_deriving_nothing():
 
 def test_missing_import_names_the_import_line(tmp_path):
     with pytest.raises(GrammarSyntaxError, match="cannot find the grammar 'nowhere'") as caught:
-        lark_grammar('start: x\n%import .nowhere.x\n', import_paths=[str(tmp_path)])
+        lark_grammar("start: x\n%import .nowhere.x\n", import_paths=[str(tmp_path)])
     assert caught.value.line == 2
 
 
@@ -216,7 +235,11 @@ def test_no_lark_exception_escapes_on_broken_text():
     text = library_grammar("sql_select")
     for _ in range(60):
         cut = rng.randrange(len(text))
-        broken = text[:cut] + rng.choice(["", ")", "|", "->", "%", '"', "/", "~", ":", "\n"]) + text[cut + rng.randrange(4):]
+        broken = (
+            text[:cut]
+            + rng.choice(["", ")", "|", "->", "%", '"', "/", "~", ":", "\n"])
+            + text[cut + rng.randrange(4) :]
+        )
         try:
             lark_grammar(broken)
         except StencilError:

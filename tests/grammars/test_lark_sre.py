@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from grammars import byte_regex as rx
-from grammars.lark_sre import has_special, parse_python_regex, unparse
-from grammars.regex_syntax import regex_term
+from grammars.core import byte_regex as rx
+from grammars.frontends.lark.sre import has_special, parse_python_regex, unparse
+from grammars.frontends.regex.syntax import regex_term
 
 PATTERNS = [
     r"[a-z_][a-z_0-9]*",
@@ -19,7 +19,7 @@ PATTERNS = [
     r"caf\u00e9|\U0001F600|\t\n ",
     r"a.b",
 ]
-ALPHABET = "abcdABCD_019 -\\\"]^x\u00e9\t\n.\U0001F600"
+ALPHABET = 'abcdABCD_019 -\\"]^x\u00e9\t\n.\U0001f600'
 
 
 def fuzz_texts(rng: random.Random, count: int) -> list[str]:
@@ -43,7 +43,9 @@ def test_global_flags_are_reported_and_applied():
     assert unparse(items, fail=ValueError) == "ab"
 
 
-@pytest.mark.parametrize("pattern, expected", [("a*?", True), ("(?=a)a", True), ("(?<!a)b", True), ("a*b+", False), ("(a|b)?", False)])
+@pytest.mark.parametrize(
+    "pattern, expected", [("a*?", True), ("(?=a)a", True), ("(?<!a)b", True), ("a*b+", False), ("(a|b)?", False)]
+)
 def test_special_parts_are_found(pattern, expected):
     items, _flags = parse_python_regex(pattern, frozenset())
     assert has_special(items) is expected

@@ -4,9 +4,9 @@ import re
 
 import pytest
 
-from grammars import byte_regex as rx
+from grammars.core import byte_regex as rx
 from grammars.errors import EmptyLanguageError, GrammarSyntaxError
-from grammars.lark_grammar import lark_grammar
+from grammars.frontends.lark.grammar import lark_grammar
 
 
 def terminal(definition: str, imports: str = "") -> rx.Term:
@@ -50,12 +50,15 @@ def test_c_comment_stops_at_the_first_close():
     assert not rx.matches(term, b"/* a */ b */")
 
 
-@pytest.mark.parametrize(("pattern", "texts"), [
-    (r"\/\*.*?\*\/", ["/* a * b */", "/** doc */", "/* a */ */", "/* a */"]),  # a tail of several items
-    (r"#.*?\n+", ["#a\n\n", "#a\n\nb"]),  # a greedy tail
-    (r"'.*?'x", ["'a'b'x", "'a'x'x"]),  # a tail that can fail where it starts
-    (r"<.{0,3}?>>", ["<a>>", "<a>b>>", "<>>>>"]),  # bounded
-])
+@pytest.mark.parametrize(
+    ("pattern", "texts"),
+    [
+        (r"\/\*.*?\*\/", ["/* a * b */", "/** doc */", "/* a */ */", "/* a */"]),  # a tail of several items
+        (r"#.*?\n+", ["#a\n\n", "#a\n\nb"]),  # a greedy tail
+        (r"'.*?'x", ["'a'b'x", "'a'x'x"]),  # a tail that can fail where it starts
+        (r"<.{0,3}?>>", ["<a>>", "<a>b>>", "<>>>>"]),  # bounded
+    ],
+)
 def test_lazy_repetition_stops_where_all_the_rest_matches(pattern: str, texts: list[str]):
     term = terminal(f"/{pattern}/s")
     for text in texts:

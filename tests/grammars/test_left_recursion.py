@@ -2,11 +2,11 @@
 
 import pytest
 
-from grammars import ir
-from grammars.automaton import GrammarAutomaton
+from grammars.core import ir
+from grammars.core.analysis import left_calls, nullable_rules
+from grammars.core.automaton import GrammarAutomaton
+from grammars.core.left_recursion import remove_left_recursion
 from grammars.errors import GrammarError
-from grammars.left_recursion import remove_left_recursion
-from grammars.analysis import left_calls, nullable_rules
 
 X, Y, Z, W = (ir.lit(c) for c in "xyzw")
 
@@ -17,7 +17,9 @@ def grammar(rules: dict[str, ir.Expr], start: str = "a") -> ir.Grammar:
 
 def indirect_cycles(rules: dict[str, ir.Expr]) -> list[str]:
     nullable = nullable_rules(rules)
-    return [name for name, expr in rules.items() if left_calls(expr, nullable) - {name} & _callers_of(name, rules, nullable)]
+    return [
+        name for name, expr in rules.items() if left_calls(expr, nullable) - {name} & _callers_of(name, rules, nullable)
+    ]
 
 
 def _callers_of(name: str, rules: dict[str, ir.Expr], nullable: set[str]) -> set[str]:
@@ -59,7 +61,11 @@ def test_direct_recursion_behind_an_optional_is_spread_for_the_parser():
 
 def test_unresolvable_cycle_is_left_for_the_parser_to_report():
     # a's left call to b sits behind a nullable rule n, which substitution at the head cannot see
-    rules = {"a": ir.alt(ir.seq(ir.ref("n"), ir.ref("b"), X), Y), "b": ir.alt(ir.seq(ir.ref("a"), Z), W), "n": ir.opt(W)}
+    rules = {
+        "a": ir.alt(ir.seq(ir.ref("n"), ir.ref("b"), X), Y),
+        "b": ir.alt(ir.seq(ir.ref("a"), Z), W),
+        "n": ir.opt(W),
+    }
     with pytest.raises(GrammarError, match="left recursion"):
         GrammarAutomaton(grammar(rules))
 

@@ -8,24 +8,42 @@ import numpy as np
 import pytest
 
 from grammars import TokenRejectedError
-from grammars import byte_regex as rx
-from grammars import ir
 from grammars.compiler import compile_grammar
+from grammars.core import byte_regex as rx
+from grammars.core import ir
 
 DIGITS = rx.repeat(rx.byte_range(48, 57), 1, None)
 STRING = rx.concat(
     rx.literal(b'"'),
-    rx.star(rx.alt(rx.byte_range(0x20, 0x21), rx.byte_range(0x23, 0x5B), rx.byte_range(0x5D, 0xFF),
-                   rx.concat(rx.literal(b"\\"), rx.byte_set(sum(1 << b for b in b'"\\/bfnrt'))))),
+    rx.star(
+        rx.alt(
+            rx.byte_range(0x20, 0x21),
+            rx.byte_range(0x23, 0x5B),
+            rx.byte_range(0x5D, 0xFF),
+            rx.concat(rx.literal(b"\\"), rx.byte_set(sum(1 << b for b in b'"\\/bfnrt'))),
+        )
+    ),
     rx.literal(b'"'),
 )
 
 
 def person_constraint():
     space = ir.opt(ir.lit(" "))
-    return compile_grammar(ir.RuleSet().grammar(ir.seq(
-        ir.lit('{"name":'), space, ir.lex(STRING), ir.lit(","), space, ir.lit('"age":'), space, ir.lex(DIGITS),
-        ir.lit("}"))))
+    return compile_grammar(
+        ir.RuleSet().grammar(
+            ir.seq(
+                ir.lit('{"name":'),
+                space,
+                ir.lex(STRING),
+                ir.lit(","),
+                space,
+                ir.lit('"age":'),
+                space,
+                ir.lex(DIGITS),
+                ir.lit("}"),
+            )
+        )
+    )
 
 
 def brute_force_mask(constraint, vocab, state):

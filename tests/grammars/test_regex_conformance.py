@@ -22,17 +22,17 @@ not UTF-8. Tests marked `compiles = false` must make our parser fail too.
 from __future__ import annotations
 
 import re
-import tomllib
 import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import tomllib
 
-from grammars import byte_regex as rx
+from grammars.core import byte_regex as rx
 from grammars.errors import GrammarSyntaxError
-from grammars.regex_syntax import regex_term
+from grammars.frontends.regex.syntax import regex_term
 
 TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "regex" / "rust-regex" / "testdata"
 #: Ratchet: the number of tests that reach a comparison; raise it when support grows.
@@ -58,7 +58,7 @@ def _unescape(text: str) -> bytes:
         if text[i] == "\\" and i + 1 < len(text):
             nxt = text[i + 1]
             if nxt == "x":
-                out.append(int(text[i + 2:i + 4], 16))
+                out.append(int(text[i + 2 : i + 4], 16))
                 i += 4
                 continue
             out += {"n": b"\n", "r": b"\r", "t": b"\t", "0": b"\0", "\\": b"\\"}.get(nxt, ("\\" + nxt).encode())

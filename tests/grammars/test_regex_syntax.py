@@ -1,4 +1,4 @@
-"""Regex parsing, lowering and search semantics (grammars.regex_syntax + grammars.regex_charclass)."""
+"""Regex parsing, lowering and search semantics (grammars.frontends.regex.syntax + grammars.frontends.regex.charclass)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grammars import byte_regex as rx
-from grammars.charset import CharSet, utf8_term
+from grammars.core import byte_regex as rx
+from grammars.core.charset import CharSet, utf8_term
 from grammars.errors import GrammarError, GrammarSyntaxError
-from grammars.regex_syntax import (
+from grammars.frontends.regex.syntax import (
     Alternation,
     CharClass,
     Concat,
@@ -90,6 +90,7 @@ def test_nested_quantifiers_match_long_inputs(pattern: str, text: str, expected:
 
 def test_nested_counted_repetitions_merge_exactly() -> None:
     """`(X{m1,n1}){m2,n2}` is merged into one counter when exact; compare every small case with `re`."""
+
     def bounds(lo: int, hi: int | None) -> str:
         return f"{{{lo},{'' if hi is None else hi}}}"
 
@@ -118,8 +119,15 @@ def test_lookbehind_error_has_offset_and_caret() -> None:
 
 @pytest.mark.parametrize(
     "pattern",
-    [r"^(?!io\.papermc\.)([a-zA-Z_$][a-zA-Z\d_$]*\.)*[a-zA-Z_$][a-zA-Z\d_$]*$", r"^(?!\s*$).+",
-     r"(?=.*\d)(?=.*[a-z]).{4,}", r"a(?=b)\w+", r"(?:x(?!y)){2}z", r"(?!a$)\w\w?", r"(a|b(?=c))c"],
+    [
+        r"^(?!io\.papermc\.)([a-zA-Z_$][a-zA-Z\d_$]*\.)*[a-zA-Z_$][a-zA-Z\d_$]*$",
+        r"^(?!\s*$).+",
+        r"(?=.*\d)(?=.*[a-z]).{4,}",
+        r"a(?=b)\w+",
+        r"(?:x(?!y)){2}z",
+        r"(?!a$)\w\w?",
+        r"(a|b(?=c))c",
+    ],
 )
 @settings(max_examples=60, deadline=None)
 @given(text=st.text(alphabet="abcxyz01 .\n_$", max_size=8))
@@ -245,8 +253,31 @@ def test_anchors_in_the_middle_are_refused(pattern: str) -> None:
 
 @pytest.mark.parametrize(
     "pattern",
-    ["", "a", "^a", "a$", "^a$", "^a|b$", "(^a)", "^(a|b)$", "(a|b$)", "(?:a$)", "(^a|b)c", "x(a|b$)",
-     "(^a)?b", "((^a))|c", "^", "$", "^$", "a|", "^(?:)$", "^^a", "a$$", "^(?:^|b)a", "(?:^|b)a"],
+    [
+        "",
+        "a",
+        "^a",
+        "a$",
+        "^a$",
+        "^a|b$",
+        "(^a)",
+        "^(a|b)$",
+        "(a|b$)",
+        "(?:a$)",
+        "(^a|b)c",
+        "x(a|b$)",
+        "(^a)?b",
+        "((^a))|c",
+        "^",
+        "$",
+        "^$",
+        "a|",
+        "^(?:)$",
+        "^^a",
+        "a$$",
+        "^(?:^|b)a",
+        "(?:^|b)a",
+    ],
 )
 def test_search_form_agrees_with_ecmascript_search(pattern: str) -> None:
     """ECMAScript `$` (no m flag) is end of input: Python's `\\Z`, so `re.search` with `$` -> `\\Z` is the oracle."""
@@ -330,8 +361,8 @@ def test_flavor_differences(pattern: str, text: str, python: bool | None, ecmasc
 
 
 def test_ecmascript_space_is_whitespace_and_line_terminators() -> None:
-    from grammars.charset import unicode_category
-    from grammars.regex_charclass import ECMASCRIPT_SPACE
+    from grammars.core.charset import unicode_category
+    from grammars.frontends.regex.charclass import ECMASCRIPT_SPACE
 
     expected = unicode_category("Zs") | CharSet.of("\t", "\n", "\v", "\f", "\r", "\ufeff", "\u2028", "\u2029")
     assert ECMASCRIPT_SPACE == expected
@@ -339,8 +370,11 @@ def test_ecmascript_space_is_whitespace_and_line_terminators() -> None:
 
 def test_lower_uses_the_given_encoder() -> None:
     """Front ends lower the same AST into other encodings (JSON Schema: JSON-string escapes)."""
+
     def escaped(chars: CharSet) -> rx.Term:  # each character also as \uXXXX (BMP only, for the test)
-        forms = [utf8_term(chars)] + [rx.literal(f"\\u{c:04x}".encode()) for lo, hi in chars for c in range(lo, min(hi, 0xFF) + 1)]
+        forms = [utf8_term(chars)] + [
+            rx.literal(f"\\u{c:04x}".encode()) for lo, hi in chars for c in range(lo, min(hi, 0xFF) + 1)
+        ]
         return rx.alt(*forms)
 
     term = lower(parse_regex("a[bc]$", flavor="ecmascript"), escaped)
@@ -378,12 +412,44 @@ def test_python_escapes_and_flags() -> None:
 # ----------------------------------------------------------------------------------------------
 
 PATTERNS = [
-    "abc", "a|b|cd", "a*b+c?", "(ab|a)(c|bcd)(d*)", "[a-fA-F0-9]{2,4}", "[^a-z]+", "x{2}y{0,3}z{1,}",
-    "(a|b)*abb", "(?:a{1,3}b?){2,3}", "\\d+(\\.\\d+)?", "\\w+@\\w+", "\\s*\\S+\\s*", "[\\w.-]+", "[^\\W\\d]+",
-    ".*", ".+a.", "(?s).{2}", "(?i)[a-z]+k", "(?i)ǅ|σ", "(?i)[^k]s", "[α-ω]+", "[\\u00e0-\\u00ff]*é",
-    "é|😀+|\\U0001F600{2}", "[^\\n]*\n", "(?a)\\w\\d\\s", "^a(b|c)*$", "\\A(x|y){3}\\Z", "(?x) a b # c",
-    "[\\x00-\\x7f]+[^\\x00-\\x7f]", "[\\x80-\\u07ff\\U00010000-\\U000100ff]{2}", "(|a)+", "(a?)*?b", "[-a]|[a-]|[\\]]", "\\.\\*\\+\\?\\(\\)\\[\\]\\{\\}",
-    "\\D\\W\\S", "a{0}b", "(?:a|b){0,0}c", "[٠-٩]+|\\d\\d",
+    "abc",
+    "a|b|cd",
+    "a*b+c?",
+    "(ab|a)(c|bcd)(d*)",
+    "[a-fA-F0-9]{2,4}",
+    "[^a-z]+",
+    "x{2}y{0,3}z{1,}",
+    "(a|b)*abb",
+    "(?:a{1,3}b?){2,3}",
+    "\\d+(\\.\\d+)?",
+    "\\w+@\\w+",
+    "\\s*\\S+\\s*",
+    "[\\w.-]+",
+    "[^\\W\\d]+",
+    ".*",
+    ".+a.",
+    "(?s).{2}",
+    "(?i)[a-z]+k",
+    "(?i)ǅ|σ",
+    "(?i)[^k]s",
+    "[α-ω]+",
+    "[\\u00e0-\\u00ff]*é",
+    "é|😀+|\\U0001F600{2}",
+    "[^\\n]*\n",
+    "(?a)\\w\\d\\s",
+    "^a(b|c)*$",
+    "\\A(x|y){3}\\Z",
+    "(?x) a b # c",
+    "[\\x00-\\x7f]+[^\\x00-\\x7f]",
+    "[\\x80-\\u07ff\\U00010000-\\U000100ff]{2}",
+    "(|a)+",
+    "(a?)*?b",
+    "[-a]|[a-]|[\\]]",
+    "\\.\\*\\+\\?\\(\\)\\[\\]\\{\\}",
+    "\\D\\W\\S",
+    "a{0}b",
+    "(?:a|b){0,0}c",
+    "[٠-٩]+|\\d\\d",
 ]
 INTERESTING = "abcdkKsSxyzé😀σΣς ǅǄǆ\n\t_.-0159٠\u212a\u017f\xa0\u2028\x85ABC@"
 TEXT = st.text(

@@ -29,7 +29,7 @@ class SchemaStoreResources(Mapping):
     def __getitem__(self, uri: str) -> object:
         for prefix in (SCHEMASTORE_URL, "http://json.schemastore.org/"):
             if uri.startswith(prefix):
-                path = self.folder / uri[len(prefix):]
+                path = self.folder / uri[len(prefix) :]
                 if path.suffix != ".json":  # the catalog also serves "https://json.schemastore.org/tsconfig"
                     path = path.with_name(path.name + ".json")
                 if path.is_file():
@@ -49,7 +49,10 @@ def bench_cases(stride: int):
     for group in sorted(p for p in (SCHEMAS / "jsonschemabench").iterdir() if p.is_dir()):
         for path in sorted(group.glob("*.json"))[::stride]:
             data = json.loads(path.read_text())
-            yield f"jsonschemabench/{group.name}", Case(path.name, data["schema"], [(t["data"], t["valid"]) for t in data["tests"]])
+            yield (
+                f"jsonschemabench/{group.name}",
+                Case(path.name, data["schema"], [(t["data"], t["valid"]) for t in data["tests"]]),
+            )
 
 
 def schemastore_cases(stride: int):

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import grammars
-from grammars.json_schema import canonical_json
+from grammars.frontends.json_schema import canonical_json
 
 from .conftest import REFERENCE_TOKENIZER
 
@@ -72,7 +72,9 @@ def test_canonical_tokenization_is_allowed_step_by_step(name, schema, instances,
         ids = hf_tokenizer.encode(canonical_json(schema, instance), add_special_tokens=False).ids
         matcher = constraint.matcher(vocab)
         for step, token_id in enumerate(ids):
-            assert matcher.mask()[token_id], f"step {step}: {hf_tokenizer.decode(ids[:step])[-40:]!r} + {hf_tokenizer.id_to_token(token_id)!r}"
+            assert matcher.mask()[token_id], (
+                f"step {step}: {hf_tokenizer.decode(ids[:step])[-40:]!r} + {hf_tokenizer.id_to_token(token_id)!r}"
+            )
             matcher.advance(token_id)
         assert matcher.mask()[list(vocab.eos_token_ids)].all()
 
@@ -106,18 +108,18 @@ def test_random_walks_produce_valid_json(data, vocab, hf_tokenizer):
 
 #: Differences between the engines that are design choices, not bugs; every other difference fails.
 KNOWN_DIFFERENCES = {
-    "forced-text": "llguidance allows only the canonical tokens of text the grammar forces (`{\"` as one"
-                   " token, not `{` then `\"`); Stencil allows every token sequence spelling it",
+    "forced-text": 'llguidance allows only the canonical tokens of text the grammar forces (`{"` as one'
+    ' token, not `{` then `"`); Stencil allows every token sequence spelling it',
     "escapes": "Stencil accepts every JSON spelling of a string's characters (`\\u0063` for `c`), also"
-               " under `pattern`/`enum`; llguidance only raw characters there",
+    " under `pattern`/`enum`; llguidance only raw characters there",
     "raw-del": "Stencil allows a raw DEL (0x7F) in strings, as RFC 8259 does; llguidance escapes it",
     "negative-zero": "Stencil accepts `-0` where `minimum: 0` holds (it is 0); llguidance does not",
     "exponent": "Stencil accepts exponent notation where a bound is decided by the sign alone"
-                " (`minimum: 0`); llguidance drops exponents under any bound",
+    " (`minimum: 0`); llguidance drops exponents under any bound",
     "bom-space": "`\\s` in a `pattern` follows ECMAScript, which counts U+FEFF as white space (its UTF-8"
-                 " lead byte starts the token); llguidance follows Unicode's White_Space",
+    " lead byte starts the token); llguidance follows Unicode's White_Space",
     "second-eos": "Stencil allows every end-of-sequence id of the tokenizer (<|im_end|> and <|endoftext|>);"
-                  " llguidance was given one",
+    " llguidance was given one",
 }
 
 
@@ -161,7 +163,9 @@ def test_masks_agree_with_llguidance(vocab, hf_tokenizer):
             continue
         counts["schemas compared"] += 1
         for instance in instances:
-            ids = hf_tokenizer.encode(canonical_json(schema, instance, whitespace="compact"), add_special_tokens=False).ids
+            ids = hf_tokenizer.encode(
+                canonical_json(schema, instance, whitespace="compact"), add_special_tokens=False
+            ).ids
             matcher = ours.matcher(vocab)
             theirs = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
             for step, token_id in enumerate(ids):
@@ -173,14 +177,18 @@ def test_masks_agree_with_llguidance(vocab, hf_tokenizer):
                     kind = _classify(vocab, matcher, theirs, extra, b"".join(vocab.token_bytes[i] for i in ids[:step]))
                     counts[kind or "unexplained"] += 1
                     if kind is None:
-                        unexplained.append(f"{name} step {step}: only Stencil allows {hf_tokenizer.id_to_token(extra)!r}")
+                        unexplained.append(
+                            f"{name} step {step}: only Stencil allows {hf_tokenizer.id_to_token(extra)!r}"
+                        )
                 for missing in np.flatnonzero(other & ~mine).tolist():
                     counts["unexplained"] += 1
-                    unexplained.append(f"{name} step {step}: only llguidance allows {hf_tokenizer.id_to_token(missing)!r}")
+                    unexplained.append(
+                        f"{name} step {step}: only llguidance allows {hf_tokenizer.id_to_token(missing)!r}"
+                    )
                 matcher.advance(token_id)
                 if not theirs.consume_token(token_id):  # e.g. a number spelling llguidance does not emit
                     counts["instances whose canonical text llguidance rejects (comparison stops there)"] += 1
-                    print(f"  llguidance rejects {name} at step {step}: {hf_tokenizer.decode(ids[:step + 1])[-40:]!r}")
+                    print(f"  llguidance rejects {name} at step {step}: {hf_tokenizer.decode(ids[: step + 1])[-40:]!r}")
                     break
     print("\nmask differences against llguidance:", dict(counts))
     for kind, why in KNOWN_DIFFERENCES.items():

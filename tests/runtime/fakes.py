@@ -16,7 +16,7 @@ import torch
 from grammars.errors import TokenRejectedError
 from runtime.config import ModelConfig
 from runtime.errors import RequestError
-from runtime.model_runner import ForwardBatch
+from runtime.model.runner import ForwardBatch
 from runtime.tokenizer import Tokenizer
 
 #: The fake model's logits width: the SmolLM2 vocabulary, so the real tokenizer decodes every id.
@@ -74,7 +74,12 @@ class FakeRunner:
     """A `ModelRunner` stand-in whose KV slots hold token ids; see the module docstring."""
 
     def __init__(
-        self, *, num_blocks: int, block_size: int = 4, vocab_size: int = FAKE_VOCAB_SIZE, max_position_embeddings: int = 512
+        self,
+        *,
+        num_blocks: int,
+        block_size: int = 4,
+        vocab_size: int = FAKE_VOCAB_SIZE,
+        max_position_embeddings: int = 512,
     ) -> None:
         self.num_blocks = num_blocks
         self.block_size = block_size
@@ -153,7 +158,7 @@ class DigitsMatcher:
 
 
 class DigitsConstraint:
-    """A `runtime.constraints.Constraint` for "1 to max_digits digits", built over any vocabulary."""
+    """A `runtime.engine.constraints.Constraint` for "1 to max_digits digits", built over any vocabulary."""
 
     def __init__(self, max_digits: int = 6) -> None:
         self.max_digits = max_digits

@@ -1,7 +1,7 @@
 """Tiny random-weight transformers models of each supported architecture, as test oracles.
 
 transformers is a test-only dependency: it builds the reference model, whose state_dict (Hugging
-Face names) feeds `runtime.models.build_model`, and whose logits our decoder must reproduce.
+Face names) feeds `runtime.model.architectures.build_model`, and whose logits our decoder must reproduce.
 """
 
 from __future__ import annotations

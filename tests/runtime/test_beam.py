@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.engine import Engine
-from runtime.sampling import SamplingParams
+from runtime.engine.llm_engine import Engine
+from runtime.engine.sampling import SamplingParams
 from tests.runtime.fakes import DigitsConstraint, FakeRunner, reference_greedy, reference_logits, smollm2_tokenizer
 
 
@@ -80,7 +80,9 @@ def test_best_beam_scores_at_least_the_greedy_path() -> None:
 
 def test_one_beam_is_greedy() -> None:
     engine = make_engine()
-    output = engine.generate([[40, 41, 42]], SamplingParams(temperature=0.0, max_tokens=8, num_beams=1, ignore_eos=True))
+    output = engine.generate(
+        [[40, 41, 42]], SamplingParams(temperature=0.0, max_tokens=8, num_beams=1, ignore_eos=True)
+    )
     assert list(output[0].token_ids) == reference_greedy([40, 41, 42], 8)
 
 

@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from runtime.block_manager import BlockManager
+from runtime.engine.block_manager import BlockManager
+from runtime.engine.sequence import Sequence
 from runtime.errors import EngineError
-from runtime.sequence import Sequence
 
 BLOCK_SIZE = 4
 _seq_ids = itertools.count()

@@ -14,10 +14,17 @@ import pytest
 import torch
 
 from grammars.errors import GrammarError, StencilError
-from runtime.engine import Engine
+from runtime.engine.llm_engine import Engine
+from runtime.engine.sampling import SamplingParams
 from runtime.errors import PromptTooLongError, RequestError
-from runtime.sampling import SamplingParams
-from tests.runtime.fakes import FAKE_VOCAB_SIZE, DigitsConstraint, FakeRunner, reference_greedy, reference_logits, smollm2_tokenizer
+from tests.runtime.fakes import (
+    FAKE_VOCAB_SIZE,
+    DigitsConstraint,
+    FakeRunner,
+    reference_greedy,
+    reference_logits,
+    smollm2_tokenizer,
+)
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
 
@@ -220,7 +227,9 @@ def test_digits_constraint_keeps_every_sequence_in_the_language() -> None:
     engine = make_engine()
     constraint = DigitsConstraint(max_digits=4)
     batch = prompts(4, seed=3)
-    outputs = engine.generate(batch, SamplingParams(temperature=0.8, seed=1, max_tokens=10, n=2), constraints=constraint)
+    outputs = engine.generate(
+        batch, SamplingParams(temperature=0.8, seed=1, max_tokens=10, n=2), constraints=constraint
+    )
     assert constraint.num_matchers == len(batch)  # the samples fork their matchers
     for output in outputs:
         for completion in output.outputs:
@@ -232,9 +241,14 @@ def test_digits_constraint_keeps_every_sequence_in_the_language() -> None:
 
 def test_constraints_per_prompt_may_be_none() -> None:
     engine = make_engine()
-    outputs = engine.generate([[50, 51], [50, 51]], GREEDY.replace(ignore_eos=False), constraints=[DigitsConstraint(), None])
+    outputs = engine.generate(
+        [[50, 51], [50, 51]], GREEDY.replace(ignore_eos=False), constraints=[DigitsConstraint(), None]
+    )
     assert outputs[0].text.isdigit()
-    assert list(outputs[1].token_ids)[: len(outputs[1].token_ids)] == reference_greedy([50, 51], 12)[: len(outputs[1].token_ids)]
+    assert (
+        list(outputs[1].token_ids)[: len(outputs[1].token_ids)]
+        == reference_greedy([50, 51], 12)[: len(outputs[1].token_ids)]
+    )
 
 
 class _BrokenMatcher:
@@ -267,10 +281,14 @@ class _BrokenConstraint:
         return _BrokenMatcher(self.error, self.allow_nothing)
 
 
-@pytest.mark.parametrize("constraint", [_BrokenConstraint(GrammarError("state budget")), _BrokenConstraint(allow_nothing=True)])
+@pytest.mark.parametrize(
+    "constraint", [_BrokenConstraint(GrammarError("state budget")), _BrokenConstraint(allow_nothing=True)]
+)
 def test_a_matcher_that_cannot_go_on_ends_its_sequence_with_error(constraint: _BrokenConstraint) -> None:
     engine = make_engine()
-    outputs = engine.generate([[5, 6], [7, 8]], [GREEDY.replace(ignore_eos=False), GREEDY], constraints=[constraint, None])
+    outputs = engine.generate(
+        [[5, 6], [7, 8]], [GREEDY.replace(ignore_eos=False), GREEDY], constraints=[constraint, None]
+    )
     assert outputs[0].finish_reason == "error" and isinstance(outputs[0].error, GrammarError)
     assert outputs[0].token_ids == ()
     assert outputs[1].finish_reason == "length"
@@ -438,8 +456,12 @@ def test_a_compiled_grammar_constrains_parallel_samples_and_beams() -> None:
 
     engine = make_engine()
     constraint = grammars.compile(grammars.Regex(r"[0-9]{1,4}-[a-z]{2}"))
-    sampled = engine.generate([[5, 6, 7]], SamplingParams(temperature=1.0, seed=3, max_tokens=20, n=2), constraints=constraint)
-    beams = engine.generate([[5, 6, 7]], SamplingParams(temperature=0.0, max_tokens=20, num_beams=2, n=2), constraints=constraint)
+    sampled = engine.generate(
+        [[5, 6, 7]], SamplingParams(temperature=1.0, seed=3, max_tokens=20, n=2), constraints=constraint
+    )
+    beams = engine.generate(
+        [[5, 6, 7]], SamplingParams(temperature=0.0, max_tokens=20, num_beams=2, n=2), constraints=constraint
+    )
     for completion in [*sampled[0].outputs, *beams[0].outputs]:
         assert completion.finish_reason == "stop"
         assert constraint.accepts(completion.text), completion.text

@@ -7,10 +7,10 @@ import torch
 import transformers
 
 import runtime
-from runtime.engine import Engine
-from runtime.model_runner import ModelRunner
-from runtime.models import build_model
-from runtime.sampling import SamplingParams
+from runtime.engine.llm_engine import Engine
+from runtime.engine.sampling import SamplingParams
+from runtime.model.architectures import build_model
+from runtime.model.runner import ModelRunner
 from tests.runtime.fakes import smollm2_tokenizer
 from tests.runtime.hf_oracle import model_config_from_hf, tiny_hf_model
 
@@ -25,7 +25,9 @@ def tiny_hf() -> transformers.PreTrainedModel:
     return model
 
 
-def tiny_engine(hf_model: transformers.PreTrainedModel, *, num_blocks: int = 64, block_size: int = 4, **limits: int) -> Engine:
+def tiny_engine(
+    hf_model: transformers.PreTrainedModel, *, num_blocks: int = 64, block_size: int = 4, **limits: int
+) -> Engine:
     config = model_config_from_hf(hf_model.config)
     model = build_model(config, hf_model.state_dict(), dtype=torch.float32)
     return Engine(ModelRunner(model, num_blocks=num_blocks, block_size=block_size), smollm2_tokenizer(), **limits)
@@ -33,7 +35,9 @@ def tiny_engine(hf_model: transformers.PreTrainedModel, *, num_blocks: int = 64,
 
 def hf_greedy(hf_model: transformers.PreTrainedModel, prompt: list[int], num_tokens: int) -> list[int]:
     with torch.no_grad():
-        out = hf_model.generate(torch.tensor([prompt]), max_new_tokens=num_tokens, min_new_tokens=num_tokens, do_sample=False)
+        out = hf_model.generate(
+            torch.tensor([prompt]), max_new_tokens=num_tokens, min_new_tokens=num_tokens, do_sample=False
+        )
     return out[0, len(prompt) :].tolist()
 
 
@@ -68,7 +72,9 @@ def smollm2_fp32() -> Engine:
 
 
 def test_smollm2_greedy_answers_in_english(smollm2_fp32: Engine) -> None:
-    output = smollm2_fp32.generate(["What is the capital of France?"], SamplingParams(temperature=0.0, max_tokens=24))[0]
+    output = smollm2_fp32.generate(["What is the capital of France?"], SamplingParams(temperature=0.0, max_tokens=24))[
+        0
+    ]
     assert "Paris" in output.text
     assert output.finish_reason == "stop"
     assert output.token_ids[-1] in smollm2_fp32.tokenizer.eos_token_ids
@@ -126,8 +132,20 @@ def test_default_load_streams_text(smollm2_fp32: Engine) -> None:
 def test_a_warm_prefix_cache_gives_the_same_sampled_completions_as_a_cold_one() -> None:
     engine = runtime.load(max_model_len=512)  # the default dtype, whose bfloat16 sums depend on the pass
     params = SamplingParams(temperature=1.5, max_tokens=48, seed=7)
-    topics = ["the sea", "a robot", "winter", "a lost key", "the moon", "a small town", "a dragon", "music", "a cat",
-              "rain", "a train", "a garden"]
+    topics = [
+        "the sea",
+        "a robot",
+        "winter",
+        "a lost key",
+        "the moon",
+        "a small town",
+        "a dragon",
+        "music",
+        "a cat",
+        "rain",
+        "a train",
+        "a garden",
+    ]
     for topic in topics:
         prompt = f"Write one sentence about {topic}, then list three facts about it."
         cold = engine.generate([prompt], params)[0]

@@ -7,7 +7,7 @@ import torch
 
 from runtime.config import ModelConfig
 from runtime.errors import RequestError
-from runtime.kv_cache import KVCache
+from runtime.model.kv_cache import KVCache
 
 CONFIG = ModelConfig(
     architecture="llama",

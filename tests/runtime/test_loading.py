@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.runtime.ggml_reference import random_k_blocks, reference_dequantize
 from gguf import GGMLQuantizationType, GGUFWriter
 from gguf.quants import dequantize, quantize
-from tests.runtime.tiny_gguf import TinySpec, gguf_tensors, tiny_hf_weights, write_tiny_gguf, write_tiny_hf_folder
 
 from runtime.errors import CorruptModelError, ModelNotFoundError, RequestError, UnsupportedModelError
 from runtime.loading import DEFAULT_MODEL_INSTALL_COMMAND, Checkpoint, default_model_path, load_checkpoint
 from runtime.loading.gguf_file import GGUFTensor, read_gguf
 from runtime.loading.gguf_tensors import SUPPORTED_TENSOR_TYPES, dequantize_tensor
 from runtime.loading.progress import LoadProgress
+from tests.runtime.ggml_reference import random_k_blocks, reference_dequantize
+from tests.runtime.tiny_gguf import TinySpec, gguf_tensors, tiny_hf_weights, write_tiny_gguf, write_tiny_hf_folder
 
 T = GGMLQuantizationType
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from runtime.errors import RequestError
-from runtime.model_runner import ForwardBatch, ModelRunner
-from runtime.models import build_model
+from runtime.model.architectures import build_model
+from runtime.model.runner import ForwardBatch, ModelRunner
 from tests.runtime.hf_oracle import hf_logits, model_config_from_hf, tiny_hf_model
 
 BLOCK_SIZE = 4
@@ -94,9 +94,7 @@ def test_mixed_batch_of_prefill_decode_and_verify(oracle) -> None:
     runner = ModelRunner(model, num_blocks=16, block_size=BLOCK_SIZE)
     _run(runner, [(prompts[1][:14], 0, second.block_ids), (prompts[2][:13], 0, third.block_ids)], all_logits=False)
     every = _run(runner, entries, all_logits=True)
-    torch.testing.assert_close(
-        every, torch.cat([expected[0], expected[1][14:], expected[2][13:]]), atol=ATOL, rtol=0
-    )
+    torch.testing.assert_close(every, torch.cat([expected[0], expected[1][14:], expected[2][13:]]), atol=ATOL, rtol=0)
 
 
 def test_k_token_verification_equals_sequential_decode(oracle) -> None:

@@ -9,8 +9,8 @@ import torch
 
 from runtime.errors import CorruptModelError, UnsupportedModelError
 from runtime.loading import default_model_path, load_checkpoint
-from runtime.model_runner import ForwardBatch, ModelRunner
-from runtime.models import Quantization, build_model
+from runtime.model.architectures import Quantization, build_model
+from runtime.model.runner import ForwardBatch, ModelRunner
 from tests.runtime.hf_oracle import TINY_CONFIGS, hf_logits, model_config_from_hf, tiny_hf_model
 
 SEQUENCES = [
@@ -63,8 +63,10 @@ def _split_experts(state_dict: dict[str, torch.Tensor], names: tuple[str, str, s
 
 @pytest.mark.parametrize(
     ("name", "expert_names", "moe_prefix"),
-    [("mixtral", ("w1.weight", "w3.weight", "w2.weight"), "block_sparse_moe."),
-     ("qwen2_moe", ("gate_proj.weight", "up_proj.weight", "down_proj.weight"), "mlp.")],
+    [
+        ("mixtral", ("w1.weight", "w3.weight", "w2.weight"), "block_sparse_moe."),
+        ("qwen2_moe", ("gate_proj.weight", "up_proj.weight", "down_proj.weight"), "mlp."),
+    ],
 )
 def test_hub_per_expert_names_load_the_same_model(name: str, expert_names: tuple, moe_prefix: str) -> None:
     hf_model = tiny_hf_model(name)
@@ -164,6 +166,7 @@ def test_build_model_rejects_what_it_cannot_run() -> None:
 
 # SmolLM2-135M-Instruct, the embedded default model. transformers dequantizes the GGUF itself, so the
 # oracle does not depend on our loader; our model is built through runtime.loading.
+
 
 @pytest.fixture(scope="module")
 def smollm2_hf():

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from runtime.errors import UnsupportedModelError
-from runtime.quantization import (
+from runtime.model.quantization import (
     INT4_GROUP_SIZE,
     MAX_QUANTIZED_KERNEL_ROWS,
     NUM_RESCORED_LOGITS,

@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from grammars.errors import GrammarError
-from runtime.errors import RequestError
-from runtime.sampling import (
+from runtime.engine.sampling import (
     SamplingParams,
     apply_constraint_masks,
     apply_penalties,
     sample_tokens,
     token_logprobs,
 )
-from runtime.sequence import Sequence
+from runtime.engine.sequence import Sequence
+from runtime.errors import RequestError
 
 GREEDY = SamplingParams(temperature=0.0)
 

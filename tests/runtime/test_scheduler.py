@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import itertools
 
-from runtime.block_manager import BlockManager
-from runtime.sampling import SamplingParams
-from runtime.scheduler import ScheduledBatch, Scheduler
-from runtime.sequence import Request, Sequence, SequenceStatus
+from runtime.engine.block_manager import BlockManager
+from runtime.engine.sampling import SamplingParams
+from runtime.engine.scheduler import ScheduledBatch, Scheduler
+from runtime.engine.sequence import Request, Sequence, SequenceStatus
 
 _ids = itertools.count()
 

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from runtime.engine import Engine
+from runtime.engine.llm_engine import Engine
 from sdk import LLM
 from sdk.backends import LocalBackend
 from tests.runtime.fakes import FakeRunner, smollm2_tokenizer

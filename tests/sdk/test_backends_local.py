@@ -8,8 +8,8 @@ import threading
 import pytest
 
 import sdk
-from runtime.engine import Engine
-from runtime.sampling import SamplingParams
+from runtime.engine.llm_engine import Engine
+from runtime.engine.sampling import SamplingParams
 from sdk.backends import BackendRequest, LocalBackend
 from tests.runtime.fakes import DigitsConstraint
 from tests.sdk.conftest import assert_pool_whole
@@ -103,4 +103,3 @@ def test_callers_on_different_event_loops_share_one_engine(engine: Engine) -> No
     assert len(outputs) == 4 and all(text.isdigit() for text in outputs)
     backend.close()
     assert_pool_whole(engine)
-

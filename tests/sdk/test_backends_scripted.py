@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import sdk
-from runtime.sampling import SamplingParams
-from runtime.sequence import FinishReason
+from runtime.engine.sampling import SamplingParams
+from runtime.engine.sequence import FinishReason
 from sdk.backends import BackendRequest, Scripted, ScriptedBackend
 
 REQUEST = BackendRequest([{"role": "user", "content": "hi there"}], SamplingParams(n=2))

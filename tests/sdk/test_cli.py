@@ -29,7 +29,9 @@ def test_generate_streams_a_greedy_completion(capsys: pytest.CaptureFixture[str]
         (["generate", "hi", "--model", "/nonexistent/model.gguf"], "no such file"),
     ],
 )
-def test_typed_errors_print_one_line_and_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_typed_errors_print_one_line_and_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == EXIT_USAGE
     out, err = capsys.readouterr()
     assert out == ""

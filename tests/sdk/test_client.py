@@ -11,8 +11,8 @@ from pydantic import BaseModel, field_validator
 
 import grammars
 import sdk
-from runtime.engine import Engine
-from runtime.sequence import FinishReason
+from runtime.engine.llm_engine import Engine
+from runtime.engine.sequence import FinishReason
 from sdk import LLM
 from sdk.backends import Scripted, ScriptedBackend
 from tests.sdk.conftest import assert_pool_whole
@@ -185,8 +185,11 @@ async def test_votes_on_the_canonical_form_and_on_a_field() -> None:
     llm = LLM(backend=backend)
     result = await llm.run("?", output=City, samples=5)
     assert result.value == City(name="Oslo", population=1)
-    assert result.votes.counts == {'{"name":"Oslo","population":1}': 2, '{"name":"Bergen","population":2}': 1,
-                                   '{"name":"Oslo","population":3}': 1}
+    assert result.votes.counts == {
+        '{"name":"Oslo","population":1}': 2,
+        '{"name":"Bergen","population":2}': 1,
+        '{"name":"Oslo","population":3}': 1,
+    }
     assert result.votes.num_invalid == 1
     by_name = await llm.run("?", output=City, samples=5, vote_on="name")
     assert by_name.votes.winner.count == 3 and by_name.value.name == "Oslo"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 
 import sdk.errors
-from runtime.outputs import Usage
+from runtime.engine.outputs import Usage
 from sdk.errors import GenerationError, IncompleteOutputError, SDKError, ValidationError
 
 

@@ -18,9 +18,26 @@ class Pick(BaseModel):
 
 def prepare(**overrides: Any):
     arguments: dict[str, Any] = dict(
-        prompt="p", output=Pick, reasoning=False, max_reasoning_tokens=None, samples=1, vote_on=None, retries=0,
-        describe_output=True, max_tokens=64, temperature=None, top_k=None, top_p=1.0, min_p=0.0, seed=None, stop=None,
-        repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0, num_beams=1, length_penalty=1.0,
+        prompt="p",
+        output=Pick,
+        reasoning=False,
+        max_reasoning_tokens=None,
+        samples=1,
+        vote_on=None,
+        retries=0,
+        describe_output=True,
+        max_tokens=64,
+        temperature=None,
+        top_k=None,
+        top_p=1.0,
+        min_p=0.0,
+        seed=None,
+        stop=None,
+        repetition_penalty=1.0,
+        presence_penalty=0.0,
+        frequency_penalty=0.0,
+        num_beams=1,
+        length_penalty=1.0,
     )
     arguments.update(overrides)
     return prepare_call(**arguments)

@@ -59,8 +59,16 @@ def test_specs_are_cached_per_output() -> None:
 
 def test_orders_that_the_output_keeps_are_part_of_its_identity() -> None:
     assert output_spec(Literal["b", "a"]).labels == ("b", "a") and output_spec(Literal["a", "b"]).labels == ("a", "b")
-    first = {"type": "object", "properties": {"b": {"type": "integer"}, "a": {"type": "integer"}}, "required": ["a", "b"]}
-    second = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}
+    first = {
+        "type": "object",
+        "properties": {"b": {"type": "integer"}, "a": {"type": "integer"}},
+        "required": ["a", "b"],
+    }
+    second = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+        "required": ["a", "b"],
+    }
     assert output_spec(first).constraint.accepts('{"b": 1, "a": 2}')
     assert output_spec(second).constraint.accepts('{"a": 2, "b": 1}')
 
@@ -132,7 +140,9 @@ def test_string_choices_are_written_as_bare_labels() -> None:
 
 def test_render_writes_values_the_way_the_model_should() -> None:
     assert json.loads(output_spec(Item).render({"name": "pen", "price": 2}, "f")) == {
-        "name": "pen", "price": 2, "color": None,
+        "name": "pen",
+        "price": 2,
+        "color": None,
     }
     assert output_spec(grammars.Choice(["yes", "no"])).render("no", "f") == "no"
     with pytest.raises(RequestError) as info:

@@ -64,8 +64,9 @@ def test_prompt_parts_render_zero_and_few_shot() -> None:
 
 
 def test_messages_render_through_the_models_chat_template() -> None:
-    messages = build_messages(Prompt(inputs="Hi", instructions="Greet."), output_spec(None), reasoning=False,
-                              describe_output=True)
+    messages = build_messages(
+        Prompt(inputs="Hi", instructions="Greet."), output_spec(None), reasoning=False, describe_output=True
+    )
     text = smollm2_tokenizer().apply_chat_template(messages)
     assert text == "<|im_start|>system\nGreet.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
 

@@ -19,7 +19,7 @@ def test_the_constraint_frees_the_reasoning_and_constrains_the_answer() -> None:
     assert constraint is reasoning.reasoning_constraint(output_spec(Answer))
     assert constraint.accepts('2 and 2 make 4, {"value": 3} is wrong.\nAnswer: {"value": 4}')
     assert constraint.accepts('\nAnswer:{"value": 4}')
-    assert not constraint.accepts('Thinking.\nAnswer: four')
+    assert not constraint.accepts("Thinking.\nAnswer: four")
     assert not constraint.accepts('{"value": 4}')
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runtime.outputs import Usage
+from runtime.engine.outputs import Usage
 from sdk.results import Timings, add_usage
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
@@ -11,7 +11,7 @@ from sdk.schema_text import describe_schema
 
 class Address(BaseModel):
     city: str
-    zip_code: Optional[str] = None
+    zip_code: str | None = None
 
 
 class Person(BaseModel):

@@ -10,7 +10,7 @@ from typing_extensions import TypedDict
 
 import grammars
 import sdk
-from runtime.engine import Engine
+from runtime.engine.llm_engine import Engine
 from sdk import LLM
 from sdk.backends import ScriptedBackend
 from sdk.outputs import output_spec

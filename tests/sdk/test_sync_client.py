@@ -9,7 +9,7 @@ import pytest
 
 import grammars
 import sdk
-from runtime.engine import Engine
+from runtime.engine.llm_engine import Engine
 from sdk import LLM, SyncLLM
 from sdk.backends import LocalBackend, ScriptedBackend
 from tests.sdk.conftest import assert_pool_whole

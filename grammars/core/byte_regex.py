@@ -1,0 +1,527 @@
+"""Byte-level regular expressions with Brzozowski derivatives: the algebra every terminal is built in.
+
+Terms are immutable, hash-consed (structurally equal terms are the same object, so `is` and `id`
+compare languages syntactically) and normalized by smart constructors. The derivative of a term by a
+byte is again a term, so a lazily built DFA simply *is* the set of terms reached by derivatives
+(see `grammars.core.lexer`). Counted repetition stays a counter (`Repeat(t, 3, 100000)` derives to
+`t' . Repeat(t, 2, 99999)`), so bounds like `maxLength: 100000` cost states only as far as a
+generation actually goes. Intersection and complement make "any key but the declared ones" and
+`pattern` + `maxLength` exact.
+
+Every term has `id`: a small int, dense from 0, usable as an index into the lexer's tables.
+`EMPTY` (no string) is id 0, which the lexer treats as its dead state.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterable
+
+ALL_BYTES = (1 << 256) - 1
+
+# Term kinds
+K_EMPTY, K_EPS, K_BYTES, K_CONCAT, K_ALT, K_REPEAT, K_AND, K_NOT, K_TAG = range(9)
+
+
+class Term:
+    """A node of the byte-regex algebra. Build terms with the module's constructors, never directly."""
+
+    __slots__ = ("id", "kind", "args", "bits", "lo", "hi", "tag", "nullable", "is_plain", "_classes")
+
+    def __init__(self, kind: int, args: tuple[Term, ...], bits: int, lo: int, hi: int | None, tag: int) -> None:
+        self.kind = kind
+        self.args = args
+        self.bits = bits
+        self.lo = lo
+        self.hi = hi
+        self.tag = tag
+        self._classes: tuple[int, ...] | None = None
+        self.nullable = _nullable(kind, args, lo)
+        #: No intersection or complement inside: then every term but EMPTY has a nonempty language.
+        self.is_plain = kind not in (K_AND, K_NOT) and all(a.is_plain for a in args)
+
+    def __reduce__(self):  # re-intern on unpickling, so hash-consing survives the disk cache
+        return (_intern, (self.kind, self.args, self.bits, self.lo, self.hi, self.tag))
+
+    def __repr__(self) -> str:
+        return f"Term#{self.id}({to_pattern(self)})"
+
+
+def _nullable(kind: int, args: tuple[Term, ...], lo: int) -> bool:
+    if kind == K_EPS:
+        return True
+    if kind in (K_EMPTY, K_BYTES):
+        return False
+    if kind == K_CONCAT:
+        return args[0].nullable and args[1].nullable
+    if kind == K_ALT:
+        return any(a.nullable for a in args)
+    if kind == K_REPEAT:
+        return lo == 0 or args[0].nullable
+    if kind == K_AND:
+        return all(a.nullable for a in args)
+    if kind == K_NOT:
+        return not args[0].nullable
+    return args[0].nullable  # K_TAG
+
+
+# Hash-consing: equal structure, same object. Terms therefore compare and hash by identity.
+_TABLE: dict[tuple, Term] = {}
+_TABLE_LOCK = threading.Lock()
+#: Every term ever built, indexed by id.
+TERMS: list[Term] = []
+
+
+def _intern(
+    kind: int, args: tuple[Term, ...] = (), bits: int = 0, lo: int = 0, hi: int | None = 0, tag: int = 0
+) -> Term:
+    key = (kind, tuple(a.id for a in args), bits, lo, hi, tag)
+    term = _TABLE.get(key)
+    if term is None:
+        with _TABLE_LOCK:
+            term = _TABLE.get(key)
+            if term is None:
+                term = Term(kind, args, bits, lo, hi, tag)
+                term.id = len(TERMS)
+                TERMS.append(term)
+                _TABLE[key] = term
+    return term
+
+
+EMPTY = _intern(K_EMPTY)
+EPSILON = _intern(K_EPS)
+ANY_BYTE = _intern(K_BYTES, bits=ALL_BYTES)
+
+
+# ----------------------------------------------------------------------------------------------
+# Constructors (normalizing)
+# ----------------------------------------------------------------------------------------------
+
+
+def byte_set(bits: int) -> Term:
+    """The set of single bytes whose bits are set in the 256-bit mask `bits`."""
+    bits &= ALL_BYTES
+    return _intern(K_BYTES, bits=bits) if bits else EMPTY
+
+
+def byte_range(lo: int, hi: int) -> Term:
+    """Any single byte in [lo, hi]."""
+    return byte_set(((1 << (hi + 1)) - 1) ^ ((1 << lo) - 1)) if lo <= hi else EMPTY
+
+
+def literal(data: bytes) -> Term:
+    """Exactly the byte string `data`."""
+    return concat(*(byte_set(1 << b) for b in data))
+
+
+def literals(options: Iterable[bytes]) -> Term:
+    """Exactly the byte strings in `options`, as a trie-shaped term: an enum of 100,000 values stays
+    fast to derive (each derivative sees at most 256 branches, not every option)."""
+    trie: dict = {}
+    for data in options:
+        node = trie
+        for byte in data:
+            node = node.setdefault(byte, {})
+        node[None] = True
+    return _trie_term(trie)
+
+
+def _trie_term(node: dict) -> Term:
+    # Iterative post-order, so deep tries (long literals) do not hit the recursion limit.
+    built: dict[int, Term] = {}
+    stack: list[tuple[dict, bool]] = [(node, False)]
+    while stack:
+        current, children_done = stack.pop()
+        if children_done:
+            branches = [concat(byte_set(1 << b), built[id(child)]) for b, child in current.items() if b is not None]
+            if None in current:
+                branches.append(EPSILON)
+            built[id(current)] = alt(*branches)
+        else:
+            stack.append((current, True))
+            stack.extend((child, False) for b, child in current.items() if b is not None)
+    return built[id(node)]
+
+
+def concat(*terms: Term) -> Term:
+    """The concatenation of `terms`, right-nested."""
+    result = EPSILON
+    for term in reversed(terms):
+        result = _concat2(term, result)
+    return result
+
+
+def _concat2(a: Term, b: Term) -> Term:
+    if a is EMPTY or b is EMPTY:
+        return EMPTY
+    if a is EPSILON:
+        return b
+    if b is EPSILON:
+        return a
+    if a.kind == K_CONCAT:
+        # Iterate over a's right-nested chain: recursing per element overflowed the stack for long
+        # literals (e.g. the derivative of `(a{3000})*`). Heads are never EMPTY/EPSILON/CONCAT.
+        heads = []
+        while a.kind == K_CONCAT:
+            heads.append(a.args[0])
+            a = a.args[1]
+        result = _concat2(a, b)
+        for head in reversed(heads):
+            result = _intern(K_CONCAT, (head, result))
+        return result
+    return _intern(K_CONCAT, (a, b))
+
+
+def alt(*terms: Term) -> Term:
+    """The union of `terms` (flattened, deduplicated, single-byte members merged)."""
+    members: set[Term] = set()
+    bits = 0
+    for term in terms:
+        for t in term.args if term.kind == K_ALT else (term,):
+            if t.kind == K_BYTES:
+                bits |= t.bits
+            elif t is not EMPTY:
+                members.add(t)
+    if bits:
+        members.add(byte_set(bits))
+    if len(members) > 1:
+        members = _drop_subsumed_counters(members)
+    if not members:
+        return EMPTY
+    if len(members) == 1:
+        return members.pop()
+    return _intern(K_ALT, tuple(sorted(members, key=lambda t: t.id)))
+
+
+def _drop_subsumed_counters(members: set[Term]) -> set[Term]:
+    """Keep only the widest of `x{lo,p}.y` and `x{lo,q}.y` (q >= p): the narrower adds nothing.
+
+    Derivatives of ambiguous nested counters otherwise pile up one member per count.
+    """
+    widest: dict[tuple[int, int, int], Term] = {}
+    kept: set[Term] = set()
+    for term in members:
+        counter, rest = (term.args[0], term.args[1]) if term.kind == K_CONCAT else (term, EPSILON)
+        if counter.kind != K_REPEAT:
+            kept.add(term)
+            continue
+        key = (counter.args[0].id, counter.lo, rest.id)
+        other = widest.get(key)
+        if other is None or _upper(other) < _upper(term):
+            widest[key] = term
+    return kept | set(widest.values())
+
+
+def _upper(term: Term) -> float:
+    counter = term.args[0] if term.kind == K_CONCAT else term
+    return float("inf") if counter.hi is None else counter.hi
+
+
+def repeat(term: Term, lo: int, hi: int | None) -> Term:
+    """`term` repeated between `lo` and `hi` times (`hi=None`: unbounded)."""
+    if hi is not None and hi < lo:
+        return EMPTY
+    if term.nullable:
+        lo = 0  # a nullable body can always make up the missing repetitions with empty strings
+    if hi == 0 or term is EPSILON:
+        return EPSILON
+    if term is EMPTY:
+        return EPSILON if lo == 0 else EMPTY
+    if lo == 1 and hi == 1:
+        return term
+    if term.kind == K_REPEAT and term.lo == 0 and term.hi is None and lo == 0 and hi is None:
+        return term
+    return _intern(K_REPEAT, (term,), lo=lo, hi=hi)
+
+
+def star(term: Term) -> Term:
+    return repeat(term, 0, None)
+
+
+def optional(term: Term) -> Term:
+    return alt(term, EPSILON)
+
+
+def intersect(*terms: Term) -> Term:
+    """Strings in every one of `terms`."""
+    members: set[Term] = set()
+    for term in terms:
+        for t in term.args if term.kind == K_AND else (term,):
+            if t is EMPTY:
+                return EMPTY
+            if t is not ANYTHING:
+                members.add(t)
+    if not members:
+        return ANYTHING
+    if len(members) == 1:
+        return members.pop()
+    return _intern(K_AND, tuple(sorted(members, key=lambda t: t.id)))
+
+
+def complement(term: Term) -> Term:
+    """Every byte string not in `term`."""
+    if term.kind == K_NOT:
+        return term.args[0]
+    return _intern(K_NOT, (term,))
+
+
+def difference(a: Term, b: Term) -> Term:
+    """Strings in `a` but not in `b`."""
+    return intersect(a, complement(b)) if b is not EMPTY else a
+
+
+def tag(tag_id: int, term: Term) -> Term:
+    """Mark `term` as the lexeme of terminal `tag_id`: tags survive derivatives, so a union of tagged
+    terms tells, in every state, which terminals are still alive and which accept."""
+    return _intern(K_TAG, (term,), tag=tag_id) if term is not EMPTY else EMPTY
+
+
+ANYTHING = star(ANY_BYTE)
+
+
+# ----------------------------------------------------------------------------------------------
+# Derivatives
+# ----------------------------------------------------------------------------------------------
+
+#: Derivatives by `term.id << 8 | byte` (int keys: no key object per entry for the collector to track).
+_DERIVATIVES: dict[int, Term] = {}
+
+
+def derivative(term: Term, byte: int) -> Term:
+    """The term matching { s : bytes([byte]) + s in term }."""
+    key = term.id << 8 | byte
+    result = _DERIVATIVES.get(key)
+    if result is None:
+        result = _derive(term, byte)
+        _DERIVATIVES[key] = result
+    return result
+
+
+def _derive(term: Term, byte: int) -> Term:
+    kind = term.kind
+    if kind == K_BYTES:
+        return EPSILON if term.bits >> byte & 1 else EMPTY
+    if kind in (K_EMPTY, K_EPS):
+        return EMPTY
+    if kind == K_CONCAT:
+        head, rest = term.args
+        first = _concat2(derivative(head, byte), rest)
+        return alt(first, derivative(rest, byte)) if head.nullable else first
+    if kind == K_ALT:
+        return alt(*(derivative(t, byte) for t in term.args))
+    if kind == K_REPEAT:
+        body = term.args[0]
+        remaining = repeat(body, max(term.lo - 1, 0), None if term.hi is None else term.hi - 1)
+        return _concat2(derivative(body, byte), remaining)
+    if kind == K_AND:
+        return intersect(*(derivative(t, byte) for t in term.args))
+    if kind == K_NOT:
+        return complement(derivative(term.args[0], byte))
+    return tag(term.tag, derivative(term.args[0], byte))  # K_TAG
+
+
+def derivative_classes(term: Term) -> tuple[int, ...]:
+    """A partition of the 256 bytes (as bit masks) such that bytes of one class have equal derivatives.
+
+    Computing one derivative per class instead of one per byte is what makes a DFA row cheap.
+    """
+    if term._classes is None:
+        term._classes = _classes(term)
+    return term._classes
+
+
+def _classes(term: Term) -> tuple[int, ...]:
+    kind = term.kind
+    if kind in (K_EMPTY, K_EPS):
+        return (ALL_BYTES,)
+    if kind == K_BYTES:
+        rest = ALL_BYTES & ~term.bits
+        return (term.bits, rest) if rest else (term.bits,)
+    if kind == K_CONCAT:
+        head, rest = term.args
+        parts = derivative_classes(head)
+        return _meet(parts, derivative_classes(rest)) if head.nullable else parts
+    if kind in (K_ALT, K_AND):
+        parts = (ALL_BYTES,)
+        for t in term.args:
+            parts = _meet(parts, derivative_classes(t))
+        return parts
+    return derivative_classes(term.args[0])  # K_REPEAT, K_NOT, K_TAG
+
+
+def _meet(p: tuple[int, ...], q: tuple[int, ...]) -> tuple[int, ...]:
+    if len(p) == 1 or p == q:
+        return q
+    if len(q) == 1:
+        return p
+    key = (p, q)
+    found = _MEETS.get(key)
+    if found is None:
+        found = _MEETS[key] = tuple(x & y for x in p for y in q if x & y)
+    return found
+
+
+#: Meets of partitions: the members of intersections and unions share a few partitions, met again
+#: for every state they reach.
+_MEETS: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[int, ...]] = {}
+
+
+def lowest_byte(bits: int) -> int:
+    """The smallest byte in a nonempty 256-bit mask."""
+    return (bits & -bits).bit_length() - 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Inspection
+# ----------------------------------------------------------------------------------------------
+
+
+def tags_of(term: Term) -> tuple[tuple[int, Term], ...]:
+    """The (tag, residual term) members of a union of tagged terms (a lexer state)."""
+    members = term.args if term.kind == K_ALT else (term,)
+    return tuple((t.tag, t.args[0]) for t in members if t.kind == K_TAG)
+
+
+#: Clamped terms by limit, then by term id.
+_CLAMPED: dict[int, dict[int, Term]] = {}
+
+
+def clamp_counters(term: Term, limit: int) -> Term:
+    """`term` with every counter relaxed beyond `limit`: `x{lo,hi}` becomes `x{min(lo, limit+1),}`
+    when hi > limit. For a plain term (no intersection or complement), both agree on every string of
+    at most `limit` bytes and on which of their prefixes can still be completed and which accept, so
+    walks of tokens no longer than `limit` are the same from either: a `maxLength: 100000` string
+    then has one walk, not one per count. Other terms are returned unchanged."""
+    if not term.is_plain:
+        return term
+    memo = _CLAMPED.setdefault(limit, {})  # lexer states share most subterms: clamp each once
+
+    def clamp(t: Term) -> Term:
+        done = memo.get(t.id)
+        if done is not None:
+            return done
+        kind = t.kind
+        if kind == K_CONCAT:
+            result = concat(clamp(t.args[0]), clamp(t.args[1]))
+        elif kind == K_ALT:
+            result = alt(*(clamp(a) for a in t.args))
+        elif kind == K_TAG:
+            result = tag(t.tag, clamp(t.args[0]))
+        elif kind == K_REPEAT:
+            relaxed = t.hi is not None and t.hi > limit
+            result = repeat(
+                clamp(t.args[0]), min(t.lo, limit + 1) if relaxed or t.lo > limit else t.lo, None if relaxed else t.hi
+            )
+        else:
+            result = t
+        memo[t.id] = result
+        return result
+
+    return clamp(term)
+
+
+#: Derivatives `is_empty` explores before it calls a term with intersection or complement undecided.
+MAX_EMPTINESS_STATES = 1_000
+_EMPTINESS: dict[int, bool | None] = {}
+
+
+def is_empty(term: Term) -> bool | None:
+    """Whether `term` matches no string; None when undecided within MAX_EMPTINESS_STATES.
+
+    Only EMPTY is empty among plain terms. Others are searched breadth-first (shortest witness
+    first) for a derivative that is nullable or plain, either of which proves a string. Memoized.
+    """
+    if term is EMPTY:
+        return True
+    if term.is_plain or term.nullable:
+        return False
+    found = _EMPTINESS.get(term.id, False)
+    if found is not False:
+        return found
+    result: bool | None = True
+    seen = {term.id}
+    frontier = deque([term])
+    while frontier and result:
+        current = frontier.popleft()
+        for byte_class in derivative_classes(current):
+            nxt = derivative(current, lowest_byte(byte_class))
+            if nxt is EMPTY or nxt.id in seen:
+                continue
+            if nxt.nullable or nxt.is_plain:
+                result = False
+                break
+            if len(seen) >= MAX_EMPTINESS_STATES:
+                result = None
+                break
+            seen.add(nxt.id)
+            frontier.append(nxt)
+    _EMPTINESS[term.id] = result
+    return result
+
+
+def matches(term: Term, data: bytes) -> bool:
+    """Whether `data` is in the language of `term` (by derivatives; for tests and small checks)."""
+    for byte in data:
+        term = derivative(term, byte)
+        if term is EMPTY:
+            return False
+    return term.nullable
+
+
+def iter_bytes(bits: int) -> Iterable[int]:
+    while bits:
+        low = bits & -bits
+        yield low.bit_length() - 1
+        bits ^= low
+
+
+def to_pattern(term: Term, max_len: int = 120) -> str:
+    """A readable regex-like rendering, for error messages and debugging."""
+    try:
+        text = _render(term)
+    except RecursionError:  # a very long chain: its start is what a message needs
+        text = _render_flat(term, max_len)
+    return text if len(text) <= max_len else text[: max_len - 3] + "..."
+
+
+def _render_flat(term: Term, max_len: int) -> str:
+    parts: list[str] = []
+    while term.kind == K_CONCAT and sum(map(len, parts)) < max_len:
+        parts.append(_render(term.args[0]) if term.args[0].kind in (K_BYTES, K_EPS) else "(…)")
+        term = term.args[1]
+    return "".join(parts) + "…"
+
+
+def _render(term: Term) -> str:
+    kind = term.kind
+    if kind == K_EMPTY:
+        return "∅"
+    if kind == K_EPS:
+        return "ε"
+    if kind == K_BYTES:
+        if term.bits == ALL_BYTES:
+            return "."
+        members = list(iter_bytes(term.bits))
+        if len(members) == 1:
+            return _show_byte(members[0])
+        return "[" + "".join(_show_byte(b) for b in members[:12]) + ("…" if len(members) > 12 else "") + "]"
+    if kind == K_CONCAT:
+        return _render(term.args[0]) + _render(term.args[1])
+    if kind == K_ALT:
+        return "(" + "|".join(_render(t) for t in term.args) + ")"
+    if kind == K_REPEAT:
+        hi = "" if term.hi is None else str(term.hi)
+        return f"({_render(term.args[0])}){{{term.lo},{hi}}}"
+    if kind == K_AND:
+        return "(" + "&".join(_render(t) for t in term.args) + ")"
+    if kind == K_NOT:
+        return f"~({_render(term.args[0])})"
+    return f"<{term.tag}:{_render(term.args[0])}>"
+
+
+def _show_byte(b: int) -> str:
+    c = chr(b)
+    if c.isalnum():
+        return c
+    return repr(c)[1:-1] if b < 128 else f"\\x{b:02x}"

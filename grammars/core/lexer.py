@@ -1,0 +1,153 @@
+"""The lexer: a lazily built DFA whose states are byte-regex terms, shared by every grammar in the process.
+
+A lexer state is a union of tagged terms, one per terminal still alive (`byte_regex.tag`); its
+successor on a byte is its derivative. States get dense ids (`sid`) in the order they are first
+seen, and their transition rows (256 successors) are filled on first use, so a schema pays only for
+the states its generations visit, and every schema shares the states of common terminals (the inside
+of a JSON string, a number, whitespace).
+
+Rows live in one numpy table (for the vectorized vocabulary walks in `grammars.masking.token_walk`) mirrored
+by Python lists (for the scalar byte walks of the matcher, where numpy scalar indexing is slow).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from grammars.core import byte_regex as rx
+from grammars.errors import ConstraintLimitError
+
+#: The state with no continuation: the empty language.
+DEAD = 0
+#: Budget of lexer states for the whole process; beyond it a grammar is too big to lex lazily.
+MAX_STATES = 2_000_000
+
+
+class LexerTables:
+    """Process-wide state numbering and transition rows of the lazy lexer DFA."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.terms: list[rx.Term] = []
+        self._sid_of_term: dict[int, int] = {}
+        capacity = 1024
+        self.trans = np.zeros((capacity, 256), dtype=np.int32)  # [states, bytes] -> sid
+        self.has_row = np.zeros(capacity, dtype=bool)
+        self.accepting = np.zeros(capacity, dtype=bool)
+        self.rows: list[list[int] | None] = []
+        self._accepting_tags: list[tuple[int, ...]] = []
+        self._representatives: dict[tuple[int, int], int] = {}
+        self.sid(rx.EMPTY)  # DEAD == 0
+
+    # ------------------------------------------------------------------------------------------
+    def sid(self, term: rx.Term) -> int:
+        """The state id of `term`, allocating one on first sight (DEAD for an empty language)."""
+        found = self._sid_of_term.get(term.id)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._sid_of_term.get(term.id)
+            if found is not None:
+                return found
+            if term is not rx.EMPTY and rx.is_empty(term) is True:
+                self._sid_of_term[term.id] = DEAD
+                return DEAD
+            sid = len(self.terms)
+            if sid >= MAX_STATES:
+                raise ConstraintLimitError(f"the lexer exceeded {MAX_STATES} states")
+            if sid >= len(self.has_row):
+                self._grow()
+            self.terms.append(term)
+            self.rows.append(None)
+            self.accepting[sid] = term.nullable
+            self._accepting_tags.append(tuple(tag for tag, rest in rx.tags_of(term) if rest.nullable))
+            self._sid_of_term[term.id] = sid
+            return sid
+
+    def _grow(self) -> None:
+        capacity = 2 * len(self.has_row)
+        trans = np.zeros((capacity, 256), dtype=np.int32)
+        trans[: len(self.trans)] = self.trans
+        has_row = np.zeros(capacity, dtype=bool)
+        has_row[: len(self.has_row)] = self.has_row
+        accepting = np.zeros(capacity, dtype=bool)
+        accepting[: len(self.accepting)] = self.accepting
+        # Readers holding the old arrays still see valid rows for the states they know.
+        self.trans, self.has_row, self.accepting = trans, has_row, accepting
+
+    def row(self, sid: int) -> list[int]:
+        """The successor of `sid` on each of the 256 bytes, computing it on first use."""
+        row = self.rows[sid]
+        if row is None:
+            row = self._fill_row(sid)
+        return row
+
+    def ensure_rows(self, sids: np.ndarray) -> None:
+        """Make sure every state in `sids` has its row in `trans` (before a vectorized gather)."""
+        missing = sids[~self.has_row.take(sids)]
+        if missing.size:
+            for sid in np.unique(missing).tolist():
+                self.row(sid)
+
+    def _fill_row(self, sid: int) -> list[int]:
+        with self._lock:
+            if self.rows[sid] is not None:
+                return self.rows[sid]  # type: ignore[return-value]
+            term = self.terms[sid]
+            row = np.zeros(256, dtype=np.int32)
+            try:
+                for byte_class in rx.derivative_classes(term):
+                    successor = self.sid(rx.derivative(term, rx.lowest_byte(byte_class)))
+                    if successor != DEAD:
+                        row[_byte_mask(byte_class)] = successor
+            except RecursionError as exc:
+                raise ConstraintLimitError(f"a terminal is nested too deeply to lex: {rx.to_pattern(term)}") from exc
+            self.trans[sid] = row
+            self.has_row[sid] = True
+            self.rows[sid] = row.tolist()
+            return self.rows[sid]  # type: ignore[return-value]
+
+    def step(self, sid: int, byte: int) -> int:
+        row = self.rows[sid]
+        return (row if row is not None else self._fill_row(sid))[byte]
+
+    def accepting_tags(self, sid: int) -> tuple[int, ...]:
+        """Tags (terminal term ids) whose lexeme may end in state `sid`."""
+        return self._accepting_tags[sid]
+
+    def alive_bytes(self, sid: int) -> list[int]:
+        return [b for b, nxt in enumerate(self.row(sid)) if nxt != DEAD]
+
+    def walk_representative(self, sid: int, max_token_len: int) -> int:
+        """A state whose walks of tokens up to `max_token_len` bytes equal those from `sid`
+        (`byte_regex.clamp_counters`): the states of one bounded string share a single walk."""
+        key = (sid, max_token_len)
+        found = self._representatives.get(key)
+        if found is None:
+            found = self._representatives[key] = self.sid(rx.clamp_counters(self.terms[sid], max_token_len))
+        return found
+
+    def can_continue(self, sid: int) -> bool:
+        """Whether some byte extends the lexeme from `sid` (False: an accepting state is final)."""
+        return any(self.row(sid))
+
+
+def _byte_mask(bits: int) -> np.ndarray:
+    """bool[256] of the bytes set in a 256-bit mask."""
+    return np.unpackbits(np.frombuffer(bits.to_bytes(32, "little"), dtype=np.uint8), bitorder="little").astype(bool)
+
+
+#: The one lexer of the process.
+LEXER = LexerTables()
+
+
+def is_empty_language(term: rx.Term) -> bool:
+    """Whether `term` provably matches no string (one too big to decide counts as nonempty)."""
+    return LEXER.sid(term) == DEAD if term is not rx.EMPTY else True
+
+
+def start_state(terms: tuple[rx.Term, ...]) -> int:
+    """The lexer state that matches any one of `terms`, each tagged with its own term id."""
+    return LEXER.sid(rx.alt(*(rx.tag(t.id, t) for t in terms)))

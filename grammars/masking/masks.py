@@ -1,0 +1,123 @@
+"""Token masks of one grammar over one vocabulary, shared by all of that pair's matchers.
+
+A mask for automaton state `(config, sid)` is the lexer-state walk (`grammars.masking.token_walk`: tokens
+inside the lexeme, computed once per lexer state for every grammar) plus the boundary tokens this
+grammar's parser accepts, plus — when the current lexeme may end here — the tokens that start the
+next lexeme, which is the mask of the boundary state restricted to first bytes that cannot extend
+the current lexeme. Masks are cached per state, so a repeated structure (array items, the inside of
+every string of a field) costs a dict lookup after the first time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import numpy as np
+
+from grammars.core.automaton import GrammarAutomaton, State
+from grammars.core.lexer import DEAD, LEXER
+from grammars.masking.token_walk import advance_rows, walk_state
+from grammars.masking.vocab import Vocabulary
+
+#: States whose masks are kept per (grammar, vocabulary) before the cache is cleared.
+MAX_CACHED_STATES = 65536
+#: Distinct masks kept (each is one byte per token): states with equal masks share one array, and
+#: most do (every position inside one kind of string, say), so this bounds the memory.
+MAX_DISTINCT_MASKS = 1024
+#: Boundary groups up to this size are settled token by token (memoized scalar walks beat numpy's
+#: per-call overhead on a handful of tokens); larger groups are walked vectorized.
+MAX_SCALAR_GROUP = 32
+
+
+class MaskTable:
+    """Allowed tokens and token transitions of `automaton` over `vocab`."""
+
+    def __init__(self, automaton: GrammarAutomaton, vocab: Vocabulary) -> None:
+        self.automaton = automaton
+        self.vocab = vocab
+        self._eos_ids = np.array(vocab.eos_token_ids, dtype=np.int64)
+        self._eos_set = frozenset(vocab.eos_token_ids)
+        self._allowed: dict[State, np.ndarray] = {}
+        self._distinct: dict[bytes, np.ndarray] = {}
+        self._tensors: dict[State, object] = {}
+        self._lock = threading.RLock()
+
+    def allowed(self, state: State) -> np.ndarray:
+        """bool[vocab.size]: the tokens allowed in `state` (EOS only where the text may end)."""
+        found = self._allowed.get(state)
+        if found is None:
+            with self._lock:
+                found = self._allowed.get(state)
+                if found is None:
+                    if len(self._allowed) >= MAX_CACHED_STATES or len(self._distinct) >= MAX_DISTINCT_MASKS:
+                        self._allowed.clear()
+                        self._distinct.clear()
+                        self._tensors.clear()
+                    computed = self._compute(state)
+                    found = self._distinct.setdefault(
+                        hashlib.blake2b(computed.tobytes(), digest_size=16).digest(), computed
+                    )
+                    self._allowed[state] = found
+        return found
+
+    def mask(self, state: State):
+        """`allowed(state)` as a torch bool tensor sharing its memory (do not modify it)."""
+        tensor = self._tensors.get(state)
+        if tensor is None:
+            import torch
+
+            tensor = torch.from_numpy(self.allowed(state))
+            self._tensors[state] = tensor
+        return tensor
+
+    def next_state(self, state: State, token_id: int) -> State | None:
+        """The state after `token_id` (not EOS), or None if the token is not allowed."""
+        data = self.vocab.token_bytes[token_id] if 0 <= token_id < len(self.vocab.token_bytes) else None
+        if not data:
+            return None
+        return self.automaton.walk(state, data)
+
+    def is_eos(self, token_id: int) -> bool:
+        return token_id in self._eos_set
+
+    def _compute(self, state: State) -> np.ndarray:
+        automaton = self.automaton
+        arrays = self.vocab.walk_arrays
+        config, sid = state
+        at_boundary = sid is None
+        lexer_sid = automaton.lexer_start(config) if at_boundary else sid
+        walk = walk_state(self.vocab, lexer_sid)
+        allowed = walk.new_mask(self.vocab.size)
+        for before, position, rows in walk.boundaries:
+            allowed[arrays.ids[self._settle(config, before, rows, position)]] = True
+        if not at_boundary and LEXER.accepting[lexer_sid]:
+            ended = automaton.end_lexeme(config, lexer_sid)
+            if ended is not None:
+                # Tokens whose first byte cannot extend the lexeme end it and start the next one.
+                cannot_extend = np.append(np.asarray(LEXER.row(lexer_sid)) == DEAD, False)
+                first_bytes = arrays.first_byte_of_id
+                width = len(first_bytes)
+                allowed[:width] |= self.allowed((ended, None))[:width] & cannot_extend[first_bytes]
+        allowed[self._eos_ids] = automaton.can_end(state)
+        return allowed
+
+    def _settle(self, config: int, before: int, rows: np.ndarray, position: int) -> np.ndarray:
+        """The rows among boundary tokens (lexeme ending in lexer state `before` just before
+        `position`) whose remaining bytes the grammar accepts."""
+        automaton = self.automaton
+        config = automaton.end_lexeme(config, before)
+        if config is None:
+            return rows[:0]
+        if rows.size <= MAX_SCALAR_GROUP:
+            ids, token_bytes = self.vocab.walk_arrays.ids, self.vocab.token_bytes
+            start = (config, None)
+            keep = [automaton.walk(start, token_bytes[i][position:]) is not None for i in ids[rows].tolist()]
+            return rows[np.array(keep, dtype=bool)]
+        walk = advance_rows(self.vocab.walk_arrays, automaton.lexer_start(config), rows, position)
+        accepted = [walk.inside_rows]
+        # A fresh lexeme consumes at least one byte before it can end (lexemes are non-nullable),
+        # so every nested boundary lies further on and the recursion ends within the token.
+        for nested_before, nested_position, nested_rows in walk.boundaries:
+            accepted.append(self._settle(config, nested_before, nested_rows, nested_position))
+        return np.concatenate(accepted)

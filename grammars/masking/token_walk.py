@@ -1,0 +1,125 @@
+"""What tokens do from a lexer state: vectorized over the vocabulary, byte position by position.
+
+From a lexer state, a token either stays inside the current lexeme (the lexer is still alive after
+its last byte: allowed whatever the parser says, since the parser allowed every terminal the lexer
+state still holds), ends the lexeme at some byte and goes on with a new lexeme (a *boundary* token,
+which the parser must settle), or dies. `advance_rows` runs a set of tokens at once with numpy,
+keeping only the tokens still alive, and reports boundary tokens grouped by (lexer state before the
+ending byte, position): the parser then settles each group once, not each token. The walk of the
+whole vocabulary from a lexer state does not depend on the grammar, so it is cached per
+(vocabulary, lexer state) and shared by every grammar that reaches the state.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from grammars.core.lexer import DEAD, LEXER
+from grammars.masking.vocab import Vocabulary, WalkArrays
+
+#: Lexer states whose whole-vocabulary walks are kept per vocabulary.
+MAX_CACHED_WALKS = 4096
+#: Above this many inside tokens a walk keeps a dense mask: copying it beats scattering the ids.
+DENSE_INSIDE_THRESHOLD = 2048
+
+
+@dataclass(frozen=True)
+class RowWalk:
+    """The fate of a set of tokens (rows of the vocabulary's walk arrays) from one lexer state.
+
+    inside_rows: tokens that end with the lexer still inside a live lexeme.
+    boundaries: (lexer state before the byte that ends the lexeme, position of that byte, rows).
+    """
+
+    inside_rows: np.ndarray
+    boundaries: tuple[tuple[int, int, np.ndarray], ...]
+
+
+@dataclass(frozen=True)
+class StateWalk:
+    """The whole vocabulary's walk from one lexer state, with the inside tokens as a mask.
+
+    inside_mask: bool[vocab.size], dense for wide states (the inside of a string), else None and
+        `inside_ids` holds the few ids.
+    """
+
+    inside_ids: np.ndarray
+    inside_mask: np.ndarray | None
+    boundaries: tuple[tuple[int, int, np.ndarray], ...]
+
+    def new_mask(self, size: int) -> np.ndarray:
+        """A fresh bool[size] array with the inside tokens set."""
+        if self.inside_mask is not None:
+            return self.inside_mask.copy()
+        mask = np.zeros(size, dtype=bool)
+        mask[self.inside_ids] = True
+        return mask
+
+
+def advance_rows(arrays: WalkArrays, sid: int, rows: np.ndarray, offset: int) -> RowWalk:
+    """Walk the tokens `rows` (each longer than `offset`) from byte `offset` through lexer state `sid`.
+
+    A token whose byte at `offset` cannot extend the lexeme is a boundary at `offset` if `sid`
+    accepts (the lexeme ends before the token's remaining bytes).
+    """
+    lengths, columns = arrays.lengths, arrays.columns
+    states = np.full(rows.size, sid, dtype=np.int32)
+    inside: list[np.ndarray] = []
+    boundaries: list[tuple[int, int, np.ndarray]] = []
+    position = offset
+    while rows.size:
+        LEXER.ensure_rows(states)
+        # Flat gathers (row * 256 + byte) beat two-dimensional fancy indexing severalfold.
+        nxt = LEXER.trans.ravel().take(states.astype(np.int64) * 256 + columns[position].take(rows))
+        dead = nxt == DEAD
+        if dead.any():
+            ends = dead & LEXER.accepting.take(states)
+            if ends.any():
+                ending_rows, ending_states = rows[ends], states[ends]
+                for before in np.unique(ending_states).tolist():
+                    boundaries.append((before, position, ending_rows[ending_states == before]))
+            alive = ~dead
+            rows, nxt = rows[alive], nxt[alive]
+        position += 1
+        done = lengths.take(rows) == position
+        if done.any():
+            inside.append(rows[done])
+            rows, nxt = rows[~done], nxt[~done]
+        states = nxt
+    inside_rows = np.concatenate(inside) if inside else np.zeros(0, dtype=np.int64)
+    return RowWalk(inside_rows, tuple(boundaries))
+
+
+_walk_lock = threading.Lock()
+
+
+def walk_state(vocab: Vocabulary, sid: int) -> StateWalk:
+    """The (cached) walk of every token of `vocab` from lexer state `sid`, skipping tokens whose first
+    byte cannot extend the lexeme (callers handle a lexeme that ends before the token)."""
+    cache: dict[int, StateWalk] = vocab.__dict__.setdefault("_state_walks", {})
+    sid = LEXER.walk_representative(sid, vocab.walk_arrays.max_len)
+    walk = cache.get(sid)
+    if walk is None:
+        with _walk_lock:
+            walk = cache.get(sid)
+            if walk is None:
+                walk = _walk_vocabulary(vocab, sid)
+                if len(cache) >= MAX_CACHED_WALKS:
+                    cache.clear()
+                cache[sid] = walk
+    return walk
+
+
+def _walk_vocabulary(vocab: Vocabulary, sid: int) -> StateWalk:
+    arrays = vocab.walk_arrays
+    extends = np.asarray(LEXER.row(sid), dtype=np.int32) != DEAD
+    rows = advance_rows(arrays, sid, arrays.rows_starting_with(extends), 0)
+    inside_ids = arrays.ids[rows.inside_rows]
+    inside_mask = None
+    if inside_ids.size > DENSE_INSIDE_THRESHOLD:
+        inside_mask = np.zeros(vocab.size, dtype=bool)
+        inside_mask[inside_ids] = True
+    return StateWalk(inside_ids, inside_mask, rows.boundaries)

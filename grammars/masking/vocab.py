@@ -1,0 +1,186 @@
+"""The token vocabulary as the constraint engine sees it: the exact bytes of every token id.
+
+Special tokens have no bytes: they are never part of a constrained text, except the end-of-sequence
+ids, which a mask allows exactly when the text so far is complete. The mask is as wide as the
+model's logits (`size`), which may exceed the tokenizer's vocabulary; padded ids are never allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from grammars.errors import GrammarError
+
+#: Tokens tried, in order, as end-of-sequence when the tokenizer does not say (chat models first).
+EOS_CANDIDATES = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "</s>", "<|end|>", "<eos>")
+
+
+class Vocabulary:
+    """Token id -> bytes, end-of-sequence ids and mask width.
+
+    Args:
+        token_bytes: the bytes of each token id; None for special (control) tokens.
+        eos_token_ids: ids that end a sequence; allowed by a mask only when the matcher accepts.
+        size: mask width (the logits width); defaults to len(token_bytes).
+    Raises:
+        GrammarError: no end-of-sequence id, or ids out of range.
+    """
+
+    def __init__(
+        self, token_bytes: Sequence[bytes | None], eos_token_ids: Sequence[int], *, size: int | None = None
+    ) -> None:
+        self.token_bytes: tuple[bytes | None, ...] = tuple(token_bytes)
+        self.size = len(self.token_bytes) if size is None else size
+        self.eos_token_ids = tuple(sorted(set(eos_token_ids)))
+        if self.size < len(self.token_bytes):
+            raise GrammarError(
+                f"mask width {self.size} is smaller than the vocabulary ({len(self.token_bytes)} tokens)"
+            )
+        if not self.eos_token_ids:
+            raise GrammarError("the vocabulary has no end-of-sequence token; pass eos_token_ids")
+        if any(not 0 <= i < self.size for i in self.eos_token_ids):
+            raise GrammarError(f"end-of-sequence ids {self.eos_token_ids} are outside the vocabulary")
+
+    @classmethod
+    def from_tokenizer(
+        cls, tokenizer: Any, *, size: int | None = None, eos_token_ids: Sequence[int] | None = None
+    ) -> Vocabulary:
+        """Build the vocabulary of a tokenizer.
+
+        Args:
+            tokenizer: a `tokenizers.Tokenizer`, a path to a tokenizer.json, or an object with
+                `token_bytes` and `eos_token_ids` attributes (the runtime's tokenizer).
+            size: mask width; default: the tokenizer's vocabulary size.
+            eos_token_ids: override the end-of-sequence ids.
+        Raises:
+            GrammarError: a tokenizer model this engine cannot map to bytes.
+        """
+        if isinstance(tokenizer, (str, os.PathLike)):
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_file(os.fspath(tokenizer))
+        if hasattr(tokenizer, "token_bytes") and hasattr(tokenizer, "eos_token_ids"):
+            token_bytes = list(tokenizer.token_bytes)
+            eos = tuple(tokenizer.eos_token_ids) if eos_token_ids is None else tuple(eos_token_ids)
+            return cls(token_bytes, eos, size=size)
+        token_bytes = _hf_token_bytes(tokenizer)
+        if eos_token_ids is None:
+            ids = (tokenizer.token_to_id(t) for t in EOS_CANDIDATES)
+            eos_token_ids = tuple(i for i in ids if i is not None)
+        return cls(token_bytes, eos_token_ids, size=size)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A hash of the token bytes, end-of-sequence ids and width: the vocabulary half of cache keys."""
+        digest = hashlib.sha256()
+        digest.update(f"{self.size}|{self.eos_token_ids}|".encode())
+        for data in self.token_bytes:
+            digest.update(b"\xff" if data is None else len(data).to_bytes(2, "little") + data)
+        return digest.hexdigest()[:32]
+
+    def __hash__(self) -> int:
+        return hash(self.fingerprint)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocabulary) and other.fingerprint == self.fingerprint
+
+    # ------------------------------------------------------------------------------------------
+    # Arrays for the vectorized walks of `grammars.masking.token_walk`
+    # ------------------------------------------------------------------------------------------
+    @cached_property
+    def walk_arrays(self) -> WalkArrays:
+        return WalkArrays(self.token_bytes)
+
+
+class WalkArrays:
+    """Tokens with bytes, grouped by first byte, as padded numpy arrays.
+
+    `ids[first_offsets[b]:first_offsets[b+1]]` are the tokens starting with byte b; `columns` holds
+    their bytes padded with zeros, position by position ([max_len, num_tokens]); `lengths` their lengths.
+    """
+
+    def __init__(self, token_bytes: Sequence[bytes | None]) -> None:
+        entries = sorted(((data, i) for i, data in enumerate(token_bytes) if data), key=lambda e: (e[0][0], -len(e[0])))
+        self.ids = np.array([i for _, i in entries], dtype=np.int64)
+        self.lengths = np.array([len(d) for d, _ in entries], dtype=np.int32)
+        #: The longest token, in bytes.
+        self.max_len = int(self.lengths.max()) if len(entries) else 1
+        padded = np.zeros((len(entries), self.max_len), dtype=np.uint8)  # [num_tokens, max_len]
+        for row, (data, _) in enumerate(entries):
+            padded[row, : len(data)] = np.frombuffer(data, dtype=np.uint8)
+        #: [max_len, num_tokens]: byte p of every token in `columns[p]`, contiguous for 1-D gathers.
+        self.columns = np.ascontiguousarray(padded.T)
+        firsts = padded[:, 0] if len(entries) else np.zeros(0, dtype=np.uint8)
+        self.first_offsets = np.searchsorted(firsts, np.arange(257)).astype(np.int64)
+        #: First byte of every token id (256 for tokens without bytes), for masks by first byte.
+        self.first_byte_of_id = np.full(len(token_bytes), 256, dtype=np.int64)
+        self.first_byte_of_id[self.ids] = firsts
+
+    def rows_starting_with(self, byte_mask: np.ndarray) -> np.ndarray:
+        """Row indices of the tokens whose first byte is set in `byte_mask` (bool[256])."""
+        bytes_ = np.flatnonzero(byte_mask)
+        if bytes_.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        starts, ends = self.first_offsets[bytes_], self.first_offsets[bytes_ + 1]
+        keep = ends > starts
+        starts, ends = starts[keep], ends[keep]
+        if starts.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        lengths = ends - starts
+        # concatenated aranges: row = start of its run + position inside the run
+        run_of = np.repeat(np.arange(starts.size), lengths)
+        offsets_in_run = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return starts[run_of] + offsets_in_run
+
+
+def _hf_token_bytes(tokenizer: Any) -> list[bytes | None]:
+    """Exact bytes of each id of a Hugging Face `tokenizers.Tokenizer` (byte-level BPE or
+    SentencePiece-style with byte fallback)."""
+    spec = json.loads(tokenizer.to_str())
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    special = {t["id"] for t in spec.get("added_tokens", []) if t.get("special")}
+    decoder = json.dumps(spec.get("decoder") or {})
+    model = spec.get("model") or {}
+    if '"ByteLevel"' in decoder:
+        table = {ch: b for b, ch in _bytes_to_unicode().items()}
+
+        def to_bytes(piece: str) -> bytes | None:
+            try:
+                return bytes(table[c] for c in piece)
+            except KeyError:
+                return piece.encode("utf-8")  # an added (non-special) token, stored verbatim
+    elif model.get("byte_fallback") or '"ByteFallback"' in decoder or '"Metaspace"' in decoder:
+
+        def to_bytes(piece: str) -> bytes | None:
+            if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+                return bytes([int(piece[3:5], 16)])
+            return piece.replace("\u2581", " ").encode("utf-8")
+    else:
+        raise GrammarError(f"cannot map tokens to bytes for a tokenizer with decoder {decoder[:80]}")
+    result: list[bytes | None] = []
+    for token_id in range(size):
+        piece = tokenizer.id_to_token(token_id)
+        result.append(None if piece is None or token_id in special else to_bytes(piece))
+    return result
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character table used by byte-level BPE vocabularies."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    codes = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + extra)
+            extra += 1
+    return {b: chr(c) for b, c in zip(printable, codes)}

@@ -1,0 +1,66 @@
+"""Build a decoder from a config and Hugging Face-named weights, at a chosen precision."""
+
+from __future__ import annotations
+
+import torch
+
+from runtime.config import SUPPORTED_ARCHITECTURES, ModelConfig
+from runtime.errors import CorruptModelError, UnsupportedModelError
+from runtime.model.architectures.llama import Transformer
+from runtime.model.quantization import Quantization, quantize
+
+#: Activation dtypes the model runs in.
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def build_model(
+    config: ModelConfig,
+    weights: dict[str, torch.Tensor],
+    *,
+    dtype: torch.dtype,
+    quantization: Quantization = Quantization.NONE,
+) -> Transformer:
+    """A ready-to-run decoder in eval mode, with the weights of a checkpoint.
+
+    The model is built on the meta device and takes the given tensors as its parameters (cast to
+    `dtype`, sharing memory when they already are), so loading never holds two copies.
+
+    Args:
+        config: the architecture.
+        weights: tensors under Hugging Face names with Hugging Face's q/k row order (what
+            `runtime.loading.load_checkpoint` returns); q/k/v and gate/up may be separate.
+        dtype: activation (and unquantized weight) dtype; float32 reproduces transformers' fp32 logits.
+        quantization: `INT8` / `INT4` store linear weights in 8 / 4 bits (needs `dtype=torch.bfloat16`;
+            see `runtime.model.quantization`).
+
+    Returns:
+        The `Transformer`, without gradients.
+
+    Raises:
+        UnsupportedModelError: an architecture, dtype or quantization the decoder does not implement,
+            or tensors it does not know.
+        CorruptModelError: tensors missing, or of the wrong shape for `config`.
+    """
+    if config.architecture not in SUPPORTED_ARCHITECTURES:
+        supported = ", ".join(SUPPORTED_ARCHITECTURES)
+        raise UnsupportedModelError(f"architecture {config.architecture!r} is not supported (supported: {supported})")
+    if dtype not in SUPPORTED_DTYPES:
+        supported = ", ".join(map(str, SUPPORTED_DTYPES))
+        raise UnsupportedModelError(f"dtype {dtype} is not supported (supported: {supported})")
+    if quantization is not Quantization.NONE and dtype != torch.bfloat16:
+        raise UnsupportedModelError(
+            f"{quantization.value} weight-only quantization runs with bfloat16 activations, not {dtype}"
+        )
+    with torch.device("meta"):
+        model = Transformer(config)
+    state_dict = {name: tensor.to(dtype).contiguous() for name, tensor in weights.items()}
+    try:
+        result = model.load_state_dict(state_dict, strict=False, assign=True)
+    except RuntimeError as exc:
+        raise CorruptModelError(f"weights do not fit the config: {exc}") from exc
+    if result.missing_keys:
+        raise CorruptModelError(f"missing tensors for {', '.join(result.missing_keys[:8])}")
+    if result.unexpected_keys:
+        raise UnsupportedModelError(f"unknown tensors {', '.join(result.unexpected_keys[:8])}")
+    model.eval().requires_grad_(False)
+    return quantize(model, quantization)

@@ -1,6 +1,0 @@
-"""Decoder models: the Llama family, dense and sparse-MoE, built from Hugging Face-named weights."""
-
-from runtime.models.build import SUPPORTED_DTYPES, Quantization, build_model
-from runtime.models.llama import Transformer
-
-__all__ = ["SUPPORTED_DTYPES", "Quantization", "Transformer", "build_model"]
