@@ -32,7 +32,7 @@ CORPUS = SHARED / "corpus" / "schemas" / "jsonschemabench"
 
 
 class UncachedStencil(pmb.StencilEngine):
-    """Stencil through the shared harness, compiling afresh each time (no memory or disk cache), so
+    """Stencil through the shared harness, compiling afresh each time (no compile cache), so
     compile and time-to-first-mask are honest; process-wide lexer state caches stay warm."""
 
     def compile(self, schema_str: str):

@@ -1,27 +1,27 @@
-"""`compile()`: any constraint specification to a `Constraint`, cached by specification.
+"""`compile()`: any constraint specification to a `Constraint`, cached in memory by specification.
 
 Front ends turn the specification into the grammar IR; the automaton (`grammars.core.automaton`) is built
 once per grammar; per-vocabulary mask tables are built on first `matcher(vocab)` and shared by every
 matcher of that vocabulary.
+
+There is no disk cache: a process compiles each specification once (median 3 ms of front-end work
+over the schema corpus, about 1 s at worst), far less than loading the vocabulary and building the
+first mask, and a cache directory others can write to would let them run code or widen a language.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
-import os
-import pickle
-import tempfile
+import marshal
+import reprlib
 import threading
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 from grammars.core import byte_regex as rx
 from grammars.core import ir
 from grammars.core.automaton import GrammarAutomaton
-from grammars.errors import GrammarError
+from grammars.core.budget import Budget, Check
+from grammars.errors import ConstraintLimitError, GrammarError
 from grammars.masking.masks import MaskTable
 from grammars.masking.matcher import Matcher
 from grammars.masking.vocab import Vocabulary
@@ -29,7 +29,14 @@ from grammars.specs import Choice, Lark, Regex
 
 #: Compiled constraints kept in memory.
 MAX_CACHED_CONSTRAINTS = 128
+#: Containers (dicts, lists, tuples) nested deeper than this make a specification absurd; about
+#: marshal's own bound, so that whether marshal can write a specification never decides its fate.
+MAX_SPEC_NESTING = 2_000
 WHITESPACE_POLICIES = ("flexible", "compact", "spaced")
+
+
+#: Wall-clock seconds `Constraint.accepts` may spend on new lexer states.
+MAX_ACCEPTS_SECONDS = 10.0
 
 
 class Constraint:
@@ -38,23 +45,41 @@ class Constraint:
     Args:
         grammar: the grammar IR (see `grammars.core.ir`).
         description: a short text for messages and reprs.
+        budget: the compile deadline (default: a fresh `Budget()`).
     Raises:
         EmptyLanguageError, GrammarError, ConstraintLimitError: the grammar cannot be compiled.
     """
 
-    def __init__(self, grammar: ir.Grammar, description: str = "grammar") -> None:
+    def __init__(self, grammar: ir.Grammar, description: str = "grammar", *, budget: Budget | None = None) -> None:
         self.grammar = grammar
         self.description = description
-        self.automaton = GrammarAutomaton(grammar)
+        self.automaton = GrammarAutomaton(grammar, budget=budget)
         self._tables: dict[str, MaskTable] = {}
         self._lock = threading.Lock()
 
     def accepts(self, text: str | bytes) -> bool:
-        """Whether the whole of `text` (UTF-8 when a str) is a sentence of the constraint's language."""
-        return self.automaton.accepts(text.encode("utf-8") if isinstance(text, str) else text)
+        """Whether the whole of `text` (UTF-8 when a str) is a sentence of the constraint's language.
+
+        Raises:
+            ConstraintLimitError: the check ran past MAX_ACCEPTS_SECONDS (a grammar whose lexer states
+                each cost seconds, e.g. thousands of stacked optional items).
+        """
+        budget = Budget(MAX_ACCEPTS_SECONDS, what="checking a text against the constraint")
+        # A lone surrogate encodes to bytes that are not UTF-8, which no constraint's language holds.
+        data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+        return self.automaton.accepts(data, budget.check)
 
     def matcher(self, vocab: Vocabulary) -> Matcher:
-        """A fresh matcher for one sequence over `vocab`."""
+        """A fresh matcher for one sequence over `vocab`.
+
+        A constraint that served so many generations that its parser state is worn (see
+        `GrammarAutomaton.is_worn`) starts new matchers on a rebuilt automaton; live ones keep theirs.
+        """
+        if self.automaton.is_worn:
+            with self._lock:
+                if self.automaton.is_worn:
+                    self.automaton = GrammarAutomaton(self.grammar)
+                    self._tables = {}
         table = self._tables.get(vocab.fingerprint)
         if table is None:
             with self._lock:
@@ -70,7 +95,7 @@ def compile_grammar(grammar: ir.Grammar, description: str = "grammar") -> Constr
     return Constraint(grammar, description)
 
 
-_cache: OrderedDict[str, Constraint] = OrderedDict()
+_cache: OrderedDict[tuple[Any, ...], Constraint] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -86,93 +111,36 @@ def compile(
         whitespace: JSON text policy: "flexible" (at most one space after `,` and `:`), "compact"
             (none) or "spaced" (exactly one).
         indent: JSON pretty-printed with this indent (overrides `whitespace`).
-        cache: look up and store the result in the memory and disk caches (False: compile afresh,
-            e.g. to measure compile time).
+        cache: look up and store the result in the in-memory cache (False: compile afresh, e.g. to
+            measure compile time).
     Returns:
-        A `Constraint`; with `cache`, the same specification and options give the same object.
+        A `Constraint`; with `cache`, the same specification and options give the same object (for
+        specifications of plain dicts, lists, tuples, strings, numbers, booleans and None; others
+        are compiled afresh).
     Raises:
         GrammarSyntaxError: bad regex or grammar text (with its position).
         UnsupportedSchemaError: a schema keyword that cannot be enforced (unless lenient).
-        SchemaError, EmptyLanguageError, ConstraintLimitError, GrammarError.
+        ConstraintLimitError: also for containers nested deeper than MAX_SPEC_NESTING (or a cycle).
+        SchemaError, EmptyLanguageError, GrammarError.
     """
     if whitespace not in WHITESPACE_POLICIES:
         raise GrammarError(f"unknown whitespace policy {whitespace!r}; use one of {WHITESPACE_POLICIES}")
     kind, payload = _describe(spec)
-    key = hashlib.sha256(
-        json.dumps([kind, payload, lenient, whitespace, indent], sort_keys=False, default=str).encode()
-    ).hexdigest()
-    if not cache:
-        return Constraint(
-            _grammar(kind, payload, lenient=lenient, whitespace=whitespace, indent=indent), _summary(kind, payload)
-        )
+    summary = _summary(kind, payload)
+    key = _cache_key(kind, payload, (lenient, whitespace, indent))  # also when not caching: it bounds nesting
+    if key is None or not cache:
+        return _compile(kind, payload, summary, lenient=lenient, whitespace=whitespace, indent=indent)
     with _cache_lock:
         found = _cache.get(key)
         if found is not None:
             _cache.move_to_end(key)
             return found
-    grammar = _load_cached_grammar(key)
-    if grammar is None:
-        grammar = _grammar(kind, payload, lenient=lenient, whitespace=whitespace, indent=indent)
-        _store_cached_grammar(key, grammar)
-    constraint = Constraint(grammar, _summary(kind, payload))
+    constraint = _compile(kind, payload, summary, lenient=lenient, whitespace=whitespace, indent=indent)
     with _cache_lock:
         _cache[key] = constraint
         while len(_cache) > MAX_CACHED_CONSTRAINTS:
             _cache.popitem(last=False)
     return constraint
-
-
-def cache_dir() -> Path | None:
-    """Where compiled grammars are kept between processes: `$STENCIL_CACHE_DIR` (empty: no disk
-    cache), else ~/.cache/stencil. Grammars do not depend on the vocabulary, so one entry serves
-    every model; masks are per vocabulary and kept in memory."""
-    configured = os.environ.get("STENCIL_CACHE_DIR")
-    if configured == "":
-        return None
-    return Path(configured) if configured else Path.home() / ".cache" / "stencil"
-
-
-def _cache_file(key: str) -> Path | None:
-    root = cache_dir()
-    return None if root is None else root / f"grammars-{_source_fingerprint()}" / f"{key}.pickle"
-
-
-@functools.cache
-def _source_fingerprint() -> str:
-    """A hash of this package's source: an entry written by another version of the compiler (which
-    may build a different grammar from the same specification) is never read."""
-    package = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*")):
-        if path.suffix in (".py", ".lark"):
-            digest.update(path.relative_to(package).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def _load_cached_grammar(key: str) -> ir.Grammar | None:
-    path = _cache_file(key)
-    if path is None or not path.is_file():
-        return None
-    try:
-        with path.open("rb") as handle:
-            grammar = pickle.load(handle)
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
-        return None  # a stale or torn entry is rebuilt and overwritten
-    return grammar if isinstance(grammar, ir.Grammar) else None
-
-
-def _store_cached_grammar(key: str, grammar: ir.Grammar) -> None:
-    path = _cache_file(key)
-    if path is None:
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("wb", dir=path.parent, delete=False) as handle:
-            pickle.dump(grammar, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(handle.name, path)  # atomic: concurrent processes never read half an entry
-    except (OSError, pickle.PicklingError, RecursionError):
-        return  # the disk cache is an optimization; a read-only home must not break compiling
 
 
 def _describe(spec: Any) -> tuple[str, Any]:
@@ -185,12 +153,29 @@ def _describe(spec: Any) -> tuple[str, Any]:
         return "choice", list(spec.options)
     if isinstance(spec, (dict, bool)):
         return "schema", spec
+    if isinstance(spec, (str, bytes, int, float, list, tuple, set, frozenset)):
+        # Values, not types: a string is no type name here, and a list no schema.
+        raise GrammarError(
+            f"a constraint specification is a JSON Schema dict or bool, a Python type, or a Regex, Lark or "
+            f"Choice; not a {type(spec).__name__}"
+        )
     from grammars.frontends.types import type_schema
 
     return "schema", type_schema(spec)
 
 
-def _grammar(kind: str, payload: Any, *, lenient: bool, whitespace: str, indent: int | None) -> ir.Grammar:
+def _compile(
+    kind: str, payload: Any, summary: str, *, lenient: bool, whitespace: str, indent: int | None
+) -> Constraint:
+    """Front end and core under one compile deadline (MAX_COMPILE_SECONDS from the start)."""
+    budget = Budget()
+    grammar = _grammar(kind, payload, lenient=lenient, whitespace=whitespace, indent=indent, check=budget.check)
+    return Constraint(grammar, summary, budget=budget)
+
+
+def _grammar(
+    kind: str, payload: Any, *, lenient: bool, whitespace: str, indent: int | None, check: Check
+) -> ir.Grammar:
     rules = ir.RuleSet()
     if kind == "regex":
         from grammars.frontends.regex.syntax import regex_term
@@ -203,12 +188,50 @@ def _grammar(kind: str, payload: Any, *, lenient: bool, whitespace: str, indent:
     if kind == "lark":
         from grammars.frontends.lark.grammar import lark_grammar
 
-        return lark_grammar(payload[0], start=payload[1])
+        return lark_grammar(payload[0], start=payload[1], check=check)
     from grammars.frontends.json_schema import schema_grammar
 
-    return schema_grammar(payload, lenient=lenient, whitespace=whitespace, indent=indent)
+    return schema_grammar(payload, lenient=lenient, whitespace=whitespace, indent=indent, check=check)
 
 
 def _summary(kind: str, payload: Any) -> str:
-    text = json.dumps(payload, default=str)
+    text = reprlib.repr(payload)  # depth-bounded: a schema nested a thousand deep costs no recursion
     return f"{kind} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def _cache_key(kind: str, payload: Any, options: tuple[bool, str, int | None]) -> tuple[Any, ...] | None:
+    """The in-memory cache key: the options and the payload in marshal's version-2 format, which has no
+    back-references (equal values give equal bytes) and tells apart every value that could compile
+    differently (`1`, `1.0` and `True`; lists and tuples; key order, which orders properties). Written
+    in C with its own depth bound, so deep schemas cost no Python recursion. None (compile uncached)
+    for a specification holding values outside marshal's plain types.
+
+    Raises:
+        ConstraintLimitError: containers nested deeper than MAX_SPEC_NESTING, or a cycle.
+    """
+    try:
+        return (kind, *options, marshal.dumps(payload, 2))
+    except ValueError:  # nested too deep for marshal, or a value outside its types
+        _check_nesting(payload)
+        return None
+
+
+def _check_nesting(payload: Any) -> None:
+    """Refuse containers nested deeper than MAX_SPEC_NESTING (a cycle nests without end). Iterative,
+    and each container is walked again only when met deeper, so shared subtrees cost no blow-up.
+
+    Raises:
+        ConstraintLimitError: the nesting is too deep.
+    """
+    deepest: dict[int, int] = {}  # container id -> the deepest nesting it was walked at
+    todo: list[tuple[Any, int]] = [(payload, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if not isinstance(value, (dict, list, tuple)) or deepest.get(id(value), 0) >= depth:
+            continue
+        if depth > MAX_SPEC_NESTING:
+            raise ConstraintLimitError(
+                f"the specification nests containers deeper than {MAX_SPEC_NESTING} (or contains itself)"
+            )
+        deepest[id(value)] = depth
+        todo += ((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))

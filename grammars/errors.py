@@ -7,7 +7,9 @@
         ├── SchemaError               a malformed schema or an unresolvable $ref; carries the JSON pointer
         ├── EmptyLanguageError        the constraint admits no string at all
         ├── ConstraintLimitError      a size, state or time budget was exceeded while compiling or matching
-        └── TokenRejectedError        Matcher.advance() was given a token the mask forbids
+        │   └── SchemaNestingError    a schema nested deeper than a depth budget; carries the pointer and the budget
+        ├── TokenRejectedError        Matcher.advance() was given a token the mask forbids
+        └── MatcherFailedError        a matcher raised something else (recursion, memory, a bug); the cause is chained
 
     UnsupportedSchemaWarning          (a UserWarning) what UnsupportedSchemaError becomes under lenient=True
     LarkPriorityWarning               (a UserWarning) a Lark terminal priority the union lexer does not apply
@@ -93,6 +95,23 @@ class ConstraintLimitError(GrammarError):
     """A budget on grammar size, automaton states, or compile time was exceeded."""
 
 
+class SchemaNestingError(ConstraintLimitError):
+    """A schema nested deeper than a documented depth budget (applicators, or an enum/const value),
+    refused before Python's recursion limit is reached.
+
+    Attributes:
+        pointer: JSON pointer of the schema location where the budget ran out.
+        max_depth: the budget, e.g. `grammars.frontends.json_schema.compiler.MAX_NESTING`.
+        what: what nests, e.g. "applicators".
+    """
+
+    def __init__(self, what: str, max_depth: int, pointer: str) -> None:
+        self.what = what
+        self.max_depth = max_depth
+        self.pointer = pointer
+        super().__init__(f"{what} nest deeper than {max_depth} (at schema pointer {pointer or '/'!r})")
+
+
 class TokenRejectedError(GrammarError):
     """`Matcher.advance()` was given a token that the current mask forbids.
 
@@ -103,6 +122,20 @@ class TokenRejectedError(GrammarError):
     def __init__(self, token_id: int, detail: str = "") -> None:
         self.token_id = token_id
         super().__init__(f"token {token_id} is not allowed here" + (f": {detail}" if detail else ""))
+
+
+class MatcherFailedError(GrammarError):
+    """A matcher (or its constraint, building one) raised an exception that is not a Stencil error:
+    `RecursionError`, `MemoryError`, a bug. The runtime raises it in place of that exception (the
+    `__cause__`), so one failing constraint ends its own request, not the engine step.
+
+    Attributes:
+        operation: what the matcher was doing: "matcher", "mask", "advance", "is_accepting" or "fork".
+    """
+
+    def __init__(self, operation: str, cause: BaseException) -> None:
+        self.operation = operation
+        super().__init__(f"the constraint's {operation}() failed: {type(cause).__name__}: {cause}")
 
 
 class UnsupportedSchemaWarning(UserWarning):

@@ -34,4 +34,4 @@ def library_grammar(name: str) -> str:
     """
     if name not in LIBRARY_NAMES:
         raise GrammarError(f"no library grammar named {name!r}; the library has: {', '.join(LIBRARY_NAMES)}")
-    return resources.files("grammars").joinpath("library", f"{name}.lark").read_text(encoding="utf-8")
+    return (resources.files("grammars") / "library" / f"{name}.lark").read_text(encoding="utf-8")

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from grammars.errors import GrammarError
+
 
 @dataclass(frozen=True)
 class Regex:
@@ -35,10 +37,22 @@ class Lark:
 
 @dataclass(frozen=True, init=False)
 class Choice:
-    """Output that is exactly one of a list of strings (or enum values, by their value)."""
+    """Output that is exactly one of a list of strings (or enum values, by their value).
+
+    Raises:
+        GrammarError: an option holds a lone surrogate (`"\\ud800"`), which no UTF-8 output spells.
+    """
 
     options: tuple[str, ...]
 
     def __init__(self, options: Sequence[object]) -> None:
         values = tuple(str(getattr(o, "value", o)) for o in options)
+        for index, value in enumerate(values):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise GrammarError(
+                    f"Choice option {index} ({value!r}) holds a lone surrogate at offset {exc.start}, "
+                    "which no UTF-8 text spells"
+                ) from exc
         object.__setattr__(self, "options", values)

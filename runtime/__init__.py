@@ -4,7 +4,7 @@ from runtime.config import ModelConfig
 from runtime.engine.constraints import Constraint, TokenMatcher
 from runtime.engine.llm_engine import Engine
 from runtime.engine.outputs import CompletionDelta, CompletionOutput, RequestOutput, RequestUpdate, Usage
-from runtime.engine.sampling import SamplingParams
+from runtime.engine.sampling_params import SamplingParams
 from runtime.engine.sequence import FinishReason, TokenLogprob
 from runtime.errors import (
     ChatTemplateError,

@@ -89,14 +89,16 @@ class PromptTooLongError(RequestError):
     """The prompt has more tokens than the model's context window can hold.
 
     Attributes:
-        num_prompt_tokens: tokens in the prompt.
+        num_prompt_tokens: tokens in the prompt (a lower bound when `is_lower_bound`).
         max_context_tokens: the context window (the model's `max_position_embeddings`, or a lower engine limit).
+        is_lower_bound: the prompt was refused from its length in bytes, without tokenizing it whole.
     """
 
-    def __init__(self, num_prompt_tokens: int, max_context_tokens: int, field: str = "prompt") -> None:
+    def __init__(
+        self, num_prompt_tokens: int, max_context_tokens: int, field: str = "prompt", *, is_lower_bound: bool = False
+    ) -> None:
         self.num_prompt_tokens = num_prompt_tokens
         self.max_context_tokens = max_context_tokens
-        super().__init__(
-            f"the prompt has {num_prompt_tokens} tokens; the context window holds {max_context_tokens}",
-            field,
-        )
+        self.is_lower_bound = is_lower_bound
+        count = f"at least {num_prompt_tokens}" if is_lower_bound else str(num_prompt_tokens)
+        super().__init__(f"the prompt has {count} tokens; the context window holds {max_context_tokens}", field)

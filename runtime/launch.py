@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from runtime.engine.llm_engine import Engine, context_window
+from runtime.engine.llm_engine import DEFAULT_MAX_MASK_SECONDS, Engine, context_window
 from runtime.errors import RequestError
 from runtime.loading import load_checkpoint
 from runtime.model.architectures import Quantization, build_model
@@ -35,6 +35,7 @@ def load(
     max_num_batched_tokens: int = 4096,
     max_model_len: int | None = None,
     enable_prefix_caching: bool = True,
+    max_mask_seconds: float | None = DEFAULT_MAX_MASK_SECONDS,
 ) -> Engine:
     """Load a model and return an engine ready to generate.
 
@@ -48,7 +49,8 @@ def load(
             None picks what stays exact: INT4 for a checkpoint stored in 4 bits (the embedded Q4_1
             GGUF keeps its very weights, at about 3x the decode speed of bfloat16) when `dtype` is
             left to the default, else NONE.
-        max_num_seqs, max_num_batched_tokens, max_model_len, enable_prefix_caching: see `Engine`.
+        max_num_seqs, max_num_batched_tokens, max_model_len, enable_prefix_caching, max_mask_seconds:
+            see `Engine`.
 
     Raises:
         ModelNotFoundError, CorruptModelError, UnsupportedModelError: the model cannot be loaded.
@@ -75,6 +77,7 @@ def load(
         max_num_batched_tokens=max_num_batched_tokens,
         max_model_len=context_len,
         enable_prefix_caching=enable_prefix_caching,
+        max_mask_seconds=max_mask_seconds,
     )
 
 

@@ -9,9 +9,12 @@ from GGUF metadata) and adds what the rest of Stencil needs beyond encode/decode
 - `DetokenizeStream`: text deltas for streaming that never split a UTF-8 character;
 - `apply_chat_template`: the model's chat template (`runtime.chat_template`).
 
-Two decoder families are understood, the ones the supported models use: byte-level BPE (GPT-2's
-byte-to-unicode alphabet: SmolLM2, Llama 3, Qwen2) and SentencePiece-style BPE with byte fallback
-(`▁` for a space, `<0x0A>` for a raw byte: Llama 2, Mistral, Mixtral).
+Token bytes, end-of-generation ids and the decoder family come from `grammars.masking.token_decoding`,
+the one owner of "token id -> exact bytes", so the grammar engine and the engine decode alike.
+
+Chat prompts are encoded so that only the template's own markers become control tokens: text from
+messages and template variables is read as plain text even when it spells `<|im_start|>` (see
+`runtime.chat_template.RenderedPrompt`).
 """
 
 from __future__ import annotations
@@ -19,17 +22,24 @@ from __future__ import annotations
 import codecs
 import json
 import operator
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from enum import Enum
 from functools import cached_property
 from typing import Any
 
 import tokenizers
 
-from runtime.chat_template import CHATML_TEMPLATE, ChatTemplate
-from runtime.errors import CorruptModelError, RequestError, UnsupportedModelError
+from grammars.errors import GrammarError
+from grammars.masking.token_decoding import (
+    END_OF_GENERATION_TEXTS,
+    DecoderKind,
+    TokenDecoding,
+    byte_level_alphabet,
+    end_of_generation_ids,
+)
+from runtime.chat_template import CHATML_TEMPLATE, ChatTemplate, RenderedPrompt
+from runtime.errors import CorruptModelError, PromptTooLongError, RequestError, UnsupportedModelError
 
+# The token-bytes names are re-exported: loaders and tests know them as part of the runtime tokenizer.
 __all__ = [
     "END_OF_GENERATION_TEXTS",
     "DecoderKind",
@@ -39,77 +49,34 @@ __all__ = [
     "end_of_generation_ids",
 ]
 
-#: Texts of special tokens that end a turn or a document in the model families we load. llama.cpp treats
-#: the same set as "end of generation" whatever the metadata's single EOS id says, and so do we: an
-#: instruct model that emits `<|endoftext|>` instead of `<|im_end|>` has still finished.
-END_OF_GENERATION_TEXTS = frozenset(
-    {
-        "<|endoftext|>",
-        "<|im_end|>",
-        "<|eot_id|>",
-        "<|eom_id|>",
-        "<|end_of_text|>",
-        "<|end|>",
-        "<end_of_turn>",
-        "<|return|>",
-        "<EOT>",
-        "</s>",
-    }
-)
 
-_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+#: Normalizers and pre-tokenizers that only add or relabel text (a prepended `▁`, `▁` for a space,
+#: the byte-level alphabet) or split it without dropping any: after them every byte of the text is
+#: still in some token. Anything else (NFC, lowercasing, whitespace splitting) may shrink the text.
+_TEXT_KEEPING_STEPS = frozenset({"Prepend", "Replace", "ByteLevel", "Metaspace", "Digits", "Punctuation", "Split"})
 
 
-class DecoderKind(Enum):
-    """How a tokenizer's token strings map to bytes."""
-
-    #: GPT-2's byte-to-unicode alphabet: every byte is spelled as one printable character.
-    BYTE_LEVEL = "byte_level"
-    #: SentencePiece: `▁` stands for a space, `<0xNN>` tokens are raw bytes (byte fallback).
-    SENTENCEPIECE = "sentencepiece"
-
-
-def byte_level_alphabet() -> dict[int, str]:
-    """GPT-2's byte -> printable character table that byte-level BPE vocabularies are spelled in.
-
-    Returns:
-        A dict from each of the 256 byte values to its one-character spelling.
-    """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    spelling = {byte: chr(byte) for byte in printable}
-    next_code = 256
-    for byte in range(256):
-        if byte not in spelling:
-            spelling[byte] = chr(next_code)
-            next_code += 1
-    return spelling
+def _keeps_every_byte(step: Any) -> bool:
+    """Whether a normalizer or pre-tokenizer (its JSON) leaves at least as many bytes as it is given."""
+    if step is None:
+        return True
+    kind = step.get("type")
+    if kind == "Sequence":
+        return all(_keeps_every_byte(inner) for inner in step.get("normalizers") or step.get("pretokenizers") or ())
+    if kind == "Replace":
+        literal = step.get("pattern", {}).get("String")
+        return literal is not None and len(step.get("content", "").encode()) >= len(literal.encode())
+    return kind in _TEXT_KEEPING_STEPS and step.get("behavior") != "Removed"
 
 
-_BYTE_OF_CHAR = {char: byte for byte, char in byte_level_alphabet().items()}
-
-
-def end_of_generation_ids(backend: tokenizers.Tokenizer, declared_ids: Iterable[int | None]) -> tuple[int, ...]:
-    """The ids that end a generation: the ones the checkpoint declares, then the special tokens whose
-    text is a known end-of-turn or end-of-document marker (`END_OF_GENERATION_TEXTS`).
-
-    Args:
-        backend: the model's tokenizer.
-        declared_ids: EOS ids from the checkpoint's metadata, primary first; None entries are skipped.
-
-    Returns:
-        Distinct ids, declared ones first in their order (so `[0]` is the primary EOS).
-    """
-    ids = [token_id for token_id in declared_ids if token_id is not None]
-    for token_id, token in sorted(backend.get_added_tokens_decoder().items()):
-        if token.special and token.content in END_OF_GENERATION_TEXTS:
-            ids.append(token_id)
-    return tuple(dict.fromkeys(ids))
-
-
-def _decoder_steps(decoder_state: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    if decoder_state.get("type") == "Sequence":
-        return [step for inner in decoder_state["decoders"] for step in _decoder_steps(inner)]
-    return [decoder_state]
+def _stop_prepending(pre_tokenizer: Any) -> None:
+    """Turn SentencePiece's `prepend_scheme: first` off in a pre-tokenizer's JSON, in place."""
+    if not isinstance(pre_tokenizer, dict):
+        return
+    if pre_tokenizer.get("type") == "Metaspace" and pre_tokenizer.get("prepend_scheme") == "first":
+        pre_tokenizer["prepend_scheme"] = "never"
+    for inner in pre_tokenizer.get("pretokenizers") or ():
+        _stop_prepending(inner)
 
 
 class Tokenizer:
@@ -132,6 +99,7 @@ class Tokenizer:
 
     Attributes:
         backend: the wrapped `tokenizers.Tokenizer`.
+        decoding: its `TokenDecoding` (token bytes and decoder family), the one grammars also reads.
         vocab_size: highest token id + 1. The model's logits may be wider (padded vocabularies).
         eos_token_ids, bos_token_id, pad_token_id: as given.
         special_ids: ids of special added tokens (control tokens): never part of generated text.
@@ -150,7 +118,11 @@ class Tokenizer:
         source: str = "",
     ) -> None:
         self.backend = backend
-        self.vocab_size: int = max(backend.get_vocab(with_added_tokens=True).values()) + 1
+        try:
+            self.decoding = TokenDecoding(backend)
+        except GrammarError as exc:
+            raise UnsupportedModelError(str(exc), source) from exc
+        self.vocab_size = self.decoding.vocab_size
         for name, token_id in [("bos", bos_token_id), ("pad", pad_token_id), *(("eos", i) for i in eos_token_ids)]:
             if token_id is not None and not 0 <= token_id < self.vocab_size:
                 raise CorruptModelError(
@@ -160,29 +132,9 @@ class Tokenizer:
         self.bos_token_id = bos_token_id
         self.pad_token_id = pad_token_id
         self._chat_template_source = chat_template
-        self.special_ids: frozenset[int] = frozenset(
-            token_id for token_id, token in backend.get_added_tokens_decoder().items() if token.special
-        )
-        # A decoder's pickle state is its JSON; `backend.to_str()` would serialize the whole vocabulary.
-        decoder_steps = _decoder_steps(json.loads(backend.decoder.__getstate__())) if backend.decoder else []
-        self.decoder_kind = self._detect_decoder_kind(decoder_steps, source)
-        self.strips_leading_space = any(
-            (step.get("type") == "Strip" and step.get("content") == " " and step.get("start", 0) > 0)
-            or (step.get("type") == "Metaspace" and step.get("prepend_scheme", "always") != "never")
-            for step in decoder_steps
-        )
-
-    @staticmethod
-    def _detect_decoder_kind(decoder_steps: list[Mapping[str, Any]], source: str) -> DecoderKind:
-        step_types = {step.get("type") for step in decoder_steps}
-        if "ByteLevel" in step_types:
-            return DecoderKind.BYTE_LEVEL
-        if step_types & {"ByteFallback", "Metaspace"}:
-            return DecoderKind.SENTENCEPIECE
-        raise UnsupportedModelError(
-            f"tokenizer decoder {sorted(map(str, step_types)) or 'none'} is neither byte-level nor SentencePiece-style",
-            source,
-        )
+        self.special_ids = self.decoding.special_ids
+        self.decoder_kind = self.decoding.kind
+        self.strips_leading_space = self.decoding.strips_leading_space
 
     @property
     def chat_template(self) -> str | None:
@@ -194,44 +146,45 @@ class Tokenizer:
         """The primary end-of-sequence id (the one the checkpoint declares), None when there is none."""
         return self.eos_token_ids[0] if self.eos_token_ids else None
 
-    def _piece_bytes(self, token: str) -> bytes:
-        if self.decoder_kind is DecoderKind.BYTE_LEVEL:
-            # As the ByteLevel decoder does: a token spelled outside the alphabet is taken literally.
-            if all(char in _BYTE_OF_CHAR for char in token):
-                return bytes(_BYTE_OF_CHAR[char] for char in token)
-            return token.encode("utf-8")
-        byte_match = _BYTE_TOKEN.fullmatch(token)
-        if byte_match:
-            return bytes([int(byte_match.group(1), 16)])
-        return token.replace("▁", " ").encode("utf-8")
-
-    @cached_property
+    @property
     def decoded_bytes(self) -> list[bytes]:
-        """The bytes each id contributes to `decode(..., skip_special_tokens=False)`, special tokens
-        included (their text). b"" for ids with no token."""
-        pieces = []
-        for token_id in range(self.vocab_size):
-            token = self.backend.id_to_token(token_id)
-            pieces.append(b"" if token is None else self._piece_bytes(token))
-        return pieces
+        """The bytes each id contributes to `decode(..., skip_special_tokens=False)` (see `TokenDecoding`)."""
+        return self.decoding.decoded_bytes
+
+    @property
+    def token_bytes(self) -> list[bytes | None]:
+        """The exact bytes each id stands for, None for special tokens (see `TokenDecoding`)."""
+        return self.decoding.token_bytes
 
     @cached_property
-    def token_bytes(self) -> list[bytes | None]:
-        """The exact bytes each id stands for, None for special tokens and ids with no token.
+    def max_bytes_per_token(self) -> int | None:
+        """The most bytes of text one token can stand for; None when this tokenizer admits no bound.
 
-        SentencePiece tokens keep their leading space (`▁Hello` is b" Hello"): `decode` drops the one
-        space at the very start of a text, the grammar engine sees the raw bytes.
+        A text of N UTF-8 bytes then has at least ceil(N / max_bytes_per_token) tokens, which lets a
+        prompt far past the context window be refused before encoding it (seconds for megabytes).
+        The bound holds only where every byte of the text lands in some token: text-keeping normalizers
+        and pre-tokenizers (`_keeps_every_byte`), a BPE model that does not fuse runs of unknown
+        characters into one token, and no added token that swallows the whitespace around it. A token
+        then covers its decoded bytes, an unknown one a single character (at most 4 bytes).
         """
-        return [
-            None if token_id in self.special_ids or self.backend.id_to_token(token_id) is None else piece
-            for token_id, piece in enumerate(self.decoded_bytes)
-        ]
+        # A step's pickle state is its JSON; `backend.to_str()` would serialize the whole vocabulary.
+        normalizer = json.loads(self.backend.normalizer.__getstate__()) if self.backend.normalizer else None
+        pre_tokenizer = json.loads(self.backend.pre_tokenizer.__getstate__()) if self.backend.pre_tokenizer else None
+        model = self.backend.model
+        if (
+            not isinstance(model, tokenizers.models.BPE)
+            or (model.fuse_unk and model.unk_token is not None and not model.byte_fallback)
+            or not (_keeps_every_byte(normalizer) and _keeps_every_byte(pre_tokenizer))
+            or any(token.lstrip or token.rstrip for token in self.backend.get_added_tokens_decoder().values())
+        ):
+            return None
+        return max(4, *map(len, self.decoded_bytes))
 
     def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
         """Token ids for `text`, exactly as Hugging Face tokenizes it.
 
-        Special-token strings in the text (e.g. "<|im_end|>") become their special ids, as in HF; a chat
-        template's output relies on that.
+        Special-token strings in the text (e.g. "<|im_end|>") become their special ids, as in HF, so never
+        pass untrusted text through here to build a prompt: `apply_chat_template` reads it as text.
 
         Args:
             text: the text to encode.
@@ -290,6 +243,7 @@ class Tokenizer:
         return ChatTemplate(
             self._chat_template_source or CHATML_TEMPLATE,
             special_tokens={"bos_token": token_text(self.bos_token_id), "eos_token": token_text(self.eos_token_id)},
+            control_texts=frozenset(self.backend.id_to_token(token_id) or "" for token_id in self.special_ids) - {""},
         )
 
     def apply_chat_template(
@@ -298,25 +252,83 @@ class Tokenizer:
         *,
         add_generation_prompt: bool = True,
         tokenize: bool = False,
+        context_window: int | None = None,
         **extra: Any,
     ) -> str | list[int]:
         """Render `messages` with the model's chat template (ChatML when the model has none).
 
+        Only the template's own markers become control tokens: message texts and `extra` values are
+        encoded as plain text even where they spell a special token (see `RenderedPrompt`).
+
         Args:
             messages: dicts with "role" and "content" (see `runtime.chat_template.validate_messages`).
             add_generation_prompt: end with the header that opens the assistant's turn.
-            tokenize: return token ids (special tokens in the text become their ids) instead of text.
+            tokenize: return token ids instead of text.
+            context_window: with `tokenize`, the context window the prompt is for: a prompt whose UTF-8
+                length alone shows it has at least that many tokens (no room left to generate) is
+                refused before it is encoded (see `max_bytes_per_token`). None: no check here.
             **extra: more template variables (e.g. `tools`, `documents`), passed through as HF does.
 
         Returns:
-            The prompt text, or its token ids when `tokenize` is true.
+            The prompt text, or its token ids when `tokenize` is true. Where no message spells a special
+            token, both equal Hugging Face's `apply_chat_template`.
 
         Raises:
             RequestError: malformed messages, or the template rejects the conversation.
             ChatTemplateError: the template does not compile or fails while rendering.
+            PromptTooLongError: the prompt cannot fit `context_window` (`num_prompt_tokens` is then
+                the lower bound its length gives, field "prompt").
         """
-        text = self._chat_template.render(messages, add_generation_prompt=add_generation_prompt, **extra)
-        return self.encode(text) if tokenize else text
+        prompt = self._chat_template.render_prompt(messages, add_generation_prompt=add_generation_prompt, **extra)
+        if not tokenize:
+            return prompt.restore(prompt.text)
+        if context_window is not None and self.max_bytes_per_token is not None:
+            num_bytes = len(prompt.restore(prompt.text).encode("utf-8", errors="surrogatepass"))
+            min_num_tokens = -(-num_bytes // self.max_bytes_per_token)
+            if min_num_tokens >= context_window:  # the engine's rule: a prompt leaves room for one token
+                raise PromptTooLongError(min_num_tokens, context_window, is_lower_bound=True)
+        return self._encode_prompt(prompt)
+
+    def _encode_prompt(self, prompt: RenderedPrompt) -> list[int]:
+        """Token ids of a rendered chat prompt: the template's control tokens, and text between them.
+
+        The backend splits `prompt.text` at the control tokens it finds, all of them the template's (no
+        caller text in it spells one); a stretch without placeholders keeps the backend's ids, so the
+        result is Hugging Face's, and one with placeholders is encoded with special tokens read as text.
+        """
+        encoding = self.backend.encode(prompt.text, add_special_tokens=False)
+        control = [
+            (index, start, end)
+            for index, (token_id, (start, end)) in enumerate(zip(encoding.ids, encoding.offsets, strict=True))
+            # an unknown character's <unk> is special too, but it is text: the template's markers spell themselves
+            if token_id in self.special_ids and (self.backend.id_to_token(token_id) or "\0") in prompt.text[start:end]
+        ]
+        token_ids: list[int] = []
+        next_index = stretch_start = 0
+        for index, start, end in [*control, (len(encoding.ids), len(prompt.text), len(prompt.text))]:
+            stretch = prompt.text[stretch_start:start]
+            restored = prompt.restore(stretch)
+            if restored == stretch:
+                token_ids += encoding.ids[next_index:index]
+            elif restored:
+                plain = self._plain_backends[0 if stretch_start == 0 else 1]
+                token_ids += plain.encode(restored, add_special_tokens=False).ids
+            token_ids += encoding.ids[index : index + 1]
+            next_index, stretch_start = index + 1, end
+        return token_ids
+
+    @cached_property
+    def _plain_backends(self) -> tuple[tokenizers.Tokenizer, tokenizers.Tokenizer]:
+        """Copies of the backend that read special-token texts as plain text: one for the text that
+        starts a prompt, one for text after a control token (where `prepend_scheme: first` adds no
+        `▁`, as the backend does for a split that does not start the input)."""
+        spec = json.loads(self.backend.to_str())
+        at_start = tokenizers.Tokenizer.from_str(json.dumps(spec))
+        _stop_prepending(spec.get("pre_tokenizer"))
+        after_control = tokenizers.Tokenizer.from_str(json.dumps(spec))
+        for backend in (at_start, after_control):
+            backend.encode_special_tokens = True
+        return at_start, after_control
 
 
 class DetokenizeStream:

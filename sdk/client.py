@@ -11,18 +11,25 @@ chat messages -> the backend generates under the constraint -> the answer is spl
 reasoning, parsed and validated (`sdk.outputs`), voted on with `samples > 1` (`sdk.voting`), and
 retried with the validation error fed back when `retries` allow. Many calls in flight on one `LLM`
 are batched together by the engine; cancelling one frees its memory at once.
+
+`aclose` frees the model at once. An `LLM` dropped without it warns (`ResourceWarning`, as asyncio
+and httpx do for unclosed clients) and is freed when collected: nothing the backend's threads hold
+refers back to the `LLM` or its backend.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+import warnings
+import weakref
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
 import pydantic
+from typing_extensions import Unpack
 
 from runtime.engine.outputs import CompletionOutput, RequestOutput, Usage
 from runtime.engine.sequence import FinishReason
@@ -31,13 +38,13 @@ from sdk import reasoning as reasoning_layout
 from sdk.backends.base import Backend, BackendRequest
 from sdk.backends.local import LocalBackend
 from sdk.errors import ConstraintFailedError, GenerationError, IncompleteOutputError, ValidationError
-from sdk.options import DEFAULT_MAX_TOKENS, Call, call_arguments, prepare_call
+from sdk.options import STREAM_OPTIONS, Call, CallOptions, StreamOptions, prepare_call
 from sdk.outputs import OutputKind
 from sdk.prompts import Message, PromptInput
 from sdk.results import Result, Timings, add_usage
 from sdk.streaming import PartialJSON, Stream, partial_value
 from sdk.timing import MaskClock, TimedConstraint
-from sdk.voting import VoteKey, Votes, tally
+from sdk.voting import Votes, tally
 
 __all__ = ["LLM"]
 
@@ -50,7 +57,7 @@ class LLM:
     Args:
         model: None for the embedded SmolLM2-135M-Instruct, else a `.gguf` file or a Hugging Face
             folder. Loaded now, so a missing file fails here.
-        backend: a ready backend instead of `model` (tests, custom engines, later a remote server).
+        backend: a ready backend instead of `model` (tests, custom engines).
         dtype: activation dtype of a loaded model ("bfloat16", the default, or "float32").
 
     Raises:
@@ -64,30 +71,15 @@ class LLM:
         if backend is not None and (model is not None or dtype is not None):
             raise RequestError("give a model (and dtype) or a backend, not both", "backend")
         self.backend: Backend = backend if backend is not None else LocalBackend.load(model, dtype=dtype)
+        # Holds nothing of this LLM: the backend, collected with it, stops its own threads.
+        self._finalizer = weakref.finalize(self, warn_unclosed, "sdk.LLM", "await llm.aclose()")
 
     async def generate(
         self,
         prompt: PromptInput,
         *,
         output: Any = None,
-        reasoning: bool = False,
-        max_reasoning_tokens: int | None = None,
-        samples: int = 1,
-        vote_on: VoteKey = None,
-        retries: int = 0,
-        describe_output: bool = True,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float = 1.0,
-        min_p: float = 0.0,
-        seed: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        repetition_penalty: float = 1.0,
-        presence_penalty: float = 0.0,
-        frequency_penalty: float = 0.0,
-        num_beams: int = 1,
-        length_penalty: float = 1.0,
+        **options: Unpack[CallOptions],
     ) -> Any:
         """Generate a value of the output type. Same arguments as `run`, which also returns how.
 
@@ -98,33 +90,19 @@ class LLM:
         Raises:
             See `run`.
         """
-        return (await self.run(**call_arguments(locals()))).value
+        return (await self.run(prompt, output=output, **options)).value
 
     async def run(
         self,
         prompt: PromptInput,
         *,
         output: Any = None,
-        reasoning: bool = False,
-        max_reasoning_tokens: int | None = None,
-        samples: int = 1,
-        vote_on: VoteKey = None,
-        retries: int = 0,
-        describe_output: bool = True,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float = 1.0,
-        min_p: float = 0.0,
-        seed: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        repetition_penalty: float = 1.0,
-        presence_penalty: float = 0.0,
-        frequency_penalty: float = 0.0,
-        num_beams: int = 1,
-        length_penalty: float = 1.0,
+        **options: Unpack[CallOptions],
     ) -> Result[Any]:
         """Generate a value of the output type, with its text, usage, timings, reasoning and votes.
+
+        The keyword arguments after `output` are declared once, with their types and defaults, in
+        `sdk.options.CallOptions` (`StreamOptions` for `stream`), which `SyncLLM` shares.
 
         Args:
             prompt: a user message, a list of chat messages, or an `sdk.Prompt` (instructions,
@@ -151,36 +129,23 @@ class LLM:
             The `Result`; its `value` is what `generate` returns.
 
         Raises:
-            RequestError: a control out of range or conflicting controls (field names it), a bad
-                prompt or message list; PromptTooLongError: the prompt exceeds the context window.
+            RequestError: an unknown keyword, a control out of range or conflicting controls (field
+                names it), a bad prompt or message list; PromptTooLongError: the prompt exceeds the
+                context window.
             UnsupportedOutputTypeError, grammars.UnsupportedSchemaError, grammars.GrammarError:
                 the output cannot be constrained.
             IncompleteOutputError: `max_tokens` ended the output (partial text and usage attached).
             ValidationError: the output failed validation, after the retries.
             ConstraintFailedError: the constraint could not go on mid-generation.
         """
-        return await self._execute(prepare_call(**call_arguments(locals())))
+        return await self._execute(prepare_call(prompt, output, options))
 
     def stream(
         self,
         prompt: PromptInput,
         *,
         output: Any = None,
-        reasoning: bool = False,
-        max_reasoning_tokens: int | None = None,
-        describe_output: bool = True,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float = 1.0,
-        min_p: float = 0.0,
-        seed: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        repetition_penalty: float = 1.0,
-        presence_penalty: float = 0.0,
-        frequency_penalty: float = 0.0,
-        num_beams: int = 1,
-        length_penalty: float = 1.0,
+        **options: Unpack[StreamOptions],
     ) -> Stream[Any]:
         """Stream partial values as the output's fields complete, then the final value.
 
@@ -195,11 +160,12 @@ class LLM:
         Raises:
             The argument errors of `run`, here; generation errors while iterating.
         """
-        call = prepare_call(**call_arguments(locals()), samples=1, vote_on=None, retries=0)
+        call = prepare_call(prompt, output, options, accepted=STREAM_OPTIONS)
         return Stream(lambda set_result: self._stream_partials(call, set_result))
 
     async def aclose(self) -> None:
         """Stop the backend (the engine thread); calls still running fail with `ClosedError`."""
+        self._finalizer.detach()
         await self.backend.aclose()
 
     async def __aenter__(self) -> LLM:
@@ -219,8 +185,7 @@ class LLM:
             num_attempts += 1
             completion = await self._complete(call, messages)
             usage = add_usage(usage, completion.output.usage)
-            if completion.mask_time is not None:
-                mask_time += completion.mask_time
+            mask_time += completion.mask_time
             if first_token_time is None:
                 first_token_time = completion.time_to_first_token
             try:
@@ -233,7 +198,7 @@ class LLM:
             timings = Timings(
                 time_to_first_token=first_token_time,
                 total=time.perf_counter() - started,
-                mask_time=mask_time if completion.mask_time is not None else None,
+                mask_time=mask_time,
             )
             return Result(
                 value=answer.value,
@@ -260,21 +225,13 @@ class LLM:
             raise GenerationError("the backend ended without a result", text="", usage=_NO_USAGE)
         if first_token_time is None and output.usage.completion_tokens:
             first_token_time = time.perf_counter() - submitted  # beam search reports only at the end
-        return _Completion(output, first_token_time, clock.seconds if clock is not None else None)
+        return _Completion(output, first_token_time, clock.seconds)
 
-    def _request(self, call: Call, messages: list[Message]) -> tuple[BackendRequest, MaskClock | None]:
-        clock = MaskClock() if self.backend.measures_mask_time else None
-        constraint = call.constraint
-        if constraint is not None and clock is not None:
-            constraint = TimedConstraint(constraint, clock)
-        request = BackendRequest(
-            messages=messages,
-            params=call.params,
-            constraint=constraint,
-            json_schema=call.spec.json_schema,
-            output=call.spec.output,
-        )
-        return request, clock
+    def _request(self, call: Call, messages: list[Message]) -> tuple[BackendRequest, MaskClock]:
+        """The backend request of an attempt, its constraint timed on the returned clock."""
+        clock = MaskClock()
+        constraint = None if call.constraint is None else TimedConstraint(call.constraint, clock)
+        return BackendRequest(messages=messages, params=call.params, constraint=constraint), clock
 
     async def _stream_partials(self, call: Call, set_result: Callable[[Result[Any]], None]) -> AsyncIterator[Any]:
         started = time.perf_counter()
@@ -313,10 +270,20 @@ class LLM:
         timings = Timings(
             time_to_first_token=first_token_time if first_token_time is not None else time.perf_counter() - started,
             total=time.perf_counter() - started,
-            mask_time=clock.seconds if clock is not None else None,
+            mask_time=clock.seconds,
         )
         set_result(Result(answer.value, answer.text, output.usage, timings, FinishReason.STOP, answer.reasoning))
         yield answer.value
+
+
+def warn_unclosed(client: str, close_call: str) -> None:
+    """Warn, once a client is collected, that it was never closed (a `weakref.finalize` callback)."""
+    warnings.warn(
+        f"unclosed {client}: its model was held until garbage collection; "
+        f"call `{close_call}` or use it as a context manager",
+        ResourceWarning,
+        stacklevel=2,
+    )
 
 
 @dataclass(frozen=True)
@@ -325,7 +292,7 @@ class _Completion:
 
     output: RequestOutput
     time_to_first_token: float | None
-    mask_time: float | None
+    mask_time: float
 
 
 @dataclass(frozen=True)
@@ -381,7 +348,8 @@ def _parse_completion(call: Call, completion: CompletionOutput, usage: Usage) ->
     try:
         value = call.spec.parse(answer_text)
     except pydantic.ValidationError as exc:
-        raise ValidationError(exc.errors(include_url=False), text=text, usage=usage, reasoning=reasoning) from exc
+        details = [dict[str, Any](error) for error in exc.errors(include_url=False)]
+        raise ValidationError(details, text=text, usage=usage, reasoning=reasoning) from exc
     return _Answer(value, text, reasoning)
 
 

@@ -1,33 +1,112 @@
-"""A call's arguments, checked and resolved before anything is generated.
+"""A call's options, declared once, and their checking and resolution before anything is generated.
 
-`prepare_call` is the one place where `generate`, `run` and `stream` turn keyword arguments into a
-`Call`: the output resolved and compiled, the sampling parameters validated (by
-`runtime.SamplingParams`, which names the offending field), the controls checked against each other,
-and the prompt rendered into chat messages. Every problem found here is a typed error raised before
-the backend sees the request; only the prompt's length is left to the backend, which owns the
-tokenizer.
+`StreamOptions` and `CallOptions` declare the keyword arguments of `LLM.stream` and of
+`LLM.generate` / `LLM.run`, each with its type and its `Default`. The clients take them as
+`**options: Unpack[CallOptions]`, so editors and type checkers see every keyword, and the sync facade
+maps onto the same declaration instead of repeating it.
+
+`prepare_call` is the one place where those options become a `Call`: unknown keywords rejected,
+defaults filled in from the declaration, the output resolved and compiled, the sampling parameters
+validated (by `runtime.SamplingParams`, which names the offending field), the controls checked
+against each other, and the prompt rendered into chat messages. Every problem found here is a typed
+error raised before the backend sees the request; only the prompt's length is left to the backend,
+which owns the tokenizer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Annotated, Any, cast, get_type_hints
+
+from typing_extensions import TypedDict
 
 from runtime.engine.constraints import Constraint as RuntimeConstraint
-from runtime.engine.sampling import SamplingParams
+from runtime.engine.sampling_params import SamplingParams
 from runtime.errors import RequestError
 from sdk import reasoning as reasoning_layout
 from sdk.outputs import OutputKind, OutputSpec, output_spec
 from sdk.prompts import Message, PromptInput, build_messages
 from sdk.voting import VoteKey
 
-__all__ = ["DEFAULT_MAX_TOKENS", "DEFAULT_SAMPLES_TEMPERATURE", "Call", "call_arguments", "prepare_call"]
+__all__ = [
+    "CALL_OPTIONS",
+    "DEFAULT_SAMPLES_TEMPERATURE",
+    "OPTION_DEFAULTS",
+    "STREAM_OPTIONS",
+    "Call",
+    "CallOptions",
+    "Default",
+    "StreamOptions",
+    "prepare_call",
+    "resolve_options",
+]
 
-#: Default completion budget: room for a typed object with some reasoning in front of it.
-DEFAULT_MAX_TOKENS = 512
 #: Temperature of `samples > 1` when none is given: self-consistency needs paths that differ.
 DEFAULT_SAMPLES_TEMPERATURE = 0.7
+
+
+@dataclass(frozen=True)
+class Default:
+    """An option's value when a call leaves it out: metadata in its `Annotated` type, so that the
+    declaration that editors show is also the one `prepare_call` reads at run time."""
+
+    value: object
+
+
+class StreamOptions(TypedDict, total=False):
+    """The keyword arguments of `LLM.stream` (see `LLM.run` for their meaning)."""
+
+    reasoning: Annotated[bool, Default(False)]
+    max_reasoning_tokens: Annotated[int | None, Default(None)]
+    describe_output: Annotated[bool, Default(True)]
+    # Room for a typed object with some reasoning in front of it.
+    max_tokens: Annotated[int, Default(512)]
+    # None is greedy (0.0), or DEFAULT_SAMPLES_TEMPERATURE with samples > 1.
+    temperature: Annotated[float | None, Default(None)]
+    top_k: Annotated[int | None, Default(None)]
+    top_p: Annotated[float, Default(1.0)]
+    min_p: Annotated[float, Default(0.0)]
+    seed: Annotated[int | None, Default(None)]
+    stop: Annotated[str | Sequence[str] | None, Default(None)]
+    repetition_penalty: Annotated[float, Default(1.0)]
+    presence_penalty: Annotated[float, Default(0.0)]
+    frequency_penalty: Annotated[float, Default(0.0)]
+    num_beams: Annotated[int, Default(1)]
+    length_penalty: Annotated[float, Default(1.0)]
+
+
+class CallOptions(StreamOptions, total=False):
+    """The keyword arguments of `LLM.generate` and `LLM.run`: those of `stream`, plus
+    self-consistency and retries (which do not stream)."""
+
+    samples: Annotated[int, Default(1)]
+    vote_on: Annotated[VoteKey, Default(None)]
+    retries: Annotated[int, Default(0)]
+
+
+def _declared_defaults(options: type) -> dict[str, object]:
+    """Each declared option's `Default`, in declaration order.
+
+    Raises:
+        TypeError: an option declares no `Default` (a mistake in this module, found at import).
+    """
+    defaults: dict[str, object] = {}
+    for name, hint in get_type_hints(options, include_extras=True).items():
+        found = [meta for meta in getattr(hint, "__metadata__", ()) if isinstance(meta, Default)]
+        if len(found) != 1:
+            raise TypeError(f"option {name!r} must declare exactly one Default")
+        defaults[name] = found[0].value
+    return defaults
+
+
+#: Every option's default, read from the declarations above.
+OPTION_DEFAULTS: Mapping[str, object] = MappingProxyType(_declared_defaults(CallOptions))
+#: The keyword arguments `stream` accepts, and those `generate` and `run` accept.
+STREAM_OPTIONS: frozenset[str] = frozenset(_declared_defaults(StreamOptions))
+CALL_OPTIONS: frozenset[str] = frozenset(OPTION_DEFAULTS)
 
 
 @dataclass(frozen=True)
@@ -57,77 +136,76 @@ class Call:
         return self.params.n
 
 
-def prepare_call(
-    prompt: PromptInput,
-    *,
-    output: Any,
-    reasoning: bool,
-    max_reasoning_tokens: int | None,
-    samples: int,
-    vote_on: VoteKey,
-    retries: int,
-    describe_output: bool,
-    max_tokens: int,
-    temperature: float | None,
-    top_k: int | None,
-    top_p: float,
-    min_p: float,
-    seed: int | None,
-    stop: str | Sequence[str] | None,
-    repetition_penalty: float,
-    presence_penalty: float,
-    frequency_penalty: float,
-    num_beams: int,
-    length_penalty: float,
-) -> Call:
-    """Check and resolve a call's arguments (see `sdk.LLM.run` for their meaning).
+def resolve_options(options: Mapping[str, object], accepted: frozenset[str] = CALL_OPTIONS) -> CallOptions:
+    """Every option of a call: the given ones, and the declared defaults for the rest.
+
+    Values are not checked here (`prepare_call` does that); keywords are, since a misspelt one
+    would otherwise be ignored without a word.
+
+    Args:
+        options: the keyword arguments a caller gave.
+        accepted: the names the calling method declares (`CALL_OPTIONS` or `STREAM_OPTIONS`).
 
     Raises:
-        RequestError: a control of the wrong type or out of range, or controls that conflict
-            (`field` names the one to change).
+        RequestError: a keyword that is not an option of the method (`field` names it).
+    """
+    for name in options:
+        if name in accepted:
+            continue
+        if name in CALL_OPTIONS:
+            raise RequestError("self-consistency and retries do not stream; use run", name)
+        close = difflib.get_close_matches(name, sorted(accepted), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise RequestError(f"not a keyword argument of this method{hint}", name)
+    return cast(CallOptions, {**OPTION_DEFAULTS, **options})
+
+
+def prepare_call(
+    prompt: PromptInput, output: Any, options: Mapping[str, object], *, accepted: frozenset[str] = CALL_OPTIONS
+) -> Call:
+    """Check and resolve a call (see `sdk.LLM.run` for the meaning of the options).
+
+    Args:
+        prompt: the prompt as given.
+        output: the output type as given.
+        options: the keyword arguments as given; the missing ones take their declared defaults.
+        accepted: the option names the calling method declares.
+
+    Raises:
+        RequestError: an unknown keyword, a control of the wrong type or out of range, or controls
+            that conflict (`field` names the one to change).
         UnsupportedOutputTypeError, grammars.GrammarError: the output cannot be constrained.
     """
+    resolved = resolve_options(options, accepted)
+    reasoning, samples, retries = resolved["reasoning"], resolved["samples"], resolved["retries"]
+    describe_output, max_tokens = resolved["describe_output"], resolved["max_tokens"]
     _check_flag(reasoning, "reasoning")
     _check_flag(describe_output, "describe_output")
     _check_count(samples, "samples", minimum=1)
     _check_count(retries, "retries", minimum=0)
     spec = output_spec(output)
-    _check_conflicts(
-        spec,
-        samples=samples,
-        vote_on=vote_on,
-        retries=retries,
-        temperature=temperature,
-        stop=stop,
-        num_beams=num_beams,
-        reasoning=reasoning,
-    )
+    _check_conflicts(spec, resolved)
+    temperature = resolved["temperature"]
     if temperature is None:
         temperature = DEFAULT_SAMPLES_TEMPERATURE if samples > 1 else 0.0
     params = SamplingParams(
         max_tokens=max_tokens,
         temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        min_p=min_p,
-        seed=seed,
-        stop=() if stop is None else stop,
-        repetition_penalty=repetition_penalty,
-        presence_penalty=presence_penalty,
-        frequency_penalty=frequency_penalty,
+        top_k=resolved["top_k"],
+        top_p=resolved["top_p"],
+        min_p=resolved["min_p"],
+        seed=resolved["seed"],
+        stop=_stop_strings(resolved["stop"]),
+        repetition_penalty=resolved["repetition_penalty"],
+        presence_penalty=resolved["presence_penalty"],
+        frequency_penalty=resolved["frequency_penalty"],
         n=samples,
-        num_beams=num_beams,
-        length_penalty=length_penalty,
+        num_beams=resolved["num_beams"],
+        length_penalty=resolved["length_penalty"],
     )
-    constraint = _constraint(spec, reasoning, max_reasoning_tokens, max_tokens)
+    constraint = _constraint(spec, reasoning, resolved["max_reasoning_tokens"], max_tokens)
     messages = build_messages(prompt, spec, reasoning=reasoning, describe_output=describe_output)
-    return Call(messages, spec, constraint, params, reasoning, vote_on, retries)
-
-
-def call_arguments(frame_locals: dict[str, Any]) -> dict[str, Any]:
-    """A client method's arguments (its `locals()` on entry) without `self`, to forward unchanged:
-    the methods of `LLM` and `SyncLLM` share one parameter list, kept equal by a signature test."""
-    return {name: value for name, value in frame_locals.items() if name != "self"}
+    return Call(messages, spec, constraint, params, reasoning, resolved["vote_on"], retries)
 
 
 def _constraint(
@@ -148,35 +226,37 @@ def _constraint(
     return reasoning_layout.BudgetedReasoning(spec, max_reasoning_tokens)
 
 
-def _check_conflicts(
-    spec: OutputSpec,
-    *,
-    samples: int,
-    vote_on: VoteKey,
-    retries: int,
-    temperature: float | None,
-    stop: str | Sequence[str] | None,
-    num_beams: int,
-    reasoning: bool,
-) -> None:
+def _check_conflicts(spec: OutputSpec, options: CallOptions) -> None:
     """Controls that are each valid but do not combine."""
-    if samples > 1 and num_beams != 1:
+    samples, vote_on, stop = options["samples"], options["vote_on"], options["stop"]
+    if samples > 1 and options["num_beams"] != 1:
         raise RequestError("beam search and self-consistency sampling do not combine; use one", "num_beams")
-    if samples > 1 and temperature == 0.0:
+    if samples > 1 and options["temperature"] == 0.0:
         raise RequestError("samples > 1 at temperature 0 would draw the same answer every time", "temperature")
     if vote_on is not None:
         if samples == 1:
             raise RequestError("only applies to self-consistency (samples > 1)", "vote_on")
         spec.check_vote_key(vote_on)
-    if retries and not spec.is_validated:
+    if options["retries"] and not spec.is_validated:
         raise RequestError(
             "only validated outputs (Python types and Pydantic models) can fail validation and be retried",
             "retries",
         )
     if stop and spec.kind is not OutputKind.TEXT:
         raise RequestError("a stop string would cut a constrained output; the constraint ends it", "stop")
-    if stop and reasoning:
+    if stop and options["reasoning"]:
         raise RequestError("a stop string would also end the reasoning, before any answer", "stop")
+
+
+def _stop_strings(stop: object) -> tuple[str, ...]:
+    """`stop` as the tuple `SamplingParams` holds (which checks the strings themselves)."""
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        return (stop,)
+    if isinstance(stop, (list, tuple)):
+        return tuple(stop)
+    raise RequestError(f"must be a string or a list of strings, got {stop!r}", "stop")
 
 
 def _check_flag(value: object, field: str) -> None:

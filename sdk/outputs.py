@@ -1,4 +1,4 @@
-"""Output types: what `output=` can be, and for each, its constraint, its parser and its description.
+"""Output types: what `output=` can be, and for each, its constraint and its parser.
 
     output=None or str                       free text                       -> str
     output=grammars.Regex / Lark / Choice    text in that language           -> str
@@ -7,9 +7,12 @@
       Enum, list[...], dataclass, ...)       Pydantic's TypeAdapter(T)
 
 Everything is resolved once per output type and cached: the schema (`grammars.frontends.types.type_schema`,
-the JSON texts that validate as the type, with objects closed: see `_closed_objects`), the constraint
-compiled from it (`grammars.compile`), and the TypeAdapter that parses. The prompt describes the same
-schema the constraint enforces. Resolving raises before any generation starts:
+the JSON texts that validate as the type, objects closed), the constraint (`grammars.compile(T)`: `grammars`
+alone decides which texts are valid, so the SDK enforces exactly what `grammars.compile` does), and the
+TypeAdapter that parses. One exception: a type that is one of a few strings is written as a bare label
+(`positive`, not `"positive"`), a `grammars.Choice` of the same values. The prompt describes the same
+schema the constraint enforces (`sdk.schema_text.describe_output`); `vote_on=` is checked against it
+(`sdk.voting.check_vote_key`). Resolving raises before any generation starts:
 `UnsupportedOutputTypeError` for something that is not a type, `grammars.UnsupportedSchemaError` for
 a type without an exact schema, and the other `GrammarError`s from the engine.
 """
@@ -33,7 +36,8 @@ from grammars.compiler import Constraint
 from grammars.frontends.types import type_schema
 from runtime.errors import RequestError
 from sdk.errors import UnsupportedOutputTypeError
-from sdk.schema_text import describe_schema
+from sdk.schema_text import describe_output
+from sdk.voting import check_vote_key
 
 __all__ = ["OutputKind", "OutputSpec", "output_spec"]
 
@@ -58,8 +62,8 @@ class OutputSpec:
         output: what the caller passed as `output=`.
         kind: how it is constrained and parsed.
         constraint: the compiled constraint, None for free text.
-        json_schema: the JSON Schema of JSON outputs (what the prompt describes, what a remote
-            backend sends as `response_format`), else None.
+        json_schema: the JSON Schema of JSON outputs (what the prompt describes; a JSON Schema
+            output is validated against it), else None.
         adapter: Pydantic's validator of the type (TYPE), or of any JSON (JSON_SCHEMA), else None.
         labels: for a type that is one of a few strings (a Literal of strings, a str-valued Enum),
             the strings. The model writes the bare label, `positive` rather than `"positive"`: small
@@ -120,42 +124,18 @@ class OutputSpec:
         return plain if self.labels is not None else json.dumps(plain, ensure_ascii=False)
 
     def describe(self) -> str | None:
-        """How the prompt tells the model what to write (None: nothing to say, free text)."""
-        output = self.output
-        if self.labels is not None:
-            return "Respond with exactly one of: " + ", ".join(self.labels) + "."
-        if self.json_schema is not None:
-            return "Respond with JSON of this form:\n" + describe_schema(self.json_schema)
-        if isinstance(output, grammars.Choice):
-            return "Respond with exactly one of: " + ", ".join(output.options) + "."
-        if isinstance(output, grammars.Regex):
-            return f"Respond with text that matches the regular expression {output.pattern}"
-        if isinstance(output, grammars.Lark):
-            return f"Respond with text in this grammar (Lark syntax, start rule {output.start!r}):\n{output.text}"
-        return None
+        """How the prompt tells the model what to write (None: nothing to say, free text); see
+        `sdk.schema_text.describe_output`."""
+        return describe_output(self)
 
     def check_vote_key(self, key: object) -> None:
-        """Check, before generating, that a `vote_on=` field name exists in the output.
+        """Check, before generating, that a `vote_on=` field name exists in the output; see
+        `sdk.voting.check_vote_key`.
 
         Raises:
             RequestError: the output has no such field, or `vote_on` is neither a name nor callable.
         """
-        if key is None or callable(key):
-            return
-        if not isinstance(key, str):
-            raise RequestError(f"expected a field name or a function, got {type(key).__name__}", "vote_on")
-        properties = _top_level_properties(self)
-        if key not in properties:
-            known = ", ".join(sorted(properties)) or "none: the output is not an object"
-            raise RequestError(f"the output has no field {key!r} (fields: {known})", "vote_on")
-
-
-def _top_level_properties(spec: OutputSpec) -> set[str]:
-    output = spec.output
-    if isinstance(output, type) and issubclass(output, pydantic.BaseModel):
-        return set(output.model_fields)
-    schema = spec.json_schema or {}
-    return set(schema.get("properties") or ())
+        check_vote_key(self, key)
 
 
 _cache: dict[object, OutputSpec] = {}
@@ -209,11 +189,11 @@ def _resolve(output: Any) -> OutputSpec:
         adapter: TypeAdapter[Any] = TypeAdapter(output)
     except pydantic.PydanticUserError as exc:
         raise UnsupportedOutputTypeError(output, str(exc).splitlines()[0]) from exc
-    schema = _closed_objects(type_schema(output))
+    schema = type_schema(output)
     labels = _string_labels(schema)
     if labels is not None:
         return OutputSpec(output, OutputKind.TYPE, grammars.compile(grammars.Choice(labels)), schema, adapter, labels)
-    return OutputSpec(output, OutputKind.TYPE, grammars.compile(schema), schema, adapter)
+    return OutputSpec(output, OutputKind.TYPE, grammars.compile(output), schema, adapter)
 
 
 def _string_labels(schema: dict[str, Any]) -> tuple[str, ...] | None:
@@ -223,47 +203,6 @@ def _string_labels(schema: dict[str, Any]) -> tuple[str, ...] | None:
     if not options or set(schema) - annotations or not all(isinstance(o, str) and o for o in options):
         return None
     return tuple(options)
-
-
-def _closed_objects(schema: Any) -> Any:
-    """A copy of `schema` where every object with declared properties forbids undeclared keys, unless
-    it allows them explicitly (a model with `extra="allow"`).
-
-    Pydantic ignores unknown keys by default, so the exact schema of a model admits them; a model
-    given that freedom invents fields until `max_tokens` runs out. Every text the closed schema
-    admits still validates, and structured-output peers (OpenAI strict mode, XGrammar's strict
-    mode) close objects the same way."""
-    if not isinstance(schema, dict):
-        return schema
-    closed = dict(schema)  # values of other keywords (enum, const, default, ...) are data: left alone
-    for keyword, value in schema.items():
-        if keyword in _SCHEMA_MAPS and isinstance(value, dict):
-            closed[keyword] = {name: _closed_objects(member) for name, member in value.items()}
-        elif keyword in _SCHEMA_LISTS and isinstance(value, list):
-            closed[keyword] = [_closed_objects(member) for member in value]
-        elif keyword in _SCHEMAS:
-            closed[keyword] = _closed_objects(value)
-    if "properties" in closed and "additionalProperties" not in closed:
-        closed["additionalProperties"] = False
-    return closed
-
-
-#: Keywords whose value maps names to subschemas, holds a list of them, or is one.
-_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
-_SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
-_SCHEMAS = (
-    "items",
-    "additionalItems",
-    "additionalProperties",
-    "not",
-    "if",
-    "then",
-    "else",
-    "contains",
-    "propertyNames",
-    "unevaluatedItems",
-    "unevaluatedProperties",
-)
 
 
 def _is_type_like(output: Any) -> bool:

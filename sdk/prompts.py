@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime.chat_template import check_role
 from runtime.errors import RequestError
 from sdk import reasoning as reasoning_layout
 from sdk.outputs import OutputSpec
@@ -78,8 +79,9 @@ def build_messages(prompt: PromptInput, spec: OutputSpec, *, reasoning: bool, de
         Messages with "role" and "content", oldest first.
 
     Raises:
-        RequestError: an empty prompt, a prompt of the wrong type, or an example whose output is not
-            a value of the output type (`field` names which).
+        RequestError: an empty prompt, a prompt of the wrong type, a message whose role is not one of
+            `runtime.chat_template.CHAT_ROLES`, or an example whose output is not a value of the output
+            type (`field` names which).
     """
     notes = []
     if describe_output:
@@ -90,11 +92,18 @@ def build_messages(prompt: PromptInput, spec: OutputSpec, *, reasoning: bool, de
     if isinstance(prompt, str):
         if not prompt:
             raise RequestError("is empty", "prompt")
-        return _system(system_notes) + [{"role": "user", "content": prompt}]
+        return _system(system_notes) + [{"role": "user", "content": _checked_text(prompt, "prompt")}]
     if isinstance(prompt, Prompt):
         return _prompt_messages(prompt, spec, system_notes, reasoning=reasoning)
     if isinstance(prompt, Sequence) and not isinstance(prompt, (bytes, bytearray)):
-        messages = [dict(message) for message in prompt]
+        messages: list[Message] = []
+        for index, message in enumerate(prompt):
+            if not isinstance(message, Mapping):
+                raise RequestError(f"expected a message dict, got {type(message).__name__}", f"prompt[{index}]")
+            check_role(message.get("role"), f"prompt[{index}].role")
+            if isinstance(message.get("content"), str):
+                _checked_text(message["content"], f"prompt[{index}].content")
+            messages.append(dict(message))
         if not messages:
             raise RequestError("is empty", "prompt")
         if messages[0].get("role") == "system":
@@ -106,9 +115,10 @@ def build_messages(prompt: PromptInput, spec: OutputSpec, *, reasoning: bool, de
 
 
 def _prompt_messages(prompt: Prompt, spec: OutputSpec, system_notes: str, *, reasoning: bool) -> list[Message]:
-    parts = [prompt.instructions or ""]
+    parts = [_checked_text(prompt.instructions or "", "prompt.instructions")]
     if prompt.constraints:
-        parts.append("Rules:\n" + "\n".join(f"- {rule}" for rule in prompt.constraints))
+        rules = (_checked_text(str(rule), f"prompt.constraints[{i}]") for i, rule in enumerate(prompt.constraints))
+        parts.append("Rules:\n" + "\n".join(f"- {rule}" for rule in rules))
     parts.append(system_notes)
     messages = _system("\n\n".join(part for part in parts if part))
     for index, example in enumerate(prompt.examples):
@@ -122,7 +132,7 @@ def _prompt_messages(prompt: Prompt, spec: OutputSpec, system_notes: str, *, rea
         messages.append({"role": "assistant", "content": answer})
     user = _render_inputs(prompt.inputs, "prompt.inputs")
     if prompt.context:
-        user = f"Context:\n{prompt.context}\n\n{user}"
+        user = f"Context:\n{_checked_text(str(prompt.context), 'prompt.context')}\n\n{user}"
     messages.append({"role": "user", "content": user})
     return messages
 
@@ -137,9 +147,26 @@ def _render_inputs(inputs: str | Mapping[str, Any], field_name: str) -> str:
     if isinstance(inputs, str):
         if not inputs:
             raise RequestError("is empty", field_name)
-        return inputs
+        return _checked_text(inputs, field_name)
     if isinstance(inputs, Mapping):
         if not inputs:
             raise RequestError("is empty", field_name)
-        return "\n".join(f"{name}: {value}" for name, value in inputs.items())
+        return "\n".join(
+            f"{name}: {_checked_text(str(value), f'{field_name}.{name}')}" for name, value in inputs.items()
+        )
     raise RequestError(f"expected a str or a dict of named inputs, got {type(inputs).__name__}", field_name)
+
+
+def _checked_text(text: str, field_name: str) -> str:
+    """`text`, checked to be encodable: the tokenizer takes UTF-8, which has no lone surrogates.
+
+    Raises:
+        RequestError: `text` holds a lone surrogate (`field` names where; the message its offset).
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(
+            f"holds a lone surrogate {text[exc.start]!r} at offset {exc.start}, which UTF-8 cannot encode", field_name
+        ) from exc
+    return text

@@ -14,12 +14,17 @@ close its reasoning and answer. Each sequence (sample, beam) counts its own budg
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grammars.compiler import Constraint
 from grammars.compose import marker_then_answer, reasoning_then_answer
 from runtime.engine.constraints import TokenMatcher
 from sdk.outputs import OutputSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from grammars.errors import GrammarError
 
 __all__ = ["INSTRUCTION", "MARKER", "SEPARATOR", "BudgetedReasoning", "join", "reasoning_constraint", "split"]
 
@@ -86,8 +91,8 @@ class BudgetedReasoning:
 class _BudgetedMatcher:
     """A runtime.engine.constraints.TokenMatcher over `BudgetedReasoning`.
 
-    State per advance (for rollback): the tail of the text that could be the start of the marker,
-    whether the marker was written, and which matcher was in charge.
+    State: the tail of the text that could be the start of the marker, whether the marker was
+    written, and which matcher is in charge.
     """
 
     def __init__(self, owner: BudgetedReasoning, vocab: Any, free: TokenMatcher) -> None:
@@ -98,24 +103,22 @@ class _BudgetedMatcher:
         self._num_free_tokens = 0
         self._tail = b""
         self._has_marker = False
-        self._history: list[tuple[int, bytes, bool, TokenMatcher | None]] = []
 
     @property
-    def error(self) -> Any:
+    def error(self) -> GrammarError | None:
         return self._active.error
 
     @property
     def _active(self) -> TokenMatcher:
         return self._forced if self._forced is not None else self._free
 
-    def mask(self) -> Any:
+    def mask(self, max_seconds: float | None = None) -> torch.Tensor:
         if self._forced is None and not self._has_marker and self._num_free_tokens >= self._owner.max_reasoning_tokens:
             self._forced = self._owner.forced.matcher(self._vocab)
-        return self._active.mask()
+        return self._active.mask(max_seconds)
 
     def advance(self, token_id: int) -> None:
         self._active.advance(token_id)
-        self._history.append((self._num_free_tokens, self._tail, self._has_marker, self._forced))
         if self._forced is None:
             self._num_free_tokens += 1
             if not self._has_marker:
@@ -126,20 +129,10 @@ class _BudgetedMatcher:
     def is_accepting(self) -> bool:
         return self._active.is_accepting()
 
-    def rollback(self, num_tokens: int) -> None:
-        for _ in range(num_tokens):
-            # Each entry holds the state before its advance, and the matcher that made it.
-            self._num_free_tokens, self._tail, self._has_marker, self._forced = self._history.pop()
-            self._active.rollback(1)
-
     def fork(self) -> _BudgetedMatcher:
         twin = _BudgetedMatcher(self._owner, self._vocab, self._free.fork())
         twin._forced = self._forced.fork() if self._forced is not None else None
         twin._num_free_tokens, twin._tail, twin._has_marker = self._num_free_tokens, self._tail, self._has_marker
-        # Every matcher in the history is the one forced matcher (there is at most one): the twin's own.
-        twin._history = [
-            (num, tail, marker, None if forced is None else twin._forced) for num, tail, marker, forced in self._history
-        ]
         return twin
 
 

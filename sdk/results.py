@@ -27,19 +27,18 @@ class Timings:
             attempt), None when no token was generated.
         total: from the start of the call until the value was ready.
         mask_time: time spent in the constraint matcher (computing token masks and advancing its
-            state), summed over the call's sequences; 0.0 for unconstrained output, None when the
-            backend cannot measure it (a remote server).
+            state), summed over the call's sequences; 0.0 for unconstrained output.
     """
 
     time_to_first_token: float | None
     total: float
-    mask_time: float | None
+    mask_time: float
 
     @property
     def mask_share(self) -> float | None:
-        """`mask_time` as a share of `total` (None when unknown). Several sequences (samples, beams)
-        can make it exceed 1: their matchers run one after another inside each step."""
-        if self.mask_time is None or self.total <= 0.0:
+        """`mask_time` as a share of `total` (None when `total` is 0). Several sequences (samples,
+        beams) can make it exceed 1: their matchers run one after another inside each step."""
+        if self.total <= 0.0:
             return None
         return self.mask_time / self.total
 

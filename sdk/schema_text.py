@@ -1,4 +1,7 @@
-"""A JSON Schema written the way a model reads it: the shape of the expected JSON, not the schema.
+"""What the prompt says the model should write: the output's form, the way a model reads it.
+
+`describe_output` turns a resolved output into one instruction: its labels, the shape of its JSON,
+its regex or its grammar. A JSON Schema is written as the shape of the expected JSON, not the schema.
 
 Small models copy what they see, so `{"name": string, "age": integer}` works better in a prompt
 than the schema document that says the same. Field descriptions become `//` comments, enums and
@@ -10,13 +13,41 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["describe_schema"]
+from grammars.specs import Choice, Lark, Regex
+
+if TYPE_CHECKING:
+    from sdk.outputs import OutputSpec
+
+__all__ = ["describe_output", "describe_schema"]
 
 #: Deepest nesting written out in full; deeper objects are written as `object`.
 MAX_DEPTH = 6
 _INDENT = "  "
+
+
+def describe_output(spec: OutputSpec) -> str | None:
+    """How the prompt tells the model what to write.
+
+    Args:
+        spec: the resolved output.
+
+    Returns:
+        One instruction, or None for free text (nothing to say).
+    """
+    output = spec.output
+    if spec.labels is not None:
+        return "Respond with exactly one of: " + ", ".join(spec.labels) + "."
+    if spec.json_schema is not None:
+        return "Respond with JSON of this form:\n" + describe_schema(spec.json_schema)
+    if isinstance(output, Choice):
+        return "Respond with exactly one of: " + ", ".join(output.options) + "."
+    if isinstance(output, Regex):
+        return f"Respond with text that matches the regular expression {output.pattern}"
+    if isinstance(output, Lark):
+        return f"Respond with text in this grammar (Lark syntax, start rule {output.start!r}):\n{output.text}"
+    return None
 
 
 def describe_schema(schema: Mapping[str, Any] | bool) -> str:

@@ -129,8 +129,8 @@ _adapters: dict[tuple[object, str], TypeAdapter[Any]] = {}
 def _field_adapter(model: type[pydantic.BaseModel], name: str) -> TypeAdapter[Any]:
     adapter = _adapters.get((model, name))
     if adapter is None:
-        info = model.model_fields[name]
-        annotation = typing.Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        # The field's type with its constraints (`Annotated[type, *metadata]`).
+        annotation = model.model_fields[name].rebuild_annotation()
         adapter = _adapters[(model, name)] = TypeAdapter(annotation)
     return adapter
 

@@ -4,6 +4,9 @@ Same methods, parameters and defaults as `LLM` (a test compares the signatures);
 async implementation on the facade's own event loop in a background thread and waits for it. The
 caller's thread never runs an event loop, so the facade works where one is already running
 (Jupyter) and in plain scripts alike. Ctrl-C while waiting cancels the call, which frees its memory.
+
+A `SyncLLM` dropped without `close` warns (`ResourceWarning`) when collected and stops its loop
+thread then; its `LLM`, collected with it, frees the model. A `SyncStream` keeps its `SyncLLM` alive.
 """
 
 from __future__ import annotations
@@ -11,17 +14,19 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Coroutine, Iterator, Sequence
+import weakref
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
+from typing_extensions import Unpack
+
 from sdk.backends.base import Backend
-from sdk.client import LLM
+from sdk.client import LLM, warn_unclosed
 from sdk.errors import ClosedError
-from sdk.options import DEFAULT_MAX_TOKENS, call_arguments
+from sdk.options import CallOptions, StreamOptions
 from sdk.prompts import PromptInput
 from sdk.results import Result
 from sdk.streaming import Stream
-from sdk.voting import VoteKey
 
 __all__ = ["SyncLLM", "SyncStream"]
 
@@ -33,7 +38,8 @@ class _LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="stencil-sync-loop", daemon=True)
+        # The thread holds the loop only, so the facade that owns this can be collected.
+        self._thread = threading.Thread(target=_run_forever, args=(self.loop,), name="stencil-sync-loop", daemon=True)
         self._thread.start()
         self.is_stopped = False
 
@@ -54,10 +60,10 @@ class _LoopThread:
             raise
 
     def stop(self) -> None:
+        """Stop the loop and wait for its thread, which closes it."""
         self.is_stopped = True
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
-        self.loop.close()
 
 
 class SyncLLM:
@@ -68,6 +74,9 @@ class SyncLLM:
     ) -> None:
         self._llm = LLM(model, backend=backend, dtype=dtype)
         self._loop_thread = _LoopThread()
+        # This facade is what the caller holds and drops: it warns, in its inner LLM's stead.
+        self._llm._finalizer.detach()
+        self._finalizer = weakref.finalize(self, _drop_unclosed, self._loop_thread.loop)
 
     @property
     def backend(self) -> Backend:
@@ -79,78 +88,30 @@ class SyncLLM:
         prompt: PromptInput,
         *,
         output: Any = None,
-        reasoning: bool = False,
-        max_reasoning_tokens: int | None = None,
-        samples: int = 1,
-        vote_on: VoteKey = None,
-        retries: int = 0,
-        describe_output: bool = True,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float = 1.0,
-        min_p: float = 0.0,
-        seed: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        repetition_penalty: float = 1.0,
-        presence_penalty: float = 0.0,
-        frequency_penalty: float = 0.0,
-        num_beams: int = 1,
-        length_penalty: float = 1.0,
+        **options: Unpack[CallOptions],
     ) -> Any:
         """Blocking `LLM.generate`."""
-        return self._loop_thread.run(self._llm.generate(**call_arguments(locals())))
+        return self._wait(self._llm.generate(prompt, output=output, **options))
 
     def run(
         self,
         prompt: PromptInput,
         *,
         output: Any = None,
-        reasoning: bool = False,
-        max_reasoning_tokens: int | None = None,
-        samples: int = 1,
-        vote_on: VoteKey = None,
-        retries: int = 0,
-        describe_output: bool = True,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float = 1.0,
-        min_p: float = 0.0,
-        seed: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        repetition_penalty: float = 1.0,
-        presence_penalty: float = 0.0,
-        frequency_penalty: float = 0.0,
-        num_beams: int = 1,
-        length_penalty: float = 1.0,
+        **options: Unpack[CallOptions],
     ) -> Result[Any]:
         """Blocking `LLM.run`."""
-        return self._loop_thread.run(self._llm.run(**call_arguments(locals())))
+        return self._wait(self._llm.run(prompt, output=output, **options))
 
     def stream(
         self,
         prompt: PromptInput,
         *,
         output: Any = None,
-        reasoning: bool = False,
-        max_reasoning_tokens: int | None = None,
-        describe_output: bool = True,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float = 1.0,
-        min_p: float = 0.0,
-        seed: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        repetition_penalty: float = 1.0,
-        presence_penalty: float = 0.0,
-        frequency_penalty: float = 0.0,
-        num_beams: int = 1,
-        length_penalty: float = 1.0,
+        **options: Unpack[StreamOptions],
     ) -> SyncStream[Any]:
         """Blocking `LLM.stream`: iterate with a plain `for`; `result` is set afterwards."""
-        return SyncStream(self._llm.stream(**call_arguments(locals())), self._loop_thread)
+        return SyncStream(self._llm.stream(prompt, output=output, **options), self._wait)
 
     def close(self) -> None:
         """Stop the engine thread and the event loop; calls after this raise `ClosedError`."""
@@ -158,6 +119,11 @@ class SyncLLM:
             return
         self._loop_thread.run(self._llm.aclose())
         self._loop_thread.stop()
+        self._finalizer.detach()
+
+    def _wait(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run `coroutine` on this facade's loop and wait for it (see `_LoopThread.run`)."""
+        return self._loop_thread.run(coroutine)
 
     def __enter__(self) -> SyncLLM:
         return self
@@ -169,10 +135,10 @@ class SyncLLM:
 class SyncStream(Iterator[T]):
     """A `Stream` read from a synchronous thread; see `sdk.Stream`."""
 
-    def __init__(self, stream: Stream[T], loop_thread: _LoopThread) -> None:
+    def __init__(self, stream: Stream[T], wait: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
         self._stream = stream
         self._partials = stream.__aiter__()
-        self._loop_thread = loop_thread
+        self._wait = wait  # the SyncLLM's: it keeps the SyncLLM, and so its loop, alive
 
     @property
     def result(self) -> Result[T] | None:
@@ -184,19 +150,34 @@ class SyncStream(Iterator[T]):
 
     def __next__(self) -> T:
         try:
-            return self._loop_thread.run(_next(self._partials))
+            return self._wait(_next(self._partials))
         except StopAsyncIteration:
             raise StopIteration from None
 
     def close(self) -> None:
         """Stop the generation now (no effect after the end)."""
-        self._loop_thread.run(self._stream.aclose())
+        self._wait(self._stream.aclose())
 
     def __enter__(self) -> SyncStream[T]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _run_forever(loop: asyncio.AbstractEventLoop) -> None:
+    """The loop thread: run until stopped, then close the loop."""
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+
+
+def _drop_unclosed(loop: asyncio.AbstractEventLoop) -> None:
+    """A `SyncLLM` was collected unclosed: warn, and let its loop thread end (without waiting: this
+    may run on any thread, that one included)."""
+    warn_unclosed("sdk.SyncLLM", "llm.close()")
+    loop.call_soon_threadsafe(loop.stop)
 
 
 async def _next(partials: Any) -> Any:

@@ -9,9 +9,14 @@ microseconds (cached) to milliseconds (new states).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.engine.constraints import Constraint, TokenMatcher
+
+if TYPE_CHECKING:
+    import torch
+
+    from grammars.errors import GrammarError
 
 __all__ = ["MaskClock", "TimedConstraint"]
 
@@ -54,12 +59,12 @@ class _TimedMatcher:
         self._clock = clock
 
     @property
-    def error(self) -> Any:
+    def error(self) -> GrammarError | None:
         return self._inner.error
 
-    def mask(self) -> Any:
+    def mask(self, max_seconds: float | None = None) -> torch.Tensor:
         start = time.perf_counter()
-        mask = self._inner.mask()
+        mask = self._inner.mask(max_seconds)
         self._clock.seconds += time.perf_counter() - start
         return mask
 
@@ -73,12 +78,5 @@ class _TimedMatcher:
     def is_accepting(self) -> bool:
         return self._inner.is_accepting()
 
-    def rollback(self, num_tokens: int) -> None:
-        self._inner.rollback(num_tokens)
-
     def fork(self) -> _TimedMatcher:
         return _TimedMatcher(self._inner.fork(), self._clock)
-
-    def __getattr__(self, name: str) -> Any:
-        # Engine features beyond the protocol (e.g. forced text for jump-forward) reach the matcher.
-        return getattr(self._inner, name)

@@ -11,11 +11,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import pydantic
 from pydantic_core import to_jsonable_python
 
-__all__ = ["Vote", "VoteKey", "Votes", "canonical_json", "tally"]
+from runtime.errors import RequestError
+
+if TYPE_CHECKING:
+    from sdk.outputs import OutputSpec
+
+__all__ = ["Vote", "VoteKey", "Votes", "canonical_json", "check_vote_key", "tally"]
 
 T = TypeVar("T")
 
@@ -73,6 +79,35 @@ class Votes(Generic[T]):
 def canonical_json(value: object) -> str:
     """The canonical form of a value: compact JSON with sorted keys (models become their fields)."""
     return json.dumps(to_jsonable_python(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def check_vote_key(spec: OutputSpec, key: object) -> None:
+    """Check, before generating, that a `vote_on=` field name exists in the output.
+
+    Args:
+        spec: the resolved output.
+        key: what `vote_on=` was given.
+
+    Raises:
+        RequestError: the output has no such field, or `key` is neither a name nor callable.
+    """
+    if key is None or callable(key):
+        return
+    if not isinstance(key, str):
+        raise RequestError(f"expected a field name or a function, got {type(key).__name__}", "vote_on")
+    fields = _top_level_fields(spec)
+    if key not in fields:
+        known = ", ".join(sorted(fields)) or "none: the output is not an object"
+        raise RequestError(f"the output has no field {key!r} (fields: {known})", "vote_on")
+
+
+def _top_level_fields(spec: OutputSpec) -> set[str]:
+    """The names `vote_key` can read: a model's fields, else the schema's top-level properties."""
+    output = spec.output
+    if isinstance(output, type) and issubclass(output, pydantic.BaseModel):
+        return set(output.model_fields)
+    schema = spec.json_schema or {}
+    return set(schema.get("properties") or ())
 
 
 def vote_key(value: object, key: VoteKey) -> str:

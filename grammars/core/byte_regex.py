@@ -8,15 +8,25 @@ byte is again a term, so a lazily built DFA simply *is* the set of terms reached
 generation actually goes. Intersection and complement make "any key but the declared ones" and
 `pattern` + `maxLength` exact.
 
-Every term has `id`: a small int, dense from 0, usable as an index into the lexer's tables.
-`EMPTY` (no string) is id 0, which the lexer treats as its dead state.
+Every term has `id`: an int never reused in the process, the key of the memo tables here and of
+the lexer's state numbering. `EMPTY` (no string) is id 0.
+
+The tables are bounded: once MAX_INTERNED_TERMS terms are interned, the hash-consing table and every
+memo are dropped and interning starts afresh (a new generation). Terms still referenced (by live
+grammars and lexer tables) stay valid: ids are never reused, so an old term and its new twin are
+merely two names of one language (identity still implies equality, never the converse), and
+derivatives of old terms are built in the new generation. Terms form no reference cycles, so the
+dropped ones are freed at once, without waiting for the cyclic collector.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from collections.abc import Iterable
+
+from grammars.core.budget import Check, no_check
 
 ALL_BYTES = (1 << 256) - 1
 
@@ -28,6 +38,11 @@ class Term:
     """A node of the byte-regex algebra. Build terms with the module's constructors, never directly."""
 
     __slots__ = ("id", "kind", "args", "bits", "lo", "hi", "tag", "nullable", "is_plain", "_classes")
+    id: int
+    kind: int
+    args: tuple[Term, ...]
+    nullable: bool
+    is_plain: bool
 
     def __init__(self, kind: int, args: tuple[Term, ...], bits: int, lo: int, hi: int | None, tag: int) -> None:
         self.kind = kind
@@ -40,9 +55,6 @@ class Term:
         self.nullable = _nullable(kind, args, lo)
         #: No intersection or complement inside: then every term but EMPTY has a nonempty language.
         self.is_plain = kind not in (K_AND, K_NOT) and all(a.is_plain for a in args)
-
-    def __reduce__(self):  # re-intern on unpickling, so hash-consing survives the disk cache
-        return (_intern, (self.kind, self.args, self.bits, self.lo, self.hi, self.tag))
 
     def __repr__(self) -> str:
         return f"Term#{self.id}({to_pattern(self)})"
@@ -66,11 +78,12 @@ def _nullable(kind: int, args: tuple[Term, ...], lo: int) -> bool:
     return args[0].nullable  # K_TAG
 
 
-# Hash-consing: equal structure, same object. Terms therefore compare and hash by identity.
+# Hash-consing: equal structure, same object (within a generation). Terms compare and hash by identity.
 _TABLE: dict[tuple, Term] = {}
 _TABLE_LOCK = threading.Lock()
-#: Every term ever built, indexed by id.
-TERMS: list[Term] = []
+_IDS = itertools.count()
+#: Interned terms (and memo entries of each kind) kept before the tables start a new generation.
+MAX_INTERNED_TERMS = 250_000
 
 
 def _intern(
@@ -82,11 +95,28 @@ def _intern(
         with _TABLE_LOCK:
             term = _TABLE.get(key)
             if term is None:
+                if len(_TABLE) >= MAX_INTERNED_TERMS:
+                    _new_generation()
                 term = Term(kind, args, bits, lo, hi, tag)
-                term.id = len(TERMS)
-                TERMS.append(term)
+                term.id = next(_IDS)
                 _TABLE[key] = term
     return term
+
+
+def num_interned() -> int:
+    """How many terms the current generation of the hash-consing table holds."""
+    return len(_TABLE)
+
+
+def _new_generation() -> None:
+    """Drop the hash-consing table and every memo, keeping the module's constants canonical."""
+    _TABLE.clear()
+    for memo in (_DERIVATIVES, _MEETS, _CLAMPED, _EMPTINESS):
+        memo.clear()
+    for constant in _CONSTANTS:
+        _TABLE[
+            (constant.kind, tuple(a.id for a in constant.args), constant.bits, constant.lo, constant.hi, constant.tag)
+        ] = constant
 
 
 EMPTY = _intern(K_EMPTY)
@@ -278,6 +308,8 @@ def tag(tag_id: int, term: Term) -> Term:
 
 
 ANYTHING = star(ANY_BYTE)
+#: Terms other modules compare with `is`: they survive every new generation.
+_CONSTANTS = (EMPTY, EPSILON, ANY_BYTE, ANYTHING)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -294,6 +326,8 @@ def derivative(term: Term, byte: int) -> Term:
     result = _DERIVATIVES.get(key)
     if result is None:
         result = _derive(term, byte)
+        if len(_DERIVATIVES) >= MAX_INTERNED_TERMS:
+            _DERIVATIVES.clear()
         _DERIVATIVES[key] = result
     return result
 
@@ -305,9 +339,7 @@ def _derive(term: Term, byte: int) -> Term:
     if kind in (K_EMPTY, K_EPS):
         return EMPTY
     if kind == K_CONCAT:
-        head, rest = term.args
-        first = _concat2(derivative(head, byte), rest)
-        return alt(first, derivative(rest, byte)) if head.nullable else first
+        return _derive_concat(term, byte)
     if kind == K_ALT:
         return alt(*(derivative(t, byte) for t in term.args))
     if kind == K_REPEAT:
@@ -321,17 +353,59 @@ def _derive(term: Term, byte: int) -> Term:
     return tag(term.tag, derivative(term.args[0], byte))  # K_TAG
 
 
+def _derive_concat(term: Term, byte: int) -> Term:
+    """d(head rest) = d(head) rest | d(rest) if head is nullable, else d(head) rest; walked along the
+    right spine with a loop, since a run of thousands of nullable items (`a?a?a?...`) is that deep."""
+    branches: list[Term] = []
+    while term.kind == K_CONCAT:
+        head, rest = term.args
+        branches.append(_concat2(derivative(head, byte), rest))
+        if not head.nullable:
+            return alt(*branches)
+        term = rest
+    branches.append(derivative(term, byte))
+    return alt(*branches)
+
+
 def derivative_classes(term: Term) -> tuple[int, ...]:
     """A partition of the 256 bytes (as bit masks) such that bytes of one class have equal derivatives.
 
     Computing one derivative per class instead of one per byte is what makes a DFA row cheap.
     """
-    if term._classes is None:
-        term._classes = _classes(term)
-    return term._classes
+    classes = term._classes
+    if classes is None:
+        # Operands first, from an explicit stack: a concatenation of thousands of nullable items is
+        # that deep, past Python's recursion limit.
+        pending = _operands_without_classes(term)
+        while pending:
+            missing = _operands_without_classes(pending[-1])
+            if missing:
+                pending.extend(missing)
+            else:
+                top = pending.pop()
+                top._classes = top._classes or _classes(top)
+        classes = term._classes = _classes(term)
+    return classes
+
+
+def _operands_without_classes(term: Term) -> list[Term]:
+    return [operand for operand in _class_operands(term) if operand._classes is None]
+
+
+def _class_operands(term: Term) -> tuple[Term, ...]:
+    """The operands whose classes `_classes(term)` reads."""
+    if term.kind == K_CONCAT:
+        head, tail = term.args
+        return (head, tail) if head.nullable else (head,)
+    if term.kind in (K_EMPTY, K_EPS, K_BYTES):
+        return ()
+    if term.kind in (K_ALT, K_AND):
+        return term.args
+    return term.args[:1]  # K_REPEAT, K_NOT, K_TAG
 
 
 def _classes(term: Term) -> tuple[int, ...]:
+    """The classes of `term`, from its operands' (already computed: see `derivative_classes`)."""
     kind = term.kind
     if kind in (K_EMPTY, K_EPS):
         return (ALL_BYTES,)
@@ -339,9 +413,9 @@ def _classes(term: Term) -> tuple[int, ...]:
         rest = ALL_BYTES & ~term.bits
         return (term.bits, rest) if rest else (term.bits,)
     if kind == K_CONCAT:
-        head, rest = term.args
+        head, tail = term.args
         parts = derivative_classes(head)
-        return _meet(parts, derivative_classes(rest)) if head.nullable else parts
+        return _meet(parts, derivative_classes(tail)) if head.nullable else parts
     if kind in (K_ALT, K_AND):
         parts = (ALL_BYTES,)
         for t in term.args:
@@ -358,6 +432,8 @@ def _meet(p: tuple[int, ...], q: tuple[int, ...]) -> tuple[int, ...]:
     key = (p, q)
     found = _MEETS.get(key)
     if found is None:
+        if len(_MEETS) >= MAX_INTERNED_TERMS:
+            _MEETS.clear()
         found = _MEETS[key] = tuple(x & y for x in p for y in q if x & y)
     return found
 
@@ -395,30 +471,40 @@ def clamp_counters(term: Term, limit: int) -> Term:
     then has one walk, not one per count. Other terms are returned unchanged."""
     if not term.is_plain:
         return term
+    if len(_CLAMPED.get(limit, ())) >= MAX_INTERNED_TERMS:
+        _CLAMPED.clear()
     memo = _CLAMPED.setdefault(limit, {})  # lexer states share most subterms: clamp each once
-
-    def clamp(t: Term) -> Term:
-        done = memo.get(t.id)
-        if done is not None:
-            return done
+    # Post-order with an explicit stack: a long literal is a concatenation thousands deep, which
+    # overflowed Python's stack when this recursed.
+    pending = [term]
+    while pending:
+        t = pending[-1]
+        if t.id in memo:
+            pending.pop()
+            continue
         kind = t.kind
+        has_args = kind in (K_CONCAT, K_ALT, K_TAG, K_REPEAT)
+        unclamped = [a for a in t.args if a.id not in memo] if has_args else []
+        if unclamped:
+            pending.extend(unclamped)
+            continue
+        pending.pop()
+        args = [memo[a.id] for a in t.args] if has_args else []
         if kind == K_CONCAT:
-            result = concat(clamp(t.args[0]), clamp(t.args[1]))
+            result = concat(*args)
         elif kind == K_ALT:
-            result = alt(*(clamp(a) for a in t.args))
+            result = alt(*args)
         elif kind == K_TAG:
-            result = tag(t.tag, clamp(t.args[0]))
+            result = tag(t.tag, args[0])
         elif kind == K_REPEAT:
             relaxed = t.hi is not None and t.hi > limit
             result = repeat(
-                clamp(t.args[0]), min(t.lo, limit + 1) if relaxed or t.lo > limit else t.lo, None if relaxed else t.hi
+                args[0], min(t.lo, limit + 1) if relaxed or t.lo > limit else t.lo, None if relaxed else t.hi
             )
         else:
             result = t
         memo[t.id] = result
-        return result
-
-    return clamp(term)
+    return memo[term.id]
 
 
 #: Derivatives `is_empty` explores before it calls a term with intersection or complement undecided.
@@ -426,11 +512,15 @@ MAX_EMPTINESS_STATES = 1_000
 _EMPTINESS: dict[int, bool | None] = {}
 
 
-def is_empty(term: Term) -> bool | None:
+def is_empty(term: Term, check: Check = no_check) -> bool | None:
     """Whether `term` matches no string; None when undecided within MAX_EMPTINESS_STATES.
 
     Only EMPTY is empty among plain terms. Others are searched breadth-first (shortest witness
     first) for a derivative that is nullable or plain, either of which proves a string. Memoized.
+    `check` is called per explored state (a search can take a second).
+
+    Raises:
+        ConstraintLimitError: from `check` (nothing is memoized then).
     """
     if term is EMPTY:
         return True
@@ -443,6 +533,7 @@ def is_empty(term: Term) -> bool | None:
     seen = {term.id}
     frontier = deque([term])
     while frontier and result:
+        check()
         current = frontier.popleft()
         for byte_class in derivative_classes(current):
             nxt = derivative(current, lowest_byte(byte_class))
@@ -456,6 +547,8 @@ def is_empty(term: Term) -> bool | None:
                 break
             seen.add(nxt.id)
             frontier.append(nxt)
+    if len(_EMPTINESS) >= MAX_INTERNED_TERMS:
+        _EMPTINESS.clear()
     _EMPTINESS[term.id] = result
     return result
 

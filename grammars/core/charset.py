@@ -106,7 +106,7 @@ class CharSet:
                 i += 1
             else:
                 j += 1
-        return CharSet(out)
+        return CharSet(tuple(out))
 
     def complement(self) -> CharSet:
         """Every scalar value (0..0x10FFFF without surrogates) not in this set."""
@@ -116,7 +116,7 @@ class CharSet:
             gaps.append((start, lo - 1))
             start = hi + 1
         gaps.append((start, MAX_CODE_POINT))
-        return CharSet(g for g in gaps if g[0] <= g[1])
+        return CharSet(tuple(g for g in gaps if g[0] <= g[1]))
 
     def difference(self, other: CharSet) -> CharSet:
         """Members of this set that are not in `other`."""
@@ -203,14 +203,14 @@ def case_fold(chars: CharSet, *, ascii_only: bool = False) -> CharSet:
     """
     if ascii_only:
         letters = chars & (CharSet.range(ord("A"), ord("Z")) | CharSet.range(ord("a"), ord("z")))
-        return chars | CharSet(((lo ^ 0x20, hi ^ 0x20) for lo, hi in letters))
+        return chars | CharSet(tuple((lo ^ 0x20, hi ^ 0x20) for lo, hi in letters))
     partners = unicode_data.case_fold_partners()
     cased = _sorted_cased_code_points()
     extra: list[tuple[int, int]] = []
     for lo, hi in chars.ranges:
         for index in range(bisect.bisect_left(cased, lo), bisect.bisect_right(cased, hi)):
             extra.extend((p, p) for p in partners[cased[index]])
-    return chars | CharSet(extra) if extra else chars
+    return chars | CharSet(tuple(extra)) if extra else chars
 
 
 @functools.cache

@@ -89,9 +89,10 @@ def _make_direct(name: str, rules: dict[str, ir.Expr], graph: dict[str, set[str]
         if callee in substituted:
             return None
         substituted.add(callee)
-        body = _substitute(options, callee, rules[callee])
-        if body is None:
+        direct = _substitute(options, callee, rules[callee])
+        if direct is None:
             return None
+        body = direct
 
 
 def _substitute(options: list[Option], callee: str, callee_body: ir.Expr) -> ir.Expr | None:

@@ -1,4 +1,4 @@
-"""The lexer: a lazily built DFA whose states are byte-regex terms, shared by every grammar in the process.
+"""The lexer: a lazily built DFA whose states are byte-regex terms, shared by the grammars of a generation.
 
 A lexer state is a union of tagged terms, one per terminal still alive (`byte_regex.tag`); its
 successor on a byte is its derivative. States get dense ids (`sid`) in the order they are first
@@ -6,29 +6,51 @@ seen, and their transition rows (256 successors) are filled on first use, so a s
 the states its generations visit, and every schema shares the states of common terminals (the inside
 of a JSON string, a number, whitespace).
 
+The process keeps its lexer state bounded by generations: each automaton takes the current
+`LexerTables` when it is built (`current_lexer()`) and keeps it for life, so its states stay valid;
+once the current generation holds NEW_GENERATION_STATES states, automata built later get a fresh
+one, and an old generation is freed with the last automaton (and mask table) that uses it. A server
+that compiles a new schema per request therefore never exhausts MAX_STATES, which bounds one
+generation (the states of the automata on it, minus what they left to later generations).
+
 Rows live in one numpy table (for the vectorized vocabulary walks in `grammars.masking.token_walk`) mirrored
 by Python lists (for the scalar byte walks of the matcher, where numpy scalar indexing is slow).
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
 from grammars.core import byte_regex as rx
+from grammars.core.budget import Check, no_check
 from grammars.errors import ConstraintLimitError
 
 #: The state with no continuation: the empty language.
 DEAD = 0
-#: Budget of lexer states for the whole process; beyond it a grammar is too big to lex lazily.
-MAX_STATES = 2_000_000
+#: Lexer states one generation may hold (a state costs about 1 KiB of table, plus its row list).
+MAX_STATES = 1_000_000
+#: States after which automata built later start a new generation.
+NEW_GENERATION_STATES = 100_000
+
+
+_GENERATIONS = itertools.count()
 
 
 class LexerTables:
-    """Process-wide state numbering and transition rows of the lazy lexer DFA."""
+    """State numbering and transition rows of one generation of the lazy lexer DFA.
 
-    def __init__(self) -> None:
+    Args:
+        max_states: the states this generation may hold; beyond them `sid` raises.
+    """
+
+    def __init__(self, max_states: int = MAX_STATES) -> None:
+        self.max_states = max_states
+        #: Never reused: caches of other modules key lexer states by (generation, sid).
+        self.generation = next(_GENERATIONS)
         self._lock = threading.RLock()
         self.terms: list[rx.Term] = []
         self._sid_of_term: dict[int, int] = {}
@@ -42,8 +64,16 @@ class LexerTables:
         self.sid(rx.EMPTY)  # DEAD == 0
 
     # ------------------------------------------------------------------------------------------
-    def sid(self, term: rx.Term) -> int:
-        """The state id of `term`, allocating one on first sight (DEAD for an empty language)."""
+    @property
+    def num_states(self) -> int:
+        return len(self.terms)
+
+    def sid(self, term: rx.Term, check: Check = no_check) -> int:
+        """The state id of `term`, allocating one on first sight (DEAD for an empty language).
+
+        Raises:
+            ConstraintLimitError: the generation is full, or from `check` (an emptiness search).
+        """
         found = self._sid_of_term.get(term.id)
         if found is not None:
             return found
@@ -51,12 +81,12 @@ class LexerTables:
             found = self._sid_of_term.get(term.id)
             if found is not None:
                 return found
-            if term is not rx.EMPTY and rx.is_empty(term) is True:
+            if term is not rx.EMPTY and rx.is_empty(term, check) is True:
                 self._sid_of_term[term.id] = DEAD
                 return DEAD
             sid = len(self.terms)
-            if sid >= MAX_STATES:
-                raise ConstraintLimitError(f"the lexer exceeded {MAX_STATES} states")
+            if sid >= self.max_states:
+                raise ConstraintLimitError(f"the lexer exceeded its budget of {self.max_states} states")
             if sid >= len(self.has_row):
                 self._grow()
             self.terms.append(term)
@@ -77,21 +107,27 @@ class LexerTables:
         # Readers holding the old arrays still see valid rows for the states they know.
         self.trans, self.has_row, self.accepting = trans, has_row, accepting
 
-    def row(self, sid: int) -> list[int]:
-        """The successor of `sid` on each of the 256 bytes, computing it on first use."""
+    def row(self, sid: int, check: Check = no_check) -> list[int]:
+        """The successor of `sid` on each of the 256 bytes, computing it on first use.
+
+        Raises:
+            ConstraintLimitError: the generation is full, or from `check`.
+        """
         row = self.rows[sid]
         if row is None:
-            row = self._fill_row(sid)
+            row = self._fill_row(sid, check)
         return row
 
-    def ensure_rows(self, sids: np.ndarray) -> None:
-        """Make sure every state in `sids` has its row in `trans` (before a vectorized gather)."""
+    def ensure_rows(self, sids: np.ndarray, before_row: Callable[[], None]) -> None:
+        """Make sure every state in `sids` has its row in `trans` (before a vectorized gather).
+        `before_row` runs before each row is computed (a deadline check: a row can cost seconds)."""
         missing = sids[~self.has_row.take(sids)]
         if missing.size:
             for sid in np.unique(missing).tolist():
-                self.row(sid)
+                before_row()
+                self.row(sid, before_row)
 
-    def _fill_row(self, sid: int) -> list[int]:
+    def _fill_row(self, sid: int, check: Check = no_check) -> list[int]:
         with self._lock:
             if self.rows[sid] is not None:
                 return self.rows[sid]  # type: ignore[return-value]
@@ -99,7 +135,8 @@ class LexerTables:
             row = np.zeros(256, dtype=np.int32)
             try:
                 for byte_class in rx.derivative_classes(term):
-                    successor = self.sid(rx.derivative(term, rx.lowest_byte(byte_class)))
+                    check()
+                    successor = self.sid(rx.derivative(term, rx.lowest_byte(byte_class)), check)
                     if successor != DEAD:
                         row[_byte_mask(byte_class)] = successor
             except RecursionError as exc:
@@ -133,21 +170,34 @@ class LexerTables:
         """Whether some byte extends the lexeme from `sid` (False: an accepting state is final)."""
         return any(self.row(sid))
 
+    def start_state(self, terms: tuple[rx.Term, ...], check: Check = no_check) -> int:
+        """The state that matches any one of `terms`, each tagged with its own term id."""
+        return self.sid(rx.alt(*(rx.tag(t.id, t) for t in terms)), check)
+
 
 def _byte_mask(bits: int) -> np.ndarray:
     """bool[256] of the bytes set in a 256-bit mask."""
     return np.unpackbits(np.frombuffer(bits.to_bytes(32, "little"), dtype=np.uint8), bitorder="little").astype(bool)
 
 
-#: The one lexer of the process.
-LEXER = LexerTables()
+_current = LexerTables()
+_current_lock = threading.Lock()
 
 
-def is_empty_language(term: rx.Term) -> bool:
-    """Whether `term` provably matches no string (one too big to decide counts as nonempty)."""
-    return LEXER.sid(term) == DEAD if term is not rx.EMPTY else True
+def current_lexer() -> LexerTables:
+    """The generation automata built now should use: a fresh one once the current one holds
+    NEW_GENERATION_STATES states (the automata on the old one keep it)."""
+    global _current
+    with _current_lock:
+        if _current.num_states >= NEW_GENERATION_STATES:
+            _current = LexerTables()
+        return _current
 
 
-def start_state(terms: tuple[rx.Term, ...]) -> int:
-    """The lexer state that matches any one of `terms`, each tagged with its own term id."""
-    return LEXER.sid(rx.alt(*(rx.tag(t.id, t) for t in terms)))
+def is_empty_language(term: rx.Term, check: Check = no_check) -> bool:
+    """Whether `term` provably matches no string (one too big to decide counts as nonempty).
+
+    Raises:
+        ConstraintLimitError: from `check`.
+    """
+    return rx.is_empty(term, check) is True

@@ -11,25 +11,36 @@ from __future__ import annotations
 from grammars.core import byte_regex as rx
 from grammars.core import ir
 from grammars.core.analysis import productive_rules, reachable_rules, rule_refs
+from grammars.core.budget import Check, no_check
 from grammars.core.left_recursion import remove_left_recursion
 from grammars.core.lexer import is_empty_language
-from grammars.errors import EmptyLanguageError, GrammarError
+from grammars.errors import ConstraintLimitError, EmptyLanguageError, GrammarError
 
 #: Largest grammar (in IR expression nodes) the compiler accepts.
 MAX_GRAMMAR_SIZE = 2_000_000
 
 
-def normalize(grammar: ir.Grammar) -> ir.Grammar:
+def normalize(grammar: ir.Grammar, check: Check = no_check) -> ir.Grammar:
     """A grammar with the same language whose lexemes are non-nullable and non-empty, whose left
     recursion is turned into loops (see `grammars.core.left_recursion`), and whose unproductive rules are
     removed.
 
+    `check` is called per rule and per emptiness search.
+
     Raises:
         EmptyLanguageError: the start rule derives no string.
         GrammarError: a rule referenced but not defined.
+        ConstraintLimitError: the grammar exceeds MAX_GRAMMAR_SIZE, or from `check`.
     """
     _check_refs(grammar)
-    rules = {name: _lexemes_nonnullable(expr) for name, expr in grammar.rules.items()}
+    size = 0
+    rules = {}
+    for name, expr in grammar.rules.items():
+        check()
+        size += ir.expr_size(expr)
+        if size > MAX_GRAMMAR_SIZE:
+            raise ConstraintLimitError(f"the grammar exceeds its budget of {MAX_GRAMMAR_SIZE} expression nodes")
+        rules[name] = _lexemes_nonnullable(expr, check)
     rules = remove_left_recursion(rules)
     productive = productive_rules(rules)
     if grammar.start not in productive:
@@ -37,7 +48,7 @@ def normalize(grammar: ir.Grammar) -> ir.Grammar:
     rules = {name: _prune(expr, productive) for name, expr in rules.items() if name in productive}
     reachable = reachable_rules(rules, grammar.start)
     rules = {name: expr for name, expr in rules.items() if name in reachable}
-    ignore = tuple(t for t in (_nonnullable(t) for t in grammar.ignore) if t is not rx.EMPTY)
+    ignore = tuple(t for t in (_nonnullable(t, check) for t in grammar.ignore) if t is not rx.EMPTY)
     return ir.Grammar(rules, grammar.start, ignore)
 
 
@@ -66,20 +77,20 @@ def _map(expr: ir.Expr, leaf) -> ir.Expr:
 # ----------------------------------------------------------------------------------------------
 
 
-def _nonnullable(term: rx.Term) -> rx.Term:
+def _nonnullable(term: rx.Term, check: Check) -> rx.Term:
     """`term` without the empty string, expanded one byte deep so the result stays a plain term."""
     if not term.nullable:
-        return rx.EMPTY if (not term.is_plain and is_empty_language(term)) else term
+        return rx.EMPTY if (not term.is_plain and is_empty_language(term, check)) else term
     return rx.alt(
         *(rx.concat(rx.byte_set(cls), rx.derivative(term, rx.lowest_byte(cls))) for cls in rx.derivative_classes(term))
     )
 
 
-def _lexemes_nonnullable(expr: ir.Expr) -> ir.Expr:
+def _lexemes_nonnullable(expr: ir.Expr, check: Check) -> ir.Expr:
     def leaf(node: ir.Expr) -> ir.Expr:
         if not isinstance(node, ir.Lexeme):
             return node
-        term = _nonnullable(node.term)
+        term = _nonnullable(node.term, check)
         lexeme = ir.lex(term, node.name)
         return ir.opt(lexeme) if node.term.nullable else lexeme
 

@@ -7,6 +7,12 @@ repetitions of more than a few items become *counter* rules whose frame carries 
 lexeme)` is memoized, so after warm-up a parser step is a dict lookup. Tail calls are not pushed,
 so right-recursive and repetitive structures keep stacks shallow.
 
+Configurations are never forgotten (live matchers hold their ids), so their total size is a budget:
+MAX_FRAMES stack frames over all of a parser's configurations. A very ambiguous grammar (a
+palindrome, where every letter may be the middle) grows a configuration per input and a frame per
+byte in each of its stacks; the budget turns that into a `ConstraintLimitError` at tens of
+megabytes instead of gigabytes.
+
 The grammar must be normalized (`grammars.core.normalize`): no left recursion, non-nullable lexemes.
 """
 
@@ -18,6 +24,7 @@ from dataclasses import dataclass, field
 from grammars.core import byte_regex as rx
 from grammars.core import ir
 from grammars.core.analysis import check_no_left_recursion
+from grammars.core.budget import Check, no_check
 from grammars.errors import ConstraintLimitError
 
 #: Repetitions with at most this many optional copies of a small item are unrolled; larger ones count.
@@ -28,6 +35,10 @@ MAX_NODES = 1_000_000
 MAX_STACK_DEPTH = 20_000
 MAX_STACKS_PER_CONFIG = 10_000
 MAX_EXPANSION_STEPS = 200_000
+#: Stack frames held by all the configurations of one parser.
+MAX_FRAMES = 5_000_000
+#: Stacks whose expansion is memoized before the memo starts afresh.
+MAX_CACHED_EXPANSIONS = 100_000
 
 Frame = tuple[int, int]  # (node, repetition count)
 Stack = tuple[Frame, ...]
@@ -48,12 +59,13 @@ class Parser:
 
     Args:
         grammar: a normalized grammar.
+        check: called per rule while building (a compile deadline).
     Raises:
         GrammarError: left recursion through several rules.
-        ConstraintLimitError: the network would exceed MAX_NODES.
+        ConstraintLimitError: the network would exceed MAX_NODES, or from `check`.
     """
 
-    def __init__(self, grammar: ir.Grammar) -> None:
+    def __init__(self, grammar: ir.Grammar, check: Check = no_check) -> None:
         check_no_left_recursion(grammar.rules)
         self.lexeme_terms: list[rx.Term] = []
         self._lexeme_index: dict[int, int] = {}
@@ -62,6 +74,7 @@ class Parser:
         for name in grammar.rules:
             self._rule_start[name] = self._new_node()
         for name, expr in grammar.rules.items():
+            check()
             end = self._build(expr, self._rule_start[name])
             self._nodes[end].is_final = True
         self._finish_nodes()
@@ -73,6 +86,7 @@ class Parser:
         self._advance_cache: dict[tuple[int, int], int | None] = {}
         self._expand_cache: dict[Stack, tuple[frozenset[Stack], bool]] = {}
         self._register_lock = threading.Lock()
+        self.num_frames = 0
         self.initial = self._config_of([((self._rule_start[grammar.start], 0),)])
 
     # ------------------------------------------------------------------------------------------
@@ -224,6 +238,11 @@ class Parser:
             with self._register_lock:
                 config = self._config_ids.get(key)
                 if config is None:
+                    self.num_frames += sum(map(len, stacks_key))
+                    if self.num_frames > MAX_FRAMES:
+                        raise ConstraintLimitError(
+                            f"the parser exceeded its budget of {MAX_FRAMES} stack frames (a very ambiguous grammar)"
+                        )
                     self.configs.append(stacks_key)
                     self.accepting.append(accepting)
                     self._allowed.append(
@@ -276,6 +295,7 @@ class Parser:
                     seen.add(nxt)
                     work.append(nxt)
         value = (frozenset(result), accepting)
-        if len(self._expand_cache) < 1_000_000:
-            self._expand_cache[start] = value
+        if len(self._expand_cache) >= MAX_CACHED_EXPANSIONS:
+            self._expand_cache.clear()
+        self._expand_cache[start] = value
         return value

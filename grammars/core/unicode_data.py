@@ -126,7 +126,9 @@ def scan_case_fold_classes() -> tuple[tuple[int, ...], ...]:
     the classes are the transitive closure (`_sre.unicode_tolower` is the simple lowercase mapping `re`
     uses; `str.lower` would give the full mapping, e.g. two characters for U+0130).
     """
-    import _sre  # the mapping re's IGNORECASE uses; only needed to regenerate the tables
+    # The mapping re's IGNORECASE uses; only needed to regenerate the tables. CPython's private
+    # module has no stub in typeshed.
+    import _sre  # type: ignore[import-not-found]
 
     parent: dict[int, int] = {}
 

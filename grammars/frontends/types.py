@@ -11,6 +11,14 @@ tightly than Pydantic's own JSON validation, and are rewritten here:
                         duplicates)                              ->  no uniqueItems
     dict[int, V]        any string key, though Pydantic rejects "a"  ->  keys that are canonical integers
 
+Objects are then closed (`_closed_objects`): Pydantic ignores undeclared keys by default, so the
+exact schema of a model, dataclass or TypedDict admits any extra key, and a model given that
+freedom invents fields until `max_tokens` runs out. Every object with declared properties forbids
+undeclared keys unless Pydantic says which it takes (`additionalProperties`: `extra="forbid"`,
+`extra="allow"`, PEP 728 `closed` / `extra_items`); `total=False` only makes keys optional. This is
+the one place that decides it: `grammars.compile(T)` and the SDK's `output=T` enforce the same
+language.
+
 Types Pydantic cannot describe raise `UnsupportedSchemaError` naming the type.
 """
 
@@ -19,11 +27,12 @@ from __future__ import annotations
 from typing import Any
 
 from grammars.errors import UnsupportedSchemaError
+from grammars.frontends.json_schema.refs import SCHEMA_KEYWORDS, SCHEMA_LIST_KEYWORDS, SCHEMA_MAP_KEYWORDS
 
 _INTEGER_KEY = "^-?(0|[1-9][0-9]*)$"
 
 
-def type_schema(tp: object) -> dict:
+def type_schema(tp: Any) -> dict:
     """The JSON Schema of the JSON texts that validate as `tp`.
 
     Args:
@@ -31,7 +40,7 @@ def type_schema(tp: object) -> dict:
             str, None, bytes, Decimal, date/datetime/time/timedelta, UUID, Enum, Literal,
             Optional/Union, list/tuple/set/frozenset and dict[str | int | Literal | Enum, V].
     Returns:
-        A JSON Schema (draft 2020-12) dict.
+        A JSON Schema (draft 2020-12) dict, objects closed (see the module docstring).
     Raises:
         UnsupportedSchemaError: `tp` (or a type inside it) has no exact JSON Schema.
     """
@@ -40,12 +49,38 @@ def type_schema(tp: object) -> dict:
 
     try:
         if isinstance(tp, type) and issubclass(tp, BaseModel):
-            return tp.model_json_schema(schema_generator=_schema_generator())
-        return TypeAdapter(tp).json_schema(schema_generator=_schema_generator())
+            schema = tp.model_json_schema(schema_generator=_schema_generator())
+        else:
+            schema = TypeAdapter(tp).json_schema(schema_generator=_schema_generator())
     except (PydanticSchemaGenerationError, PydanticInvalidForJsonSchema, PydanticUserError) as exc:
         raise UnsupportedSchemaError("type", "", f"Python type {tp!r} has no JSON Schema: {exc}") from exc
     except _Refused as exc:
         raise UnsupportedSchemaError("type", "", f"in Python type {tp!r}: {exc}") from exc
+    return _closed_objects(schema)
+
+
+def _closed_objects(schema: Any) -> Any:
+    """A copy of `schema` where every object with declared properties and no `additionalProperties`
+    forbids undeclared keys. Every text the closed schema admits still validates (Pydantic ignores
+    the keys it would have had), and structured-output peers (OpenAI and XGrammar strict modes)
+    close objects the same way.
+
+    Only subschemas are walked, along the JSON Schema front end's own tables of the keywords that
+    hold them: data (`default`, `const`, `enum`, `examples`) is never rewritten, and a property
+    named `properties` is a name, not a keyword."""
+    if not isinstance(schema, dict):
+        return schema
+    closed = dict(schema)
+    for keyword, value in schema.items():
+        if keyword in SCHEMA_MAP_KEYWORDS and isinstance(value, dict):
+            closed[keyword] = {name: _closed_objects(member) for name, member in value.items()}
+        elif keyword in SCHEMA_LIST_KEYWORDS and isinstance(value, list):
+            closed[keyword] = [_closed_objects(member) for member in value]
+        elif keyword in SCHEMA_KEYWORDS:
+            closed[keyword] = _closed_objects(value)
+    if "properties" in closed and "additionalProperties" not in closed:
+        closed["additionalProperties"] = False
+    return closed
 
 
 class _Refused(Exception):

@@ -16,7 +16,9 @@ import threading
 import numpy as np
 
 from grammars.core.automaton import GrammarAutomaton, State
-from grammars.core.lexer import DEAD, LEXER
+from grammars.core.budget import Check
+from grammars.core.lexer import DEAD
+from grammars.errors import ConstraintLimitError
 from grammars.masking.token_walk import advance_rows, walk_state
 from grammars.masking.vocab import Vocabulary
 
@@ -31,7 +33,13 @@ MAX_SCALAR_GROUP = 32
 
 
 class MaskTable:
-    """Allowed tokens and token transitions of `automaton` over `vocab`."""
+    """Allowed tokens and token transitions of `automaton` over `vocab`.
+
+    A mask that runs past a budget (`ConstraintLimitError`) fails every later mask this table has
+    not cached, at once: the lexer rows a stopped walk computed stay cached, so retrying a grammar
+    that slow request after request would grow memory by a walk's worth each time. The constraint
+    works again once it is compiled afresh (it leaves the compile cache).
+    """
 
     def __init__(self, automaton: GrammarAutomaton, vocab: Vocabulary) -> None:
         self.automaton = automaton
@@ -42,9 +50,14 @@ class MaskTable:
         self._distinct: dict[bytes, np.ndarray] = {}
         self._tensors: dict[State, object] = {}
         self._lock = threading.RLock()
+        self.failure: ConstraintLimitError | None = None
 
-    def allowed(self, state: State) -> np.ndarray:
-        """bool[vocab.size]: the tokens allowed in `state` (EOS only where the text may end)."""
+    def allowed(self, state: State, check: Check) -> np.ndarray:
+        """bool[vocab.size]: the tokens allowed in `state` (EOS only where the text may end).
+
+        Raises:
+            ConstraintLimitError: `check` stopped the computation (its time budget; nothing is cached then).
+        """
         found = self._allowed.get(state)
         if found is None:
             with self._lock:
@@ -54,20 +67,26 @@ class MaskTable:
                         self._allowed.clear()
                         self._distinct.clear()
                         self._tensors.clear()
-                    computed = self._compute(state)
+                    if self.failure is not None:  # a fresh error: re-raising one object grows its traceback
+                        raise ConstraintLimitError(f"an earlier mask of this constraint failed: {self.failure}")
+                    try:
+                        computed = self._compute(state, check)
+                    except ConstraintLimitError as exc:
+                        self.failure = exc
+                        raise
                     found = self._distinct.setdefault(
                         hashlib.blake2b(computed.tobytes(), digest_size=16).digest(), computed
                     )
                     self._allowed[state] = found
         return found
 
-    def mask(self, state: State):
-        """`allowed(state)` as a torch bool tensor sharing its memory (do not modify it)."""
+    def mask(self, state: State, check: Check):
+        """`allowed(state, check)` as a torch bool tensor sharing its memory (do not modify it)."""
         tensor = self._tensors.get(state)
         if tensor is None:
             import torch
 
-            tensor = torch.from_numpy(self.allowed(state))
+            tensor = torch.from_numpy(self.allowed(state, check))
             self._tensors[state] = tensor
         return tensor
 
@@ -81,43 +100,49 @@ class MaskTable:
     def is_eos(self, token_id: int) -> bool:
         return token_id in self._eos_set
 
-    def _compute(self, state: State) -> np.ndarray:
+    def _compute(self, state: State, check: Check) -> np.ndarray:
         automaton = self.automaton
         arrays = self.vocab.walk_arrays
         config, sid = state
-        at_boundary = sid is None
-        lexer_sid = automaton.lexer_start(config) if at_boundary else sid
-        walk = walk_state(self.vocab, lexer_sid)
+        lexer_sid = automaton.lexer_start(config) if sid is None else sid
+        walk = walk_state(self.vocab, automaton.lexer, lexer_sid, check)
         allowed = walk.new_mask(self.vocab.size)
         for before, position, rows in walk.boundaries:
-            allowed[arrays.ids[self._settle(config, before, rows, position)]] = True
-        if not at_boundary and LEXER.accepting[lexer_sid]:
+            allowed[arrays.ids[self._settle(config, before, rows, position, check)]] = True
+        if sid is not None and automaton.lexer.accepting[lexer_sid]:
             ended = automaton.end_lexeme(config, lexer_sid)
             if ended is not None:
                 # Tokens whose first byte cannot extend the lexeme end it and start the next one.
-                cannot_extend = np.append(np.asarray(LEXER.row(lexer_sid)) == DEAD, False)
+                cannot_extend = np.append(np.asarray(automaton.lexer.row(lexer_sid)) == DEAD, False)
                 first_bytes = arrays.first_byte_of_id
                 width = len(first_bytes)
-                allowed[:width] |= self.allowed((ended, None))[:width] & cannot_extend[first_bytes]
+                allowed[:width] |= self.allowed((ended, None), check)[:width] & cannot_extend[first_bytes]
         allowed[self._eos_ids] = automaton.can_end(state)
         return allowed
 
-    def _settle(self, config: int, before: int, rows: np.ndarray, position: int) -> np.ndarray:
+    def _settle(self, config: int, before: int, rows: np.ndarray, position: int, check: Check) -> np.ndarray:
         """The rows among boundary tokens (lexeme ending in lexer state `before` just before
         `position`) whose remaining bytes the grammar accepts."""
         automaton = self.automaton
-        config = automaton.end_lexeme(config, before)
-        if config is None:
+        ended = automaton.end_lexeme(config, before)
+        if ended is None:
             return rows[:0]
+        config = ended
+
         if rows.size <= MAX_SCALAR_GROUP:
             ids, token_bytes = self.vocab.walk_arrays.ids, self.vocab.token_bytes
             start = (config, None)
-            keep = [automaton.walk(start, token_bytes[i][position:]) is not None for i in ids[rows].tolist()]
+            keep = []
+            for token_id in ids[rows].tolist():
+                check()
+                keep.append(automaton.walk(start, token_bytes[token_id][position:]) is not None)
             return rows[np.array(keep, dtype=bool)]
-        walk = advance_rows(self.vocab.walk_arrays, automaton.lexer_start(config), rows, position)
+        walk = advance_rows(
+            self.vocab.walk_arrays, automaton.lexer, automaton.lexer_start(config), rows, position, check
+        )
         accepted = [walk.inside_rows]
         # A fresh lexeme consumes at least one byte before it can end (lexemes are non-nullable),
         # so every nested boundary lies further on and the recursion ends within the token.
         for nested_before, nested_position, nested_rows in walk.boundaries:
-            accepted.append(self._settle(config, nested_before, nested_rows, nested_position))
+            accepted.append(self._settle(config, nested_before, nested_rows, nested_position, check))
         return np.concatenate(accepted)

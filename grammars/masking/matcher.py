@@ -3,35 +3,40 @@
 from __future__ import annotations
 
 from grammars.core.automaton import State
+from grammars.core.budget import Budget
 from grammars.errors import GrammarError, TokenRejectedError
 from grammars.masking.masks import MaskTable
 
-#: Longest run of forced bytes `forced_bytes()` reports at once.
-MAX_FORCED_BYTES = 1024
-
 
 class Matcher:
-    """Tracks one sequence through a compiled constraint: the mask of allowed next tokens, advancing
-    by a sampled token, rolling back for speculation, and the text the grammar forces next.
+    """Tracks one sequence through a compiled constraint: the mask of allowed next tokens, and
+    advancing by a sampled token.
 
-    The hot path does not raise: `mask()` on a state the engine cannot handle (a budget exceeded)
-    sets `error` and allows nothing; the runtime turns that into an error at the request boundary.
+    The hot path does not raise: `mask()` on a state the engine cannot handle (a size budget, or its
+    time budget, exceeded) sets `error` and allows nothing; the runtime turns that into an error at
+    the request boundary.
     Create matchers with `Constraint.matcher(vocab)`.
     """
 
     def __init__(self, table: MaskTable) -> None:
         self._table = table
         self._state: State = table.automaton.initial
-        self._history: list[State] = []
         self._finished = False
         self.error: GrammarError | None = None
 
-    def mask(self):
-        """bool torch tensor [vocab.size]: True where the token may come next. Shared: do not modify."""
+    def mask(self, max_seconds: float | None = None):
+        """bool torch tensor [vocab.size]: True where the token may come next. Shared: do not modify.
+
+        Args:
+            max_seconds: wall-clock budget for computing it (a new state's mask walks the vocabulary;
+                some grammars make that slow); None: no limit. Past it, `error` becomes a
+                `ConstraintLimitError` and the mask allows nothing; lexer rows computed so far stay
+                cached.
+        """
         if self._finished or self.error is not None:
             return self._nothing()
         try:
-            return self._table.mask(self._state)
+            return self._table.mask(self._state, Budget(max_seconds, what="computing a token mask").check)
         except GrammarError as exc:
             self.error = exc
             return self._nothing()
@@ -48,7 +53,6 @@ class Matcher:
         if self._table.is_eos(token_id):
             if not self._table.automaton.can_end(self._state):
                 return False
-            self._history.append(self._state)
             self._finished = True
             return True
         try:
@@ -58,7 +62,6 @@ class Matcher:
             return False
         if nxt is None:
             return False
-        self._history.append(self._state)
         self._state = nxt
         return True
 
@@ -80,46 +83,11 @@ class Matcher:
         """Whether EOS has been consumed."""
         return self._finished
 
-    @property
-    def num_tokens(self) -> int:
-        """Tokens consumed so far (the depth `rollback` can undo)."""
-        return len(self._history)
-
-    def rollback(self, num_tokens: int) -> None:
-        """Undo the last `num_tokens` advances (speculative decoding, jump-forward retokenization).
-
-        Raises:
-            GrammarError: more tokens than were consumed.
-        """
-        if num_tokens < 0 or num_tokens > len(self._history):
-            raise GrammarError(f"cannot roll back {num_tokens} tokens after {len(self._history)}")
-        if num_tokens == 0:
-            return
-        self._state = self._history[-num_tokens]
-        del self._history[-num_tokens:]
-        self._finished = False
-
     def fork(self) -> Matcher:
         """An independent copy at the same position (beam search, parallel samples)."""
         twin = Matcher.__new__(Matcher)
         twin._table = self._table
         twin._state = self._state
-        twin._history = list(self._history)
         twin._finished = self._finished
         twin.error = self.error
         return twin
-
-    def forced_bytes(self) -> bytes:
-        """The bytes the constraint forces next (only one continuation and the text cannot end), up
-        to MAX_FORCED_BYTES: the text jump-forward decoding appends without running the model."""
-        automaton = self._table.automaton
-        state = self._state
-        forced = bytearray()
-        while len(forced) < MAX_FORCED_BYTES and not self._finished and not automaton.can_end(state):
-            successors = [(b, automaton.walk(state, bytes((b,)))) for b in range(256)]
-            valid = [(b, s) for b, s in successors if s is not None]
-            if len(valid) != 1:
-                break
-            forced.append(valid[0][0])
-            state = valid[0][1]  # type: ignore[assignment]
-        return bytes(forced)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from grammars.core.lexer import DEAD, LEXER
+from grammars.core.budget import Check
+from grammars.core.lexer import DEAD, LexerTables
 from grammars.masking.vocab import Vocabulary, WalkArrays
 
 #: Lexer states whose whole-vocabulary walks are kept per vocabulary.
@@ -59,11 +60,16 @@ class StateWalk:
         return mask
 
 
-def advance_rows(arrays: WalkArrays, sid: int, rows: np.ndarray, offset: int) -> RowWalk:
+def advance_rows(
+    arrays: WalkArrays, lexer: LexerTables, sid: int, rows: np.ndarray, offset: int, check: Check
+) -> RowWalk:
     """Walk the tokens `rows` (each longer than `offset`) from byte `offset` through lexer state `sid`.
 
     A token whose byte at `offset` cannot extend the lexeme is a boundary at `offset` if `sid`
     accepts (the lexeme ends before the token's remaining bytes).
+
+    Raises:
+        ConstraintLimitError: `check` stopped the walk (checked before each new lexer row).
     """
     lengths, columns = arrays.lengths, arrays.columns
     states = np.full(rows.size, sid, dtype=np.int32)
@@ -71,12 +77,12 @@ def advance_rows(arrays: WalkArrays, sid: int, rows: np.ndarray, offset: int) ->
     boundaries: list[tuple[int, int, np.ndarray]] = []
     position = offset
     while rows.size:
-        LEXER.ensure_rows(states)
+        lexer.ensure_rows(states, check)
         # Flat gathers (row * 256 + byte) beat two-dimensional fancy indexing severalfold.
-        nxt = LEXER.trans.ravel().take(states.astype(np.int64) * 256 + columns[position].take(rows))
+        nxt = lexer.trans.ravel().take(states.astype(np.int64) * 256 + columns[position].take(rows))
         dead = nxt == DEAD
         if dead.any():
-            ends = dead & LEXER.accepting.take(states)
+            ends = dead & lexer.accepting.take(states)
             if ends.any():
                 ending_rows, ending_states = rows[ends], states[ends]
                 for before in np.unique(ending_states).tolist():
@@ -96,27 +102,32 @@ def advance_rows(arrays: WalkArrays, sid: int, rows: np.ndarray, offset: int) ->
 _walk_lock = threading.Lock()
 
 
-def walk_state(vocab: Vocabulary, sid: int) -> StateWalk:
+def walk_state(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Check) -> StateWalk:
     """The (cached) walk of every token of `vocab` from lexer state `sid`, skipping tokens whose first
-    byte cannot extend the lexeme (callers handle a lexeme that ends before the token)."""
-    cache: dict[int, StateWalk] = vocab.__dict__.setdefault("_state_walks", {})
-    sid = LEXER.walk_representative(sid, vocab.walk_arrays.max_len)
-    walk = cache.get(sid)
+    byte cannot extend the lexeme (callers handle a lexeme that ends before the token).
+
+    Raises:
+        ConstraintLimitError: `check` stopped the walk (the walk is not cached then).
+    """
+    cache: dict[tuple[int, int], StateWalk] = vocab.__dict__.setdefault("_state_walks", {})
+    sid = lexer.walk_representative(sid, vocab.walk_arrays.max_len)
+    key = (lexer.generation, sid)  # state ids are per lexer generation
+    walk = cache.get(key)
     if walk is None:
         with _walk_lock:
-            walk = cache.get(sid)
+            walk = cache.get(key)
             if walk is None:
-                walk = _walk_vocabulary(vocab, sid)
+                walk = _walk_vocabulary(vocab, lexer, sid, check)
                 if len(cache) >= MAX_CACHED_WALKS:
                     cache.clear()
-                cache[sid] = walk
+                cache[key] = walk
     return walk
 
 
-def _walk_vocabulary(vocab: Vocabulary, sid: int) -> StateWalk:
+def _walk_vocabulary(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Check) -> StateWalk:
     arrays = vocab.walk_arrays
-    extends = np.asarray(LEXER.row(sid), dtype=np.int32) != DEAD
-    rows = advance_rows(arrays, sid, arrays.rows_starting_with(extends), 0)
+    extends = np.asarray(lexer.row(sid), dtype=np.int32) != DEAD
+    rows = advance_rows(arrays, lexer, sid, arrays.rows_starting_with(extends), 0, check)
     inside_ids = arrays.ids[rows.inside_rows]
     inside_mask = None
     if inside_ids.size > DENSE_INSIDE_THRESHOLD:

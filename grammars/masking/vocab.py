@@ -8,7 +8,6 @@ model's logits (`size`), which may exceed the tokenizer's vocabulary; padded ids
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from functools import cached_property
@@ -17,9 +16,7 @@ from typing import Any
 import numpy as np
 
 from grammars.errors import GrammarError
-
-#: Tokens tried, in order, as end-of-sequence when the tokenizer does not say (chat models first).
-EOS_CANDIDATES = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "</s>", "<|end|>", "<eos>")
+from grammars.masking.token_decoding import TokenDecoding, end_of_generation_ids
 
 
 class Vocabulary:
@@ -54,6 +51,10 @@ class Vocabulary:
     ) -> Vocabulary:
         """Build the vocabulary of a tokenizer.
 
+        A `tokenizers.Tokenizer` (or a tokenizer.json path) is read by `TokenDecoding`, the same code the
+        runtime's tokenizer uses, so both give the same bytes; its end-of-sequence ids are the special
+        tokens named in `END_OF_GENERATION_TEXTS`.
+
         Args:
             tokenizer: a `tokenizers.Tokenizer`, a path to a tokenizer.json, or an object with
                 `token_bytes` and `eos_token_ids` attributes (the runtime's tokenizer).
@@ -68,13 +69,11 @@ class Vocabulary:
             tokenizer = Tokenizer.from_file(os.fspath(tokenizer))
         if hasattr(tokenizer, "token_bytes") and hasattr(tokenizer, "eos_token_ids"):
             token_bytes = list(tokenizer.token_bytes)
-            eos = tuple(tokenizer.eos_token_ids) if eos_token_ids is None else tuple(eos_token_ids)
-            return cls(token_bytes, eos, size=size)
-        token_bytes = _hf_token_bytes(tokenizer)
-        if eos_token_ids is None:
-            ids = (tokenizer.token_to_id(t) for t in EOS_CANDIDATES)
-            eos_token_ids = tuple(i for i in ids if i is not None)
-        return cls(token_bytes, eos_token_ids, size=size)
+            declared_eos = tuple(tokenizer.eos_token_ids)
+        else:
+            token_bytes = TokenDecoding(tokenizer).token_bytes
+            declared_eos = end_of_generation_ids(tokenizer)
+        return cls(token_bytes, declared_eos if eos_token_ids is None else tuple(eos_token_ids), size=size)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -138,49 +137,3 @@ class WalkArrays:
         run_of = np.repeat(np.arange(starts.size), lengths)
         offsets_in_run = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         return starts[run_of] + offsets_in_run
-
-
-def _hf_token_bytes(tokenizer: Any) -> list[bytes | None]:
-    """Exact bytes of each id of a Hugging Face `tokenizers.Tokenizer` (byte-level BPE or
-    SentencePiece-style with byte fallback)."""
-    spec = json.loads(tokenizer.to_str())
-    size = tokenizer.get_vocab_size(with_added_tokens=True)
-    special = {t["id"] for t in spec.get("added_tokens", []) if t.get("special")}
-    decoder = json.dumps(spec.get("decoder") or {})
-    model = spec.get("model") or {}
-    if '"ByteLevel"' in decoder:
-        table = {ch: b for b, ch in _bytes_to_unicode().items()}
-
-        def to_bytes(piece: str) -> bytes | None:
-            try:
-                return bytes(table[c] for c in piece)
-            except KeyError:
-                return piece.encode("utf-8")  # an added (non-special) token, stored verbatim
-    elif model.get("byte_fallback") or '"ByteFallback"' in decoder or '"Metaspace"' in decoder:
-
-        def to_bytes(piece: str) -> bytes | None:
-            if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
-                return bytes([int(piece[3:5], 16)])
-            return piece.replace("\u2581", " ").encode("utf-8")
-    else:
-        raise GrammarError(f"cannot map tokens to bytes for a tokenizer with decoder {decoder[:80]}")
-    result: list[bytes | None] = []
-    for token_id in range(size):
-        piece = tokenizer.id_to_token(token_id)
-        result.append(None if piece is None or token_id in special else to_bytes(piece))
-    return result
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character table used by byte-level BPE vocabularies."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    codes = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return {b: chr(c) for b, c in zip(printable, codes)}

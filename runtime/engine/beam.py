@@ -22,6 +22,7 @@ import torch
 
 from grammars.errors import GrammarError, StencilError
 from runtime.engine.sequence import FinishReason, Request, Sequence, TokenLogprob
+from runtime.errors import EngineError
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,17 @@ class BeamState:
         return self.hypotheses[-1].score >= self.score(best_cumulative_logprob, num_tokens)
 
 
+def beam_state_of(request: Request) -> BeamState:
+    """The bookkeeping of a beam request (the engine sets it when `num_beams > 1`).
+
+    Raises:
+        EngineError: `request` is not a beam request (an engine bug).
+    """
+    if request.beam_state is None:
+        raise EngineError(f"request {request.request_id!r} has no beam state")
+    return request.beam_state
+
+
 @dataclass(frozen=True)
 class _Candidate:
     parent: int
@@ -117,7 +129,7 @@ class BeamSearch:
             Whether the search is over; then every live beam has been dropped and the outputs are
             `request.beam_state.hypotheses` (or `beam_state.error` when no beam survived).
         """
-        state: BeamState = request.beam_state
+        state = beam_state_of(request)
         for seq, alive in zip(request.seqs, is_alive):
             if not alive and state.error is None:
                 state.error = seq.matcher.error if seq.matcher is not None else None
@@ -149,7 +161,7 @@ class BeamSearch:
         self, request: Request, logits: torch.Tensor, is_alive: list[bool], stop_token_ids: Set[int]
     ) -> list[_Candidate]:
         """The best continuing candidates (at most num_beams); ending ones go to the hypotheses."""
-        state: BeamState = request.beam_state
+        state = beam_state_of(request)
         num_beams = request.params.num_beams
         num_top = request.params.logprobs
         # float64: scores are sums over many steps, and close beams must rank the same way every run.
@@ -206,7 +218,7 @@ class BeamSearch:
                 seq.logprobs.append(candidate.logprob)
             error = _advance_matcher(seq, candidate.token_id)
             if error is not None:
-                request.beam_state.error = error
+                beam_state_of(request).error = error
                 self._drop_seq(request, seq)
                 continue
             new_beams.append(seq)

@@ -200,11 +200,14 @@ class BlockManager:
         if not self.enable_prefix_caching:
             return
         num_full = min(seq.num_cached // self.block_size, len(seq.block_table))
-        first = num_full
-        while first > 0 and self._blocks[seq.block_table[first - 1]].hash is None:
+        first, parent_hash = num_full, _ROOT_HASH
+        while first > 0:
+            previous_hash = self._blocks[seq.block_table[first - 1]].hash
+            if previous_hash is not None:
+                parent_hash = previous_hash
+                break
             first -= 1
         # Every block before `first` is keyed (keys are set in order and cleared only where written).
-        parent_hash = self._blocks[seq.block_table[first - 1]].hash if first > 0 else _ROOT_HASH
         for index in range(first, num_full):
             block = self._blocks[seq.block_table[index]]
             block.parent_hash = parent_hash
@@ -230,23 +233,6 @@ class BlockManager:
             self._release(block_id)
         seq.block_table = []
         seq.num_cached = 0
-
-    def rollback(self, seq: Sequence, num_tokens: int) -> None:
-        """Drop `seq`'s last `num_tokens` tokens and their KV (rejected drafts, jump-forward retokenization).
-
-        Raises:
-            EngineError: `num_tokens` is negative or reaches into the prompt.
-        """
-        if not 0 <= num_tokens <= seq.num_completion_tokens:
-            raise EngineError(
-                f"cannot roll back {num_tokens} tokens of sequence {seq.seq_id} "
-                f"({seq.num_completion_tokens} completion tokens)"
-            )
-        seq.truncate(num_tokens)
-        num_kept = self.num_blocks_for(seq.num_tokens)
-        for block_id in reversed(seq.block_table[num_kept:]):
-            self._release(block_id)
-        del seq.block_table[num_kept:]
 
     # Pool primitives
 
@@ -278,7 +264,7 @@ class BlockManager:
                 self._free_ids[block_id] = None
 
     def _forget_hash(self, block: _Block) -> None:
-        if self._hash_to_block_id.get(block.hash) == block.block_id:
+        if block.hash is not None and self._hash_to_block_id.get(block.hash) == block.block_id:
             del self._hash_to_block_id[block.hash]
         block.hash = None
         block.token_ids = ()

@@ -16,14 +16,15 @@ from collections.abc import Set
 from typing import TYPE_CHECKING
 
 from grammars.errors import GrammarError, StencilError
+from runtime.engine.beam import BeamState, beam_state_of
 from runtime.engine.outputs import CompletionDelta, CompletionOutput, RequestOutput, Usage
 from runtime.engine.sequence import FinishReason, Request, Sequence, TokenLogprob
 from runtime.engine.stop import find_stop_string, num_held_back
+from runtime.errors import EngineError
 
 if TYPE_CHECKING:
-    from runtime.engine.beam import BeamState
-    from runtime.engine.sampling import SamplingParams
-    from runtime.tokenizer import Tokenizer
+    from runtime.engine.sampling_params import SamplingParams
+    from runtime.tokenizer import DetokenizeStream, Tokenizer
 
 #: Why a sequence ended: the reason and, for "error", what went wrong.
 Ending = tuple[FinishReason, StencilError | None]
@@ -44,12 +45,12 @@ def accept_token(
         None while the sequence goes on; else why it ended (the caller frees it).
     """
     seq.append_token(token_id)
-    if logprob is not None:
+    if logprob is not None and seq.logprobs is not None:  # given exactly when the request wants logprobs
         seq.logprobs.append(logprob)
         seq.cumulative_logprob += logprob.logprob
     is_eos = token_id in eos_token_ids and not params.ignore_eos
     if is_eos or token_id in params.stop_token_ids:
-        seq.text += seq.detokenizer.flush()  # bytes of a character the stop token cut short
+        seq.text += _detokenizer(seq).flush()  # bytes of a character the stop token cut short
         if is_eos and seq.matcher is not None and not seq.matcher.is_accepting():
             error = GrammarError(f"end of sequence (token {token_id}) before the constraint was satisfied")
             return FinishReason.ERROR, error
@@ -60,16 +61,27 @@ def accept_token(
         except GrammarError as exc:
             return FinishReason.ERROR, exc
     num_checked = len(seq.text)
-    seq.text += seq.detokenizer.push(token_id)
+    seq.text += _detokenizer(seq).push(token_id)
     if params.stop:
         stop_at = find_stop_string(seq.text, params.stop, num_checked)
         if stop_at is not None:
             seq.text = seq.text[:stop_at]
             return FinishReason.STOP, None
     if seq.num_completion_tokens >= params.max_tokens or seq.num_tokens >= max_model_len:
-        seq.text += seq.detokenizer.flush()
+        seq.text += _detokenizer(seq).flush()
         return FinishReason.LENGTH, None
     return None
+
+
+def _detokenizer(seq: Sequence) -> DetokenizeStream:
+    """`seq`'s incremental decoder, which the engine sets before decoding.
+
+    Raises:
+        EngineError: none was set (an engine bug).
+    """
+    if seq.detokenizer is None:
+        raise EngineError(f"sequence {seq.seq_id} has no detokenizer")
+    return seq.detokenizer
 
 
 def take_delta(seq: Sequence, stop: tuple[str, ...]) -> CompletionDelta:
@@ -92,26 +104,34 @@ def take_delta(seq: Sequence, stop: tuple[str, ...]) -> CompletionDelta:
 def request_output(request: Request, tokenizer: Tokenizer) -> RequestOutput:
     """The finished result of a request: its completions in index (or, for beams, rank) order."""
     if request.params.use_beam_search:
-        completions = _beam_completions(request.beam_state, request.params.n, tokenizer)
+        completions = _beam_completions(beam_state_of(request), request.params.n, tokenizer)
     else:
-        completions = [
-            CompletionOutput(
-                index=seq.index,
-                token_ids=tuple(seq.completion_token_ids),
-                text=seq.text,
-                finish_reason=seq.finish_reason,
-                cumulative_logprob=seq.cumulative_logprob if seq.logprobs is not None else None,
-                logprobs=tuple(seq.logprobs) if seq.logprobs is not None else None,
-                error=seq.error,
-            )
-            for seq in sorted(request.finished_seqs, key=lambda s: s.index)
-        ]
+        completions = [_sample_completion(seq) for seq in sorted(request.finished_seqs, key=lambda s: s.index)]
     usage = Usage(prompt_tokens=request.num_prompt_tokens, completion_tokens=sum(len(c.token_ids) for c in completions))
     return RequestOutput(
         request_id=request.request_id,
         prompt_token_ids=tuple(request.prompt_token_ids),
         outputs=tuple(completions),
         usage=usage,
+    )
+
+
+def _sample_completion(seq: Sequence) -> CompletionOutput:
+    """The output of a finished sampled (not beam) sequence.
+
+    Raises:
+        EngineError: `seq` has not finished (an engine bug).
+    """
+    if seq.finish_reason is None:
+        raise EngineError(f"sequence {seq.seq_id} has not finished")
+    return CompletionOutput(
+        index=seq.index,
+        token_ids=tuple(seq.completion_token_ids),
+        text=seq.text,
+        finish_reason=seq.finish_reason,
+        cumulative_logprob=seq.cumulative_logprob if seq.logprobs is not None else None,
+        logprobs=tuple(seq.logprobs) if seq.logprobs is not None else None,
+        error=seq.error,
     )
 
 

@@ -2,8 +2,8 @@
 
 `grammars.compile(...)` returns an object satisfying `Constraint`; its `matcher(vocab)` gives one
 `TokenMatcher` per live sequence. The engine asks each matcher for the allowed-token mask before
-sampling, advances it with the sampled token, forks it when a sequence forks (parallel samples, beams)
-and rolls it back when the KV cache rolls back (speculation, jump-forward).
+sampling, advances it with the sampled token, and forks it when a sequence forks (parallel samples,
+beams).
 
 The hot path never raises: a matcher that cannot go on sets `error` and returns a mask allowing
 nothing; the engine then ends that sequence with `finish_reason="error"` and attaches the error.
@@ -23,11 +23,16 @@ if TYPE_CHECKING:
 class TokenMatcher(Protocol):
     """Per-sequence constraint state: which tokens may come next, and what has been accepted so far."""
 
-    #: Sticky: set once the matcher cannot go on (a state budget, an internal failure); None otherwise.
-    error: GrammarError | None
+    @property
+    def error(self) -> GrammarError | None:
+        """Sticky: set once the matcher cannot go on (a state budget, an internal failure); None otherwise."""
+        ...
 
-    def mask(self) -> torch.Tensor:
-        """Bool [vocab.size]: True where the token is allowed now; EOS is allowed only when accepting."""
+    def mask(self, max_seconds: float | None = None) -> torch.Tensor:
+        """Bool [vocab.size]: True where the token is allowed now; EOS is allowed only when accepting.
+
+        `max_seconds` bounds the wall time of computing it (None: no limit); past it the matcher sets
+        `error` (a grammars.ConstraintLimitError) and returns a mask that allows nothing."""
         ...
 
     def advance(self, token_id: int) -> None:
@@ -36,10 +41,6 @@ class TokenMatcher(Protocol):
 
     def is_accepting(self) -> bool:
         """Whether the tokens consumed so far form a complete sentence of the constraint's language."""
-        ...
-
-    def rollback(self, num_tokens: int) -> None:
-        """Undo the last `num_tokens` advances (rejected speculative drafts, jump-forward retokenization)."""
         ...
 
     def fork(self) -> TokenMatcher:

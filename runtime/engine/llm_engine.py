@@ -8,10 +8,16 @@ plane (`ModelRunner`, which runs it) and to sampling. Two ways in:
   thread while other threads add and abort requests; `stream` wraps it for one request.
 
 Thread safety: `add_request`, `abort_request` and `has_unfinished_requests` may be called from any
-thread while one thread calls `step`. Engine state is guarded by a lock that `step` releases during
-the forward pass; an abort that lands then frees the request's blocks at once, and `step` drops the
-request's results. `generate` and `stream` call `step` themselves: do not use them while another
+thread while one thread calls `step`. Engine state is guarded by a lock that `step` holds only to
+schedule and to commit a step's results: not during the forward pass, nor while it computes the
+constraint masks (each under a time budget, `max_mask_seconds`), so those calls never wait on a slow
+model or grammar; an abort that lands meanwhile frees the request's blocks at once, and `step` drops
+the request's results. `generate` and `stream` call `step` themselves: do not use them while another
 thread drives `step` (the updates of one would go to the other).
+
+Failure isolation: every constraint matcher runs behind a `GuardedMatcher`, so an exception from one
+constraint (a recursion limit, a bug) or a mask past its budget ends that request alone with
+`finish_reason="error"` and a typed `GrammarError`; the other requests of the batch go on.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import itertools
 import threading
 from collections.abc import Iterator
 from collections.abc import Sequence as SequenceOf
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -29,14 +35,10 @@ from runtime.engine.beam import BeamSearch, BeamState
 from runtime.engine.block_manager import BlockManager
 from runtime.engine.completion import accept_token, request_output, take_delta
 from runtime.engine.constraints import Constraint
+from runtime.engine.guarded_matcher import guarded_matcher
 from runtime.engine.outputs import CompletionDelta, RequestOutput, RequestUpdate
-from runtime.engine.sampling import (
-    SamplingParams,
-    apply_constraint_masks,
-    apply_penalties,
-    sample_tokens,
-    token_logprobs,
-)
+from runtime.engine.sampler import apply_constraint_masks, apply_penalties, sample_tokens, token_logprobs
+from runtime.engine.sampling_params import SamplingParams
 from runtime.engine.scheduler import ScheduledBatch, Scheduler
 from runtime.engine.sequence import FinishReason, Request, Sequence, SequenceStatus, TokenLogprob
 from runtime.errors import EngineError, PromptTooLongError, RequestError
@@ -49,6 +51,9 @@ if TYPE_CHECKING:
 
 #: A prompt: text (rendered through the chat template as one user message) or token ids (fed as is).
 Prompt = str | SequenceOf[int]
+#: Wall-clock seconds the engine gives one constraint mask by default: far above a normal mask
+#: (milliseconds; a cold grammar's first masks up to about a second), far below a stalled server.
+DEFAULT_MAX_MASK_SECONDS = 5.0
 
 
 class Engine:
@@ -61,6 +66,8 @@ class Engine:
         max_num_batched_tokens: most prompt tokens prefilled in one step (longer prompts are chunked).
         max_model_len: context window; None uses the model's `max_position_embeddings`.
         enable_prefix_caching: reuse the KV of full prompt blocks across requests.
+        max_mask_seconds: wall-clock budget of one constraint mask; a request whose mask runs past it
+            ends with finish_reason "error" and a `grammars.ConstraintLimitError`. None: no limit.
 
     Raises:
         RequestError: limits that cannot work together (field names the argument).
@@ -75,6 +82,7 @@ class Engine:
         max_num_batched_tokens: int = 4096,
         max_model_len: int | None = None,
         enable_prefix_caching: bool = True,
+        max_mask_seconds: float | None = DEFAULT_MAX_MASK_SECONDS,
     ) -> None:
         self.runner = runner
         self.tokenizer = tokenizer
@@ -85,6 +93,13 @@ class Engine:
                 raise RequestError(f"must be an int >= 1, got {value!r}", name)
         if max_num_batched_tokens < max_num_seqs:
             raise RequestError(f"must be >= max_num_seqs ({max_num_seqs})", "max_num_batched_tokens")
+        if max_mask_seconds is not None and (
+            isinstance(max_mask_seconds, bool)
+            or not isinstance(max_mask_seconds, (int, float))
+            or max_mask_seconds <= 0
+        ):
+            raise RequestError(f"must be None or a number of seconds > 0, got {max_mask_seconds!r}", "max_mask_seconds")
+        self.max_mask_seconds = max_mask_seconds
         self.block_manager = BlockManager(
             runner.num_blocks,
             runner.block_size,
@@ -104,12 +119,14 @@ class Engine:
         self._request_ids = itertools.count()
         self._lock = threading.Lock()
         self._step_lock = threading.Lock()
+        # Building the vocabulary takes seconds: not under `_lock`, which aborts wait on.
+        self._vocabulary_lock = threading.Lock()
         self._vocabulary: Any = None
 
     @property
     def vocabulary(self) -> Any:
         """The grammars.Vocabulary of this model (as wide as its logits), built on first use."""
-        with self._lock:
+        with self._vocabulary_lock:
             if self._vocabulary is None:
                 import grammars  # imported on use: unconstrained generation needs no grammar engine
 
@@ -140,7 +157,8 @@ class Engine:
         Raises:
             RequestError: bad prompt, parameters or id (field names it).
             PromptTooLongError: the prompt does not fit the context window.
-            GrammarError: the constraint cannot build a matcher for this vocabulary.
+            GrammarError: the constraint cannot build a matcher for this vocabulary (any other
+                exception of the constraint's is raised as `grammars.MatcherFailedError`).
         """
         request = self._prepare(prompt, params, constraint, request_id, field="prompt")
         with self._lock:
@@ -168,7 +186,9 @@ class Engine:
             raise RequestError(f"ids must be below the vocabulary size {self.config.vocab_size}", "stop_token_ids")
         if constraint is not None and params.ignore_eos:
             raise RequestError("a constrained completion ends where its grammar accepts", "ignore_eos")
-        matcher = constraint.matcher(self.vocabulary) if constraint is not None else None
+        matcher = (
+            guarded_matcher(constraint, self.vocabulary, self.max_mask_seconds) if constraint is not None else None
+        )
         seq = Sequence(
             seq_id=next(self._seq_ids),
             token_ids=list(prompt_ids),
@@ -191,7 +211,16 @@ class Engine:
     def _prompt_token_ids(self, prompt: Prompt, field: str) -> list[int]:
         if isinstance(prompt, str):
             messages = [{"role": "user", "content": prompt}]
-            token_ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            try:
+                # tokenize=True renders to ids; context_window refuses a huge prompt before encoding it.
+                token_ids = cast(
+                    list[int],
+                    self.tokenizer.apply_chat_template(messages, tokenize=True, context_window=self.max_model_len),
+                )
+            except PromptTooLongError as exc:  # the tokenizer does not know which prompt this is
+                raise PromptTooLongError(
+                    exc.num_prompt_tokens, exc.max_context_tokens, field, is_lower_bound=exc.is_lower_bound
+                ) from None
         elif isinstance(prompt, (list, tuple)):
             token_ids = self.tokenizer.check_token_ids(prompt, field)
         else:
@@ -270,9 +299,18 @@ class Engine:
             if batch.copy_pairs:
                 self.runner.copy_blocks(batch.copy_pairs)
             logits = self.runner.forward(forward_batch)  # [B, V] float32
+            self._compute_masks(batch)
             # The runner returns inference tensors; sampling edits them in place, so it runs in that mode too.
             with self._lock, torch.inference_mode():
                 return self._process(batch, logits)
+
+    def _compute_masks(self, batch: ScheduledBatch) -> None:
+        """Compute the masks this step samples under, each within the mask budget, before `_process`
+        takes the lock (the guarded matchers keep them, and parallel samples fork them). Runs outside
+        `_lock`: only this thread touches matchers, and an abort landing meanwhile wastes one mask."""
+        for seq, num_new in _fed(batch):
+            if seq.matcher is not None and not seq.is_finished and seq.num_uncached == num_new:
+                seq.matcher.mask()
 
     def _process(self, batch: ScheduledBatch, logits: torch.Tensor) -> list[RequestUpdate]:
         """Commit the fed tokens, then sample for every request whose sequences all have logits."""
@@ -329,13 +367,11 @@ class Engine:
         row_params = [requests[row].params for row in rows]
         token_ids = sample_tokens(row_logits, row_params, [seqs[row].generator for row in rows])
         logprobs: list[TokenLogprob | None] = [None] * len(rows)
-        wanted = [i for i, p in enumerate(row_params) if p.logprobs is not None]
+        wanted = {i: p.logprobs for i, p in enumerate(row_params) if p.logprobs is not None}  # row -> num top
         if wanted:
-            computed = token_logprobs(
-                row_logits[wanted], [token_ids[i] for i in wanted], [row_params[i].logprobs for i in wanted]
-            )
-            for i, logprob in zip(wanted, computed):
-                logprobs[i] = logprob
+            computed = token_logprobs(row_logits[list(wanted)], [token_ids[i] for i in wanted], list(wanted.values()))
+            for i, computed_logprob in zip(wanted, computed):
+                logprobs[i] = computed_logprob
         for row, token_id, logprob in zip(rows, token_ids, logprobs):
             ending = accept_token(
                 seqs[row],

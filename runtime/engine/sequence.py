@@ -17,8 +17,10 @@ if TYPE_CHECKING:
     import torch
 
     from grammars.errors import StencilError
+    from runtime.engine.beam import BeamState
     from runtime.engine.constraints import TokenMatcher
-    from runtime.engine.sampling import SamplingParams
+    from runtime.engine.sampling_params import SamplingParams
+    from runtime.tokenizer import DetokenizeStream
 
 
 class SequenceStatus(enum.Enum):
@@ -49,7 +51,7 @@ class TokenLogprob:
 
     Attributes:
         token_id: the generated token.
-        logprob: its log-probability under the processed distribution (see runtime.engine.sampling).
+        logprob: its log-probability under the processed distribution (see runtime.engine.sampler).
         top_logprobs: the `SamplingParams.logprobs` most likely (token_id, logprob) pairs, best first.
     """
 
@@ -81,8 +83,8 @@ class Sequence:
     logprobs: list[TokenLogprob] | None = None
     finish_reason: FinishReason | None = None
     error: StencilError | None = None
-    #: Incremental decoder of the completion (a runtime.tokenizer.DetokenizeStream), set by the engine.
-    detokenizer: object | None = None
+    #: Incremental decoder of the completion, set by the engine.
+    detokenizer: DetokenizeStream | None = None
     #: Completion text decoded so far (stop strings already cut off) and how much of it was streamed.
     text: str = ""
     num_text_emitted: int = 0
@@ -116,11 +118,6 @@ class Sequence:
     def append_token(self, token_id: int) -> None:
         """Extend the stream by a sampled token; its KV is written by the next forward pass."""
         self.token_ids.append(token_id)
-
-    def truncate(self, num_tokens: int) -> None:
-        """Drop the last `num_tokens` tokens (never into the prompt) and forget their cached KV."""
-        del self.token_ids[len(self.token_ids) - num_tokens :]
-        self.num_cached = min(self.num_cached, len(self.token_ids))
 
     def finish(self, reason: FinishReason, error: StencilError | None = None) -> None:
         """Mark the sequence ended, with why (and, for "error", what went wrong)."""
@@ -168,8 +165,8 @@ class Request:
     prompt_token_ids: list[int]
     seqs: list[Sequence]
     finished_seqs: list[Sequence] = field(default_factory=list)
-    #: Beam-search bookkeeping (runtime.engine.beam.BeamState) when `params.num_beams > 1`.
-    beam_state: object | None = None
+    #: Beam-search bookkeeping when `params.num_beams > 1`.
+    beam_state: BeamState | None = None
     #: Whether the `n` parallel samples have been forked from the first sequence yet.
     is_forked: bool = False
 

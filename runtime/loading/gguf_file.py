@@ -21,7 +21,7 @@ __all__ = ["GGUFFile", "GGUFTensor", "read_gguf"]
 
 _MAGIC = b"GGUF"
 _DEFAULT_ALIGNMENT = 32
-_SCALARS = {
+_SCALARS: dict[int, str] = {  # GGUFValueType is an IntEnum: plain ints look its members up
     GGUFValueType.UINT8: "<B",
     GGUFValueType.INT8: "<b",
     GGUFValueType.UINT16: "<H",
@@ -90,11 +90,11 @@ class _Cursor:
             element_type, count = self.scalar("<I"), self.scalar("<Q")
             if element_type == GGUFValueType.STRING:
                 return [self.string() for _ in range(count)]
-            dtype = _ARRAY_DTYPES.get(element_type)  # type: ignore[call-overload]
+            dtype = _ARRAY_DTYPES.get(element_type)
             if dtype is None:
                 return [self.value(element_type) for _ in range(count)]
             return np.frombuffer(self.take(count * dtype.itemsize), dtype=dtype).tolist()
-        fmt = _SCALARS.get(value_type)  # type: ignore[call-overload]
+        fmt = _SCALARS.get(value_type)
         if fmt is None:
             raise CorruptModelError(f"not a readable GGUF file: unknown value type {value_type}", self.source)
         return self.scalar(fmt)
@@ -112,7 +112,7 @@ def read_gguf(path: Path) -> GGUFFile:
         mapped = np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
     except (OSError, ValueError) as exc:
         raise CorruptModelError(f"not a readable GGUF file: {exc}", path) from exc
-    cursor = _Cursor(memoryview(mapped), path)
+    cursor = _Cursor(mapped.data, path)
     if bytes(cursor.take(4)) != _MAGIC:
         raise CorruptModelError("not a readable GGUF file: bad magic (not a GGUF file)", path)
     version = cursor.scalar("<I")
@@ -143,6 +143,7 @@ def _tensor(mapped: np.ndarray, data_start: int, info: tuple[str, tuple[int, ...
     dims = [int(dim) for dim in reversed(shape)] or [1]  # row-major, outermost first
     if dims[-1] % block_size:
         raise CorruptModelError(f"tensor {name!r}: {dims[-1]} values per row is not whole blocks of {block_size}", path)
+    dtype: np.dtype[np.generic]
     if tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
         dtype = np.dtype(np.float32 if tensor_type == GGMLQuantizationType.F32 else np.float16)
     else:

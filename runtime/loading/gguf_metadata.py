@@ -7,7 +7,7 @@ the tokenizer under `tokenizer.*` (`runtime.loading.gguf_file` parses the contai
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, overload
 
 from runtime.config import ModelConfig
 from runtime.errors import CorruptModelError, UnsupportedModelError
@@ -38,6 +38,12 @@ class GGUFMetadata:
         """The value of `key` as Python data (str, int, float, bool, or a list of those), or `default`."""
         return self._fields.get(key, default)
 
+    @overload
+    def get_int(self, key: str) -> int | None: ...
+
+    @overload
+    def get_int(self, key: str, default: int) -> int: ...
+
     def get_int(self, key: str, default: int | None = None) -> int | None:
         """An integer value, `default` when absent.
 
@@ -50,6 +56,12 @@ class GGUFMetadata:
         if isinstance(value, bool) or not isinstance(value, int):
             raise CorruptModelError(f"metadata {key!r} should be an integer, not {value!r}", self.source)
         return value
+
+    @overload
+    def get_float(self, key: str) -> float | None: ...
+
+    @overload
+    def get_float(self, key: str, default: float) -> float: ...
 
     def get_float(self, key: str, default: float | None = None) -> float | None:
         """A number as float, `default` when absent.

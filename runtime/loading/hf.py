@@ -60,7 +60,8 @@ def _int_field(config: dict[str, Any], key: str, source: Path, default: int | No
 def _rope(config: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
     """(rope_theta, rope_scaling): transformers 5 nests both in `rope_parameters`."""
     parameters = dict(config.get("rope_parameters") or {})
-    theta = float(config.get("rope_theta", parameters.pop("rope_theta", 10000.0)))
+    nested_theta = parameters.pop("rope_theta", 10000.0)  # popped either way: the rest is the scaling
+    theta = float(config["rope_theta"] if "rope_theta" in config else nested_theta)
     scaling = config.get("rope_scaling") or (
         parameters if parameters.get("rope_type", "default") != "default" else None
     )

@@ -14,19 +14,17 @@ bfloat16 head's while keeping most of the quantized head's speed (benchmarks/for
 
 Activations are bfloat16. Small matmuls (decode: one row per sequence) run torch's weight-only CPU
 kernels, which read 1/4 (int8) or 1/8 (int4) of the fp32 bytes but cost one GEMV per row, so from
-`MAX_QUANTIZED_KERNEL_ROWS` rows on, and in every prefill pass (`dense_weights()`), the dense
-bfloat16 kernel runs on the weights dequantized once, on first use, and kept: prefill then runs at
-bfloat16 speed, for the memory of a bfloat16 copy of the weights, and a prompt is computed by one
-kernel however the scheduler splits it into passes. MoE routers, the shared-expert gate and the experts are
-plain parameters and stay unquantized.
+`MAX_QUANTIZED_KERNEL_ROWS` rows on, and in every prefill pass (the model runner sets each layer's
+`uses_dense_weights`), the dense bfloat16 kernel runs on the weights dequantized once, on first use,
+and kept: prefill then runs at bfloat16 speed, for the memory of a bfloat16 copy of the weights, and
+a prompt is computed by one kernel however the scheduler splits it into passes. MoE routers, the
+shared-expert gate and the experts are plain parameters and stay unquantized.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
-from collections.abc import Iterator
-from contextvars import ContextVar
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -43,23 +41,7 @@ _INT4_ROW_TILE = 16
 #: Head logits recomputed exactly per row: far more than top-k / top-p sampling ever keeps.
 NUM_RESCORED_LOGITS = 64
 
-
-#: Set while a prefill pass runs: linear layers use their dense weights whatever the row count.
-_DENSE_WEIGHTS: ContextVar[bool] = ContextVar("stencil_dense_weights", default=False)
-
-
-@contextlib.contextmanager
-def dense_weights(enabled: bool = True) -> Iterator[None]:
-    """Within the block, quantized linear layers multiply by their dense bfloat16 weights (`enabled`)."""
-    token = _DENSE_WEIGHTS.set(enabled)
-    try:
-        yield
-    finally:
-        _DENSE_WEIGHTS.reset(token)
-
-
-def _runs_quantized(x: torch.Tensor) -> bool:
-    return x.shape[0] <= MAX_QUANTIZED_KERNEL_ROWS and not _DENSE_WEIGHTS.get()
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 class Quantization(enum.Enum):
@@ -70,15 +52,29 @@ class Quantization(enum.Enum):
     INT4 = "int4"
 
 
-class _DenseFallback(nn.Module):
-    """The dense bfloat16 weight of a quantized layer, rebuilt on first use by `dequantize()`."""
+class QuantizedLinear(nn.Module):
+    """A weight-only quantized linear: the kernel choice, and the dense bfloat16 weight rebuilt on first use.
+
+    Attributes:
+        uses_dense_weights: multiply by the dense weight whatever the row count. The model runner sets
+            it for prefill passes, so a prompt computes alike in one pass or several; otherwise up to
+            `MAX_QUANTIZED_KERNEL_ROWS` rows run the weight-only kernel.
+    """
+
+    bias: torch.Tensor | None
 
     def __init__(self) -> None:
         super().__init__()
         self._dense: torch.Tensor | None = None
+        self.uses_dense_weights = False
 
     def dequantize(self) -> torch.Tensor:
+        """The [N, K] bfloat16 weight the stored codes stand for."""
         raise NotImplementedError
+
+    def runs_kernel(self, x: torch.Tensor) -> bool:
+        """Whether `x` ([rows, K]) goes through the weight-only kernel rather than the dense weight."""
+        return x.shape[0] <= MAX_QUANTIZED_KERNEL_ROWS and not self.uses_dense_weights
 
     def dense_linear(self, x: torch.Tensor) -> torch.Tensor:
         if self._dense is None:
@@ -86,7 +82,7 @@ class _DenseFallback(nn.Module):
         return F.linear(x, self._dense)
 
 
-class Int8Linear(_DenseFallback):
+class Int8Linear(QuantizedLinear):
     """A linear layer with int8 weights and one bfloat16 scale per output row.
 
     Args:
@@ -94,6 +90,9 @@ class Int8Linear(_DenseFallback):
         scales: [N] bfloat16, so that `weight * scales[:, None]` approximates the original weight.
         bias: [N] bfloat16 or None.
     """
+
+    weight: torch.Tensor
+    scales: torch.Tensor
 
     def __init__(self, weight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
@@ -114,14 +113,14 @@ class Int8Linear(_DenseFallback):
         return self.weight.to(torch.bfloat16) * self.scales[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _runs_quantized(x):
+        if self.runs_kernel(x):
             out = torch._weight_int8pack_mm(x, self.weight, self.scales)
         else:
             out = self.dense_linear(x)
         return out if self.bias is None else out + self.bias
 
 
-class Int4Linear(_DenseFallback):
+class Int4Linear(QuantizedLinear):
     """A linear layer with 4-bit weights, a bfloat16 scale and offset per group of `INT4_GROUP_SIZE` inputs.
 
     A weight is `(q - 8) * scale + offset` with q in [0, 15] (torch's int4 kernel convention).
@@ -137,6 +136,12 @@ class Int4Linear(_DenseFallback):
         bases: [N, K / g, 1] bfloat16, so that a weight is `q * scale + base`.
         bias: [N] bfloat16 or None.
     """
+
+    packed: torch.Tensor
+    scales_and_offsets: torch.Tensor
+    nibbles: torch.Tensor
+    scales: torch.Tensor
+    bases: torch.Tensor
 
     def __init__(
         self,
@@ -189,7 +194,7 @@ class Int4Linear(_DenseFallback):
         return weight.view(num_rows, -1)  # [N, K]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _runs_quantized(x):
+        if self.runs_kernel(x):
             out = torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, INT4_GROUP_SIZE, self.scales_and_offsets)
         else:
             out = self.dense_linear(x)
@@ -224,7 +229,7 @@ class RescoredHead(nn.Module):
         return logits.scatter_(-1, top_ids, exact)
 
 
-def quantize(model: nn.Module, quantization: Quantization, *, head_names: tuple[str, ...] = ("lm_head",)) -> nn.Module:
+def quantize(model: ModuleT, quantization: Quantization, *, head_names: tuple[str, ...] = ("lm_head",)) -> ModuleT:
     """Swap `model`'s `nn.Linear` modules for quantized ones, in place; returns `model`.
 
     Args:
@@ -255,3 +260,8 @@ def quantize(model: nn.Module, quantization: Quantization, *, head_names: tuple[
             else:
                 setattr(parent, name, Int8Linear.from_linear(child))
     return model
+
+
+def quantized_layers(model: nn.Module) -> list[QuantizedLinear]:
+    """`model`'s weight-only linears, head approximations included: those whose kernel choice a pass sets."""
+    return [module for module in model.modules() if isinstance(module, QuantizedLinear)]

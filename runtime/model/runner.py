@@ -20,7 +20,7 @@ from runtime.errors import RequestError
 from runtime.model.architectures.llama import Transformer
 from runtime.model.kv_cache import KVCache
 from runtime.model.layers.attention import AttentionMetadata
-from runtime.model.quantization import dense_weights
+from runtime.model.quantization import quantized_layers
 
 
 @dataclass
@@ -33,8 +33,8 @@ class ForwardBatch:
         block_tables: block ids covering positions [0, num_cached[i] + k_i) of each sequence, in order.
         all_logits: False: logits of each sequence's last new token, [B, V]; True: of every new token,
             [sum k_i, V], sequence after sequence.
-        is_prefill: the pass feeds prompt tokens: quantized layers then use their dense weights
-            (`runtime.model.quantization.dense_weights`), so a prompt computes alike in one pass or several.
+        is_prefill: the pass feeds prompt tokens: the runner then has quantized layers use their dense
+            weights (`QuantizedLinear.uses_dense_weights`), so a prompt computes alike in one pass or several.
     """
 
     token_ids: list[list[int]]
@@ -74,6 +74,7 @@ class ModelRunner:
             model.config, num_blocks=num_blocks, block_size=block_size, dtype=model.dtype, device=self.device
         )
         self._slot_offsets = torch.arange(block_size, device=self.device)  # [S]
+        self._quantized_layers = quantized_layers(self.model)
 
     @property
     def config(self) -> ModelConfig:
@@ -112,10 +113,14 @@ class ModelRunner:
                 negative `num_cached`, or a block table too short or naming blocks outside the pool.
         """
         inputs = self._prepare(batch)
-        with dense_weights(batch.is_prefill):
-            return self.model(
-                inputs.token_ids, inputs.positions, self.kv_cache.layers, inputs.metadata, inputs.logits_index
-            )
+        model_inputs = (inputs.token_ids, inputs.positions, self.kv_cache.layers, inputs.metadata, inputs.logits_index)
+        if not batch.is_prefill:
+            return self.model(*model_inputs)
+        self._set_dense_weights(True)
+        try:
+            return self.model(*model_inputs)
+        finally:
+            self._set_dense_weights(False)
 
     def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
         """Copy-on-write: the K/V of each `src` block into its `dst` block, in every layer.
@@ -124,6 +129,13 @@ class ModelRunner:
             RequestError: see `KVCache.copy_blocks`.
         """
         self.kv_cache.copy_blocks(pairs)
+
+    def _set_dense_weights(self, enabled: bool) -> None:
+        """Have the quantized layers multiply by their dense weights at any row count (a prefill pass), or
+        choose by row count (at rest, and in decode passes, which then set nothing: a module attribute
+        costs microseconds to set, times every layer)."""
+        for layer in self._quantized_layers:
+            layer.uses_dense_weights = enabled
 
     def _check(self, batch: ForwardBatch) -> list[int]:
         """Validate the batch; returns each sequence's context length (cached + new)."""
@@ -201,13 +213,14 @@ class ModelRunner:
         layer converts it); None when every query may see all L positions."""
         max_context_len = max(context_lens)
         window = self.config.sliding_window
-        is_windowed = window is not None and max_context_len > window
-        if max(query_lens) == 1 and min(context_lens) == max_context_len and not is_windowed:
+        if window is not None and max_context_len <= window:
+            window = None  # every query sees its whole context
+        if max(query_lens) == 1 and min(context_lens) == max_context_len and window is None:
             return None
         key_positions = torch.arange(max_context_len, device=self.device)  # [L]
         query_positions = query_positions[:, :, None]  # [B, Q, 1]
         allowed = key_positions <= query_positions  # [B, Q, L]
-        if is_windowed:
+        if window is not None:
             allowed &= key_positions > query_positions - window
         allowed = allowed.repeat_interleave(self.config.num_kv_groups, dim=1)[:, None]  # [B, 1, Q * G, L]
         mask = torch.zeros(allowed.shape, dtype=self.model.dtype, device=self.device)

@@ -1,4 +1,4 @@
-"""Backends: where a call's messages become tokens (the local engine; later, a remote server)."""
+"""Backends: where a call's messages become tokens (the local engine, or a script for tests)."""
 
 from sdk.backends.base import Backend, BackendRequest
 from sdk.backends.local import LocalBackend

@@ -7,6 +7,10 @@ every live request into each forward pass, so concurrent calls share the model's
 
 Cancelling a call (or closing its stream) aborts its engine request on the spot: the sequences and
 their KV blocks are freed before the cancellation returns, even mid-step.
+
+The threads hold the `_Stepper` (the engine and the callers' handlers), never the `LocalBackend`: a
+backend dropped without `close` is collected, its finalizer stops the threads, and they let go of
+the engine (a model's gigabytes) as they exit.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import asyncio
 import itertools
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+import weakref
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -39,15 +44,10 @@ class LocalBackend(Backend):
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._handlers: dict[str, tuple[asyncio.AbstractEventLoop, _Deliver]] = {}
-        self._handlers_lock = threading.Lock()
-        self._wakeup = threading.Event()
+        self._stepper = _Stepper(engine)
         self._request_ids = itertools.count()
-        self._thread: threading.Thread | None = None
-        self._thread_lock = threading.Lock()
-        self._is_closed = False
-        # One submitting thread: requests join the engine in call order, off the event loop.
-        self._submitter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stencil-submit")
+        # Dropped without `close`: stop the threads, which hold the stepper but not this backend.
+        self._stop = weakref.finalize(self, self._stepper.stop)
 
     @classmethod
     def load(cls, model: str | os.PathLike[str] | None = None, **load_options: Any) -> LocalBackend:
@@ -59,15 +59,16 @@ class LocalBackend(Backend):
         """
         return cls(runtime.load(model, **load_options))
 
-    async def stream(self, request: BackendRequest) -> AsyncIterator[RequestUpdate]:
+    async def stream(self, request: BackendRequest) -> AsyncGenerator[RequestUpdate, None]:
         """See `Backend.stream`."""
-        if self._is_closed:
+        stepper = self._stepper
+        if stepper.is_closed:
             raise ClosedError("the LLM is closed")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[RequestUpdate | BaseException] = asyncio.Queue()
         request_id = f"sdk-{next(self._request_ids)}"
-        with self._handlers_lock:
-            self._handlers[request_id] = (loop, queue.put_nowait)
+        with stepper.handlers_lock:
+            stepper.handlers[request_id] = (loop, queue.put_nowait)
         is_finished = False
         try:
             await self._submit(request_id, request)
@@ -80,52 +81,94 @@ class LocalBackend(Backend):
                 if is_finished:
                     return
         finally:
-            with self._handlers_lock:
-                self._handlers.pop(request_id, None)
+            with stepper.handlers_lock:
+                stepper.handlers.pop(request_id, None)
             if not is_finished:
                 self.engine.abort_request(request_id)
 
     async def _submit(self, request_id: str, request: BackendRequest) -> None:
         """Tokenize and queue the request off the event loop (building a matcher may compute masks),
         then wake the stepping thread."""
-        submitted = asyncio.get_running_loop().run_in_executor(self._submitter, self._add_request, request_id, request)
+        submitted = asyncio.get_running_loop().run_in_executor(
+            self._stepper.submitter, _add_request, self.engine, request_id, request
+        )
         try:
             await asyncio.shield(submitted)
         except asyncio.CancelledError:
             # The add may still land after the cancellation: abort it then, so nothing runs orphaned.
-            submitted.add_done_callback(lambda _: self.engine.abort_request(request_id))
+            engine = self.engine
+            submitted.add_done_callback(lambda _: engine.abort_request(request_id))
             raise
-        self._ensure_thread()
-        self._wakeup.set()
+        self._stepper.wake()
 
-    def _add_request(self, request_id: str, request: BackendRequest) -> None:
-        prompt_ids = self.engine.tokenizer.apply_chat_template(
-            list(request.messages), add_generation_prompt=True, tokenize=True
-        )
-        try:
-            self.engine.add_request(prompt_ids, request.params, request.constraint, request_id=request_id)
-        except runtime.RequestError as exc:
-            if exc.field == "n":  # the runtime's `n` is what the caller asked for as `samples`
-                raise runtime.RequestError(exc.reason, "samples") from exc
-            raise
+    async def aclose(self) -> None:
+        """Stop the stepping thread and abort whatever is still running."""
+        self.close()
 
-    def _ensure_thread(self) -> None:
+    def close(self) -> None:
+        """Synchronous `aclose`: calls still running end with `ClosedError`."""
+        self._stop()
+        self._stepper.fail_all(ClosedError("the LLM was closed while this call was running"))
+        self._stepper.join()
+
+
+def _add_request(engine: Engine, request_id: str, request: BackendRequest) -> None:
+    """Render, tokenize and queue one request (on the submitting thread).
+
+    Raises:
+        runtime.PromptTooLongError: the prompt cannot fit the context window; a prompt whose length in
+            bytes already shows it is refused before it is tokenized.
+        runtime.RequestError: what `Engine.add_request` refuses (`n` reported as "samples").
+    """
+    prompt_ids = engine.tokenizer.apply_chat_template(
+        list(request.messages), add_generation_prompt=True, tokenize=True, context_window=engine.max_model_len
+    )
+    try:
+        engine.add_request(prompt_ids, request.params, request.constraint, request_id=request_id)
+    except runtime.RequestError as exc:
+        if exc.field == "n":  # the runtime's `n` is what the caller asked for as `samples`
+            raise runtime.RequestError(exc.reason, "samples") from exc
+        raise
+
+
+class _Stepper:
+    """What the backend's two threads share: the engine, the callers' handlers and the stop flag.
+
+    One thread steps the engine; one submits requests, so they join the engine in call order, off
+    the event loop. Neither holds the `LocalBackend`, so dropping the backend can stop them.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.handlers: dict[str, tuple[asyncio.AbstractEventLoop, _Deliver]] = {}
+        self.handlers_lock = threading.Lock()
+        self.is_closed = False
+        self.submitter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stencil-submit")
+        self._wakeup = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
+
+    def wake(self) -> None:
+        """A request arrived: start the stepping thread if needed and wake it."""
         with self._thread_lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="stencil-engine", daemon=True)
                 self._thread.start()
+        self._wakeup.set()
 
     def _run(self) -> None:
         """The stepping loop: step while requests exist, sleep until the next one arrives."""
-        while not self._is_closed:
+        while True:
             self._wakeup.clear()
+            if self.is_closed:  # checked after the clear: a `stop` just before it is not lost
+                return
             if not self.engine.has_unfinished_requests():
                 self._wakeup.wait()
                 continue
             try:
                 updates = self.engine.step()
             except Exception as exc:  # any engine failure must reach every caller, not kill the thread
-                self._fail_all(exc)
+                self.fail_all(exc)
                 continue
             if updates:
                 self._deliver(updates)
@@ -133,9 +176,9 @@ class LocalBackend(Backend):
     def _deliver(self, updates: list[RequestUpdate]) -> None:
         """Hand each update to its caller's event loop, one callback per loop."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Deliver, RequestUpdate]]] = {}
-        with self._handlers_lock:
+        with self.handlers_lock:
             for update in updates:
-                handler = self._handlers.get(update.request_id)
+                handler = self.handlers.get(update.request_id)
                 if handler is not None:
                     by_loop.setdefault(handler[0], []).append((handler[1], update))
         for loop, items in by_loop.items():
@@ -145,10 +188,10 @@ class LocalBackend(Backend):
                 for _, update in items:
                     self.engine.abort_request(update.request_id)
 
-    def _fail_all(self, exc: Exception) -> None:
-        """An engine step failed: every live request gets the error and is aborted."""
-        with self._handlers_lock:
-            handlers = list(self._handlers.items())
+    def fail_all(self, exc: Exception) -> None:
+        """Every live request gets `exc` and is aborted (an engine step failed, or a close)."""
+        with self.handlers_lock:
+            handlers = list(self.handlers.items())
         for request_id, (loop, deliver) in handlers:
             self.engine.abort_request(request_id)
             try:
@@ -156,16 +199,14 @@ class LocalBackend(Backend):
             except RuntimeError:
                 continue
 
-    async def aclose(self) -> None:
-        """Stop the stepping thread and abort whatever is still running."""
-        self.close()
-
-    def close(self) -> None:
-        """Synchronous `aclose`: calls still running end with `ClosedError`."""
-        self._is_closed = True
+    def stop(self) -> None:
+        """Make both threads exit, without waiting for them: it may run in a finalizer, on any thread."""
+        self.is_closed = True
         self._wakeup.set()
-        self._fail_all(ClosedError("the LLM was closed while this call was running"))
-        self._submitter.shutdown(wait=False)
+        self.submitter.shutdown(wait=False)
+
+    def join(self) -> None:
+        """Wait for the stepping thread to end its step and exit (not from that thread itself)."""
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()

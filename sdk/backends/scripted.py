@@ -5,13 +5,13 @@
 
 Each request takes the next script entry (a completion text, or one text per sample when the request
 asks for `n` samples); the texts are streamed a few characters per update, so streaming code sees
-partial values. The constraint is not enforced: the script is what the "model" writes, which is what
-lets tests exercise validation errors, retries and cut-off outputs.
+partial values. The constraint is not enforced (nor timed: `mask_time` is 0.0): the script is what
+the "model" writes, which is what lets tests exercise validation errors, retries and cut-off outputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
 from runtime.engine.outputs import CompletionDelta, CompletionOutput, RequestOutput, RequestUpdate, Usage
@@ -52,14 +52,12 @@ class ScriptedBackend(Backend):
         SDKError: the script ran out (a test made more calls than it scripted).
     """
 
-    measures_mask_time = False
-
     def __init__(self, script: Sequence[Entry] | Callable[[BackendRequest], Entry]) -> None:
         self._script = script
         self.requests: list[BackendRequest] = []
         self.is_closed = False
 
-    async def stream(self, request: BackendRequest) -> AsyncIterator[RequestUpdate]:
+    async def stream(self, request: BackendRequest) -> AsyncGenerator[RequestUpdate, None]:
         """See `Backend.stream`."""
         if self.is_closed:
             raise ClosedError("the LLM is closed")

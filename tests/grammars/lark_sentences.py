@@ -15,7 +15,7 @@ import random
 from grammars.core import byte_regex as rx
 from grammars.core import ir
 from grammars.core.automaton import GrammarAutomaton
-from grammars.core.lexer import LEXER, is_empty_language
+from grammars.core.lexer import is_empty_language
 
 #: Bytes a walk prefers inside a byte class (readable text; other bytes are taken when none fits).
 PRINTABLE = frozenset(range(0x20, 0x7F))
@@ -174,7 +174,7 @@ def rejected_by_greedy_lexing(automaton: GrammarAutomaton, text: str, max_early_
 def _accepts_ending_early(automaton: GrammarAutomaton, state: tuple, data: bytes, budget: int) -> bool:
     for index, byte in enumerate(data):
         config, sid = state
-        if budget and sid is not None and LEXER.accepting[sid]:
+        if budget and sid is not None and automaton.lexer.accepting[sid]:
             ended = automaton.end_lexeme(config, sid)
             if ended is not None and _accepts_ending_early(automaton, (ended, None), data[index:], budget - 1):
                 return True

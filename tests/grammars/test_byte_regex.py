@@ -1,6 +1,5 @@
 """The byte-regex algebra: normalization, derivatives and membership, against Python's `re`."""
 
-import pickle
 import re
 
 import pytest
@@ -16,7 +15,6 @@ LOWER = rx.byte_range(ord("a"), ord("z"))
 def test_hash_consing_makes_equal_terms_identical():
     assert rx.concat(rx.literal(b"ab"), DIGIT) is rx.concat(rx.literal(b"a"), rx.literal(b"b"), DIGIT)
     assert rx.alt(LOWER, DIGIT) is rx.alt(DIGIT, LOWER, DIGIT)
-    assert pickle.loads(pickle.dumps(rx.star(LOWER))) is rx.star(LOWER)
 
 
 def test_normalization_of_trivial_terms():
@@ -46,9 +44,9 @@ def test_membership_agrees_with_re(term, pattern, text):
 def test_counted_repetition_is_not_unrolled():
     term = rx.repeat(LOWER, 0, 100_000)
     assert rx.matches(term, b"a" * 1000)
-    before = len(rx.TERMS)
+    before = rx.num_interned()
     rx.matches(term, b"b" * 50)
-    assert len(rx.TERMS) - before < 200  # one new term per consumed byte, not per bound
+    assert rx.num_interned() - before < 200  # one new term per consumed byte, not per bound
 
 
 def test_intersection_and_complement():

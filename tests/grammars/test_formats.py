@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import calendar
 import json
-from pathlib import Path
 
 import pytest
 
@@ -12,16 +11,9 @@ from grammars.core import byte_regex as rx
 from grammars.core.charset import ANY_CHAR, utf8_term
 from grammars.frontends.json_schema.formats import FORMAT_MAX_LENGTHS, FORMATS, format_regex
 from grammars.frontends.regex.syntax import regex_term
+from tests.shared_data import SHARED
 
-FORMAT_TESTS = (
-    Path(__file__).resolve().parents[3]
-    / "shared"
-    / "corpus"
-    / "json-schema-test-suite"
-    / "draft2020-12"
-    / "optional"
-    / "format"
-)
+FORMAT_TESTS = SHARED / "corpus" / "json-schema-test-suite" / "draft2020-12" / "optional" / "format"
 
 
 def format_term(name: str) -> rx.Term:

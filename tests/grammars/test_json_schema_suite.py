@@ -10,7 +10,12 @@ instances the suite describes as "invalid ..." are expected to be rejected.
 import json
 from collections import Counter
 
-from tests.grammars.json_schema_conformance import SHARED, Case, ratchet, run_case, summary
+import pytest
+
+from tests.grammars.json_schema_conformance import Case, ratchet, run_case, summary
+from tests.shared_data import SHARED, shared_path
+
+pytestmark = pytest.mark.slow  # the real model or an external corpus
 
 SUITE = SHARED / "corpus" / "json-schema-test-suite"
 DRAFT_URIS = {"draft2020-12": None, "draft7": "http://json-schema.org/draft-07/schema#"}
@@ -41,6 +46,7 @@ def _cases(draft: str, remotes: dict):
 
 
 def test_suite_conformance():
+    shared_path("corpus", "json-schema-test-suite")
     remotes = _remotes()
     results: dict[str, Counter] = {}
     for draft in DRAFT_URIS:

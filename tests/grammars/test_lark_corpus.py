@@ -25,8 +25,9 @@ from grammars.compiler import compile_grammar
 from grammars.errors import GrammarError, GrammarSyntaxError, LarkPriorityWarning
 from grammars.frontends.lark.grammar import lark_grammar
 from tests.grammars.lark_sentences import SentenceGenerator, mutations, rejected_by_greedy_lexing
+from tests.shared_data import SHARED
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "lark"
+CORPUS = SHARED / "corpus" / "lark"
 OUTLINES = "outlines/pr-branch-2024-02"
 LOOKAHEAD_PAST_END = "lookahead at the end of a terminal reads past it"
 NO_START = "start rule 'start' is not defined"
@@ -147,7 +148,10 @@ def lark_accepts(parser: Lark, text: str) -> bool:
     return True
 
 
-pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason="the shared Lark corpus is not on this machine")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CORPUS.is_dir(), reason="the shared Lark corpus is not on this machine"),
+]
 
 
 def test_expected_covers_the_whole_corpus():

@@ -1,18 +1,21 @@
 """Lark terminals as byte terms: lazy quantifiers and lookarounds keep the meaning `re` gives them."""
 
+import random
 import re
 
 import pytest
 
 from grammars.core import byte_regex as rx
+from grammars.core import ir
 from grammars.errors import EmptyLanguageError, GrammarSyntaxError
 from grammars.frontends.lark.grammar import lark_grammar
 
 
 def terminal(definition: str, imports: str = "") -> rx.Term:
     """The term of terminal T defined as `definition` (the grammar's start rule is just T)."""
-    grammar = lark_grammar(f"start: T\nT: {definition}\n{imports}")
-    return grammar.rules["start"].term
+    start = lark_grammar(f"start: T\nT: {definition}\n{imports}").rules["start"]
+    assert isinstance(start, ir.Lexeme)
+    return start.term
 
 
 def python_tokens(pattern: str, texts: list[str], flags: int = 0) -> set[str]:
@@ -138,4 +141,43 @@ def test_lookahead_before_a_lazy_loop():
 def test_refused_constructs_are_located(definition, reason):
     with pytest.raises(GrammarSyntaxError, match=reason) as caught:
         terminal(definition)
+    assert (caught.value.line, caught.value.column) == (2, 4)
+
+
+ORACLE_ALPHABET = 'abcxyifABC_019 -\\".]^\u00e9\t\n#'
+
+
+@pytest.mark.parametrize(
+    ("definition", "pattern", "flags"),
+    [
+        (r"/[a-z_][a-z_0-9]*/", r"[a-z_][a-z_0-9]*", 0),
+        (r"/-?(0|[1-9][0-9]*)(\.[0-9]+)?/", r"-?(0|[1-9][0-9]*)(\.[0-9]+)?", 0),
+        (r"/[^\"\\\x00-\x1f]|\\[\"\\\/bfnrt]/", r"[^\"\\\x00-\x1f]|\\[\"\\/bfnrt]", 0),
+        (r"/(?i:ab)c|x{2,3}/", r"(?i:ab)c|x{2,3}", 0),
+        (r"/\d+\s*\w|\D\S\W/", r"\d+\s*\w|\D\S\W", 0),
+        (r"/[\]\-^]+x/", r"[\]\-^]+x", 0),
+        (r"/ab|c\u00e9/i", r"ab|c\u00e9", re.I),
+        (r"/a.b/s", r"a.b", re.S),
+        (r"/a.b/m", r"a.b", re.M),
+        (r"/a b # then c\n c/x", "a b # then c\n c", re.X),
+        (r"/(?a)\w+/", r"(?a)\w+", 0),
+        (r"/(?!(if|else)\b)[a-z_]\w*/", r"(?!(if|else)\b)[a-z_]\w*", 0),
+        (r"/x(?=y\b)\w+/", r"x(?=y\b)\w+", 0),
+        (r"/(?a)x(?=\w\b)\S+/", r"(?a)x(?=\w\b)\S+", 0),
+        (r"/a(?=b\b\s)\w+\s\w/", r"a(?=b\b\s)\w+\s\w", 0),
+    ],
+)
+def test_regex_terminals_match_what_re_fullmatches(definition: str, pattern: str, flags: int):
+    """Without lazy parts or lookarounds that read past the terminal, `re.fullmatch` is the oracle."""
+    term = terminal(definition)
+    rng = random.Random(pattern)
+    texts = ["".join(rng.choice(ORACLE_ALPHABET) for _ in range(rng.randrange(7))) for _ in range(500)]
+    texts += ["if", "iff", "else", "x_", "xy", "xyz", "xy.", "x1\u00e9", "xa\u00e9", "ab c", "ab\tc", "abc d"]
+    mismatches = [t for t in texts if rx.matches(term, t.encode()) != bool(re.fullmatch(pattern, t, flags))]
+    assert mismatches == []
+
+
+def test_regex_errors_are_stencils_own_and_name_the_terminal_line():
+    with pytest.raises(GrammarSyntaxError, match=r"in regex /\[\[:alpha:\]\]/: possible nested set") as caught:
+        terminal("/[[:alpha:]]/")  # re only warns; Stencil refuses what other engines mean by it
     assert (caught.value.line, caught.value.column) == (2, 4)

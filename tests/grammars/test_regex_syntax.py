@@ -6,7 +6,6 @@ import itertools
 import json
 import re
 import warnings
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,15 +20,19 @@ from grammars.frontends.regex.syntax import (
     Concat,
     EndAnchor,
     Group,
+    Lookahead,
+    Lookbehind,
     Repetition,
     StartAnchor,
+    WordBoundary,
     lower,
     parse_regex,
     regex_term,
     search_form,
 )
+from tests.shared_data import SHARED
 
-SUITE = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "json-schema-test-suite" / "draft2020-12"
+SUITE = SHARED / "corpus" / "json-schema-test-suite" / "draft2020-12"
 
 
 def full(pattern: str, text: str, **kwargs: object) -> bool:
@@ -48,7 +51,8 @@ def lit(text: str) -> CharClass:
 def test_ast_shapes() -> None:
     assert parse_regex("ab") == Concat((lit("a"), lit("b")))
     assert parse_regex("a|b|") == Alternation((lit("a"), lit("b"), Concat(())))
-    assert parse_regex("(?:ab)*?") == Repetition(Group(Concat((lit("a"), lit("b")))), 0, None)
+    assert parse_regex("(?:ab)*?") == Repetition(Group(Concat((lit("a"), lit("b")))), 0, None, is_lazy=True)
+    assert parse_regex("a{2}?") == Repetition(lit("a"), 2, 2, is_lazy=True)
     assert parse_regex("a{2,5}") == Repetition(lit("a"), 2, 5)
     assert parse_regex("a{3,}") == Repetition(lit("a"), 3, None)
     assert parse_regex("a{,3}") == Repetition(lit("a"), 0, 3)  # Python: {,n} is 0..n
@@ -57,6 +61,20 @@ def test_ast_shapes() -> None:
     assert parse_regex("^a$", flavor="ecmascript") == Concat((StartAnchor(), lit("a"), EndAnchor()))
     assert parse_regex("(?P<year>x)(?<day>y)") == Concat((Group(lit("x")), Group(lit("y"))))
     assert parse_regex("") == Concat(())
+
+
+def test_lookarounds_and_word_boundaries_are_nodes() -> None:
+    """The parser reads them (the Lark front end gives them a meaning); the lowering refuses two."""
+    assert parse_regex("(?<=a)b") == Concat((Lookbehind(lit("a"), is_negative=False), lit("b")))
+    assert parse_regex("(?<!a)b", flavor="ecmascript") == Concat((Lookbehind(lit("a"), is_negative=True), lit("b")))
+    assert parse_regex("(?!a$)") == Lookahead(Concat((lit("a"), Repetition(lit("\n"), 0, 1))), is_negative=True)
+    ascii_word = CharSet.of("_") | CharSet.range(ord("0"), ord("9")) | CharSet.range(ord("A"), ord("Z"))
+    ascii_word |= CharSet.range(ord("a"), ord("z"))
+    assert parse_regex("(?a)a\\B") == Concat((lit("a"), WordBoundary(is_negated=True, word=ascii_word)))
+    assert parse_regex("\\b", flavor="ecmascript") == WordBoundary(is_negated=False, word=ascii_word)
+    boundary = parse_regex("\\b")
+    assert isinstance(boundary, WordBoundary) and "\u00e9" in boundary.word
+    assert parse_regex("[\\b]") == lit("\b")
 
 
 def test_counted_repetition_is_a_counter_not_unrolled() -> None:
@@ -111,7 +129,7 @@ def test_nested_counted_repetitions_merge_exactly() -> None:
 
 def test_lookbehind_error_has_offset_and_caret() -> None:
     with pytest.raises(GrammarSyntaxError) as info:
-        parse_regex("a(?<=b)")
+        regex_term("a(?<=b)")
     assert info.value.offset == 1 and (info.value.line, info.value.column) == (1, 2)
     assert "lookbehind" in info.value.reason
     assert info.value.context() == "a(?<=b)\n ^"
@@ -211,9 +229,9 @@ def test_ecmascript_errors(pattern: str, offset: int, words: str) -> None:
 
 def test_unknown_flavor_and_bytes_patterns_are_typed_errors() -> None:
     with pytest.raises(GrammarError, match="flavor"):
-        parse_regex("a", flavor="perl")  # type: ignore[arg-type]
+        parse_regex("a", flavor="perl")
     with pytest.raises(GrammarError, match="str"):
-        parse_regex(b"a")  # type: ignore[arg-type]
+        parse_regex(b"a")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -453,7 +471,7 @@ PATTERNS = [
 ]
 INTERESTING = "abcdkKsSxyzé😀σΣς ǅǄǆ\n\t_.-0159٠\u212a\u017f\xa0\u2028\x85ABC@"
 TEXT = st.text(
-    alphabet=st.one_of(st.sampled_from(INTERESTING), st.characters(blacklist_categories=("Cs",))),
+    alphabet=st.one_of(st.sampled_from(INTERESTING), st.characters(blacklist_categories=["Cs"])),
     max_size=10,
 )
 

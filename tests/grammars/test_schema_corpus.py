@@ -11,7 +11,12 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.grammars.json_schema_conformance import SHARED, Case, ratchet, run_case, summary
+import pytest
+
+from tests.grammars.json_schema_conformance import Case, ratchet, run_case, summary
+from tests.shared_data import SHARED, shared_path
+
+pytestmark = pytest.mark.slow  # the real model or an external corpus
 
 SCHEMAS = SHARED / "corpus" / "schemas"
 SCHEMASTORE_URL = "https://json.schemastore.org/"
@@ -81,6 +86,7 @@ def run(stride: int, problems: list[str] | None = None) -> dict[str, Counter]:
 
 
 def test_schema_corpus_sample():
+    shared_path("corpus", "schemas")
     results = run(SAMPLE_STRIDE)
     print("\n" + summary(results))
     total = sum(results.values(), Counter())

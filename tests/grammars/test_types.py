@@ -10,8 +10,8 @@ from typing import Annotated, Literal, Optional, Union
 
 import pydantic
 import pytest
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-from typing_extensions import TypedDict
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, with_config
+from typing_extensions import NotRequired, TypedDict
 
 from grammars.compiler import compile_grammar
 from grammars.errors import UnsupportedSchemaError
@@ -138,3 +138,135 @@ def test_dataclasses_and_typed_dicts():
 def test_unsupported_types_name_themselves(tp):
     with pytest.raises(UnsupportedSchemaError, match="Python type"):
         type_schema(tp)
+
+
+class Loose(BaseModel):
+    name: str
+
+
+class Open(BaseModel, extra="allow"):
+    name: str
+
+
+class Typed(BaseModel, extra="allow"):
+    __pydantic_extra__: dict[str, int]
+    name: str
+
+
+class Movie(TypedDict):
+    title: str
+
+
+class Draft(TypedDict, total=False):
+    title: str
+
+
+@with_config(ConfigDict(extra="allow"))
+class OpenMovie(TypedDict):
+    title: str
+
+
+class Scored(TypedDict, extra_items=int):  # PEP 728
+    title: str
+
+
+@dataclass
+class Point:
+    x: int
+
+
+class Shelf(BaseModel):
+    first: Loose
+    more: list[Movie]
+    open: Open | None = None
+
+
+@pytest.mark.parametrize(
+    ("tp", "valid", "extra_key", "is_open"),
+    [
+        (Loose, '{"name": "a"}', '{"name": "a", "x": 1}', False),
+        (Address, '{"street": "s", "zip": "12345"}', '{"street": "s", "zip": "12345", "x": 1}', False),
+        (Open, '{"name": "a"}', '{"name": "a", "x": 1}', True),
+        (Typed, '{"name": "a"}', '{"name": "a", "x": 1}', True),
+        (Movie, '{"title": "t"}', '{"title": "t", "x": 1}', False),
+        (Draft, "{}", '{"x": 1}', False),
+        (OpenMovie, '{"title": "t"}', '{"title": "t", "x": 1}', True),
+        (Scored, '{"title": "t"}', '{"title": "t", "x": 1}', True),
+        (Point, '{"x": 1}', '{"x": 1, "y": 2}', False),
+        (Optional[Loose], "null", '{"name": "a", "x": 1}', False),
+        (Union[Loose, Point], '{"x": 1}', '{"x": 1, "name": "a", "y": 2}', False),
+        (list[Loose], '[{"name": "a"}]', '[{"name": "a", "x": 1}]', False),
+        (dict[str, Movie], '{"k": {"title": "t"}}', '{"k": {"title": "t", "x": 1}}', False),
+        (Shelf, '{"first": {"name": "a"}, "more": []}', '{"first": {"name": "a", "x": 1}, "more": []}', False),
+        (
+            Shelf,
+            '{"first": {"name": "a"}, "more": []}',
+            '{"first": {"name": "a"}, "more": [{"title": "t", "x": 1}]}',
+            False,
+        ),
+        (Shelf, '{"first": {"name": "a"}, "more": []}', '{"first": {"name": "a"}, "more": [], "x": 1}', False),
+        (
+            Shelf,
+            '{"first": {"name": "a"}, "more": []}',
+            '{"first": {"name": "a"}, "more": [], "open": {"name": "b", "x": 1}}',
+            True,
+        ),
+    ],
+)
+def test_objects_take_undeclared_keys_only_where_the_type_says_so(tp, valid, extra_key, is_open):
+    """Pydantic ignores undeclared keys unless told otherwise: the schema closes those objects (every
+    text it admits still validates) and keeps the ones Pydantic stores (`extra="allow"`, PEP 728)."""
+    compiled = constraint(tp)
+    adapter = TypeAdapter(tp)
+    assert compiled.accepts(valid)
+    adapter.validate_json(valid)
+    assert compiled.accepts(extra_key) == is_open
+    if is_open:
+        adapter.validate_json(extra_key)
+
+
+def test_typed_extra_keys_keep_their_type():
+    assert not constraint(Typed).accepts('{"name": "a", "x": "1"}')
+    assert not constraint(Scored).accepts('{"title": "t", "x": "1"}')
+
+
+def test_a_typed_dict_that_is_not_total_is_closed_with_optional_keys():
+    class Partial(TypedDict):
+        title: str
+        year: NotRequired[int]
+
+    assert constraint(Partial).accepts('{"title": "t"}') and constraint(Partial).accepts('{"title": "t", "year": 1}')
+    assert not constraint(Partial).accepts('{"title": "t", "month": 1}')
+
+
+def test_closing_walks_subschemas_only():
+    """A property named like a keyword is a name, and data (`default`, `const`, `enum`, `examples`)
+    is never rewritten; subschemas under every keyword the JSON Schema front end knows are closed."""
+    data = {"properties": {"a": {}}}
+    hand_written = {
+        "type": "object",
+        "dependencies": {"a": {"properties": {"b": {"type": "integer"}}}, "c": ["d"]},
+        "contentSchema": {"properties": {"x": {}}},
+        "const": data,
+        "enum": [data],
+        "examples": [data],
+    }
+
+    class Props(BaseModel):
+        properties: str
+        additionalProperties: int = 0
+        shape: dict = Field(default=data)
+        custom: Annotated[dict, WithJsonSchema(hand_written)] = {}
+
+    schema = type_schema(Props)
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == {"properties", "additionalProperties", "shape", "custom"}
+    assert schema["properties"]["properties"] == {"title": "Properties", "type": "string"}
+    assert schema["properties"]["shape"]["default"] == data
+    closed = schema["properties"]["custom"]
+    assert closed["const"] == closed["enum"][0] == closed["examples"][0] == data
+    assert closed["dependencies"]["a"]["additionalProperties"] is False and closed["dependencies"]["c"] == ["d"]
+    assert closed["contentSchema"]["additionalProperties"] is False
+    assert "additionalProperties" not in closed  # declares no properties
+    assert constraint(Props).accepts('{"properties": "p", "additionalProperties": 1}')
+    assert not constraint(Props).accepts('{"properties": "p", "other": 1}')

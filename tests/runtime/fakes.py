@@ -131,13 +131,13 @@ class DigitsMatcher:
     def __init__(self, constraint: DigitsConstraint) -> None:
         self.error = None
         self._constraint = constraint
-        self.lengths: list[int] = []  # digits after each advance, for rollback
+        self.lengths: list[int] = []  # digits after each advance
 
     @property
     def num_digits(self) -> int:
         return self.lengths[-1] if self.lengths else 0
 
-    def mask(self) -> torch.Tensor:
+    def mask(self, max_seconds: float | None = None) -> torch.Tensor:
         return self._constraint.masks[self.num_digits]
 
     def advance(self, token_id: int) -> None:
@@ -147,9 +147,6 @@ class DigitsMatcher:
 
     def is_accepting(self) -> bool:
         return self.num_digits > 0
-
-    def rollback(self, num_tokens: int) -> None:
-        del self.lengths[len(self.lengths) - num_tokens :]
 
     def fork(self) -> DigitsMatcher:
         child = DigitsMatcher(self._constraint)

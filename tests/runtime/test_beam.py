@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from runtime.engine.beam import BeamState, beam_state_of
 from runtime.engine.llm_engine import Engine
-from runtime.engine.sampling import SamplingParams
+from runtime.engine.sampling_params import SamplingParams
+from runtime.engine.sequence import Request
+from runtime.errors import EngineError
 from tests.runtime.fakes import DigitsConstraint, FakeRunner, reference_greedy, reference_logits, smollm2_tokenizer
 
 
@@ -97,3 +100,12 @@ def test_beams_under_a_constraint_stay_in_the_language() -> None:
         assert completion.text.isdigit() and len(completion.text) <= 4
     assert len({c.token_ids for c in output.outputs}) == 3
     assert engine.block_manager.num_free_blocks == engine.block_manager.num_blocks
+
+
+def test_beam_state_of_a_request_without_beams_is_a_typed_engine_error() -> None:
+    params = SamplingParams(num_beams=2)
+    request = Request(request_id="r0", params=params, prompt_token_ids=[1], seqs=[])
+    with pytest.raises(EngineError, match="no beam state"):
+        beam_state_of(request)
+    request.beam_state = BeamState(num_beams=2, length_penalty=1.0)
+    assert beam_state_of(request) is request.beam_state

@@ -1,4 +1,4 @@
-"""BlockManager: allocation, refcounted sharing, copy-on-write, rollback, prefix caching, accounting."""
+"""BlockManager: allocation, refcounted sharing, copy-on-write, prefix caching, accounting."""
 
 from __future__ import annotations
 
@@ -119,37 +119,6 @@ def test_append_is_refused_when_copy_on_write_has_no_block() -> None:
     assert child.block_table == parent.block_table  # nothing changed halfway
 
 
-def test_rollback_frees_tail_blocks_and_keeps_the_rest() -> None:
-    manager = BlockManager(8, BLOCK_SIZE, enable_prefix_caching=False)
-    seq = make_seq([1, 2, 3], num_prompt_tokens=3)
-    manager.allocate(seq)
-    compute(manager, seq)
-    for token_id in range(10, 17):
-        decode(manager, seq, token_id)
-    assert seq.num_tokens == 10 and len(seq.block_table) == 3
-    manager.rollback(seq, 5)
-    assert seq.token_ids == [1, 2, 3, 10, 11] and seq.num_cached == 5
-    assert len(seq.block_table) == 2 and manager.num_used_blocks == 2
-    with pytest.raises(EngineError):
-        manager.rollback(seq, 3)  # would cut into the prompt
-
-
-def test_rollback_into_a_shared_block_copies_on_the_next_write() -> None:
-    manager = BlockManager(8, BLOCK_SIZE, enable_prefix_caching=False)
-    parent = make_seq([1, 2], num_prompt_tokens=2)
-    manager.allocate(parent)
-    compute(manager, parent)
-    decode(manager, parent, 3)
-    decode(manager, parent, 4)  # block 0 full: [1, 2, 3, 4]
-    child = make_seq(parent.token_ids, num_prompt_tokens=2)
-    manager.fork(parent, child)
-    manager.rollback(child, 1)  # child now ends inside the shared block
-    assert child.block_table == parent.block_table[:1]
-    child.append_token(99)
-    pairs = manager.append(child)
-    assert pairs == [(parent.block_table[0], child.block_table[0])]
-
-
 def test_prefix_cache_hits_full_blocks_of_a_computed_prompt() -> None:
     manager = BlockManager(16, BLOCK_SIZE)
     prompt = list(range(100, 110))  # two full blocks and a partial one
@@ -208,23 +177,6 @@ def test_freed_cached_blocks_are_reused_by_later_requests_until_evicted() -> Non
     third = make_seq(prompt)
     manager.allocate(third)
     assert third.num_cached == 0
-
-
-def test_overwriting_a_rolled_back_cached_block_unregisters_it() -> None:
-    manager = BlockManager(8, BLOCK_SIZE)
-    seq = make_seq([1, 2], num_prompt_tokens=2)
-    manager.allocate(seq)
-    compute(manager, seq)
-    decode(manager, seq, 3)
-    decode(manager, seq, 4)  # [1, 2, 3, 4] full and registered
-    decode(manager, seq, 5)
-    assert manager.num_cached_blocks == 1
-    manager.rollback(seq, 3)  # back to [1, 2]
-    decode(manager, seq, 30)  # rewrites position 2 of the registered block
-    assert manager.num_cached_blocks == 0
-    probe = make_seq([1, 2, 3, 4, 9])
-    manager.allocate(probe)
-    assert probe.num_cached == 0
 
 
 def test_cache_full_blocks_registers_blocks_as_they_fill_during_decode() -> None:

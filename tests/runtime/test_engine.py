@@ -15,7 +15,7 @@ import torch
 
 from grammars.errors import GrammarError, StencilError
 from runtime.engine.llm_engine import Engine
-from runtime.engine.sampling import SamplingParams
+from runtime.engine.sampling_params import SamplingParams
 from runtime.errors import PromptTooLongError, RequestError
 from tests.runtime.fakes import (
     FAKE_VOCAB_SIZE,
@@ -256,7 +256,7 @@ class _BrokenMatcher:
         self.error = error
         self._allow_nothing = allow_nothing
 
-    def mask(self) -> torch.Tensor:
+    def mask(self, max_seconds: float | None = None) -> torch.Tensor:
         mask = torch.ones(49152, dtype=torch.bool)
         return mask & False if self._allow_nothing else mask
 
@@ -265,9 +265,6 @@ class _BrokenMatcher:
 
     def is_accepting(self) -> bool:
         return False
-
-    def rollback(self, num_tokens: int) -> None:
-        pass
 
     def fork(self) -> _BrokenMatcher:
         return self
@@ -304,7 +301,7 @@ def test_eos_before_the_constraint_accepts_is_an_error() -> None:
             matcher = _BrokenMatcher(None, allow_nothing=False)
             only_eos = torch.zeros(49152, dtype=torch.bool)
             only_eos[eos] = True
-            matcher.mask = lambda: only_eos
+            matcher.mask = lambda max_seconds=None: only_eos
             return matcher
 
     output = engine.generate([[5, 6]], GREEDY.replace(ignore_eos=False), constraints=EosOnly())[0]

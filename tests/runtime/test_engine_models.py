@@ -8,11 +8,13 @@ import transformers
 
 import runtime
 from runtime.engine.llm_engine import Engine
-from runtime.engine.sampling import SamplingParams
+from runtime.engine.sampling_params import SamplingParams
 from runtime.model.architectures import build_model
 from runtime.model.runner import ModelRunner
 from tests.runtime.fakes import smollm2_tokenizer
 from tests.runtime.hf_oracle import model_config_from_hf, tiny_hf_model
+
+pytestmark = pytest.mark.slow  # the real model or an external corpus
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
 TINY_PROMPTS = [[5, 17, 30], [60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70], [9], [44, 3, 90, 12, 12]]

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from runtime.errors import RequestError
-from runtime.model.architectures import build_model
+from runtime.model.architectures import Quantization, build_model
+from runtime.model.quantization import quantized_layers
 from runtime.model.runner import ForwardBatch, ModelRunner
 from tests.runtime.hf_oracle import hf_logits, model_config_from_hf, tiny_hf_model
 
@@ -50,9 +51,15 @@ class _Sequence:
         return entry
 
 
-def _run(runner: ModelRunner, entries: list[tuple[list[int], int, list[int]]], all_logits: bool) -> torch.Tensor:
+def _run(
+    runner: ModelRunner,
+    entries: list[tuple[list[int], int, list[int]]],
+    all_logits: bool,
+    *,
+    is_prefill: bool = False,
+) -> torch.Tensor:
     token_ids, num_cached, tables = (list(column) for column in zip(*entries))
-    return runner.forward(ForwardBatch(token_ids, num_cached, tables, all_logits=all_logits))
+    return runner.forward(ForwardBatch(token_ids, num_cached, tables, all_logits=all_logits, is_prefill=is_prefill))
 
 
 def test_prefill_then_decode(oracle) -> None:
@@ -149,6 +156,28 @@ def test_scattered_block_tables_and_unused_tail_blocks(oracle) -> None:
     sequence = _Sequence(tokens, table)
     rows = [_run(runner, [sequence.step(n)], all_logits=True) for n in (13, 1, 7)]
     torch.testing.assert_close(torch.cat(rows), hf_logits(hf_model, tokens), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("quantization", [Quantization.INT8, Quantization.INT4])
+def test_quantized_layers_use_dense_weights_in_prefill_passes_only(quantization: Quantization) -> None:
+    """A prefill pass of as few rows as a decode step still multiplies by the dense weights (so a prompt
+    computes alike in one pass or several); decode passes run the weight-only kernels; between passes
+    the layers are back to choosing by row count."""
+    hf_model = tiny_hf_model("llama")
+    config, weights = model_config_from_hf(hf_model.config), dict(hf_model.state_dict())
+    model = build_model(config, weights, dtype=torch.bfloat16, quantization=quantization)
+    layers = quantized_layers(model)
+    runs_kernel: list[bool] = []
+    for layer in layers:
+        layer.register_forward_pre_hook(lambda layer, args: runs_kernel.append(layer.runs_kernel(args[0])))
+    runner = ModelRunner(model, num_blocks=8, block_size=BLOCK_SIZE)
+    sequence = _Sequence(_sequence(12, 8), [0, 1])
+    _run(runner, [sequence.step(3)], all_logits=True, is_prefill=True)
+    assert len(runs_kernel) == len(layers) and not any(runs_kernel)
+    assert not any(layer.uses_dense_weights for layer in layers)
+    runs_kernel.clear()
+    _run(runner, [sequence.step(1)], all_logits=False)
+    assert len(runs_kernel) == len(layers) and all(runs_kernel)
 
 
 def test_accounting(oracle) -> None:

@@ -191,6 +191,7 @@ def _greedy(runner: ModelRunner, prompt: list[int], num_tokens: int) -> list[int
     return generated
 
 
+@pytest.mark.slow
 def test_smollm2_matches_transformers_fp32(smollm2_hf) -> None:
     checkpoint = load_checkpoint(None)
     prompt = checkpoint.tokenizer.encode("The capital of France is Paris. The capital of Italy is")

@@ -15,8 +15,8 @@ from runtime.model.quantization import (
     Int8Linear,
     Quantization,
     RescoredHead,
-    dense_weights,
     quantize,
+    quantized_layers,
 )
 
 
@@ -71,18 +71,22 @@ def test_quantize_swaps_modules_per_mode() -> None:
     assert isinstance(int4.body["proj"], Int4Linear)
     assert isinstance(int4.body["odd"], Int8Linear)  # 24 rows: not a whole tile of 16 for the int4 kernel
     assert isinstance(int4.lm_head, RescoredHead)
+    assert quantized_layers(int4) == [int4.body["proj"], int4.body["odd"], int4.lm_head.approximate]
     unchanged = _Tiny()
     assert quantize(unchanged, Quantization.NONE).body["proj"].__class__ is nn.Linear
+    assert quantized_layers(unchanged) == []
 
 
 @pytest.mark.parametrize("cls", [Int8Linear, Int4Linear])
-def test_a_prefill_pass_uses_the_dense_weights_for_any_row_count(cls) -> None:
+def test_uses_dense_weights_takes_the_dense_path_for_any_row_count(cls) -> None:
     quantized = cls.from_linear(_linear(48, 96))
     x = torch.randn(MAX_QUANTIZED_KERNEL_ROWS + 9, 96, dtype=torch.bfloat16)
     dense = quantized(x)[:3]
-    with dense_weights():
-        assert torch.equal(quantized(x[:3]), dense)
-    assert not torch.equal(quantized(x[:3]), dense)  # outside, the weight-only kernel runs again
+    assert not quantized.uses_dense_weights and quantized.runs_kernel(x[:3])
+    quantized.uses_dense_weights = True  # what the model runner sets for a prefill pass
+    assert not quantized.runs_kernel(x[:3]) and torch.equal(quantized(x[:3]), dense)
+    quantized.uses_dense_weights = False
+    assert not torch.equal(quantized(x[:3]), dense)  # the weight-only kernel runs again
 
 
 @pytest.mark.parametrize("num_rows", [1, 3, MAX_QUANTIZED_KERNEL_ROWS + 5])

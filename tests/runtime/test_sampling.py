@@ -9,17 +9,13 @@ import pytest
 import torch
 
 from grammars.errors import GrammarError
-from runtime.engine.sampling import (
-    SamplingParams,
-    apply_constraint_masks,
-    apply_penalties,
-    sample_tokens,
-    token_logprobs,
-)
+from runtime.engine.sampler import apply_constraint_masks, apply_penalties, sample_tokens, token_logprobs
+from runtime.engine.sampling_params import SamplingParams
 from runtime.engine.sequence import Sequence
 from runtime.errors import RequestError
 
 GREEDY = SamplingParams(temperature=0.0)
+SAMPLED = SamplingParams(temperature=1.0)
 
 
 def seq_with(prompt: list[int], completion: list[int] = (), matcher: object = None) -> Sequence:
@@ -30,7 +26,7 @@ class FixedMask:
     def __init__(self, mask: torch.Tensor, error: GrammarError | None = None) -> None:
         self._mask, self.error = mask, error
 
-    def mask(self) -> torch.Tensor:
+    def mask(self, max_seconds: float | None = None) -> torch.Tensor:
         return self._mask
 
 
@@ -43,9 +39,10 @@ def draw(logits: list[float], params: SamplingParams, num_draws: int = 400, seed
 # Validation
 
 
-def test_defaults_follow_vllm_with_a_useful_max_tokens() -> None:
+def test_defaults_are_greedy_and_otherwise_follow_vllm_with_a_useful_max_tokens() -> None:
     params = SamplingParams()
-    assert (params.temperature, params.top_p, params.top_k, params.min_p) == (1.0, 1.0, None, 0.0)
+    assert params.is_greedy and params.temperature == 0.0
+    assert (params.top_p, params.top_k, params.min_p) == (1.0, None, 0.0)
     assert (params.n, params.num_beams, params.logprobs, params.seed) == (1, 1, None, None)
     assert params.max_tokens == 256 and params.stop == () and not params.ignore_eos
 
@@ -148,7 +145,7 @@ def test_penalties_never_revive_masked_tokens() -> None:
 def test_greedy_rows_take_the_argmax_and_sampled_rows_sample() -> None:
     logits = torch.tensor([[0.0, 3.0, 1.0], [0.0, 0.0, 0.0]])
     generator = torch.Generator().manual_seed(0)
-    picks = {sample_tokens(logits, [GREEDY, SamplingParams()], [None, generator])[1] for _ in range(60)}
+    picks = {sample_tokens(logits, [GREEDY, SAMPLED], [None, generator])[1] for _ in range(60)}
     assert sample_tokens(logits, [GREEDY, GREEDY], [None, None]) == [1, 0]
     assert picks == {0, 1, 2}
 
@@ -168,19 +165,19 @@ def test_low_temperature_sharpens_and_high_flattens() -> None:
 
 def test_top_k_top_p_min_p_each_truncate() -> None:
     logits = [3.0, 2.0, 1.0, 0.0]
-    assert set(draw(logits, SamplingParams(top_k=2))) == {0, 1}
+    assert set(draw(logits, SAMPLED.replace(top_k=2))) == {0, 1}
     # probs 0.644 / 0.237 / 0.087 / 0.032: a token stays while the mass before it is below top_p.
-    assert set(draw(logits, SamplingParams(top_p=0.6))) == {0}
-    assert set(draw(logits, SamplingParams(top_p=0.85))) == {0, 1}
-    assert set(draw(logits, SamplingParams(top_p=0.9))) == {0, 1, 2}
-    assert set(draw(logits, SamplingParams(min_p=0.3))) == {0, 1}  # p(1)/p(0) = e^-1 = 0.37
+    assert set(draw(logits, SAMPLED.replace(top_p=0.6))) == {0}
+    assert set(draw(logits, SAMPLED.replace(top_p=0.85))) == {0, 1}
+    assert set(draw(logits, SAMPLED.replace(top_p=0.9))) == {0, 1, 2}
+    assert set(draw(logits, SAMPLED.replace(min_p=0.3))) == {0, 1}  # p(1)/p(0) = e^-1 = 0.37
 
 
 def test_top_k_applies_before_top_p() -> None:
     # probs 0.5/0.3/0.2: top-k 2 renormalizes to 0.625/0.375, after which top-p 0.6 keeps one token.
     # The other order would keep two.
     logits = torch.tensor([0.5, 0.3, 0.2]).log().tolist()
-    assert set(draw(logits, SamplingParams(top_k=2, top_p=0.6))) == {0}
+    assert set(draw(logits, SAMPLED.replace(top_k=2, top_p=0.6))) == {0}
 
 
 def test_temperature_applies_before_top_p() -> None:
@@ -192,7 +189,7 @@ def test_temperature_applies_before_top_p() -> None:
 def test_seeded_generators_make_rows_reproducible_in_any_batch() -> None:
     torch.manual_seed(0)
     logits = torch.randn(3, 50)
-    params = [SamplingParams(), SamplingParams(top_p=0.9), SamplingParams(top_k=5)]
+    params = [SAMPLED, SAMPLED.replace(top_p=0.9), SAMPLED.replace(top_k=5)]
 
     def run(order: list[int]) -> list[int]:
         generators = [torch.Generator().manual_seed(100 + row) for row in order]
@@ -208,7 +205,7 @@ def test_sampling_never_picks_a_masked_token() -> None:
     logits = torch.zeros(1, 1000)
     logits[0, 500:] = -math.inf
     generator = torch.Generator().manual_seed(1)
-    picks = [sample_tokens(logits, [SamplingParams(top_p=0.99)], [generator])[0] for _ in range(300)]
+    picks = [sample_tokens(logits, [SAMPLED.replace(top_p=0.99)], [generator])[0] for _ in range(300)]
     assert max(picks) < 500
 
 

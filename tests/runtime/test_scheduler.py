@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from runtime.engine.block_manager import BlockManager
-from runtime.engine.sampling import SamplingParams
+from runtime.engine.sampling_params import SamplingParams
 from runtime.engine.scheduler import ScheduledBatch, Scheduler
 from runtime.engine.sequence import Request, Sequence, SequenceStatus
 

@@ -9,10 +9,12 @@ import pytest
 
 import sdk
 from runtime.engine.llm_engine import Engine
-from runtime.engine.sampling import SamplingParams
+from runtime.engine.sampling_params import SamplingParams
 from sdk.backends import BackendRequest, LocalBackend
 from tests.runtime.fakes import DigitsConstraint
 from tests.sdk.conftest import assert_pool_whole
+
+pytestmark = pytest.mark.slow  # the real model or an external corpus
 
 MESSAGES = [{"role": "user", "content": "count"}]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import sdk
-from runtime.engine.sampling import SamplingParams
+from runtime.engine.sampling_params import SamplingParams
 from runtime.engine.sequence import FinishReason
 from sdk.backends import BackendRequest, Scripted, ScriptedBackend
 

@@ -1,23 +1,57 @@
-"""The `stencil` command line: streaming generation and one-line typed errors."""
+"""The `stencil` command line: streaming generation, greedy by default, `--version`, one-line typed errors."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+import runtime
 from sdk.cli import EXIT_USAGE, main
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_generate_streams_a_greedy_completion(capsys: pytest.CaptureFixture[str]) -> None:
-    status = main(["generate", "What is the capital of France?", "--temperature", "0", "--max-tokens", "12"])
+    status = main(["generate", "What is the capital of France?", "--max-tokens", "12"])  # greedy by default
     out, err = capsys.readouterr()
     assert status == 0
     assert "Paris" in out and out.endswith("\n")
+
+
+class RecordingEngine:
+    """Stands in for a loaded model: records the sampling parameters it is asked to stream with."""
+
+    def __init__(self) -> None:
+        self.params: list[runtime.SamplingParams] = []
+
+    def stream(self, prompt: str, params: runtime.SamplingParams) -> list[Any]:
+        self.params.append(params)
+        return [SimpleNamespace(text="ok")]
+
+
+@pytest.mark.parametrize(("flags", "temperature"), [([], 0.0), (["--temperature", "0.8", "--seed", "1"], 0.8)])
+def test_generate_is_greedy_unless_a_temperature_is_given(
+    flags: list[str], temperature: float, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = RecordingEngine()
+    monkeypatch.setattr(runtime, "load", lambda model, dtype: engine)
+    assert main(["generate", "hi", *flags]) == 0
+    assert [params.temperature for params in engine.params] == [temperature]
+    assert capsys.readouterr().out == "ok\n"
+
+
+def test_version_prints_the_installed_distribution_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"stencil {importlib.metadata.version('stencil-llm')}\n"
 
 
 @pytest.mark.parametrize(
@@ -38,6 +72,7 @@ def test_typed_errors_print_one_line_and_exit_2(
     assert err.startswith("stencil: error: ") and message in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_the_module_entry_point_reports_errors_without_a_traceback() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "sdk", "generate", "hi", "--max-tokens", "-3"],

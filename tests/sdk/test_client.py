@@ -50,7 +50,7 @@ async def test_run_reports_usage_timings_and_mask_time(llm: LLM) -> None:
     assert result.finish_reason is FinishReason.STOP and result.votes is None and result.reasoning is None
     assert result.usage.completion_tokens >= 2 and result.usage.prompt_tokens > 5
     timings = result.timings
-    assert timings.mask_time is not None and 0.0 < timings.mask_time < timings.total
+    assert 0.0 < timings.mask_time < timings.total
     assert timings.time_to_first_token is not None and 0.0 < timings.time_to_first_token <= timings.total
 
 
@@ -120,6 +120,14 @@ async def test_bad_input_fails_before_anything_is_generated(llm: LLM, engine: En
     assert_pool_whole(engine)
 
 
+async def test_a_huge_prompt_is_refused_before_it_is_tokenized(llm: LLM, engine: Engine) -> None:
+    with pytest.raises(sdk.PromptTooLongError) as too_long:
+        await llm.generate("x" * 10_000_000)
+    assert too_long.value.field == "prompt" and too_long.value.max_context_tokens == engine.max_model_len
+    assert too_long.value.num_prompt_tokens >= engine.max_model_len
+    assert engine.runner.num_forward_calls == 0
+
+
 async def test_a_closed_llm_refuses_calls(engine: Engine) -> None:
     from sdk.backends import LocalBackend
 
@@ -135,6 +143,17 @@ async def test_a_closed_llm_refuses_calls(engine: Engine) -> None:
 async def test_a_pydantic_output_is_parsed_and_validated() -> None:
     llm = LLM(backend=ScriptedBackend(['{"name": "Oslo", "population": 709000}']))
     assert await llm.generate("Oslo?", output=City) == City(name="Oslo", population=709000)
+
+
+async def test_unknown_keywords_fail_naming_them_before_anything_is_generated() -> None:
+    backend = ScriptedBackend(["unused"])
+    llm = LLM(backend=backend)
+    with pytest.raises(sdk.RequestError) as info:
+        await llm.generate("?", max_token=8)  # type: ignore[call-arg]
+    assert info.value.field == "max_token" and "max_tokens" in str(info.value)
+    with pytest.raises(sdk.RequestError) as streamed:
+        llm.stream("?", samples=3)  # type: ignore[call-arg]
+    assert streamed.value.field == "samples" and backend.requests == []
 
 
 async def test_validation_error_carries_loc_text_and_usage() -> None:

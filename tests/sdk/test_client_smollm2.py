@@ -22,6 +22,8 @@ from pydantic import BaseModel, Field
 from sdk import LLM
 from sdk.backends import LocalBackend
 
+pytestmark = pytest.mark.slow  # the real model or an external corpus
+
 MAX_TOKENS = 48
 
 

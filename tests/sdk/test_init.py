@@ -5,35 +5,12 @@ from __future__ import annotations
 import grammars.errors
 import sdk
 
-PUBLIC_NAMES = [
-    "Backend",
-    "BackendRequest",
-    "Choice",
-    "ClosedError",
-    "ConstraintFailedError",
-    "Example",
-    "GenerationError",
-    "IncompleteOutputError",
-    "LLM",
-    "Lark",
-    "Prompt",
-    "PromptTooLongError",
-    "Regex",
-    "RequestError",
-    "Result",
-    "SDKError",
-    "StencilError",
-    "Stream",
-    "SyncLLM",
-    "SyncStream",
-    "Timings",
-    "UnsupportedOutputTypeError",
-    "UnsupportedSchemaError",
-    "Usage",
-    "ValidationError",
-    "Vote",
-    "Votes",
-]
+PUBLIC_NAMES = """
+    Backend BackendRequest Choice ClosedError ConstraintFailedError Example GenerationError
+    IncompleteOutputError LLM Lark Prompt PromptTooLongError Regex RequestError Result SDKError
+    StencilError Stream SyncLLM SyncStream Timings UnsupportedOutputTypeError UnsupportedSchemaError
+    Usage ValidationError Vote Votes
+""".split()
 
 
 def test_all_is_pinned_and_sorted() -> None:

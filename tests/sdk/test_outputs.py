@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 from decimal import Decimal
-from typing import Annotated, Literal, TypedDict
+from typing import Annotated, Any, Literal, Optional, TypedDict, Union
 
 import pydantic
 import pytest
-from pydantic import BaseModel, Field
+import typing_extensions
+from pydantic import BaseModel, Field, TypeAdapter
 
 import grammars
+from grammars.frontends.types import type_schema
 from runtime.errors import RequestError
 from sdk.errors import UnsupportedOutputTypeError
 from sdk.outputs import OutputKind, output_spec
@@ -73,26 +76,107 @@ def test_orders_that_the_output_keeps_are_part_of_its_identity() -> None:
     assert output_spec(second).constraint.accepts('{"a": 2, "b": 1}')
 
 
-def test_closing_objects_leaves_property_names_and_data_alone() -> None:
-    class Props(BaseModel):
-        properties: str
-        default_shape: dict = Field(default={"properties": 1})
-
-    schema = output_spec(Props).json_schema
-    assert set(schema["properties"]) == {"properties", "default_shape"}
-    assert schema["properties"]["default_shape"]["default"] == {"properties": 1}
-    assert schema["additionalProperties"] is False
+class Open(BaseModel, extra="allow"):
+    name: str
 
 
-def test_a_type_constraint_forbids_keys_the_type_does_not_declare() -> None:
-    constraint = output_spec(Item).constraint
-    assert constraint.accepts('{"name": "pen", "price": 2}')
-    assert not constraint.accepts('{"name": "pen", "price": 2, "brand": "x"}')
+class Movie(typing_extensions.TypedDict):
+    title: str
 
-    class Open(BaseModel, extra="allow"):
-        name: str
 
-    assert output_spec(Open).constraint.accepts('{"name": "pen", "brand": "x"}')
+class Draft(typing_extensions.TypedDict, total=False):
+    title: str
+
+
+class Scored(typing_extensions.TypedDict, extra_items=int):
+    title: str
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+
+class Order(BaseModel):
+    item: Item
+    extras: Open | None = None
+
+
+#: Texts to tell the languages apart: each type's valid texts and the same with an undeclared key.
+PROBES = (
+    "null",
+    "[]",
+    "{}",
+    '{"x": 1}',
+    '{"x": 1, "y": 2}',
+    '{"name": "pen"}',
+    '{"name": "pen", "brand": "x"}',
+    '{"name": "pen", "price": 2}',
+    '{"name": "pen", "price": 2, "brand": "x"}',
+    '[{"name": "pen", "price": 2}]',
+    '[{"name": "pen", "price": 2, "brand": "x"}]',
+    '{"k": {"name": "pen", "price": 2}}',
+    '{"k": {"name": "pen", "price": 2, "brand": "x"}}',
+    '{"title": "t"}',
+    '{"title": "t", "x": 1}',
+    '{"title": "t", "x": "1"}',
+    '{"item": {"name": "pen", "price": 2}}',
+    '{"item": {"name": "pen", "price": 2}, "x": 1}',
+    '{"item": {"name": "pen", "price": 2, "brand": "x"}}',
+    '{"item": {"name": "pen", "price": 2}, "extras": {"name": "e", "brand": "x"}}',
+)
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        Item,
+        Open,
+        Movie,
+        Draft,
+        Scored,
+        Point,
+        Order,
+        Optional[Item],
+        Union[Item, Point],
+        Item | Open,
+        list[Item],
+        dict[str, Item],
+        dict[str, Any],
+    ],
+    ids=repr,
+)
+def test_the_sdk_enforces_exactly_what_grammars_compiles(output: object) -> None:
+    """`grammars` alone decides which texts a type admits: `output=T` is `grammars.compile(T)` (the
+    same cached object, and a fresh compilation of T accepts the same probes)."""
+    spec = output_spec(output)
+    assert spec.json_schema == type_schema(output)
+    assert spec.constraint is grammars.compile(output)
+    fresh = grammars.compile(output, cache=False)
+    accepted = [text for text in PROBES if fresh.accepts(text)]
+    assert accepted == [text for text in PROBES if spec.constraint.accepts(text)]
+    assert accepted, "no probe is valid: the table does not exercise the type"
+    adapter = TypeAdapter(output)
+    for text in accepted:
+        adapter.validate_json(text)
+
+
+@pytest.mark.parametrize(
+    ("output", "extra_key", "is_open"),
+    [
+        (Item, '{"name": "pen", "price": 2, "brand": "x"}', False),
+        (Open, '{"name": "pen", "brand": "x"}', True),
+        (Movie, '{"title": "t", "x": 1}', False),
+        (Draft, '{"title": "t", "x": 1}', False),
+        (Scored, '{"title": "t", "x": 1}', True),
+        (Point, '{"x": 1, "y": 2}', False),
+        (Order, '{"item": {"name": "pen", "price": 2, "brand": "x"}}', False),
+        (Order, '{"item": {"name": "pen", "price": 2}, "extras": {"name": "e", "brand": "x"}}', True),
+        (list[Item], '[{"name": "pen", "price": 2, "brand": "x"}]', False),
+    ],
+)
+def test_a_type_constraint_forbids_keys_the_type_does_not_keep(output: object, extra_key: str, is_open: bool) -> None:
+    assert output_spec(output).constraint.accepts(extra_key) == is_open
 
 
 def test_a_validator_the_grammar_cannot_express_fails_in_parse() -> None:

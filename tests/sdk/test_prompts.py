@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import BaseModel
 
 import grammars
+import sdk
 from runtime.errors import RequestError
+from sdk.backends import ScriptedBackend
 from sdk.outputs import output_spec
 from sdk.prompts import Example, Prompt, build_messages
 from tests.runtime.fakes import smollm2_tokenizer
@@ -78,11 +82,52 @@ def test_messages_render_through_the_models_chat_template() -> None:
         ([], "prompt"),
         (42, "prompt"),
         (Prompt(inputs=""), "prompt.inputs"),
-        (Prompt(inputs="x", examples=["not an example"]), "prompt.examples[0]"),
+        (Prompt(inputs="x", examples=["not an example"]), "prompt.examples[0]"),  # type: ignore[list-item]
         (Prompt(inputs="x", examples=[Example(input="a", output={"label": 3})]), "prompt.examples[0].output"),
     ],
 )
-def test_bad_prompts_name_the_field(prompt: object, field: str) -> None:
+def test_bad_prompts_name_the_field(prompt: Any, field: str) -> None:
     with pytest.raises(RequestError) as info:
         build_messages(prompt, output_spec(Sentiment), reasoning=False, describe_output=True)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("prompt", "field"), [([{"role": "robot", "content": "hi"}], "prompt[0].role"), (["hi"], "prompt[0]")]
+)
+def test_messages_need_a_chat_role(prompt: list, field: str) -> None:
+    with pytest.raises(RequestError) as info:
+        build_messages(prompt, output_spec(str), reasoning=False, describe_output=False)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("prompt", "field"),
+    [
+        ("hi \ud800", "prompt"),
+        ([{"role": "system", "content": "ok"}, {"role": "user", "content": "\udc00"}], "prompt[1].content"),
+        (Prompt(inputs="x \ud800"), "prompt.inputs"),
+        (Prompt(inputs={"review": "\ud83d"}), "prompt.inputs.review"),
+        (Prompt(inputs="x", instructions="\ud800"), "prompt.instructions"),
+        (Prompt(inputs="x", constraints=["fine", "\ud800"]), "prompt.constraints[1]"),
+        (Prompt(inputs="x", context="\ud800"), "prompt.context"),
+        (Prompt(inputs="x", examples=[Example(input="\ud800", output={"label": "a"})]), "prompt.examples[0].input"),
+    ],
+)
+def test_a_lone_surrogate_is_a_request_error_naming_the_field(prompt: Any, field: str) -> None:
+    with pytest.raises(RequestError, match="lone surrogate") as info:
+        build_messages(prompt, output_spec(Sentiment), reasoning=False, describe_output=False)
+    assert info.value.field == field
+
+
+async def test_a_lone_surrogate_prompt_fails_before_the_backend_runs() -> None:
+    calls: list[object] = []
+
+    def reply(request: object) -> str:
+        calls.append(request)
+        return "unused"
+
+    backend = ScriptedBackend(reply)
+    with pytest.raises(RequestError) as info:
+        await sdk.LLM(backend=backend).run("hi \ud800")
+    assert info.value.field == "prompt" and not calls

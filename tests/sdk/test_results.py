@@ -11,6 +11,6 @@ def test_usage_adds_up_over_attempts() -> None:
     assert (total.prompt_tokens, total.completion_tokens, total.total_tokens) == (80, 12, 92)
 
 
-def test_mask_share_is_unknown_without_a_mask_time() -> None:
+def test_mask_share_is_unknown_without_a_total_time() -> None:
     assert Timings(time_to_first_token=0.1, total=2.0, mask_time=0.5).mask_share == 0.25
-    assert Timings(time_to_first_token=None, total=2.0, mask_time=None).mask_share is None
+    assert Timings(time_to_first_token=None, total=0.0, mask_time=0.0).mask_share is None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Callable
+from typing import get_args, get_type_hints
 
 import pytest
 
@@ -12,17 +14,48 @@ import sdk
 from runtime.engine.llm_engine import Engine
 from sdk import LLM, SyncLLM
 from sdk.backends import LocalBackend, ScriptedBackend
+from sdk.options import CALL_OPTIONS, STREAM_OPTIONS, Default
 from tests.sdk.conftest import assert_pool_whole
+
+
+def keywords(method: Callable[..., object]) -> dict[str, tuple[object, object]]:
+    """A method's keyword arguments with their types and defaults, `**options: Unpack[...]` expanded
+    (what an editor shows)."""
+    found: dict[str, tuple[object, object]] = {}
+    for parameter in inspect.signature(method, eval_str=True).parameters.values():
+        if parameter.kind is parameter.VAR_KEYWORD:
+            (declaration,) = get_args(parameter.annotation)
+            for name, hint in get_type_hints(declaration, include_extras=True).items():
+                (default,) = [meta.value for meta in hint.__metadata__ if isinstance(meta, Default)]
+                found[name] = (get_args(hint)[0], default)
+        elif parameter.kind is parameter.KEYWORD_ONLY:
+            found[parameter.name] = (parameter.annotation, parameter.default)
+    return found
 
 
 @pytest.mark.parametrize("name", ["__init__", "generate", "run", "stream"])
 def test_methods_have_the_same_parameters_and_defaults(name: str) -> None:
-    async_parameters = inspect.signature(getattr(LLM, name)).parameters
-    sync_parameters = inspect.signature(getattr(SyncLLM, name)).parameters
-    assert list(async_parameters) == list(sync_parameters)
-    for parameter in async_parameters.values():
-        twin = sync_parameters[parameter.name]
+    async_signature = inspect.signature(getattr(LLM, name), eval_str=True)
+    sync_signature = inspect.signature(getattr(SyncLLM, name), eval_str=True)
+    assert list(async_signature.parameters) == list(sync_signature.parameters)
+    for parameter in async_signature.parameters.values():
+        twin = sync_signature.parameters[parameter.name]
         assert (twin.kind, twin.default, twin.annotation) == (parameter.kind, parameter.default, parameter.annotation)
+    assert keywords(getattr(LLM, name)) == keywords(getattr(SyncLLM, name))
+
+
+@pytest.mark.parametrize(
+    ("name", "declared"), [("generate", CALL_OPTIONS), ("run", CALL_OPTIONS), ("stream", STREAM_OPTIONS)]
+)
+def test_call_methods_take_the_declared_options_after_prompt_and_output(name: str, declared: frozenset[str]) -> None:
+    parameters = list(inspect.signature(getattr(SyncLLM, name)).parameters.values())
+    assert [(p.name, p.kind) for p in parameters[1:3]] == [
+        ("prompt", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ("output", inspect.Parameter.KEYWORD_ONLY),
+    ]
+    expanded = keywords(getattr(SyncLLM, name))
+    assert set(expanded) == {"output"} | declared
+    assert expanded["max_tokens"] == (int, 512) and expanded["temperature"] == (float | None, None)
 
 
 def test_public_methods_match() -> None:
@@ -61,6 +94,12 @@ def test_errors_are_the_async_ones_and_closing_is_final() -> None:
         llm.generate("?", output=list[int])
     with pytest.raises(sdk.RequestError):
         llm.generate("?", samples=0)
+    with pytest.raises(sdk.RequestError) as unknown:
+        llm.run("?", temprature=0.5)  # type: ignore[call-arg]
+    assert unknown.value.field == "temprature"
+    with pytest.raises(sdk.RequestError) as not_streamed:
+        llm.stream("?", retries=1)  # type: ignore[call-arg]
+    assert not_streamed.value.field == "retries"
     llm.close()
     llm.close()
     with pytest.raises(sdk.ClosedError):

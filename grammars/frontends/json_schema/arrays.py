@@ -18,9 +18,9 @@ from grammars.core import ir
 from grammars.errors import ConstraintLimitError
 from grammars.frontends.json_schema import readers
 from grammars.frontends.json_schema.combinators import NotExact, are_disjoint, complement
+from grammars.frontends.json_schema.decide import Context
 from grammars.frontends.json_schema.layout import Layout
 from grammars.frontends.json_schema.nodes import (
-    DNF,
     TRUE,
     ArrT,
     BoolT,
@@ -44,18 +44,16 @@ MAX_CONTAINS_CLAUSES = 3
 MAX_CONTAINS_STATES = 2_000
 
 
-class ArrayContext(Protocol):
-    layout: Layout
+class ArrayContext(Context, Protocol):
+    """What array emission needs from the compiler (uniqueness and `contains` decide and complement)."""
 
-    def normalize(self, conj: Conj) -> DNF: ...
+    layout: Layout
 
     def unsupported(self, keyword: str, loc: Loc | None, reason: str) -> None: ...
 
     def value_rule(self, conj: Conj, depth: int) -> ir.Expr: ...
 
     def literal(self, value: Value, depth: int) -> ir.Expr: ...
-
-    def is_false(self, conj: Conj) -> bool: ...
 
     def reserve(self, hint: str) -> str: ...
 
@@ -199,10 +197,11 @@ def _finite_domain(node: ArrT, ctx: ArrayContext) -> tuple[list[Value], list[fro
         return frozenset(chosen)
 
     positions = [indices(schema) for schema in node.prefix]
+    known = [p for p in positions if p is not None]
     rest = frozenset() if ctx.is_false(node.items) else indices(node.items)
-    if rest is None or any(p is None for p in positions) or len(found) > MAX_UNIQUE_DOMAIN:
+    if rest is None or len(known) < len(positions) or len(found) > MAX_UNIQUE_DOMAIN:
         return None
-    return found, positions, rest  # type: ignore[return-value]
+    return found, known, rest
 
 
 def _unique_over_domain(node: ArrT, domain, depth: int, ctx: ArrayContext, hint: str) -> ir.Expr:
@@ -250,7 +249,7 @@ def _with_contains(node: ArrT, depth: int, ctx: ArrayContext, hint: str, where: 
         )
         return None
     try:
-        negated = [frozenset({Synth(complement(ctx.normalize(c.schema), ctx))}) for c in clauses]  # type: ignore[arg-type]
+        negated = [frozenset({Synth(complement(ctx.normalize(c.schema), ctx))}) for c in clauses]
     except NotExact as exc:
         ctx.unsupported("contains", where, f"the complement of the contains schema is needed: {exc}")
         return None

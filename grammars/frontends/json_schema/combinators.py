@@ -13,6 +13,8 @@ What cannot be done exactly raises `NotExact`; the compiler turns it into an
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from grammars.core import byte_regex as rx
 from grammars.frontends.json_schema import numbers
 from grammars.frontends.json_schema.decide import MAX_PROOF_DEPTH, Context, SchemaCycle, node_is_empty, value_in_node
@@ -37,6 +39,8 @@ from grammars.frontends.json_schema.nodes import (
     node_type,
 )
 from grammars.frontends.json_schema.strings import ANY_CONTENT, content_is_empty, other_than, value_encodings
+
+_V = TypeVar("_V")
 
 #: Most pairs of oneOf branches not proved disjoint that the exact (complement) form is built for.
 MAX_OVERLAPPING_PAIRS = 16
@@ -77,28 +81,33 @@ def intersect_dnf(left: DNF, right: DNF, ctx: Context) -> DNF:
 
 def intersect_nodes(a: Typed, b: Typed, ctx: Context) -> Typed | None:
     """a and b as one typed node, None when provably nothing (different types, no common value)."""
-    if isinstance(a, LitT) or isinstance(b, LitT):
-        lits, other = (a, b) if isinstance(a, LitT) else (b, a)
-        kept = tuple(v for v in lits.values if value_in_node(other, v.value, ctx))  # type: ignore[union-attr]
-        return LitT(kept) if kept else None
-    if type(a) is not type(b):
-        return None
-    if isinstance(a, NullT):
+    if isinstance(a, LitT):
+        return _kept_literals(a, b, ctx)
+    if isinstance(b, LitT):
+        return _kept_literals(b, a, ctx)
+    if isinstance(a, NullT) and isinstance(b, NullT):
         return a
-    if isinstance(a, BoolT):
-        values = a.values & b.values  # type: ignore[union-attr]
+    if isinstance(a, BoolT) and isinstance(b, BoolT):
+        values = a.values & b.values
         return BoolT(values) if values else None
-    if isinstance(a, NumT):
-        return _intersect_numbers(a, b)  # type: ignore[arg-type]
-    if isinstance(a, StrT):
+    if isinstance(a, NumT) and isinstance(b, NumT):
+        return _intersect_numbers(a, b)
+    if isinstance(a, StrT) and isinstance(b, StrT):
         # Every content term is within ANY_CONTENT: leaving it out keeps the result a plain term
         # (no intersection), which the lexer derives far faster.
-        terms = [t for t in (a.term, b.term) if t is not ANY_CONTENT]  # type: ignore[union-attr]
+        terms = [t for t in (a.term, b.term) if t is not ANY_CONTENT]
         term = rx.intersect(*terms) if terms else ANY_CONTENT
         return StrT(term) if term is not rx.EMPTY else None
-    if isinstance(a, ArrT):
-        return _intersect_arrays(a, b)  # type: ignore[arg-type]
-    return _intersect_objects(a, b)  # type: ignore[arg-type]
+    if isinstance(a, ArrT) and isinstance(b, ArrT):
+        return _intersect_arrays(a, b)
+    if isinstance(a, ObjT) and isinstance(b, ObjT):
+        return _intersect_objects(a, b)
+    return None  # different JSON types
+
+
+def _kept_literals(literals: LitT, other: Typed, ctx: Context) -> LitT | None:
+    kept = tuple(v for v in literals.values if value_in_node(other, v.value, ctx))
+    return LitT(kept) if kept else None
 
 
 def _intersect_numbers(a: NumT, b: NumT) -> NumT | None:
@@ -283,7 +292,7 @@ def complement(dnf: DNF, ctx: Context, depth: int = 0) -> DNF:
 def _complement_booleans(nodes: list[Typed]) -> list[Typed]:
     covered: set[bool] = set()
     for node in nodes:
-        covered |= set(node.values) if isinstance(node, BoolT) else {v.value for v in node.values}  # type: ignore[union-attr, misc]
+        covered |= node.values if isinstance(node, BoolT) else set(_values_of(node, bool))
     rest = frozenset({True, False} - covered)
     return [BoolT(rest)] if rest else []
 
@@ -292,32 +301,39 @@ def _complement_numbers(nodes: list[Typed]) -> list[Typed]:
     if not nodes:
         return [NumT()]
     universe = numbers.FULL
-    if any(isinstance(n, LitT) or n.universe is numbers.PLAIN for n in nodes):  # type: ignore[union-attr]
-        universe = numbers.PLAIN
-    covered = rx.alt(
-        *(
-            numbers.value_texts(numbers.to_fraction(n.values[0].value)) if isinstance(n, LitT) else n.term  # type: ignore[union-attr]
-            for n in nodes
-        )
-    )
-    rest = rx.difference(universe, covered)
+    covered: list[rx.Term] = []
+    for node in nodes:
+        if isinstance(node, NumT):
+            covered.append(node.term)
+            if node.universe is numbers.PLAIN:
+                universe = numbers.PLAIN
+        elif isinstance(node, LitT):
+            covered += [numbers.value_texts(numbers.to_fraction(v.value)) for v in node.values]
+            universe = numbers.PLAIN
+    rest = rx.difference(universe, rx.alt(*covered))
     return [NumT(rest, universe)] if rx.is_empty(rest) is not True else []
 
 
 def _complement_strings(nodes: list[Typed]) -> list[Typed]:
     if nodes and all(isinstance(n, LitT) for n in nodes):
-        return [StrT(other_than(frozenset(n.values[0].value for n in nodes)))]  # type: ignore[union-attr]
+        return [StrT(other_than(frozenset(text for n in nodes for text in _values_of(n, str))))]
     covered = []
     for node in nodes:
-        if isinstance(node, LitT):
+        if isinstance(node, StrT):
+            covered.append(node.term)
+        for text in _values_of(node, str):
             try:
-                covered.append(value_encodings(node.values[0].value))  # type: ignore[arg-type]
+                covered.append(value_encodings(text))
             except ValueError:
                 continue  # a lone-surrogate string is never generated, so excluding it changes nothing
-        else:
-            covered.append(node.term)  # type: ignore[union-attr]
     rest = rx.difference(ANY_CONTENT, rx.alt(*covered))
     return [StrT(rest)] if content_is_empty(rest) is not True else []
+
+
+def _values_of(node: Typed, kind: type[_V]) -> list[_V]:
+    """The values of a literal node that are `kind` (a bucket of `complement` holds one JSON type);
+    none for other nodes."""
+    return [v.value for v in node.values if isinstance(v.value, kind)] if isinstance(node, LitT) else []
 
 
 def _complement_containers(nodes: list[Typed], top: Typed, one, ctx: Context, depth: int) -> list[Typed]:

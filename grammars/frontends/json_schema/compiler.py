@@ -12,15 +12,16 @@ are nothing but `$ref` is followed in a loop, and other nesting is bounded by MA
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Mapping
 
 from grammars.core import ir
+from grammars.core.budget import Check, no_check
 from grammars.errors import (
     ConstraintLimitError,
     EmptyLanguageError,
     SchemaError,
+    SchemaNestingError,
     UnsupportedSchemaError,
     UnsupportedSchemaWarning,
 )
@@ -41,6 +42,7 @@ from grammars.frontends.json_schema.nodes import (
     NullT,
     ObjT,
     Synth,
+    Typed,
     Value,
     forbid,
     json_type,
@@ -53,16 +55,16 @@ from grammars.frontends.json_schema.strings import LoneSurrogateError
 
 #: Applicator nesting (allOf inside anyOf inside $ref ...) followed eagerly before giving up.
 MAX_NESTING = 60
+#: Containers nested inside one enum or const value (their comparison and emission recurse).
+MAX_VALUE_NESTING = 100
 #: Alternatives one schema may normalize to.
 MAX_ALTERNATIVES = 512
 #: Grammar rules one schema may produce.
 MAX_RULES = 100_000
-#: Wall-clock budget of one compilation, in seconds.
-MAX_COMPILE_SECONDS = 10.0
 #: Values an enum may have.
 MAX_ENUM_VALUES = 200_000
 
-_TYPE_NODES = {"null": NullT(), "boolean": BoolT()}
+_TYPE_NODES: dict[str, Typed] = {"null": NullT(), "boolean": BoolT()}
 
 
 class SchemaCompiler:
@@ -72,9 +74,10 @@ class SchemaCompiler:
         registry: the indexed documents.
         layout: the whitespace policy.
         lenient: report unsupported keywords as warnings instead of errors.
+        check: the compile deadline (raises ConstraintLimitError once past it).
     """
 
-    def __init__(self, registry: SchemaRegistry, layout: Layout, lenient: bool) -> None:
+    def __init__(self, registry: SchemaRegistry, layout: Layout, lenient: bool, check: Check = no_check) -> None:
         self.registry = registry
         self.layout = layout
         self.lenient = lenient
@@ -87,7 +90,7 @@ class SchemaCompiler:
         self._pending: list[tuple[str, Conj, int]] = []
         self.proofs: dict = {}
         self.pruning = False
-        self._deadline = time.monotonic() + MAX_COMPILE_SECONDS
+        self.check_deadline = check
 
     # ------------------------------------------------------------------------------------------
     # Reporting and limits
@@ -106,8 +109,7 @@ class SchemaCompiler:
         """Raises ConstraintLimitError past MAX_ALTERNATIVES or the compile deadline."""
         if count > MAX_ALTERNATIVES:
             raise ConstraintLimitError(f"a schema expands to more than {MAX_ALTERNATIVES} alternatives")
-        if time.monotonic() > self._deadline:
-            raise ConstraintLimitError(f"compiling the schema took more than {MAX_COMPILE_SECONDS} s")
+        self.check_deadline()
 
     # ------------------------------------------------------------------------------------------
     # Normalization
@@ -144,9 +146,7 @@ class SchemaCompiler:
         if target in self._in_progress:
             raise SchemaCycle("the schema refers to itself without consuming input", target.pointer)
         if self._nesting >= MAX_NESTING:
-            raise ConstraintLimitError(
-                f"applicators nest deeper than {MAX_NESTING} (at schema pointer {loc.pointer!r})"
-            )
+            raise SchemaNestingError("applicators", MAX_NESTING, loc.pointer)
         self._in_progress.add(target)
         self._nesting += 1
         try:
@@ -197,6 +197,8 @@ class SchemaCompiler:
 
     def _check_keywords(self, schema: dict, loc: Loc) -> None:
         for keyword in schema:
+            if not isinstance(keyword, str):
+                raise SchemaError(f"keywords are strings, not {keyword!r}", loc.pointer)
             problem = keyword_problem(keyword)
             if problem is not None:
                 self.unsupported(keyword, loc, problem)
@@ -297,9 +299,10 @@ class SchemaCompiler:
                 raise SchemaError("enum must be an array", loc.child("enum").pointer)
             if len(schema["enum"]) > MAX_ENUM_VALUES:
                 raise ConstraintLimitError(f"enum has more than {MAX_ENUM_VALUES} values")
-            values = list({v.key: v for v in map(_value, schema["enum"])}.values())
+            enum = (_value(v, loc.child("enum", i)) for i, v in enumerate(schema["enum"]))
+            values = list({v.key: v for v in enum}.values())
         if "const" in schema:
-            const = _value(schema["const"])
+            const = _value(schema["const"], loc.child("const"))
             values = [const] if values is None or any(v.key == const.key for v in values) else []
         unconstrained = {node_type(a) for a in alts if a in TOP}
         try:
@@ -382,11 +385,27 @@ def _hint(conj: Conj) -> str:
     return tail or "root"
 
 
-def _value(raw: object) -> Value:
+def _value(raw: object, loc: Loc) -> Value:
+    """An enum/const member, after checking its nesting without recursion.
+
+    Raises:
+        SchemaNestingError: containers nested deeper than MAX_VALUE_NESTING.
+        SchemaError: not a JSON value.
+    """
+    deepest: dict[int, int] = {}  # container id -> the deepest it was walked at (shared ones once)
+    todo: list[tuple[object, int]] = [(raw, 0)]
+    while todo:
+        value, depth = todo.pop()
+        if not isinstance(value, (dict, list, tuple)) or deepest.get(id(value), -1) >= depth:
+            continue
+        if depth >= MAX_VALUE_NESTING:
+            raise SchemaNestingError("enum/const values", MAX_VALUE_NESTING, loc.pointer)
+        deepest[id(value)] = depth
+        todo += ((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
     try:
         return make_value(raw)
     except (TypeError, ValueError) as exc:
-        raise SchemaError(f"enum/const holds a value that is not JSON: {exc}") from exc
+        raise SchemaError(f"enum/const holds a value that is not JSON: {exc}", loc.pointer) from exc
 
 
 def schema_grammar(
@@ -396,6 +415,7 @@ def schema_grammar(
     whitespace: str = "flexible",
     indent: int | None = None,
     resources: Mapping[str, object] | None = None,
+    check: Check = no_check,
 ) -> ir.Grammar:
     """The grammar of the JSON texts (under the whitespace policy) valid against a JSON Schema.
 
@@ -405,6 +425,7 @@ def schema_grammar(
         whitespace: "flexible" (default: at most one space after `,`/`:`), "compact" or "spaced".
         indent: pretty-printed exactly as `json.dumps(obj, indent=indent)` (overrides `whitespace`).
         resources: documents that remote `$ref`s may use, by absolute URI (never fetched).
+        check: the compile deadline, called as the schema expands (`grammars.core.budget`).
     Returns:
         An `ir.Grammar` (compile it with `grammars.compiler.compile_grammar`).
     Raises:
@@ -416,7 +437,7 @@ def schema_grammar(
     """
     layout = Layout(whitespace, indent)
     registry = SchemaRegistry(schema, resources=resources)
-    compiler = SchemaCompiler(registry, layout, lenient)
+    compiler = SchemaCompiler(registry, layout, lenient, check)
     try:
         return compiler.grammar(frozenset({registry.root}))
     except LoneSurrogateError as exc:  # a property name of this kind: typed, though without its pointer

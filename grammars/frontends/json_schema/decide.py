@@ -15,6 +15,7 @@ from grammars.frontends.json_schema import numbers
 from grammars.frontends.json_schema.nodes import (
     DNF,
     FALSE,
+    TRUE,
     ArrT,
     BoolT,
     Conj,
@@ -42,7 +43,7 @@ class Context(Protocol):
     """What the decisions and combinators need from the compiler."""
 
     #: Memo of emptiness proofs, per compilation: (conj, depth) -> result.
-    proofs: dict
+    proofs: dict[tuple[Conj, int], bool | None]
     #: Set while `intersect_dnf` proves products empty (proofs inside it stay shallow).
     pruning: bool
 
@@ -74,14 +75,15 @@ def value_in_node(node: Typed, value: object, ctx: Context) -> bool:
         return node.term is numbers.FULL or rx.matches(
             node.term, numbers.plain_text(numbers.to_fraction(value)).encode()
         )
+    # The JSON types agree here: each isinstance below holds, and narrows `value` for the type checker.
     if isinstance(node, StrT):
-        return node.term is ANY_CONTENT or rx.matches(node.term, canonical_content(value))  # type: ignore[arg-type]
+        return isinstance(value, str) and (node.term is ANY_CONTENT or rx.matches(node.term, canonical_content(value)))
     if isinstance(node, ArrT):
-        return _array_has(node, value, ctx)  # type: ignore[arg-type]
-    return _object_has(node, value, ctx)  # type: ignore[arg-type, arg-type]
+        return isinstance(value, list) and _array_has(node, value, ctx)
+    return isinstance(value, dict) and _object_has(node, value, ctx)
 
 
-def _array_has(node: ArrT, items: list, ctx: Context) -> bool:
+def _array_has(node: ArrT, items: list[object], ctx: Context) -> bool:
     if len(items) < node.min_items or (node.max_items is not None and len(items) > node.max_items):
         return False
     if not all(value_in(ctx.normalize(node.item_schema(i)), item, ctx) for i, item in enumerate(items)):
@@ -97,7 +99,7 @@ def _array_has(node: ArrT, items: list, ctx: Context) -> bool:
     return True
 
 
-def _object_has(node: ObjT, obj: dict, ctx: Context) -> bool:
+def _object_has(node: ObjT, obj: dict[str, object], ctx: Context) -> bool:
     if len(obj) < node.min_props or (node.max_props is not None and len(obj) > node.max_props):
         return False
     if not node.required <= obj.keys():
@@ -159,7 +161,7 @@ def node_is_empty(node: Typed, ctx: Context, depth: int = 0) -> bool | None:
         ):
             return True
         return False if node.min_items == 0 and all(c.min == 0 for c in node.contains) else None
-    return _object_is_empty(node, ctx, depth)  # type: ignore[arg-type]
+    return _object_is_empty(node, ctx, depth)
 
 
 def _object_is_empty(node: ObjT, ctx: Context, depth: int) -> bool | None:
@@ -167,7 +169,7 @@ def _object_is_empty(node: ObjT, ctx: Context, depth: int) -> bool | None:
         return True
     for name in node.required:
         content = canonical_content(name)
-        value = frozenset().union(*(r.value for r in node.rules if r.applies_to(name, content)))
+        value = TRUE.union(*(r.value for r in node.rules if r.applies_to(name, content)))
         if conj_is_empty(value, ctx, depth) is True:
             return True
     return False if not node.required and node.min_props == 0 and not node.exists else None

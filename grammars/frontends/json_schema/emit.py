@@ -35,9 +35,8 @@ def emit_dnf(dnf: DNF, depth: int, ctx, hint: str, where: Loc | None) -> ir.Expr
     options: list[ir.Expr] = []
     if any(isinstance(n, NullT) for n in dnf) or "null" in by_type:
         options.append(ir.lit("null"))
-    booleans = set().union(*(n.values for n in dnf if isinstance(n, BoolT))) | {
-        v.value for v in by_type.get("boolean", [])
-    }
+    booleans: set[bool] = set().union(*(n.values for n in dnf if isinstance(n, BoolT)))
+    booleans |= {v.value for v in by_type.get("boolean", []) if isinstance(v.value, bool)}
     options += [ir.lit("true" if b else "false") for b in sorted(booleans, reverse=True)]
     number_terms = [_number_term(n) for n in dnf if isinstance(n, NumT)]
     if "number" in by_type:
@@ -46,9 +45,9 @@ def emit_dnf(dnf: DNF, depth: int, ctx, hint: str, where: Loc | None) -> ir.Expr
         options.append(ir.lex(rx.alt(*number_terms), "number"))
     string_terms = [string_lexeme(n.term) for n in dnf if isinstance(n, StrT)]
     string_texts = []
-    for value in by_type.get("string", []):
+    for text in (v.value for v in by_type.get("string", []) if isinstance(v.value, str)):
         try:
-            string_texts.append(string_literal_text(value.value))  # type: ignore[arg-type]
+            string_texts.append(string_literal_text(text))
         except UnicodeEncodeError:
             continue  # a lone surrogate has no UTF-8 text: no JSON text we emit denotes it
     if string_texts:
@@ -68,33 +67,33 @@ def _number_term(node: NumT) -> rx.Term:
 
 def literal_expr(value: object, depth: int, layout: Layout) -> ir.Expr:
     """The canonical text of one JSON value as lexemes (the same tokenization as every other value)."""
+    if isinstance(value, str):
+        try:
+            return ir.lex(rx.literal(string_literal_text(value)), "string")
+        except UnicodeEncodeError:
+            return ir.NOTHING
+    if isinstance(value, list):
+        items = [literal_expr(item, depth + 1, layout) for item in value]
+        return _container(items, "[]", depth, layout)
+    if isinstance(value, dict):
+        try:
+            members = [
+                ir.seq(
+                    ir.lex(rx.literal(string_literal_text(key)), "key"),
+                    layout.colon(),
+                    literal_expr(item, depth + 1, layout),
+                )
+                for key, item in value.items()
+            ]
+        except UnicodeEncodeError:
+            return ir.NOTHING  # a key with a lone surrogate: no UTF-8 text spells it
+        return _container(members, "{}", depth, layout)
     kind = json_type(value)
     if kind == "null":
         return ir.lit("null")
     if kind == "boolean":
         return ir.lit("true" if value else "false")
-    if kind == "number":
-        return ir.lex(rx.literals(number_literal_texts(value)), "number")
-    if kind == "string":
-        try:
-            return ir.lex(rx.literal(string_literal_text(value)), "string")  # type: ignore[arg-type]
-        except UnicodeEncodeError:
-            return ir.NOTHING
-    if kind == "array":
-        items = [literal_expr(item, depth + 1, layout) for item in value]  # type: ignore[union-attr]
-        return _container(items, "[]", depth, layout)
-    try:
-        members = [
-            ir.seq(
-                ir.lex(rx.literal(string_literal_text(key)), "key"),
-                layout.colon(),
-                literal_expr(item, depth + 1, layout),
-            )
-            for key, item in value.items()
-        ]  # type: ignore[union-attr]
-    except UnicodeEncodeError:
-        return ir.NOTHING  # a key with a lone surrogate: no UTF-8 text spells it
-    return _container(members, "{}", depth, layout)
+    return ir.lex(rx.literals(number_literal_texts(value)), "number")
 
 
 def _container(members: list[ir.Expr], brackets: str, depth: int, layout: Layout) -> ir.Expr:

@@ -206,7 +206,7 @@ def _regexes() -> dict[str, str]:
 
 
 #: The `format` values Stencil enforces; any other format is for the front end to refuse.
-FORMATS: frozenset[str] = frozenset(_regexes.__wrapped__())  # type: ignore[attr-defined]
+FORMATS: frozenset[str] = frozenset(_regexes.__wrapped__())
 
 #: Formats whose definition also bounds the total length (in characters): apply like `maxLength`.
 FORMAT_MAX_LENGTHS: dict[str, int] = {"hostname": 253}

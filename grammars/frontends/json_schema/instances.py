@@ -78,28 +78,27 @@ class CanonicalWriter:
 
 
 def _ordered(compiler: SchemaCompiler, conj: Conj, value: object) -> object:
-    kind = json_type(value)
-    if kind not in ("array", "object"):
+    if not isinstance(value, (list, dict)):
         return value
     dnf = compiler.normalize(conj)
     literal = _matching_literal(dnf, value)
     if literal is not None:
         return literal
-    if kind == "array":
+    if isinstance(value, list):
         arrays = [a for a in dnf if isinstance(a, ArrT)]
-        node = next((a for a in arrays if value_in_node(a, value, compiler)), arrays[0] if arrays else None)
-        return [_ordered(compiler, node.item_schema(i) if node else TRUE, item) for i, item in enumerate(value)]  # type: ignore[arg-type]
+        array = next((a for a in arrays if value_in_node(a, value, compiler)), arrays[0] if arrays else None)
+        return [_ordered(compiler, array.item_schema(i) if array else TRUE, item) for i, item in enumerate(value)]
     objects = [a for a in dnf if isinstance(a, ObjT)]
     node = next((a for a in objects if value_in_node(a, value, compiler)), None)
     if node is None and objects:
-        node = max(objects, key=lambda a: sum(1 for k in value if k in a.names))  # type: ignore[union-attr]
-    names = [n for n in (node.names if node else ()) if n in value]  # type: ignore[operator]
-    keys = names + [k for k in value if k not in names]  # type: ignore[union-attr]
-    result = {}
+        node = max(objects, key=lambda a: sum(1 for k in value if k in a.names))
+    names = [n for n in (node.names if node else ()) if n in value]
+    keys = names + [k for k in value if k not in names]
+    result: dict[str, object] = {}
     for key in keys:
         content = canonical_content(key)
-        child = frozenset().union(*(r.value for r in node.rules if r.applies_to(key, content))) if node else TRUE
-        result[key] = _ordered(compiler, child, value[key])  # type: ignore[index]
+        child = TRUE.union(*(r.value for r in node.rules if r.applies_to(key, content))) if node else TRUE
+        result[key] = _ordered(compiler, child, value[key])
     return result
 
 
@@ -114,21 +113,21 @@ def _matching_literal(dnf: DNF, value: object) -> object | None:
 
 
 def _dump(value: object, item_sep: str, key_sep: str, indent: int | None, depth: int) -> str:
-    kind = json_type(value)
-    if kind == "number" and not isinstance(value, bool):
-        return numbers.plain_text(numbers.to_fraction(value))
-    if kind not in ("array", "object"):
-        return json.dumps(value, ensure_ascii=False)
-    if not value:
-        return "[]" if kind == "array" else "{}"
-    if kind == "array":
-        parts = [_dump(v, item_sep, key_sep, indent, depth + 1) for v in value]  # type: ignore[union-attr]
-    else:
+    if isinstance(value, list):
+        parts = [_dump(v, item_sep, key_sep, indent, depth + 1) for v in value]
+        open_, close = "[", "]"
+    elif isinstance(value, dict):
         parts = [
             json.dumps(k, ensure_ascii=False) + key_sep + _dump(v, item_sep, key_sep, indent, depth + 1)
             for k, v in value.items()
-        ]  # type: ignore[union-attr]
-    open_, close = ("[", "]") if kind == "array" else ("{", "}")
+        ]
+        open_, close = "{", "}"
+    elif json_type(value) == "number" and not isinstance(value, bool):
+        return numbers.plain_text(numbers.to_fraction(value))
+    else:
+        return json.dumps(value, ensure_ascii=False)
+    if not parts:
+        return open_ + close
     if indent is None:
         return open_ + item_sep.join(parts) + close
     inner = "\n" + " " * (indent * (depth + 1))

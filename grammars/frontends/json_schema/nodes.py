@@ -28,7 +28,7 @@ class Synth:
 
 
 Part = Loc | Synth
-Conj = frozenset  # frozenset[Part]: the conjunction of its parts; empty = any value
+Conj = frozenset[Part]  # the conjunction of its parts; empty = any value
 TRUE: Conj = frozenset()
 FALSE: Conj = frozenset({Synth(())})
 
@@ -165,7 +165,7 @@ class LitT:
 
 
 Typed = NullT | BoolT | NumT | StrT | ArrT | ObjT | LitT
-DNF = tuple  # tuple[Typed, ...]
+DNF = tuple[Typed, ...]
 
 TOP: DNF = (NullT(), BoolT(), NumT(), StrT(), ArrT(), ObjT())
 
@@ -209,13 +209,12 @@ def value_key(value: object) -> str:
 
 
 def _canonical(value: object) -> object:
-    kind = json_type(value)
-    if kind == "number":
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if json_type(value) == "number":
         return {"#n": numbers.plain_text(numbers.to_fraction(value))}
-    if kind == "array":
-        return [_canonical(v) for v in value]  # type: ignore[union-attr]
-    if kind == "object":
-        return {k: _canonical(v) for k, v in value.items()}  # type: ignore[union-attr]
     return value
 
 

@@ -118,7 +118,7 @@ class _ObjectEmitter:
         knows which patterns it is inside / outside, so most rules meet it without term algebra)."""
         names = frozenset(self.node.names)
         regions = [_Region(other_than(names), TRUE, frozenset(), frozenset(), frozenset())]
-        splits = [(rule, None) for rule in self.other_rules if rule.value != TRUE]
+        splits: list[tuple[KeyRule, int | None]] = [(rule, None) for rule in self.other_rules if rule.value != TRUE]
         splits += [(clause.rule, j) for j, clause in enumerate(self.node.exists)]
         for rule, clause in splits:
             is_false = clause is None and self.ctx.is_false(rule.value)

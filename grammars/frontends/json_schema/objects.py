@@ -48,7 +48,14 @@ def object_node(schema: dict, loc: Loc, dialect: Dialect, ctx: ObjectContext) ->
     additional = readers.subschema(schema, "additionalProperties", loc)
     required = readers.string_list(schema, "required", loc) or []
     names = list(properties) + [r for r in dict.fromkeys(required) if r not in properties]
-    rules = [KeyRule(value_encodings(n), frozenset({loc.child("properties", n)}), n) for n in properties]
+    rules = [
+        KeyRule(
+            value_encodings(readers.property_name(n, loc.child("properties", n))),
+            frozenset({loc.child("properties", n)}),
+            n,
+        )
+        for n in properties
+    ]
     pattern_terms: list[rx.Term] = []
     for pattern in patterns:
         try:

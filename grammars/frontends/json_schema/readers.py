@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 from grammars.errors import SchemaError
 from grammars.frontends.json_schema import numbers
 from grammars.frontends.json_schema.refs import Loc
+from grammars.frontends.json_schema.strings import is_spellable
 
 
 def _where(loc: Loc, keyword: str) -> str:
@@ -18,7 +20,13 @@ def count(schema: dict, keyword: str, loc: Loc) -> int | None:
     value = schema.get(keyword)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)  # int() of inf or nan raises
+        or value != int(value)
+        or value < 0
+    ):
         raise SchemaError(f"{keyword} must be a non-negative integer, not {value!r}", _where(loc, keyword))
     return int(value)
 
@@ -62,6 +70,20 @@ def string_list(schema: dict, keyword: str, loc: Loc) -> list[str] | None:
     return value
 
 
+def property_name(name: str, loc: Loc) -> str:
+    """`name`, checked to be spellable as a JSON key (for `properties`: a `required` name no text
+    spells only leaves no object valid).
+
+    Raises:
+        SchemaError: `name` holds a lone surrogate, which no UTF-8 JSON text spells (at `loc`).
+    """
+    if not is_spellable(name):
+        raise SchemaError(
+            f"the property name {name!r} holds a lone surrogate, which no UTF-8 JSON text spells", loc.pointer
+        )
+    return name
+
+
 def schema_list(schema: dict, keyword: str, loc: Loc) -> list[object] | None:
     """A non-empty array of schemas (`allOf`, `anyOf`, `oneOf`, `prefixItems`)."""
     value = schema.get(keyword)
@@ -81,6 +103,9 @@ def schema_map(schema: dict, keyword: str, loc: Loc) -> dict[str, object] | None
         return None
     if not isinstance(value, dict) or not all(isinstance(v, (dict, bool)) for v in value.values()):
         raise SchemaError(f"{keyword} must be an object of schemas", _where(loc, keyword))
+    for key in value:
+        if not isinstance(key, str):
+            raise SchemaError(f"{keyword} keys must be strings, not {key!r}", _where(loc, keyword))
     return value
 
 

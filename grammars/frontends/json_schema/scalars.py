@@ -52,7 +52,7 @@ def _bounds(schema: dict, loc: Loc, dialect: Dialect) -> tuple[numbers.Bound | N
 
     lowers: list[numbers.Bound] = []
     uppers: list[numbers.Bound] = []
-    format_range = NUMERIC_FORMATS.get(schema.get("format"))  # type: ignore[arg-type]
+    format_range = NUMERIC_FORMATS.get(readers.string(schema, "format", loc) or "")
     if format_range is not None:
         lowers.append(numbers.Bound(Fraction(format_range[0]), False))
         uppers.append(numbers.Bound(Fraction(format_range[1]), False))

@@ -31,24 +31,32 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import cast
 
 from lark import Token, Tree
 from lark.grammar import TOKEN_DEFAULT_PRIORITY, NonTerminal, Terminal
 
 from grammars.core import byte_regex as rx
 from grammars.core import ir
+from grammars.core.analysis import productive_rules
+from grammars.core.budget import Check, no_check
 from grammars.core.lexer import is_empty_language
 from grammars.core.normalize import normalize
-from grammars.errors import ConstraintLimitError, GrammarError, LarkPriorityWarning
+from grammars.errors import ConstraintLimitError, EmptyLanguageError, GrammarError, LarkPriorityWarning
 from grammars.frontends.lark.sources import Sources
 from grammars.frontends.lark.terminals import TerminalCompiler, repetition
 
 #: Rules and template instances one grammar may create (a template that passes itself growing
 #: arguments, `t{x}: x | t{x "a"}`, would otherwise expand forever).
 MAX_RULES = 20_000
+#: Longest grammar text accepted (UTF-8 bytes): ten times the largest real grammar seen (SQLite's,
+#: 20 KB); Lark's own loader, which runs first, takes seconds per hundred kilobytes.
+MAX_GRAMMAR_BYTES = 256 * 1024
 
 
-def lark_grammar(text: str, *, start: str = "start", import_paths: Sequence[str] = ()) -> ir.Grammar:
+def lark_grammar(
+    text: str, *, start: str = "start", import_paths: Sequence[str] = (), check: Check = no_check
+) -> ir.Grammar:
     """The IR grammar of a Lark grammar text.
 
     Args:
@@ -56,26 +64,38 @@ def lark_grammar(text: str, *, start: str = "start", import_paths: Sequence[str]
         start: the start rule.
         import_paths: directories `%import` searches (for relative imports from `text`, and before
             Lark's bundled grammars for `%import common.X`).
+        check: the compile deadline, called between phases and per translated rule.
     Returns:
         The grammar, with one IR rule per Lark rule (or template instance) the start rule reaches.
     Raises:
         GrammarSyntaxError: bad Lark syntax, or an unsupported construct (a used `%declare`d terminal,
             a lookaround reading outside its terminal, a backreference, ...), with its line and column.
-        GrammarError: the start rule is not defined, or a Lark error that names no location.
-        EmptyLanguageError: the start rule derives no string.
-        ConstraintLimitError: templates that keep instantiating themselves.
+        GrammarError: the start rule is not defined, `text` or `start` is not a str, or a Lark error
+            that names no location.
+        EmptyLanguageError: the start rule derives no string (naming the rules that cannot finish).
+        ConstraintLimitError: templates that keep instantiating themselves, a text over
+            MAX_GRAMMAR_BYTES, or from `check`.
     """
+    if not isinstance(text, str) or not isinstance(start, str):
+        raise GrammarError(
+            f"a Lark grammar and its start rule must be str, not {type(text).__name__} and {type(start).__name__}"
+        )
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_GRAMMAR_BYTES:
+        raise ConstraintLimitError(f"the Lark grammar has {size} bytes; the limit is {MAX_GRAMMAR_BYTES}")
     sources = Sources(text, tuple(import_paths))
-    grammar = _Translator(sources, start).grammar()
-    normalize(grammar)  # raises EmptyLanguageError when the start rule derives nothing
+    grammar = _Translator(sources, start, check).grammar()
+    normalize(grammar, check)
     return grammar
 
 
 class _Translator:
     """Translates the definitions the start rule reaches, each once."""
 
-    def __init__(self, sources: Sources, start: str) -> None:
+    def __init__(self, sources: Sources, start: str, check: Check) -> None:
         loaded = sources.load()
+        check()
+        self._check = check
         self._sources = sources
         self._start = start
         self._rule_defs = {name: (tuple(params), tree) for name, params, tree, _options in loaded.rule_defs}
@@ -84,6 +104,7 @@ class _Translator:
         self._terminals = TerminalCompiler(sources.error_at)
         self._rules = ir.RuleSet()
         self._refs: dict[object, ir.Expr] = {}
+        self._lark_names: dict[str, str] = {}  # IR rule name -> the Lark rule (or template) it comes from
         self._lexemes: dict[object, ir.Expr] = {}
         self._used_terminals: dict[str, rx.Term] = {}
         self._pending: list[tuple[str, Tree, dict[str, ir.Expr]]] = []
@@ -96,10 +117,32 @@ class _Translator:
         start = self._rule(self._start)
         while self._pending:  # a work list, not recursion: rule chains can be long
             name, tree, env = self._pending.pop()
+            self._check()
             self._rules.set(name, self._expr(tree, env))
         ignore = tuple(self._terminal_term(name) for name in self._ignore_names)
         self._warn_about_priorities()
-        return self._rules.grammar(start, ignore)
+        grammar = self._rules.grammar(start, ignore)
+        self._check_finite(grammar)
+        return grammar
+
+    def _check_finite(self, grammar: ir.Grammar) -> None:
+        """Refuse rules that derive no finite string (every expansion needs one of them again, as in
+        `a: b` and `b: a`): they are a mistake, and the normalizer cannot turn their left recursion
+        into loops.
+
+        Raises:
+            EmptyLanguageError: the start rule is one of them.
+            GrammarSyntaxError: another rule is (at the first one's definition; GrammarError when it
+                cannot be found in the texts).
+        """
+        stuck = sorted(set(grammar.rules) - productive_rules(grammar.rules))
+        if not stuck:
+            return
+        names = list(dict.fromkeys(self._lark_names[name] for name in stuck))
+        reason = f"rules that derive no finite string (every expansion needs one of them again): {', '.join(names)}"
+        if grammar.start in stuck:
+            raise EmptyLanguageError(f"the grammar admits no string: {reason}")
+        raise self._sources.error_at_definition(names[0], reason)
 
     # ------------------------------------------------------------------------------------------
     # Rules
@@ -112,9 +155,10 @@ class _Translator:
         if tree is None:
             reason = f"rule {name!r} is only %declare'd: it has no definition to enforce"
             raise self._sources.error_at_definition(name, reason)
-        ref = ir.ref(self._rules.reserve(name))
-        self._refs[name] = ref
-        self._pending.append((ref.name, tree, {}))
+        rule_name = self._rules.reserve(name)
+        self._lark_names[rule_name] = name
+        ref = self._refs[name] = ir.ref(rule_name)
+        self._pending.append((rule_name, tree, {}))
         return ref
 
     def _template(self, name: str, args: tuple[ir.Expr, ...]) -> ir.Expr:
@@ -128,9 +172,10 @@ class _Translator:
                 f"more than {MAX_RULES} rules and template instances (last: {name}); "
                 f"does {name} pass itself growing arguments?"
             )
-        ref = ir.ref(self._rules.reserve(f"{name}__t"))
-        self._refs[key] = ref
-        self._pending.append((ref.name, tree, dict(zip(params, args))))
+        rule_name = self._rules.reserve(f"{name}__t")
+        self._lark_names[rule_name] = name
+        ref = self._refs[key] = ir.ref(rule_name)
+        self._pending.append((rule_name, tree, dict(zip(params, args))))
         return ref
 
     def _expr(self, tree: Tree | Token | NonTerminal | Terminal, env: dict[str, ir.Expr]) -> ir.Expr:
@@ -157,8 +202,8 @@ class _Translator:
         if kind in ("literal", "range"):
             return self._literal(tree)
         if kind == "template_usage":
-            template, *args = children
-            return self._template(template.name, tuple(self._expr(arg, env) for arg in args))
+            template, *args = children  # a NonTerminal, then the argument trees
+            return self._template(cast(NonTerminal, template).name, tuple(self._expr(arg, env) for arg in args))
         raise GrammarError(f"unexpected Lark tree node {kind!r}")  # Lark's loader produces no other
 
     # ------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from lark.load_grammar import GrammarBuilder, PackageResource, stdlib_loader
 from lark.load_grammar import _get_parser as _lark_grammar_parser  # Lark's parser of its own syntax
 
 from grammars.errors import GrammarError, GrammarSyntaxError
+from grammars.frontends.lark.nesting import nesting_problem
 
 #: The name the main text goes by in messages (and in Lark, whose relative imports then start from "").
 MAIN = "<grammar>"
@@ -70,6 +71,7 @@ class Sources:
     def _find_import(self, base_path: str | PackageResource | None, grammar_path: str) -> tuple[object, str]:
         """Lark's loader protocol: (path, text) of an imported grammar. Raises (never IOError, which
         would make Lark go on to search the working directory) when it is nowhere."""
+        found: tuple[object, str] | None
         if isinstance(base_path, PackageResource):
             found = stdlib_loader(base_path, grammar_path)
         else:
@@ -117,10 +119,16 @@ class Sources:
     # ------------------------------------------------------------------------------------------
     def _check_syntax(self, text: str, name: str) -> None:
         """Parse `text` with Lark's own grammar parser first, for the position of a syntax error
-        (its loader reports positions only inside message text)."""
+        (its loader reports positions only inside message text), a lone surrogate (which its loader
+        cannot encode) or nesting past `nesting.MAX_NESTING` (which its loader would recurse on)."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            reason = f"a lone surrogate {text[exc.start]!r}, which no UTF-8 text holds"
+            raise GrammarSyntaxError(_in_file(name, reason), text, exc.start) from exc
         parser = _lark_grammar_parser()
         try:
-            parser.parse(text + "\n", "start")
+            tree = parser.parse(text + "\n", "start")
         except UnexpectedInput as error:
             offset = _offset_of(text, error)
             if isinstance(error, UnexpectedToken):
@@ -128,6 +136,9 @@ class Sources:
             else:
                 message = f"unexpected character {text[offset : offset + 1]!r}"
             raise GrammarSyntaxError(_in_file(name, message), text, offset) from error
+        problem = nesting_problem(tree)
+        if problem is not None:
+            raise GrammarSyntaxError(_in_file(name, problem[0]), text, problem[1])
 
     def error_at(self, token: Token, reason: str) -> GrammarSyntaxError:
         """A located error for a token of one of the texts (found by its recorded position)."""

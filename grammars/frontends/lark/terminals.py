@@ -26,8 +26,8 @@ terminal, and refuses them where they do not:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
+from typing import cast
 
 from lark import Token, Tree
 from lark.exceptions import GrammarError as LarkGrammarError
@@ -37,14 +37,12 @@ from grammars.core import byte_regex as rx
 from grammars.core.charset import CharSet, case_fold, utf8_term
 from grammars.core.lexer import is_empty_language
 from grammars.errors import GrammarError, GrammarSyntaxError
-from grammars.frontends.lark.sre import Atom, Cat, Look, Node, Or, Rep, has_special, parse_python_regex, sre_nodes
-from grammars.frontends.regex.syntax import regex_term
+from grammars.frontends.lark.nodes import Atom, Cat, Look, Node, Or, Rep, regex_nodes
+from grammars.frontends.regex.syntax import parse_regex
 
 #: Builds the error for a problem found at a grammar token (the loader knows which file it came from).
 ErrorAt = Callable[[Token, str], GrammarSyntaxError]
 
-#: Regex flags that `regex_term` takes as keywords; "m", "x" and "a" go inline; "u" is the default.
-_FLAG_KEYWORDS = {"i": "ignore_case", "s": "dotall"}
 #: Widest count range of a bounded lazy quantifier (`{m,n}?`) resolved exactly (one term per count).
 _MAX_LAZY_SPAN = 16
 #: Lark's repetition operators as (min, max) counts.
@@ -103,14 +101,15 @@ class TerminalCompiler:
         if kind == "value":
             return self._node(tree.children[0])
         if kind == "literal":
-            return self._literal(tree.children[0])
+            return self._literal(cast(Token, tree.children[0]))  # Lark's loader: a STRING or REGEXP token
         if kind == "range":
-            return Atom(self._range(*tree.children))
+            first, last = cast("list[Token]", tree.children)
+            return Atom(self._range(first, last))
         if kind == "maybe":
-            return Rep(self._node(tree.children[0]), 0, 1, is_lazy=False)
+            return Rep(self._node(tree.children[0]), 0, 1)
         if kind == "expr":
             item, low, high = repetition(tree.children, self._error_at)
-            return Rep(self._node(item), low, high, is_lazy=False)
+            return Rep(self._node(item), low, high)
         token = _first_token(tree)
         reason = f"{kind.replace('_', ' ')} is not allowed inside a terminal"
         raise self._error_at(token, reason) if token is not None else GrammarError(reason)
@@ -138,24 +137,15 @@ class TerminalCompiler:
         if "l" in flags:
             raise self._error_at(token, "the LOCALE flag 'l' is not supported (Python refuses it for text patterns)")
         try:
-            items, global_flags = parse_python_regex(pattern, flags)
-        except re.error as exc:
-            raise self._error_at(token, f"bad regex {token.value}: {exc.msg}") from exc
-        if not has_special(items):
-            return Atom(self._regex_term(token, pattern, flags))
-        return sre_nodes(
-            items,
-            global_flags,
-            token,
-            lower=lambda text, letters: self._regex_term(token, text, letters),
-            fail=lambda reason: self._error_at(token, f"in regex {token.value}: {reason}"),
-        )
-
-    def _regex_term(self, token: Token, pattern: str, flags: frozenset[str]) -> rx.Term:
-        keywords = {_FLAG_KEYWORDS[f]: True for f in flags if f in _FLAG_KEYWORDS}
-        inline = "".join(sorted(f for f in flags if f in "amx"))
-        try:
-            return regex_term(f"(?{inline}){pattern}" if inline else pattern, flavor="python", **keywords)
+            parsed = parse_regex(
+                pattern,
+                flavor="python",
+                ignore_case="i" in flags,
+                dotall="s" in flags,
+                multiline="m" in flags,
+                verbose="x" in flags,
+            )  # "u" (Unicode classes) is the default
+            return regex_nodes(parsed, token)
         except GrammarSyntaxError as exc:
             raise self._error_at(token, f"in regex {token.value}: {exc.reason}") from exc
 
@@ -195,8 +185,8 @@ class TerminalCompiler:
                 # Exact when `matched` has one length (a delimiter); else the split point is approximate.
                 looked = rx.concat(matched, item.term)
                 return rx.difference(whole, looked) if item.is_negative else rx.intersect(whole, looked)
-            elif isinstance(item, Rep) and item.is_lazy:
-                matched, index = self._lazy(item, items, index, matched, is_at_end)
+            elif isinstance(item, Rep) and item.lazy_origin is not None:
+                matched, index = self._lazy(item, item.lazy_origin, items, index, matched, is_at_end)
                 continue
             elif isinstance(item, Or) and _is_special(item):
                 is_last = is_at_end and index == len(items) - 1
@@ -210,9 +200,10 @@ class TerminalCompiler:
         return matched
 
     def _lazy(
-        self, lazy: Rep, items: tuple[Node, ...], index: int, before: rx.Term, is_at_end: bool
+        self, lazy: Rep, origin: Token, items: tuple[Node, ...], index: int, before: rx.Term, is_at_end: bool
     ) -> tuple[rx.Term, int]:
-        """Resolve the lazy repetition `lazy` (= `items[index]`); returns the matched term and the next index."""
+        """Resolve the lazy repetition `lazy` (= `items[index]`, written in `origin`); returns the matched
+        term and the next index."""
         body = self._resolve(_flatten(lazy.item), rx.EPSILON, is_at_end=False)
         repeated = rx.concat(before, rx.repeat(body, lazy.min, lazy.max))
         if not _is_prefix_free(body):
@@ -221,7 +212,7 @@ class TerminalCompiler:
         if head_end is None:
             if not is_at_end:
                 raise self._error_at(
-                    lazy.origin,
+                    origin,
                     "a lazy quantifier at the end of a group stops depending on text outside it: cannot be enforced",
                 )
             # Nothing after it must match: `re` stops after the fewest repetitions.
@@ -273,7 +264,7 @@ def _is_special(node: Node) -> bool:
     if isinstance(node, Look):
         return True
     if isinstance(node, Rep):
-        return node.is_lazy or _is_special(node.item)
+        return node.lazy_origin is not None or _is_special(node.item)
     if isinstance(node, Cat):
         return any(_is_special(i) for i in node.items)
     if isinstance(node, Or):

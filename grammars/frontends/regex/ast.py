@@ -1,7 +1,9 @@
 """The character-level regex AST shared by the parser (`regex_syntax`) and the lowering (`regex_lowering`).
 
 Nodes are frozen dataclasses, so front ends can build, compare and cache them. A pattern's meaning is
-a language of strings; capturing, laziness and the like are already gone at this level.
+a language of strings; capturing is already gone at this level. What only `re`'s way of matching at a
+position gives a meaning (lazy quantifiers, lookbehinds, word boundaries) stays in the tree for the
+Lark front end (`grammars.frontends.lark.nodes`); `lowering` reads lazy as greedy and refuses the rest.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ class Alternation:
 
 @dataclass(frozen=True)
 class Repetition:
-    """`item` between `min` and `max` times (`max=None`: unbounded)."""
+    """`item` between `min` and `max` times (`max=None`: unbounded); `is_lazy` for `*?`, `{m,n}?` etc."""
 
     item: Node
     min: int
     max: int | None
+    is_lazy: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,39 @@ class Lookahead:
     source: str = field(default="", compare=False, repr=False)
 
 
-Node = CharClass | Concat | Alternation | Repetition | Group | StartAnchor | EndAnchor | Lookahead
+@dataclass(frozen=True)
+class Lookbehind:
+    """`(?<=item)` or `(?<!item)`: the text before this point must (not) end with a match of `item`."""
+
+    item: Node
+    is_negative: bool
+    offset: int = field(default=0, compare=False)
+    source: str = field(default="", compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class WordBoundary:
+    """`\\b` (or `\\B`, `is_negated`): a point with a character of `word` on exactly one side (`\\B`: on
+    both or neither), the text's edges counting as non-word; `word` is what `\\w` means where written."""
+
+    is_negated: bool
+    word: CharSet
+    offset: int = field(default=0, compare=False)
+    source: str = field(default="", compare=False, repr=False)
+
+
+Node = (
+    CharClass
+    | Concat
+    | Alternation
+    | Repetition
+    | Group
+    | StartAnchor
+    | EndAnchor
+    | Lookahead
+    | Lookbehind
+    | WordBoundary
+)
 #: The empty string.
 EMPTY_STRING = Concat(())
 #: Any string: what `search_form` puts where a pattern is not anchored.

@@ -66,10 +66,12 @@ class Flags:
 
 
 class Anchor(Enum):
-    """Zero-width escapes: `\\A` (start) and `\\Z` / `\\z` (end of input)."""
+    """Zero-width escapes: `\\A` (start), `\\Z` / `\\z` (end of input), `\\b` and `\\B` (word boundary)."""
 
     START = "start"
     END = "end"
+    WORD_BOUNDARY = "word boundary"
+    NOT_WORD_BOUNDARY = "not word boundary"
 
 
 class Scanner:
@@ -233,11 +235,11 @@ def parse_escape(scanner: Scanner, flags: Flags, *, in_class: bool) -> int | Cha
     Returns:
         a code point for a single-character escape (usable as a range end; not yet case-folded),
         a CharSet for a class escape (`\\d`, `\\p{..}`; already folded if `\\p` under `i`),
-        or an Anchor for `\\A \\Z \\z` (python flavor, outside classes).
+        or an Anchor for `\\b \\B` and (python flavor) `\\A \\Z \\z`, outside classes.
 
     Raises:
-        GrammarSyntaxError: a malformed escape, or one Stencil cannot enforce (word boundaries,
-            backreferences), located at the backslash.
+        GrammarSyntaxError: a malformed escape, or a backreference (Stencil cannot enforce it),
+            located at the backslash.
     """
     start = scanner.pos
     scanner.take()
@@ -254,7 +256,7 @@ def parse_escape(scanner: Scanner, flags: Flags, *, in_class: bool) -> int | Cha
     if char == "b" and in_class:
         return 0x08
     if char in "bB":
-        raise scanner.error(f"word boundaries (\\{char}) are not supported", start)
+        return Anchor.WORD_BOUNDARY if char == "b" else Anchor.NOT_WORD_BOUNDARY
     if char == "x":
         return _hex_escape(scanner, 2, start)
     if char == "u":

@@ -2,11 +2,12 @@
 
 Lowering runs in two steps. `_normalize` resolves what only makes sense at the character level:
 anchors (a constraint matches whole strings, so `^` / `$` are no-ops where they can only be reached
-at the start / end of the string, and refused elsewhere: `a^b`), groups (dropped), nested counted
-repetitions (merged when exact), and nested concatenations (flattened, which also keeps
-`byte_regex.concat` from recursing over long literals). `_Lowering` then maps the anchor-free AST onto
-`byte_regex` constructors, encoding each character class with the caller's encoder: UTF-8 for raw
-text, JSON-string escapes for the JSON Schema front end.
+at the start / end of the string, and refused elsewhere: `a^b`), lookbehinds and word boundaries
+(refused: only the Lark front end gives them a meaning), lazy quantifiers (read as greedy: the same
+language), groups (dropped), nested counted repetitions (merged when exact), and nested
+concatenations (flattened, which also keeps `byte_regex.concat` from recursing over long literals).
+`_Lowering` then maps the anchor-free AST onto `byte_regex` constructors, encoding each character
+class with the caller's encoder: UTF-8 for raw text, JSON-string escapes for the JSON Schema front end.
 
 Counted repetition stays a counter (`byte_regex.repeat`), never unrolled.
 """
@@ -27,9 +28,11 @@ from grammars.frontends.regex.ast import (
     EndAnchor,
     Group,
     Lookahead,
+    Lookbehind,
     Node,
     Repetition,
     StartAnchor,
+    WordBoundary,
 )
 
 #: A lookahead inside a repetition is lowered by unrolling it, up to this many iterations.
@@ -37,8 +40,8 @@ MAX_LOOKAHEAD_REPETITIONS = 8
 
 
 def _is_zero_width(node: Node) -> bool:
-    """Whether `node` can only match the empty string (anchors, lookaheads, empty groups)."""
-    if isinstance(node, (StartAnchor, EndAnchor, Lookahead)):
+    """Whether `node` can only match the empty string (anchors, lookarounds, empty groups)."""
+    if isinstance(node, (StartAnchor, EndAnchor, Lookahead, Lookbehind, WordBoundary)):
         return True
     if isinstance(node, CharClass):
         return False
@@ -122,12 +125,12 @@ def _anchor_error(node: StartAnchor | EndAnchor) -> GrammarSyntaxError:
 
 
 def _normalize(node: Node, at_start: bool, at_end: bool) -> Node:
-    """An equivalent AST without anchors or groups, with flat concatenations and merged counters.
+    """An equivalent AST without anchors, groups or laziness, with flat concatenations and merged counters.
 
     `at_start` / `at_end`: whether `node` can only be reached at the start / end of the string.
 
     Raises:
-        GrammarSyntaxError: an anchor that is not at the start / end.
+        GrammarSyntaxError: an anchor that is not at the start / end, a lookbehind, a word boundary.
     """
     if isinstance(node, CharClass):
         return node
@@ -148,6 +151,11 @@ def _normalize(node: Node, at_start: bool, at_end: bool) -> Node:
         return _normalize(node.item, at_start, at_end)
     if isinstance(node, Lookahead):
         return Lookahead(_normalize(node.item, at_start, True), node.is_negative, node.offset, node.source)
+    if isinstance(node, Lookbehind):
+        raise GrammarSyntaxError("lookbehind assertions are not supported", node.source, node.offset)
+    if isinstance(node, WordBoundary):
+        letter = "B" if node.is_negated else "b"
+        raise GrammarSyntaxError(f"word boundaries (\\{letter}) are not supported", node.source, node.offset)
     if not (at_start if isinstance(node, StartAnchor) else at_end):
         raise _anchor_error(node)
     return EMPTY_STRING
@@ -201,11 +209,16 @@ class _Lowering:
 
 
 def _first_lookahead(node: Node) -> Lookahead:
+    """The first lookahead in `node`, which `_has_lookahead` says has one."""
     if isinstance(node, Lookahead):
         return node
-    children = (
-        node.items if isinstance(node, Concat) else node.options if isinstance(node, Alternation) else (node.item,)
-    )  # type: ignore[union-attr]
+    children: tuple[Node, ...] = ()
+    if isinstance(node, Concat):
+        children = node.items
+    elif isinstance(node, Alternation):
+        children = node.options
+    elif isinstance(node, (Repetition, Group)):
+        children = (node.item,)
     return next(_first_lookahead(child) for child in children if _has_lookahead(child))
 
 
@@ -218,8 +231,8 @@ def lower(node: Node, encode: Callable[[CharSet], rx.Term]) -> rx.Term:
             JSON Schema front end passes one that yields JSON-string-escaped forms.
 
     Raises:
-        GrammarSyntaxError: an anchor where fullmatch does not make it a no-op (`a^b`, `(a$)+b`),
-            located in the pattern it came from.
+        GrammarSyntaxError: an anchor where fullmatch does not make it a no-op (`a^b`, `(a$)+b`), a
+            lookbehind or a word boundary, located in the pattern it came from.
     """
     return _Lowering(encode).term_then(_normalize(node, True, True), rx.EPSILON)
 

@@ -6,10 +6,12 @@ and "ecmascript" (JSON Schema `pattern`, `patternProperties`, `format`). Charact
 (groups, alternation, quantifiers, anchors, inline flags). `grammars.frontends.regex.lowering` turns the AST
 into a term (`lower`, `search_form`, re-exported here), and `regex_term` does it all for raw text.
 
-Only the *language* of a pattern matters to a constraint engine, so lazy quantifiers equal greedy ones
-and capturing groups are plain groups. What cannot be a regular language (backreferences, lookaround,
-`\\b`, conditionals) or is not worth the states (atomic groups, possessive quantifiers) is refused with a
-located `GrammarSyntaxError`.
+Only the *language* of a pattern matters to a constraint engine, so capturing groups are plain groups
+and the lowering reads lazy quantifiers as greedy ones. The parser reads the whole syntax, including
+lazy quantifiers, lookbehinds and `\\b`, which the Lark front end gives `re`'s meaning
+(`grammars.frontends.lark.nodes`) and the lowering refuses. What cannot be a regular language
+(backreferences, conditionals) or is not worth the states (atomic groups, possessive quantifiers) is
+refused here, with a located `GrammarSyntaxError`.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from grammars.frontends.regex.ast import (
     EndAnchor,
     Group,
     Lookahead,
+    Lookbehind,
     Node,
     Repetition,
     StartAnchor,
+    WordBoundary,
 )
 from grammars.frontends.regex.charclass import (
     Anchor,
@@ -40,6 +44,7 @@ from grammars.frontends.regex.charclass import (
     fold,
     parse_class,
     parse_escape,
+    shorthand_class,
 )
 from grammars.frontends.regex.lowering import lower, open_end, search_form
 
@@ -51,9 +56,11 @@ __all__ = [
     "Flavor",
     "Group",
     "Lookahead",
+    "Lookbehind",
     "Node",
     "Repetition",
     "StartAnchor",
+    "WordBoundary",
     "lower",
     "parse_regex",
     "regex_term",
@@ -106,14 +113,13 @@ class _Parser:
             start = scanner.pos
             bounds = self._quantifier() if pattern[start] in "*+?{" else None
             if bounds is not None:
-                if not items or isinstance(items[-1], (StartAnchor, EndAnchor)):
+                if not items or isinstance(items[-1], (StartAnchor, EndAnchor, WordBoundary)):
                     raise scanner.error("nothing to repeat", start)
                 if is_quantified:
                     raise scanner.error("multiple repeat", start)
                 if scanner.take_if("+"):
                     raise scanner.error("possessive quantifiers are not supported", start)
-                scanner.take_if("?")  # lazy: the same language
-                items[-1] = Repetition(items[-1], *bounds)
+                items[-1] = Repetition(items[-1], *bounds, is_lazy=scanner.take_if("?"))
                 is_quantified = True
                 continue
             node = self._atom(depth, at_pattern_start=depth == 0 and is_first and not items)
@@ -167,8 +173,7 @@ class _Parser:
         if char == "\\":
             escaped = parse_escape(scanner, self.flags, in_class=False)
             if isinstance(escaped, Anchor):
-                source = scanner.pattern
-                return StartAnchor(start, source) if escaped is Anchor.START else EndAnchor(False, start, source)
+                return self._anchor(escaped, start)
             if isinstance(escaped, int):
                 return _char_node(escaped, self.flags.ignore_case, self.flags.ascii)
             return CharClass(escaped)
@@ -183,6 +188,15 @@ class _Parser:
             return EndAnchor(self.flavor == "python", start, scanner.pattern)
         return _char_node(ord(char), self.flags.ignore_case, self.flags.ascii)
 
+    def _anchor(self, anchor: Anchor, start: int) -> Node:
+        source = self.scanner.pattern
+        if anchor is Anchor.START:
+            return StartAnchor(start, source)
+        if anchor is Anchor.END:
+            return EndAnchor(False, start, source)
+        word = shorthand_class("w", self.flavor, self.flags.ascii)
+        return WordBoundary(anchor is Anchor.NOT_WORD_BOUNDARY, word, start, source)
+
     def _group(self, depth: int, at_pattern_start: bool) -> Node | None:
         """A parenthesized group, or None for a comment `(?#...)` or leading global flags `(?i)`."""
         scanner = self.scanner
@@ -191,26 +205,28 @@ class _Parser:
             raise scanner.error(f"groups nested deeper than {MAX_NESTING} levels", start)
         scanner.take()
         saved_flags = self.flags
-        lookahead: bool | None = None  # None: not a lookahead; else whether it is negative
+        is_behind: bool | None = None  # None: not a lookaround
+        is_negative = False
         if scanner.take_if("?"):
-            if scanner.peek() in ("=", "!"):
-                lookahead = scanner.take() == "!"
+            if scanner.pattern.startswith(("=", "!", "<=", "<!"), scanner.pos):
+                is_behind = scanner.take_if("<")
+                is_negative = scanner.take() == "!"
             elif self._group_extension(start, at_pattern_start):
                 return None
         inner = self._alternation(depth + 1)
         if not scanner.take_if(")"):
             raise scanner.error("missing ), unterminated subpattern", start)
         self.flags = saved_flags
-        if lookahead is not None:  # the body reads on to the end of the string unless it ends in `$`
-            return Lookahead(open_end(inner, at_front=False), lookahead, start, scanner.pattern)
+        if is_behind:
+            return Lookbehind(inner, is_negative, start, scanner.pattern)
+        if is_behind is False:  # the body reads on to the end of the string unless it ends in `$`
+            return Lookahead(open_end(inner, at_front=False), is_negative, start, scanner.pattern)
         return Group(inner)
 
     def _group_extension(self, start: int, at_pattern_start: bool) -> bool:
         """Handle what follows `(?`; True when the whole group was consumed (comment, global flags)."""
         scanner = self.scanner
         unsupported = {
-            "<=": "lookbehind assertions",
-            "<!": "lookbehind assertions",
             ">": "atomic groups",
             "(": "conditional groups",
             "P=": "backreferences",
@@ -279,7 +295,15 @@ class _Parser:
 
 
 @functools.lru_cache(maxsize=1024)
-def parse_regex(pattern: str, *, flavor: Flavor = "python", ignore_case: bool = False, dotall: bool = False) -> Node:
+def parse_regex(
+    pattern: str,
+    *,
+    flavor: Flavor = "python",
+    ignore_case: bool = False,
+    dotall: bool = False,
+    multiline: bool = False,
+    verbose: bool = False,
+) -> Node:
     """Parse regex text into the character-level AST (cached: the AST is immutable).
 
     Args:
@@ -287,21 +311,24 @@ def parse_regex(pattern: str, *, flavor: Flavor = "python", ignore_case: bool = 
         flavor: "python" (Python `re`, str patterns) or "ecmascript" (JSON Schema).
         ignore_case: the `i` flag for the whole pattern (Python's equivalences, see `charset.case_fold`).
         dotall: the `s` flag: `.` also matches line terminators.
+        multiline: the `m` flag (then `^` and `$` are refused: they would read outside the match).
+        verbose: the `x` flag: whitespace and `#` comments outside classes are not part of the pattern.
 
     Returns:
-        the AST; anchors stay as StartAnchor / EndAnchor nodes (see `lower`, `search_form`).
+        the AST; anchors, lookarounds and word boundaries stay as nodes (see `lower`, `search_form`).
 
     Raises:
-        GrammarSyntaxError: bad syntax, or a construct Stencil cannot enforce (lookaround,
-            backreferences, `\\b`, atomic groups, possessive quantifiers, conditionals, multiline
-            anchors), with the offset of the construct.
+        GrammarSyntaxError: bad syntax, or a construct Stencil cannot enforce (backreferences, atomic
+            groups, possessive quantifiers, conditionals, multiline anchors), with the offset of the
+            construct.
         GrammarError: an unknown flavor, or a pattern that is not a str.
     """
     if flavor not in _FLAG_LETTERS:
         raise GrammarError(f"unknown regex flavor {flavor!r} (expected 'python' or 'ecmascript')")
     if not isinstance(pattern, str):
         raise GrammarError(f"a regex pattern must be str, not {type(pattern).__name__}")
-    return _Parser(pattern, flavor, Flags(ignore_case=ignore_case, dotall=dotall)).parse()
+    flags = Flags(ignore_case=ignore_case, dotall=dotall, multiline=multiline, verbose=verbose)
+    return _Parser(pattern, flavor, flags).parse()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -315,7 +342,8 @@ def regex_term(
         search: False: the whole string must match (fullmatch). True: a match anywhere suffices.
 
     Raises:
-        GrammarSyntaxError, GrammarError: as `parse_regex` and `lower`.
+        GrammarSyntaxError, GrammarError: as `parse_regex` and `lower` (which refuses lookbehinds and
+            word boundaries).
     """
     node = parse_regex(pattern, flavor=flavor, ignore_case=ignore_case, dotall=dotall)
     return lower(search_form(node) if search else node, utf8_term)

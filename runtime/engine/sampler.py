@@ -1,4 +1,4 @@
-"""Sampling: the request knobs (`SamplingParams`) and the batched logits processors that apply them.
+"""The batched logits processors and the sampler: how a step turns logits into tokens.
 
 Processing order, per step, for the rows of a batch that sample a token (fixed; documented in
 docs/architecture.md):
@@ -10,174 +10,27 @@ Logprobs (and beam-search scores) are taken after the mask and penalties and bef
 truncation: they are the model's distribution as the constraint and penalties shaped it, the same for
 greedy and sampled requests. Each processor works on the whole batch at once; the only per-row Python
 loops are over things that are per-sequence by nature (a matcher's mask, a seeded generator's noise).
+Every processor takes `logits` as float32 [R, V]: one row per sequence that samples this step.
+
+This stays in the engine rather than beside the model runner: it reads each `Sequence`'s matcher and
+tokens and each request's `SamplingParams`, both control-plane state, and the device plane
+(`runtime.model`) imports nothing from the engine.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 import torch
 
 from runtime.engine.sequence import TokenLogprob
-from runtime.errors import RequestError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence as SequenceOf
 
+    from runtime.engine.sampling_params import SamplingParams
     from runtime.engine.sequence import Sequence
-
-#: Most alternatives `SamplingParams.logprobs` may ask for (OpenAI's limit).
-MAX_LOGPROBS = 20
-
-
-@dataclass(frozen=True, kw_only=True)
-class SamplingParams:
-    """How to pick tokens for one request; names and meanings follow vLLM and OpenAI.
-
-    Defaults are vLLM's, except `max_tokens` (256 rather than 16, which cuts most answers short):
-    plain sampling at temperature 1.0 over the full distribution, no penalties, one completion.
-
-    Attributes:
-        max_tokens: most completion tokens to generate (>= 1).
-        temperature: softmax temperature (>= 0); 0 means greedy (argmax).
-        top_k: keep only the k most likely tokens (>= 1); None keeps all.
-        top_p: keep the smallest set of tokens whose probability sums to top_p, in (0, 1].
-        min_p: drop tokens less likely than min_p times the most likely one, in [0, 1].
-        seed: seed of this request's random stream, for reproducible sampling; None draws from the engine's.
-        stop: strings that end the completion when generated (not included in the text).
-        stop_token_ids: token ids that end the completion (kept in token_ids, not in the text).
-        ignore_eos: keep generating past EOS (until max_tokens, a stop string or a stop token).
-        repetition_penalty: > 0; divides positive (multiplies negative) logits of tokens already in the
-            prompt or completion; 1.0 is off.
-        presence_penalty: in [-2, 2]; subtracted once from the logit of every token the completion holds.
-        frequency_penalty: in [-2, 2]; subtracted per occurrence in the completion.
-        logprobs: None, or how many most likely alternatives to report with each token's logprob (0..20).
-        n: completions to return; parallel samples share the prompt's KV blocks.
-        num_beams: beam width; > 1 runs beam search (deterministic; returns the n best beams).
-        length_penalty: beam scores are cumulative logprob / length ** length_penalty (beam search only).
-
-    Raises:
-        RequestError: a value of the wrong type or out of range, or knobs that do not combine; `field`
-            names the parameter.
-    """
-
-    max_tokens: int = 256
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float = 1.0
-    min_p: float = 0.0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    stop_token_ids: tuple[int, ...] = ()
-    ignore_eos: bool = False
-    repetition_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    logprobs: int | None = None
-    n: int = 1
-    num_beams: int = 1
-    length_penalty: float = 1.0
-
-    def __post_init__(self) -> None:
-        stop = (self.stop,) if isinstance(self.stop, str) else self.stop
-        if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) and s for s in stop):
-            raise RequestError("must be a non-empty string or a sequence of non-empty strings", "stop")
-        object.__setattr__(self, "stop", tuple(stop))
-        if not isinstance(self.stop_token_ids, (list, tuple)) or not all(
-            _is_int(t) and t >= 0 for t in self.stop_token_ids
-        ):
-            raise RequestError("must be a sequence of non-negative token ids", "stop_token_ids")
-        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
-        _check_int(self.max_tokens, "max_tokens", minimum=1)
-        _check_float(self.temperature, "temperature", 0.0, math.inf)
-        if self.top_k is not None:
-            _check_int(self.top_k, "top_k", minimum=1)
-        _check_float(self.top_p, "top_p", 0.0, 1.0, include_low=False)
-        _check_float(self.min_p, "min_p", 0.0, 1.0)
-        if self.seed is not None:
-            _check_int(self.seed, "seed", minimum=0)
-        if not isinstance(self.ignore_eos, bool):
-            raise RequestError(f"must be a bool, got {self.ignore_eos!r}", "ignore_eos")
-        _check_float(self.repetition_penalty, "repetition_penalty", 0.0, math.inf, include_low=False)
-        _check_float(self.presence_penalty, "presence_penalty", -2.0, 2.0)
-        _check_float(self.frequency_penalty, "frequency_penalty", -2.0, 2.0)
-        if self.logprobs is not None:
-            _check_int(self.logprobs, "logprobs", minimum=0, maximum=MAX_LOGPROBS)
-        _check_int(self.n, "n", minimum=1)
-        _check_int(self.num_beams, "num_beams", minimum=1)
-        _check_float(self.length_penalty, "length_penalty", -math.inf, math.inf)
-        self._check_beam_search()
-
-    def _check_beam_search(self) -> None:
-        if not self.use_beam_search:
-            if self.length_penalty != 1.0:
-                raise RequestError("only applies to beam search (num_beams > 1)", "length_penalty")
-            return
-        if self.n > self.num_beams:
-            raise RequestError(f"beam search returns at most num_beams={self.num_beams} completions", "n")
-        # Beam search ranks by the model's logprobs; sampling knobs would be silently meaningless.
-        if self.temperature not in (0.0, 1.0):
-            raise RequestError("beam search is deterministic; leave temperature at 0 or 1", "temperature")
-        for name, default in (("top_k", None), ("top_p", 1.0), ("min_p", 0.0), ("seed", None)):
-            if getattr(self, name) != default:
-                raise RequestError("does not apply to beam search (num_beams > 1)", name)
-        if self.stop:
-            raise RequestError("stop strings are not supported with beam search; use stop_token_ids", "stop")
-
-    @property
-    def use_beam_search(self) -> bool:
-        """Whether the request runs beam search rather than sampling."""
-        return self.num_beams > 1
-
-    @property
-    def is_greedy(self) -> bool:
-        """Whether tokens are picked by argmax (temperature 0)."""
-        return self.temperature == 0.0
-
-    @property
-    def has_penalties(self) -> bool:
-        """Whether any repetition, presence or frequency penalty is on."""
-        return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
-
-    @property
-    def has_truncation(self) -> bool:
-        """Whether top-k, top-p or min-p cut the distribution."""
-        return self.top_k is not None or self.top_p < 1.0 or self.min_p > 0.0
-
-    def replace(self, **changes: object) -> SamplingParams:
-        """A copy with some fields changed (validated again)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        unknown = set(changes) - set(values)
-        if unknown:
-            raise RequestError("unknown sampling parameter", sorted(unknown)[0])
-        values.update(changes)
-        return SamplingParams(**values)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_int(value: object, name: str, *, minimum: int, maximum: int | None = None) -> None:
-    if not _is_int(value):
-        raise RequestError(f"must be an int, got {value!r}", name)
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise RequestError(f"must be {bound}, got {value}", name)
-
-
-def _check_float(value: object, name: str, low: float, high: float, *, include_low: bool = True) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise RequestError(f"must be a number, got {value!r}", name)
-    too_low = value < low or (value == low and not include_low)
-    if too_low or value > high:
-        interval = f"{'[' if include_low else '('}{low}, {high}]"
-        raise RequestError(f"must be in {interval}, got {value}", name)
-
-
-# Processors. `logits` is float32 [R, V]: one row per sequence that samples this step.
 
 
 def apply_constraint_masks(logits: torch.Tensor, seqs: SequenceOf[Sequence]) -> list[bool]:
@@ -304,8 +157,9 @@ def _truncated_probs(scaled: torch.Tensor, params: SequenceOf[SamplingParams]) -
         partial sort), else the vocabulary.
     """
     vocab_size = scaled.shape[1]
-    if all(p.top_k is not None for p in params):
-        num_candidates = min(vocab_size, max(p.top_k for p in params))
+    top_ks = [p.top_k for p in params if p.top_k is not None]
+    if len(top_ks) == len(params):
+        num_candidates = min(vocab_size, max(top_ks))
         sorted_logits, candidate_ids = scaled.topk(num_candidates, dim=-1)  # [S, C]
     else:
         sorted_logits, candidate_ids = scaled.sort(dim=-1, descending=True)  # [S, V]
@@ -334,11 +188,13 @@ def token_logprobs(logits: torch.Tensor, token_ids: SequenceOf[int], num_top: Se
     logprobs = logits.log_softmax(dim=-1)  # [R, V]
     chosen = logprobs.gather(1, torch.tensor(token_ids).unsqueeze(1)).squeeze(1).tolist()
     max_top = max(num_top, default=0)
+    top_values: list[list[float]] = []
+    top_ids: list[list[int]] = []
     if max_top:
-        top_values, top_ids = logprobs.topk(max_top, dim=-1)  # [R, K]
-        top_values, top_ids = top_values.tolist(), top_ids.tolist()
+        top = logprobs.topk(max_top, dim=-1)  # [R, K] each
+        top_values, top_ids = top.values.tolist(), top.indices.tolist()
     results = []
     for row, (token_id, logprob) in enumerate(zip(token_ids, chosen)):
-        top = tuple(zip(top_ids[row][: num_top[row]], top_values[row][: num_top[row]])) if max_top else ()
-        results.append(TokenLogprob(token_id=token_id, logprob=logprob, top_logprobs=top))
+        top_logprobs = tuple(zip(top_ids[row][: num_top[row]], top_values[row][: num_top[row]])) if max_top else ()
+        results.append(TokenLogprob(token_id=token_id, logprob=logprob, top_logprobs=top_logprobs))
     return results
