@@ -221,6 +221,7 @@ def _list_nested(depth: int) -> list:
 NOT_SPECIFICATIONS = [
     ("format not a string", lambda: {"format": []}, "format must be a string"),
     ("non-string keyword", lambda: {0: None}, "keywords are strings"),
+    ("$defs not an object", lambda: {"$defs": [1]}, "must be an object of schemas"),
     ("empty string", lambda: "", "not a str"),
     ("a string that is no type", lambda: "\U00018cd6", "not a str"),
     ("list nested 1,200 deep", lambda: _list_nested(1200), "not a list"),

@@ -64,6 +64,8 @@ SCHEMA_MAP_KEYWORDS = frozenset(
     {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas", "dependencies"}
 )
 
+#: Keywords that only hold named schemas for `$ref` to use.
+_DEFINITION_KEYWORDS = ("$defs", "definitions")
 _MISSING = object()
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 
@@ -252,6 +254,10 @@ class SchemaRegistry:
             if isinstance(node, dict):
                 dialect = dialect_of(node.get("$schema")) or dialect
                 base = self._apply_id(loc, node, base, dialect)
+                for keyword in _DEFINITION_KEYWORDS:
+                    if keyword in node and not isinstance(node[keyword], dict):
+                        # Never compiled but through $ref, so no other check would see it.
+                        raise SchemaError(f"{keyword} must be an object of schemas", loc.child(keyword).pointer)
                 for name, child in self._subschemas(node):
                     stack.append((loc.child(*name), child, base, dialect))
             self._base.setdefault(loc, base)
