@@ -8,7 +8,7 @@ a constraint whose matcher raises, a regex whose first mask runs past the engine
 - a constrained call returns a value of its output type whose text the constraint accepts; its
   language is finite and shorter than `max_tokens`, so the constraint always ends it (an
   IncompleteOutputError is a failure);
-- free text returns a str, or raises IncompleteOutputError with exactly `max_tokens` tokens generated;
+- free text returns a str, ended by the model or cut with exactly `max_tokens` tokens (`finish_reason`);
 - a cancelled call raises CancelledError (or finished before the cancel landed);
 - a bad call raises, or ends with, the one typed error its kind calls for (an `sdk.StencilError`).
 
@@ -119,7 +119,7 @@ class _RaisingMatcher:
 
     error = None
 
-    def mask(self, max_seconds: float | None = None) -> torch.Tensor:
+    def mask(self, max_seconds: float | None = None, max_remaining_tokens: int | None = None) -> torch.Tensor:
         raise KeyError("a bug in a user's constraint")
 
     def advance(self, token_id: int) -> None:
@@ -229,13 +229,13 @@ class _Mix:
         return Outcome.VALUE
 
     async def free(self, prompt: str) -> str:
-        try:
-            value = await self.llm.generate(prompt, max_tokens=self.free_max_tokens)
-        except sdk.IncompleteOutputError as exc:
-            _expect(exc.usage.completion_tokens == self.free_max_tokens, f"cut at {exc.usage.completion_tokens} tokens")
-            return Outcome.INCOMPLETE
-        _expect(isinstance(value, str), f"free text gave {value!r}")
-        return Outcome.VALUE
+        result = await self.llm.run(prompt, max_tokens=self.free_max_tokens)
+        _expect(isinstance(result.value, str), f"free text gave {result.value!r}")
+        if result.finish_reason != "length":
+            return Outcome.VALUE
+        num_tokens = result.usage.completion_tokens
+        _expect(num_tokens == self.free_max_tokens, f"cut at {num_tokens} tokens")
+        return Outcome.INCOMPLETE
 
     async def cancelled(self, prompt: str) -> str:
         """A long free-text stream, cancelled once its first text arrived."""
@@ -249,10 +249,10 @@ class _Mix:
         waiter = asyncio.ensure_future(started.wait())
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
-        if task.done():  # ended (EOS or max_tokens) before any text: the free-text rules apply
+        if task.done():  # ended (EOS or max_tokens) before any text: free text is returned either way
             exc = task.exception()
-            _expect(exc is None or isinstance(exc, sdk.IncompleteOutputError), f"raised {exc!r}")
-            return Outcome.VALUE if exc is None else Outcome.INCOMPLETE
+            _expect(exc is None, f"raised {exc!r}")
+            return Outcome.VALUE
         task.cancel()
         try:
             await task

@@ -17,7 +17,7 @@ from grammars.errors import (
 )
 from grammars.masking.matcher import Matcher
 from grammars.masking.vocab import Vocabulary
-from grammars.specs import Choice, Lark, Regex
+from grammars.specs import Choice, Lark, Regex, Schema
 
 __all__ = [
     "Choice",
@@ -31,6 +31,7 @@ __all__ = [
     "Matcher",
     "MatcherFailedError",
     "Regex",
+    "Schema",
     "SchemaError",
     "SchemaNestingError",
     "StencilError",

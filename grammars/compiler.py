@@ -12,10 +12,12 @@ first mask, and a cache directory others can write to would let them run code or
 from __future__ import annotations
 
 import marshal
+import os
 import reprlib
 import threading
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from grammars.core import byte_regex as rx
 from grammars.core import ir
@@ -25,7 +27,7 @@ from grammars.errors import ConstraintLimitError, GrammarError
 from grammars.masking.masks import MaskTable
 from grammars.masking.matcher import Matcher
 from grammars.masking.vocab import Vocabulary
-from grammars.specs import Choice, Lark, Regex
+from grammars.specs import Choice, Lark, Regex, Schema
 
 #: Compiled constraints kept in memory.
 MAX_CACHED_CONSTRAINTS = 128
@@ -100,42 +102,68 @@ _cache_lock = threading.Lock()
 
 
 def compile(
-    spec: Any, *, lenient: bool = False, whitespace: str = "flexible", indent: int | None = None, cache: bool = True
+    spec: Any,
+    *,
+    lenient: bool = False,
+    whitespace: str = "flexible",
+    indent: int | None = None,
+    resources: Mapping[str, Any] | None = None,
+    cache: bool = True,
 ) -> Constraint:
     """Compile a constraint specification.
 
     Args:
-        spec: a JSON Schema (dict or bool), a Pydantic model class or Python type, `Regex`, `Lark`
-            or `Choice`.
+        spec: a JSON Schema (dict or bool), a Pydantic model class or Python type, `Regex`, `Lark`,
+            `Choice`, or `Schema` (a JSON Schema with its options, which it carries itself).
         lenient: JSON Schema keywords Stencil cannot enforce warn instead of raising.
         whitespace: JSON text policy: "flexible" (at most one space after `,` and `:`), "compact"
             (none) or "spaced" (exactly one).
         indent: JSON pretty-printed with this indent (overrides `whitespace`).
+        resources: schema documents that remote `$ref`s may use, by absolute URI (never fetched);
+            JSON Schemas and types only.
         cache: look up and store the result in the in-memory cache (False: compile afresh, e.g. to
             measure compile time).
     Returns:
         A `Constraint`; with `cache`, the same specification and options give the same object (for
-        specifications of plain dicts, lists, tuples, strings, numbers, booleans and None; others
-        are compiled afresh).
+        specifications and resources of plain dicts, lists, tuples, strings, numbers, booleans and
+        None; others are compiled afresh).
     Raises:
         GrammarSyntaxError: bad regex or grammar text (with its position).
         UnsupportedSchemaError: a schema keyword that cannot be enforced (unless lenient).
         ConstraintLimitError: also for containers nested deeper than MAX_SPEC_NESTING (or a cycle).
-        SchemaError, EmptyLanguageError, GrammarError.
+        GrammarError: also for options given both to a `Schema` and to `compile`, `resources` with a
+            specification that is not a schema, or `resources` that is not a mapping of str keys.
+        SchemaError, EmptyLanguageError.
     """
+    if isinstance(spec, Schema):
+        if (lenient, whitespace, indent, resources) != (False, "flexible", None, None):
+            raise GrammarError(
+                "a Schema carries its own options: give lenient, whitespace, indent and resources to Schema, "
+                "not to compile"
+            )
+        return compile(
+            spec.schema,
+            lenient=spec.lenient,
+            whitespace=spec.whitespace,
+            indent=spec.indent,
+            resources=spec.resources,
+            cache=cache,
+        )
     if whitespace not in WHITESPACE_POLICIES:
         raise GrammarError(f"unknown whitespace policy {whitespace!r}; use one of {WHITESPACE_POLICIES}")
     kind, payload = _describe(spec)
+    documents = _resources(kind, resources)
     summary = _summary(kind, payload)
-    key = _cache_key(kind, payload, (lenient, whitespace, indent))  # also when not caching: it bounds nesting
+    options = _Options(lenient, whitespace, indent, documents)
+    key = _cache_key(kind, payload, options)  # also when not caching: it bounds nesting
     if key is None or not cache:
-        return _compile(kind, payload, summary, lenient=lenient, whitespace=whitespace, indent=indent)
+        return _compile(kind, payload, summary, options)
     with _cache_lock:
         found = _cache.get(key)
         if found is not None:
             _cache.move_to_end(key)
             return found
-    constraint = _compile(kind, payload, summary, lenient=lenient, whitespace=whitespace, indent=indent)
+    constraint = _compile(kind, payload, summary, options)
     with _cache_lock:
         _cache[key] = constraint
         while len(_cache) > MAX_CACHED_CONSTRAINTS:
@@ -143,12 +171,22 @@ def compile(
     return constraint
 
 
+class _Options(NamedTuple):
+    """The compile options, checked; `resources` as a plain dict, None when there are none."""
+
+    lenient: bool
+    whitespace: str
+    indent: int | None
+    resources: dict[str, Any] | None
+
+
 def _describe(spec: Any) -> tuple[str, Any]:
-    """(kind, JSON-able payload) of a specification; Python types become their JSON Schema."""
+    """(kind, JSON-able payload) of a specification; Python types become their JSON Schema. A Lark
+    grammar's import directories are made absolute, so that its cache key names the files it reads."""
     if isinstance(spec, Regex):
         return "regex", [spec.pattern, spec.flavor]
     if isinstance(spec, Lark):
-        return "lark", [spec.text, spec.start]
+        return "lark", [spec.text, spec.start, [os.path.abspath(path) for path in spec.import_paths]]
     if isinstance(spec, Choice):
         return "choice", list(spec.options)
     if isinstance(spec, (dict, bool)):
@@ -156,26 +194,37 @@ def _describe(spec: Any) -> tuple[str, Any]:
     if isinstance(spec, (str, bytes, int, float, list, tuple, set, frozenset)):
         # Values, not types: a string is no type name here, and a list no schema.
         raise GrammarError(
-            f"a constraint specification is a JSON Schema dict or bool, a Python type, or a Regex, Lark or "
-            f"Choice; not a {type(spec).__name__}"
+            f"a constraint specification is a JSON Schema dict or bool, a Python type, or a Regex, Lark, "
+            f"Choice or Schema; not a {type(spec).__name__}"
         )
     from grammars.frontends.types import type_schema
 
     return "schema", type_schema(spec)
 
 
-def _compile(
-    kind: str, payload: Any, summary: str, *, lenient: bool, whitespace: str, indent: int | None
-) -> Constraint:
+def _resources(kind: str, resources: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """`resources` as a plain dict (None when empty).
+
+    Raises:
+        GrammarError: not a mapping with str keys, or given with a specification that is not a schema.
+    """
+    if not resources:
+        return None
+    if not isinstance(resources, Mapping) or not all(isinstance(uri, str) for uri in resources):
+        raise GrammarError("resources is a mapping of absolute URI (str) to schema document")
+    if kind != "schema":
+        raise GrammarError(f"resources apply to JSON Schemas and types, not to a {kind} specification")
+    return dict(resources)
+
+
+def _compile(kind: str, payload: Any, summary: str, options: _Options) -> Constraint:
     """Front end and core under one compile deadline (MAX_COMPILE_SECONDS from the start)."""
     budget = Budget()
-    grammar = _grammar(kind, payload, lenient=lenient, whitespace=whitespace, indent=indent, check=budget.check)
+    grammar = _grammar(kind, payload, options, check=budget.check)
     return Constraint(grammar, summary, budget=budget)
 
 
-def _grammar(
-    kind: str, payload: Any, *, lenient: bool, whitespace: str, indent: int | None, check: Check
-) -> ir.Grammar:
+def _grammar(kind: str, payload: Any, options: _Options, *, check: Check) -> ir.Grammar:
     rules = ir.RuleSet()
     if kind == "regex":
         from grammars.frontends.regex.syntax import regex_term
@@ -188,10 +237,17 @@ def _grammar(
     if kind == "lark":
         from grammars.frontends.lark.grammar import lark_grammar
 
-        return lark_grammar(payload[0], start=payload[1], check=check)
+        return lark_grammar(payload[0], start=payload[1], import_paths=payload[2], check=check)
     from grammars.frontends.json_schema import schema_grammar
 
-    return schema_grammar(payload, lenient=lenient, whitespace=whitespace, indent=indent, check=check)
+    return schema_grammar(
+        payload,
+        lenient=options.lenient,
+        whitespace=options.whitespace,
+        indent=options.indent,
+        resources=options.resources,
+        check=check,
+    )
 
 
 def _summary(kind: str, payload: Any) -> str:
@@ -199,20 +255,28 @@ def _summary(kind: str, payload: Any) -> str:
     return f"{kind} {text[:60]}{'...' if len(text) > 60 else ''}"
 
 
-def _cache_key(kind: str, payload: Any, options: tuple[bool, str, int | None]) -> tuple[Any, ...] | None:
-    """The in-memory cache key: the options and the payload in marshal's version-2 format, which has no
-    back-references (equal values give equal bytes) and tells apart every value that could compile
-    differently (`1`, `1.0` and `True`; lists and tuples; key order, which orders properties). Written
-    in C with its own depth bound, so deep schemas cost no Python recursion. None (compile uncached)
-    for a specification holding values outside marshal's plain types.
+def _cache_key(kind: str, payload: Any, options: _Options) -> tuple[Any, ...] | None:
+    """The in-memory cache key: the options, then the payload and the resources in marshal's version-2
+    format, which has no back-references (equal values give equal bytes) and tells apart every value
+    that could compile differently (`1`, `1.0` and `True`; lists and tuples; key order, which orders
+    properties). Written in C with its own depth bound, so deep schemas cost no Python recursion. None
+    (compile uncached) for a specification or resources holding values outside marshal's plain types.
 
     Raises:
         ConstraintLimitError: containers nested deeper than MAX_SPEC_NESTING, or a cycle.
     """
     try:
-        return (kind, *options, marshal.dumps(payload, 2))
+        return (
+            kind,
+            options.lenient,
+            options.whitespace,
+            options.indent,
+            marshal.dumps(payload, 2),
+            marshal.dumps(options.resources, 2),
+        )
     except ValueError:  # nested too deep for marshal, or a value outside its types
         _check_nesting(payload)
+        _check_nesting(options.resources)
         return None
 
 

@@ -92,13 +92,22 @@ class PromptTooLongError(RequestError):
         num_prompt_tokens: tokens in the prompt (a lower bound when `is_lower_bound`).
         max_context_tokens: the context window (the model's `max_position_embeddings`, or a lower engine limit).
         is_lower_bound: the prompt was refused from its length in bytes, without tokenizing it whole.
+        hint: what the caller can change to make it fit (e.g. the SDK names what its output description took).
     """
 
     def __init__(
-        self, num_prompt_tokens: int, max_context_tokens: int, field: str = "prompt", *, is_lower_bound: bool = False
+        self,
+        num_prompt_tokens: int,
+        max_context_tokens: int,
+        field: str = "prompt",
+        *,
+        is_lower_bound: bool = False,
+        hint: str | None = None,
     ) -> None:
         self.num_prompt_tokens = num_prompt_tokens
         self.max_context_tokens = max_context_tokens
         self.is_lower_bound = is_lower_bound
+        self.hint = hint
         count = f"at least {num_prompt_tokens}" if is_lower_bound else str(num_prompt_tokens)
-        super().__init__(f"the prompt has {count} tokens; the context window holds {max_context_tokens}", field)
+        reason = f"the prompt has {count} tokens; the context window holds {max_context_tokens}"
+        super().__init__(f"{reason}. {hint}" if hint else reason, field)

@@ -1,7 +1,7 @@
 """Stencil's public face: typed, valid output from language models."""
 
 from grammars.errors import StencilError, UnsupportedSchemaError
-from grammars.specs import Choice, Lark, Regex
+from grammars.specs import Choice, Lark, Regex, Schema
 from runtime.engine.outputs import Usage
 from runtime.errors import PromptTooLongError, RequestError
 from sdk.backends.base import Backend, BackendRequest
@@ -38,6 +38,7 @@ __all__ = [
     "RequestError",
     "Result",
     "SDKError",
+    "Schema",
     "StencilError",
     "Stream",
     "SyncLLM",

@@ -23,7 +23,7 @@ import os
 import time
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -31,16 +31,16 @@ from typing import Any
 import pydantic
 from typing_extensions import Unpack
 
-from runtime.engine.outputs import CompletionOutput, RequestOutput, Usage
+from runtime.engine.outputs import CompletionOutput, RequestOutput, RequestUpdate, Usage
 from runtime.engine.sequence import FinishReason
-from runtime.errors import RequestError
+from runtime.errors import PromptTooLongError, RequestError
 from sdk import reasoning as reasoning_layout
 from sdk.backends.base import Backend, BackendRequest
 from sdk.backends.local import LocalBackend
 from sdk.errors import ConstraintFailedError, GenerationError, IncompleteOutputError, ValidationError
 from sdk.options import STREAM_OPTIONS, Call, CallOptions, StreamOptions, prepare_call
 from sdk.outputs import OutputKind
-from sdk.prompts import Message, PromptInput
+from sdk.prompts import Message, PromptInput, explain_prompt_too_long
 from sdk.results import Result, Timings, add_usage
 from sdk.streaming import PartialJSON, Stream, partial_value
 from sdk.timing import MaskClock, TimedConstraint
@@ -85,7 +85,7 @@ class LLM:
 
         Returns:
             An instance of `output` (a str for free text and grammar outputs, the parsed JSON for a
-            JSON Schema dict).
+            JSON Schema dict). Free text cut by `max_tokens` comes back as it is: `run` tells.
 
         Raises:
             See `run`.
@@ -126,7 +126,8 @@ class LLM:
             num_beams, length_penalty: beam search (deterministic), under the constraint too.
 
         Returns:
-            The `Result`; its `value` is what `generate` returns.
+            The `Result`; its `value` is what `generate` returns, its `finish_reason` why the
+            completion ended ("length": free text cut by `max_tokens` or the context window).
 
         Raises:
             RequestError: an unknown keyword, a control out of range or conflicting controls (field
@@ -134,7 +135,8 @@ class LLM:
                 context window.
             UnsupportedOutputTypeError, grammars.UnsupportedSchemaError, grammars.GrammarError:
                 the output cannot be constrained.
-            IncompleteOutputError: `max_tokens` ended the output (partial text and usage attached).
+            IncompleteOutputError: `max_tokens` (or the context window) ended a constrained output,
+                or the reasoning before its answer (partial text and usage attached).
             ValidationError: the output failed validation, after the retries.
             ConstraintFailedError: the constraint could not go on mid-generation.
         """
@@ -156,6 +158,8 @@ class LLM:
 
         Returns:
             A `Stream`: iterate it with `async for`; `stream.result` holds the `Result` afterwards.
+            Leaving the loop early (`break`, an exception in its body) stops the generation and
+            frees its memory at once.
 
         Raises:
             The argument errors of `run`, here; generation errors while iterating.
@@ -205,7 +209,7 @@ class LLM:
                 text=answer.text,
                 usage=usage,
                 timings=timings,
-                finish_reason=FinishReason.STOP,
+                finish_reason=answer.finish_reason,
                 reasoning=answer.reasoning,
                 votes=answer.votes,
                 num_attempts=num_attempts,
@@ -216,7 +220,7 @@ class LLM:
         submitted = time.perf_counter()
         first_token_time = None
         output = None
-        async with aclosing(self.backend.stream(request)) as updates:
+        async with aclosing(self._updates(call, request)) as updates:
             async for update in updates:
                 if first_token_time is None and any(delta.token_ids for delta in update.deltas):
                     first_token_time = time.perf_counter() - submitted
@@ -227,19 +231,33 @@ class LLM:
             first_token_time = time.perf_counter() - submitted  # beam search reports only at the end
         return _Completion(output, first_token_time, clock.seconds)
 
+    async def _updates(self, call: Call, request: BackendRequest) -> AsyncGenerator[RequestUpdate, None]:
+        """The backend's updates; a prompt too long for the context window says what the output's description took."""
+        try:
+            async with aclosing(self.backend.stream(request)) as updates:
+                async for update in updates:
+                    yield update
+        except PromptTooLongError as exc:
+            explained = explain_prompt_too_long(exc, request.messages, call.spec)
+            if explained is None:
+                raise
+            raise explained from exc
+
     def _request(self, call: Call, messages: list[Message]) -> tuple[BackendRequest, MaskClock]:
         """The backend request of an attempt, its constraint timed on the returned clock."""
         clock = MaskClock()
         constraint = None if call.constraint is None else TimedConstraint(call.constraint, clock)
         return BackendRequest(messages=messages, params=call.params, constraint=constraint), clock
 
-    async def _stream_partials(self, call: Call, set_result: Callable[[Result[Any]], None]) -> AsyncIterator[Any]:
+    async def _stream_partials(
+        self, call: Call, set_result: Callable[[Result[Any]], None]
+    ) -> AsyncGenerator[Any, None]:
         started = time.perf_counter()
         request, clock = self._request(call, call.messages)
         is_json = call.spec.kind in (OutputKind.TYPE, OutputKind.JSON_SCHEMA)
         scanner = PartialJSON()
         text, answer_start, first_token_time, output = "", None if call.reasoning else 0, None, None
-        async with aclosing(self.backend.stream(request)) as updates:
+        async with aclosing(self._updates(call, request)) as updates:
             async for update in updates:
                 output = update.output
                 delta = update.text
@@ -272,7 +290,7 @@ class LLM:
             total=time.perf_counter() - started,
             mask_time=clock.seconds,
         )
-        set_result(Result(answer.value, answer.text, output.usage, timings, FinishReason.STOP, answer.reasoning))
+        set_result(Result(answer.value, answer.text, output.usage, timings, answer.finish_reason, answer.reasoning))
         yield answer.value
 
 
@@ -302,6 +320,7 @@ class _Answer:
     value: Any
     text: str
     reasoning: str | None
+    finish_reason: FinishReason
     votes: Votes[Any] | None = None
 
 
@@ -324,14 +343,19 @@ def _answer(call: Call, output: RequestOutput, usage: Usage) -> _Answer:
         raise failures[0]
     votes = tally([(index, answer.value) for index, answer in answers], call.num_samples, call.vote_on)
     winner = dict(answers)[votes.winner.sample_index]
-    return _Answer(winner.value, winner.text, winner.reasoning, votes)
+    return _Answer(winner.value, winner.text, winner.reasoning, winner.finish_reason, votes)
 
 
 def _parse_completion(call: Call, completion: CompletionOutput, usage: Usage) -> _Answer:
-    """The value of one completion, or the typed error that says why there is none."""
+    """The value of one completion, or the typed error that says why there is none.
+
+    Free text cut by `max_tokens` is still a value (its `finish_reason` says it was cut); an output
+    with a form (a type, a schema, a grammar) cut short is not one, nor a reasoning with no answer.
+    """
     text = completion.text
     reasoning, answer_text = reasoning_layout.split(text) if call.reasoning else (None, text)
-    if completion.finish_reason is FinishReason.LENGTH:
+    is_cut = completion.finish_reason is FinishReason.LENGTH
+    if is_cut and (call.spec.kind is not OutputKind.TEXT or answer_text is None):
         raise IncompleteOutputError(
             f"the output reached max_tokens={call.params.max_tokens} (or the context window) before it was complete",
             text=text,
@@ -350,7 +374,7 @@ def _parse_completion(call: Call, completion: CompletionOutput, usage: Usage) ->
     except pydantic.ValidationError as exc:
         details = [dict[str, Any](error) for error in exc.errors(include_url=False)]
         raise ValidationError(details, text=text, usage=usage, reasoning=reasoning) from exc
-    return _Answer(value, text, reasoning)
+    return _Answer(value, text, reasoning, completion.finish_reason)
 
 
 def _answer_start(text: str, num_new_chars: int) -> int | None:

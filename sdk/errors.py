@@ -79,7 +79,9 @@ class GenerationError(SDKError):
 
 
 class IncompleteOutputError(GenerationError):
-    """`max_tokens` (or the model's context window) ended the output before it was complete.
+    """`max_tokens` (or the model's context window) ended a constrained output, or the reasoning
+    before its answer, before it was complete (free text cut short is returned, with
+    `Result.finish_reason == "length"`).
 
     The partial text is in `text`; raise `max_tokens` to get the whole output.
     """

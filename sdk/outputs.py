@@ -3,6 +3,8 @@
     output=None or str                       free text                       -> str
     output=grammars.Regex / Lark / Choice    text in that language           -> str
     output={...} (a JSON Schema dict)        JSON the schema accepts         -> the parsed JSON value
+    output=grammars.Schema(schema, ...)      the same, compiled with its own -> the parsed JSON value
+                                             lenient / resources / whitespace / indent
     output=T (Pydantic model, int, Literal,  JSON of T, validated by         -> a T
       Enum, list[...], dataclass, ...)       Pydantic's TypeAdapter(T)
 
@@ -29,7 +31,9 @@ from typing import Any
 
 import jsonschema
 import pydantic
+import referencing
 from pydantic import TypeAdapter
+from referencing.jsonschema import DRAFT202012
 
 import grammars
 from grammars.compiler import Constraint
@@ -114,14 +118,21 @@ class OutputSpec:
             raise RequestError(f"not a valid output value: {exc.errors(include_url=False)}", field) from exc
         plain = self.adapter.dump_python(checked, mode="json")
         if self.kind is OutputKind.JSON_SCHEMA:  # its adapter takes any JSON: the schema decides
-            error = jsonschema.exceptions.best_match(
-                jsonschema.validators.validator_for(self.json_schema)(
-                    self.json_schema, format_checker=jsonschema.FormatChecker()
-                ).iter_errors(plain)
-            )
+            error = jsonschema.exceptions.best_match(self._validator().iter_errors(plain))
             if error is not None:
                 raise RequestError(f"not valid against the output schema: {error.message}", field)
         return plain if self.labels is not None else json.dumps(plain, ensure_ascii=False)
+
+    def _validator(self) -> Any:
+        """A validator of the JSON Schema; remote `$ref`s resolve from a `Schema`'s resources only
+        (never fetched, as when compiling)."""
+        resources = self.output.resources if isinstance(self.output, grammars.Schema) else None
+        registry: referencing.Registry[Any] = referencing.Registry().with_resources(
+            (uri, referencing.Resource.from_contents(document, default_specification=DRAFT202012))
+            for uri, document in (resources or {}).items()
+        )
+        validator_class = jsonschema.validators.validator_for(self.json_schema)
+        return validator_class(self.json_schema, registry=registry, format_checker=jsonschema.FormatChecker())
 
     def describe(self) -> str | None:
         """How the prompt tells the model what to write (None: nothing to say, free text); see
@@ -147,7 +158,7 @@ def output_spec(output: Any) -> OutputSpec:
 
     Raises:
         UnsupportedOutputTypeError: `output` is not None, a type, a JSON Schema dict or a
-            grammars.Regex / Lark / Choice, or Pydantic cannot build a validator or schema for it.
+            grammars.Regex / Lark / Choice / Schema, or Pydantic cannot build a validator or schema for it.
         grammars.UnsupportedSchemaError, grammars.GrammarError: the engine cannot compile it.
     """
     key = _cache_key(output)
@@ -166,6 +177,9 @@ def _cache_key(output: Any) -> object | None:
     Literal's or a union's members (`Literal["b", "a"] == Literal["a", "b"]` in `typing`)."""
     if isinstance(output, Mapping):
         return ("schema", json.dumps(output, default=str))
+    if isinstance(output, grammars.Schema):
+        options = [output.lenient, output.resources, output.whitespace, output.indent]
+        return ("schema_spec", json.dumps([output.schema, *options], default=str))
     try:
         hash(output)
     except TypeError:
@@ -181,9 +195,12 @@ def _resolve(output: Any) -> OutputSpec:
     if isinstance(output, Mapping):
         schema = dict(output)
         return OutputSpec(output, OutputKind.JSON_SCHEMA, grammars.compile(schema), schema, _ANY_JSON)
+    if isinstance(output, grammars.Schema):
+        described = output.schema if isinstance(output.schema, dict) else {} if output.schema else {"not": {}}
+        return OutputSpec(output, OutputKind.JSON_SCHEMA, grammars.compile(output), described, _ANY_JSON)
     if not _is_type_like(output):
         raise UnsupportedOutputTypeError(
-            output, "expected None, a type, a JSON Schema dict, or a grammars.Regex, Lark or Choice"
+            output, "expected None, a type, a JSON Schema dict, or a grammars.Regex, Lark, Choice or Schema"
         )
     try:
         adapter: TypeAdapter[Any] = TypeAdapter(output)

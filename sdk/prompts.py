@@ -8,7 +8,10 @@ A prompt is a plain string (one user message), a list of chat messages, or a `Pr
 
 The output's description (the JSON shape of the type, the options of a Choice, ...) goes into the
 system message by default, since a model that knows the fields writes better values; the constraint
-guarantees the form either way. A system message the caller wrote is kept and extended.
+guarantees the form either way. The description is bounded (`sdk.schema_text.MAX_DESCRIPTION_CHARS`:
+large schemas and grammars are summarized), and a prompt too long for the context window says how
+much of it the description took (`explain_prompt_too_long`). A system message the caller wrote is
+kept and extended.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.chat_template import check_role
-from runtime.errors import RequestError
+from runtime.errors import PromptTooLongError, RequestError
 from sdk import reasoning as reasoning_layout
 from sdk.outputs import OutputSpec
 
-__all__ = ["Example", "Message", "Prompt", "PromptInput", "build_messages"]
+__all__ = ["Example", "Message", "Prompt", "PromptInput", "build_messages", "explain_prompt_too_long"]
 
 #: One chat message: {"role": ..., "content": ...}.
 Message = dict[str, str]
@@ -112,6 +115,31 @@ def build_messages(prompt: PromptInput, spec: OutputSpec, *, reasoning: bool, de
             return messages
         return _system(system_notes) + messages
     raise RequestError(f"expected a str, a list of messages or an sdk.Prompt, got {type(prompt).__name__}", "prompt")
+
+
+def explain_prompt_too_long(
+    exc: PromptTooLongError, messages: Sequence[Mapping[str, str]], spec: OutputSpec
+) -> PromptTooLongError | None:
+    """`exc` with a hint saying how much of the prompt the output's description took, so the caller
+    knows whether `describe_output=False` would make it fit; None when the description is not in it.
+
+    The share is measured in characters and converted to tokens in proportion, since the backend
+    counted only the whole prompt's tokens.
+    """
+    description = spec.describe()
+    system = messages[0].get("content") if messages and messages[0].get("role") == "system" else None
+    if not description or not isinstance(system, str) or description not in system:
+        return None
+    num_chars = sum(len(m["content"]) for m in messages if isinstance(m.get("content"), str))
+    share = len(description) / num_chars
+    hint = (
+        f"The output's description took {len(description):,} of the prompt's {num_chars:,} characters "
+        f"({share:.0%}, about {round(share * exc.num_prompt_tokens):,} tokens); describe_output=False leaves "
+        "it out, and the constraint still enforces the output's form."
+    )
+    return PromptTooLongError(
+        exc.num_prompt_tokens, exc.max_context_tokens, exc.field, is_lower_bound=exc.is_lower_bound, hint=hint
+    )
 
 
 def _prompt_messages(prompt: Prompt, spec: OutputSpec, system_notes: str, *, reasoning: bool) -> list[Message]:

@@ -112,10 +112,10 @@ class _BudgetedMatcher:
     def _active(self) -> TokenMatcher:
         return self._forced if self._forced is not None else self._free
 
-    def mask(self, max_seconds: float | None = None) -> torch.Tensor:
+    def mask(self, max_seconds: float | None = None, max_remaining_tokens: int | None = None) -> torch.Tensor:
         if self._forced is None and not self._has_marker and self._num_free_tokens >= self._owner.max_reasoning_tokens:
             self._forced = self._owner.forced.matcher(self._vocab)
-        return self._active.mask(max_seconds)
+        return self._active.mask(max_seconds, max_remaining_tokens)
 
     def advance(self, token_id: int) -> None:
         self._active.advance(token_id)

@@ -53,7 +53,11 @@ class Result(Generic[T]):
             sample that voted for the winner).
         usage: tokens spent, summed over retries and samples.
         timings: time to first token, total time and time in the constraint matcher.
-        finish_reason: why the completion ended ("stop" for every returned value).
+        finish_reason: why the completion of `text` ended: "stop" (end of sequence, a stop token
+            or a stop string) or "length" (`max_tokens` or the context window; only free text is
+            returned cut, a constrained output cut short raises `IncompleteOutputError`). With
+            `samples`, the reason of that first sample voting for the winner; with `retries`, of
+            the last attempt.
         reasoning: the free text before the answer when `reasoning=True`, else None.
         votes: the vote distribution when `samples > 1`, else None.
         num_attempts: 1 plus the retries that validation errors used.

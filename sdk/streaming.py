@@ -8,15 +8,20 @@ or items. `partial_value` turns it into the output type: a Pydantic model with i
 validated one by one (`model_construct`, the others None and absent from `model_fields_set`), a list
 of validated items, or the JSON container itself for schema outputs. Text outputs stream their text.
 
-`Stream` is what `LLM.stream` returns: an async iterator of those values whose `result` holds the
-final `Result` (value, usage, timings) once iteration ends.
+`Stream` is what `LLM.stream` returns: an async iterable of those values whose `result` holds the
+final `Result` (value, usage, timings) once iteration ends. Each `async for` over it gets an
+iterator that closes the generation when the loop lets go of it, so a `break` frees the engine at
+once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import typing
-from collections.abc import AsyncIterator, Callable
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from typing import Any, Generic, TypeVar
 
 import pydantic
@@ -183,18 +188,17 @@ class Stream(Generic[T]):
     """Partial values of a streamed call; `result` once the iteration has ended.
 
     Iterate it once (`async for partial in stream`); the last value yielded is the final, fully
-    validated object. To stop early, `aclose()` it or iterate inside `async with stream:`: that
-    aborts the generation and frees its memory at once (a loop left with `break` alone stops it only
-    when the stream is garbage-collected).
+    validated object. Leaving the loop early (`break`, an exception in its body), `aclose()` or the
+    end of an `async with stream:` block aborts the generation and frees its memory at once.
 
     Args:
-        start: called once with the setter of `result`; returns the iterator of partial values.
+        start: called once with the setter of `result`; returns the generator of partial values.
 
     Raises (while iterating):
         The `GenerationError`s of `LLM.run`, and the backend's request errors.
     """
 
-    def __init__(self, start: Callable[[Callable[[Result[T]], None]], AsyncIterator[T]]) -> None:
+    def __init__(self, start: Callable[[Callable[[Result[T]], None]], AsyncGenerator[T, None]]) -> None:
         #: The final `Result`, set when the iteration has ended normally.
         self.result: Result[T] | None = None
         self._partials = start(self._set_result)
@@ -203,14 +207,73 @@ class Stream(Generic[T]):
         self.result = result
 
     def __aiter__(self) -> AsyncIterator[T]:
-        return self._partials
+        return _Iteration(self._partials)
 
     async def aclose(self) -> None:
         """Stop the generation now (no effect after the end)."""
-        await self._partials.aclose()  # type: ignore[attr-defined]
+        await self._partials.aclose()
 
     async def __aenter__(self) -> Stream[T]:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+class _Iteration(AsyncIterator[T]):
+    """One `async for` over a `Stream`. A loop left early drops its iterator without a word (Python
+    has no hook for it), so the generation is closed when this iterator is freed: at once, since
+    the loop held the only reference, instead of when the garbage collector finds the generator."""
+
+    def __init__(self, partials: AsyncGenerator[T, None]) -> None:
+        self._partials = partials
+        self._closer: weakref.finalize | None = None
+
+    async def __anext__(self) -> T:
+        if self._closer is None:
+            self._closer = weakref.finalize(self, _close_abandoned, self._partials, asyncio.get_running_loop())
+            self._closer.atexit = False  # at exit the loops are gone, and their generators with them
+        return await self._partials.__anext__()
+
+
+def _close_abandoned(partials: AsyncGenerator[Any, None], loop: asyncio.AbstractEventLoop) -> None:
+    """Close the generator of an iteration that was let go of (a `weakref.finalize` callback).
+
+    On the loop's thread its cleanup runs here, up to its first real wait: the backend has aborted
+    the request and freed its memory when this returns. From another thread (the sync facade's
+    caller, the garbage collector), the close is handed to the loop.
+    """
+    try:
+        is_on_loop = asyncio.get_running_loop() is loop
+    except RuntimeError:
+        is_on_loop = False
+    if not is_on_loop:
+        with contextlib.suppress(RuntimeError):  # a closed loop: its generators cannot run any more
+            loop.call_soon_threadsafe(_close_abandoned, partials, loop)
+        return
+    closing = partials.aclose().__await__()
+    try:
+        awaited = closing.send(None)
+    except StopIteration:
+        return
+    # The cleanup waits for something (a remote backend closing its connection): the loop finishes it.
+    task = loop.create_task(_finish_closing(closing, awaited))
+    _closing_tasks.add(task)  # the loop keeps only a weak reference to its tasks
+    task.add_done_callback(_closing_tasks.discard)
+
+
+_closing_tasks: set[asyncio.Task[None]] = set()
+
+
+async def _finish_closing(closing: Generator[Any, None, None], awaited: Any) -> None:
+    """Drive a close that `_close_abandoned` started by hand from where it waits: wait for what it
+    waits for (a future, or the loop's next turn for a bare yield), then resume it."""
+    while True:
+        if isinstance(awaited, asyncio.Future):
+            await asyncio.wait([awaited])
+        else:
+            await asyncio.sleep(0)
+        try:
+            awaited = closing.send(None)
+        except StopIteration:
+            return

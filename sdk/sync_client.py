@@ -12,10 +12,11 @@ thread then; its `LLM`, collected with it, frees the model. A `SyncStream` keeps
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
 from typing_extensions import Unpack
@@ -132,8 +133,12 @@ class SyncLLM:
         self.close()
 
 
-class SyncStream(Iterator[T]):
-    """A `Stream` read from a synchronous thread; see `sdk.Stream`."""
+class SyncStream(Iterable[T]):
+    """A `Stream` read from a synchronous thread; see `sdk.Stream`.
+
+    Iterate it once with a plain `for`; leaving the loop early (`break`, an exception in its body),
+    `close()` or the end of a `with stream:` block stops the generation and frees its memory at once.
+    """
 
     def __init__(self, stream: Stream[T], wait: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
         self._stream = stream
@@ -145,18 +150,21 @@ class SyncStream(Iterator[T]):
         """The final `Result`, once iteration has ended."""
         return self._stream.result
 
-    def __iter__(self) -> SyncStream[T]:
-        return self
-
-    def __next__(self) -> T:
+    def __iter__(self) -> Iterator[T]:
+        # A generator: the loop that drops it early closes it, and so the stream, at once.
         try:
-            return self._wait(_next(self._partials))
-        except StopAsyncIteration:
-            raise StopIteration from None
+            while True:
+                try:
+                    yield self._wait(_next(self._partials))
+                except StopAsyncIteration:
+                    return
+        finally:
+            self.close()
 
     def close(self) -> None:
-        """Stop the generation now (no effect after the end)."""
-        self._wait(self._stream.aclose())
+        """Stop the generation now (no effect after the end, or once the `SyncLLM` is closed)."""
+        with contextlib.suppress(ClosedError):  # closing the LLM has stopped every generation
+            self._wait(self._stream.aclose())
 
     def __enter__(self) -> SyncStream[T]:
         return self

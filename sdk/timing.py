@@ -62,9 +62,9 @@ class _TimedMatcher:
     def error(self) -> GrammarError | None:
         return self._inner.error
 
-    def mask(self, max_seconds: float | None = None) -> torch.Tensor:
+    def mask(self, max_seconds: float | None = None, max_remaining_tokens: int | None = None) -> torch.Tensor:
         start = time.perf_counter()
-        mask = self._inner.mask(max_seconds)
+        mask = self._inner.mask(max_seconds, max_remaining_tokens)
         self._clock.seconds += time.perf_counter() - start
         return mask
 

@@ -63,6 +63,14 @@ class GrammarAutomaton:
             self._start_sid[config] = sid
         return sid
 
+    def config_after_terminal(self, config: int, tag: int) -> int | None:
+        """The configuration after a lexeme of the terminal tagged `tag` (an ignored one leaves
+        `config` as is), or None if the parser cannot take it."""
+        if tag in self._ignore_tags:
+            return config
+        lexeme = self._lexeme_of_tag.get(tag)
+        return None if lexeme is None else self.parser.advance(config, lexeme)
+
     def end_lexeme(self, config: int, sid: int) -> int | None:
         """The configuration after the lexeme that ends in lexer state `sid`, or None if it cannot end
         there. Several terminals accepting the same text are all taken (the parser disambiguates)."""

@@ -18,6 +18,7 @@ The grammar must be normalized (`grammars.core.normalize`): no left recursion, n
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 
@@ -299,3 +300,49 @@ class Parser:
             self._expand_cache.clear()
         self._expand_cache[start] = value
         return value
+
+    # ------------------------------------------------------------------------------------------
+    # Shortest completions (for `grammars.core.completion`)
+    # ------------------------------------------------------------------------------------------
+    def rule_completion_lengths(self, lexeme_lengths: list[float]) -> list[float]:
+        """Per node, the fewest bytes that finish the rule it belongs to (`math.inf`: none can),
+        given the shortest string of each lexeme; a counter node counts its `min` items.
+
+        A fixed point by relaxation: sweeping backwards follows the build order of most rules, so a
+        sweep settles whole sequences and the loop runs about as often as rules nest.
+        """
+        nodes = self._nodes
+        lengths = [0.0 if node.is_final else math.inf for node in nodes]
+        changed = True
+        while changed:
+            changed = False
+            for index in range(len(nodes) - 1, -1, -1):
+                node = nodes[index]
+                best = lengths[index]
+                if node.counter is not None:
+                    low, _, item = node.counter
+                    best = min(best, low * lengths[item])
+                for lexeme, targets in node.lexemes.items():
+                    for target in targets:
+                        best = min(best, lexeme_lengths[lexeme] + lengths[target])
+                for callee, ret in node.calls:
+                    best = min(best, lengths[callee] + lengths[ret])
+                for target in node.eps:
+                    best = min(best, lengths[target])
+                if best < lengths[index]:
+                    lengths[index] = best
+                    changed = True
+        return lengths
+
+    def stack_completion_length(self, stack: Stack, node_lengths: list[float]) -> float:
+        """The fewest bytes that empty `stack`: every frame finishes its rule (a counter frame its
+        missing items), given `rule_completion_lengths`."""
+        total = 0.0
+        for node, count in stack:
+            counter = self._nodes[node].counter
+            if counter is None:
+                total += node_lengths[node]
+            else:
+                low, _, item = counter
+                total += max(0, low - count) * node_lengths[item]
+        return total

@@ -17,9 +17,10 @@ import numpy as np
 
 from grammars.core.automaton import GrammarAutomaton, State
 from grammars.core.budget import Check
+from grammars.core.completion import CompletionLengths
 from grammars.core.lexer import DEAD
 from grammars.errors import ConstraintLimitError
-from grammars.masking.token_walk import advance_rows, walk_state
+from grammars.masking.token_walk import advance_rows, final_states, walk_state
 from grammars.masking.vocab import Vocabulary
 
 #: States whose masks are kept per (grammar, vocabulary) before the cache is cleared.
@@ -27,6 +28,8 @@ MAX_CACHED_STATES = 65536
 #: Distinct masks kept (each is one byte per token): states with equal masks share one array, and
 #: most do (every position inside one kind of string, say), so this bounds the memory.
 MAX_DISTINCT_MASKS = 1024
+#: States whose per-token completion lengths are kept (one float32 per token each) for budget masks.
+MAX_CACHED_LENGTHS = 64
 #: Boundary groups up to this size are settled token by token (memoized scalar walks beat numpy's
 #: per-call overhead on a handful of tokens); larger groups are walked vectorized.
 MAX_SCALAR_GROUP = 32
@@ -49,6 +52,8 @@ class MaskTable:
         self._allowed: dict[State, np.ndarray] = {}
         self._distinct: dict[bytes, np.ndarray] = {}
         self._tensors: dict[State, object] = {}
+        self._next_lengths: dict[State, tuple[np.ndarray, float]] = {}
+        self._completions: CompletionLengths | None = None
         self._lock = threading.RLock()
         self.failure: ConstraintLimitError | None = None
 
@@ -89,6 +94,72 @@ class MaskTable:
             tensor = torch.from_numpy(self.allowed(state, check))
             self._tensors[state] = tensor
         return tensor
+
+    def budget_allowed(self, state: State, max_remaining_tokens: int, check: Check) -> np.ndarray | None:
+        """The tokens of `allowed(state)` after which a complete text still fits in
+        `max_remaining_tokens` tokens (this one and the end-of-sequence token included), or None
+        when that is all of them, or when none fits (the budget cannot be met: the plain mask stands).
+
+        Completions are counted in bytes that are tokens of their own (`vocab.single_byte_tokens`),
+        so n bytes take at most n tokens: a token is kept when the shortest such completion after it
+        (`CompletionLengths`) has at most `max_remaining_tokens - 2` bytes. Since the shortest
+        completion can then always be written byte by byte, a kept token never strands the text.
+        Not cached as the state's mask: it depends on the budget.
+
+        Raises:
+            ConstraintLimitError: `check` stopped the computation, or a parser budget.
+        """
+        allowed = self.allowed(state, check)
+        lengths, longest = self._lengths_after_tokens(state, allowed, check)
+        max_length = max_remaining_tokens - 2
+        if longest <= max_length:
+            return None
+        fits = allowed & (lengths <= max_length)
+        fits[self._eos_ids] = allowed[self._eos_ids]
+        if not fits.any():
+            return None
+        return fits
+
+    def _lengths_after_tokens(self, state: State, allowed: np.ndarray, check: Check) -> tuple[np.ndarray, float]:
+        """float32[vocab.size]: the shortest completion (bytes) after each allowed token (inf
+        elsewhere, and for EOS), and its maximum over the allowed tokens."""
+        found = self._next_lengths.get(state)
+        if found is not None:
+            return found
+        automaton = self.automaton
+        completions = self._completion_lengths()
+        arrays = self.vocab.walk_arrays
+        config, sid = state
+        lengths = np.full(self.vocab.size, np.inf, dtype=np.float32)
+        ids = np.flatnonzero(allowed[: len(arrays.row_of_id)])
+        ids = ids[arrays.row_of_id[ids] >= 0]  # EOS and other tokens without bytes
+        lexer_sid = automaton.lexer_start(config) if sid is None else sid
+        ends = final_states(arrays, automaton.lexer, lexer_sid, arrays.row_of_id[ids], check)
+        # Tokens inside the lexeme: one completion per lexer state they reach.
+        for inner in np.unique(ends[ends != DEAD]).tolist():
+            lengths[ids[ends == inner]] = completions.of_state((config, inner))
+        # Tokens that end a lexeme: walked one by one (memoized walks).
+        token_bytes = self.vocab.token_bytes
+        for token_id in ids[ends == DEAD].tolist():
+            check()
+            nxt = automaton.walk(state, token_bytes[token_id])
+            if nxt is not None:
+                lengths[token_id] = completions.of_state(nxt)
+        longest = float(lengths[ids].max(initial=0.0))
+        with self._lock:
+            if len(self._next_lengths) >= MAX_CACHED_LENGTHS:
+                self._next_lengths.clear()
+            self._next_lengths[state] = (lengths, longest)
+        return lengths, longest
+
+    def _completion_lengths(self) -> CompletionLengths:
+        """The automaton's shortest completions over this vocabulary's single-byte tokens (built on
+        first use: one pass over the parser)."""
+        if self._completions is None:
+            with self._lock:
+                if self._completions is None:
+                    self._completions = CompletionLengths(self.automaton, self.vocab.single_byte_tokens)
+        return self._completions
 
     def next_state(self, state: State, token_id: int) -> State | None:
         """The state after `token_id` (not EOS), or None if the token is not allowed."""

@@ -24,7 +24,7 @@ class Matcher:
         self._finished = False
         self.error: GrammarError | None = None
 
-    def mask(self, max_seconds: float | None = None):
+    def mask(self, max_seconds: float | None = None, max_remaining_tokens: int | None = None):
         """bool torch tensor [vocab.size]: True where the token may come next. Shared: do not modify.
 
         Args:
@@ -32,11 +32,23 @@ class Matcher:
                 some grammars make that slow); None: no limit. Past it, `error` becomes a
                 `ConstraintLimitError` and the mask allows nothing; lexer rows computed so far stay
                 cached.
+            max_remaining_tokens: tokens the generation may still produce, this one and the
+                end-of-sequence token included (None: unbounded). When it is tight, the mask keeps
+                only the tokens after which a complete text still fits
+                (`MaskTable.budget_allowed`); when no token would be dropped, or none fits, the
+                mask is the plain one.
         """
         if self._finished or self.error is not None:
             return self._nothing()
+        check = Budget(max_seconds, what="computing a token mask").check
         try:
-            return self._table.mask(self._state, Budget(max_seconds, what="computing a token mask").check)
+            if max_remaining_tokens is not None:
+                fits = self._table.budget_allowed(self._state, max_remaining_tokens, check)
+                if fits is not None:
+                    import torch
+
+                    return torch.from_numpy(fits)
+            return self._table.mask(self._state, check)
         except GrammarError as exc:
             self.error = exc
             return self._nothing()

@@ -99,6 +99,27 @@ def advance_rows(
     return RowWalk(inside_rows, tuple(boundaries))
 
 
+def final_states(arrays: WalkArrays, lexer: LexerTables, sid: int, rows: np.ndarray, check: Check) -> np.ndarray:
+    """int32 per row of `rows`: the lexer state after all of the token's bytes from `sid`, or DEAD
+    where the lexeme cannot take them all (the token ends it, or leaves the language).
+
+    Raises:
+        ConstraintLimitError: `check` stopped the walk (checked before each new lexer row).
+    """
+    lengths, columns = arrays.lengths, arrays.columns
+    states = np.full(rows.size, sid, dtype=np.int32)
+    token_lengths = lengths.take(rows)
+    for position in range(int(token_lengths.max(initial=0))):
+        live = (states != DEAD) & (token_lengths > position)
+        if not live.any():
+            break
+        live_states = states[live]
+        lexer.ensure_rows(live_states, check)
+        # Flat gathers (row * 256 + byte), as in `advance_rows`.
+        states[live] = lexer.trans.ravel().take(live_states.astype(np.int64) * 256 + columns[position].take(rows[live]))
+    return states
+
+
 _walk_lock = threading.Lock()
 
 

@@ -90,6 +90,13 @@ class Vocabulary:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Vocabulary) and other.fingerprint == self.fingerprint
 
+    @cached_property
+    def single_byte_tokens(self) -> int:
+        """The bytes that are tokens of their own, as a 256-bit mask (all of them in byte-level BPE
+        and SentencePiece byte fallback; a few unusual ones may be missing): a text of n such bytes
+        takes at most n tokens, which is how length-aware masks count a completion's tokens."""
+        return sum(1 << data[0] for data in set(self.token_bytes) if data is not None and len(data) == 1)
+
     # ------------------------------------------------------------------------------------------
     # Arrays for the vectorized walks of `grammars.masking.token_walk`
     # ------------------------------------------------------------------------------------------
@@ -121,6 +128,9 @@ class WalkArrays:
         #: First byte of every token id (256 for tokens without bytes), for masks by first byte.
         self.first_byte_of_id = np.full(len(token_bytes), 256, dtype=np.int64)
         self.first_byte_of_id[self.ids] = firsts
+        #: Row of every token id in the arrays above (-1 for tokens without bytes: never looked up).
+        self.row_of_id = np.full(len(token_bytes), -1, dtype=np.int64)
+        self.row_of_id[self.ids] = np.arange(len(entries), dtype=np.int64)
 
     def rows_starting_with(self, byte_mask: np.ndarray) -> np.ndarray:
         """Row indices of the tokens whose first byte is set in `byte_mask` (bool[256])."""

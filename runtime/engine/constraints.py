@@ -28,11 +28,14 @@ class TokenMatcher(Protocol):
         """Sticky: set once the matcher cannot go on (a state budget, an internal failure); None otherwise."""
         ...
 
-    def mask(self, max_seconds: float | None = None) -> torch.Tensor:
+    def mask(self, max_seconds: float | None = None, max_remaining_tokens: int | None = None) -> torch.Tensor:
         """Bool [vocab.size]: True where the token is allowed now; EOS is allowed only when accepting.
 
         `max_seconds` bounds the wall time of computing it (None: no limit); past it the matcher sets
-        `error` (a grammars.ConstraintLimitError) and returns a mask that allows nothing."""
+        `error` (a grammars.ConstraintLimitError) and returns a mask that allows nothing.
+        `max_remaining_tokens` is how many tokens the sequence may still produce, this one included
+        (None: unbounded); a matcher may use it to keep only tokens after which a complete text fits,
+        and must return its plain mask when the budget is not tight."""
         ...
 
     def advance(self, token_id: int) -> None:

@@ -6,8 +6,9 @@ guard turns any non-Stencil exception of `matcher()`, `mask()`, `advance()`, `is
 `fork()` into a sticky `MatcherFailedError` (the original is its `__cause__`), so the engine ends that
 sequence alone with `finish_reason="error"`.
 
-It also keeps the mask of the current position: the engine computes masks before it takes its lock
-(a slow mask must not block `add_request` / `abort_request`), and asks again, for free, under it.
+It also keeps the mask of the current position (and the budget it was computed for): the engine
+computes masks before it takes its lock (a slow mask must not block `add_request` /
+`abort_request`), and asks again, for free, under it.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class GuardedMatcher:
         self._max_mask_seconds = max_mask_seconds
         self._failure: GrammarError | None = None
         self._mask: torch.Tensor | None = None
+        self._mask_budget: int | None = None
 
     @property
     def error(self) -> GrammarError | None:
@@ -60,13 +62,18 @@ class GuardedMatcher:
     def error(self, error: GrammarError | None) -> None:
         self._failure = error
 
-    def mask(self, max_seconds: float | None = None) -> torch.Tensor:
-        """The matcher's mask at the current position (computed once per position, within the
-        guard's budget or `max_seconds` if given); an empty mask, which allows nothing, once `error`
-        is set."""
+    def mask(self, max_seconds: float | None = None, max_remaining_tokens: int | None = None) -> torch.Tensor:
+        """The matcher's mask at the current position for `max_remaining_tokens` (computed once per
+        position and budget, within the guard's time budget or `max_seconds` if given); an empty
+        mask, which allows nothing, once `error` is set."""
+        if self._mask_budget != max_remaining_tokens:
+            self._mask = None
         if self._mask is None and self.error is None:
             try:
-                self._mask = self._matcher.mask(self._max_mask_seconds if max_seconds is None else max_seconds)
+                self._mask = self._matcher.mask(
+                    self._max_mask_seconds if max_seconds is None else max_seconds, max_remaining_tokens
+                )
+                self._mask_budget = max_remaining_tokens
             except Exception as exc:
                 self._fail("mask", exc)
         if self._mask is None or self.error is not None:
@@ -104,6 +111,7 @@ class GuardedMatcher:
         when forking fails (that sequence ends at its next step, not the step that forked it)."""
         twin = GuardedMatcher.__new__(GuardedMatcher)
         twin._failure, twin._mask, twin._max_mask_seconds = self._failure, self._mask, self._max_mask_seconds
+        twin._mask_budget = self._mask_budget
         try:
             twin._matcher = self._matcher.fork()
         except Exception as exc:

@@ -310,7 +310,9 @@ class Engine:
         `_lock`: only this thread touches matchers, and an abort landing meanwhile wastes one mask."""
         for seq, num_new in _fed(batch):
             if seq.matcher is not None and not seq.is_finished and seq.num_uncached == num_new:
-                seq.matcher.mask()
+                request = self._request_of_seq.get(seq.seq_id)  # None: aborted meanwhile
+                if request is not None:
+                    seq.matcher.mask(max_remaining_tokens=self._max_remaining_tokens(seq, request.params))
 
     def _process(self, batch: ScheduledBatch, logits: torch.Tensor) -> list[RequestUpdate]:
         """Commit the fed tokens, then sample for every request whose sequences all have logits."""
@@ -336,12 +338,18 @@ class Engine:
         sampled_logits = logits if rows == list(range(logits.shape[0])) else logits[rows]  # [R, V]
         requests = [self._request_of_seq[seq.seq_id] for seq in seqs]
         params = [request.params for request in requests]
-        is_alive = apply_constraint_masks(sampled_logits, seqs)
+        budgets = [self._max_remaining_tokens(seq, p) for seq, p in zip(seqs, params)]
+        is_alive = apply_constraint_masks(sampled_logits, seqs, budgets)
         apply_penalties(sampled_logits, seqs, params)
         self._sample(sampled_logits, seqs, requests, is_alive)
         self._step_beams(sampled_logits, seqs, requests, is_alive)
         updates = [self._update(request, request_seqs) for request, request_seqs in stepped.values()]
         return [update for update in updates if update is not None]
+
+    def _max_remaining_tokens(self, seq: Sequence, params: SamplingParams) -> int:
+        """Tokens `seq` may still produce, the one sampled now included: what its `max_tokens` and
+        the context window leave (length-aware masks keep a complete text within it)."""
+        return min(params.max_tokens - seq.num_completion_tokens, self.max_model_len - seq.num_tokens)
 
     def _fork_samples(self, request: Request) -> list[Sequence]:
         """Grow a just-prefilled request into its `n` parallel samples, all sharing the prompt blocks."""

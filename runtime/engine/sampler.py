@@ -33,8 +33,16 @@ if TYPE_CHECKING:
     from runtime.engine.sequence import Sequence
 
 
-def apply_constraint_masks(logits: torch.Tensor, seqs: SequenceOf[Sequence]) -> list[bool]:
+def apply_constraint_masks(
+    logits: torch.Tensor, seqs: SequenceOf[Sequence], max_remaining_tokens: SequenceOf[int | None]
+) -> list[bool]:
     """Set disallowed logits to -inf, in place, for every sequence with a matcher.
+
+    Args:
+        logits: float32 [R, V].
+        seqs: the sequence of each row.
+        max_remaining_tokens: per row, the tokens its sequence may still produce (this one
+            included), passed to its matcher's `mask` (None: unbounded).
 
     Returns:
         Per row, whether the sequence can go on: False where its matcher has an error, returns a mask
@@ -43,11 +51,11 @@ def apply_constraint_masks(logits: torch.Tensor, seqs: SequenceOf[Sequence]) -> 
     is_alive = [True] * len(seqs)
     row_ids: list[int] = []
     masks: list[torch.Tensor] = []
-    for row, seq in enumerate(seqs):
+    for row, (seq, budget) in enumerate(zip(seqs, max_remaining_tokens)):
         matcher = seq.matcher
         if matcher is None:
             continue
-        mask = matcher.mask() if matcher.error is None else None
+        mask = matcher.mask(max_remaining_tokens=budget) if matcher.error is None else None
         if mask is None or matcher.error is not None or mask.shape != logits.shape[1:]:
             is_alive[row] = False
             continue

@@ -119,3 +119,39 @@ def test_specifications_that_compile_differently_never_share_an_entry(fresh_cach
 def test_a_specification_marshal_cannot_write_is_compiled_uncached(fresh_cache):
     schema = OrderedDict(type="integer")
     assert grammars.compile(schema).accepts("3") and not grammars.compile(schema).accepts('"3"')
+
+
+REMOTE = "https://example.com/id.json"
+
+
+def test_resources_are_part_of_the_key(fresh_cache):
+    schema = {"$ref": REMOTE}
+    integer = grammars.compile(schema, resources={REMOTE: {"type": "integer"}})
+    string = grammars.compile(schema, resources={REMOTE: {"type": "string"}})
+    assert integer.accepts("1") and not integer.accepts('"1"')
+    assert string.accepts('"1"') and not string.accepts("1")
+    assert grammars.compile(schema, resources={REMOTE: {"type": "integer"}}) is integer
+    assert grammars.compile(grammars.Schema(schema, resources={REMOTE: {"type": "integer"}})) is integer
+
+
+def test_lark_import_paths_are_part_of_the_key(fresh_cache, tmp_path):
+    for name, word in (("a", "yes"), ("b", "no")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "words.lark").write_text(f'WORD: "{word}"\n')
+    text = "start: WORD\n%import .words.WORD\n"
+    first = grammars.compile(grammars.Lark(text, import_paths=[str(tmp_path / "a")]))
+    second = grammars.compile(grammars.Lark(text, import_paths=[str(tmp_path / "b")]))
+    assert first.accepts("yes") and not first.accepts("no")
+    assert second.accepts("no") and not second.accepts("yes")
+    assert grammars.compile(grammars.Lark(text, import_paths=[tmp_path / "a"])) is first
+
+
+def test_relative_import_paths_are_keyed_by_the_directory_they_name(fresh_cache, tmp_path, monkeypatch):
+    for name, word in (("a", "yes"), ("b", "no")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "words.lark").write_text(f'WORD: "{word}"\n')
+    spec = grammars.Lark("start: WORD\n%import .words.WORD\n", import_paths=["."])
+    monkeypatch.chdir(tmp_path / "a")
+    assert grammars.compile(spec).accepts("yes")
+    monkeypatch.chdir(tmp_path / "b")
+    assert grammars.compile(spec).accepts("no")

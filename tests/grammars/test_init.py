@@ -7,7 +7,7 @@ import grammars.errors
 
 PUBLIC_NAMES = """
     Choice Constraint ConstraintLimitError EmptyLanguageError GrammarError GrammarSyntaxError Lark
-    LarkPriorityWarning Matcher MatcherFailedError Regex SchemaError SchemaNestingError StencilError
+    LarkPriorityWarning Matcher MatcherFailedError Regex Schema SchemaError SchemaNestingError StencilError
     TokenRejectedError UnsupportedSchemaError UnsupportedSchemaWarning Vocabulary compile
 """.split()
 

@@ -137,7 +137,7 @@ class DigitsMatcher:
     def num_digits(self) -> int:
         return self.lengths[-1] if self.lengths else 0
 
-    def mask(self, max_seconds: float | None = None) -> torch.Tensor:
+    def mask(self, max_seconds: float | None = None, max_remaining_tokens: int | None = None) -> torch.Tensor:
         return self._constraint.masks[self.num_digits]
 
     def advance(self, token_id: int) -> None:

@@ -256,7 +256,7 @@ class _BrokenMatcher:
         self.error = error
         self._allow_nothing = allow_nothing
 
-    def mask(self, max_seconds: float | None = None) -> torch.Tensor:
+    def mask(self, max_seconds: float | None = None, max_remaining_tokens: int | None = None) -> torch.Tensor:
         mask = torch.ones(49152, dtype=torch.bool)
         return mask & False if self._allow_nothing else mask
 
@@ -301,7 +301,7 @@ def test_eos_before_the_constraint_accepts_is_an_error() -> None:
             matcher = _BrokenMatcher(None, allow_nothing=False)
             only_eos = torch.zeros(49152, dtype=torch.bool)
             only_eos[eos] = True
-            matcher.mask = lambda max_seconds=None: only_eos
+            matcher.mask = lambda max_seconds=None, max_remaining_tokens=None: only_eos
             return matcher
 
     output = engine.generate([[5, 6]], GREEDY.replace(ignore_eos=False), constraints=EosOnly())[0]

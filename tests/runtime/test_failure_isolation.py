@@ -40,7 +40,7 @@ class _FailingMatcher:
         if name == self._failing:
             raise self._exc
 
-    def mask(self, max_seconds: float | None = None) -> torch.Tensor:
+    def mask(self, max_seconds: float | None = None, max_remaining_tokens: int | None = None) -> torch.Tensor:
         self._maybe_fail("mask")
         return torch.ones(FAKE_VOCAB_SIZE, dtype=torch.bool)
 
@@ -135,7 +135,7 @@ class _BlockingMatcher(_FailingMatcher):
         super().__init__("", RuntimeError())
         self._entered, self._release = entered, release
 
-    def mask(self, max_seconds: float | None = None) -> torch.Tensor:
+    def mask(self, max_seconds: float | None = None, max_remaining_tokens: int | None = None) -> torch.Tensor:
         self._entered.set()
         self._release.wait()
         return super().mask()

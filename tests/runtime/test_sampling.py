@@ -26,7 +26,7 @@ class FixedMask:
     def __init__(self, mask: torch.Tensor, error: GrammarError | None = None) -> None:
         self._mask, self.error = mask, error
 
-    def mask(self, max_seconds: float | None = None) -> torch.Tensor:
+    def mask(self, max_seconds: float | None = None, max_remaining_tokens: int | None = None) -> torch.Tensor:
         return self._mask
 
 
@@ -112,7 +112,7 @@ def test_constraint_mask_sets_disallowed_to_minus_inf_and_flags_dead_rows() -> N
         seq_with([1], matcher=FixedMask(torch.zeros(4, dtype=torch.bool))),
         seq_with([1], matcher=FixedMask(torch.ones(3, dtype=torch.bool))),  # wrong width
     ]
-    is_alive = apply_constraint_masks(logits, seqs)
+    is_alive = apply_constraint_masks(logits, seqs, [None] * len(seqs))
     assert is_alive == [True, True, False, False, False]
     assert torch.equal(logits[0], torch.zeros(4))
     assert logits[1].tolist() == [0.0, -math.inf, 0.0, -math.inf]
@@ -137,7 +137,7 @@ def test_presence_and_frequency_penalties_count_completion_tokens_only() -> None
 def test_penalties_never_revive_masked_tokens() -> None:
     logits = torch.zeros(1, 3)
     seq = seq_with([0], [1], matcher=FixedMask(torch.tensor([False, False, True])))
-    apply_constraint_masks(logits, [seq])
+    apply_constraint_masks(logits, [seq], [None])
     apply_penalties(logits, [seq], [SamplingParams(repetition_penalty=0.5, presence_penalty=-2.0)])
     assert logits[0, :2].tolist() == [-math.inf, -math.inf]
 

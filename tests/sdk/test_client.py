@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 from pydantic import BaseModel, field_validator
@@ -15,6 +15,7 @@ from runtime.engine.llm_engine import Engine
 from runtime.engine.sequence import FinishReason
 from sdk import LLM
 from sdk.backends import Scripted, ScriptedBackend
+from tests.runtime.fakes import FakeRunner
 from tests.sdk.conftest import assert_pool_whole
 
 
@@ -31,6 +32,13 @@ class City(BaseModel):
 
 
 # Over the engine: the constraint holds whatever the (toy) model prefers.
+
+
+def fake_runner(engine: Engine) -> FakeRunner:
+    """The engine's toy runner, with its counters."""
+    runner = engine.runner
+    assert isinstance(runner, FakeRunner)
+    return runner
 
 
 async def test_grammar_outputs_are_in_their_language(llm: LLM) -> None:
@@ -54,7 +62,14 @@ async def test_run_reports_usage_timings_and_mask_time(llm: LLM) -> None:
     assert timings.time_to_first_token is not None and 0.0 < timings.time_to_first_token <= timings.total
 
 
-async def test_max_tokens_raises_incomplete_output_with_text_and_usage(llm: LLM) -> None:
+async def test_free_text_cut_by_max_tokens_is_returned_with_finish_reason_length(llm: LLM) -> None:
+    result = await llm.run("go on", max_tokens=3)
+    assert result.finish_reason == "length" and result.usage.completion_tokens == 3
+    assert result.value == result.text and result.text
+    assert await llm.generate("go on", output=str, max_tokens=3) == result.text
+
+
+async def test_a_constrained_output_cut_by_max_tokens_raises_incomplete_output(llm: LLM) -> None:
     with pytest.raises(sdk.IncompleteOutputError) as info:
         await llm.generate("digits", output=grammars.Regex(r"[0-9]{40}"), max_tokens=3)
     assert info.value.usage.completion_tokens == 3
@@ -78,7 +93,7 @@ async def test_beam_search_under_a_constraint(llm: LLM) -> None:
 
 
 async def test_same_seed_same_value(llm: LLM) -> None:
-    kwargs = dict(output=grammars.Regex(r"[a-z]{3,6}"), temperature=1.5, seed=11, max_tokens=8)
+    kwargs: dict[str, Any] = dict(output=grammars.Regex(r"[a-z]{3,6}"), temperature=1.5, seed=11, max_tokens=8)
     first, second = await asyncio.gather(llm.generate("w", **kwargs), llm.generate("w", **kwargs))
     assert first == second == await llm.generate("w", **kwargs)
 
@@ -88,7 +103,7 @@ async def test_concurrent_calls_share_the_engine_and_leave_it_clean(llm: LLM, en
         *(llm.generate(f"q{i}", output=grammars.Regex(r"[a-z]{2}"), max_tokens=4) for i in range(16))
     )
     assert all(re.fullmatch(r"[a-z]{2}", value) for value in values)
-    assert engine.runner.max_batch_size > 1  # the scheduler batched them
+    assert fake_runner(engine).max_batch_size > 1  # the scheduler batched them
     assert_pool_whole(engine)
 
 
@@ -104,7 +119,7 @@ async def test_cancelling_a_call_frees_its_blocks_at_once(llm: LLM, engine: Engi
 
 
 async def test_bad_input_fails_before_anything_is_generated(llm: LLM, engine: Engine) -> None:
-    runner = engine.runner
+    runner = fake_runner(engine)
     with pytest.raises(sdk.UnsupportedOutputTypeError):
         await llm.generate("x", output=print)
     with pytest.raises(sdk.UnsupportedSchemaError):
@@ -125,7 +140,7 @@ async def test_a_huge_prompt_is_refused_before_it_is_tokenized(llm: LLM, engine:
         await llm.generate("x" * 10_000_000)
     assert too_long.value.field == "prompt" and too_long.value.max_context_tokens == engine.max_model_len
     assert too_long.value.num_prompt_tokens >= engine.max_model_len
-    assert engine.runner.num_forward_calls == 0
+    assert fake_runner(engine).num_forward_calls == 0
 
 
 async def test_a_closed_llm_refuses_calls(engine: Engine) -> None:
@@ -204,17 +219,47 @@ async def test_votes_on_the_canonical_form_and_on_a_field() -> None:
     llm = LLM(backend=backend)
     result = await llm.run("?", output=City, samples=5)
     assert result.value == City(name="Oslo", population=1)
-    assert result.votes.counts == {
+    assert result.votes is not None and result.votes.counts == {
         '{"name":"Oslo","population":1}': 2,
         '{"name":"Bergen","population":2}': 1,
         '{"name":"Oslo","population":3}': 1,
     }
     assert result.votes.num_invalid == 1
     by_name = await llm.run("?", output=City, samples=5, vote_on="name")
-    assert by_name.votes.winner.count == 3 and by_name.value.name == "Oslo"
+    assert by_name.votes is not None and by_name.votes.winner.count == 3 and by_name.value.name == "Oslo"
     assert backend.requests[0].params.n == 5 and backend.requests[0].params.temperature == 0.7
 
 
 async def test_a_literal_classification_is_parsed() -> None:
     llm = LLM(backend=ScriptedBackend(["negative"]))
     assert await llm.generate("review", output=Literal["positive", "negative"]) == "negative"
+
+
+async def test_finish_reason_is_the_engines_own() -> None:
+    backend = ScriptedBackend(["It is sunny.", Scripted("It is sunny and", FinishReason.LENGTH)])
+    llm = LLM(backend=backend)
+    assert (await llm.run("Weather?")).finish_reason == "stop"
+    cut = await llm.run("Weather?")
+    assert cut.finish_reason is FinishReason.LENGTH and cut.value == "It is sunny and"
+
+
+async def test_a_reasoning_cut_before_its_answer_is_incomplete_and_one_cut_in_its_answer_is_returned() -> None:
+    backend = ScriptedBackend(
+        [Scripted("Let me think about", FinishReason.LENGTH), Scripted("Easy.\nAnswer: Paris is", FinishReason.LENGTH)]
+    )
+    llm = LLM(backend=backend)
+    with pytest.raises(sdk.IncompleteOutputError) as info:
+        await llm.generate("Capital of France?", reasoning=True)
+    assert info.value.reasoning == "Let me think about"
+    result = await llm.run("Capital of France?", reasoning=True)
+    assert (result.value, result.reasoning, result.finish_reason) == ("Paris is", "Easy.", "length")
+
+
+async def test_with_samples_finish_reason_is_the_first_winning_samples() -> None:
+    samples: list[str | Scripted] = ["no", Scripted("yes", FinishReason.LENGTH), "yes", "maybe"]
+    llm = LLM(backend=ScriptedBackend([samples, list(reversed(samples))]))
+    first = await llm.run("?", samples=4)
+    assert first.votes is not None and first.votes.winner.count == 2
+    assert (first.value, first.finish_reason) == ("yes", "length")
+    second = await llm.run("?", samples=4)
+    assert (second.value, second.finish_reason) == ("yes", "stop")

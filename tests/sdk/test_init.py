@@ -8,8 +8,8 @@ import sdk
 PUBLIC_NAMES = """
     Backend BackendRequest Choice ClosedError ConstraintFailedError Example GenerationError
     IncompleteOutputError LLM Lark Prompt PromptTooLongError Regex RequestError Result SDKError
-    StencilError Stream SyncLLM SyncStream Timings UnsupportedOutputTypeError UnsupportedSchemaError
-    Usage ValidationError Vote Votes
+    Schema StencilError Stream SyncLLM SyncStream Timings UnsupportedOutputTypeError
+    UnsupportedSchemaError Usage ValidationError Vote Votes
 """.split()
 
 

@@ -14,10 +14,18 @@ import typing_extensions
 from pydantic import BaseModel, Field, TypeAdapter
 
 import grammars
+import sdk
+from grammars.compiler import Constraint
 from grammars.frontends.types import type_schema
 from runtime.errors import RequestError
 from sdk.errors import UnsupportedOutputTypeError
-from sdk.outputs import OutputKind, output_spec
+from sdk.outputs import OutputKind, OutputSpec, output_spec
+
+
+def constraint_of(spec: OutputSpec) -> Constraint:
+    """The constraint of a spec these tests know to be constrained (not free text)."""
+    assert spec.constraint is not None
+    return spec.constraint
 
 
 class Color(enum.Enum):
@@ -72,8 +80,8 @@ def test_orders_that_the_output_keeps_are_part_of_its_identity() -> None:
         "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
         "required": ["a", "b"],
     }
-    assert output_spec(first).constraint.accepts('{"b": 1, "a": 2}')
-    assert output_spec(second).constraint.accepts('{"a": 2, "b": 1}')
+    assert constraint_of(output_spec(first)).accepts('{"b": 1, "a": 2}')
+    assert constraint_of(output_spec(second)).accepts('{"a": 2, "b": 1}')
 
 
 class Open(BaseModel, extra="allow"):
@@ -88,7 +96,7 @@ class Draft(typing_extensions.TypedDict, total=False):
     title: str
 
 
-class Scored(typing_extensions.TypedDict, extra_items=int):
+class Scored(typing_extensions.TypedDict, extra_items=int):  # type: ignore[call-arg]
     title: str
 
 
@@ -146,7 +154,7 @@ PROBES = (
     ],
     ids=repr,
 )
-def test_the_sdk_enforces_exactly_what_grammars_compiles(output: object) -> None:
+def test_the_sdk_enforces_exactly_what_grammars_compiles(output: Any) -> None:
     """`grammars` alone decides which texts a type admits: `output=T` is `grammars.compile(T)` (the
     same cached object, and a fresh compilation of T accepts the same probes)."""
     spec = output_spec(output)
@@ -154,9 +162,9 @@ def test_the_sdk_enforces_exactly_what_grammars_compiles(output: object) -> None
     assert spec.constraint is grammars.compile(output)
     fresh = grammars.compile(output, cache=False)
     accepted = [text for text in PROBES if fresh.accepts(text)]
-    assert accepted == [text for text in PROBES if spec.constraint.accepts(text)]
+    assert accepted == [text for text in PROBES if constraint_of(spec).accepts(text)]
     assert accepted, "no probe is valid: the table does not exercise the type"
-    adapter = TypeAdapter(output)
+    adapter: TypeAdapter[Any] = TypeAdapter(output)
     for text in accepted:
         adapter.validate_json(text)
 
@@ -176,7 +184,7 @@ def test_the_sdk_enforces_exactly_what_grammars_compiles(output: object) -> None
     ],
 )
 def test_a_type_constraint_forbids_keys_the_type_does_not_keep(output: object, extra_key: str, is_open: bool) -> None:
-    assert output_spec(output).constraint.accepts(extra_key) == is_open
+    assert constraint_of(output_spec(output)).accepts(extra_key) == is_open
 
 
 def test_a_validator_the_grammar_cannot_express_fails_in_parse() -> None:
@@ -191,12 +199,18 @@ def test_a_validator_the_grammar_cannot_express_fails_in_parse() -> None:
             return value
 
     spec = output_spec(Even)
-    assert spec.is_validated and spec.constraint.accepts('{"n": 3}')
+    assert spec.is_validated and constraint_of(spec).accepts('{"n": 3}')
     with pytest.raises(pydantic.ValidationError):
         spec.parse('{"n": 3}')
 
 
-@pytest.mark.parametrize("output", [print, 5, "json", object(), TypedDict("T", {"a": int})])
+class T(TypedDict):
+    """A `typing.TypedDict`, which Pydantic refuses before Python 3.12 (it wants typing_extensions')."""
+
+    a: int
+
+
+@pytest.mark.parametrize("output", [print, 5, "json", object(), T])
 def test_what_is_not_a_type_is_an_unsupported_output(output: object) -> None:
     with pytest.raises(UnsupportedOutputTypeError) as info:
         output_spec(output)
@@ -216,7 +230,7 @@ def test_engine_errors_reach_the_caller_unchanged() -> None:
 def test_string_choices_are_written_as_bare_labels() -> None:
     spec = output_spec(Literal["positive", "negative"])
     assert spec.labels == ("positive", "negative")
-    assert spec.constraint.accepts("negative") and not spec.constraint.accepts('"negative"')
+    assert constraint_of(spec).accepts("negative") and not constraint_of(spec).accepts('"negative"')
     assert spec.render("positive", "f") == "positive"
     assert spec.describe() == "Respond with exactly one of: positive, negative."
     assert output_spec(Literal["a", 1]).labels is None and output_spec(Literal["a"] | None).labels is None
@@ -241,6 +255,7 @@ def test_render_writes_values_the_way_the_model_should() -> None:
 
 def test_describe_tells_the_model_the_form() -> None:
     item = output_spec(Item).describe()
+    assert item is not None
     assert '"name": string,  // what it is called' in item and '"price": integer' in item
     assert "red" in item
     assert output_spec(grammars.Choice(["yes", "no"])).describe() == "Respond with exactly one of: yes, no."
@@ -255,3 +270,50 @@ def test_vote_keys_are_checked_against_the_fields() -> None:
     assert info.value.field == "vote_on"
     with pytest.raises(RequestError):
         output_spec(int).check_vote_key("value")
+
+
+REMOTE = "https://example.com/size.json"
+#: A finite language, so that the toy model's output ends within a few tokens.
+SIZED = {
+    "type": "object",
+    "properties": {"size": {"$ref": REMOTE}},
+    "required": ["size"],
+    "additionalProperties": False,
+}
+SIZES = {REMOTE: {"enum": [1, 2]}}
+
+
+def test_a_schema_output_resolves_remote_refs_through_its_resources() -> None:
+    with pytest.raises(grammars.SchemaError, match="resources="):
+        output_spec(SIZED)
+    spec = output_spec(sdk.Schema(SIZED, resources=SIZES))
+    assert spec.kind is OutputKind.JSON_SCHEMA and spec.json_schema == SIZED
+    assert constraint_of(spec).accepts('{"size": 2}') and not constraint_of(spec).accepts('{"size": 3}')
+    assert spec.parse('{"size": 2}') == {"size": 2}
+    assert spec.render({"size": 1}, "f") == '{"size": 1}'
+    with pytest.raises(RequestError, match="not valid against the output schema"):
+        spec.render({"size": 3}, "f")  # the remote document decides, read from resources
+    assert "size" in (spec.describe() or "")
+
+
+def test_a_lenient_schema_output_compiles_a_misspelled_keyword_with_a_warning() -> None:
+    misspelled = {"type": "object", "properties": {"name": {"type": "string", "maxLenght": 3}}}
+    with pytest.raises(grammars.UnsupportedSchemaError, match="maxLenght"):
+        output_spec(sdk.Schema(misspelled))
+    with pytest.warns(grammars.UnsupportedSchemaWarning, match="maxLenght"):
+        spec = output_spec(sdk.Schema(misspelled, lenient=True, whitespace="compact"))
+    assert constraint_of(spec).accepts('{"name":"Ada Lovelace"}') and not constraint_of(spec).accepts('{"name": "Ada"}')
+
+
+def test_schema_outputs_are_cached_by_schema_and_options() -> None:
+    assert output_spec(sdk.Schema(SIZED, resources=SIZES)) is output_spec(sdk.Schema(SIZED, resources=SIZES))
+    compact = output_spec(sdk.Schema(SIZED, resources=SIZES, whitespace="compact"))
+    assert constraint_of(compact).accepts('{"size":1}') and not constraint_of(compact).accepts('{"size": 1}')
+
+
+async def test_schema_and_lark_options_reach_the_engine(llm: sdk.LLM, tmp_path) -> None:
+    (tmp_path / "answers.lark").write_text('ANSWER: "yes" | "no"\n')
+    value = await llm.generate("size?", output=sdk.Schema(SIZED, resources=SIZES), max_tokens=40)
+    assert value in ({"size": 1}, {"size": 2})
+    lark = sdk.Lark("start: ANSWER\n%import .answers.ANSWER\n", import_paths=[tmp_path])
+    assert await llm.generate("yes or no?", output=lark, max_tokens=8) in ("yes", "no")

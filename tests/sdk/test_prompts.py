@@ -9,11 +9,12 @@ from pydantic import BaseModel
 
 import grammars
 import sdk
-from runtime.errors import RequestError
+from runtime.errors import PromptTooLongError, RequestError
 from sdk.backends import ScriptedBackend
 from sdk.outputs import output_spec
 from sdk.prompts import Example, Prompt, build_messages
 from tests.runtime.fakes import smollm2_tokenizer
+from tests.sdk.test_schema_text import tree_grammar
 
 
 class Sentiment(BaseModel):
@@ -131,3 +132,44 @@ async def test_a_lone_surrogate_prompt_fails_before_the_backend_runs() -> None:
     with pytest.raises(RequestError) as info:
         await sdk.LLM(backend=backend).run("hi \ud800")
     assert info.value.field == "prompt" and not calls
+
+
+def test_a_large_grammars_prompt_fits_the_context_window() -> None:
+    text = tree_grammar(600)
+    tokenizer = smollm2_tokenizer()
+    context_window = 8_192  # SmolLM2-135M-Instruct's
+    assert len(tokenizer.encode(text)) > context_window  # pasted whole, the grammar alone would not fit
+    messages = build_messages("Write one.", output_spec(grammars.Lark(text)), reasoning=False, describe_output=True)
+    prompt_ids = tokenizer.apply_chat_template(messages, tokenize=True, context_window=context_window)
+    assert len(prompt_ids) < context_window // 4  # with the rest left to generate in
+
+
+@pytest.mark.parametrize("streams", [False, True])
+async def test_a_prompt_too_long_says_what_the_output_description_took(llm: sdk.LLM, streams: bool) -> None:
+    names = [f"field_{i}" for i in range(500)]
+    schema = {"type": "object", "properties": {name: {"type": "integer"} for name in names}, "required": names}
+    description = output_spec(schema).describe()
+    assert description is not None
+    prompt = "word " * 600
+    with pytest.raises(sdk.PromptTooLongError) as info:
+        if streams:
+            async for _ in llm.stream(prompt, output=schema):
+                pass
+        else:
+            await llm.generate(prompt, output=schema)
+    error = info.value
+    share = len(description) / (len(description) + len(prompt))
+    assert error.hint == (
+        f"The output's description took {len(description):,} of the prompt's {len(description) + len(prompt):,} "
+        f"characters ({share:.0%}, about {round(share * error.num_prompt_tokens):,} tokens); describe_output=False "
+        "leaves it out, and the constraint still enforces the output's form."
+    )
+    assert (
+        str(error).endswith(error.hint) and error.field == "prompt" and isinstance(error.__cause__, PromptTooLongError)
+    )
+
+
+async def test_a_prompt_too_long_without_a_description_has_no_hint(llm: sdk.LLM) -> None:
+    with pytest.raises(sdk.PromptTooLongError) as info:
+        await llm.generate("word " * 600, output=grammars.Choice(["a", "b"]), describe_output=False)
+    assert info.value.hint is None and "describe_output" not in str(info.value)

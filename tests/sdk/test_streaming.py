@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncGenerator
 from typing import Literal
 
 import pytest
@@ -11,8 +13,11 @@ from typing_extensions import TypedDict
 import grammars
 import sdk
 from runtime.engine.llm_engine import Engine
+from runtime.engine.outputs import RequestUpdate
+from runtime.engine.sequence import FinishReason
 from sdk import LLM
-from sdk.backends import ScriptedBackend
+from sdk.backends import Scripted, ScriptedBackend
+from sdk.backends.base import BackendRequest
 from sdk.outputs import output_spec
 from sdk.streaming import PartialJSON, partial_value
 from tests.sdk.conftest import assert_pool_whole
@@ -73,7 +78,7 @@ async def test_stream_with_reasoning_parses_only_the_answer() -> None:
     stream = LLM(backend=ScriptedBackend([text])).stream("?", output=Card, reasoning=True)
     values = [value async for value in stream]
     assert values[0].model_fields_set == {"title"} and values[-1].stars == 1
-    assert stream.result.reasoning == 'Tags: "a, b", fine.'
+    assert stream.result is not None and stream.result.reasoning == 'Tags: "a, b", fine.'
 
 
 async def test_text_streams_its_text_so_far() -> None:
@@ -88,7 +93,7 @@ async def test_partials_find_fields_under_their_validation_alias() -> None:
 
     text = '{"fullName": "Ada", "age": 36}'
     values = [value async for value in LLM(backend=ScriptedBackend([text])).stream("?", output=Named)]
-    assert values[0].full_name == "Ada" and values[-1] == Named(fullName="Ada", age=36)
+    assert values[0].full_name == "Ada" and values[-1] == Named.model_validate({"fullName": "Ada", "age": 36})
 
 
 async def test_dict_and_typed_dict_outputs_stream_their_valid_entries() -> None:
@@ -125,3 +130,63 @@ async def test_leaving_an_async_with_stream_early_frees_the_engine_at_once(llm: 
             assert text
             break
     assert_pool_whole(engine)
+
+
+# Free text cut by max_tokens, and leaving a stream early.
+
+
+async def test_free_text_cut_by_max_tokens_streams_and_ends_with_finish_reason_length() -> None:
+    llm = LLM(backend=ScriptedBackend([Scripted("Once upon a time", FinishReason.LENGTH)]))
+    stream = llm.stream("A story?")
+    values = [value async for value in stream]
+    assert values == ["Once", "Once upo", "Once upon a ", "Once upon a time", "Once upon a time"]
+    assert stream.result is not None and stream.result.finish_reason == "length"
+
+
+async def test_a_typed_stream_cut_by_max_tokens_raises_after_its_partials() -> None:
+    llm = LLM(backend=ScriptedBackend([Scripted('{"title": "X", "tags": [', FinishReason.LENGTH)]))
+    partials = []
+    with pytest.raises(sdk.IncompleteOutputError):
+        async for partial in llm.stream("?", output=Card):
+            partials.append(partial)
+    assert [p.model_fields_set for p in partials] == [{"title"}]
+
+
+async def test_breaking_out_of_a_stream_frees_the_engine_at_once(llm: LLM, engine: Engine) -> None:
+    async for text in llm.stream("go on", max_tokens=400):
+        assert text
+        assert engine.has_unfinished_requests()
+        break
+    assert_pool_whole(engine)
+    stream = llm.stream("go on", max_tokens=400)  # held by a name: the loop's iterator still goes
+    async for _ in stream:
+        break
+    assert_pool_whole(engine)
+    assert stream.result is None
+
+
+async def test_an_exception_in_the_loop_body_frees_the_engine_at_once(llm: LLM, engine: Engine) -> None:
+    with pytest.raises(KeyError):
+        async for _ in llm.stream("go on", max_tokens=400):
+            raise KeyError("the caller's own bug")
+    assert_pool_whole(engine)
+
+
+async def test_a_cleanup_that_waits_is_finished_by_the_loop() -> None:
+    class SlowToClose(ScriptedBackend):
+        is_cleaned_up = False
+
+        async def stream(self, request: BackendRequest) -> AsyncGenerator[RequestUpdate, None]:
+            try:
+                async for update in super().stream(request):
+                    yield update
+            finally:
+                await asyncio.sleep(0)  # a remote backend would close its connection here
+                self.is_cleaned_up = True
+
+    backend = SlowToClose(["a long answer"])
+    async for _ in LLM(backend=backend).stream("?"):
+        break
+    for _ in range(10):  # a few turns of the loop; no clock involved
+        await asyncio.sleep(0)
+    assert backend.is_cleaned_up

@@ -12,8 +12,9 @@ import pytest
 import grammars
 import sdk
 from runtime.engine.llm_engine import Engine
+from runtime.engine.sequence import FinishReason
 from sdk import LLM, SyncLLM
-from sdk.backends import LocalBackend, ScriptedBackend
+from sdk.backends import LocalBackend, Scripted, ScriptedBackend
 from sdk.options import CALL_OPTIONS, STREAM_OPTIONS, Default
 from tests.sdk.conftest import assert_pool_whole
 
@@ -85,7 +86,8 @@ def test_stream_iterates_and_keeps_the_result() -> None:
     with SyncLLM(backend=ScriptedBackend(['{"a": 1, "b": 2}'])) as llm:
         stream = llm.stream("?", output={"type": "object"})
         values = list(stream)
-    assert values == [{"a": 1}, {"a": 1, "b": 2}] and stream.result.value == {"a": 1, "b": 2}
+    assert values == [{"a": 1}, {"a": 1, "b": 2}]
+    assert stream.result is not None and stream.result.value == {"a": 1, "b": 2}
 
 
 def test_errors_are_the_async_ones_and_closing_is_final() -> None:
@@ -104,3 +106,33 @@ def test_errors_are_the_async_ones_and_closing_is_final() -> None:
     llm.close()
     with pytest.raises(sdk.ClosedError):
         llm.generate("?")
+
+
+def test_free_text_cut_by_max_tokens_is_returned() -> None:
+    with SyncLLM(backend=ScriptedBackend([Scripted("Once upon a", FinishReason.LENGTH)])) as llm:
+        result = llm.run("A story?")
+    assert (result.value, result.finish_reason) == ("Once upon a", "length")
+
+
+def test_leaving_a_for_loop_early_frees_the_engine_at_once(engine: Engine) -> None:
+    with SyncLLM(backend=LocalBackend(engine)) as llm:
+        for text in llm.stream("go on", max_tokens=400):
+            assert text and engine.has_unfinished_requests()
+            break
+        assert_pool_whole(engine)
+        stream = llm.stream("go on", max_tokens=400)  # held by a name: the loop's iterator still goes
+        with pytest.raises(KeyError):
+            for _ in stream:
+                raise KeyError("the caller's own bug")
+        assert_pool_whole(engine)
+        assert stream.result is None
+
+
+def test_closing_a_stream_midway_frees_the_engine_at_once(engine: Engine) -> None:
+    with SyncLLM(backend=LocalBackend(engine)) as llm:
+        stream = llm.stream("go on", max_tokens=400)
+        partials = iter(stream)
+        assert next(partials)
+        stream.close()
+        assert_pool_whole(engine)
+        assert list(partials) == []

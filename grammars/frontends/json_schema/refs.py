@@ -224,7 +224,11 @@ class SchemaRegistry:
         if document is None:
             document = _meta_schema(uri)
         if document is None:
-            raise SchemaError(f"$ref to {uri!r}: remote documents are not fetched; pass it in `resources`", pointer)
+            raise SchemaError(
+                f"$ref to {uri!r}: remote documents are not fetched; pass the document as "
+                f"`resources={{{uri!r}: ...}}` to grammars.compile or grammars.Schema",
+                pointer,
+            )
         if not isinstance(document, (dict, bool)):
             raise SchemaError(f"resource {uri!r} is not a schema", pointer)
         return self._add_document(uri, document, dialect)

@@ -109,7 +109,8 @@ class Sources:
             searched.append("Lark's bundled grammars")
         reason = (
             f"cannot find the grammar {dotted!r} to import "
-            f"(searched: {', '.join(searched) or 'nothing'}; pass import_paths)"
+            f"(searched: {', '.join(searched) or 'nothing'}; "
+            "pass its directory in `import_paths=` of grammars.Lark)"
         )
         pattern = re.compile(r"^%import\s+\.?" + re.escape(dotted) + r"\b", re.MULTILINE)
         return self._error_at_match(pattern, reason) or GrammarError(reason)
