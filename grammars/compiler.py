@@ -131,8 +131,9 @@ def compile(
         GrammarSyntaxError: bad regex or grammar text (with its position).
         UnsupportedSchemaError: a schema keyword that cannot be enforced (unless lenient).
         ConstraintLimitError: also for containers nested deeper than MAX_SPEC_NESTING (or a cycle).
-        GrammarError: also for options given both to a `Schema` and to `compile`, `resources` with a
-            specification that is not a schema, or `resources` that is not a mapping of str keys.
+        GrammarError: also for options given both to a `Schema` and to `compile`, schema options
+            (`lenient`, `whitespace`, `indent`, `resources`) with a specification that is not a schema,
+            or `resources` that is not a mapping of str keys.
         SchemaError, EmptyLanguageError.
     """
     if isinstance(spec, Schema):
@@ -152,6 +153,10 @@ def compile(
     if whitespace not in WHITESPACE_POLICIES:
         raise GrammarError(f"unknown whitespace policy {whitespace!r}; use one of {WHITESPACE_POLICIES}")
     kind, payload = _describe(spec)
+    if kind != "schema" and (lenient, whitespace, indent) != (False, "flexible", None):
+        raise GrammarError(
+            f"lenient, whitespace and indent apply to JSON Schemas and types, not to a {kind} specification"
+        )
     documents = _resources(kind, resources)
     summary = _summary(kind, payload)
     options = _Options(lenient, whitespace, indent, documents)

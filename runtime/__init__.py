@@ -7,6 +7,7 @@ from runtime.engine.outputs import CompletionDelta, CompletionOutput, RequestOut
 from runtime.engine.sampling_params import SamplingParams
 from runtime.engine.sequence import FinishReason, TokenLogprob
 from runtime.errors import (
+    CacheBusyError,
     ChatTemplateError,
     CorruptModelError,
     EngineError,
@@ -20,6 +21,7 @@ from runtime.launch import DEFAULT_DTYPE, load
 from runtime.tokenizer import Tokenizer
 
 __all__ = [
+    "CacheBusyError",
     "ChatTemplateError",
     "CompletionDelta",
     "CompletionOutput",

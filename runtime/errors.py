@@ -7,6 +7,7 @@
         │   ├── CorruptModelError     a file that cannot be read: truncated, malformed, or missing tensors
         │   └── UnsupportedModelError a readable model Stencil does not implement (architecture, quantization, ...)
         ├── ChatTemplateError         the model's chat template does not compile or fails while rendering
+        ├── CacheBusyError            the KV block pool cannot hold the work now (running requests use it)
         └── RequestError              a request the engine cannot serve; carries the offending field
             └── PromptTooLongError    the prompt does not fit the context window; carries both numbers
 
@@ -21,6 +22,7 @@ import os
 from grammars.errors import StencilError
 
 __all__ = [
+    "CacheBusyError",
     "ChatTemplateError",
     "CorruptModelError",
     "EngineError",
@@ -34,6 +36,11 @@ __all__ = [
 
 class EngineError(StencilError):
     """Root of every error the runtime raises."""
+
+
+class CacheBusyError(EngineError):
+    """The KV block pool is too busy with running requests to hold this work now (retry later, or
+    take a path that queues, as generation does)."""
 
 
 class ModelLoadError(EngineError):

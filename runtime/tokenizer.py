@@ -180,22 +180,25 @@ class Tokenizer:
             return None
         return max(4, *map(len, self.decoded_bytes))
 
-    def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+    def encode(self, text: str, *, add_special_tokens: bool = False, parse_special_tokens: bool = True) -> list[int]:
         """Token ids for `text`, exactly as Hugging Face tokenizes it.
 
-        Special-token strings in the text (e.g. "<|im_end|>") become their special ids, as in HF, so never
-        pass untrusted text through here to build a prompt: `apply_chat_template` reads it as text.
+        By default special-token strings in the text (e.g. "<|im_end|>") become their special ids, as in
+        HF, so never pass untrusted text through here with `parse_special_tokens=True` to build a prompt:
+        `apply_chat_template` reads message content as text.
 
         Args:
             text: the text to encode.
             add_special_tokens: add what the model's post-processor adds (e.g. BOS for Llama 2).
+            parse_special_tokens: False reads special-token strings as plain text.
 
         Raises:
             RequestError: `text` is not a str (field "text").
         """
         if not isinstance(text, str):
             raise RequestError(f"expected a str, got {type(text).__name__}", "text")
-        return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+        backend = self.backend if parse_special_tokens else self._plain_backends[0]
+        return backend.encode(text, add_special_tokens=add_special_tokens).ids
 
     def check_token_ids(self, token_ids: Sequence[int], field: str = "token_ids") -> list[int]:
         """`token_ids` as a list of Python ints, after checking each is an id of this vocabulary.

@@ -33,10 +33,11 @@ from typing_extensions import Unpack
 
 from runtime.engine.outputs import CompletionOutput, RequestOutput, RequestUpdate, Usage
 from runtime.engine.sequence import FinishReason
-from runtime.errors import PromptTooLongError, RequestError
+from runtime.errors import CacheBusyError, PromptTooLongError, RequestError
 from sdk import reasoning as reasoning_layout
 from sdk.backends.base import Backend, BackendRequest
 from sdk.backends.local import LocalBackend
+from sdk.choices import choice_texts, score_choices
 from sdk.errors import ConstraintFailedError, GenerationError, IncompleteOutputError, ValidationError
 from sdk.options import STREAM_OPTIONS, Call, CallOptions, StreamOptions, prepare_call
 from sdk.outputs import OutputKind
@@ -182,6 +183,11 @@ class LLM:
 
     async def _execute(self, call: Call) -> Result[Any]:
         started = time.perf_counter()
+        texts = choice_texts(call)
+        if texts is not None:
+            scored = await self._scored(call, texts, started)
+            if scored is not None:
+                return scored
         messages = list(call.messages)
         usage, mask_time, first_token_time = _NO_USAGE, 0.0, None
         num_attempts = 0
@@ -214,6 +220,29 @@ class LLM:
                 votes=answer.votes,
                 num_attempts=num_attempts,
             )
+
+    async def _scored(self, call: Call, texts: tuple[str, ...], started: float) -> Result[Any] | None:
+        """The result of a closed-set output ranked by likelihood (`sdk.choices`); None when the
+        backend cannot score."""
+        try:
+            choice = await score_choices(self.backend, call, texts)
+        except CacheBusyError:
+            return None  # the pool is full of running requests: generate, which queues for it
+        except PromptTooLongError as exc:
+            explained = explain_prompt_too_long(exc, call.messages, call.spec)
+            if explained is None:
+                raise
+            raise explained from exc
+        if choice is None:
+            return None
+        return Result(
+            value=call.spec.parse(choice.text),
+            text=choice.text,
+            usage=choice.usage,
+            timings=Timings(time_to_first_token=None, total=time.perf_counter() - started, mask_time=0.0),
+            finish_reason=FinishReason.STOP,
+            choice_logprobs=choice.logprobs,
+        )
 
     async def _complete(self, call: Call, messages: list[Message]) -> _Completion:
         request, clock = self._request(call, messages)

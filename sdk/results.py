@@ -61,6 +61,9 @@ class Result(Generic[T]):
         reasoning: the free text before the answer when `reasoning=True`, else None.
         votes: the vote distribution when `samples > 1`, else None.
         num_attempts: 1 plus the retries that validation errors used.
+        choice_logprobs: for an output that is one of a few texts (Literal, str Enum, Choice,
+            bool), the log-probability of each option's text as the whole reply, when the value
+            was picked by ranking them (`sdk.choices`); else None.
     """
 
     value: T
@@ -71,6 +74,7 @@ class Result(Generic[T]):
     reasoning: str | None = None
     votes: Votes[T] | None = None
     num_attempts: int = 1
+    choice_logprobs: dict[str, float] | None = None
 
 
 def add_usage(first: Usage, second: Usage) -> Usage:

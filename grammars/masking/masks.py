@@ -53,6 +53,9 @@ class MaskTable:
         self._distinct: dict[bytes, np.ndarray] = {}
         self._tensors: dict[State, object] = {}
         self._next_lengths: dict[State, tuple[np.ndarray, float]] = {}
+        #: Per state, the longest shortest-completion after any allowed token: a float, so kept for
+        #: many more states than the arrays, and enough to see that a loose budget removes nothing.
+        self._longest: dict[State, float] = {}
         self._completions: CompletionLengths | None = None
         self._lock = threading.RLock()
         self.failure: ConstraintLimitError | None = None
@@ -109,9 +112,12 @@ class MaskTable:
         Raises:
             ConstraintLimitError: `check` stopped the computation, or a parser budget.
         """
+        max_length = max_remaining_tokens - 2
+        known = self._longest.get(state)
+        if known is not None and known <= max_length:
+            return None
         allowed = self.allowed(state, check)
         lengths, longest = self._lengths_after_tokens(state, allowed, check)
-        max_length = max_remaining_tokens - 2
         if longest <= max_length:
             return None
         fits = allowed & (lengths <= max_length)
@@ -149,7 +155,10 @@ class MaskTable:
         with self._lock:
             if len(self._next_lengths) >= MAX_CACHED_LENGTHS:
                 self._next_lengths.clear()
+            if len(self._longest) >= MAX_CACHED_STATES:
+                self._longest.clear()
             self._next_lengths[state] = (lengths, longest)
+            self._longest[state] = longest
         return lengths, longest
 
     def _completion_lengths(self) -> CompletionLengths:

@@ -40,6 +40,7 @@ from runtime.engine.outputs import CompletionDelta, RequestOutput, RequestUpdate
 from runtime.engine.sampler import apply_constraint_masks, apply_penalties, sample_tokens, token_logprobs
 from runtime.engine.sampling_params import SamplingParams
 from runtime.engine.scheduler import ScheduledBatch, Scheduler
+from runtime.engine.scoring import num_blocks_to_score, score_continuations
 from runtime.engine.sequence import FinishReason, Request, Sequence, SequenceStatus, TokenLogprob
 from runtime.errors import EngineError, PromptTooLongError, RequestError
 from runtime.model.runner import ForwardBatch
@@ -272,6 +273,51 @@ class Engine:
         """Whether any request is waiting or running."""
         with self._lock:
             return self.scheduler.has_unfinished()
+
+    # Scoring
+
+    def score(self, prompt: Prompt, continuations: SequenceOf[SequenceOf[int]]) -> list[float]:
+        """Log-probability of each continuation after `prompt` under the raw model distribution.
+
+        Ranks a closed set of answers by their whole-sequence likelihood (see runtime.engine.scoring):
+        the prompt is prefilled once and all continuations run in one batched forward pass. Safe to
+        call from any thread while another drives `step`: it waits for the running step to end.
+
+        Args:
+            prompt: text (chat-templated as one user message) or token ids, as in `add_request`.
+            continuations: non-empty token-id lists (e.g. an option's tokens followed by EOS).
+
+        Returns:
+            Per continuation, the sum of its tokens' log-softmax logprobs (no mask, no penalty).
+
+        Raises:
+            RequestError: a bad prompt or continuation, or a scoring larger than the block pool.
+            PromptTooLongError: the prompt and a continuation do not fit the context window.
+            CacheBusyError: the block pool is too busy with running requests to hold the scoring now.
+        """
+        prompt_ids = self._prompt_token_ids(prompt, "prompt")
+        if len(prompt_ids) >= self.max_model_len:
+            raise PromptTooLongError(len(prompt_ids), self.max_model_len, "prompt")
+        if isinstance(continuations, (str, bytes)) or not isinstance(continuations, SequenceOf) or not continuations:
+            raise RequestError("expected a non-empty list of token-id lists", "continuations")
+        checked = [
+            self.tokenizer.check_token_ids(tokens, f"continuations[{i}]") for i, tokens in enumerate(continuations)
+        ]
+        for index, tokens in enumerate(checked):
+            if not tokens:
+                raise RequestError("is empty", f"continuations[{index}]")
+        longest = len(prompt_ids) + max(map(len, checked)) - 1  # the last token is scored, never fed
+        if longest > self.max_model_len:
+            raise PromptTooLongError(
+                longest, self.max_model_len, "prompt", hint="That count includes the longest continuation after it."
+            )
+        num_needed = num_blocks_to_score(self.block_manager, len(prompt_ids), [len(tokens) for tokens in checked])
+        if num_needed > self.block_manager.num_blocks:
+            raise RequestError(
+                f"needs {num_needed} KV blocks, the pool has {self.block_manager.num_blocks}", "continuations"
+            )
+        with self._step_lock:
+            return score_continuations(self.runner, self.block_manager, self._lock, self._seq_ids, prompt_ids, checked)
 
     # Stepping
 

@@ -1,7 +1,7 @@
 """Backends: where a call's messages become tokens (the local engine, or a script for tests)."""
 
-from sdk.backends.base import Backend, BackendRequest
+from sdk.backends.base import Backend, BackendRequest, Scores
 from sdk.backends.local import LocalBackend
 from sdk.backends.scripted import Scripted, ScriptedBackend
 
-__all__ = ["Backend", "BackendRequest", "LocalBackend", "Scripted", "ScriptedBackend"]
+__all__ = ["Backend", "BackendRequest", "LocalBackend", "Scripted", "ScriptedBackend", "Scores"]

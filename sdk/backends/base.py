@@ -5,6 +5,9 @@ parameters and the compiled constraint) and yield the engine's per-step `runtime
 last of which carries the finished `runtime.RequestOutput`. The local backend drives the in-process
 engine; the scripted one replays texts for tests. Everything above the backend (prompts, parsing,
 voting, streaming objects, retries) is shared.
+
+A backend that can score texts (the local engine) also implements `score`, which ranks a closed set
+of answers by likelihood (`sdk.choices`); the default says it cannot, and the SDK generates instead.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 
 from runtime.engine.constraints import Constraint
-from runtime.engine.outputs import RequestUpdate
+from runtime.engine.outputs import RequestUpdate, Usage
 from runtime.engine.sampling_params import SamplingParams
 
-__all__ = ["Backend", "BackendRequest"]
+__all__ = ["Backend", "BackendRequest", "Scores"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,20 @@ class BackendRequest:
     messages: Sequence[Mapping[str, str]]
     params: SamplingParams
     constraint: Constraint | None = None
+
+
+@dataclass(frozen=True)
+class Scores:
+    """How likely the model finds each of a set of answer texts, as its reply to some messages.
+
+    Attributes:
+        logprobs: per text, in order, the sum of the log-probabilities of its tokens and the end of
+            sequence after them (the raw model distribution: no mask, no penalty).
+        usage: prompt tokens, and as completion tokens the number of tokens scored (all texts).
+    """
+
+    logprobs: tuple[float, ...]
+    usage: Usage
 
 
 class Backend(abc.ABC):
@@ -60,6 +77,22 @@ class Backend(abc.ABC):
             grammars.GrammarError: the constraint cannot build a matcher for this model.
             sdk.ClosedError: the backend was closed.
         """
+
+    async def score(self, messages: Sequence[Mapping[str, str]], texts: Sequence[str]) -> Scores | None:
+        """Score each text as the complete reply to `messages`, all in one batch.
+
+        Args:
+            messages: the chat messages, as in `BackendRequest.messages`.
+            texts: the candidate replies (at least one).
+
+        Returns:
+            The scores, or None when this backend cannot score (the default): the caller generates.
+
+        Raises:
+            runtime.RequestError, runtime.PromptTooLongError: the scoring cannot be served.
+            sdk.ClosedError: the backend was closed.
+        """
+        return None
 
     async def aclose(self) -> None:  # noqa: B027 (optional hook: most backends hold nothing)
         """Release what the backend holds (threads, the model). Default: nothing."""

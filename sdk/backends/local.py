@@ -20,14 +20,14 @@ import itertools
 import os
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import runtime
 from runtime.engine.llm_engine import Engine
-from runtime.engine.outputs import RequestUpdate
-from sdk.backends.base import Backend, BackendRequest
+from runtime.engine.outputs import RequestUpdate, Usage
+from sdk.backends.base import Backend, BackendRequest, Scores
 from sdk.errors import ClosedError
 
 __all__ = ["LocalBackend"]
@@ -86,6 +86,14 @@ class LocalBackend(Backend):
             if not is_finished:
                 self.engine.abort_request(request_id)
 
+    async def score(self, messages: Sequence[Mapping[str, str]], texts: Sequence[str]) -> Scores:
+        """See `Backend.score`: `runtime.Engine.score`, run on the submitting thread (in call order
+        with new requests, off the event loop); it waits for the step in progress to end."""
+        if self._stepper.is_closed:
+            raise ClosedError("the LLM is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._stepper.submitter, _score, self.engine, list(messages), list(texts))
+
     async def _submit(self, request_id: str, request: BackendRequest) -> None:
         """Tokenize and queue the request off the event loop (building a matcher may compute masks),
         then wake the stepping thread."""
@@ -129,6 +137,28 @@ def _add_request(engine: Engine, request_id: str, request: BackendRequest) -> No
         if exc.field == "n":  # the runtime's `n` is what the caller asked for as `samples`
             raise runtime.RequestError(exc.reason, "samples") from exc
         raise
+
+
+def _score(engine: Engine, messages: list[Mapping[str, str]], texts: list[str]) -> Scores:
+    """Score each text, followed by the end of sequence, as the assistant's reply (on the submitting
+    thread). Texts are tokenized canonically, as the tokenizer encodes them on their own, special-token
+    strings read as text.
+
+    Raises:
+        runtime.PromptTooLongError, runtime.RequestError: see `Engine.score`.
+    """
+    prompt_ids = cast(
+        list[int],
+        engine.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, context_window=engine.max_model_len
+        ),
+    )
+    eos = [] if engine.tokenizer.eos_token_id is None else [engine.tokenizer.eos_token_id]
+    # Options are text: one that spells a special token must not become that control token.
+    continuations = [engine.tokenizer.encode(text, parse_special_tokens=False) + eos for text in texts]
+    logprobs = engine.score(prompt_ids, continuations)
+    usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=sum(map(len, continuations)))
+    return Scores(logprobs=tuple(logprobs), usage=usage)
 
 
 class _Stepper:

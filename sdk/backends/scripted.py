@@ -7,16 +7,19 @@ Each request takes the next script entry (a completion text, or one text per sam
 asks for `n` samples); the texts are streamed a few characters per update, so streaming code sees
 partial values. The constraint is not enforced (nor timed: `mask_time` is 0.0): the script is what
 the "model" writes, which is what lets tests exercise validation errors, retries and cut-off outputs.
+
+Given `scores` (answer text -> log-probability), the backend also scores, as the local engine does,
+so calls whose output is a closed set of labels are ranked by those numbers instead of generated.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from runtime.engine.outputs import CompletionDelta, CompletionOutput, RequestOutput, RequestUpdate, Usage
 from runtime.engine.sequence import FinishReason
-from sdk.backends.base import Backend, BackendRequest
+from sdk.backends.base import Backend, BackendRequest, Scores
 from sdk.errors import ClosedError, SDKError
 
 __all__ = ["Scripted", "ScriptedBackend"]
@@ -47,14 +50,24 @@ class ScriptedBackend(Backend):
 
     Args:
         script: the entries, or a function of the request that returns one.
+        scores: the log-probability of each answer text `score` may be asked about; None: this
+            backend cannot score (calls generate from the script). `scored` records the texts asked.
 
-    Raises (from `stream`):
-        SDKError: the script ran out (a test made more calls than it scripted).
+    Raises (from `stream`, `score`):
+        SDKError: the script ran out (a test made more calls than it scripted), or a text to score
+            has no scripted score.
     """
 
-    def __init__(self, script: Sequence[Entry] | Callable[[BackendRequest], Entry]) -> None:
+    def __init__(
+        self,
+        script: Sequence[Entry] | Callable[[BackendRequest], Entry],
+        *,
+        scores: Mapping[str, float] | None = None,
+    ) -> None:
         self._script = script
+        self._scores = scores
         self.requests: list[BackendRequest] = []
+        self.scored: list[tuple[str, ...]] = []
         self.is_closed = False
 
     async def stream(self, request: BackendRequest) -> AsyncGenerator[RequestUpdate, None]:
@@ -92,6 +105,22 @@ class ScriptedBackend(Backend):
             completion_tokens=sum(len(o.token_ids) for o in outputs),
         )
         yield RequestUpdate(request_id=request_id, deltas=(), output=RequestOutput(request_id, (), outputs, usage))
+
+    async def score(self, messages: Sequence[Mapping[str, str]], texts: Sequence[str]) -> Scores | None:
+        """See `Backend.score`: the scripted numbers (usage counts characters / 4, like `stream`)."""
+        if self.is_closed:
+            raise ClosedError("the LLM is closed")
+        if self._scores is None:
+            return None
+        missing = [text for text in texts if text not in self._scores]
+        if missing:
+            raise SDKError(f"no scripted score for {missing}")
+        self.scored.append(tuple(texts))
+        usage = Usage(
+            prompt_tokens=sum(len(m.get("content") or "") for m in messages) // CHARS_PER_UPDATE,
+            completion_tokens=sum(len(text) for text in texts) // CHARS_PER_UPDATE,
+        )
+        return Scores(logprobs=tuple(self._scores[text] for text in texts), usage=usage)
 
     async def aclose(self) -> None:
         """Mark the backend closed: later calls raise `ClosedError`."""

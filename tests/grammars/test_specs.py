@@ -148,3 +148,10 @@ def test_every_hint_names_a_parameter_that_exists() -> None:
     # The scan finds the hints it is meant to check (else it would pass by finding nothing).
     assert {("frontends/json_schema/refs.py", "resources"), ("frontends/lark/sources.py", "import_paths")} <= named
     assert [(path, name) for path, name in sorted(named) if name not in parameters] == []
+
+
+@pytest.mark.parametrize("options", [{"lenient": True}, {"whitespace": "compact"}, {"indent": 2}])
+def test_schema_options_with_a_regex_lark_or_choice_are_refused_not_ignored(options: dict) -> None:
+    for spec in (grammars.Regex("a+"), grammars.Lark('start: "a"'), grammars.Choice(["a"])):
+        with pytest.raises(GrammarError, match="apply to JSON Schemas and types"):
+            grammars.compile(spec, **options)

@@ -102,8 +102,9 @@ class FakeRunner:
                 position = num_cached + offset
                 self.slots[table[position // self.block_size]][position % self.block_size] = token_id
             context = [self._read(table, position) for position in range(num_cached + len(token_ids))]
-            rows.append(reference_logits(context, self.config.vocab_size))
-        return torch.stack(rows)  # [B, V]
+            ends = range(num_cached + 1, len(context) + 1) if batch.all_logits else [len(context)]
+            rows.extend(reference_logits(context[:end], self.config.vocab_size) for end in ends)
+        return torch.stack(rows)  # [B, V], or [sum k_i, V] with all_logits
 
     def _read(self, table: list[int], position: int) -> int:
         token_id = self.slots[table[position // self.block_size]][position % self.block_size]

@@ -470,7 +470,7 @@ def test_public_names_are_pinned() -> None:
 
     assert runtime.__all__ == sorted(runtime.__all__)
     assert set(runtime.__all__) == {
-        "ChatTemplateError", "CompletionDelta", "CompletionOutput", "Constraint", "CorruptModelError",
+        "CacheBusyError", "ChatTemplateError", "CompletionDelta", "CompletionOutput", "Constraint", "CorruptModelError",
         "DEFAULT_DTYPE", "Engine", "EngineError", "FinishReason", "ModelConfig", "ModelLoadError",
         "ModelNotFoundError", "PromptTooLongError", "RequestError", "RequestOutput", "RequestUpdate",
         "SamplingParams", "TokenLogprob", "TokenMatcher", "Tokenizer", "UnsupportedModelError", "Usage", "load",

@@ -136,6 +136,14 @@ def test_stream_never_splits_a_character(tokenizer: Tokenizer) -> None:
     assert "".join(deltas) == text and stream.flush() == ""
 
 
+def test_encode_can_read_special_token_strings_as_text(tokenizer: Tokenizer) -> None:
+    text = "a<|im_end|>b"
+    assert set(tokenizer.encode(text)) & set(tokenizer.special_ids)
+    plain = tokenizer.encode(text, parse_special_tokens=False)
+    assert not set(plain) & set(tokenizer.special_ids) and tokenizer.decode(plain) == text
+    assert tokenizer.encode("no markers", parse_special_tokens=False) == tokenizer.encode("no markers")
+
+
 def _is_complete_utf8(piece: bytes) -> bool:
     try:
         piece.decode("utf-8")
