@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 
 import numpy as np
 
@@ -28,6 +29,8 @@ MAX_CACHED_STATES = 65536
 #: Distinct masks kept (each is one byte per token): states with equal masks share one array, and
 #: most do (every position inside one kind of string, say), so this bounds the memory.
 MAX_DISTINCT_MASKS = 1024
+#: Seconds after a mask ran past a budget during which the table refuses new masks at once.
+FAILURE_COOLDOWN_SECONDS = 60.0
 #: States whose per-token completion lengths are kept (one float32 per token each) for budget masks.
 MAX_CACHED_LENGTHS = 64
 #: Boundary groups up to this size are settled token by token (memoized scalar walks beat numpy's
@@ -39,9 +42,10 @@ class MaskTable:
     """Allowed tokens and token transitions of `automaton` over `vocab`.
 
     A mask that runs past a budget (`ConstraintLimitError`) fails every later mask this table has
-    not cached, at once: the lexer rows a stopped walk computed stay cached, so retrying a grammar
-    that slow request after request would grow memory by a walk's worth each time. The constraint
-    works again once it is compiled afresh (it leaves the compile cache).
+    not cached, at once, for FAILURE_COOLDOWN_SECONDS: the lexer rows a stopped walk computed stay
+    cached, so retrying a grammar that slow request after request would grow memory by a walk's worth
+    each time. After the cool-down one request may try again (a budget missed on a busy machine does
+    not disable a constraint for good).
     """
 
     def __init__(self, automaton: GrammarAutomaton, vocab: Vocabulary) -> None:
@@ -59,6 +63,7 @@ class MaskTable:
         self._completions: CompletionLengths | None = None
         self._lock = threading.RLock()
         self.failure: ConstraintLimitError | None = None
+        self._failed_at = 0.0
 
     def allowed(self, state: State, check: Check) -> np.ndarray:
         """bool[vocab.size]: the tokens allowed in `state` (EOS only where the text may end).
@@ -75,12 +80,15 @@ class MaskTable:
                         self._allowed.clear()
                         self._distinct.clear()
                         self._tensors.clear()
-                    if self.failure is not None:  # a fresh error: re-raising one object grows its traceback
-                        raise ConstraintLimitError(f"an earlier mask of this constraint failed: {self.failure}")
+                    if self.failure is not None:
+                        if time.monotonic() - self._failed_at < FAILURE_COOLDOWN_SECONDS:
+                            # A fresh error: re-raising one object would grow its traceback.
+                            raise ConstraintLimitError(f"an earlier mask of this constraint failed: {self.failure}")
+                        self.failure = None
                     try:
                         computed = self._compute(state, check)
                     except ConstraintLimitError as exc:
-                        self.failure = exc
+                        self.failure, self._failed_at = exc, time.monotonic()
                         raise
                     found = self._distinct.setdefault(
                         hashlib.blake2b(computed.tobytes(), digest_size=16).digest(), computed

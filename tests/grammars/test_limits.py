@@ -159,3 +159,14 @@ def test_a_mask_past_its_budget_fails_later_masks_of_the_constraint_at_once(voca
     second.mask(max_seconds=60)  # would resume the walk, adding lexer rows request after request
     assert isinstance(second.error, ConstraintLimitError) and "an earlier mask" in str(second.error)
     assert constraint.automaton.lexer.num_states == num_states
+
+
+def test_after_the_cool_down_a_failed_constraint_may_try_again(vocab, monkeypatch):
+    from grammars.masking import masks
+
+    constraint = grammars.compile(grammars.Regex(LOOKAHEADS), cache=False)
+    constraint.matcher(vocab).mask(max_seconds=0.05)
+    monkeypatch.setattr(masks, "FAILURE_COOLDOWN_SECONDS", 0.0)
+    retry = constraint.matcher(vocab)
+    retry.mask(max_seconds=0.05)  # computes again (and runs past its budget again)
+    assert isinstance(retry.error, ConstraintLimitError) and "an earlier mask" not in str(retry.error)
