@@ -68,7 +68,14 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=40)
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--engines", default="stencil,llguidance,xgrammar")
+    parser.add_argument(
+        "--python-walk", action="store_true", help="Stencil's numpy vocabulary walk instead of the compiled one"
+    )
     args = parser.parse_args()
+    if args.python_walk:
+        from grammars.masking import token_walk
+
+        token_walk.native_walk = None
 
     tok = pmb.Tok(str(TOKENIZER), None)
     cases = pmb.corpus_cases(str(CORPUS), args.limit) if args.corpus else pmb.builtin_cases()
@@ -120,6 +127,7 @@ def main() -> None:
                 "revision": revision,
                 "cases": len(cases),
                 "passes": passes,
+                "python_walk": args.python_walk,
                 "ratios": summary["ratios"],
                 "memory_bytes_median": statistics.median(memory) if memory else None,
             }

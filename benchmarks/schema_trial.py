@@ -9,12 +9,14 @@ and its leaf values as `path: value` lines); a schema without one gets a plain r
 value. Each output is checked by `jsonschema` (the schema's `$schema`, default 2020-12, formats
 asserted) as an oracle independent of Stencil.
 
-Printed: a line per schema; the share of calls that return a valid typed value; invalid outputs
-(must be 0); `IncompleteOutputError`s; mean completion tokens; field accuracy (the mean, over the
-schemas with an instance, of the share of the instance's stated leaf fields that the output
-reproduces exactly at the same path); then one JSON line with the configuration and git revision.
-The engine has no switch for its length-aware masks, so there is no "before" run to compare with
-here (the issue quotes 31% valid for the build without them).
+Every schema is called twice in the same run, with the runaway guard on (the default) and off
+(`runaway_guard=False`; see runtime.engine.runaway). Printed: a line per schema and setting; per
+setting the share of calls that return a valid typed value, invalid outputs (must be 0),
+`IncompleteOutputError`s, mean completion tokens and field accuracy (the mean, over the schemas
+with an instance, of the share of the instance's stated leaf fields that the output reproduces
+exactly at the same path); the guard's ratios to the unguarded run; then one JSON line with the
+configuration and git revision. The engine has no switch for its length-aware masks, so there is
+no "before" run of them here (the issue quotes 31% valid for the build without them).
 
     .venv/bin/python benchmarks/schema_trial.py              # 30 schemas, max_tokens 400
     .venv/bin/python benchmarks/schema_trial.py --smoke      # 2 schemas, max_tokens 48
@@ -75,7 +77,6 @@ class Outcome:
     kind: str
     completion_tokens: int | None
     num_facts_matched: int
-    seconds: float
 
 
 def _git_revision() -> str:
@@ -188,42 +189,70 @@ def _judge(trial: Trial, text: str) -> tuple[str, int]:
     return ("valid" if is_valid else "invalid"), matched
 
 
-async def _call(llm: sdk.LLM, trial: Trial, max_tokens: int) -> Outcome:
-    start = time.perf_counter()
+async def _call(llm: sdk.LLM, trial: Trial, max_tokens: int, runaway_guard: bool) -> Outcome:
     output = sdk.Schema(trial.schema, resources=trial.resources or None)
     try:
-        result = await llm.run(_prompt(trial.facts), output=output, max_tokens=max_tokens)
+        result = await llm.run(_prompt(trial.facts), output=output, max_tokens=max_tokens, runaway_guard=runaway_guard)
     except sdk.IncompleteOutputError as exc:
-        return Outcome("incomplete", exc.usage.completion_tokens, 0, time.perf_counter() - start)
+        return Outcome("incomplete", exc.usage.completion_tokens, 0)
     except sdk.ValidationError as exc:  # the SDK's own check said no: the oracle has the last word
         kind, matched = _judge(trial, exc.text)
         kind = "invalid" if kind == "invalid" else "ValidationError(oracle: valid)"
-        return Outcome(kind, exc.usage.completion_tokens, matched, time.perf_counter() - start)
+        return Outcome(kind, exc.usage.completion_tokens, matched)
     except sdk.GenerationError as exc:
-        return Outcome(type(exc).__name__, exc.usage.completion_tokens, 0, time.perf_counter() - start)
+        return Outcome(type(exc).__name__, exc.usage.completion_tokens, 0)
     except sdk.StencilError as exc:
-        return Outcome(type(exc).__name__, None, 0, time.perf_counter() - start)
+        return Outcome(type(exc).__name__, None, 0)
     kind, matched = _judge(trial, result.text)
-    return Outcome(kind, result.usage.completion_tokens, matched, time.perf_counter() - start)
+    return Outcome(kind, result.usage.completion_tokens, matched)
 
 
-async def _run(trials: list[Trial], max_tokens: int) -> tuple[list[Outcome], float]:
-    """The outcomes of one call per trial, and the seconds loading the model took."""
+async def _run(trials: list[Trial], max_tokens: int) -> tuple[dict[bool, list[Outcome]], float]:
+    """Per runaway-guard setting (on, off), the outcomes of one call per trial; and the seconds
+    loading the model took."""
     start = time.perf_counter()
     llm = sdk.LLM()
     load_seconds = time.perf_counter() - start
-    outcomes = []
+    outcomes: dict[bool, list[Outcome]] = {True: [], False: []}
     for index, trial in enumerate(trials, 1):
-        outcome = await _call(llm, trial, max_tokens)
-        outcomes.append(outcome)
-        fields = "no instance" if trial.facts is None else f"fields {outcome.num_facts_matched}/{len(trial.facts)}"
-        print(
-            f"{index:3d} {trial.group}/{trial.name}: {outcome.kind}, {outcome.completion_tokens} tokens, "
-            f"{fields}, {outcome.seconds:.1f} s",
-            flush=True,
-        )
+        for guard, guard_outcomes in outcomes.items():
+            outcome = await _call(llm, trial, max_tokens, guard)
+            guard_outcomes.append(outcome)
+            fields = "no instance" if trial.facts is None else f"fields {outcome.num_facts_matched}/{len(trial.facts)}"
+            print(
+                f"{index:3d} {trial.group}/{trial.name} guard {'on ' if guard else 'off'}: {outcome.kind}, "
+                f"{outcome.completion_tokens} tokens, {fields}",
+                flush=True,
+            )
     await llm.aclose()
     return outcomes, load_seconds
+
+
+def _summary(trials: list[Trial], outcomes: list[Outcome]) -> dict[str, Any]:
+    """The figures of one setting's calls (see the module docstring)."""
+    kinds = Counter(outcome.kind for outcome in outcomes)
+    tokens = [outcome.completion_tokens for outcome in outcomes if outcome.completion_tokens is not None]
+    with_facts = [(trial, outcome) for trial, outcome in zip(trials, outcomes) if trial.facts]
+    accuracy = statistics.fmean(o.num_facts_matched / len(t.facts or ()) for t, o in with_facts) if with_facts else 0.0
+    num_stated = sum(len(trial.facts or ()) for trial, _ in with_facts)
+    return {
+        "outcomes": dict(kinds),
+        "num_valid": kinds["valid"],
+        "valid_rate": round(kinds["valid"] / len(outcomes), 4) if outcomes else 0.0,
+        "num_invalid": kinds["invalid"],
+        "num_incomplete": kinds["incomplete"],
+        "mean_completion_tokens": round(statistics.fmean(tokens), 1) if tokens else 0.0,
+        "num_with_facts": len(with_facts),
+        "num_stated_facts": num_stated,
+        "field_accuracy": round(accuracy, 4),
+        "pooled_field_accuracy": round(sum(o.num_facts_matched for _, o in with_facts) / num_stated, 4)
+        if num_stated
+        else 0.0,
+    }
+
+
+def _ratio(on: float, off: float) -> str:
+    return f"{on / off:.2f}x" if off else "n/a"
 
 
 def main() -> None:
@@ -236,44 +265,37 @@ def main() -> None:
     skipped: Counter[str] = Counter()
     trials = _sample(num_schemas, skipped)
     outcomes, load_seconds = asyncio.run(_run(trials, max_tokens))
-
-    kinds = Counter(outcome.kind for outcome in outcomes)
-    tokens = [outcome.completion_tokens for outcome in outcomes if outcome.completion_tokens is not None]
-    with_facts = [(trial, outcome) for trial, outcome in zip(trials, outcomes) if trial.facts]
-    accuracy = statistics.fmean(o.num_facts_matched / len(t.facts or ()) for t, o in with_facts) if with_facts else 0.0
-    num_stated = sum(len(trial.facts or ()) for trial, _ in with_facts)
-    pooled_accuracy = sum(o.num_facts_matched for _, o in with_facts) / num_stated if num_stated else 0.0
-    valid_rate = kinds["valid"] / len(outcomes) if outcomes else 0.0
-    mean_tokens = statistics.fmean(tokens) if tokens else 0.0
+    summaries = {guard: _summary(trials, guard_outcomes) for guard, guard_outcomes in outcomes.items()}
     print(f"model load {load_seconds:.1f} s, not counted; skipped {sum(skipped.values())} schemas: {dict(skipped)}")
-    print(f"outcomes: {dict(kinds)}")
+    for guard, summary in summaries.items():
+        print(
+            f"runaway guard {'on ' if guard else 'off'}: valid typed values {summary['num_valid']}/{len(trials)} = "
+            f"{summary['valid_rate']:.1%}; invalid: {summary['num_invalid']}; IncompleteOutputError: "
+            f"{summary['num_incomplete']}; mean completion tokens: {summary['mean_completion_tokens']:.1f}; "
+            f"field accuracy over {summary['num_with_facts']} schemas with an instance: "
+            f"{summary['field_accuracy']:.1%} per schema, {summary['pooled_field_accuracy']:.1%} of all "
+            f"{summary['num_stated_facts']} stated fields"
+        )
+    on, off = summaries[True], summaries[False]
     print(
-        f"valid typed values: {kinds['valid']}/{len(outcomes)} = {valid_rate:.1%}; invalid: {kinds['invalid']}; "
-        f"IncompleteOutputError: {kinds['incomplete']}; mean completion tokens: {mean_tokens:.1f}"
-    )
-    print(
-        f"field accuracy over {len(with_facts)} schemas with an instance: {accuracy:.1%} per schema, "
-        f"{pooled_accuracy:.1%} of all {num_stated} stated fields"
+        f"guard on / off: valid {_ratio(on['valid_rate'], off['valid_rate'])}, field accuracy "
+        f"{_ratio(on['field_accuracy'], off['field_accuracy'])}, completion tokens "
+        f"{_ratio(on['mean_completion_tokens'], off['mean_completion_tokens'])}"
     )
     print(
         json.dumps(
             {
                 "benchmark": "schema_trial",
                 "model": "SmolLM2-135M-Instruct (embedded)",
-                "decoding": "greedy, one call at a time, output=sdk.Schema(schema)",
+                "decoding": "greedy, one call at a time, output=sdk.Schema(schema), runaway guard on and off",
                 "seed": SEED,
                 "num_schemas": len(trials),
                 "max_tokens": max_tokens,
                 "max_facts": MAX_FACTS,
                 "schemas": [f"{trial.group}/{trial.name}" for trial in trials],
                 "skipped": dict(skipped),
-                "outcomes": dict(kinds),
-                "valid_rate": round(valid_rate, 4),
-                "num_invalid": kinds["invalid"],
-                "num_incomplete": kinds["incomplete"],
-                "mean_completion_tokens": round(mean_tokens, 1),
-                "field_accuracy": round(accuracy, 4),
-                "pooled_field_accuracy": round(pooled_accuracy, 4),
+                "guard_on": on,
+                "guard_off": off,
                 "num_facts_cut": sum(trial.num_facts_cut for trial in trials),
                 "load_s": round(load_seconds, 1),
                 "smoke": args.smoke,

@@ -8,6 +8,7 @@ from grammars.errors import (
     GrammarSyntaxError,
     LarkPriorityWarning,
     MatcherFailedError,
+    RollbackError,
     SchemaError,
     SchemaNestingError,
     StencilError,
@@ -17,13 +18,14 @@ from grammars.errors import (
 )
 from grammars.masking.matcher import Matcher
 from grammars.masking.vocab import Vocabulary
-from grammars.specs import Choice, Lark, Regex, Schema
+from grammars.specs import GBNF, Choice, Lark, Regex, Schema
 
 __all__ = [
     "Choice",
     "Constraint",
     "ConstraintLimitError",
     "EmptyLanguageError",
+    "GBNF",
     "GrammarError",
     "GrammarSyntaxError",
     "Lark",
@@ -31,6 +33,7 @@ __all__ = [
     "Matcher",
     "MatcherFailedError",
     "Regex",
+    "RollbackError",
     "Schema",
     "SchemaError",
     "SchemaNestingError",

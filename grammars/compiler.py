@@ -27,7 +27,7 @@ from grammars.errors import ConstraintLimitError, GrammarError
 from grammars.masking.masks import MaskTable
 from grammars.masking.matcher import Matcher
 from grammars.masking.vocab import Vocabulary
-from grammars.specs import Choice, Lark, Regex, Schema
+from grammars.specs import GBNF, Choice, Lark, Regex, Schema
 
 #: Compiled constraints kept in memory.
 MAX_CACHED_CONSTRAINTS = 128
@@ -114,7 +114,7 @@ def compile(
 
     Args:
         spec: a JSON Schema (dict or bool), a Pydantic model class or Python type, `Regex`, `Lark`,
-            `Choice`, or `Schema` (a JSON Schema with its options, which it carries itself).
+            `GBNF`, `Choice`, or `Schema` (a JSON Schema with its options, which it carries itself).
         lenient: JSON Schema keywords Stencil cannot enforce warn instead of raising.
         whitespace: JSON text policy: "flexible" (at most one space after `,` and `:`), "compact"
             (none) or "spaced" (exactly one).
@@ -192,6 +192,8 @@ def _describe(spec: Any) -> tuple[str, Any]:
         return "regex", [spec.pattern, spec.flavor]
     if isinstance(spec, Lark):
         return "lark", [spec.text, spec.start, [os.path.abspath(path) for path in spec.import_paths]]
+    if isinstance(spec, GBNF):
+        return "gbnf", [spec.text, spec.start]
     if isinstance(spec, Choice):
         return "choice", list(spec.options)
     if isinstance(spec, (dict, bool)):
@@ -200,7 +202,7 @@ def _describe(spec: Any) -> tuple[str, Any]:
         # Values, not types: a string is no type name here, and a list no schema.
         raise GrammarError(
             f"a constraint specification is a JSON Schema dict or bool, a Python type, or a Regex, Lark, "
-            f"Choice or Schema; not a {type(spec).__name__}"
+            f"GBNF, Choice or Schema; not a {type(spec).__name__}"
         )
     from grammars.frontends.types import type_schema
 
@@ -243,6 +245,10 @@ def _grammar(kind: str, payload: Any, options: _Options, *, check: Check) -> ir.
         from grammars.frontends.lark.grammar import lark_grammar
 
         return lark_grammar(payload[0], start=payload[1], import_paths=payload[2], check=check)
+    if kind == "gbnf":
+        from grammars.frontends.gbnf.grammar import gbnf_grammar
+
+        return gbnf_grammar(payload[0], start=payload[1], check=check)
     from grammars.frontends.json_schema import schema_grammar
 
     return schema_grammar(

@@ -13,6 +13,10 @@ new lexer state, so each token would pay a full vocabulary walk. Bound it in tok
 generation's reasoning budget runs out, continue it with `marker_then_answer`, which forces the
 marker and then the answer (the text so far plus the marker is still a sentence of the first
 constraint's reasoning part, since that reasoning never contains the whole marker).
+
+An answer whose JSON objects must not repeat a key (a JSON Schema answer) keeps that rule: the key
+scanner (`grammars.core.distinct_keys`) starts after the marker, where the first occurrence of the
+marker ends the reasoning, so nothing the reasoning says is read as JSON.
 """
 
 from __future__ import annotations
@@ -96,7 +100,36 @@ def _then_answer(answer: Constraint | None, head: rx.Term, separator: str, head_
         answer_expr,
     )
     description = f"{head_description}, then {answer.description if answer is not None else 'text'}"
-    return compile_grammar(rules.grammar(rules.define("then_answer", start), ignore), description)
+    grammar = rules.grammar(rules.define("then_answer", start), ignore)
+    if answer is not None:
+        grammar.distinct_keys_after = _keys_after(head, separator, answer.grammar.distinct_keys_after)
+    return compile_grammar(grammar, description)
+
+
+#: Bytes that change where a key scanner stands outside JSON strings (closers and commas do not
+#: matter before the first container opens).
+_JSON_OPENERS = frozenset(b'"{[')
+
+
+def _keys_after(head: rx.Term, separator: str, answer_keys_after: rx.Term | None) -> rx.Term | None:
+    """Where the composed output's JSON begins: after the head (whose one lexeme ends at the first
+    occurrence of the marker), the separator and the answer's own prefix.
+
+    When the answer's JSON begins at once, the scanner starts right after the head and so reads the
+    separator (the gate cannot tell an optional separator from the answer's first bytes).
+
+    Raises:
+        GrammarError: such a separator holds a byte that would open JSON text (`"`, `{`, `[`).
+    """
+    if answer_keys_after is None:
+        return None
+    if answer_keys_after.nullable and _JSON_OPENERS.intersection(separator.encode("utf-8")):
+        raise GrammarError(
+            f"the separator {separator!r} before a JSON answer may not hold a quote, brace or bracket: "
+            "end the marker with it instead"
+        )
+    tail = rx.optional(rx.literal(separator.encode("utf-8"))) if separator else rx.EPSILON
+    return rx.concat(head, tail, answer_keys_after)
 
 
 def _renamed(expr: ir.Expr, names: dict[str, str]) -> ir.Expr:

@@ -9,6 +9,7 @@
         ├── ConstraintLimitError      a size, state or time budget was exceeded while compiling or matching
         │   └── SchemaNestingError    a schema nested deeper than a depth budget; carries the pointer and the budget
         ├── TokenRejectedError        Matcher.advance() was given a token the mask forbids
+        ├── RollbackError             Matcher.rollback() asked to undo more tokens than it remembers
         └── MatcherFailedError        a matcher raised something else (recursion, memory, a bug); the cause is chained
 
     UnsupportedSchemaWarning          (a UserWarning) what UnsupportedSchemaError becomes under lenient=True
@@ -124,13 +125,19 @@ class TokenRejectedError(GrammarError):
         super().__init__(f"token {token_id} is not allowed here" + (f": {detail}" if detail else ""))
 
 
+class RollbackError(GrammarError):
+    """`rollback()` was asked to undo more tokens than the matcher remembers (or the matcher cannot
+    roll back at all); the matcher is left as it was."""
+
+
 class MatcherFailedError(GrammarError):
     """A matcher (or its constraint, building one) raised an exception that is not a Stencil error:
     `RecursionError`, `MemoryError`, a bug. The runtime raises it in place of that exception (the
     `__cause__`), so one failing constraint ends its own request, not the engine step.
 
     Attributes:
-        operation: what the matcher was doing: "matcher", "mask", "advance", "is_accepting" or "fork".
+        operation: what the matcher was doing: "matcher", "mask", "advance", "is_accepting", "fork",
+            "forced_bytes", "check_tokens" or "rollback".
     """
 
     def __init__(self, operation: str, cause: BaseException) -> None:

@@ -1,4 +1,4 @@
-"""Constraint specifications beyond a bare JSON Schema or Python type: regexes, Lark grammars, choices,
+"""Constraint specifications beyond a bare JSON Schema or Python type: regexes, Lark and GBNF grammars, choices,
 and a JSON Schema together with its compile options (`Schema`), so that the options can travel
 wherever a specification goes (`output=` in the SDK).
 """
@@ -53,6 +53,21 @@ class Lark:
         object.__setattr__(self, "text", text)
         object.__setattr__(self, "start", start)
         object.__setattr__(self, "import_paths", _directories(import_paths))
+
+
+@dataclass(frozen=True)
+class GBNF:
+    """Output that is a sentence of a GBNF grammar (llama.cpp's grammar format), so that llama.cpp
+    users can bring their grammars; docs/gbnf.md lists the syntax and how the meaning differs.
+
+    Args:
+        text: the grammar: `name ::= ...` rules over string literals, `[...]` classes, `.`, groups
+            and `* + ? {m,n}` repetitions.
+        start: the start rule (llama.cpp always starts at `root`).
+    """
+
+    text: str
+    start: str = "root"
 
 
 @dataclass(frozen=True, init=False)

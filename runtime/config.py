@@ -6,7 +6,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: Architectures the decoder implements (Hugging Face `model_type` names).
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "mixtral", "qwen2_moe")
+SUPPORTED_ARCHITECTURES = (
+    "llama",
+    "mistral",
+    "qwen2",
+    "mixtral",
+    "qwen2_moe",
+    "qwen3",
+    "qwen3_moe",
+    "phi3",
+    "gemma3_text",
+)
 
 
 @dataclass(frozen=True)
@@ -33,7 +43,20 @@ class ModelConfig:
     tie_word_embeddings: bool = False
     #: Qwen2 puts a bias on the q/k/v projections.
     attention_bias: bool = False
+    #: Window of every layer's attention (Mistral); Gemma 3's per-layer windows are `local_layers` below.
     sliding_window: int | None = None
+    #: RMS-normalize each query and key head before RoPE (Qwen3, Gemma 3).
+    has_qk_norm: bool = False
+    #: Feed-forward gate activation: "silu" (SwiGLU) or "gelu_pytorch_tanh" (Gemma's GeGLU).
+    hidden_act: str = "silu"
+    #: Attention scores are scaled by this to the power -1/2 (Gemma 3); None: by head_dim.
+    query_pre_attn_scalar: float | None = None
+    # Gemma 3 interleaves local layers (a sliding window and their own rope base) with global ones.
+    local_layers: tuple[int, ...] = ()
+    local_window: int | None = None
+    local_rope_theta: float = 10000.0
+    #: Logits become `cap * tanh(logits / cap)` (Gemma); None: raw logits.
+    final_logit_softcapping: float | None = None
     # Sparse MoE FFN (Mixtral, Qwen2-MoE); num_experts == 0 means a dense FFN.
     num_experts: int = 0
     num_experts_per_tok: int = 0

@@ -12,6 +12,7 @@ import os
 import torch
 
 from runtime.engine.llm_engine import DEFAULT_MAX_MASK_SECONDS, Engine, context_window
+from runtime.engine.speculative import SpeculativeConfig
 from runtime.errors import RequestError
 from runtime.loading import load_checkpoint
 from runtime.model.architectures import Quantization, build_model
@@ -36,6 +37,7 @@ def load(
     max_model_len: int | None = None,
     enable_prefix_caching: bool = True,
     max_mask_seconds: float | None = DEFAULT_MAX_MASK_SECONDS,
+    speculative: SpeculativeConfig | None = None,
 ) -> Engine:
     """Load a model and return an engine ready to generate.
 
@@ -49,8 +51,8 @@ def load(
             None picks what stays exact: INT4 for a checkpoint stored in 4 bits (the embedded Q4_1
             GGUF keeps its very weights, at about 3x the decode speed of bfloat16) when `dtype` is
             left to the default, else NONE.
-        max_num_seqs, max_num_batched_tokens, max_model_len, enable_prefix_caching, max_mask_seconds:
-            see `Engine`.
+        max_num_seqs, max_num_batched_tokens, max_model_len, enable_prefix_caching, max_mask_seconds,
+            speculative: see `Engine`.
 
     Raises:
         ModelNotFoundError, CorruptModelError, UnsupportedModelError: the model cannot be loaded.
@@ -78,6 +80,7 @@ def load(
         max_model_len=context_len,
         enable_prefix_caching=enable_prefix_caching,
         max_mask_seconds=max_mask_seconds,
+        speculative=speculative,
     )
 
 

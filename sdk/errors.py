@@ -10,15 +10,18 @@
     └── SDKError                        root of the errors raised here
         ├── UnsupportedOutputTypeError  an `output=` that no constraint can express; carries the type
         ├── ClosedError                 a call on an LLM after `close()`
+        ├── RemoteError                 a remote server's error reply, or no reply, after the retries;
+        │                               carries status_code and error_type
         └── GenerationError             the model ran but gave no value; carries text, reasoning, usage
             ├── IncompleteOutputError   `max_tokens` (or the context window) cut the output short
             ├── ConstraintFailedError   the constraint could not go on (a matcher error mid-generation)
-            └── ValidationError         a grammatical output that validation rejects; carries errors()
+            └── ValidationError         an output that validation rejects (for a remote model, also one
+                                        outside the constraint); carries errors()
 
 Every error above is raised before generation starts, except the `GenerationError`s, which describe
-what came back. An `IncompleteOutputError` is never reported as a validation error and never retried:
-the same budget would cut the same output again. Pydantic's `ValidationError` is mapped to ours once,
-in `sdk.outputs`, with `raise ... from exc`.
+what came back, and `RemoteError`, which may also end a stream midway. An `IncompleteOutputError` is
+never reported as a validation error and never retried: the same budget would cut the same output
+again. Pydantic's `ValidationError` is mapped to ours once, in `sdk.outputs`, with `raise ... from exc`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "ConstraintFailedError",
     "GenerationError",
     "IncompleteOutputError",
+    "RemoteError",
     "SDKError",
     "UnsupportedOutputTypeError",
     "ValidationError",
@@ -60,6 +64,24 @@ class UnsupportedOutputTypeError(SDKError):
 
 class ClosedError(SDKError):
     """The LLM was closed; its engine thread and memory are gone."""
+
+
+class RemoteError(SDKError):
+    """A remote model's server answered with an error, or could not be reached, after the retries
+    (`sdk.backends.remote`).
+
+    Attributes:
+        status_code: the HTTP status (None: no reply, or an error event in the stream).
+        error_type: the error envelope's "type" (or "code"), e.g. "invalid_request_error".
+        message: what the server said, or what went wrong on the way.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None, error_type: str | None = None) -> None:
+        self.status_code = status_code
+        self.error_type = error_type
+        self.message = message
+        where = f"HTTP {status_code}" if status_code is not None else "no reply"
+        super().__init__(f"remote model: {message} ({where}{f', {error_type}' if error_type else ''})")
 
 
 class GenerationError(SDKError):
@@ -95,8 +117,8 @@ class ConstraintFailedError(GenerationError):
 
 
 class ValidationError(GenerationError):
-    """A grammatically valid output that validation rejects (a Pydantic validator, a field constraint
-    the grammar does not express).
+    """An output that validation rejects: a Pydantic validator, a field constraint the grammar does not
+    express, or (from a remote server, which may ignore the constraint) text outside the constraint.
 
     Attributes:
         details: Pydantic-style error dicts, each with "type", "loc", "msg" and "input".

@@ -29,6 +29,9 @@ from runtime.errors import RequestError
 from sdk import reasoning as reasoning_layout
 from sdk.outputs import OutputKind, OutputSpec, output_spec
 from sdk.prompts import Message, PromptInput, build_messages
+from sdk.tools.definitions import ToolLike
+from sdk.tools.format import ToolFormat
+from sdk.tools.requests import ToolRequest, prepare_tools
 from sdk.voting import VoteKey
 
 __all__ = [
@@ -39,9 +42,12 @@ __all__ = [
     "Call",
     "CallOptions",
     "Default",
+    "Speculative",
+    "SpeculativeOption",
     "StreamOptions",
     "prepare_call",
     "resolve_options",
+    "speculative_config",
 ]
 
 #: Temperature of `samples > 1` when none is given: self-consistency needs paths that differ.
@@ -76,6 +82,11 @@ class StreamOptions(TypedDict, total=False):
     frequency_penalty: Annotated[float, Default(0.0)]
     num_beams: Annotated[int, Default(1)]
     length_penalty: Annotated[float, Default(1.0)]
+    # Steer a looping constrained value to its end (runtime.engine.runaway).
+    runaway_guard: Annotated[bool, Default(True)]
+    tools: Annotated[Sequence[ToolLike] | None, Default(None)]
+    tool_choice: Annotated[object, Default("auto")]
+    parallel_tool_calls: Annotated[bool, Default(True)]
 
 
 class CallOptions(StreamOptions, total=False):
@@ -116,11 +127,15 @@ class Call:
     Attributes:
         messages: the chat messages to render.
         spec: the resolved output.
-        constraint: what the completion must follow (the output's, or reasoning + the output's).
+        constraint: what the completion must follow (the output's, or reasoning + the output's,
+            or the output's or tool calls).
         params: sampling parameters (`n` = samples).
         reasoning: whether the completion is reasoning, marker, answer.
         vote_on: what self-consistency votes on.
         retries: attempts left for validation errors.
+        tools: the tools the completion may call (None: no calls can be written).
+        template_variables: more chat-template variables (the tools, for a template with a tool
+            format), None when there are none.
     """
 
     messages: list[Message]
@@ -130,6 +145,8 @@ class Call:
     reasoning: bool
     vote_on: VoteKey
     retries: int
+    tools: ToolRequest | None = None
+    template_variables: Mapping[str, Any] | None = None
 
     @property
     def num_samples(self) -> int:
@@ -161,7 +178,13 @@ def resolve_options(options: Mapping[str, object], accepted: frozenset[str] = CA
 
 
 def prepare_call(
-    prompt: PromptInput, output: Any, options: Mapping[str, object], *, accepted: frozenset[str] = CALL_OPTIONS
+    prompt: PromptInput,
+    output: Any,
+    options: Mapping[str, object],
+    *,
+    accepted: frozenset[str] = CALL_OPTIONS,
+    tool_format: ToolFormat = ToolFormat.GENERIC,
+    enforces_constraints: bool = True,
 ) -> Call:
     """Check and resolve a call (see `sdk.LLM.run` for the meaning of the options).
 
@@ -170,6 +193,9 @@ def prepare_call(
         output: the output type as given.
         options: the keyword arguments as given; the missing ones take their declared defaults.
         accepted: the option names the calling method declares.
+        tool_format: how the backend takes tools and past calls (`Backend.tool_format`).
+        enforces_constraints: whether the backend's answers follow the constraint by construction
+            (`Backend.enforces_constraints`); when not, any output can fail and be retried.
 
     Raises:
         RequestError: an unknown keyword, a control of the wrong type or out of range, or controls
@@ -184,7 +210,7 @@ def prepare_call(
     _check_count(samples, "samples", minimum=1)
     _check_count(retries, "retries", minimum=0)
     spec = output_spec(output)
-    _check_conflicts(spec, resolved)
+    _check_conflicts(spec, resolved, enforces_constraints)
     temperature = resolved["temperature"]
     if temperature is None:
         temperature = DEFAULT_SAMPLES_TEMPERATURE if samples > 1 else 0.0
@@ -202,10 +228,22 @@ def prepare_call(
         n=samples,
         num_beams=resolved["num_beams"],
         length_penalty=resolved["length_penalty"],
+        runaway_guard=resolved["runaway_guard"],
     )
     constraint = _constraint(spec, reasoning, resolved["max_reasoning_tokens"], max_tokens)
     messages = build_messages(prompt, spec, reasoning=reasoning, describe_output=describe_output)
-    return Call(messages, spec, constraint, params, reasoning, resolved["vote_on"], retries)
+    prompt_with_tools, constraint, tools = prepare_tools(messages, spec, constraint, resolved, tool_format)
+    return Call(
+        prompt_with_tools.messages,
+        spec,
+        constraint,
+        params,
+        reasoning,
+        resolved["vote_on"],
+        retries,
+        tools,
+        prompt_with_tools.template_variables or None,
+    )
 
 
 def _constraint(
@@ -226,7 +264,7 @@ def _constraint(
     return reasoning_layout.BudgetedReasoning(spec, max_reasoning_tokens)
 
 
-def _check_conflicts(spec: OutputSpec, options: CallOptions) -> None:
+def _check_conflicts(spec: OutputSpec, options: CallOptions, enforces_constraints: bool) -> None:
     """Controls that are each valid but do not combine."""
     samples, vote_on, stop = options["samples"], options["vote_on"], options["stop"]
     if samples > 1 and options["num_beams"] != 1:
@@ -237,9 +275,13 @@ def _check_conflicts(spec: OutputSpec, options: CallOptions) -> None:
         if samples == 1:
             raise RequestError("only applies to self-consistency (samples > 1)", "vote_on")
         spec.check_vote_key(vote_on)
-    if options["retries"] and not spec.is_validated:
+    # Under an enforced constraint only a Python type's validators, or a tool's, can reject an
+    # answer; a backend that cannot enforce it (a remote server) may break any output.
+    can_calls_fail = options["tools"] is not None and options["tool_choice"] != "none"
+    if options["retries"] and enforces_constraints and not (spec.is_validated or can_calls_fail):
         raise RequestError(
-            "only validated outputs (Python types and Pydantic models) can fail validation and be retried",
+            "only validated outputs (Python types and Pydantic models) and tool calls can fail "
+            "validation and be retried",
             "retries",
         )
     if stop and spec.kind is not OutputKind.TEXT:
@@ -267,3 +309,49 @@ def _check_flag(value: object, field: str) -> None:
 def _check_count(value: object, field: str, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise RequestError(f"must be an int >= {minimum}, got {value!r}", field)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Speculative:
+    """Fast paths of a local model: speculative decoding, with the constraint as one draft source.
+
+    Every draft is checked against the constraint and verified by the model in one forward pass, so
+    greedy outputs are the plain ones token for token and sampling keeps its distribution; only
+    the speed changes (see runtime.engine.speculative).
+
+    Attributes:
+        num_draft_tokens: most draft tokens per sequence per step (>= 1).
+        jump_forward: draft the text the constraint forces next (JSON keys and punctuation, enum tails).
+        prompt_lookup: draft by n-gram lookup in the prompt and the output so far (copied spans).
+    """
+
+    num_draft_tokens: int = 6
+    jump_forward: bool = True
+    prompt_lookup: bool = True
+
+
+#: What `LLM(speculative=...)` accepts: None (off), "ngram" (prompt lookup), "auto" (every draft source).
+SpeculativeOption = Speculative | str | None
+
+
+def speculative_config(speculative: SpeculativeOption) -> Any:
+    """The runtime's `SpeculativeConfig` for an `LLM(speculative=...)` value (None: off).
+
+    Raises:
+        RequestError: an unknown name or a value out of range (field "speculative" or the attribute).
+    """
+    from runtime.engine.speculative import SpeculativeConfig
+
+    if speculative is None:
+        return None
+    if speculative == "auto":
+        return SpeculativeConfig()
+    if speculative == "ngram":
+        return SpeculativeConfig(jump_forward=False)
+    if isinstance(speculative, Speculative):
+        return SpeculativeConfig(
+            num_draft_tokens=speculative.num_draft_tokens,
+            jump_forward=speculative.jump_forward,
+            prompt_lookup=speculative.prompt_lookup,
+        )
+    raise RequestError(f'expected None, "ngram", "auto" or sdk.Speculative, got {speculative!r}', "speculative")

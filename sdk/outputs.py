@@ -1,7 +1,7 @@
 """Output types: what `output=` can be, and for each, its constraint and its parser.
 
     output=None or str                       free text                       -> str
-    output=grammars.Regex / Lark / Choice    text in that language           -> str
+    output=grammars.Regex/Lark/GBNF/Choice   text in that language           -> str
     output={...} (a JSON Schema dict)        JSON the schema accepts         -> the parsed JSON value
     output=grammars.Schema(schema, ...)      the same, compiled with its own -> the parsed JSON value
                                              lenient / resources / whitespace / indent
@@ -32,11 +32,12 @@ from typing import Any
 import jsonschema
 import pydantic
 import referencing
+import referencing.jsonschema
 from pydantic import TypeAdapter
-from referencing.jsonschema import DRAFT202012
 
 import grammars
 from grammars.compiler import Constraint
+from grammars.errors import SchemaError
 from grammars.frontends.types import type_schema
 from runtime.errors import RequestError
 from sdk.errors import UnsupportedOutputTypeError
@@ -118,21 +119,17 @@ class OutputSpec:
             raise RequestError(f"not a valid output value: {exc.errors(include_url=False)}", field) from exc
         plain = self.adapter.dump_python(checked, mode="json")
         if self.kind is OutputKind.JSON_SCHEMA:  # its adapter takes any JSON: the schema decides
-            error = jsonschema.exceptions.best_match(self._validator().iter_errors(plain))
+            error = jsonschema.exceptions.best_match(self.schema_validator().iter_errors(plain))
             if error is not None:
                 raise RequestError(f"not valid against the output schema: {error.message}", field)
         return plain if self.labels is not None else json.dumps(plain, ensure_ascii=False)
 
-    def _validator(self) -> Any:
-        """A validator of the JSON Schema; remote `$ref`s resolve from a `Schema`'s resources only
-        (never fetched, as when compiling)."""
+    def schema_validator(self) -> Any:
+        """A `jsonschema` validator of `json_schema` (JSON outputs only), with format checks; remote
+        `$ref`s resolve from a `Schema`'s resources only (never fetched, as when compiling). What
+        checks a value whose text the constraint did not produce (a remote server's answer)."""
         resources = self.output.resources if isinstance(self.output, grammars.Schema) else None
-        registry: referencing.Registry[Any] = referencing.Registry().with_resources(
-            (uri, referencing.Resource.from_contents(document, default_specification=DRAFT202012))
-            for uri, document in (resources or {}).items()
-        )
-        validator_class = jsonschema.validators.validator_for(self.json_schema)
-        return validator_class(self.json_schema, registry=registry, format_checker=jsonschema.FormatChecker())
+        return json_schema_validator(self.json_schema, resources or {})
 
     def describe(self) -> str | None:
         """How the prompt tells the model what to write (None: nothing to say, free text); see
@@ -158,7 +155,7 @@ def output_spec(output: Any) -> OutputSpec:
 
     Raises:
         UnsupportedOutputTypeError: `output` is not None, a type, a JSON Schema dict or a
-            grammars.Regex / Lark / Choice / Schema, or Pydantic cannot build a validator or schema for it.
+            grammars.Regex / Lark / GBNF / Choice / Schema, or Pydantic cannot build a validator or schema for it.
         grammars.UnsupportedSchemaError, grammars.GrammarError: the engine cannot compile it.
     """
     key = _cache_key(output)
@@ -190,7 +187,7 @@ def _cache_key(output: Any) -> object | None:
 def _resolve(output: Any) -> OutputSpec:
     if output is None or output is str:
         return OutputSpec(output, OutputKind.TEXT, None, None, None)
-    if isinstance(output, (grammars.Regex, grammars.Lark, grammars.Choice)):
+    if isinstance(output, (grammars.Regex, grammars.Lark, grammars.GBNF, grammars.Choice)):
         return OutputSpec(output, OutputKind.GRAMMAR, grammars.compile(output), None, None)
     if isinstance(output, Mapping):
         schema = dict(output)
@@ -198,9 +195,9 @@ def _resolve(output: Any) -> OutputSpec:
     if isinstance(output, grammars.Schema):
         described = output.schema if isinstance(output.schema, dict) else {} if output.schema else {"not": {}}
         return OutputSpec(output, OutputKind.JSON_SCHEMA, grammars.compile(output), described, _ANY_JSON)
-    if not _is_type_like(output):
+    if not is_type_like(output):
         raise UnsupportedOutputTypeError(
-            output, "expected None, a type, a JSON Schema dict, or a grammars.Regex, Lark, Choice or Schema"
+            output, "expected None, a type, a JSON Schema dict, or a grammars.Regex, Lark, GBNF, Choice or Schema"
         )
     try:
         adapter: TypeAdapter[Any] = TypeAdapter(output)
@@ -222,6 +219,30 @@ def _string_labels(schema: dict[str, Any]) -> tuple[str, ...] | None:
     return tuple(options)
 
 
-def _is_type_like(output: Any) -> bool:
+def is_type_like(output: Any) -> bool:
     """A class, or a typing construct (`list[int]`, `int | None`, `Literal[...]`, `Annotated[...]`)."""
     return isinstance(output, type) or typing.get_origin(output) is not None or output is Any
+
+
+def json_schema_validator(schema: Any, resources: Mapping[str, Any]) -> Any:
+    """The `jsonschema` validator of the schema's draft (2020-12 when it names none), with its format
+    checker and `resources` as the only remote documents (nothing is fetched).
+
+    Raises:
+        grammars.SchemaError: `schema` is not valid against its draft's meta-schema.
+    """
+    validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        validator_class.check_schema(schema)
+    except jsonschema.exceptions.SchemaError as exc:
+        pointer = "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in exc.absolute_path)
+        raise SchemaError(f"not a valid schema: {exc.message}", pointer) from exc
+    # Resources without a `$schema` of their own are read in the schema's draft (anchors, `$id`s).
+    draft = referencing.jsonschema.specification_with(
+        validator_class.META_SCHEMA.get("$schema", ""), default=referencing.jsonschema.DRAFT202012
+    )
+    registry: referencing.Registry[Any] = referencing.Registry().with_resources(
+        (uri, referencing.Resource.from_contents(document, default_specification=draft))
+        for uri, document in resources.items()
+    )
+    return validator_class(schema, registry=registry, format_checker=validator_class.FORMAT_CHECKER)

@@ -14,17 +14,20 @@ close its reasoning and answer. Each sequence (sample, beam) counts its own budg
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from grammars.compiler import Constraint
 from grammars.compose import marker_then_answer, reasoning_then_answer
+from grammars.errors import GrammarError, RollbackError
+from grammars.masking.matcher import MAX_ROLLBACK_TOKENS
 from runtime.engine.constraints import TokenMatcher
 from sdk.outputs import OutputSpec
 
 if TYPE_CHECKING:
-    import torch
+    from collections.abc import Sequence
 
-    from grammars.errors import GrammarError
+    import torch
 
 __all__ = ["INSTRUCTION", "MARKER", "SEPARATOR", "BudgetedReasoning", "join", "reasoning_constraint", "split"]
 
@@ -92,7 +95,8 @@ class _BudgetedMatcher:
     """A runtime.engine.constraints.TokenMatcher over `BudgetedReasoning`.
 
     State: the tail of the text that could be the start of the marker, whether the marker was
-    written, and which matcher is in charge.
+    written, and which matcher is in charge; per token advanced (for `rollback`), which matcher
+    took it and that state before it.
     """
 
     def __init__(self, owner: BudgetedReasoning, vocab: Any, free: TokenMatcher) -> None:
@@ -103,6 +107,8 @@ class _BudgetedMatcher:
         self._num_free_tokens = 0
         self._tail = b""
         self._has_marker = False
+        #: Per token advanced, oldest first: (whether the forced matcher took it, num_free_tokens, tail, has_marker).
+        self._history: deque[tuple[bool, int, bytes, bool]] = deque(maxlen=MAX_ROLLBACK_TOKENS)
 
     @property
     def error(self) -> GrammarError | None:
@@ -112,13 +118,19 @@ class _BudgetedMatcher:
     def _active(self) -> TokenMatcher:
         return self._forced if self._forced is not None else self._free
 
-    def mask(self, max_seconds: float | None = None, max_remaining_tokens: int | None = None) -> torch.Tensor:
+    def _switch_if_spent(self) -> None:
+        """Hand over to the forced matcher once the budget is spent without the marker (the engine
+        asks for a mask before each token, so every step goes through here first)."""
         if self._forced is None and not self._has_marker and self._num_free_tokens >= self._owner.max_reasoning_tokens:
             self._forced = self._owner.forced.matcher(self._vocab)
+
+    def mask(self, max_seconds: float | None = None, max_remaining_tokens: int | None = None) -> torch.Tensor:
+        self._switch_if_spent()
         return self._active.mask(max_seconds, max_remaining_tokens)
 
     def advance(self, token_id: int) -> None:
         self._active.advance(token_id)
+        self._history.append((self._forced is not None, self._num_free_tokens, self._tail, self._has_marker))
         if self._forced is None:
             self._num_free_tokens += 1
             if not self._has_marker:
@@ -129,10 +141,47 @@ class _BudgetedMatcher:
     def is_accepting(self) -> bool:
         return self._active.is_accepting()
 
+    def forced_bytes(self) -> bytes:
+        self._switch_if_spent()
+        return self._active.forced_bytes()
+
+    def check_tokens(self, token_ids: Sequence[int]) -> int:
+        self._switch_if_spent()
+        if self._forced is not None or self._has_marker:
+            return self._active.check_tokens(token_ids)
+        # The budget may run out among the tokens: step a fork as the engine steps a sequence.
+        twin = self.fork()
+        for count, token_id in enumerate(token_ids):
+            twin._switch_if_spent()
+            try:
+                twin.advance(token_id)
+            except GrammarError:
+                return count
+        return len(token_ids)
+
+    def rollback(self, num_tokens: int) -> None:
+        if not 0 <= num_tokens <= len(self._history):
+            raise RollbackError(
+                f"cannot roll back {num_tokens} tokens: the matcher remembers the last {len(self._history)}"
+            )
+        if num_tokens == 0:
+            return
+        undone = list(self._history)[-num_tokens:]
+        on_forced = sum(step[0] for step in undone)
+        if self._forced is not None and on_forced:
+            self._forced.rollback(on_forced)
+        if on_forced < num_tokens:  # back into the reasoning: the budget is not spent there
+            self._free.rollback(num_tokens - on_forced)
+            self._forced = None
+        for _ in undone:
+            self._history.pop()
+        _, self._num_free_tokens, self._tail, self._has_marker = undone[0]
+
     def fork(self) -> _BudgetedMatcher:
         twin = _BudgetedMatcher(self._owner, self._vocab, self._free.fork())
         twin._forced = self._forced.fork() if self._forced is not None else None
         twin._num_free_tokens, twin._tail, twin._has_marker = self._num_free_tokens, self._tail, self._has_marker
+        twin._history = self._history.copy()
         return twin
 
 

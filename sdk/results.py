@@ -1,17 +1,20 @@
 """The result of a call: the typed value with everything known about how it was produced.
 
 `LLM.generate` returns the value alone; `LLM.run` returns this `Result`, for callers that need the
-raw text, the token usage, the timings, the reasoning or the vote distribution.
+raw text, the token usage, the timings, the reasoning, the vote distribution or the tool calls.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from runtime.engine.outputs import Usage
 from runtime.engine.sequence import FinishReason
 from sdk.voting import Votes
+
+if TYPE_CHECKING:
+    from sdk.tools.calls import ToolCall
 
 __all__ = ["Result", "Timings", "add_usage"]
 
@@ -64,6 +67,8 @@ class Result(Generic[T]):
         choice_logprobs: for an output that is one of a few texts (Literal, str Enum, Choice,
             bool), the log-probability of each option's text as the whole reply, when the value
             was picked by ranking them (`sdk.choices`); else None.
+        tool_calls: the tools the model called (validated `sdk.ToolCall`s; `value` is this list
+            too), or an empty list when it answered instead (a call with `tools=`) or had no tools.
     """
 
     value: T
@@ -75,6 +80,7 @@ class Result(Generic[T]):
     votes: Votes[T] | None = None
     num_attempts: int = 1
     choice_logprobs: dict[str, float] | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 def add_usage(first: Usage, second: Usage) -> Usage:
@@ -82,4 +88,6 @@ def add_usage(first: Usage, second: Usage) -> Usage:
     return Usage(
         prompt_tokens=first.prompt_tokens + second.prompt_tokens,
         completion_tokens=first.completion_tokens + second.completion_tokens,
+        draft_tokens=first.draft_tokens + second.draft_tokens,
+        accepted_draft_tokens=first.accepted_draft_tokens + second.accepted_draft_tokens,
     )

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from grammars.specs import Choice, Lark, Regex
+from grammars.specs import GBNF, Choice, Lark, Regex
 
 if TYPE_CHECKING:
     from sdk.outputs import OutputSpec
@@ -79,6 +79,11 @@ def describe_output(spec: OutputSpec) -> str | None:
         return head + pattern
     if isinstance(output, Lark):
         return _describe_grammar(output)
+    if isinstance(output, GBNF):
+        head = f"Respond with text in this grammar (GBNF syntax, start rule {output.start!r}):\n"
+        note = "\n... (cut; the constraint enforces the full grammar)"
+        room = MAX_DESCRIPTION_CHARS - len(head)
+        return head + (output.text if len(output.text) <= room else _clip(output.text, room - len(note)) + note)
     return None
 
 

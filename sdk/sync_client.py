@@ -16,18 +16,21 @@ import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from typing_extensions import Unpack
 
 from sdk.backends.base import Backend
+from sdk.backends.remote import Dialect
 from sdk.client import LLM, warn_unclosed
 from sdk.errors import ClosedError
-from sdk.options import CallOptions, StreamOptions
+from sdk.options import CallOptions, SpeculativeOption, StreamOptions
+from sdk.pipelines.mapping import MapResult
 from sdk.prompts import PromptInput
 from sdk.results import Result
 from sdk.streaming import Stream
+from sdk.tools import ToolLike
 
 __all__ = ["SyncLLM", "SyncStream"]
 
@@ -71,9 +74,31 @@ class SyncLLM:
     """`LLM` with blocking methods. Arguments, results and errors are those of `LLM`."""
 
     def __init__(
-        self, model: str | os.PathLike[str] | None = None, *, backend: Backend | None = None, dtype: str | None = None
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        backend: Backend | None = None,
+        dtype: str | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        dialect: Dialect | None = None,
+        allow_unconstrained: bool = False,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        speculative: SpeculativeOption = None,
     ) -> None:
-        self._llm = LLM(model, backend=backend, dtype=dtype)
+        self._llm = LLM(
+            model,
+            backend=backend,
+            dtype=dtype,
+            base_url=base_url,
+            api_key=api_key,
+            dialect=dialect,
+            allow_unconstrained=allow_unconstrained,
+            timeout=timeout,
+            max_retries=max_retries,
+            speculative=speculative,
+        )
         self._loop_thread = _LoopThread()
         # This facade is what the caller holds and drops: it warns, in its inner LLM's stead.
         self._llm._finalizer.detach()
@@ -113,6 +138,32 @@ class SyncLLM:
     ) -> SyncStream[Any]:
         """Blocking `LLM.stream`: iterate with a plain `for`; `result` is set afterwards."""
         return SyncStream(self._llm.stream(prompt, output=output, **options), self._wait)
+
+    def run_tools(
+        self,
+        prompt: str | Sequence[Mapping[str, Any]],
+        tools: Sequence[ToolLike],
+        /,
+        *,
+        output: Any = None,
+        max_turns: int = 5,
+        **options: Unpack[CallOptions],
+    ) -> Result[Any]:
+        """Blocking `LLM.run_tools` (async tool functions run on the facade's loop)."""
+        return self._wait(self._llm.run_tools(prompt, tools, output=output, max_turns=max_turns, **options))
+
+    def map(
+        self,
+        prompts: Iterable[PromptInput],
+        *,
+        output: Any = None,
+        ordered: bool = True,
+        max_concurrency: int | None = None,
+        **options: Unpack[CallOptions],
+    ) -> Iterator[MapResult[Any]]:
+        """Blocking `LLM.map`: iterate with a plain `for`; leaving the loop early cancels the calls still running."""
+        outcomes = self._llm.map(prompts, output=output, ordered=ordered, max_concurrency=max_concurrency, **options)
+        return _blocking(outcomes, self._wait)
 
     def close(self) -> None:
         """Stop the engine thread and the event loop; calls after this raise `ClosedError`."""
@@ -171,6 +222,19 @@ class SyncStream(Iterable[T]):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _blocking(outcomes: AsyncGenerator[T, None], wait: Callable[[Coroutine[Any, Any, Any]], Any]) -> Iterator[T]:
+    """An async generator read from a synchronous thread; closed (its work cancelled) when the caller stops."""
+    try:
+        while True:
+            try:
+                yield wait(_next(outcomes))
+            except StopAsyncIteration:
+                return
+    finally:
+        with contextlib.suppress(ClosedError):
+            wait(outcomes.aclose())
 
 
 def _run_forever(loop: asyncio.AbstractEventLoop) -> None:

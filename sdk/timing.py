@@ -12,8 +12,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from runtime.engine.constraints import Constraint, TokenMatcher
+from runtime.engine.runaway import closing_mask
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import torch
 
     from grammars.errors import GrammarError
@@ -30,7 +33,8 @@ class MaskClock:
 
 
 class TimedConstraint:
-    """A constraint whose matchers add the time of `mask()` and `advance()` to a clock.
+    """A constraint whose matchers add the time of their work (`mask()`, `advance()` and the
+    fast paths' token operations) to a clock.
 
     Args:
         constraint: the constraint to enforce.
@@ -68,6 +72,13 @@ class _TimedMatcher:
         self._clock.seconds += time.perf_counter() - start
         return mask
 
+    def closing_mask(self, max_seconds: float | None = None, max_remaining_tokens: int | None = None) -> torch.Tensor:
+        """The inner matcher's closing mask (see runtime.engine.runaway), timed."""
+        start = time.perf_counter()
+        mask = closing_mask(self._inner, max_remaining_tokens, max_seconds)
+        self._clock.seconds += time.perf_counter() - start
+        return mask
+
     def advance(self, token_id: int) -> None:
         start = time.perf_counter()
         try:
@@ -77,6 +88,27 @@ class _TimedMatcher:
 
     def is_accepting(self) -> bool:
         return self._inner.is_accepting()
+
+    def forced_bytes(self) -> bytes:
+        start = time.perf_counter()
+        try:
+            return self._inner.forced_bytes()
+        finally:
+            self._clock.seconds += time.perf_counter() - start
+
+    def check_tokens(self, token_ids: Sequence[int]) -> int:
+        start = time.perf_counter()
+        try:
+            return self._inner.check_tokens(token_ids)
+        finally:
+            self._clock.seconds += time.perf_counter() - start
+
+    def rollback(self, num_tokens: int) -> None:
+        start = time.perf_counter()
+        try:
+            self._inner.rollback(num_tokens)
+        finally:
+            self._clock.seconds += time.perf_counter() - start
 
     def fork(self) -> _TimedMatcher:
         return _TimedMatcher(self._inner.fork(), self._clock)

@@ -10,8 +10,12 @@ semantics `accepts()` and the token masks share. Lexer state ids belong to the a
 
 from __future__ import annotations
 
+import numpy as np
+
+from grammars.core import byte_regex as rx
 from grammars.core import ir
 from grammars.core.budget import Budget, Check, no_check
+from grammars.core.distinct_keys import Keys, initial_keys, walk_keyed
 from grammars.core.lexer import DEAD, current_lexer
 from grammars.core.normalize import normalize
 from grammars.core.parser import MAX_FRAMES, Parser
@@ -20,6 +24,12 @@ State = tuple[int, int | None]
 
 #: Entries kept in each memo before it is cleared (bounds memory on endless generations).
 MAX_MEMO_ENTRIES = 500_000
+#: Longest forced text `forced_bytes` returns at once (a longer forced run comes in pieces).
+MAX_FORCED_BYTES = 1024
+#: Positions whose forced text is kept before that memo is cleared (keyed ones hold their `Keys`).
+MAX_FORCED_ENTRIES = 65_536
+#: One-byte strings, by byte (the byte-by-byte walks of `forced_bytes`).
+_SINGLE_BYTES = [bytes((byte,)) for byte in range(256)]
 
 
 class GrammarAutomaton:
@@ -41,9 +51,18 @@ class GrammarAutomaton:
         self._lexeme_of_tag = {term.id: index for index, term in enumerate(self.parser.lexeme_terms)}
         self._ignore_terms = normalized.ignore
         self._ignore_tags = frozenset(term.id for term in normalized.ignore)
+        #: Where the output's JSON keys start being tracked (`distinct_keys`), None: never.
+        self.initial_keys = (
+            None
+            if grammar.distinct_keys_after is None
+            else initial_keys(self.lexer, grammar.distinct_keys_after, budget.check)
+        )
         self._start_sid: dict[int, int] = {}
+        self._excluding_sid: dict[tuple[int, frozenset[rx.Term]], int] = {}
+        self._overlap: dict[tuple[int, int], bool] = {}
         self._end_cache: dict[tuple[int, int], int | None] = {}
         self._walk_cache: dict[tuple[State, bytes], State | None] = {}
+        self._forced_cache: dict[tuple[State, Keys | None], bytes] = {}
         self.initial: State = (self.parser.initial, None)
         self.lexer_start(self.parser.initial, budget.check)  # its emptiness search, under the deadline
 
@@ -62,6 +81,59 @@ class GrammarAutomaton:
             sid = self.lexer.start_state(terms + self._ignore_terms, check)
             self._start_sid[config] = sid
         return sid
+
+    def lexer_start_excluding(self, config: int, excluded: frozenset[rx.Term], check: Check = no_check) -> int:
+        """`lexer_start(config)` with the strings of the `excluded` terms taken out of every lexeme
+        (DEAD when nothing is left): how a key begins where some spellings are already taken.
+        Lexemes that share no string with `excluded` stay as they are, so where none does (declared
+        keys, which the grammar writes once anyway) this is `lexer_start(config)` and shares its
+        caches. Overlaps are decided per (lexeme, excluded term), once for every set they come in.
+        """
+        key = (config, excluded)
+        sid = self._excluding_sid.get(key)
+        if sid is None:
+            terms = tuple(self.parser.lexeme_terms[i] for i in self.parser.allowed_lexemes(config))
+            terms += self._ignore_terms
+            hits = [[e for e in excluded if self._overlaps(t, e, check)] for t in terms]
+            if any(hits):
+                tagged = (rx.tag(t.id, rx.difference(t, rx.alt(*hit)) if hit else t) for t, hit in zip(terms, hits))
+                sid = self.lexer.sid(rx.alt(*tagged), check)
+            else:
+                sid = self.lexer_start(config, check)
+            if len(self._excluding_sid) >= MAX_MEMO_ENTRIES:
+                self._excluding_sid.clear()
+            self._excluding_sid[key] = sid
+        return sid
+
+    def _overlaps(self, term: rx.Term, excluded: rx.Term, check: Check) -> bool:
+        """Whether `term` and `excluded` (one key's spellings: few strings) share one (memoized)."""
+        key = (term.id, excluded.id)
+        found = self._overlap.get(key)
+        if found is None:
+            found = rx.shares_string(term, excluded, check)
+            if len(self._overlap) >= MAX_MEMO_ENTRIES:
+                self._overlap.clear()
+            self._overlap[key] = found
+        return found
+
+    def begin_lexeme_excluding(
+        self, state: State, byte: int, excluded: frozenset[rx.Term], check: Check = no_check
+    ) -> State | None:
+        """The state from which `byte` starts a new lexeme that is none of the strings of the
+        `excluded` terms (`state` itself when `byte` continues the current lexeme), or None when the
+        current lexeme cannot end here or every lexeme that may start is excluded."""
+        config, sid = state
+        if sid is not None:
+            if self.lexer.step(sid, byte) != DEAD:
+                return state
+            if not self.lexer.accepting[sid]:
+                return None
+            ended = self.end_lexeme(config, sid)
+            if ended is None:
+                return None
+            config = ended
+        start = self.lexer_start_excluding(config, excluded, check)
+        return None if start == DEAD else (config, start)
 
     def config_after_terminal(self, config: int, tag: int) -> int | None:
         """The configuration after a lexeme of the terminal tagged `tag` (an ignored one leaves
@@ -130,6 +202,82 @@ class GrammarAutomaton:
             sid = nxt
         return self._settle(config, sid)
 
+    def forced_bytes(self, state: State, keys: Keys | None = None, check: Check = no_check) -> bytes:
+        """The bytes every sentence that continues the text at `state` must continue with (`keys`:
+        the text's JSON keys, where the grammar tracks them, so a forced key is a fresh one), up to
+        MAX_FORCED_BYTES: empty where the text may end or the next byte is open. What jump-forward
+        appends without sampling; memoized per (state, keys), the states along the run included.
+        A token budget (length-aware masks) only removes continuations, so what is forced here is
+        forced under any budget too.
+
+        Byte by byte: a byte is forced when it is the only one `walk` (`walk_keyed`) takes from
+        here. Where the grammar has dead ends (a byte `walk` takes that no sentence continues), the
+        run may stop early, never run long.
+
+        Raises:
+            ConstraintLimitError: from `check` (see `walk`).
+        """
+        at = (state, keys)
+        found = self._forced_cache.get(at)
+        if found is not None:
+            return found
+        forced = bytearray()
+        path: list[tuple[State, Keys | None]] = []
+        while len(forced) < MAX_FORCED_BYTES and not self.can_end(at[0]):
+            step = self._only_next_byte(at[0], at[1], check)
+            if step is None:
+                break
+            path.append(at)
+            forced.append(step[0])
+            at = step[1]
+            known = self._forced_cache.get(at)
+            if known is not None:  # the rest of the run is known
+                forced += known[: MAX_FORCED_BYTES - len(forced)]
+                break
+        if len(self._forced_cache) + len(path) >= MAX_FORCED_ENTRIES:
+            self._forced_cache.clear()
+        for index, visited in enumerate(path):
+            self._forced_cache[visited] = bytes(forced[index:])
+        if not path:
+            self._forced_cache[at] = b""
+        return bytes(forced)
+
+    def _only_next_byte(
+        self, state: State, keys: Keys | None, check: Check
+    ) -> tuple[int, tuple[State, Keys | None]] | None:
+        """The one byte `walk` takes from `state` and where it leads, or None when none or several do."""
+        only = None
+        for byte in self._next_byte_candidates(state, check):
+            stepped: tuple[State, Keys | None] | None
+            if keys is None:
+                walked = self.walk(state, _SINGLE_BYTES[byte], check)
+                stepped = None if walked is None else (walked, None)
+            else:
+                stepped = walk_keyed(self, state, keys, _SINGLE_BYTES[byte], check)
+            if stepped is not None:
+                if only is not None:
+                    return None
+                only = (byte, stepped)
+        return only
+
+    def _next_byte_candidates(self, state: State, check: Check) -> list[int]:
+        """The bytes the lexer takes from `state`, continuing the lexeme or starting the next one: a
+        superset of those `walk` takes (it also ends lexemes eagerly, and keys restrict starts)."""
+        config, sid = state
+        lexer = self.lexer
+        if sid is None:
+            start = self.lexer_start(config, check)
+            lexer.row(start, check)
+            return np.flatnonzero(lexer.trans[start]).tolist()
+        lexer.row(sid, check)
+        alive = lexer.trans[sid] != DEAD
+        ended = self.end_lexeme(config, sid) if lexer.accepting[sid] else None
+        if ended is not None:
+            start = self.lexer_start(ended, check)
+            lexer.row(start, check)
+            alive |= lexer.trans[start] != DEAD
+        return np.flatnonzero(alive).tolist()
+
     def _settle(self, config: int, sid: int | None) -> State | None:
         """End a lexeme eagerly when nothing can extend it, so boundaries are states of their own."""
         if sid is not None and self.lexer.accepting[sid] and not self.lexer.can_continue(sid):
@@ -153,5 +301,8 @@ class GrammarAutomaton:
         Raises:
             ConstraintLimitError: from `check` (see `walk`).
         """
+        if self.initial_keys is not None:
+            walked = walk_keyed(self, self.initial, self.initial_keys, data, check)
+            return walked is not None and self.can_end(walked[0])
         state = self.walk(self.initial, data, check)
         return state is not None and self.can_end(state)

@@ -293,6 +293,12 @@ def complement(term: Term) -> Term:
     """Every byte string not in `term`."""
     if term.kind == K_NOT:
         return term.args[0]
+    # Plain answers for the two extremes, so a restriction that no longer bites (the derivative of
+    # an excluded set the text has left) simplifies away and its lexer states merge with plain ones.
+    if term is EMPTY:
+        return ANYTHING
+    if term is ANYTHING:
+        return EMPTY
     return _intern(K_NOT, (term,))
 
 
@@ -560,6 +566,36 @@ def matches(term: Term, data: bytes) -> bool:
         if term is EMPTY:
             return False
     return term.nullable
+
+
+def shares_string(term: Term, few: Term, check: Check = no_check) -> bool:
+    """Whether `term` and `few` match a common string, where `few` allows few bytes at each step
+    (a finite set of short strings, such as the spellings of one JSON key).
+
+    Exact like `is_empty(intersect(term, few))` but much cheaper when `term` is large (a string
+    lexeme less a thousand names): the search follows `few`'s bytes one by one, so it never
+    partitions the bytes for `term` as a breadth-first search of the intersection must.
+
+    Raises:
+        ConstraintLimitError: from `check`, called per explored pair.
+    """
+    seen: set[tuple[int, int]] = set()
+    pending = [(term, few)]
+    while pending:
+        check()
+        current, rest = pending.pop()
+        if current.nullable and rest.nullable:
+            return True
+        for byte_class in derivative_classes(rest):
+            after_rest = derivative(rest, lowest_byte(byte_class))
+            if after_rest is EMPTY:
+                continue
+            for byte in iter_bytes(byte_class):
+                after = derivative(current, byte)
+                if after is not EMPTY and (after.id, after_rest.id) not in seen:
+                    seen.add((after.id, after_rest.id))
+                    pending.append((after, after_rest))
+    return False
 
 
 def iter_bytes(bits: int) -> Iterable[int]:

@@ -61,11 +61,19 @@ NOTHING: Expr = Alt(())
 
 @dataclass
 class Grammar:
-    """Rules over lexemes, with the start rule and the lexemes allowed between any two (`%ignore`)."""
+    """Rules over lexemes, with the start rule and the lexemes allowed between any two (`%ignore`).
+
+    `distinct_keys_after`: None, or a byte term marking where JSON text begins whose objects never
+    repeat a key (a condition no context-free rule states; `grammars.core.distinct_keys` enforces
+    it beside the automaton): the text after the shortest prefix of the output in the term, and so
+    never, when no prefix is in it (`rx.EPSILON`: the whole output is such JSON). Composed grammars
+    (`grammars.compose`, tool calls) derive it from the JSON grammars they embed.
+    """
 
     rules: dict[str, Expr]
     start: str
     ignore: tuple[rx.Term, ...] = field(default_factory=tuple)
+    distinct_keys_after: rx.Term | None = None
 
     def size(self) -> int:
         """Number of expression nodes, the measure compile limits are stated in."""
@@ -175,8 +183,11 @@ class RuleSet:
         """A fresh rule name based on `hint`, to be given a body later with `set`."""
         base = "".join(c if c.isalnum() or c == "_" else "_" for c in hint) or "rule"
         n = self._counts.get(base, 0)
-        self._counts[base] = n + 1
         name = base if n == 0 else f"{base}__{n}"
+        while name in self.rules:  # a rule named like a numbered one (`x__1`) already exists
+            n += 1
+            name = f"{base}__{n}"
+        self._counts[base] = n + 1
         self.rules[name] = NOTHING
         return name
 

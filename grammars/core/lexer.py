@@ -118,6 +118,12 @@ class LexerTables:
             row = self._fill_row(sid, check)
         return row
 
+    def tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(trans, has_row, accepting) taken together: `_grow` replaces all three, and a walk that
+        mixed an old table with a newer `has_row` would read rows past the old table's end."""
+        with self._lock:
+            return self.trans, self.has_row, self.accepting
+
     def ensure_rows(self, sids: np.ndarray, before_row: Callable[[], None]) -> None:
         """Make sure every state in `sids` has its row in `trans` (before a vectorized gather).
         `before_row` runs before each row is computed (a deadline check: a row can cost seconds)."""

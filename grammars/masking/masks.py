@@ -18,7 +18,8 @@ import numpy as np
 
 from grammars.core.automaton import GrammarAutomaton, State
 from grammars.core.budget import Check
-from grammars.core.completion import CompletionLengths
+from grammars.core.completion import CompletionLengths, token_counter
+from grammars.core.distinct_keys import Keys, refuses, walk_keyed
 from grammars.core.lexer import DEAD
 from grammars.errors import ConstraintLimitError
 from grammars.masking.token_walk import advance_rows, final_states, walk_state
@@ -61,6 +62,8 @@ class MaskTable:
         #: many more states than the arrays, and enough to see that a loose budget removes nothing.
         self._longest: dict[State, float] = {}
         self._completions: CompletionLengths | None = None
+        #: Per (state, keys): the allowed tokens, and their tensor once `mask_with_keys` made it.
+        self._keyed: dict[tuple[State, Keys], tuple[np.ndarray, object]] = {}
         self._lock = threading.RLock()
         self.failure: ConstraintLimitError | None = None
         self._failed_at = 0.0
@@ -96,6 +99,55 @@ class MaskTable:
                     self._allowed[state] = found
         return found
 
+    def allowed_with_keys(self, state: State, keys: Keys, check: Check) -> np.ndarray:
+        """`allowed(state)` less the tokens that repeat a key of an open object or leave no fresh
+        key where one must come (`grammars.core.distinct_keys`); cached per (state, keys).
+
+        Only tokens holding a `"` or `,` can begin, end or demand a key, and of the tokens that stay
+        inside the current lexeme only a separator's comma can (inside a string nothing can; inside
+        a key the lexer state is the restricted one). So the few that remain are walked one by one.
+
+        Raises:
+            ConstraintLimitError: `check` stopped the computation.
+        """
+        found = self._keyed.get((state, keys))
+        if found is not None:
+            return found[0]
+        allowed = self.allowed(state, check)
+        config, sid = state
+        lexer_sid = self.automaton.lexer_start(config) if sid is None else sid
+        walk = walk_state(self.vocab, self.automaton.lexer, lexer_sid, check)
+        touches, comma_first = self.vocab.key_punctuation
+        inside = walk.new_mask(self.vocab.size)
+        if not keys.awaits_quote:
+            inside &= ~comma_first  # `, ` may lead to where a key must come
+        suspects = allowed & touches & ~inside
+        token_bytes = self.vocab.token_bytes
+        refused = [
+            token_id
+            for token_id in np.flatnonzero(suspects).tolist()
+            if refuses(self.automaton, state, keys, token_bytes[token_id], check)
+        ]
+        if refused:
+            allowed = allowed.copy()
+            allowed[refused] = False
+        with self._lock:
+            if len(self._keyed) >= MAX_CACHED_STATES:
+                self._keyed.clear()
+            self._keyed[(state, keys)] = (allowed, None)
+        return allowed
+
+    def mask_with_keys(self, state: State, keys: Keys, check: Check):
+        """`allowed_with_keys` as a torch bool tensor sharing its memory (do not modify it)."""
+        found = self._keyed.get((state, keys))
+        if found is None or found[1] is None:
+            import torch
+
+            allowed = self.allowed_with_keys(state, keys, check)
+            tensor = self.mask(state, check) if allowed is self._allowed.get(state) else torch.from_numpy(allowed)
+            found = self._keyed[(state, keys)] = (allowed, tensor)
+        return found[1]
+
     def mask(self, state: State, check: Check):
         """`allowed(state, check)` as a torch bool tensor sharing its memory (do not modify it)."""
         tensor = self._tensors.get(state)
@@ -111,10 +163,11 @@ class MaskTable:
         `max_remaining_tokens` tokens (this one and the end-of-sequence token included), or None
         when that is all of them, or when none fits (the budget cannot be met: the plain mask stands).
 
-        Completions are counted in bytes that are tokens of their own (`vocab.single_byte_tokens`),
-        so n bytes take at most n tokens: a token is kept when the shortest such completion after it
-        (`CompletionLengths`) has at most `max_remaining_tokens - 2` bytes. Since the shortest
-        completion can then always be written byte by byte, a kept token never strands the text.
+        Completions are counted in tokens of this vocabulary (`CompletionLengths` with a
+        `TokenCounter`: each lexeme the fewer of its bytes, each a token of its own, and the tokens
+        of its tokenized shortest strings): a token is kept when the shortest completion after it
+        takes at most `max_remaining_tokens - 2` tokens. That count never gets stuck (some token
+        always lowers it by one), so a kept token never strands the text.
         Not cached as the state's mask: it depends on the budget.
 
         Raises:
@@ -135,7 +188,7 @@ class MaskTable:
         return fits
 
     def _lengths_after_tokens(self, state: State, allowed: np.ndarray, check: Check) -> tuple[np.ndarray, float]:
-        """float32[vocab.size]: the shortest completion (bytes) after each allowed token (inf
+        """float32[vocab.size]: the shortest completion (tokens) after each allowed token (inf
         elsewhere, and for EOS), and its maximum over the allowed tokens."""
         found = self._next_lengths.get(state)
         if found is not None:
@@ -169,13 +222,23 @@ class MaskTable:
             self._longest[state] = longest
         return lengths, longest
 
+    def shortest_completion(self, state: State) -> float:
+        """Tokens the shortest completion after `state` takes (at most; 0 when the text may end
+        now, `math.inf` when none can); see `budget_allowed`.
+
+        Raises:
+            ConstraintLimitError: a parser budget.
+        """
+        return self._completion_lengths().of_state(state)
+
     def _completion_lengths(self) -> CompletionLengths:
-        """The automaton's shortest completions over this vocabulary's single-byte tokens (built on
-        first use: one pass over the parser)."""
+        """The automaton's shortest completions in this vocabulary's tokens (built on first use:
+        one pass over the parser)."""
         if self._completions is None:
             with self._lock:
                 if self._completions is None:
-                    self._completions = CompletionLengths(self.automaton, self.vocab.single_byte_tokens)
+                    tokens = token_counter(self.vocab.token_bytes, self.vocab.single_byte_tokens)
+                    self._completions = CompletionLengths(self.automaton, tokens=tokens)
         return self._completions
 
     def next_state(self, state: State, token_id: int) -> State | None:
@@ -184,6 +247,13 @@ class MaskTable:
         if not data:
             return None
         return self.automaton.walk(state, data)
+
+    def next_state_keyed(self, state: State, keys: Keys, token_id: int) -> tuple[State, Keys] | None:
+        """`next_state` that also tracks the keys of open JSON objects (`allowed_with_keys`)."""
+        data = self.vocab.token_bytes[token_id] if 0 <= token_id < len(self.vocab.token_bytes) else None
+        if not data:
+            return None
+        return walk_keyed(self.automaton, state, keys, data)
 
     def is_eos(self, token_id: int) -> bool:
         return token_id in self._eos_set

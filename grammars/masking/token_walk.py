@@ -8,18 +8,28 @@ keeping only the tokens still alive, and reports boundary tokens grouped by (lex
 ending byte, position): the parser then settles each group once, not each token. The walk of the
 whole vocabulary from a lexer state does not depend on the grammar, so it is cached per
 (vocabulary, lexer state) and shared by every grammar that reaches the state.
+
+`advance_rows` runs compiled (`_walk.cpp`: each token's bytes in a tight loop, parking tokens at
+lexer states without a row until Python has computed the rows) when the extension is built, which
+`scripts/install.sh` does; `advance_rows_reference` is the numpy walk it must agree with, used
+only when the extension is missing (the reason is logged at import).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
 from grammars.core.budget import Check
 from grammars.core.lexer import DEAD, LexerTables
 from grammars.masking.vocab import Vocabulary, WalkArrays
+
+logger = logging.getLogger(__name__)
 
 #: Lexer states whose whole-vocabulary walks are kept per vocabulary.
 MAX_CACHED_WALKS = 4096
@@ -60,13 +70,78 @@ class StateWalk:
         return mask
 
 
+def _load_native() -> ModuleType | None:
+    try:
+        from grammars.masking import _walk
+    except ImportError as exc:
+        logger.warning(
+            "the compiled vocabulary walk (grammars.masking._walk) is not built (%s): first token masks use "
+            "the numpy walk, several times slower; scripts/install.sh builds it",
+            exc,
+        )
+        return None
+    return _walk
+
+
+#: The compiled walk, or None when it is not built (then `advance_rows` runs the numpy reference).
+native_walk = _load_native()
+
+
 def advance_rows(
     arrays: WalkArrays, lexer: LexerTables, sid: int, rows: np.ndarray, offset: int, check: Check
 ) -> RowWalk:
     """Walk the tokens `rows` (each longer than `offset`) from byte `offset` through lexer state `sid`.
 
     A token whose byte at `offset` cannot extend the lexeme is a boundary at `offset` if `sid`
-    accepts (the lexeme ends before the token's remaining bytes).
+    accepts (the lexeme ends before the token's remaining bytes). Boundary groups are keyed by
+    (state, position) but their order, and the order of rows within the results, is unspecified.
+
+    Raises:
+        ConstraintLimitError: `check` stopped the walk (checked before each new lexer row).
+    """
+    if native_walk is None:
+        return advance_rows_reference(arrays, lexer, sid, rows, offset, check)
+    data, starts = _flat_token_bytes(arrays)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    return _native_result(
+        native_walk.advance_rows(lexer.tables, _row_filler(lexer, check), data, starts, rows, sid, offset)
+    )
+
+
+def _row_filler(lexer: LexerTables, check: Check) -> Callable[[list[int]], None]:
+    """The callback through which the compiled walk has the rows it lacks computed."""
+
+    def fill_rows(states: list[int]) -> None:
+        lexer.ensure_rows(np.array(states, dtype=np.int64), check)
+
+    return fill_rows
+
+
+def _native_result(result: tuple[bytearray, list[tuple[int, int, bytearray]]]) -> RowWalk:
+    inside, groups = result
+    return RowWalk(
+        np.frombuffer(inside, dtype=np.int64),
+        tuple((before, position, np.frombuffer(group, dtype=np.int64)) for before, position, group in groups),
+    )
+
+
+def _flat_token_bytes(arrays: WalkArrays) -> tuple[np.ndarray, np.ndarray]:
+    """Every token's bytes back to back in row order, and int64 offsets: row r is
+    data[starts[r]:starts[r + 1]] (the compiled walk reads a token's bytes contiguously)."""
+    found = arrays.__dict__.get("_flat_token_bytes")
+    if found is None:
+        padded = arrays.columns.T  # [num_tokens, max_len]
+        data = np.ascontiguousarray(padded[np.arange(arrays.max_len) < arrays.lengths[:, None]])
+        starts = np.concatenate(([0], np.cumsum(arrays.lengths, dtype=np.int64)))
+        found = arrays.__dict__.setdefault("_flat_token_bytes", (data, starts))
+    return found
+
+
+def advance_rows_reference(
+    arrays: WalkArrays, lexer: LexerTables, sid: int, rows: np.ndarray, offset: int, check: Check
+) -> RowWalk:
+    """`advance_rows` in numpy, byte position by byte position over the tokens still alive: the
+    reference the compiled walk is tested against, and the fallback when it is not built.
 
     Raises:
         ConstraintLimitError: `check` stopped the walk (checked before each new lexer row).
@@ -147,7 +222,7 @@ def walk_state(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Check) ->
 
 def _walk_vocabulary(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Check) -> StateWalk:
     arrays = vocab.walk_arrays
-    extends = np.asarray(lexer.row(sid), dtype=np.int32) != DEAD
+    extends = np.asarray(lexer.row(sid, check), dtype=np.int32) != DEAD
     rows = advance_rows(arrays, lexer, sid, arrays.rows_starting_with(extends), 0, check)
     inside_ids = arrays.ids[rows.inside_rows]
     inside_mask = None

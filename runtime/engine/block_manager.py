@@ -190,6 +190,19 @@ class BlockManager:
             seq.block_table.append(self._take_free_block())
         return copy_pairs
 
+    def truncate(self, seq: Sequence) -> None:
+        """Release the tail blocks `seq`'s tokens no longer reach (the positions of a rejected draft).
+
+        Raises:
+            EngineError: `seq.num_cached` is past its tokens (an engine bug).
+        """
+        if seq.num_cached > seq.num_tokens:
+            raise EngineError(f"sequence {seq.seq_id} caches {seq.num_cached} of {seq.num_tokens} tokens")
+        num_kept = self.num_blocks_for(seq.num_tokens)
+        for block_id in reversed(seq.block_table[num_kept:]):
+            self._release(block_id)
+        del seq.block_table[num_kept:]
+
     def _written_block_ids(self, seq: Sequence) -> list[int]:
         """Blocks already in the table that positions [num_cached, num_tokens) fall into."""
         end = min(len(seq.block_table), self.num_blocks_for(seq.num_tokens))

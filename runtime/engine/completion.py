@@ -95,6 +95,7 @@ def take_delta(seq: Sequence, stop: tuple[str, ...]) -> CompletionDelta:
         token_ids=tuple(seq.token_ids[seq.num_prompt_tokens + seq.num_tokens_emitted :]),
         text=seq.text[seq.num_text_emitted : text_end],
         finish_reason=seq.finish_reason,
+        logprobs=None if seq.logprobs is None else tuple(seq.logprobs[seq.num_tokens_emitted :]),
     )
     seq.num_tokens_emitted = seq.num_completion_tokens
     seq.num_text_emitted = max(seq.num_text_emitted, text_end)
@@ -107,7 +108,12 @@ def request_output(request: Request, tokenizer: Tokenizer) -> RequestOutput:
         completions = _beam_completions(beam_state_of(request), request.params.n, tokenizer)
     else:
         completions = [_sample_completion(seq) for seq in sorted(request.finished_seqs, key=lambda s: s.index)]
-    usage = Usage(prompt_tokens=request.num_prompt_tokens, completion_tokens=sum(len(c.token_ids) for c in completions))
+    usage = Usage(
+        prompt_tokens=request.num_prompt_tokens,
+        completion_tokens=sum(len(c.token_ids) for c in completions),
+        draft_tokens=sum(seq.num_draft_tokens for seq in request.finished_seqs),
+        accepted_draft_tokens=sum(seq.num_accepted_draft_tokens for seq in request.finished_seqs),
+    )
     return RequestOutput(
         request_id=request.request_id,
         prompt_token_ids=tuple(request.prompt_token_ids),

@@ -7,6 +7,11 @@ beams).
 
 The hot path never raises: a matcher that cannot go on sets `error` and returns a mask allowing
 nothing; the engine then ends that sequence with `finish_reason="error"` and attaches the error.
+
+The fast paths (jump-forward, speculative decoding) use three token-level operations:
+`forced_bytes`, `check_tokens` and `rollback`. A matcher written before them may lack them; the
+engine's guard (`runtime.engine.guarded_matcher`) then forces nothing, checks drafts on a fork, and
+cannot roll back (`can_roll_back`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import torch
 
     from grammars.errors import GrammarError
@@ -47,7 +54,23 @@ class TokenMatcher(Protocol):
         ...
 
     def fork(self) -> TokenMatcher:
-        """An independent copy, so beams and parallel samples advance separately."""
+        """An independent copy, so beams and parallel samples advance separately (it can roll back
+        the tokens this one could)."""
+        ...
+
+    def forced_bytes(self) -> bytes:
+        """The bytes every valid continuation starts with: empty when the next byte is open, when
+        the text may end here, or once `error` is set. Jump-forward appends them without sampling."""
+        ...
+
+    def check_tokens(self, token_ids: Sequence[int]) -> int:
+        """How many of `token_ids`, in order, `advance` would take from here (nothing after EOS),
+        without moving: how far a speculative draft stays inside the constraint."""
+        ...
+
+    def rollback(self, num_tokens: int) -> None:
+        """Undo the last `num_tokens` tokens advanced (rejected draft tokens); raises
+        grammars.errors.RollbackError, leaving the matcher as it was, beyond what it remembers."""
         ...
 
 

@@ -18,6 +18,14 @@ thread drives `step` (the updates of one would go to the other).
 Failure isolation: every constraint matcher runs behind a `GuardedMatcher`, so an exception from one
 constraint (a recursion limit, a bug) or a mask past its budget ends that request alone with
 `finish_reason="error"` and a typed `GrammarError`; the other requests of the batch go on.
+
+Runaway guard: a constrained sequence whose completion ends in a loop samples from its matcher's
+closing mask until it no longer does (`SamplingParams.runaway_guard`; see runtime.engine.runaway).
+
+Speculative decoding (`speculative=SpeculativeConfig(...)`): in decode steps each sequence may carry a
+draft (the text its constraint forces, prompt lookup), checked against its constraint outside the lock
+and verified in the same forward pass; greedy output is unchanged and sampling keeps its
+distribution (see runtime.engine.speculative).
 """
 
 from __future__ import annotations
@@ -37,11 +45,13 @@ from runtime.engine.completion import accept_token, request_output, take_delta
 from runtime.engine.constraints import Constraint
 from runtime.engine.guarded_matcher import guarded_matcher
 from runtime.engine.outputs import CompletionDelta, RequestOutput, RequestUpdate
+from runtime.engine.runaway import closing_mask, ends_in_loop
 from runtime.engine.sampler import apply_constraint_masks, apply_penalties, sample_tokens, token_logprobs
 from runtime.engine.sampling_params import SamplingParams
 from runtime.engine.scheduler import ScheduledBatch, Scheduler
 from runtime.engine.scoring import num_blocks_to_score, score_continuations
 from runtime.engine.sequence import FinishReason, Request, Sequence, SequenceStatus, TokenLogprob
+from runtime.engine.speculative import Draft, SpeculativeConfig, Speculator
 from runtime.errors import EngineError, PromptTooLongError, RequestError
 from runtime.model.runner import ForwardBatch
 
@@ -69,6 +79,7 @@ class Engine:
         enable_prefix_caching: reuse the KV of full prompt blocks across requests.
         max_mask_seconds: wall-clock budget of one constraint mask; a request whose mask runs past it
             ends with finish_reason "error" and a `grammars.ConstraintLimitError`. None: no limit.
+        speculative: draft sources for speculative decoding and jump-forward; None: off.
 
     Raises:
         RequestError: limits that cannot work together (field names the argument).
@@ -84,6 +95,7 @@ class Engine:
         max_model_len: int | None = None,
         enable_prefix_caching: bool = True,
         max_mask_seconds: float | None = DEFAULT_MAX_MASK_SECONDS,
+        speculative: SpeculativeConfig | None = None,
     ) -> None:
         self.runner = runner
         self.tokenizer = tokenizer
@@ -101,6 +113,10 @@ class Engine:
         ):
             raise RequestError(f"must be None or a number of seconds > 0, got {max_mask_seconds!r}", "max_mask_seconds")
         self.max_mask_seconds = max_mask_seconds
+        if speculative is not None and not isinstance(speculative, SpeculativeConfig):
+            raise RequestError(f"expected a SpeculativeConfig or None, got {speculative!r}", "speculative")
+        self._eos_token_ids = frozenset(tokenizer.eos_token_ids)
+        self.speculator = Speculator(speculative, tokenizer, self._eos_token_ids) if speculative else None
         self.block_manager = BlockManager(
             runner.num_blocks,
             runner.block_size,
@@ -113,7 +129,6 @@ class Engine:
         self._beam_search = BeamSearch(
             fork_seq=self._fork_seq, drop_seq=self._drop_seq, max_model_len=self.max_model_len
         )
-        self._eos_token_ids = frozenset(tokenizer.eos_token_ids)
         self._requests: dict[str, Request] = {}
         self._request_of_seq: dict[int, Request] = {}
         self._seq_ids = itertools.count()
@@ -336,38 +351,97 @@ class Engine:
                         # Admission control makes this unreachable; fail loudly rather than spin.
                         raise EngineError("the scheduler cannot make progress on the queued requests")
                     return []
+            drafts: dict[int, Draft] = {}
+            if self.speculator is not None and not batch.is_prefill:
+                drafts = self._propose_drafts(batch)  # outside the lock: drafts walk the matchers
+            with self._lock:
+                if self.speculator is not None:
+                    batch = self._attach_drafts(batch, drafts)
+                if not batch.seqs:
+                    return []  # every sequence was aborted while its draft was made
                 forward_batch = ForwardBatch(
                     token_ids=[seq.token_ids[seq.num_cached : seq.num_cached + k] for seq, k in _fed(batch)],
                     num_cached=[seq.num_cached for seq in batch.seqs],
                     block_tables=[seq.block_table for seq in batch.seqs],
+                    all_logits=bool(drafts),
                     is_prefill=batch.is_prefill,
                 )
             if batch.copy_pairs:
                 self.runner.copy_blocks(batch.copy_pairs)
-            logits = self.runner.forward(forward_batch)  # [B, V] float32
-            self._compute_masks(batch)
+            logits = self.runner.forward(forward_batch)  # [B, V] float32; [sum k_i, V] with drafts
+            self._compute_masks(batch, drafts)
             # The runner returns inference tensors; sampling edits them in place, so it runs in that mode too.
             with self._lock, torch.inference_mode():
-                return self._process(batch, logits)
+                return self._process(batch, logits, drafts)
 
-    def _compute_masks(self, batch: ScheduledBatch) -> None:
+    def _propose_drafts(self, batch: ScheduledBatch) -> dict[int, Draft]:
+        """Checked drafts of the decoding sequences, by sequence id (see runtime.engine.speculative)."""
+        if self.speculator is None:
+            return {}
+        drafts: dict[int, Draft] = {}
+        for seq, num_new in _fed(batch):
+            request = self._request_of_seq.get(seq.seq_id)  # None: aborted meanwhile
+            if request is None or seq.is_finished or num_new != 1 or request.params.use_beam_search:
+                continue
+            draft = self.speculator.propose(seq, request.params, self._max_remaining_tokens(seq, request.params))
+            if draft is not None:
+                drafts[seq.seq_id] = draft
+        return drafts
+
+    def _attach_drafts(self, batch: ScheduledBatch, drafts: dict[int, Draft]) -> ScheduledBatch:
+        """Append each draft to its sequence, with the blocks it needs (a draft the free blocks cannot
+        hold is dropped: drafts never preempt), and leave out sequences aborted meanwhile."""
+        kept = ScheduledBatch(seqs=[], num_new_tokens=[], copy_pairs=batch.copy_pairs, is_prefill=batch.is_prefill)
+        for seq, num_new in _fed(batch):
+            if seq.is_finished:
+                drafts.pop(seq.seq_id, None)
+                continue
+            draft = drafts.get(seq.seq_id)
+            if draft is not None:
+                seq.token_ids.extend(draft.token_ids)
+                if self.block_manager.can_append(seq):
+                    kept.copy_pairs.extend(self.block_manager.append(seq))
+                    num_new += len(draft.token_ids)
+                else:
+                    del seq.token_ids[-len(draft.token_ids) :]
+                    del drafts[seq.seq_id]
+            kept.seqs.append(seq)
+            kept.num_new_tokens.append(num_new)
+        return kept
+
+    def _compute_masks(self, batch: ScheduledBatch, drafts: dict[int, Draft]) -> None:
         """Compute the masks this step samples under, each within the mask budget, before `_process`
         takes the lock (the guarded matchers keep them, and parallel samples fork them). Runs outside
-        `_lock`: only this thread touches matchers, and an abort landing meanwhile wastes one mask."""
+        `_lock`: only this thread touches matchers, and an abort landing meanwhile wastes one mask.
+        Drafted sequences have theirs already."""
         for seq, num_new in _fed(batch):
-            if seq.matcher is not None and not seq.is_finished and seq.num_uncached == num_new:
+            is_sampled = seq.num_uncached == num_new and seq.seq_id not in drafts
+            if seq.matcher is not None and not seq.is_finished and is_sampled:
                 request = self._request_of_seq.get(seq.seq_id)  # None: aborted meanwhile
                 if request is not None:
-                    seq.matcher.mask(max_remaining_tokens=self._max_remaining_tokens(seq, request.params))
+                    budget = self._max_remaining_tokens(seq, request.params)
+                    if _is_closing(seq, request.params):
+                        closing_mask(seq.matcher, budget)
+                    else:
+                        seq.matcher.mask(max_remaining_tokens=budget)
 
-    def _process(self, batch: ScheduledBatch, logits: torch.Tensor) -> list[RequestUpdate]:
-        """Commit the fed tokens, then sample for every request whose sequences all have logits."""
+    def _process(self, batch: ScheduledBatch, logits: torch.Tensor, drafts: dict[int, Draft]) -> list[RequestUpdate]:
+        """Commit the fed tokens, then sample for every request whose sequences all have logits
+        (drafted sequences verify their drafts instead)."""
         rows: list[int] = []
         seqs: list[Sequence] = []
         stepped: dict[str, tuple[Request, list[Sequence]]] = {}
-        for row, (seq, num_new) in enumerate(_fed(batch)):
+        ends = list(itertools.accumulate(batch.num_new_tokens))  # with drafts: logits rows end here
+        for index, (seq, num_new) in enumerate(_fed(batch)):
             if seq.is_finished:
                 continue  # aborted while the forward pass ran
+            row = ends[index] - 1 if drafts else index
+            draft = drafts.get(seq.seq_id)
+            if draft is not None:
+                request = self._request_of_seq[seq.seq_id]
+                stepped.setdefault(request.request_id, (request, []))[1].append(seq)
+                self._commit_draft(request, seq, draft, logits[ends[index] - num_new : ends[index]])
+                continue
             seq.num_cached += num_new
             self.block_manager.cache_full_blocks(seq)
             if seq.num_uncached > 0:
@@ -379,18 +453,41 @@ class Engine:
             rows.extend([row] * len(new_seqs))
             seqs.extend(new_seqs)
             stepped.setdefault(request.request_id, (request, []))[1].extend(new_seqs)
-        if not seqs:
-            return []
-        sampled_logits = logits if rows == list(range(logits.shape[0])) else logits[rows]  # [R, V]
-        requests = [self._request_of_seq[seq.seq_id] for seq in seqs]
-        params = [request.params for request in requests]
-        budgets = [self._max_remaining_tokens(seq, p) for seq, p in zip(seqs, params)]
-        is_alive = apply_constraint_masks(sampled_logits, seqs, budgets)
-        apply_penalties(sampled_logits, seqs, params)
-        self._sample(sampled_logits, seqs, requests, is_alive)
-        self._step_beams(sampled_logits, seqs, requests, is_alive)
+        if seqs:
+            sampled_logits = logits if rows == list(range(logits.shape[0])) else logits[rows]  # [R, V]
+            requests = [self._request_of_seq[seq.seq_id] for seq in seqs]
+            params = [request.params for request in requests]
+            budgets = [self._max_remaining_tokens(seq, p) for seq, p in zip(seqs, params)]
+            closing = [_is_closing(seq, p) for seq, p in zip(seqs, params)]
+            is_alive = apply_constraint_masks(sampled_logits, seqs, budgets, closing)
+            apply_penalties(sampled_logits, seqs, params)
+            self._sample(sampled_logits, seqs, requests, is_alive)
+            self._step_beams(sampled_logits, seqs, requests, is_alive)
         updates = [self._update(request, request_seqs) for request, request_seqs in stepped.values()]
         return [update for update in updates if update is not None]
+
+    def _commit_draft(self, request: Request, seq: Sequence, draft: Draft, logits: torch.Tensor) -> None:
+        """Verify `seq`'s draft against its logits rows [k + 1, V], append what is accepted and the
+        token after it through the plain path, and keep the KV of the accepted positions only."""
+        if self.speculator is None:
+            raise EngineError("a draft without a speculator")
+        params = request.params
+        num_tokens = seq.num_tokens - len(draft.token_ids)  # before the draft; the last one was fed
+        del seq.token_ids[num_tokens:]
+        token_ids, processed = self.speculator.verify(logits, seq, params, draft)
+        logprobs: list[TokenLogprob | None] = [None] * len(token_ids)
+        if params.logprobs is not None:
+            logprobs = list(token_logprobs(processed, token_ids, [params.logprobs] * len(token_ids)))
+        for token_id, logprob in zip(token_ids, logprobs):
+            ending = accept_token(
+                seq, token_id, logprob, params, eos_token_ids=self._eos_token_ids, max_model_len=self.max_model_len
+            )
+            if ending is not None:
+                self._finish(request, seq, *ending)
+                return
+        seq.num_cached = num_tokens + len(token_ids) - 1  # the fed token and the accepted draft tokens
+        self.block_manager.truncate(seq)
+        self.block_manager.cache_full_blocks(seq)
 
     def _max_remaining_tokens(self, seq: Sequence, params: SamplingParams) -> int:
         """Tokens `seq` may still produce, the one sampled now included: what its `max_tokens` and
@@ -578,6 +675,12 @@ def context_window(config: ModelConfig, max_model_len: int | None) -> int:
 
 def _fed(batch: ScheduledBatch) -> Iterator[tuple[Sequence, int]]:
     return zip(batch.seqs, batch.num_new_tokens)
+
+
+def _is_closing(seq: Sequence, params: SamplingParams) -> bool:
+    """Whether the runaway guard steers `seq` this step: it is constrained, the request keeps the
+    guard on, and its completion ends in a loop (see runtime.engine.runaway)."""
+    return seq.matcher is not None and params.runaway_guard and ends_in_loop(seq.token_ids, seq.num_prompt_tokens)
 
 
 def _generator(seed: int | None, index: int) -> torch.Generator | None:

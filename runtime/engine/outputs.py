@@ -20,10 +20,14 @@ class Usage:
     Attributes:
         prompt_tokens: tokens in the prompt (after the chat template).
         completion_tokens: tokens generated across all completions (stop tokens included).
+        draft_tokens: tokens drafted by speculative decoding (runtime.engine.speculative).
+        accepted_draft_tokens: drafted tokens the model verified (counted in completion_tokens).
     """
 
     prompt_tokens: int
     completion_tokens: int
+    draft_tokens: int = 0
+    accepted_draft_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -106,12 +110,15 @@ class CompletionDelta:
         text: text that became final this step (text that may still turn out to start a stop string
             is held back until it is decided).
         finish_reason: set in the step the completion ends.
+        logprobs: per token of `token_ids`, when `SamplingParams.logprobs` was set, else None
+            (streamed logprobs, as OpenAI-compatible servers send them per chunk).
     """
 
     index: int
     token_ids: tuple[int, ...]
     text: str
     finish_reason: FinishReason | None = None
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @dataclass(frozen=True)

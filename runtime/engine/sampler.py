@@ -3,7 +3,8 @@
 Processing order, per step, for the rows of a batch that sample a token (fixed; documented in
 docs/architecture.md):
 
-    grammar mask -> repetition / presence / frequency penalties -> temperature -> top-k -> top-p
+    grammar mask (the closing mask for a looping sequence: runtime.engine.runaway)
+    -> repetition / presence / frequency penalties -> temperature -> top-k -> top-p
     -> min-p -> sample (argmax when temperature == 0)
 
 Logprobs (and beam-search scores) are taken after the mask and penalties and before temperature and
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from runtime.engine.runaway import closing_mask
 from runtime.engine.sequence import TokenLogprob
 
 if TYPE_CHECKING:
@@ -34,7 +36,10 @@ if TYPE_CHECKING:
 
 
 def apply_constraint_masks(
-    logits: torch.Tensor, seqs: SequenceOf[Sequence], max_remaining_tokens: SequenceOf[int | None]
+    logits: torch.Tensor,
+    seqs: SequenceOf[Sequence],
+    max_remaining_tokens: SequenceOf[int | None],
+    closing: SequenceOf[bool] | None = None,
 ) -> list[bool]:
     """Set disallowed logits to -inf, in place, for every sequence with a matcher.
 
@@ -43,6 +48,8 @@ def apply_constraint_masks(
         seqs: the sequence of each row.
         max_remaining_tokens: per row, the tokens its sequence may still produce (this one
             included), passed to its matcher's `mask` (None: unbounded).
+        closing: per row, whether the runaway guard steers it: its matcher's closing mask is
+            applied instead of the plain one (see runtime.engine.runaway); None: no row.
 
     Returns:
         Per row, whether the sequence can go on: False where its matcher has an error, returns a mask
@@ -55,7 +62,10 @@ def apply_constraint_masks(
         matcher = seq.matcher
         if matcher is None:
             continue
-        mask = matcher.mask(max_remaining_tokens=budget) if matcher.error is None else None
+        mask = None
+        if matcher.error is None:
+            is_closing = closing is not None and closing[row]
+            mask = closing_mask(matcher, budget) if is_closing else matcher.mask(max_remaining_tokens=budget)
         if mask is None or matcher.error is not None or mask.shape != logits.shape[1:]:
             is_alive[row] = False
             continue
@@ -77,12 +87,24 @@ def apply_penalties(logits: torch.Tensor, seqs: SequenceOf[Sequence], params: Se
     Repetition penalty (as in Hugging Face and vLLM) covers prompt and completion tokens; presence and
     frequency penalties (as in OpenAI) cover completion tokens only.
     """
+    apply_token_penalties(logits, [seq.token_ids for seq in seqs], [seq.num_prompt_tokens for seq in seqs], params)
+
+
+def apply_token_penalties(
+    logits: torch.Tensor,
+    token_id_lists: SequenceOf[SequenceOf[int]],
+    num_prompt_tokens: SequenceOf[int],
+    params: SequenceOf[SamplingParams],
+) -> None:
+    """`apply_penalties` over plain token lists: row r follows `token_id_lists[r]`, of which the first
+    `num_prompt_tokens[r]` are its prompt (speculative verification scores positions inside a draft)."""
     rows = [row for row, p in enumerate(params) if p.has_penalties]
     if not rows:
         return
     vocab_size = logits.shape[1]
-    completion_counts = _token_counts([seqs[row].completion_token_ids for row in rows], vocab_size)  # [R, V]
-    seen_mask = _token_counts([seqs[row].token_ids for row in rows], vocab_size) > 0  # [R, V]
+    completions = [list(token_id_lists[row][num_prompt_tokens[row] :]) for row in rows]
+    completion_counts = _token_counts(completions, vocab_size)  # [R, V]
+    seen_mask = _token_counts([list(token_id_lists[row]) for row in rows], vocab_size) > 0  # [R, V]
     index = torch.tensor(rows)
     penalized = logits[index]  # [R, V]
     repetition = torch.tensor([params[row].repetition_penalty for row in rows]).unsqueeze(1)  # [R, 1]
@@ -133,17 +155,42 @@ def sample_tokens(
         probs, candidate_ids = _truncated_probs(scaled, row_params)  # [S, C], [S, C]
     else:
         probs, candidate_ids = scaled.softmax(dim=-1), None
-    noise = torch.empty_like(probs)  # [S, C]
-    for offset, row in enumerate(rows):
-        noise[offset].exponential_(generator=generators[row])
-    # An exact 0 draw would turn a zero probability into 0/0 = NaN, which argmax picks.
-    noise.clamp_(min=torch.finfo(noise.dtype).tiny)
-    # Exponential race (Gumbel-max): argmax(p / E) with E ~ Exp(1) draws from p.
-    choice = argmax_rows(probs / noise).unsqueeze(1)  # [S, 1]
+    choice = sample_from_probs(probs, [generators[row] for row in rows]).unsqueeze(1)  # [S, 1]
     if candidate_ids is not None:
         choice = candidate_ids.gather(1, choice)
     token_ids[index] = choice.squeeze(1)
     return token_ids.tolist()
+
+
+def sample_from_probs(probs: torch.Tensor, generators: SequenceOf[torch.Generator | None]) -> torch.Tensor:
+    """One draw per row of `probs` (float32 [S, C], rows summing to 1 or any positive total), int64 [S]."""
+    noise = torch.empty_like(probs)  # [S, C]
+    for row, generator in enumerate(generators):
+        noise[row].exponential_(generator=generator)
+    # An exact 0 draw would turn a zero probability into 0/0 = NaN, which argmax picks.
+    noise.clamp_(min=torch.finfo(noise.dtype).tiny)
+    # Exponential race (Gumbel-max): argmax(p / E) with E ~ Exp(1) draws from p.
+    return argmax_rows(probs / noise)
+
+
+def sampling_probs(logits: torch.Tensor, params: SequenceOf[SamplingParams]) -> torch.Tensor:
+    """The distribution `sample_tokens` draws each sampled row from, over the whole vocabulary.
+
+    Args:
+        logits: float32 [R, V], after masks and penalties; no row greedy.
+        params: each row's parameters.
+
+    Returns:
+        float32 [R, V]: temperature, then top-k / top-p / min-p (truncated tokens 0; rows may sum
+        to slightly less than 1 after min-p and top-p, which only scales them).
+    """
+    temperature = torch.tensor([p.temperature for p in params]).unsqueeze(1)  # [R, 1]
+    scaled = logits / temperature  # [R, V]
+    if not any(p.has_truncation for p in params):
+        return scaled.softmax(dim=-1)
+    probs, candidate_ids = _truncated_probs(scaled, params)  # [R, C], [R, C]
+    probs = probs / probs.sum(dim=-1, keepdim=True)
+    return torch.zeros_like(scaled).scatter_(1, candidate_ids, probs)
 
 
 def argmax_rows(values: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,9 @@ class SamplingParams:
         n: completions to return; parallel samples share the prompt's KV blocks.
         num_beams: beam width; > 1 runs beam search (deterministic; returns the n best beams).
         length_penalty: beam scores are cumulative logprob / length ** length_penalty (beam search only).
+        runaway_guard: steer a constrained completion caught in a loop (`1000000...`, a repeated phrase
+            or item) toward closing its value, within what the constraint allows (not a vLLM knob;
+            see runtime.engine.runaway). On by default; completions that never loop are unchanged.
 
     Raises:
         RequestError: a value of the wrong type or out of range, or knobs that do not combine; `field`
@@ -65,6 +68,7 @@ class SamplingParams:
     n: int = 1
     num_beams: int = 1
     length_penalty: float = 1.0
+    runaway_guard: bool = True
 
     def __post_init__(self) -> None:
         stop = (self.stop,) if isinstance(self.stop, str) else self.stop
@@ -94,6 +98,8 @@ class SamplingParams:
         _check_int(self.n, "n", minimum=1)
         _check_int(self.num_beams, "num_beams", minimum=1)
         _check_float(self.length_penalty, "length_penalty", -math.inf, math.inf)
+        if not isinstance(self.runaway_guard, bool):
+            raise RequestError(f"must be a bool, got {self.runaway_guard!r}", "runaway_guard")
         self._check_beam_search()
 
     def _check_beam_search(self) -> None:

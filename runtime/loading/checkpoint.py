@@ -50,6 +50,13 @@ class Checkpoint:
 def _layer_weight_names(config: ModelConfig, layer: int) -> list[str]:
     prefix = f"model.layers.{layer}."
     names = [prefix + "input_layernorm.weight", prefix + "post_attention_layernorm.weight"]
+    if config.architecture == "gemma3_text":
+        names += [prefix + "pre_feedforward_layernorm.weight", prefix + "post_feedforward_layernorm.weight"]
+    if config.has_qk_norm:
+        names += [prefix + "self_attn.q_norm.weight", prefix + "self_attn.k_norm.weight"]
+    if config.architecture == "phi3":  # q/k/v and gate/up stored fused
+        names += [prefix + "self_attn.qkv_proj.weight", prefix + "self_attn.o_proj.weight"]
+        return names + [prefix + "mlp.gate_up_proj.weight", prefix + "mlp.down_proj.weight"]
     names += [f"{prefix}self_attn.{proj}_proj.weight" for proj in ("q", "k", "v", "o")]
     if config.attention_bias:
         names += [f"{prefix}self_attn.{proj}_proj.bias" for proj in ("q", "k", "v")]
@@ -72,9 +79,9 @@ def expected_weight_names(config: ModelConfig) -> set[str]:
     """Every tensor name a checkpoint of `config`'s shape must hold, no more.
 
     Raises:
-        UnsupportedModelError: an MoE architecture other than Mixtral and Qwen2-MoE.
+        UnsupportedModelError: an MoE architecture other than Mixtral, Qwen2-MoE and Qwen3-MoE.
     """
-    if config.is_moe and config.architecture not in ("mixtral", "qwen2_moe"):
+    if config.is_moe and config.architecture not in ("mixtral", "qwen2_moe", "qwen3_moe"):
         raise UnsupportedModelError(f"mixture-of-experts layers for architecture {config.architecture!r}")
     names = {"model.embed_tokens.weight", "model.norm.weight"}
     if not config.tie_word_embeddings:

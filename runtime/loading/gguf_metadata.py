@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, overload
 
+import numpy as np
+
 from runtime.config import ModelConfig
 from runtime.errors import CorruptModelError, UnsupportedModelError
 from runtime.loading.gguf_file import GGUFFile, GGUFTensor
@@ -16,7 +18,20 @@ from runtime.loading.gguf_file import GGUFFile, GGUFTensor
 __all__ = ["GGUF_ARCHITECTURES", "GGUFMetadata", "config_from_gguf"]
 
 #: `general.architecture` -> Hugging Face `model_type`. A "llama" file with experts is Mixtral.
-GGUF_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen2moe": "qwen2_moe"}
+GGUF_ARCHITECTURES = {
+    "llama": "llama",
+    "qwen2": "qwen2",
+    "qwen2moe": "qwen2_moe",
+    "qwen3": "qwen3",
+    "qwen3moe": "qwen3_moe",
+    "gemma3": "gemma3_text",
+    "phi3": "phi3",
+}
+#: llama.cpp's fixed Gemma 3 settings its files do not state: every 6th layer global, local rope base.
+_GEMMA3_SLIDING_WINDOW_PATTERN = 6
+_GEMMA3_LOCAL_ROPE_THETA = 10000.0
+#: llama.cpp scales Gemma 3 27B's (62 layers) scores by hidden / heads, every other size by head_dim.
+_GEMMA3_27B_NUM_LAYERS = 62
 
 
 class GGUFMetadata:
@@ -113,6 +128,47 @@ def _rope_scaling(metadata: GGUFMetadata, prefix: str) -> dict[str, Any] | None:
     return scaling
 
 
+def _tensor_values(tensors: Sequence[GGUFTensor], name: str, source: str) -> list[float]:
+    tensor = next(tensor for tensor in tensors if tensor.name == name)
+    if tensor.data.dtype != np.float32:
+        raise UnsupportedModelError(f"tensor {name!r} stored as {tensor.tensor_type.name}, not F32", source)
+    return [float(value) for value in np.asarray(tensor.data).reshape(-1)]
+
+
+def _family_fields(
+    metadata: GGUFMetadata, prefix: str, architecture: str, tensors: Sequence[GGUFTensor], head_dim: int
+) -> dict[str, Any]:
+    """What sets Qwen3, Gemma 3 and Llama 3.1-style files apart from the Llama family's defaults."""
+    tensor_names = {tensor.name for tensor in tensors}
+    fields: dict[str, Any] = {"has_qk_norm": "blk.0.attn_q_norm.weight" in tensor_names}
+    if "rope_freqs.weight" in tensor_names:  # Llama 3.1: theta_i / factor_i, one factor per rotated pair
+        fields["rope_scaling"] = {
+            "rope_type": "frequency_factors",
+            "factors": _tensor_values(tensors, "rope_freqs.weight", metadata.source),
+        }
+    if "rope_factors_long.weight" in tensor_names:
+        raise UnsupportedModelError("Phi-3 longrope frequency factors in a GGUF (rope_factors_long)", metadata.source)
+    if architecture == "phi3":
+        fields["sliding_window"] = metadata.get_int(prefix + "attention.sliding_window")
+    if architecture != "gemma3_text":
+        return fields
+    num_layers = metadata.require_int(prefix + "block_count")
+    pattern = metadata.get_int(prefix + "attention.sliding_window_pattern", _GEMMA3_SLIDING_WINDOW_PATTERN)
+    scalar = head_dim
+    if num_layers == _GEMMA3_27B_NUM_LAYERS:
+        scalar = metadata.require_int(prefix + "embedding_length") // metadata.require_int(
+            prefix + "attention.head_count"
+        )
+    return fields | {
+        "hidden_act": "gelu_pytorch_tanh",
+        "query_pre_attn_scalar": float(scalar),
+        "local_layers": tuple(i for i in range(num_layers) if (i + 1) % pattern),
+        "local_window": metadata.require_int(prefix + "attention.sliding_window"),
+        "local_rope_theta": _GEMMA3_LOCAL_ROPE_THETA,
+        "final_logit_softcapping": metadata.get_float(prefix + "final_logit_softcapping"),
+    }
+
+
 def config_from_gguf(metadata: GGUFMetadata, tensors: Sequence[GGUFTensor]) -> ModelConfig:
     """The `ModelConfig` a GGUF file describes (the tokenizer's special ids are filled in later).
 
@@ -127,10 +183,6 @@ def config_from_gguf(metadata: GGUFMetadata, tensors: Sequence[GGUFTensor]) -> M
         )
     prefix = gguf_architecture + "."
     tensor_names = {tensor.name for tensor in tensors}
-    if "rope_freqs.weight" in tensor_names:
-        raise UnsupportedModelError(
-            "per-dimension rope frequency factors (tensor 'rope_freqs.weight', Llama 3.1 style)", metadata.source
-        )
     num_experts = metadata.get_int(prefix + "expert_count", 0)
     architecture = "mixtral" if gguf_architecture == "llama" and num_experts else GGUF_ARCHITECTURES[gguf_architecture]
     hidden_size = metadata.require_int(prefix + "embedding_length")
@@ -151,6 +203,9 @@ def config_from_gguf(metadata: GGUFMetadata, tensors: Sequence[GGUFTensor]) -> M
         raise CorruptModelError(
             f"{prefix}vocab_size is {declared_vocab_size} but the embedding has {vocab_size} rows", metadata.source
         )
+    family = _family_fields(metadata, prefix, architecture, tensors, head_dim)
+    if "rope_scaling" not in family:
+        family["rope_scaling"] = _rope_scaling(metadata, prefix)
     return ModelConfig(
         architecture=architecture,
         vocab_size=vocab_size,
@@ -162,7 +217,6 @@ def config_from_gguf(metadata: GGUFMetadata, tensors: Sequence[GGUFTensor]) -> M
         max_position_embeddings=metadata.require_int(prefix + "context_length"),
         rms_norm_eps=metadata.get_float(prefix + "attention.layer_norm_rms_epsilon", 1e-5),
         rope_theta=metadata.get_float(prefix + "rope.freq_base", 10000.0),
-        rope_scaling=_rope_scaling(metadata, prefix),
         head_dim_override=head_dim if head_dim != hidden_size // num_heads else None,
         tie_word_embeddings="output.weight" not in tensor_names,
         attention_bias="blk.0.attn_q.bias" in tensor_names,
@@ -172,6 +226,7 @@ def config_from_gguf(metadata: GGUFMetadata, tensors: Sequence[GGUFTensor]) -> M
         if num_experts
         else 0,
         shared_expert_intermediate_size=metadata.get_int(prefix + "expert_shared_feed_forward_length", 0),
-        # Mixtral always renormalizes its top-k; a Qwen2-MoE file says so (llama.cpp's default: no).
+        # Mixtral and Qwen3-MoE always renormalize their top-k; a Qwen2-MoE file says so (llama.cpp's default: no).
         norm_topk_prob=architecture != "qwen2_moe" or bool(metadata.get(prefix + "expert_weights_norm", False)),
+        **family,
     )

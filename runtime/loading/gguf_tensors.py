@@ -5,7 +5,8 @@ Three quirks of llama.cpp's files are undone here, so the model sees HF checkpoi
   reader's numpy arrays are already row-major [out, in], and we check the element count against `ne`;
 - for Llama-family models the converter permuted the rows of `q_proj` and `k_proj` so that rotary
   pairs are adjacent (GPT-J style); `unpermute_rows` restores HF's half-split order;
-- MoE experts are stacked into one [num_experts, out, in] tensor; HF has one tensor per expert.
+- MoE experts are stacked into one [num_experts, out, in] tensor; HF has one tensor per expert;
+- Gemma 3's converter stores its `x * (1 + w)` norm weights as `1 + w`; HF stores `w`.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ _LAYER_NAMES = {
     "attn_q.bias": "self_attn.q_proj.bias",
     "attn_k.bias": "self_attn.k_proj.bias",
     "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_q_norm.weight": "self_attn.q_norm.weight",
+    "attn_k_norm.weight": "self_attn.k_norm.weight",
     "ffn_gate.weight": "mlp.gate_proj.weight",
     "ffn_up.weight": "mlp.up_proj.weight",
     "ffn_down.weight": "mlp.down_proj.weight",
@@ -73,6 +76,17 @@ _LAYER_NAMES = {
     "ffn_down_shexp.weight": "mlp.shared_expert.down_proj.weight",
     "ffn_gate_inp_shexp.weight": "mlp.shared_expert_gate.weight",
 }
+#: Where an architecture's GGUF names differ from `_LAYER_NAMES`.
+_FAMILY_LAYER_NAMES = {
+    "gemma3_text": {
+        "post_attention_norm.weight": "post_attention_layernorm.weight",
+        "ffn_norm.weight": "pre_feedforward_layernorm.weight",
+        "post_ffw_norm.weight": "post_feedforward_layernorm.weight",
+    },
+    "phi3": {"attn_qkv.weight": "self_attn.qkv_proj.weight", "ffn_up.weight": "mlp.gate_up_proj.weight"},
+}
+#: Tensors the config reads (`gguf_metadata`), not weights.
+_CONFIG_TENSORS = ("rope_freqs.weight",)
 _GLOBAL_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
@@ -91,7 +105,12 @@ _EXPERT_NAMES = {
         "up": "mlp.experts.{e}.up_proj.weight",
     },
 }
-_ROUTER_NAMES = {"mixtral": "block_sparse_moe.gate.weight", "qwen2_moe": "mlp.gate.weight"}
+_EXPERT_NAMES["qwen3_moe"] = _EXPERT_NAMES["qwen2_moe"]
+_ROUTER_NAMES = {
+    "mixtral": "block_sparse_moe.gate.weight",
+    "qwen2_moe": "mlp.gate.weight",
+    "qwen3_moe": "mlp.gate.weight",
+}
 
 _LAYER_TENSOR = re.compile(r"blk\.(\d+)\.(.+)")
 _STACKED_EXPERTS = re.compile(r"ffn_(gate|up|down)_exps\.weight")
@@ -141,6 +160,8 @@ def unpermute_rows(weight: np.ndarray, num_heads: int) -> np.ndarray:
 
 
 def _hf_names(name: str, values: np.ndarray, config: ModelConfig, source: str) -> Iterator[tuple[str, np.ndarray]]:
+    if config.architecture == "gemma3_text" and name.endswith("norm.weight"):
+        values = values - np.float32(1.0)
     if name in _GLOBAL_NAMES:
         yield _GLOBAL_NAMES[name], values
         return
@@ -157,7 +178,10 @@ def _hf_names(name: str, values: np.ndarray, config: ModelConfig, source: str) -
             )
         if config.architecture in _PERMUTED_ARCHITECTURES:
             values = unpermute_rows(values, num_heads)
-    if stem == "ffn_gate_inp_shexp.weight":
+    family_names = _FAMILY_LAYER_NAMES.get(config.architecture, {})
+    if stem in family_names:
+        yield prefix + family_names[stem], values
+    elif stem == "ffn_gate_inp_shexp.weight":
         yield prefix + _LAYER_NAMES[stem], values.reshape(1, -1)  # HF: Linear(hidden, 1)
     elif stem in _LAYER_NAMES and not (config.is_moe and stem.startswith(("ffn_gate.", "ffn_up.", "ffn_down."))):
         yield prefix + _LAYER_NAMES[stem], values
@@ -186,6 +210,9 @@ def gguf_to_hf_weights(
         raise UnsupportedModelError(f"mixture-of-experts layers for architecture {config.architecture!r}", source)
     weights: dict[str, torch.Tensor] = {}
     for tensor in tensors:
+        if tensor.name in _CONFIG_TENSORS:
+            progress.advance()
+            continue
         for hf_name, values in _hf_names(tensor.name, dequantize_tensor(tensor, source), config, source):
             weights[hf_name] = torch.from_numpy(np.ascontiguousarray(values))
         progress.advance()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from types import MappingProxyType
@@ -78,13 +79,82 @@ def _check_supported(config: dict[str, Any], source: Path) -> str:
     if quantization:
         method = quantization.get("quant_method") if isinstance(quantization, dict) else quantization
         raise UnsupportedModelError(f"quantized Hugging Face checkpoints (quant_method {method!r})", source)
-    if config.get("hidden_act", "silu") != "silu":
-        raise UnsupportedModelError(f"activation {config['hidden_act']!r} (only silu)", source)
-    if model_type == "llama" and (config.get("attention_bias") or config.get("mlp_bias")):
-        raise UnsupportedModelError("Llama attention_bias / mlp_bias (biases on o_proj or the MLP)", source)
-    if model_type == "qwen2_moe" and (config.get("decoder_sparse_step", 1) != 1 or config.get("mlp_only_layers")):
-        raise UnsupportedModelError("Qwen2-MoE with dense layers (decoder_sparse_step / mlp_only_layers)", source)
+    activation = config.get("hidden_activation" if model_type == "gemma3_text" else "hidden_act", "silu")
+    if activation != ("gelu_pytorch_tanh" if model_type == "gemma3_text" else "silu"):
+        raise UnsupportedModelError(f"activation {activation!r} for a {model_type!r} model", source)
+    if model_type not in ("qwen2", "qwen2_moe") and (config.get("attention_bias") or config.get("mlp_bias")):
+        raise UnsupportedModelError(f"{model_type} attention_bias / mlp_bias (biases on o_proj or the MLP)", source)
+    if model_type in ("qwen2_moe", "qwen3_moe") and (
+        config.get("decoder_sparse_step", 1) != 1 or config.get("mlp_only_layers")
+    ):
+        raise UnsupportedModelError(f"{model_type} with dense layers (decoder_sparse_step / mlp_only_layers)", source)
+    if model_type in ("qwen3", "qwen3_moe") and config.get("use_sliding_window"):
+        raise UnsupportedModelError(f"{model_type} with sliding-window layers (use_sliding_window)", source)
+    if model_type == "gemma3_text" and (
+        config.get("attn_logit_softcapping") or config.get("use_bidirectional_attention")
+    ):
+        raise UnsupportedModelError("Gemma 3 attn_logit_softcapping / use_bidirectional_attention", source)
+    partial_rotary = config.get("partial_rotary_factor") or (config.get("rope_parameters") or {}).get(
+        "partial_rotary_factor", 1.0
+    )
+    if partial_rotary != 1.0:
+        raise UnsupportedModelError(f"partial rotary embeddings (partial_rotary_factor {partial_rotary})", source)
     return model_type
+
+
+def _longrope(scaling: dict[str, Any], config: dict[str, Any], source: Path) -> tuple[dict[str, Any], int]:
+    """Phi-3's longrope ("su") scaling as the short-factor rotation it is within the original context,
+    and that context: (rope_scaling, max_position_embeddings). Past it transformers switches to the
+    long factors, which would leave the cached keys rotated by the short ones."""
+    original = scaling.get("original_max_position_embeddings", config.get("original_max_position_embeddings"))
+    max_positions = _int_field(config, "max_position_embeddings", source)
+    if not isinstance(original, int) or "short_factor" not in scaling:
+        raise UnsupportedModelError("longrope scaling without short_factor / original_max_position_embeddings", source)
+    factor = scaling.get("factor") or max_positions / original
+    attention_factor = scaling.get("attention_factor")
+    if attention_factor is None:
+        attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
+    rope_scaling = {
+        "rope_type": "longrope",
+        "short_factor": list(scaling["short_factor"]),
+        "attention_factor": float(attention_factor),
+    }
+    return rope_scaling, min(max_positions, original)
+
+
+def _gemma3_fields(config: dict[str, Any], num_layers: int, source: Path) -> dict[str, Any]:
+    """Gemma 3's `ModelConfig` fields: layer kinds, their rope bases, the score scale, softcapping.
+
+    Reads transformers 5's `rope_parameters` per layer kind and `layer_types`, or the older
+    `rope_theta` / `rope_local_base_freq` / `rope_scaling` and `sliding_window_pattern`.
+    """
+    parameters = config.get("rope_parameters") or {}
+    global_rope = dict(parameters.get("full_attention") or {})
+    local_rope = dict(parameters.get("sliding_attention") or {})
+    if local_rope.get("rope_type", "default") != "default":
+        raise UnsupportedModelError(f"Gemma 3 local-layer rope scaling {local_rope['rope_type']!r}", source)
+    theta = float(global_rope.pop("rope_theta", config.get("rope_theta", 1_000_000.0)))
+    scaling = config.get("rope_scaling") or (
+        global_rope if global_rope.get("rope_type", "default") != "default" else None
+    )
+    layer_types = config.get("layer_types")
+    if layer_types is None:
+        pattern = _int_field(config, "sliding_window_pattern", source, default=6)
+        layer_types = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(num_layers)]
+    if len(layer_types) != num_layers or not set(layer_types) <= {"sliding_attention", "full_attention"}:
+        raise CorruptModelError(f"layer_types {layer_types!r} for {num_layers} layers", source)
+    softcap = config.get("final_logit_softcapping")
+    return {
+        "rope_theta": theta,
+        "rope_scaling": scaling,
+        "has_qk_norm": True,
+        "hidden_act": "gelu_pytorch_tanh",
+        "query_pre_attn_scalar": float(config.get("query_pre_attn_scalar", 256)),
+        "local_layers": tuple(i for i, kind in enumerate(layer_types) if kind == "sliding_attention"),
+        "local_window": _int_field(config, "sliding_window", source, default=4096),
+        "local_rope_theta": float(local_rope.get("rope_theta", config.get("rope_local_base_freq", 10_000.0))),
+        "final_logit_softcapping": float(softcap) if softcap else None,
+    }
 
 
 def config_from_hf(config: dict[str, Any], source: Path) -> ModelConfig:
@@ -99,24 +169,35 @@ def config_from_hf(config: dict[str, Any], source: Path) -> ModelConfig:
     hidden_size = _int_field(config, "hidden_size", source)
     head_dim = config.get("head_dim")
     rope_theta, rope_scaling = _rope(config)
-    has_sliding_window = model_type == "mistral" or config.get("use_sliding_window", False)
-    expert_key = {"mixtral": "num_local_experts", "qwen2_moe": "num_experts"}.get(model_type)
+    max_positions = _int_field(config, "max_position_embeddings", source)
+    if rope_scaling and rope_scaling.get("rope_type", rope_scaling.get("type")) in ("longrope", "su"):
+        rope_scaling, max_positions = _longrope(rope_scaling, config, source)
+    has_sliding_window = model_type in ("mistral", "phi3") or config.get("use_sliding_window", False)
+    expert_key = {"mixtral": "num_local_experts", "qwen2_moe": "num_experts", "qwen3_moe": "num_experts"}.get(
+        model_type
+    )
+    if model_type == "qwen3_moe" and "num_experts" not in config:  # transformers 5 writes Mixtral's name
+        expert_key = "num_local_experts"
     num_experts = _int_field(config, expert_key, source) if expert_key else 0
     intermediate_size = _int_field(config, "intermediate_size", source)
+    num_layers = _int_field(config, "num_hidden_layers", source)
+    family: dict[str, Any] = {"rope_theta": rope_theta, "rope_scaling": rope_scaling}
+    if model_type in ("qwen3", "qwen3_moe"):
+        family["has_qk_norm"] = True
+    if model_type == "gemma3_text":
+        family = _gemma3_fields(config, num_layers, source)
     return ModelConfig(
         architecture=model_type,
         vocab_size=_int_field(config, "vocab_size", source),
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
-        num_layers=_int_field(config, "num_hidden_layers", source),
+        num_layers=num_layers,
         num_heads=num_heads,
         num_kv_heads=_int_field(config, "num_key_value_heads", source, default=num_heads),
-        max_position_embeddings=_int_field(config, "max_position_embeddings", source),
+        max_position_embeddings=max_positions,
         rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
-        rope_theta=rope_theta,
-        rope_scaling=rope_scaling,
         head_dim_override=head_dim if head_dim and head_dim != hidden_size // num_heads else None,
-        tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+        tie_word_embeddings=bool(config.get("tie_word_embeddings", model_type == "gemma3_text")),
         attention_bias=model_type in ("qwen2", "qwen2_moe"),
         sliding_window=config.get("sliding_window") if has_sliding_window else None,
         num_experts=num_experts,
@@ -124,7 +205,8 @@ def config_from_hf(config: dict[str, Any], source: Path) -> ModelConfig:
         # Mixtral's experts are `intermediate_size` wide; Qwen2-MoE states `moe_intermediate_size`.
         moe_intermediate_size=config.get("moe_intermediate_size", intermediate_size) if num_experts else 0,
         shared_expert_intermediate_size=config.get("shared_expert_intermediate_size", 0) if num_experts else 0,
-        norm_topk_prob=model_type != "qwen2_moe" or bool(config.get("norm_topk_prob", False)),
+        norm_topk_prob=model_type not in ("qwen2_moe", "qwen3_moe") or bool(config.get("norm_topk_prob", False)),
+        **family,
     )
 
 

@@ -29,6 +29,7 @@ from runtime.engine.llm_engine import Engine
 from runtime.engine.outputs import RequestUpdate, Usage
 from sdk.backends.base import Backend, BackendRequest, Scores
 from sdk.errors import ClosedError
+from sdk.tools.format import ToolFormat, detect_tool_format
 
 __all__ = ["LocalBackend"]
 
@@ -58,6 +59,12 @@ class LocalBackend(Backend):
             runtime.RequestError: a load option that is not valid.
         """
         return cls(runtime.load(model, **load_options))
+
+    @property
+    def tool_format(self) -> ToolFormat:
+        """`HERMES` when the model's chat template writes tools itself (they go in as the `tools`
+        template variable), else the generic format."""
+        return detect_tool_format(self.engine.tokenizer.chat_template)
 
     async def stream(self, request: BackendRequest) -> AsyncGenerator[RequestUpdate, None]:
         """See `Backend.stream`."""
@@ -128,8 +135,16 @@ def _add_request(engine: Engine, request_id: str, request: BackendRequest) -> No
             bytes already shows it is refused before it is tokenized.
         runtime.RequestError: what `Engine.add_request` refuses (`n` reported as "samples").
     """
-    prompt_ids = engine.tokenizer.apply_chat_template(
-        list(request.messages), add_generation_prompt=True, tokenize=True, context_window=engine.max_model_len
+    prompt_ids = (
+        list(request.prompt_token_ids)
+        if request.prompt_token_ids is not None
+        else engine.tokenizer.apply_chat_template(
+            list(request.messages),
+            add_generation_prompt=True,
+            tokenize=True,
+            context_window=engine.max_model_len,
+            **(request.template_variables or {}),
+        )
     )
     try:
         engine.add_request(prompt_ids, request.params, request.constraint, request_id=request_id)

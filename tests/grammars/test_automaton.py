@@ -115,3 +115,10 @@ def test_ambiguous_lexemes_are_resolved_by_the_parser():
     assert automaton.accepts(b"if(x)")
     assert automaton.accepts(b"if=x")
     assert not automaton.accepts(b"of(x)")
+
+
+def test_reserved_rule_names_never_clash_with_numbered_ones() -> None:
+    rules = ir.RuleSet()
+    taken = rules.reserve("x__1")
+    names = [rules.reserve("x"), rules.reserve("x"), rules.reserve("x")]
+    assert taken == "x__1" and len({taken, *names}) == 4

@@ -6,8 +6,8 @@ import grammars
 import grammars.errors
 
 PUBLIC_NAMES = """
-    Choice Constraint ConstraintLimitError EmptyLanguageError GrammarError GrammarSyntaxError Lark
-    LarkPriorityWarning Matcher MatcherFailedError Regex Schema SchemaError SchemaNestingError StencilError
+    Choice Constraint ConstraintLimitError EmptyLanguageError GBNF GrammarError GrammarSyntaxError Lark
+    LarkPriorityWarning Matcher MatcherFailedError Regex RollbackError Schema SchemaError SchemaNestingError StencilError
     TokenRejectedError UnsupportedSchemaError UnsupportedSchemaWarning Vocabulary compile
 """.split()
 

@@ -8,11 +8,12 @@ import random
 
 import pytest
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 import grammars
 from grammars.core import byte_regex as rx
 from grammars.core.completion import CompletionLengths, min_term_len
+from grammars.masking.masks import MaskTable
 
 
 class Item(BaseModel):
@@ -152,3 +153,68 @@ def test_a_budget_that_cannot_be_met_keeps_the_plain_mask(vocab) -> None:
     constraint = grammars.compile(Order)
     matcher = constraint.matcher(vocab)
     assert torch.equal(matcher.mask(max_remaining_tokens=3), matcher.mask())
+
+
+#: Twenty required booleans with long names: 20 * `"configuration_tracking_NN":false,` is far more
+#: bytes than tokens (a name is a few tokens).
+Wide = create_model("Wide", **{f"configuration_tracking_{i:02d}": (bool, ...) for i in range(20)})  # type: ignore[call-overload]
+
+
+def test_completions_are_counted_in_tokens(vocab) -> None:
+    constraint = grammars.compile(Wide)
+    automaton = constraint.automaton
+    in_bytes = CompletionLengths(automaton, vocab.single_byte_tokens).of_state(automaton.initial)
+    in_tokens = MaskTable(automaton, vocab).shortest_completion(automaton.initial)
+    shortest = b"{" + b",".join(b'"%s":true' % name.encode() for name in Wide.model_fields) + b"}"
+    assert in_bytes == len(shortest)
+    assert in_tokens < in_bytes / 2
+
+
+@pytest.mark.parametrize("policy", ["keep_going", "random"])
+def test_a_budget_between_the_token_and_byte_counts_still_ends_valid(vocab, policy: str) -> None:
+    """The token count is a guarantee too: a budget the byte count calls hopeless is met."""
+    constraint = grammars.compile(Wide)
+    automaton = constraint.automaton
+    in_tokens = MaskTable(automaton, vocab).shortest_completion(automaton.initial)
+    rng = random.Random(0)
+
+    def keep_going(ids: list[int]) -> int:
+        return max(ids, key=lambda t: (b"}" not in vocab.token_bytes[t], len(vocab.token_bytes[t]), -t))
+
+    for budget in (int(in_tokens) + 2, int(in_tokens) + 12):
+        text, ended = drive(constraint, vocab, budget, keep_going if policy == "keep_going" else rng.choice)
+        assert ended, (budget, text)
+        Wide.model_validate_json(text)
+
+
+@pytest.mark.parametrize(
+    "prefix", [b'{"customer":"ab', b'{"customer":"a","items":[{"name":"b","count":12', b'{"customer":"a","items":[']
+)
+def test_the_closing_mask_keeps_only_tokens_that_shorten_the_completion(vocab, prefix: bytes) -> None:
+    constraint = grammars.compile(Order)
+    automaton = constraint.automaton
+    table = MaskTable(automaton, vocab)
+    matcher = constraint.matcher(vocab)
+    single = {data: i for i, data in enumerate(vocab.token_bytes) if data is not None and len(data) == 1}
+    for byte in prefix:
+        matcher.advance(single[bytes([byte])])
+    state = automaton.walk(automaton.initial, prefix)
+    assert state is not None
+    distance = table.shortest_completion(state)
+    closing = matcher.closing_mask().nonzero().flatten().tolist()
+    plain = matcher.mask()
+    assert closing and len(closing) < int(plain.sum())
+    assert all(bool(plain[t]) for t in closing)
+    for token in closing:
+        after = automaton.walk(state, vocab.token_bytes[token])
+        assert after is not None and table.shortest_completion(after) < distance, vocab.token_bytes[token]
+
+
+def test_a_complete_number_closes_with_eos(vocab) -> None:
+    constraint = grammars.compile(int)
+    matcher = constraint.matcher(vocab)
+    single = {data: i for i, data in enumerate(vocab.token_bytes) if data is not None and len(data) == 1}
+    for byte in b"1000":
+        matcher.advance(single[bytes([byte])])
+    assert set(matcher.closing_mask().nonzero().flatten().tolist()) == set(vocab.eos_token_ids)
+    assert int(matcher.mask().sum()) > len(vocab.eos_token_ids)

@@ -68,7 +68,11 @@ def tiny_hf_model(name: str, seed: int = 0) -> transformers.PreTrainedModel:
     attention is sharp and routing decisive: a wrong rotation, mask or expert shows in the logits.
     """
     config_class, extra = TINY_CONFIGS[name]
-    config = config_class(**{**_COMMON, **extra})
+    return randomized_hf_model(config_class(**{**_COMMON, **extra}), seed)
+
+
+def randomized_hf_model(config: transformers.PretrainedConfig, seed: int = 0) -> transformers.PreTrainedModel:
+    """A transformers model of `config` with the weights `tiny_hf_model` describes, fp32, eval mode."""
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
     generator = torch.Generator().manual_seed(seed)

@@ -302,9 +302,9 @@ def test_missing_tensor_is_named(tmp_path: Path) -> None:
 
 def test_unexpected_tensor_is_named(tmp_path: Path) -> None:
     spec = TinySpec()
-    extra = {"blk.0.attn_q_norm.weight": np.ones(16, np.float32)}
+    extra = {"blk.0.ssm_norm.weight": np.ones(16, np.float32)}
     path = write_tiny_gguf(tmp_path / "extra.gguf", spec, tiny_hf_weights(spec), extra_tensors=extra)
-    with pytest.raises(UnsupportedModelError, match="blk.0.attn_q_norm.weight"):
+    with pytest.raises(UnsupportedModelError, match="blk.0.ssm_norm.weight"):
         load_checkpoint(path)
 
 

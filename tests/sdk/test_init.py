@@ -6,10 +6,11 @@ import grammars.errors
 import sdk
 
 PUBLIC_NAMES = """
-    Backend BackendRequest Choice ClosedError ConstraintFailedError Example GenerationError
-    IncompleteOutputError LLM Lark Prompt PromptTooLongError Regex RequestError Result SDKError
-    Schema StencilError Stream SyncLLM SyncStream Timings UnsupportedOutputTypeError
-    UnsupportedSchemaError Usage ValidationError Vote Votes
+    Backend BackendRequest Choice ClosedError ConstraintFailedError Example GBNF GenerationError
+    IncompleteOutputError LLM Lark MapResult Prompt PromptTooLongError Regex RemoteError RequestError
+    Result SDKError Schema Speculative StencilError Stream SyncLLM SyncStream Timings Tool ToolCall
+    ToolCallFormatError ToolDefinitionError ToolHistoryError UnsupportedOutputTypeError
+    UnsupportedSchemaError Usage ValidationError ValidationReport Validator Violation Vote Votes validate
 """.split()
 
 

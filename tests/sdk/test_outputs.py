@@ -317,3 +317,11 @@ async def test_schema_and_lark_options_reach_the_engine(llm: sdk.LLM, tmp_path) 
     assert value in ({"size": 1}, {"size": 2})
     lark = sdk.Lark("start: ANSWER\n%import .answers.ANSWER\n", import_paths=[tmp_path])
     assert await llm.generate("yes or no?", output=lark, max_tokens=8) in ("yes", "no")
+
+
+async def test_a_gbnf_output_is_described_enforced_and_returned_as_text(llm: sdk.LLM) -> None:
+    gbnf = sdk.GBNF('root ::= answer\nanswer ::= "yes" | "no"\n')
+    spec = output_spec(gbnf)
+    assert spec.kind is OutputKind.GRAMMAR and 'answer ::= "yes" | "no"' in (spec.describe() or "")
+    assert constraint_of(spec).accepts("no") and not constraint_of(spec).accepts("maybe")
+    assert await llm.generate("yes or no?", output=gbnf, max_tokens=8) in ("yes", "no")

@@ -34,7 +34,7 @@ def keywords(method: Callable[..., object]) -> dict[str, tuple[object, object]]:
     return found
 
 
-@pytest.mark.parametrize("name", ["__init__", "generate", "run", "stream"])
+@pytest.mark.parametrize("name", ["__init__", "generate", "map", "run", "stream"])
 def test_methods_have_the_same_parameters_and_defaults(name: str) -> None:
     async_signature = inspect.signature(getattr(LLM, name), eval_str=True)
     sync_signature = inspect.signature(getattr(SyncLLM, name), eval_str=True)
@@ -63,7 +63,11 @@ def test_public_methods_match() -> None:
     def public(cls: type) -> set[str]:
         return {name for name in vars(cls) if not name.startswith("_")}
 
-    assert public(LLM) - {"aclose"} == public(SyncLLM) - {"close", "backend"} == {"generate", "run", "stream"}
+    assert (
+        public(LLM) - {"aclose"}
+        == public(SyncLLM) - {"close", "backend"}
+        == {"generate", "map", "run", "run_tools", "stream"}
+    )
 
 
 def test_generate_and_run_block_until_the_value(engine: Engine) -> None:

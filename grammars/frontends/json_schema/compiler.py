@@ -15,6 +15,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 
+from grammars.core import byte_regex as rx
 from grammars.core import ir
 from grammars.core.budget import Check, no_check
 from grammars.errors import (
@@ -439,6 +440,8 @@ def schema_grammar(
     registry = SchemaRegistry(schema, resources=resources)
     compiler = SchemaCompiler(registry, layout, lenient, check)
     try:
-        return compiler.grammar(frozenset({registry.root}))
+        grammar = compiler.grammar(frozenset({registry.root}))
     except LoneSurrogateError as exc:  # a property name of this kind: typed, though without its pointer
         raise SchemaError(str(exc)) from exc
+    grammar.distinct_keys_after = rx.EPSILON  # JSON objects with a repeated key are not valid output
+    return grammar

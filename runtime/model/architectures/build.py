@@ -6,8 +6,12 @@ import torch
 
 from runtime.config import SUPPORTED_ARCHITECTURES, ModelConfig
 from runtime.errors import CorruptModelError, UnsupportedModelError
+from runtime.model.architectures.gemma3 import Gemma3Transformer
 from runtime.model.architectures.llama import Transformer
 from runtime.model.quantization import Quantization, quantize
+
+#: The decoder class of each architecture that is not the Llama family's.
+_MODEL_CLASSES: dict[str, type[Transformer]] = {"gemma3_text": Gemma3Transformer}
 
 #: Activation dtypes the model runs in.
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
@@ -52,7 +56,7 @@ def build_model(
             f"{quantization.value} weight-only quantization runs with bfloat16 activations, not {dtype}"
         )
     with torch.device("meta"):
-        model = Transformer(config)
+        model = _MODEL_CLASSES.get(config.architecture, Transformer)(config)
     state_dict = {name: tensor.to(dtype).contiguous() for name, tensor in weights.items()}
     try:
         result = model.load_state_dict(state_dict, strict=False, assign=True)

@@ -6,8 +6,11 @@ the file format. This rewrite renames them and fuses what the decoder runs as on
 into stacked `[E, ...]` tensors. It accepts both expert layouts in circulation: per-expert tensors
 as checkpoints on the Hub store them (Mixtral `block_sparse_moe.experts.N.w1/w2/w3`, Qwen2-MoE
 `mlp.experts.N.gate_proj/up_proj/down_proj`) and the pre-stacked `mlp.experts.gate_up_proj` /
-`down_proj` of transformers 5. Tied embeddings reuse the embedding table as the output projection.
-Names it does not know are left in place, so the strict load reports them.
+`down_proj` of transformers 5. Phi-3 stores q/k/v and gate/up already fused (`qkv_proj`,
+`gate_up_proj`). Gemma 3 names its four norms differently (`post_attention_layernorm` follows
+attention there, `pre_feedforward_layernorm` precedes the feed-forward) and multiplies by `1 + w`:
+its norm weights get the 1 added here. Tied embeddings reuse the embedding table as the output
+projection. Names it does not know are left in place, so the strict load reports them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ _LAYER_RENAMES = (
     ("input_layernorm.weight", "attn_norm.weight"),
     ("post_attention_layernorm.weight", "ffn_norm.weight"),
     ("self_attn.o_proj.weight", "attn.o_proj.weight"),
+    ("self_attn.q_norm.weight", "attn.q_norm.weight"),
+    ("self_attn.k_norm.weight", "attn.k_norm.weight"),
+    ("self_attn.qkv_proj.weight", "attn.qkv.weight"),
+    ("mlp.gate_up_proj.weight", "ffn.gate_up.weight"),
     ("mlp.down_proj.weight", "ffn.down.weight"),
     ("mlp.gate.weight", "ffn.router"),
     ("block_sparse_moe.gate.weight", "ffn.router"),
@@ -46,6 +53,16 @@ _LAYER_FUSIONS = (
 #: Per-expert names (after "<moe prefix>experts.{e}."): (gate, up, down), Mixtral's then Qwen2-MoE's.
 _EXPERT_NAMES = (("w1.weight", "w3.weight", "w2.weight"), ("gate_proj.weight", "up_proj.weight", "down_proj.weight"))
 
+#: Gemma 3's layer norms, renamed before the common renames: (Hugging Face name, our name).
+_GEMMA3_NORM_RENAMES = (
+    ("input_layernorm.weight", "attn_norm.weight"),
+    ("post_attention_layernorm.weight", "post_attn_norm.weight"),
+    ("pre_feedforward_layernorm.weight", "ffn_norm.weight"),
+    ("post_feedforward_layernorm.weight", "post_ffn_norm.weight"),
+    ("self_attn.q_norm.weight", "attn.q_norm.weight"),
+    ("self_attn.k_norm.weight", "attn.k_norm.weight"),
+)
+
 #: Tensors a checkpoint may carry that the model derives itself.
 _DERIVED = re.compile(r".*rotary_emb\.inv_freq$")
 
@@ -62,6 +79,8 @@ def rewrite_hf_state_dict(state_dict: dict[str, torch.Tensor], config: ModelConf
         del state_dict[name]
     _move(state_dict, prefix + "model.embed_tokens.weight", prefix + "embed.weight")
     _move(state_dict, prefix + "model.norm.weight", prefix + "norm.weight")
+    if config.architecture == "gemma3_text":
+        _rewrite_gemma3_norms(state_dict, config, prefix)
     if config.tie_word_embeddings and prefix + "embed.weight" in state_dict:
         state_dict[prefix + "lm_head.weight"] = state_dict[prefix + "embed.weight"]
     for i in range(config.num_layers):
@@ -73,6 +92,18 @@ def rewrite_hf_state_dict(state_dict: dict[str, torch.Tensor], config: ModelConf
             _fuse(state_dict, [source + hf_name for hf_name in hf_names], target + name)
         if config.num_experts:
             _stack_experts(state_dict, source, target, config.num_experts)
+
+
+def _rewrite_gemma3_norms(state_dict: dict[str, torch.Tensor], config: ModelConfig, prefix: str) -> None:
+    """Gemma 3's norms under our names, with the `1 +` of its `x * (1 + w)` folded into the weight."""
+    names = [prefix + "norm.weight"]
+    for i in range(config.num_layers):
+        for hf_name, name in _GEMMA3_NORM_RENAMES:
+            _move(state_dict, f"{prefix}model.layers.{i}.{hf_name}", f"{prefix}layers.{i}.{name}")
+            names.append(f"{prefix}layers.{i}.{name}")
+    for name in names:
+        if name in state_dict:
+            state_dict[name] = (state_dict[name].float() + 1.0).to(state_dict[name].dtype)
 
 
 def _move(state_dict: dict[str, torch.Tensor], source: str, target: str) -> None:

@@ -1,8 +1,8 @@
-"""The Llama-family decoder (Llama 2/3, SmolLM, Mistral, Qwen2, Mixtral, Qwen2-MoE) over a paged KV cache.
+"""The Llama-family decoder (Llama 2/3, SmolLM, Mistral, Qwen2/3, Phi-3, Mixtral, Qwen2/3-MoE) over a paged KV cache.
 
-One model covers the family: architectures differ only in configuration (GQA, QKV bias, rope scaling,
-sliding window, tied embeddings) and in the feed-forward block (dense, or sparse MoE). Checkpoint
-quirks (Hugging Face names, separate q/k/v and gate/up matrices, tied embeddings) are resolved by a
+One model covers the family: architectures differ only in configuration (GQA, QKV bias, QK-norm, rope
+scaling, sliding window, tied embeddings) and in the feed-forward block (dense, or sparse MoE). Checkpoint
+quirks (Hugging Face names, separate or fused q/k/v and gate/up matrices, tied embeddings) are resolved by a
 load hook (`runtime.model.architectures.checkpoint`) before the weights reach these modules, so `forward` has no
 branches on where the weights came from. Tokens are packed: activations are [T, H] for the T new
 tokens of every sequence in the batch, and only attention sees sequences apart.
@@ -26,7 +26,11 @@ from runtime.model.layers.rotary import RotaryEmbedding, apply_rope
 
 
 class Attention(nn.Module):
-    """Grouped-query self-attention with q/k/v fused into one projection (`qkv`, rows q then k then v)."""
+    """Grouped-query self-attention with q/k/v fused into one projection (`qkv`, rows q then k then v).
+
+    With `config.has_qk_norm` each query and key head is RMS-normalized before RoPE (Qwen3, Gemma 3);
+    `config.query_pre_attn_scalar` replaces head_dim in the score scale (Gemma 3).
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -36,6 +40,9 @@ class Attention(nn.Module):
         qkv_size = (config.num_heads + 2 * config.num_kv_heads) * config.head_dim
         self.qkv = nn.Linear(config.hidden_size, qkv_size, bias=config.attention_bias)
         self.o_proj = nn.Linear(config.num_heads * config.head_dim, config.hidden_size, bias=False)
+        self.q_norm = RMSNorm(config.head_dim, config.rms_norm_eps) if config.has_qk_norm else None
+        self.k_norm = RMSNorm(config.head_dim, config.rms_norm_eps) if config.has_qk_norm else None
+        self.scale = config.query_pre_attn_scalar**-0.5 if config.query_pre_attn_scalar else None
 
     def forward(
         self,
@@ -48,9 +55,13 @@ class Attention(nn.Module):
         num_tokens, num_rotated = x.shape[0], self.num_heads + self.num_kv_heads
         qkv = self.qkv(x)  # [T, (H + 2 KVH) * D]
         queries_keys = qkv[:, : num_rotated * self.head_dim].view(num_tokens, num_rotated, self.head_dim)
+        if self.q_norm is not None and self.k_norm is not None:
+            heads = self.num_heads
+            queries_keys = torch.cat((self.q_norm(queries_keys[:, :heads]), self.k_norm(queries_keys[:, heads:])), 1)
         rotated = apply_rope(queries_keys, cos, signed_sin)  # [T, H + KVH, D]
         values = qkv[:, num_rotated * self.head_dim :].view(num_tokens, self.num_kv_heads, self.head_dim)  # [T, KVH, D]
-        out = paged_attention(rotated[:, : self.num_heads], rotated[:, self.num_heads :], values, kv_cache, metadata)
+        queries, keys = rotated[:, : self.num_heads], rotated[:, self.num_heads :]
+        out = paged_attention(queries, keys, values, kv_cache, metadata, scale=self.scale)
         return self.o_proj(out)
 
 
@@ -63,7 +74,9 @@ class Block(nn.Module):
         self.attn = Attention(config)
         self.ffn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.ffn: FeedForward | SparseMoE = (
-            SparseMoE(config) if config.is_moe else FeedForward(config.hidden_size, config.intermediate_size)
+            SparseMoE(config)
+            if config.is_moe
+            else FeedForward(config.hidden_size, config.intermediate_size, config.hidden_act)
         )
 
     def forward(
@@ -81,6 +94,8 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """Token ids of a batch in, float32 logits out, with K/V kept in a paged cache the caller owns.
 
+    Other families subclass it with their own `block_class` (and forward, where they differ).
+
     Build it with `runtime.model.architectures.build_model`, which loads Hugging Face-named weights. The
     `ModelRunner` turns a `ForwardBatch` into this module's inputs.
 
@@ -91,6 +106,8 @@ class Transformer(nn.Module):
         UnsupportedModelError: a rope scaling type the model does not implement.
     """
 
+    block_class: type[nn.Module] = Block
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
@@ -100,7 +117,7 @@ class Transformer(nn.Module):
             config.vocab_size, config.hidden_size, _weight=torch.empty(config.vocab_size, config.hidden_size)
         )
         self.rotary = RotaryEmbedding(config)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.layers = nn.ModuleList(self.block_class(config) for _ in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self._register_load_state_dict_pre_hook(self._load_hf_weights)

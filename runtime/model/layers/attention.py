@@ -12,6 +12,7 @@ bfloat16 than SDPA's own `enable_gqa` (measured: ~5x at 256 cached positions).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -47,12 +48,49 @@ class AttentionMetadata:
     attn_mask: torch.Tensor | None
 
 
+def with_sliding_window(
+    metadata: AttentionMetadata, positions: torch.Tensor, *, window: int, num_kv_groups: int, dtype: torch.dtype
+) -> AttentionMetadata:
+    """The same pass for layers whose queries see only the last `window` positions (Gemma 3's local layers).
+
+    The mask is rebuilt from the token positions alone: causality bounds each query by its own
+    sequence's length, so the runner's mask adds nothing to it.
+
+    Args:
+        metadata: the pass's metadata (its mask is replaced).
+        positions: [T] int64 position of each new token, packed like the queries.
+        window: positions each query sees, its own included.
+        num_kv_groups: query heads per K/V head (the G of the mask's rows).
+        dtype: the activation dtype (the mask's).
+
+    Returns:
+        A copy of `metadata` with the windowed causal mask, or `metadata` itself when no query
+        reaches past the window.
+    """
+    if metadata.max_context_len <= window:
+        return metadata
+    batch, max_query_len = metadata.batch_size, metadata.max_query_len
+    if metadata.query_pad_index is None:
+        query_positions = positions.view(batch, max_query_len)
+    else:  # padding rows sit at position 0, which sees key 0: no row is all -inf
+        padded = positions.new_zeros(batch * max_query_len).index_copy_(0, metadata.query_pad_index, positions)
+        query_positions = padded.view(batch, max_query_len)  # [B, Q]
+    key_positions = torch.arange(metadata.max_context_len, device=positions.device)  # [L]
+    query_positions = query_positions[:, :, None]  # [B, Q, 1]
+    allowed = (key_positions <= query_positions) & (key_positions > query_positions - window)  # [B, Q, L]
+    allowed = allowed.repeat_interleave(num_kv_groups, dim=1)[:, None]  # [B, 1, Q * G, L]
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=positions.device).masked_fill_(~allowed, float("-inf"))
+    return dataclasses.replace(metadata, attn_mask=mask)
+
+
 def paged_attention(
     queries: torch.Tensor,
     keys: torch.Tensor,
     values: torch.Tensor,
     kv_cache: torch.Tensor,
     metadata: AttentionMetadata,
+    *,
+    scale: float | None = None,
 ) -> torch.Tensor:
     """Store the new K/V in the cache, then attend each new query over its sequence's context.
 
@@ -62,6 +100,7 @@ def paged_attention(
         values: [T, KVH, D] values of the new tokens.
         kv_cache: [num_slots, 2, KVH, D] this layer's cache (K at index 0, V at 1), written in place.
         metadata: see `AttentionMetadata`.
+        scale: multiplies the query-key scores; None: 1 / sqrt(D).
 
     Returns:
         [T, H * D] attention output, packed like `queries`.
@@ -85,7 +124,9 @@ def paged_attention(
         .transpose(1, 2)
         .reshape(batch, num_kv_heads, max_query_len * group, head_dim)
     )  # [B, KVH, Q * G, D]
-    out = F.scaled_dot_product_attention(grouped_queries, context_keys, context_values, attn_mask=metadata.attn_mask)
+    out = F.scaled_dot_product_attention(
+        grouped_queries, context_keys, context_values, attn_mask=metadata.attn_mask, scale=scale
+    )
     out = (
         out.view(batch, num_kv_heads, max_query_len, group, head_dim)
         .transpose(1, 2)

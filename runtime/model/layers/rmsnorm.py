@@ -1,4 +1,5 @@
-"""Root-mean-square layer norm, the only normalization the Llama family uses."""
+"""Root-mean-square layer norm, the only normalization the supported families use (Gemma's `1 + w` weight is
+folded into the weight at load time)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalize the last dimension of `x` ([T, dim], or [T, heads, dim] for per-head QK-norm)."""
         dim = x.shape[-1]
         if x.shape[0] > MAX_LAYER_NORM_ROWS:
             return F.rms_norm(x, (dim,), self.weight, self.eps)
         doubled = torch.cat((x, -x), dim=-1)  # [T, 2 * dim], mean 0
-        return F.layer_norm(doubled, (2 * dim,), None, None, self.eps)[:, :dim] * self.weight
+        return F.layer_norm(doubled, (2 * dim,), None, None, self.eps)[..., :dim] * self.weight

@@ -2,9 +2,12 @@
 
 The model computes the cos/sin tables once per forward pass for the positions of the new tokens, and
 every layer rotates its query and key heads together with them. Supported `rope_scaling` types:
-none ("default"), "linear" (positions divided by a factor) and "llama3" (Llama 3.1's smoothed
-per-frequency scaling). Types whose frequencies depend on the current sequence length ("dynamic",
-"yarn", "longrope") would give K/V already in the cache stale rotations, so they raise.
+none ("default"), "linear" (positions divided by a factor), "llama3" (Llama 3.1's smoothed
+per-frequency scaling), "frequency_factors" (the same stated as one divisor per frequency, as a GGUF's
+`rope_freqs` tensor holds it) and "longrope" (Phi-3) within its original context, where its short
+factors apply at every length (the loader caps the context there). Types whose frequencies depend on
+the current sequence length ("dynamic", "yarn", longrope past the original context) would give K/V
+already in the cache stale rotations, so they raise.
 """
 
 from __future__ import annotations
@@ -19,16 +22,17 @@ from runtime.config import ModelConfig
 from runtime.errors import UnsupportedModelError
 
 #: `rope_scaling["rope_type"]` values this module implements.
-SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "frequency_factors", "longrope")
 
 
-def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
+def rope_inv_freq(config: ModelConfig, *, theta: float | None = None) -> torch.Tensor:
     """The inverse frequency of each rotated pair of a head, after the config's rope scaling.
 
     Computed exactly as transformers does, so fp32 logits match it to rounding.
 
     Args:
         config: the model; reads `head_dim`, `rope_theta` and `rope_scaling`.
+        theta: a base other than `config.rope_theta`, without scaling (Gemma 3's local layers).
 
     Returns:
         float32 tensor [head_dim // 2] on the CPU.
@@ -39,6 +43,8 @@ def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
     """
     dim = config.head_dim
     exponents = torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").float() / dim
+    if theta is not None:
+        return 1.0 / (theta**exponents)
     inv_freq = 1.0 / (config.rope_theta**exponents)  # [D/2]
     scaling = config.rope_scaling or {}
     rope_type = scaling.get("rope_type", scaling.get("type", "default"))
@@ -48,6 +54,12 @@ def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
         return inv_freq / _scaling_param(scaling, "factor")
     if rope_type == "llama3":
         return _llama3_inv_freq(inv_freq, scaling)
+    if rope_type in ("frequency_factors", "longrope"):
+        key = "factors" if rope_type == "frequency_factors" else "short_factor"
+        factors = torch.tensor(scaling.get(key, ()), dtype=torch.float32, device="cpu")
+        if factors.shape != inv_freq.shape:
+            raise UnsupportedModelError(f"rope scaling {rope_type!r} needs {dim // 2} {key!r}, not {factors.numel()}")
+        return 1.0 / (factors * config.rope_theta**exponents)
     raise UnsupportedModelError(
         f"rope scaling type {rope_type!r} is not supported (supported: {', '.join(SUPPORTED_ROPE_TYPES)})"
     )
@@ -57,6 +69,14 @@ def _scaling_param(scaling: dict[str, Any], key: str) -> float:
     if key not in scaling:
         raise UnsupportedModelError(f"rope scaling {scaling!r} lacks the parameter {key!r}")
     return float(scaling[key])
+
+
+def rope_attention_scaling(config: ModelConfig) -> float:
+    """The factor cos and sin are multiplied by: longrope's `attention_factor`, else 1."""
+    scaling = config.rope_scaling or {}
+    if scaling.get("rope_type") != "longrope":
+        return 1.0
+    return _scaling_param(scaling, "attention_factor")
 
 
 def _llama3_inv_freq(inv_freq: torch.Tensor, scaling: dict[str, Any]) -> torch.Tensor:
@@ -80,16 +100,18 @@ class RotaryEmbedding(nn.Module):
 
     Args:
         config: the model (see `rope_inv_freq`).
+        theta: see `rope_inv_freq`.
 
     Raises:
         UnsupportedModelError: see `rope_inv_freq`.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, *, theta: float | None = None) -> None:
         super().__init__()
         # A plain attribute, not a buffer: the model is built on the meta device and its weights assigned,
         # and this table is derived from the config, never loaded.
-        self.inv_freq = rope_inv_freq(config)
+        self.inv_freq = rope_inv_freq(config, theta=theta)
+        self.attention_scaling = 1.0 if theta is not None else rope_attention_scaling(config)
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Tables for `apply_rope` at `positions` ([T] int64), in `dtype`.
@@ -101,6 +123,8 @@ class RotaryEmbedding(nn.Module):
         freqs = positions.float()[:, None] * self.inv_freq.to(positions.device)  # [T, D/2]
         sin = freqs.sin()
         cos = freqs.cos()
+        if self.attention_scaling != 1.0:
+            sin, cos = sin * self.attention_scaling, cos * self.attention_scaling
         signed_sin = torch.cat((-sin, sin), dim=-1)[:, None, :]  # [T, 1, D]
         cos = torch.cat((cos, cos), dim=-1)[:, None, :]  # [T, 1, D]
         return cos.to(dtype), signed_sin.to(dtype)

@@ -1,0 +1,233 @@
+"""Distinct keys: the JSON objects a JSON-Schema grammar writes never repeat a key.
+
+No context-free rule can say it (the keys seen so far are unbounded state), so it is tracked beside
+the automaton, per sequence: `Keys` scans the JSON text (nesting, strings, which string is a key)
+and holds the decoded keys of each open object; keys compare decoded, so `"a"` and `"\\u0061"` are
+one key. Where a key begins in an object that already has keys, the lexeme starts in a restricted
+lexer state (`GrammarAutomaton.lexer_start_excluding`: every allowed lexeme minus each spelling of
+the seen keys). The lexer itself then refuses a duplicate, a key prefix that only seen keys extend
+is a dead lexer state (so the vocabulary walk of a mask drops the tokens that lead there), and a
+comma after which no fresh key exists is refused. Once a prefix leaves every seen key, the
+restriction simplifies away and the lexer states are the plain ones again.
+
+Where the JSON begins (`ir.Grammar.distinct_keys_after`): a grammar that embeds JSON after other
+text (reasoning then an answer, tool calls beside free text) gives a byte term; `Keys.gate` walks
+it as a lexer state, and scanning starts after the shortest prefix of the output it matches, so
+free text before the JSON (or instead of it) is never read as JSON.
+
+Not covered: an object whose remaining keys can only come from a finite set *and* whose counts
+(`minProperties`) or value conditions need more keys than that set still holds; such schemas are
+nearly contradictory, and the mask may then reach a state with no continuation.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import TYPE_CHECKING, NamedTuple
+
+from grammars.core import byte_regex as rx
+from grammars.core.budget import Check, no_check
+from grammars.core.lexer import DEAD
+
+if TYPE_CHECKING:
+    from grammars.core.automaton import GrammarAutomaton, State
+    from grammars.core.lexer import LexerTables
+
+_QUOTE, _BACKSLASH = ord('"'), ord("\\")
+_OPEN_OBJECT, _OPEN_ARRAY, _COMMA = ord("{"), ord("["), ord(",")
+_CLOSERS = frozenset(b"}]")
+
+# Scanner modes.
+_VALUE = 0  # outside strings, not expecting a key
+_KEY_NEXT = 1  # in an object, after `{` or `,`: a key (or `}`) comes next
+_KEY = 2  # inside a key string
+_STRING = 3  # inside a string value
+
+
+class Keys(NamedTuple):
+    """Where the JSON text stands, for key tracking (immutable: forks share it).
+
+    frames: per open container, the decoded keys of an object so far, or None for an array.
+    mode: one of the scanner modes above.
+    key: the raw bytes of the key being written (mode _KEY).
+    is_escaped: the previous string byte was a backslash.
+    gate: the lexer state of what is left of `distinct_keys_after` before the JSON begins, or
+        None once it has (DEAD: the JSON never begins in this output).
+    """
+
+    frames: tuple[frozenset[str] | None, ...]
+    mode: int
+    key: bytes
+    is_escaped: bool
+    gate: int | None
+
+    @property
+    def awaits_quote(self) -> bool:
+        """Inside a string, or where a key must begin: only a quote changes the structure."""
+        return self.mode != _VALUE
+
+    @property
+    def has_seen_keys(self) -> bool:
+        """Whether some open object already has a key (only then can a token repeat one)."""
+        return any(self.frames)
+
+
+def initial_keys(lexer: LexerTables, distinct_keys_after: rx.Term, check: Check = no_check) -> Keys:
+    """The keys at the start of an output whose JSON begins after `distinct_keys_after`.
+
+    Raises:
+        ConstraintLimitError: from `check`.
+    """
+    gate = None if distinct_keys_after.nullable else lexer.sid(distinct_keys_after, check)
+    return Keys((), _VALUE, b"", False, gate)
+
+
+def _decoded(raw: bytes) -> str:
+    try:
+        return str(json.loads(b'"' + raw + b'"'))
+    except ValueError:  # not a JSON string: the grammar refuses the text anyway
+        return "\x00" + raw.hex()
+
+
+def scan(
+    keys: Keys, data: bytes, lexer: LexerTables, check: Check = no_check
+) -> tuple[Keys, list[tuple[int, frozenset[str]]]] | None:
+    """`keys` after the bytes `data`, and the positions in `data` where a key begins in an object
+    that already has keys (with those keys); None when a key repeats one of its object.
+
+    Raises:
+        ConstraintLimitError: from `check` (a new lexer row of the gate).
+    """
+    frames, mode, key, is_escaped, gate = keys
+    json_from = 0  # where the JSON begins in `data`
+    if gate is not None:
+        if gate == DEAD:
+            return keys, []
+        for byte in data:
+            json_from += 1
+            gate = lexer.row(gate, check)[byte]
+            if lexer.accepting[gate]:
+                gate = None
+                break
+        if gate is not None:
+            return keys._replace(gate=gate), []
+    starts: list[tuple[int, frozenset[str]]] = []
+    key_from = json_from  # where the current key's bytes begin in `data`
+    for position, byte in enumerate(data[json_from:], json_from):
+        if mode == _KEY or mode == _STRING:
+            if is_escaped:
+                is_escaped = False
+            elif byte == _BACKSLASH:
+                is_escaped = True
+            elif byte == _QUOTE:
+                if mode == _KEY:
+                    name = _decoded(key + data[key_from:position])
+                    seen = frames[-1] or frozenset()
+                    if name in seen:
+                        return None
+                    frames = frames[:-1] + (seen | {name},)
+                    key = b""
+                mode = _VALUE
+        elif byte == _QUOTE:
+            if mode == _KEY_NEXT:
+                if frames[-1]:
+                    starts.append((position, frames[-1]))
+                mode, key_from = _KEY, position + 1
+            else:
+                mode = _STRING
+        elif byte == _OPEN_OBJECT:
+            frames += (frozenset(),)
+            mode = _KEY_NEXT
+        elif byte == _OPEN_ARRAY:
+            frames += (None,)
+            mode = _VALUE
+        elif byte in _CLOSERS:
+            frames = frames[:-1]
+            mode = _VALUE
+        elif byte == _COMMA and frames and frames[-1] is not None:
+            mode = _KEY_NEXT
+    if mode == _KEY:
+        key += data[key_from:]
+    return Keys(frames, mode, key, is_escaped, None), starts
+
+
+@functools.lru_cache(maxsize=4096)
+def excluded_keys(seen: frozenset[str]) -> frozenset[rx.Term]:
+    """Every spelling of each key of `seen` as a whole JSON string (quotes included), one term per
+    key: the lexer checks each against each lexeme once, whatever set of keys it comes in."""
+    return frozenset(term for term in map(_key_spellings, seen) if term is not None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_spellings(name: str) -> rx.Term | None:
+    from grammars.frontends.json_schema.strings import string_lexeme, value_encodings
+
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in name):
+        return None  # no JSON text spells a lone surrogate (`value_encodings` refuses it)
+    return string_lexeme(value_encodings(name))
+
+
+def walk_keyed(
+    automaton: GrammarAutomaton, state: State, keys: Keys, data: bytes, check: Check = no_check
+) -> tuple[State, Keys] | None:
+    """`automaton.walk` that also tracks keys: None where `data` repeats a key of an object or
+    leaves no fresh key to write where one must come next.
+
+    Raises:
+        ConstraintLimitError: from `check`.
+    """
+    scanned = scan(keys, data, automaton.lexer, check)
+    return None if scanned is None else _walk_scanned(automaton, state, data, *scanned, check)
+
+
+def refuses(automaton: GrammarAutomaton, state: State, keys: Keys, data: bytes, check: Check = no_check) -> bool:
+    """Whether tracking keys refuses `data` after `state`, where `automaton.walk` takes it (what a
+    mask asks of each token its plain mask allows). Only a token that repeats a key, begins one in
+    an object with keys or ends where such a key must come can be refused: the others are not
+    walked again.
+
+    Raises:
+        ConstraintLimitError: from `check`.
+    """
+    scanned = scan(keys, data, automaton.lexer, check)
+    if scanned is None:
+        return True
+    after, starts = scanned
+    if not starts and not (after.mode == _KEY_NEXT and after.frames[-1]):
+        return False
+    return _walk_scanned(automaton, state, data, after, starts, check) is None
+
+
+def _walk_scanned(
+    automaton: GrammarAutomaton,
+    state: State,
+    data: bytes,
+    after: Keys,
+    starts: list[tuple[int, frozenset[str]]],
+    check: Check,
+) -> tuple[State, Keys] | None:
+    """`walk_keyed` once `data` is scanned: each key that `starts` begins in the restricted state."""
+    done = 0
+    for position, seen in starts:
+        before = automaton.walk(state, data[done:position], check)
+        begun = None if before is None else automaton.begin_lexeme_excluding(before, _QUOTE, excluded_keys(seen), check)
+        if begun is None:
+            return None
+        state, done = begun, position
+    walked = automaton.walk(state, data[done:], check)
+    return None if walked is None else _at_key(automaton, walked, after, check)
+
+
+def _at_key(automaton: GrammarAutomaton, state: State, keys: Keys, check: Check) -> tuple[State, Keys] | None:
+    """Where a key must come next in an object with keys: at a lexeme boundary, the restricted start
+    state (so masks see the restriction); None when no fresh key can start."""
+    if keys.mode != _KEY_NEXT or not keys.frames[-1]:
+        return state, keys
+    sid = state[1]
+    if sid is not None and not automaton.lexer.accepting[sid]:
+        return state, keys  # inside a separator (`,` then an indent): the key is checked as it begins
+    begun = automaton.begin_lexeme_excluding(state, _QUOTE, excluded_keys(keys.frames[-1]), check)
+    if begun is None:
+        return None
+    return (begun if state[1] is None else state), keys

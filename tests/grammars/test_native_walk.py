@@ -1,0 +1,172 @@
+"""The compiled vocabulary walk (`grammars/masking/_walk.cpp`) against its numpy reference.
+
+Both walk the same lazy lexer; the compiled one parks tokens at states without a row and resumes
+them once Python has computed the rows, so these tests start from fresh lexers with tiny tables
+(every row missing, the tables reallocated many times during a walk).
+"""
+
+import json
+import random
+import sys
+
+import numpy as np
+import pytest
+
+import grammars
+from grammars.core import lexer as lexer_module
+from grammars.core.budget import no_check
+from grammars.errors import ConstraintLimitError, GrammarError
+from grammars.masking import token_walk
+from grammars.masking.masks import MaskTable
+from grammars.masking.token_walk import RowWalk, advance_rows, advance_rows_reference
+from grammars.masking.vocab import Vocabulary
+from tests.shared_data import shared_path
+
+SCHEMAS = {
+    "object": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 12},
+            "age": {"type": "integer", "minimum": 0},
+            "score": {"type": "number"},
+            "tags": {"type": "array", "items": {"enum": ["a", "b c", "\u00e9"]}},
+            "when": {"type": "string", "format": "date-time"},
+        },
+        "required": ["name"],
+    },
+    "pattern": {"type": "string", "pattern": "^[a-z]{2,5}-[0-9]+(\\.[0-9]+)?$"},
+}
+INSTANCES = {
+    "object": {"name": "Ann \u00e9", "age": 31, "score": -1.5e3, "tags": ["a", "b c"], "when": "2020-01-01T00:00:00Z"},
+    "pattern": "ab-12.5",
+}
+
+
+def fresh_lexer(monkeypatch: pytest.MonkeyPatch) -> lexer_module.LexerTables:
+    """A new lexer generation for automata built next, its tables shrunk to one state so that
+    walks allocate rows, and grow the tables, as they go."""
+    tables = lexer_module.LexerTables()
+    tables.trans, tables.has_row, tables.accepting = tables.trans[:1].copy(), tables.has_row[:1], tables.accepting[:1]
+    monkeypatch.setattr(lexer_module, "_current", tables)
+    return tables
+
+
+def canonical(walk: RowWalk) -> tuple[list[int], dict[tuple[int, int], list[int]]]:
+    """A walk with its (unspecified) orders sorted away."""
+    boundaries: dict[tuple[int, int], list[int]] = {}
+    for before, position, rows in walk.boundaries:
+        boundaries.setdefault((before, position), []).extend(rows.tolist())
+    return sorted(walk.inside_rows.tolist()), {key: sorted(rows) for key, rows in boundaries.items()}
+
+
+def copy_of(vocab: Vocabulary) -> Vocabulary:
+    """An equal vocabulary with its own caches (the per-vocabulary walk cache)."""
+    return Vocabulary(vocab.token_bytes, vocab.eos_token_ids, size=vocab.size)
+
+
+def test_extension_is_built():
+    assert token_walk.native_walk is not None, "grammars.masking._walk is not built: run scripts/install.sh"
+
+
+def test_missing_extension_is_logged(monkeypatch, caplog):
+    monkeypatch.delattr(grammars.masking, "_walk")
+    monkeypatch.setitem(sys.modules, "grammars.masking._walk", None)  # makes the import fail
+    assert token_walk._load_native() is None
+    assert "is not built" in caplog.text
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_walks_match_reference_from_cold_lexer(name, vocab, monkeypatch):
+    """From every lexer state along a valid instance: whole-vocabulary walks, and walks from the
+    middle of tokens (as boundary settling runs them)."""
+    lexer = fresh_lexer(monkeypatch)
+    automaton = grammars.compile(SCHEMAS[name], cache=False).automaton
+    assert automaton.lexer is lexer
+    sids = []
+    state = automaton.initial
+    for byte in json.dumps(INSTANCES[name]).encode():
+        sids.append(automaton.lexer_start(state[0]) if state[1] is None else state[1])
+        state = automaton.walk(state, bytes([byte]))
+        assert state is not None
+    arrays = vocab.walk_arrays
+    everything = np.arange(len(arrays.ids), dtype=np.int64)
+    long_rows = everything[arrays.lengths > 3]
+    for sid in dict.fromkeys(sids):
+        # The trie walk of the whole vocabulary first, while the rows it needs are missing.
+        with monkeypatch.context() as patch:
+            compiled_walk = token_walk._walk_vocabulary(vocab, lexer, sid, no_check)
+            patch.setattr(token_walk, "native_walk", None)
+            reference_walk = token_walk._walk_vocabulary(vocab, lexer, sid, no_check)
+        assert sorted(compiled_walk.inside_ids.tolist()) == sorted(reference_walk.inside_ids.tolist())
+        assert canonical(RowWalk(compiled_walk.inside_ids, compiled_walk.boundaries)) == canonical(
+            RowWalk(reference_walk.inside_ids, reference_walk.boundaries)
+        )
+        compiled = advance_rows(arrays, lexer, sid, everything, 0, no_check)  # rows missing: parks
+        reference = advance_rows_reference(arrays, lexer, sid, everything, 0, no_check)
+        assert canonical(compiled) == canonical(reference)
+        assert canonical(advance_rows(arrays, lexer, sid, long_rows, 2, no_check)) == canonical(
+            advance_rows_reference(arrays, lexer, sid, long_rows, 2, no_check)
+        )
+
+
+def test_budget_stops_compiled_walk(vocab, monkeypatch):
+    lexer = fresh_lexer(monkeypatch)
+    automaton = grammars.compile(SCHEMAS["object"], cache=False).automaton
+    calls = 0
+
+    def check() -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 2:
+            raise ConstraintLimitError("out of time")
+
+    sid = automaton.lexer_start(automaton.initial[0])
+    rows = np.arange(len(vocab.walk_arrays.ids), dtype=np.int64)
+    with pytest.raises(ConstraintLimitError, match="out of time"):
+        advance_rows(vocab.walk_arrays, lexer, sid, rows, 0, check)
+
+
+def test_rows_out_of_range_are_refused(vocab):
+    lexer = lexer_module.current_lexer()
+    with pytest.raises(IndexError):
+        advance_rows(vocab.walk_arrays, lexer, 0, np.array([len(vocab.walk_arrays.ids)]), 0, no_check)
+
+
+def corpus_schemas(count: int) -> list[tuple[str, dict]]:
+    """A seeded sample of JSONSchemaBench schemas."""
+    folder = shared_path("corpus", "schemas", "jsonschemabench")
+    paths = sorted(path for group in sorted(folder.iterdir()) if group.is_dir() for path in group.glob("*.json"))
+    return [(path.name, json.loads(path.read_text())["schema"]) for path in random.Random(14).sample(paths, count)]
+
+
+@pytest.mark.slow
+def test_masks_match_reference_on_corpus_random_walks(vocab, monkeypatch):
+    """Compiled and numpy masks agree state by state along random token walks (short tokens
+    favoured, so walks leave strings and move through the structure)."""
+    rng = random.Random(0)
+    compiled_vocab, reference_vocab = copy_of(vocab), copy_of(vocab)
+    short = np.zeros(vocab.size, dtype=bool)
+    short[: len(vocab.token_bytes)] = [data is not None and len(data) <= 2 for data in vocab.token_bytes]
+    walked = 0
+    for name, schema in corpus_schemas(24):
+        fresh_lexer(monkeypatch)
+        try:
+            automaton = grammars.compile(schema, cache=False).automaton
+        except GrammarError:
+            continue
+        compiled_table, reference_table = MaskTable(automaton, compiled_vocab), MaskTable(automaton, reference_vocab)
+        state = automaton.initial
+        for _ in range(30):
+            allowed = compiled_table.allowed(state, no_check)
+            with monkeypatch.context() as patch:
+                patch.setattr(token_walk, "native_walk", None)
+                expected = reference_table.allowed(state, no_check)
+            assert np.array_equal(allowed, expected), (name, state)
+            walked += 1
+            choices = np.flatnonzero(allowed & short) if rng.random() < 0.6 else np.flatnonzero(allowed)
+            choices = [int(t) for t in choices if not compiled_table.is_eos(int(t))]
+            if not choices:
+                break
+            state = compiled_table.next_state(state, rng.choice(choices))
+            assert state is not None
+    assert walked > 200

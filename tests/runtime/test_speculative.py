@@ -1,0 +1,318 @@
+"""Speculative decoding and jump-forward: same greedy outputs, same sampling distribution, KV pool whole.
+
+The engine runs over `FakeRunner` (logits a pure function of the tokens read back through the block
+tables), so a draft that leaves a wrong token or a stale block behind changes the output.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+
+import pytest
+import torch
+from pydantic import BaseModel
+
+import grammars
+import runtime
+from runtime.engine.llm_engine import Engine
+from runtime.engine.sampling_params import SamplingParams
+from runtime.engine.sequence import Sequence
+from runtime.engine.speculative import Draft, SpeculativeConfig, Speculator
+from runtime.errors import RequestError
+from tests.runtime.fakes import FakeRunner, smollm2_tokenizer
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=40)
+CONFIGS = {
+    "both": SpeculativeConfig(),
+    "jump_forward": SpeculativeConfig(prompt_lookup=False),
+    "prompt_lookup": SpeculativeConfig(jump_forward=False, num_draft_tokens=3),
+}
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+SPECS = {
+    "free": None,
+    "json": Person,
+    "regex": grammars.Regex(r"(ab|cd)[0-9]{1,4}-x{3}(yz)?"),
+    "lark": grammars.Lark('start: "call " NAME "(" NUM ("," NUM)* ");"\nNAME: /[a-z]{1,8}/\nNUM: /[0-9]{1,3}/'),
+}
+
+
+def make_engine(speculative: SpeculativeConfig | None, num_blocks: int = 256, **limits: int) -> Engine:
+    runner = FakeRunner(num_blocks=num_blocks, block_size=4)
+    return Engine(runner, smollm2_tokenizer(), speculative=speculative, **limits)
+
+
+def prompts(count: int, seed: int) -> list[list[int]]:
+    """Prompts that repeat themselves, so prompt lookup finds matches (and its drafts get accepted)."""
+    rng = random.Random(seed)
+    return [[rng.randrange(3, 200) for _ in range(rng.randrange(2, 9))] * 3 for _ in range(count)]
+
+
+def assert_pool_whole(engine: Engine) -> None:
+    manager = engine.block_manager
+    assert not engine.has_unfinished_requests()
+    assert manager.num_free_blocks == manager.num_blocks
+    assert all(manager.ref_count(block_id) == 0 for block_id in range(manager.num_blocks))
+
+
+def count_drafts(engine: Engine) -> Counter[str]:
+    """Wrap the engine's verification to count drafted and accepted tokens."""
+    counts: Counter[str] = Counter()
+    speculator = engine.speculator
+    assert speculator is not None
+    verify = speculator.verify
+
+    def counting_verify(logits: torch.Tensor, seq: Sequence, params: SamplingParams, draft: Draft):
+        token_ids, rows = verify(logits, seq, params, draft)
+        counts["drafted"] += len(draft.token_ids)
+        counts["accepted"] += len(token_ids) - 1
+        return token_ids, rows
+
+    speculator.verify = counting_verify  # type: ignore[method-assign]
+    return counts
+
+
+@pytest.mark.parametrize("kind", list(SPECS))
+def test_greedy_outputs_are_identical_with_each_fast_path(kind: str) -> None:
+    spec = SPECS[kind]
+    constraint = None if spec is None else grammars.compile(spec)
+    batch = prompts(13, seed=len(kind))  # 4 kinds x 13 = 52 prompts
+    expected = [o.outputs[0].token_ids for o in make_engine(None).generate(batch, GREEDY, constraints=constraint)]
+    for name, config in CONFIGS.items():
+        engine = make_engine(config)
+        counts = count_drafts(engine)
+        outputs = engine.generate(batch, GREEDY, constraints=constraint)
+        assert [o.outputs[0].token_ids for o in outputs] == expected, name
+        assert sum(o.usage.draft_tokens for o in outputs) == counts["drafted"]
+        assert sum(o.usage.accepted_draft_tokens for o in outputs) == counts["accepted"]
+        assert counts["drafted"] > 0 or (spec is None and not config.prompt_lookup), name  # free text forces nothing
+        assert_pool_whole(engine)
+    assert counts["accepted"] > 0  # the both-sources engine: some drafts were verified as right
+
+
+def test_drafts_go_through_stops_limits_penalties_and_logprobs_as_plain_steps() -> None:
+    batch = prompts(6, seed=7)
+    params = [
+        GREEDY.replace(max_tokens=5),
+        GREEDY.replace(stop=("a",)),
+        GREEDY.replace(repetition_penalty=1.3, frequency_penalty=0.5),
+        GREEDY.replace(logprobs=2),
+        GREEDY.replace(stop_token_ids=(60, 61, 62)),
+        GREEDY.replace(n=3, max_tokens=9),
+    ]
+    plain = make_engine(None).generate(batch, params)
+    engine = make_engine(SpeculativeConfig(jump_forward=False))
+    fast = engine.generate(batch, params)
+    for expected, got in zip(plain, fast):
+        for a, b in zip(expected.outputs, got.outputs):
+            assert (a.token_ids, a.text, a.finish_reason) == (b.token_ids, b.text, b.finish_reason)
+            if a.logprobs is not None:
+                assert b.logprobs is not None
+                for x, y in zip(a.logprobs, b.logprobs):
+                    assert x.token_id == y.token_id and x.logprob == pytest.approx(y.logprob, abs=1e-5)
+                    assert [t for t, _ in x.top_logprobs] == [t for t, _ in y.top_logprobs]
+    assert_pool_whole(engine)
+
+
+def test_a_small_pool_drops_drafts_rather_than_preempting_and_keeps_outputs() -> None:
+    batch = prompts(4, seed=3)
+    params = GREEDY.replace(max_tokens=16, ignore_eos=True)
+    expected = [o.token_ids for o in make_engine(None).generate(batch, params)]
+    engine = make_engine(SpeculativeConfig(jump_forward=False), num_blocks=40, max_num_seqs=4)
+    assert [o.token_ids for o in engine.generate(batch, params)] == expected
+    assert_pool_whole(engine)
+
+
+def test_rejected_drafts_roll_back_tokens_and_blocks_mid_generation() -> None:
+    engine = make_engine(SpeculativeConfig(jump_forward=False, num_draft_tokens=6))
+    counts = count_drafts(engine)
+    prompt = prompts(1, seed=11)[0]
+    request_id = engine.add_request(prompt, GREEDY.replace(max_tokens=30, ignore_eos=True))
+    manager = engine.block_manager
+    while engine.has_unfinished_requests():
+        engine.step()
+        request = engine._requests.get(request_id)
+        if request is None:
+            break
+        (seq,) = request.seqs
+        if seq.num_completion_tokens == 0:
+            continue  # mid-way through the prompt's prefill
+        # After every step: exactly the accepted tokens, cached but the last, and no block past them.
+        assert seq.num_cached == seq.num_tokens - 1
+        num_blocks = len(seq.block_table)
+        assert manager.num_blocks_for(seq.num_cached) <= num_blocks <= manager.num_blocks_for(seq.num_tokens)
+        assert manager.num_used_blocks == len(seq.block_table)
+    assert counts["drafted"] > counts["accepted"]  # some drafts were rejected and rolled back
+    assert_pool_whole(engine)
+
+
+def test_abort_between_draft_and_forward_leaves_the_pool_whole() -> None:
+    engine = make_engine(SpeculativeConfig())
+    speculator = engine.speculator
+    assert speculator is not None
+    propose = speculator.propose
+    ids = [engine.add_request(p, GREEDY.replace(ignore_eos=True)) for p in prompts(3, seed=5)]
+
+    def aborting_propose(seq, params, budget):
+        engine.abort_request(ids[0])  # lands while the step is outside the engine lock
+        return propose(seq, params, budget)
+
+    engine.step()  # prefill
+    speculator.propose = aborting_propose  # type: ignore[method-assign]
+    while engine.has_unfinished_requests():
+        engine.step()
+    assert_pool_whole(engine)
+
+
+def test_beam_search_is_never_drafted() -> None:
+    engine = make_engine(SpeculativeConfig())
+    counts = count_drafts(engine)
+    params = SamplingParams(max_tokens=8, num_beams=2, ignore_eos=True)
+    expected = make_engine(None).generate(prompts(2, seed=1), params)
+    assert [o.token_ids for o in engine.generate(prompts(2, seed=1), params)] == [o.token_ids for o in expected]
+    assert counts["drafted"] == 0
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(RequestError) as info:
+        SpeculativeConfig(num_draft_tokens=0)
+    assert info.value.field == "num_draft_tokens"
+    with pytest.raises(RequestError):
+        SpeculativeConfig(jump_forward=False, prompt_lookup=False)
+    with pytest.raises(RequestError) as info:
+        make_engine("ngram")  # type: ignore[arg-type]
+    assert info.value.field == "speculative"
+
+
+def test_jump_forward_drafts_the_forced_text_as_the_tokenizer_writes_it() -> None:
+    engine = make_engine(SpeculativeConfig(prompt_lookup=False))
+    assert engine.speculator is not None
+    constraint = grammars.compile(grammars.Regex(r'\{"name": "[a-z]+"\}'))
+    matcher = constraint.matcher(engine.vocabulary)
+    seq = Sequence(seq_id=0, token_ids=[5, 6], num_prompt_tokens=2, matcher=matcher)
+    draft = engine.speculator.propose(seq, GREEDY, budget=20)
+    assert draft is not None and draft.masks is not None
+    tokenizer = smollm2_tokenizer()
+    assert draft.token_ids == tokenizer.encode('{"name": "')
+    assert draft.num_forced == len(draft.token_ids) and len(draft.masks) == len(draft.token_ids) + 1
+    assert all(bool(mask[token_id]) for mask, token_id in zip(draft.masks, draft.token_ids))
+    assert seq.matcher is matcher and matcher.mask()[draft.token_ids[0]]  # the walk used a fork
+
+
+def test_jump_forward_drafts_only_whole_characters() -> None:
+    engine = make_engine(SpeculativeConfig(prompt_lookup=False))
+    assert engine.speculator is not None
+    constraint = grammars.compile(grammars.Regex("name: caf(é|è)"))  # é, è: C3 A9, C3 A8
+    matcher = constraint.matcher(engine.vocabulary)
+    assert matcher.forced_bytes() == b"name: caf\xc3"  # ends mid-character
+    seq = Sequence(seq_id=0, token_ids=[5, 6], num_prompt_tokens=2, matcher=matcher)
+    draft = engine.speculator.propose(seq, GREEDY, budget=20)
+    assert draft is not None
+    assert draft.token_ids == smollm2_tokenizer().encode("name: caf")
+
+
+# Sampling exactness
+
+
+def chi_square_critical(df: int, z: float = 3.09) -> float:
+    """The 0.999 quantile of chi-square with `df` degrees of freedom (Wilson-Hilferty)."""
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_verification_samples_the_target_distribution_whatever_the_draft(seed: int) -> None:
+    speculator = Speculator(SpeculativeConfig(), smollm2_tokenizer(), frozenset())
+    torch.manual_seed(seed)
+    vocab_size = 6
+    logits = torch.randn(2, vocab_size) * 1.5  # positions 0 and 1 of a one-token draft
+    probs = logits.softmax(dim=-1)
+    draft_token = int(probs[0].argsort()[-2])  # a plausible but not the likeliest token
+    params = SamplingParams(temperature=1.0)
+    generator = torch.Generator().manual_seed(seed)
+    num_samples = 4000
+    first: Counter[int] = Counter()
+    second_after_draft: Counter[int] = Counter()
+    for _ in range(num_samples):
+        seq = Sequence(seq_id=0, token_ids=[1, 2], num_prompt_tokens=2, generator=generator)
+        draft = Draft(token_ids=[draft_token], masks=None, num_forced=0)
+        token_ids, _ = speculator.verify(logits.clone(), seq, params, draft)
+        first[token_ids[0]] += 1
+        if len(token_ids) == 2:
+            second_after_draft[token_ids[1]] += 1
+    for counts, expected_probs in ((first, probs[0]), (second_after_draft, probs[1])):
+        total = sum(counts.values())
+        statistic = sum(
+            (counts[t] - total * float(p)) ** 2 / (total * float(p)) for t, p in enumerate(expected_probs.tolist())
+        )
+        assert statistic < chi_square_critical(vocab_size - 1), (counts, expected_probs)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_engine_next_tokens_have_the_plain_distribution_at_temperature_1(seed: int) -> None:
+    """Two-sample chi-square over the two tokens after the first sampled one (the first decode
+    step's draft decides them), speculation on vs off, top-k 3 keeping the outcomes few."""
+    prompt = list(range(200))  # every live token occurs in the prompt: lookup always drafts
+    params = SamplingParams(temperature=1.0, top_k=3, max_tokens=3, ignore_eos=True, n=300, seed=seed)
+    samples = []
+    for config in (None, SpeculativeConfig(jump_forward=False, num_draft_tokens=2)):
+        engine = make_engine(config, num_blocks=16000, max_num_seqs=300)
+        output = engine.generate([prompt], params)[0]
+        samples.append(Counter(tuple(c.token_ids[1:]) for c in output.outputs))
+        assert_pool_whole(engine)
+    outcomes = sorted(set(samples[0]) | set(samples[1]))
+    frequent = [o for o in outcomes if samples[0][o] + samples[1][o] >= 10]
+    rows = [[s[o] for o in frequent] + [sum(s.values()) - sum(s[o] for o in frequent)] for s in samples]
+    rows = [[row[i] for i in range(len(rows[0])) if rows[0][i] + rows[1][i] > 0] for row in rows]
+    totals = [sum(row) for row in rows]
+    statistic = 0.0
+    for i in range(len(rows[0])):
+        column = rows[0][i] + rows[1][i]
+        for row, total in zip(rows, totals):
+            expected = column * total / sum(totals)
+            statistic += (row[i] - expected) ** 2 / expected
+    assert statistic < chi_square_critical(len(rows[0]) - 1)
+
+
+# The real model
+
+
+class Invoice(BaseModel):
+    customer: str
+    city: str
+    total: float
+
+
+REAL_PROMPTS: list[tuple[str, object]] = [
+    ("Write one sentence about the sea.", None),
+    ("Repeat exactly: the quick brown fox jumps over the lazy dog.", None),
+    ("List three colours, comma separated.", None),
+    ("Give a person named Ada Lovelace, aged 36, as JSON.", Person),
+    ("Bob Stone is 41 years old. Extract his name and age as JSON.", Person),
+    ("Invoice: customer Acme Corp, city Paris, total 1250.50 EUR. Extract it as JSON.", Invoice),
+    ("Write a product code.", grammars.Regex(r"[A-Z]{3}-[0-9]{4}")),
+    ("The date is 2024-05-17. Repeat the date.", grammars.Regex(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")),
+    ("Answer yes or no: is water wet?", grammars.Regex(r"(yes|no), because [a-z ]{1,40}\.")),
+    ("Call the function add with 3 and 4.", SPECS["lark"]),
+    ("Call max on 10, 20 and 30.", SPECS["lark"]),
+    ("Write a call to a function.", SPECS["lark"]),
+]
+
+
+@pytest.mark.slow
+def test_greedy_outputs_on_smollm2_are_identical_with_fast_paths_in_float32() -> None:
+    params = SamplingParams(temperature=0.0, max_tokens=40)
+    texts = [prompt for prompt, _ in REAL_PROMPTS]
+    constraints = [None if spec is None else grammars.compile(spec) for _, spec in REAL_PROMPTS]
+    plain = runtime.load(dtype="float32").generate(texts, params, constraints=constraints)
+    engine = runtime.load(dtype="float32", speculative=SpeculativeConfig())
+    fast = engine.generate(texts, params, constraints=constraints)
+    assert [o.outputs[0].token_ids for o in fast] == [o.outputs[0].token_ids for o in plain]
+    assert sum(o.usage.accepted_draft_tokens for o in fast) > 0
+    assert_pool_whole(engine)

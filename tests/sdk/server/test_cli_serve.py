@@ -1,0 +1,27 @@
+"""`stencil serve`'s options, and that the command line does not load the server stack until asked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from sdk.cli import build_parser
+
+
+def test_serve_defaults_bind_loopback() -> None:
+    args = build_parser().parse_args(["serve"])
+    assert (args.host, args.port, args.api_key, args.model, args.served_model_name) == (
+        "127.0.0.1",
+        8000,
+        None,
+        None,
+        None,
+    )
+    args = build_parser().parse_args(["serve", "--port", "9000", "--api-key", "k", "--max-concurrent-requests", "4"])
+    assert (args.port, args.api_key, args.max_concurrent_requests) == (9000, "k", 4)
+
+
+def test_the_cli_imports_the_server_lazily() -> None:
+    probe = "import sys, sdk.cli; sdk.cli.build_parser(); print('sdk.server' in sys.modules, 'fastapi' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "False"]
