@@ -316,8 +316,9 @@ class Speculative:
     """Fast paths of a local model: speculative decoding, with the constraint as one draft source.
 
     Every draft is checked against the constraint and verified by the model in one forward pass, so
-    greedy outputs are the plain ones token for token and sampling keeps its distribution; only
-    the speed changes (see runtime.engine.speculative).
+    greedy outputs are the plain ones token for token and sampling keeps its distribution, up to
+    floating-point rounding: a verify pass rounds differently from a one-token step, which can flip
+    a near-tie in bfloat16 (see runtime.engine.speculative).
 
     Attributes:
         num_draft_tokens: most draft tokens per sequence per step (>= 1).
