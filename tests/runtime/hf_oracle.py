@@ -11,7 +11,8 @@ import transformers
 
 from runtime.config import ModelConfig
 
-_COMMON = dict(
+#: The shape of every tiny random checkpoint the runtime tests compare with transformers.
+TINY_SIZES = dict(
     vocab_size=97,
     hidden_size=64,
     intermediate_size=96,
@@ -68,7 +69,7 @@ def tiny_hf_model(name: str, seed: int = 0) -> transformers.PreTrainedModel:
     attention is sharp and routing decisive: a wrong rotation, mask or expert shows in the logits.
     """
     config_class, extra = TINY_CONFIGS[name]
-    return randomized_hf_model(config_class(**{**_COMMON, **extra}), seed)
+    return randomized_hf_model(config_class(**{**TINY_SIZES, **extra}), seed)
 
 
 def randomized_hf_model(config: transformers.PretrainedConfig, seed: int = 0) -> transformers.PreTrainedModel:

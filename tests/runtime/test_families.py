@@ -21,7 +21,7 @@ from runtime.errors import UnsupportedModelError
 from runtime.loading import Checkpoint, load_checkpoint
 from runtime.model.architectures import build_model
 from runtime.model.runner import ForwardBatch, ModelRunner
-from tests.runtime.hf_oracle import hf_logits, randomized_hf_model
+from tests.runtime.hf_oracle import TINY_SIZES, hf_logits, randomized_hf_model
 from tests.runtime.tiny_gguf import TinySpec, hf_to_gguf_permute, tiny_hf_weights, tiny_vocab, write_tiny_gguf
 
 #: Long enough to cross the sliding windows below; ids within the tiny tokenizer's 264.
@@ -31,18 +31,7 @@ SEQUENCES = [
     [64, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
 ]
 
-_SIZES = dict(
-    vocab_size=264,
-    hidden_size=64,
-    intermediate_size=96,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=256,
-    rms_norm_eps=1e-5,
-    tie_word_embeddings=False,
-    attn_implementation="eager",
-)
+_SIZES = {**TINY_SIZES, "vocab_size": 264, "num_hidden_layers": 3}
 
 _GEMMA3 = dict(
     head_dim=32,  # != hidden / heads
