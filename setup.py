@@ -23,6 +23,18 @@ EXTENSIONS = [
         extra_compile_args=NATIVE_FLAGS,
         extra_link_args=["-fopenmp"],
     ),
+    CppExtension(
+        "runtime.model.kernels._paged_attention",
+        ["runtime/model/kernels/paged_attention.cpp"],
+        extra_compile_args=NATIVE_FLAGS,
+        extra_link_args=["-fopenmp"],
+    ),
+    CppExtension(
+        "runtime.model.kernels._elementwise",
+        ["runtime/model/kernels/elementwise.cpp"],
+        extra_compile_args=[*NATIVE_FLAGS, "-ffp-contract=off"],  # round each product as torch's ops do
+        extra_link_args=["-fopenmp"],
+    ),
     # The vocabulary walk of token masks: plain CPython API, no torch, so `grammars` imports without it.
     Extension("grammars.masking._walk", ["grammars/masking/_walk.cpp"], extra_compile_args=["-O3", "-std=c++17"]),
 ]

@@ -163,6 +163,16 @@ def _timed(fn: Callable[[], object]) -> float:
     return CLOCK() - start
 
 
+def add_clock_argument(parser: argparse.ArgumentParser) -> None:
+    """`--clock wall|cpu`: what the measurements read (cpu: robust to other processes, with --threads 1)."""
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: process CPU time, robust to other processes sharing the cores (use with --threads 1)",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="a few tokens, one round: checks the script runs")
@@ -173,12 +183,7 @@ def main() -> None:
     parser.add_argument("--prefill-len", type=int, default=500)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--accuracy-tokens", type=int, default=1000)
-    parser.add_argument(
-        "--clock",
-        choices=("wall", "cpu"),
-        default="wall",
-        help="cpu: process CPU time, robust to other processes sharing the cores (use with --threads 1)",
-    )
+    add_clock_argument(parser)
     args = parser.parse_args()
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter

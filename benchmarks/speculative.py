@@ -5,10 +5,14 @@ Two workloads on the embedded SmolLM2-135M, greedy:
 - copy-heavy extraction: a ~500-token document and a Pydantic model whose fields are spans of it;
 - ordinary JSON: short typed answers (a person, a product review).
 
-For each: plain constrained decoding, jump-forward only, prompt lookup only, both; and free
-generation of the same number of tokens (`ignore_eos`), the bar constrained decoding should clear.
-Outputs with the fast paths must equal the plain ones token for token. Prints tokens/s, the ratios
-and one JSON line. `--smoke` runs one short prompt.
+For each: plain constrained decoding, jump-forward only, prompt lookup only, both, self-speculation
+(the model's own first n layers draft, n in `--self-draft`); and free generation of the same number
+of tokens (`ignore_eos`), the bar constrained decoding should clear. A third workload, free prose,
+compares plain decoding with prompt lookup and self-speculation, one stream at a time; a fourth,
+eight prose streams decoded as one batch, compares plain decoding with prompt lookup. Paths run interleaved, `--repeats`
+rounds, median reported; each prints tokens/s, its ratio to plain, the draft acceptance rate, and
+whether its outputs equal the plain ones token for token (bfloat16: a verify pass may round a
+near-tie differently). Ends with one JSON line. `--smoke` runs one short prompt, one round.
 
     .venv/bin/python benchmarks/speculative.py
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import time
 
@@ -27,6 +32,7 @@ import runtime
 from runtime.engine.llm_engine import Engine
 from runtime.engine.sampling_params import SamplingParams
 from runtime.engine.speculative import SpeculativeConfig
+from runtime.model.runner import ModelRunner
 
 DOCUMENT = """INCIDENT REPORT 2024-117
 
@@ -93,6 +99,28 @@ JSON_PROMPTS = [
     ("Review: the Aeropress coffee maker is great, 4 of 5: fast, cheap; but small and plasticky.", Review),
 ]
 
+PROSE_PROMPTS = [
+    "Write a short paragraph about the history of the bicycle.",
+    "Explain in a few sentences why the sky is blue.",
+    "Describe a quiet morning in a small fishing village.",
+]
+
+#: Eight free-text streams decoded as one batch: where verify rows compete for compute.
+BATCH_PROMPTS = [
+    f"Write a long essay about {topic}."
+    for topic in (
+        "the history of the bicycle",
+        "how bread is made",
+        "the life of bees",
+        "a trip to Lisbon",
+        "how computers store numbers",
+        "the rules of chess",
+        "why the sky is blue",
+        "the water cycle",
+    )
+]
+
+#: Fast paths of the constrained workloads; self-speculation runs on every workload at each --self-draft depth.
 PATHS = {
     "plain": None,
     "jump_forward": SpeculativeConfig(prompt_lookup=False),
@@ -101,57 +129,127 @@ PATHS = {
 }
 
 
-def run(engine: Engine, prompts: list[str], constraints: list, params: SamplingParams) -> tuple[list, float, int]:
-    """Outputs one prompt at a time (single-stream latency), seconds, completion tokens."""
-    started = time.perf_counter()
-    outputs = [engine.generate([p], params, constraints=[c])[0] for p, c in zip(prompts, constraints)]
-    seconds = time.perf_counter() - started
-    return outputs, seconds, sum(len(o.outputs[0].token_ids) for o in outputs)
+def self_draft_paths(depths: list[int]) -> dict[str, SpeculativeConfig]:
+    """Self-speculation alone (the model's first n layers draft), at each depth."""
+    return {
+        f"self_draft_{n}": SpeculativeConfig(jump_forward=False, prompt_lookup=False, self_draft_layers=n)
+        for n in depths
+    }
 
 
-def measure(name: str, engines: dict[str, Engine], prompts: list[str], specs: list, max_tokens: int) -> dict:
-    constraints = [grammars.compile(spec) for spec in specs]
-    params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
-    results: dict[str, float] = {}
-    reference = None
-    for path, engine in engines.items():
-        run(engine, prompts[:1], constraints[:1], params)  # warm-up: masks, prefix cache
-        outputs, seconds, num_tokens = run(engine, prompts, constraints, params)
-        token_ids = [o.outputs[0].token_ids for o in outputs]
-        if reference is None:
-            reference = token_ids
-            print(f"[{name}] sample output: {outputs[0].outputs[0].text[:160]!r}")
-        identical = token_ids == reference
-        results[path] = num_tokens / seconds
-        print(f"[{name}] {path:14s} {num_tokens / seconds:7.1f} tok/s ({num_tokens} tokens) identical={identical}")
-    free_engine = engines["plain"]
-    assert reference is not None
-    free_params = [SamplingParams(temperature=0.0, max_tokens=len(ids), ignore_eos=True) for ids in reference]
-    run(free_engine, prompts[:1], [None], free_params[0])
+def run(
+    engine: Engine, prompts: list[str], constraints: list, params: list[SamplingParams], *, batched: bool = False
+) -> tuple[list, float]:
+    """Outputs one prompt at a time (single-stream latency), or all as one batch, and the seconds they took."""
     started = time.perf_counter()
-    for prompt, p in zip(prompts, free_params):
-        free_engine.generate([prompt], p)
-    results["free"] = sum(map(len, reference)) / (time.perf_counter() - started)
-    print(f"[{name}] {'free':14s} {results['free']:7.1f} tok/s (same lengths, unconstrained)")
-    for path in ("jump_forward", "prompt_lookup", "both"):
-        print(
-            f"[{name}] {path} / plain = {results[path] / results['plain']:.2f}x; "
-            f"/ free = {results[path] / results['free']:.2f}x"
-        )
-    print(f"[{name}] plain / free = {results['plain'] / results['free']:.2f}x")
+    if batched:
+        outputs = engine.generate(prompts, params, constraints=constraints)
+    else:
+        outputs = [engine.generate([p], q, constraints=[c])[0] for p, c, q in zip(prompts, constraints, params)]
+    return outputs, time.perf_counter() - started
+
+
+def measure(
+    name: str,
+    engines: dict[str, Engine],
+    prompts: list[str],
+    specs: list,
+    max_tokens: int,
+    repeats: int,
+    *,
+    batched: bool = False,
+) -> dict:
+    """Tokens/s of each path (median of `repeats` interleaved rounds), its ratio to plain decoding, the
+    draft acceptance rate, and whether its outputs equal plain ones; plus free generation of the same
+    lengths when the workload is constrained. `batched`: all prompts decode as one batch."""
+    constraints = [None if spec is None else grammars.compile(spec) for spec in specs]
+    greedy = [SamplingParams(temperature=0.0, max_tokens=max_tokens)] * len(prompts)
+    for engine in engines.values():
+        run(engine, prompts[:1], constraints[:1], greedy[:1])  # warm-up: masks, prefix cache
+    reference, _ = run(engines["plain"], prompts, constraints, greedy, batched=batched)
+    reference_ids = [o.outputs[0].token_ids for o in reference]
+    num_tokens = sum(map(len, reference_ids))
+    print(f"[{name}] sample output: {reference[0].outputs[0].text[:160]!r}")
+    free = [SamplingParams(temperature=0.0, max_tokens=len(ids), ignore_eos=True) for ids in reference_ids]
+    paths = dict(engines)
+    if any(c is not None for c in constraints):
+        paths["free"] = engines["plain"]
+    seconds: dict[str, list[float]] = {path: [] for path in paths}
+    stats: dict[str, dict] = {}
+    for _ in range(repeats):
+        for path, engine in paths.items():
+            if path == "free":
+                outputs, elapsed = run(engine, prompts, [None] * len(prompts), free, batched=batched)
+            else:
+                outputs, elapsed = run(engine, prompts, constraints, greedy, batched=batched)
+                drafted = sum(o.usage.draft_tokens for o in outputs)
+                accepted = sum(o.usage.accepted_draft_tokens for o in outputs)
+                stats[path] = {
+                    "identical": [o.outputs[0].token_ids for o in outputs] == reference_ids,
+                    "acceptance": accepted / drafted if drafted else None,
+                    "num_tokens": sum(len(o.outputs[0].token_ids) for o in outputs),
+                }
+            seconds[path].append(elapsed)
+    results: dict[str, dict] = {}
+    plain_rate = None
+    for path in paths:
+        rate = (stats.get(path, {}).get("num_tokens") or num_tokens) / statistics.median(seconds[path])
+        plain_rate = rate if path == "plain" else plain_rate
+        assert plain_rate is not None
+        results[path] = {"tokens_per_s": round(rate, 1), "vs_plain": round(rate / plain_rate, 3), **stats.get(path, {})}
+        acceptance = results[path].get("acceptance")
+        extra = "" if acceptance is None else f" acceptance={acceptance:.2f}"
+        identical = results[path].get("identical", True)
+        print(f"[{name}] {path:14s} {rate:7.1f} tok/s  {rate / plain_rate:5.2f}x plain  identical={identical}{extra}")
+    if "free" in results:
+        for path in paths:
+            if path != "free":
+                print(
+                    f"[{name}] {path} / free = {results[path]['tokens_per_s'] / results['free']['tokens_per_s']:.2f}x"
+                )
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="one short prompt per workload")
+    parser.add_argument("--smoke", action="store_true", help="one short prompt per workload, one round")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the median is reported")
+    parser.add_argument("--self-draft", default="4,8,12", help="comma-separated self-speculation depths ('' for none)")
     args = parser.parse_args()
-    engines = {path: runtime.load(speculative=config, max_model_len=2048) for path, config in PATHS.items()}
+    repeats = 1 if args.smoke else args.repeats
+    depths = [int(n) for n in args.self_draft.split(",") if n]
+    base = runtime.load(max_model_len=2048, kv_cache_bytes=64 * 2**20)
+    model, tokenizer, num_blocks = base.runner.model, base.tokenizer, base.runner.num_blocks
+
+    def engine(config: SpeculativeConfig | None) -> Engine:
+        """An engine over the one loaded model (weights shared), with a KV pool of its own."""
+        runner = ModelRunner(model, num_blocks=num_blocks, block_size=base.runner.block_size)
+        return Engine(runner, tokenizer, max_model_len=2048, speculative=config)
+
+    engines = {path: engine(config) for path, config in PATHS.items()}
+    self_engines = {path: engine(config) for path, config in self_draft_paths(depths).items()}
     extraction = f"Extract the incident's details as JSON, copying spans from the report.\n\n{DOCUMENT}"
-    copy_heavy = measure("copy-heavy", engines, [extraction], [Incident], 64 if args.smoke else 400)
+    copy_heavy = measure(
+        "copy-heavy", {**engines, **self_engines}, [extraction], [Incident], 64 if args.smoke else 400, repeats
+    )
     prompts = [p for p, _ in JSON_PROMPTS][: 1 if args.smoke else None]
     specs = [s for _, s in JSON_PROMPTS][: len(prompts)]
-    ordinary = measure("json", engines, prompts, specs, 48 if args.smoke else 160)
+    ordinary = measure("json", {**engines, **self_engines}, prompts, specs, 48 if args.smoke else 160, repeats)
+    prose_prompts = PROSE_PROMPTS[: 1 if args.smoke else None]
+    prose_engines = {"plain": engines["plain"], "prompt_lookup": engines["prompt_lookup"], **self_engines}
+    prose = measure(
+        "prose", prose_engines, prose_prompts, [None] * len(prose_prompts), 48 if args.smoke else 128, repeats
+    )
+    batch_prompts = BATCH_PROMPTS[: 2 if args.smoke else None]
+    batch = measure(
+        "prose-batch",
+        {"plain": engines["plain"], "prompt_lookup": engines["prompt_lookup"]},
+        batch_prompts,
+        [None] * len(batch_prompts),
+        48 if args.smoke else 128,
+        repeats,
+        batched=True,
+    )
     revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(
         json.dumps(
@@ -159,8 +257,12 @@ def main() -> None:
                 "benchmark": "speculative",
                 "revision": revision,
                 "smoke": args.smoke,
+                "repeats": repeats,
+                "self_draft_depths": depths,
                 "copy_heavy": copy_heavy,
                 "json": ordinary,
+                "prose": prose,
+                "prose_batch": batch,
             }
         )
     )

@@ -239,13 +239,28 @@ def _add_serve(commands: Any) -> None:
         help="fast paths: prompt lookup ('ngram'), or lookup and jump-forward ('auto'); outputs unchanged "
         "(default: off)",
     )
+    serve.add_argument(
+        "--draft-model",
+        default=None,
+        metavar="PATH",
+        help="a smaller model with the same vocabulary (.gguf or Hugging Face folder) drafting tokens, beside "
+        "the --speculative sources",
+    )
     serve.set_defaults(handler=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from sdk.options import Speculative
     from sdk.server import serve  # imported on use, so `stencil --help` does not load the server stack
 
     limit = {} if args.max_concurrent_requests is None else {"max_concurrent_requests": args.max_concurrent_requests}
+    speculative: Speculative | str | None = args.speculative
+    if args.draft_model is not None:
+        speculative = Speculative(
+            draft_model=args.draft_model,
+            jump_forward=args.speculative == "auto",
+            prompt_lookup=args.speculative is not None,
+        )
     serve(
         args.model,
         host=args.host,
@@ -253,7 +268,7 @@ def _serve(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         served_model_name=args.served_model_name,
         dtype=args.dtype,
-        speculative=args.speculative,
+        speculative=speculative,
         **limit,
     )
     return 0

@@ -89,9 +89,9 @@ class LLM:
         max_retries: retries after connection errors, 429 and 5xx replies (None: 2).
         speculative: fast paths of a local model: None (off), "ngram" (prompt lookup), "auto"
             (prompt lookup and jump-forward over the text the constraint forces) or an
-            `sdk.Speculative`. Greedy outputs are unchanged token for token in float32 and sampling
-            keeps its distribution; in bfloat16 a verify pass rounds differently from a one-token
-            step, which can flip a near-tie. `Result.usage` counts drafted and accepted tokens.
+            `sdk.Speculative` (which can add a draft model, or self-speculation). Greedy outputs
+            are unchanged token for token and sampling keeps its distribution (see
+            `sdk.Speculative`). `Result.usage` counts drafted and accepted tokens.
 
     Raises:
         runtime.ModelLoadError: the model cannot be loaded.

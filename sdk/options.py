@@ -16,10 +16,11 @@ which owns the tokenizer.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Annotated, Any, cast, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, cast, get_type_hints
 
 from typing_extensions import TypedDict
 
@@ -33,6 +34,9 @@ from sdk.tools.definitions import ToolLike
 from sdk.tools.format import ToolFormat
 from sdk.tools.requests import ToolRequest, prepare_tools
 from sdk.voting import VoteKey
+
+if TYPE_CHECKING:
+    from runtime.engine.llm_engine import Engine
 
 __all__ = [
     "CALL_OPTIONS",
@@ -316,22 +320,32 @@ class Speculative:
     """Fast paths of a local model: speculative decoding, with the constraint as one draft source.
 
     Every draft is checked against the constraint and verified by the model in one forward pass, so
-    greedy outputs are the plain ones token for token and sampling keeps its distribution, up to
-    floating-point rounding: a verify pass rounds differently from a one-token step, which can flip
-    a near-tie in bfloat16 (see runtime.engine.speculative).
+    greedy outputs are the plain ones token for token and sampling keeps its distribution: in the
+    default mode (4-bit weights, compiled kernels) a verify pass scores each row bitwise as a
+    one-token step would; elsewhere up to rounding (see runtime.engine.speculative).
 
     Attributes:
         num_draft_tokens: most draft tokens per sequence per step (>= 1).
         jump_forward: draft the text the constraint forces next (JSON keys and punctuation, enum tails).
         prompt_lookup: draft by n-gram lookup in the prompt and the output so far (copied spans).
+        draft_model: a smaller model with the same tokenizer drafting the rest: a `.gguf` file, a
+            Hugging Face folder or a loaded `runtime.Engine` (its model is used, with a KV cache of
+            its own). A draft with another vocabulary is refused (`RequestError`).
+        self_draft_layers: draft with the model's own first n layers (self-speculation: weights
+            shared, a small KV cache of its own). Exact, but it never paid on SmolLM2 on a 2-core
+            CPU (n = 4, 8, 12 of 30 layers: 5-16% of drafts accepted, 0.24-1.02x plain tokens/s;
+            benchmarks/speculative.py): an early exit never trained as one rarely agrees.
     """
 
     num_draft_tokens: int = 6
     jump_forward: bool = True
     prompt_lookup: bool = True
+    draft_model: str | os.PathLike[str] | Engine | None = None
+    self_draft_layers: int | None = None
 
 
-#: What `LLM(speculative=...)` accepts: None (off), "ngram" (prompt lookup), "auto" (every draft source).
+#: What `LLM(speculative=...)` accepts: None (off), "ngram" (prompt lookup), "auto" (jump-forward and
+#: prompt lookup), or an `sdk.Speculative`.
 SpeculativeOption = Speculative | str | None
 
 
@@ -354,5 +368,7 @@ def speculative_config(speculative: SpeculativeOption) -> Any:
             num_draft_tokens=speculative.num_draft_tokens,
             jump_forward=speculative.jump_forward,
             prompt_lookup=speculative.prompt_lookup,
+            draft_model=speculative.draft_model,
+            self_draft_layers=speculative.self_draft_layers,
         )
     raise RequestError(f'expected None, "ngram", "auto" or sdk.Speculative, got {speculative!r}', "speculative")

@@ -138,15 +138,16 @@ class LexerTables:
             if self.rows[sid] is not None:
                 return self.rows[sid]  # type: ignore[return-value]
             term = self.terms[sid]
-            row = np.zeros(256, dtype=np.int32)
             try:
-                for byte_class in rx.derivative_classes(term):
+                classes = rx.derivative_classes(term)
+                successors = []
+                for byte_class in classes:
                     check()
-                    successor = self.sid(rx.derivative(term, rx.lowest_byte(byte_class)), check)
-                    if successor != DEAD:
-                        row[_byte_mask(byte_class)] = successor
+                    successors.append(self.sid(rx.derivative(term, rx.lowest_byte(byte_class)), check))
             except RecursionError as exc:
                 raise ConstraintLimitError(f"a terminal is nested too deeply to lex: {rx.to_pattern(term)}") from exc
+            # The classes partition the bytes: each byte's successor is its class's.
+            row = np.asarray(successors, dtype=np.int32) @ _class_members(classes)
             self.trans[sid] = row
             self.has_row[sid] = True
             self.rows[sid] = row.tolist()
@@ -181,9 +182,10 @@ class LexerTables:
         return self.sid(rx.alt(*(rx.tag(t.id, t) for t in terms)), check)
 
 
-def _byte_mask(bits: int) -> np.ndarray:
-    """bool[256] of the bytes set in a 256-bit mask."""
-    return np.unpackbits(np.frombuffer(bits.to_bytes(32, "little"), dtype=np.uint8), bitorder="little").astype(bool)
+def _class_members(classes: tuple[int, ...]) -> np.ndarray:
+    """int32[len(classes), 256]: 1 where the byte is in the class (each class a 256-bit mask)."""
+    packed = np.frombuffer(b"".join(bits.to_bytes(32, "little") for bits in classes), dtype=np.uint8)
+    return np.unpackbits(packed.reshape(len(classes), 32), axis=1, bitorder="little").astype(np.int32)
 
 
 _current = LexerTables()

@@ -27,9 +27,10 @@ from grammars.masking.vocab import Vocabulary
 
 #: States whose masks are kept per (grammar, vocabulary) before the cache is cleared.
 MAX_CACHED_STATES = 65536
-#: Distinct masks kept (each is one byte per token): states with equal masks share one array, and
-#: most do (every position inside one kind of string, say), so this bounds the memory.
-MAX_DISTINCT_MASKS = 1024
+#: Bytes of distinct masks kept per table (each is one byte per token: 1,365 masks of a 49k vocabulary,
+#: 256 of a 262k one). States with equal masks share one array, and most do (every position inside
+#: one kind of string, say), so this bounds a table's memory; duplicate-key masks count in it too.
+MAX_MASK_BYTES = 64 << 20
 #: Seconds after a mask ran past a budget during which the table refuses new masks at once.
 FAILURE_COOLDOWN_SECONDS = 60.0
 #: States whose per-token completion lengths are kept (one float32 per token each) for budget masks.
@@ -79,10 +80,7 @@ class MaskTable:
             with self._lock:
                 found = self._allowed.get(state)
                 if found is None:
-                    if len(self._allowed) >= MAX_CACHED_STATES or len(self._distinct) >= MAX_DISTINCT_MASKS:
-                        self._allowed.clear()
-                        self._distinct.clear()
-                        self._tensors.clear()
+                    self._make_room()
                     if self.failure is not None:
                         if time.monotonic() - self._failed_at < FAILURE_COOLDOWN_SECONDS:
                             # A fresh error: re-raising one object would grow its traceback.
@@ -93,11 +91,22 @@ class MaskTable:
                     except ConstraintLimitError as exc:
                         self.failure, self._failed_at = exc, time.monotonic()
                         raise
-                    found = self._distinct.setdefault(
-                        hashlib.blake2b(computed.tobytes(), digest_size=16).digest(), computed
-                    )
-                    self._allowed[state] = found
+                    found = self._allowed[state] = self._shared(computed)
         return found
+
+    def _make_room(self) -> None:
+        """Forget every cached mask when the state caches or the distinct masks are full (under the lock)."""
+        full = len(self._allowed) >= MAX_CACHED_STATES or len(self._keyed) >= MAX_CACHED_STATES
+        if full or (len(self._distinct) + 1) * self.vocab.size > MAX_MASK_BYTES:
+            self._allowed.clear()
+            self._distinct.clear()
+            self._tensors.clear()
+            self._keyed.clear()
+
+    def _shared(self, mask: np.ndarray) -> np.ndarray:
+        """The one kept array equal to `mask` (under the lock, after `_make_room`)."""
+        # Hashing the packed bits: an eighth of the bytes (the hash of the bools dominated a fresh mask).
+        return self._distinct.setdefault(hashlib.blake2b(np.packbits(mask).data, digest_size=16).digest(), mask)
 
     def allowed_with_keys(self, state: State, keys: Keys, check: Check) -> np.ndarray:
         """`allowed(state)` less the tokens that repeat a key of an open object or leave no fresh
@@ -128,12 +137,12 @@ class MaskTable:
             for token_id in np.flatnonzero(suspects).tolist()
             if refuses(self.automaton, state, keys, token_bytes[token_id], check)
         ]
-        if refused:
-            allowed = allowed.copy()
-            allowed[refused] = False
         with self._lock:
-            if len(self._keyed) >= MAX_CACHED_STATES:
-                self._keyed.clear()
+            self._make_room()
+            if refused:
+                allowed = allowed.copy()
+                allowed[refused] = False
+                allowed = self._shared(allowed)
             self._keyed[(state, keys)] = (allowed, None)
         return allowed
 

@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 #: Lexer states whose whole-vocabulary walks are kept per vocabulary.
 MAX_CACHED_WALKS = 4096
+#: Bytes those walks may hold per vocabulary (a wide state's walk holds a byte per token: about
+#: 50 KB on a 49k vocabulary, 260 KB on a 262k one), whichever bound comes first.
+MAX_CACHED_WALK_BYTES = 256 << 20
 #: Above this many inside tokens a walk keeps a dense mask: copying it beats scattering the ids.
 DENSE_INSIDE_THRESHOLD = 2048
 
@@ -53,13 +56,19 @@ class RowWalk:
 class StateWalk:
     """The whole vocabulary's walk from one lexer state, with the inside tokens as a mask.
 
-    inside_mask: bool[vocab.size], dense for wide states (the inside of a string), else None and
-        `inside_ids` holds the few ids.
+    inside_mask: bool[vocab.size], dense for wide states (the inside of a string; `inside_ids` is
+        empty then), else None and `inside_ids` holds the few ids.
     """
 
     inside_ids: np.ndarray
     inside_mask: np.ndarray | None
     boundaries: tuple[tuple[int, int, np.ndarray], ...]
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes its arrays hold."""
+        held = self.inside_ids.nbytes + sum(rows.nbytes for _, _, rows in self.boundaries)
+        return held + (0 if self.inside_mask is None else self.inside_mask.nbytes)
 
     def new_mask(self, size: int) -> np.ndarray:
         """A fresh bool[size] array with the inside tokens set."""
@@ -214,9 +223,12 @@ def walk_state(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Check) ->
             walk = cache.get(key)
             if walk is None:
                 walk = _walk_vocabulary(vocab, lexer, sid, check)
-                if len(cache) >= MAX_CACHED_WALKS:
+                held = vocab.__dict__.get("_state_walk_bytes", 0) + walk.nbytes
+                if len(cache) >= MAX_CACHED_WALKS or held > MAX_CACHED_WALK_BYTES:
                     cache.clear()
+                    held = walk.nbytes
                 cache[key] = walk
+                vocab.__dict__["_state_walk_bytes"] = held
     return walk
 
 
@@ -225,8 +237,8 @@ def _walk_vocabulary(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Che
     extends = np.asarray(lexer.row(sid, check), dtype=np.int32) != DEAD
     rows = advance_rows(arrays, lexer, sid, arrays.rows_starting_with(extends), 0, check)
     inside_ids = arrays.ids[rows.inside_rows]
-    inside_mask = None
-    if inside_ids.size > DENSE_INSIDE_THRESHOLD:
-        inside_mask = np.zeros(vocab.size, dtype=bool)
-        inside_mask[inside_ids] = True
-    return StateWalk(inside_ids, inside_mask, rows.boundaries)
+    if inside_ids.size <= DENSE_INSIDE_THRESHOLD:
+        return StateWalk(inside_ids, None, rows.boundaries)
+    inside_mask = np.zeros(vocab.size, dtype=bool)
+    inside_mask[inside_ids] = True
+    return StateWalk(inside_ids[:0], inside_mask, rows.boundaries)  # the ids would cost 8 bytes a token more

@@ -23,9 +23,10 @@ Runaway guard: a constrained sequence whose completion ends in a loop samples fr
 closing mask until it no longer does (`SamplingParams.runaway_guard`; see runtime.engine.runaway).
 
 Speculative decoding (`speculative=SpeculativeConfig(...)`): in decode steps each sequence may carry a
-draft (the text its constraint forces, prompt lookup), checked against its constraint outside the lock
-and verified in the same forward pass; greedy output is unchanged and sampling keeps its
-distribution (see runtime.engine.speculative).
+draft (the text its constraint forces, prompt lookup, a draft model), made and checked against its
+constraint outside the lock and verified in the same forward pass; greedy output is unchanged and
+sampling keeps its distribution (see runtime.engine.speculative). A draft model's KV of finished and
+aborted sequences is freed at the end of each step, or at the abort when no step is running.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from runtime.engine.beam import BeamSearch, BeamState
 from runtime.engine.block_manager import BlockManager
 from runtime.engine.completion import accept_token, request_output, take_delta
 from runtime.engine.constraints import Constraint
+from runtime.engine.draft_model import draft_model_for
 from runtime.engine.guarded_matcher import guarded_matcher
 from runtime.engine.outputs import CompletionDelta, RequestOutput, RequestUpdate
 from runtime.engine.runaway import closing_mask, ends_in_loop
@@ -82,7 +84,9 @@ class Engine:
         speculative: draft sources for speculative decoding and jump-forward; None: off.
 
     Raises:
-        RequestError: limits that cannot work together (field names the argument).
+        RequestError: limits that cannot work together, or a draft model that cannot draft for this
+            one (another vocabulary; field names the argument).
+        ModelLoadError: the draft model cannot be loaded.
     """
 
     def __init__(
@@ -116,7 +120,10 @@ class Engine:
         if speculative is not None and not isinstance(speculative, SpeculativeConfig):
             raise RequestError(f"expected a SpeculativeConfig or None, got {speculative!r}", "speculative")
         self._eos_token_ids = frozenset(tokenizer.eos_token_ids)
-        self.speculator = Speculator(speculative, tokenizer, self._eos_token_ids) if speculative else None
+        self.speculator = None
+        if speculative is not None:
+            draft_model = draft_model_for(speculative, runner, tokenizer)
+            self.speculator = Speculator(speculative, tokenizer, self._eos_token_ids, draft_model)
         self.block_manager = BlockManager(
             runner.num_blocks,
             runner.block_size,
@@ -282,6 +289,11 @@ class Engine:
                 seq.status = SequenceStatus.FINISHED
                 self._request_of_seq.pop(seq.seq_id, None)
             self.scheduler.remove(request)
+            if self.speculator is not None and self._step_lock.acquire(blocking=False):
+                try:  # no step is running: free the draft KV now (else the running step does)
+                    self.speculator.release_finished()
+                finally:
+                    self._step_lock.release()
             return True
 
     def has_unfinished_requests(self) -> bool:
@@ -357,6 +369,8 @@ class Engine:
             with self._lock:
                 if self.speculator is not None:
                     batch = self._attach_drafts(batch, drafts)
+                    if not batch.seqs:
+                        self.speculator.release_finished()
                 if not batch.seqs:
                     return []  # every sequence was aborted while its draft was made
                 forward_batch = ForwardBatch(
@@ -372,21 +386,22 @@ class Engine:
             self._compute_masks(batch, drafts)
             # The runner returns inference tensors; sampling edits them in place, so it runs in that mode too.
             with self._lock, torch.inference_mode():
-                return self._process(batch, logits, drafts)
+                updates = self._process(batch, logits, drafts)
+                if self.speculator is not None:
+                    self.speculator.release_finished()  # the sequences that finished or were aborted
+                return updates
 
     def _propose_drafts(self, batch: ScheduledBatch) -> dict[int, Draft]:
         """Checked drafts of the decoding sequences, by sequence id (see runtime.engine.speculative)."""
         if self.speculator is None:
             return {}
-        drafts: dict[int, Draft] = {}
+        candidates = []
         for seq, num_new in _fed(batch):
             request = self._request_of_seq.get(seq.seq_id)  # None: aborted meanwhile
             if request is None or seq.is_finished or num_new != 1 or request.params.use_beam_search:
                 continue
-            draft = self.speculator.propose(seq, request.params, self._max_remaining_tokens(seq, request.params))
-            if draft is not None:
-                drafts[seq.seq_id] = draft
-        return drafts
+            candidates.append((seq, request.params, self._max_remaining_tokens(seq, request.params)))
+        return self.speculator.propose_batch(candidates)
 
     def _attach_drafts(self, batch: ScheduledBatch, drafts: dict[int, Draft]) -> ScheduledBatch:
         """Append each draft to its sequence, with the blocks it needs (a draft the free blocks cannot

@@ -11,6 +11,7 @@ the blocks it is given.
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -18,9 +19,12 @@ import torch
 from runtime.config import ModelConfig
 from runtime.errors import RequestError
 from runtime.model.architectures.llama import Transformer
+from runtime.model.kernels import attention as compiled_attention
 from runtime.model.kv_cache import KVCache
 from runtime.model.layers.attention import AttentionMetadata
 from runtime.model.quantization import quantized_layers
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,6 +65,11 @@ class ModelRunner:
         block_size: positions per block.
         device: where the model lives and the cache is allocated.
 
+    Attributes:
+        compiled_attention: decode and verify passes (not `is_prefill`) attend with the compiled,
+            batch-invariant kernel; True where it is built and takes the model's dtype and device. Set
+            False to run those passes on the SDPA reference path (tests and benchmarks compare the two).
+
     Raises:
         RequestError: a non-positive `num_blocks` or `block_size`.
     """
@@ -75,6 +84,12 @@ class ModelRunner:
         )
         self._slot_offsets = torch.arange(block_size, device=self.device)  # [S]
         self._quantized_layers = quantized_layers(self.model)
+        self.compiled_attention = compiled_attention.runs_compiled(model.dtype, self.device)
+        if compiled_attention.ATTENTION_UNAVAILABLE_REASON is not None:
+            logger.warning(
+                "decode attention runs the SDPA path, not batch invariant: %s",
+                compiled_attention.ATTENTION_UNAVAILABLE_REASON,
+            )
 
     @property
     def config(self) -> ModelConfig:
@@ -189,6 +204,7 @@ class ModelRunner:
             positions = query_positions.view(-1)[query_pad_index]
             slot_mapping = slot_grid[query_pad_index // max_query_len, positions]
 
+        runs_compiled = self.compiled_attention and not batch.is_prefill
         metadata = AttentionMetadata(
             slot_mapping=slot_mapping,
             context_slots=context_slots,
@@ -196,7 +212,10 @@ class ModelRunner:
             max_query_len=max_query_len,
             max_context_len=max_context_len,
             query_pad_index=query_pad_index,
-            attn_mask=self._attention_mask(query_positions, query_lens, context_lens),
+            attn_mask=None if runs_compiled else self._attention_mask(query_positions, query_lens, context_lens),
+            token_positions=positions,
+            window=self.config.sliding_window,
+            token_sequences=self._token_sequences(query_lens) if runs_compiled else None,
         )
         if batch.all_logits or max_query_len == 1:
             logits_index = None
@@ -205,6 +224,11 @@ class ModelRunner:
             logits_index = torch.tensor(last_rows, dtype=torch.int64, device=device) - 1  # [B]
         token_ids = torch.tensor(list(itertools.chain.from_iterable(batch.token_ids)), dtype=torch.int64, device=device)
         return _ModelInputs(token_ids, positions, metadata, logits_index)
+
+    def _token_sequences(self, query_lens: list[int]) -> torch.Tensor:
+        """[T] int64: the sequence (0..B-1) each new token belongs to."""
+        rows = [i for i, query_len in enumerate(query_lens) for _ in range(query_len)]
+        return torch.tensor(rows, dtype=torch.int64, device=self.device)
 
     def _attention_mask(
         self, query_positions: torch.Tensor, query_lens: list[int], context_lens: list[int]

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.errors import RequestError
 from sdk.backends.local import LocalBackend
-from sdk.options import speculative_config
+from sdk.options import SpeculativeOption, speculative_config
 from sdk.server.chat import complete_chat, prepare_chat, stream_chat
 from sdk.server.completions import complete_text, prepare_completion, stream_completion
 from sdk.server.errors import APIError, error_body
@@ -232,11 +232,11 @@ def serve(
     served_model_name: str | None = None,
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
     dtype: str | None = None,
-    speculative: str | None = None,
+    speculative: SpeculativeOption = None,
 ) -> None:
     """Load the model, then serve it until interrupted (`stencil serve`).
 
-    `speculative` ("ngram", "auto" or None) turns on the fast paths (see `sdk.LLM`).
+    `speculative` ("ngram", "auto", an `sdk.Speculative` or None) turns on the fast paths (see `sdk.LLM`).
 
     The port opens only once the model is loaded, so the first `GET /v1/models` that answers means
     ready.

@@ -113,3 +113,30 @@ def test_special_tokens_never_allowed_inside_strings(vocab, hf_tokenizer):
     special = [i for i, data in enumerate(vocab.token_bytes) if data is None]
     assert not mask[special].any()
     assert mask.sum() > 40_000  # but nearly everything else is
+
+
+def test_mask_memory_stays_in_budget_and_masks_stay_exact(vocab, runtime_tokenizer, monkeypatch):
+    """A table whose distinct masks (plain and duplicate-key ones) fill MAX_MASK_BYTES forgets its
+    masks and recomputes them: it stays within the budget and gives the masks an unbounded one does."""
+    import json
+
+    import grammars
+    from grammars.masking import masks
+
+    schema = {"type": "object", "additionalProperties": {"type": "integer"}}
+    text = json.dumps({"alpha": 1, "beta": 22, "gamma": 333, "delta": 4})
+    budget = 3 * vocab.size
+    reference = grammars.compile(schema, cache=False).matcher(vocab)
+    monkeypatch.setattr(masks, "MAX_MASK_BYTES", budget)
+    bounded = grammars.compile(schema, cache=False).matcher(vocab)
+    sizes = []
+    for token_id in runtime_tokenizer.encode(text):
+        expected, got = reference.mask(), bounded.mask()
+        assert bool((expected == got).all())
+        table = bounded._table
+        assert len(table._distinct) * vocab.size <= budget
+        sizes.append(len(table._distinct))
+        reference.advance(token_id)
+        bounded.advance(token_id)
+    assert bool((reference.mask() == bounded.mask()).all()) and bounded.mask()[vocab.eos_token_ids[0]]
+    assert any(later < earlier for earlier, later in zip(sizes, sizes[1:])), "the budget never cleared the masks"

@@ -97,7 +97,7 @@ def test_walks_match_reference_from_cold_lexer(name, vocab, monkeypatch):
             compiled_walk = token_walk._walk_vocabulary(vocab, lexer, sid, no_check)
             patch.setattr(token_walk, "native_walk", None)
             reference_walk = token_walk._walk_vocabulary(vocab, lexer, sid, no_check)
-        assert sorted(compiled_walk.inside_ids.tolist()) == sorted(reference_walk.inside_ids.tolist())
+        assert np.array_equal(compiled_walk.new_mask(vocab.size), reference_walk.new_mask(vocab.size))
         assert canonical(RowWalk(compiled_walk.inside_ids, compiled_walk.boundaries)) == canonical(
             RowWalk(reference_walk.inside_ids, reference_walk.boundaries)
         )
@@ -170,3 +170,24 @@ def test_masks_match_reference_on_corpus_random_walks(vocab, monkeypatch):
             state = compiled_table.next_state(state, rng.choice(choices))
             assert state is not None
     assert walked > 200
+
+
+def test_walk_cache_is_bounded_in_bytes(vocab, monkeypatch):
+    """The per-vocabulary cache of whole-vocabulary walks stays under its byte budget (one walk
+    over it is kept alone), and it counts what it holds exactly."""
+    vocab = copy_of(vocab)
+    budget = 3 * vocab.size
+    monkeypatch.setattr(token_walk, "MAX_CACHED_WALK_BYTES", budget)
+    automaton = grammars.compile(SCHEMAS["object"], cache=False).automaton
+    state, sizes = automaton.initial, []
+    for byte in json.dumps(INSTANCES["object"]).encode():
+        sid = automaton.lexer_start(state[0]) if state[1] is None else state[1]
+        token_walk.walk_state(vocab, automaton.lexer, sid, no_check)
+        cache = vocab.__dict__["_state_walks"]
+        held = sum(walk.nbytes for walk in cache.values())
+        assert held == vocab.__dict__["_state_walk_bytes"]
+        assert held <= budget or len(cache) == 1
+        sizes.append(len(cache))
+        state = automaton.walk(state, bytes([byte]))
+        assert state is not None
+    assert any(later < earlier for earlier, later in zip(sizes, sizes[1:])), "the budget never evicted"

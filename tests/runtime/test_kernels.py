@@ -1,34 +1,52 @@
-"""The compiled 4-bit kernel: built in this checkout, equal to the float product on exact inputs, and
-within int16 activation rounding of torch's int4 kernel (the reference) at every row count."""
+"""The compiled kernels: built in this checkout, the 4-bit one equal to the float product on exact inputs and
+within int16 activation rounding of torch's int4 kernel (the reference) at every row count, and both
+row invariant: a row's output is bitwise the same whatever other rows share the call."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from runtime.model import kernels
-from runtime.model.quantization import MAX_COMPILED_KERNEL_ROWS, Int4Linear, quantized_layers
+from runtime.model.quantization import (
+    Int4Linear,
+    Quantization,
+    RescoredHead,
+    pack_int4_tiles,
+    quantize,
+    quantized_layers,
+    unpack_int4_tiles,
+)
+
+ROW_COUNTS = [1, 2, 3, 7, 8, 9, 16, 33]
 
 
-def _int4(num_outputs: int, num_inputs: int, *, seed: int = 0) -> Int4Linear:
+def _linear(num_outputs: int, num_inputs: int, *, seed: int = 0) -> nn.Linear:
     torch.manual_seed(seed)
-    return Int4Linear.from_linear(nn.Linear(num_inputs, num_outputs, bias=False).to(torch.bfloat16))
+    return nn.Linear(num_inputs, num_outputs, bias=False).to(torch.bfloat16)
 
 
-def _torch_reference(layer: Int4Linear, x: torch.Tensor) -> torch.Tensor:
-    return torch.ops.aten._weight_int4pack_mm_for_cpu(x, layer.packed, 32, layer.scales_and_offsets)
+def _kernel(layer: Int4Linear, x: torch.Tensor) -> torch.Tensor:
+    return kernels.int4_linear(x, layer.tiles, layer.scales, layer.bases)
 
 
-def _exact_weight(layer: Int4Linear) -> torch.Tensor:
-    """`code * scale + base` in float64 (the kernel's weights; `dequantize()` rounds them to bfloat16)."""
-    codes = torch.stack((layer.nibbles & 15, layer.nibbles >> 4), dim=-1).view(layer.nibbles.shape[0], -1, 32)
-    weight = codes.double() * layer.scales.double() + layer.bases.double()
-    return weight.view(layer.nibbles.shape[0], -1)
+def _group_parameters(layer: Int4Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scales and bases as [N, K / 32] float64."""
+    scales, bases = (t.transpose(1, 2).reshape(-1, t.shape[1]).double() for t in (layer.scales, layer.bases))
+    return scales, bases
 
 
 def test_the_extension_is_built_in_this_checkout() -> None:
     assert kernels.has_compiled_kernels(), kernels.KERNELS_UNAVAILABLE_REASON
+
+
+def test_tiles_round_trip_the_codes() -> None:
+    codes = torch.randint(0, 16, (48, 96), generator=torch.Generator().manual_seed(0))
+    tiles = pack_int4_tiles(codes)
+    assert tiles.shape == (3, 3, 256) and tiles.dtype == torch.uint8
+    assert torch.equal(unpack_int4_tiles(tiles), codes.to(torch.uint8))
 
 
 def _quantized_activations(x: torch.Tensor) -> torch.Tensor:
@@ -42,45 +60,71 @@ def _quantized_activations(x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("num_rows", [1, 3, 8, 9, 21])
 @pytest.mark.parametrize(("num_outputs", "num_inputs"), [(96, 96), (64, 576), (16, 1536)])
 def test_equals_the_product_with_int16_activations(num_rows: int, num_outputs: int, num_inputs: int) -> None:
-    layer = _int4(num_outputs, num_inputs)
+    layer = Int4Linear.from_linear(_linear(num_outputs, num_inputs))
     x = torch.randn(num_rows, num_inputs, dtype=torch.bfloat16)
     x[0, :32] = 0.0  # an all-zero group has step 0
-    weight = _exact_weight(layer)
+    scales, bases = _group_parameters(layer)  # [N, K / 32]
+    codes = layer.codes().double()  # [N, K]
     # The code part uses the quantized activations, the base part their exact group sums.
-    groups = weight.shape[1] // 32
-    bases = layer.bases.double().view(-1, groups)
-    sums = x.double().view(num_rows, groups, 32).sum(-1)
-    expected = _quantized_activations(x) @ (weight - bases.repeat_interleave(32, dim=1)).T + sums @ bases.T
-    out = kernels.int4_linear(x, layer.nibbles, layer.scales, layer.bases).double()
+    sums = x.double().view(num_rows, -1, 32).sum(-1)  # [M, K / 32]
+    expected = _quantized_activations(x) @ (codes * scales.repeat_interleave(32, dim=1)).T + sums @ bases.T
+    out = _kernel(layer, x).double()
     # Float32 sums then bfloat16 rounding: within a bfloat16 step of the output's magnitude.
     assert (out - expected).abs().max().item() <= 2**-8 * expected.abs().max().item()
 
 
 @pytest.mark.parametrize("num_rows", [1, 2, 5, 8, 9, 40])
 def test_within_activation_rounding_of_torch_int4_kernel(num_rows: int) -> None:
-    layer = _int4(320, 576)
+    linear = _linear(320, 576)
+    layer, reference = (Int4Linear.from_linear(linear, uses_compiled_kernel=flag) for flag in (True, False))
+    assert layer.uses_compiled_kernel and not reference.uses_compiled_kernel
     x = torch.randn(num_rows, 576, dtype=torch.bfloat16)
-    reference = _torch_reference(layer, x).float()
-    out = kernels.int4_linear(x, layer.nibbles, layer.scales, layer.bases).float()
+    expected = torch.ops.aten._weight_int4pack_mm_for_cpu(x, reference.packed, 32, reference.scales_and_offsets)
+    out, expected = layer(x).float(), expected.float()
     # Both round to bfloat16 (torch's kernel also each product's input); int16 activations add ~1e-4.
-    assert ((out - reference).norm() / reference.norm()).item() < 0.01
-    assert (out - reference).abs().max().item() < 0.02 * reference.abs().max().item()
+    assert ((out - expected).norm() / expected.norm()).item() < 0.01
+    assert (out - expected).abs().max().item() < 0.02 * expected.abs().max().item()
 
 
-def test_a_layer_runs_the_compiled_kernel_on_one_row_else_torch_s() -> None:
-    layer = _int4(64, 96)
-    x = torch.randn(MAX_COMPILED_KERNEL_ROWS + 1, 96, dtype=torch.bfloat16)
-    assert layer.uses_compiled_kernel
-    one_row = x[:MAX_COMPILED_KERNEL_ROWS]
-    torch.testing.assert_close(layer(one_row), kernels.int4_linear(one_row, layer.nibbles, layer.scales, layer.bases))
-    torch.testing.assert_close(layer(x), _torch_reference(layer, x))
-    layer.uses_compiled_kernel = False
-    torch.testing.assert_close(layer(one_row), _torch_reference(layer, one_row))
+def test_layer_runs_the_compiled_kernel_at_any_row_count_unless_prefill() -> None:
+    layer = Int4Linear.from_linear(_linear(64, 96))
+    assert layer.packed is None and layer.scales_and_offsets is None  # no second copy of the codes
+    x = torch.randn(40, 96, dtype=torch.bfloat16)
+    assert torch.equal(layer(x), _kernel(layer, x))
+    layer.uses_dense_weights = True  # a prefill pass
+    assert torch.equal(layer(x), F.linear(x, layer.dequantize()))
+
+
+def test_exact_logits_are_float32_dot_products_of_the_chosen_rows() -> None:
+    weight = torch.randn(300, 80, dtype=torch.bfloat16)  # 80 inputs: a masked tail of 16
+    x = torch.randn(5, 80, dtype=torch.bfloat16)
+    ids = torch.randint(0, 300, (5, 7))
+    expected = torch.einsum("mjk,mk->mj", weight[ids].double(), x.double())
+    out = kernels.exact_logits(x, weight, ids).double()
+    assert (out - expected).abs().max().item() <= 2**-8 * expected.abs().max().item()
+    with pytest.raises(RuntimeError, match="outside the 300-token head"):
+        kernels.exact_logits(x, weight, torch.full((5, 7), 300))
+
+
+@pytest.mark.parametrize("num_rows", ROW_COUNTS)
+def test_int4_linear_is_row_invariant(num_rows: int) -> None:
+    layer = Int4Linear.from_linear(_linear(192, 576))
+    x = torch.randn(num_rows, 576, dtype=torch.bfloat16)
+    out = layer(x)
+    for row in range(num_rows):
+        assert torch.equal(out[row : row + 1], layer(x[row : row + 1])), row
+
+
+@pytest.mark.parametrize("num_rows", ROW_COUNTS)
+def test_rescored_head_is_row_invariant_outside_prefill(num_rows: int) -> None:
+    head = RescoredHead(_linear(4096, 576, seed=1))
+    x = torch.randn(num_rows, 576, dtype=torch.bfloat16)
+    out = head(x)
+    for row in range(num_rows):
+        assert torch.equal(out[row : row + 1], head(x[row : row + 1])), row
 
 
 def test_quantized_model_layers_default_to_the_compiled_kernel() -> None:
-    from runtime.model.quantization import Quantization, quantize
-
     model = nn.Sequential(nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 128)).to(torch.bfloat16)
     layers = quantized_layers(quantize(model, Quantization.INT4, head_names=()))
     assert layers and all(isinstance(layer, Int4Linear) and layer.uses_compiled_kernel for layer in layers)

@@ -14,6 +14,7 @@ import torch
 
 from runtime.errors import RequestError
 from runtime.model.architectures import Quantization, build_model
+from runtime.model.kernels import attention as compiled_attention
 from runtime.model.quantization import quantized_layers
 from runtime.model.runner import ForwardBatch, ModelRunner
 from tests.runtime.hf_oracle import hf_logits, model_config_from_hf, tiny_hf_model
@@ -173,7 +174,8 @@ def test_quantized_layers_use_dense_weights_in_prefill_passes_only(quantization:
     runner = ModelRunner(model, num_blocks=8, block_size=BLOCK_SIZE)
     sequence = _Sequence(_sequence(12, 8), [0, 1])
     _run(runner, [sequence.step(3)], all_logits=True, is_prefill=True)
-    assert len(runs_kernel) == len(layers) and not any(runs_kernel)
+    # The head's approximate layer is not called in prefill passes (the dense head is exact).
+    assert len(runs_kernel) == len(layers) - 1 and not any(runs_kernel)
     assert not any(layer.uses_dense_weights for layer in layers)
     runs_kernel.clear()
     _run(runner, [sequence.step(1)], all_logits=False)
@@ -207,3 +209,28 @@ def test_bad_batches_raise_request_error(oracle, batch: ForwardBatch, field: str
     with pytest.raises(RequestError) as info:
         runner.forward(batch)
     assert info.value.field == field
+
+
+def test_decode_and_verify_passes_attend_with_the_compiled_kernel(oracle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefill passes run the SDPA reference; decode and verify passes the compiled kernel (where built),
+    in every layer, and both paths agree."""
+    _, model = oracle
+    calls: list[int] = []
+    kernel = compiled_attention.paged_attention
+
+    def counted(*args, **kwargs) -> torch.Tensor:
+        calls.append(len(args[0]))  # new tokens of the pass
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(compiled_attention, "paged_attention", counted)
+    runner = ModelRunner(model, num_blocks=8, block_size=BLOCK_SIZE)
+    assert runner.compiled_attention == compiled_attention.runs_compiled(torch.float32, torch.device("cpu"))
+    sequence = _Sequence(_sequence(13, 16), [0, 1, 2, 3])
+    _run(runner, [sequence.step(9)], all_logits=False, is_prefill=True)
+    assert not calls
+    verify = sequence.step(3)
+    compiled = _run(runner, [verify], all_logits=True)
+    assert calls == ([3] * model.config.num_layers if runner.compiled_attention else [])
+    runner.compiled_attention = False
+    reference = _run(runner, [verify], all_logits=True)
+    torch.testing.assert_close(compiled, reference, atol=ATOL, rtol=0)

@@ -1,5 +1,16 @@
-"""Compiled CPU kernels (built from `quantized_linear.cpp` by the package's install) and why they may be absent."""
+"""Compiled CPU kernels, built by the package's install, and why they may be absent.
 
-from runtime.model.kernels.binding import KERNELS_UNAVAILABLE_REASON, has_compiled_kernels, int4_linear
+`binding` (the 4-bit linear layers and the head's exact rescoring, `quantized_linear.cpp`),
+`attention` (paged attention of decode and verify passes, `paged_attention.cpp`) and `elementwise`
+(RMSNorm, gated activations, RoPE, `elementwise.cpp`). Each output row of each of them depends on
+that row only, never on what else shares the call: decode and verify passes are batch invariant.
+"""
 
-__all__ = ["KERNELS_UNAVAILABLE_REASON", "has_compiled_kernels", "int4_linear"]
+from runtime.model.kernels.binding import (
+    KERNELS_UNAVAILABLE_REASON,
+    exact_logits,
+    has_compiled_kernels,
+    int4_linear,
+)
+
+__all__ = ["KERNELS_UNAVAILABLE_REASON", "exact_logits", "has_compiled_kernels", "int4_linear"]

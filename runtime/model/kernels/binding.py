@@ -11,18 +11,11 @@ from types import ModuleType
 
 import torch
 
-KERNELS_UNAVAILABLE_REASON: str | None
-_extension: ModuleType | None
-try:
-    from runtime.model.kernels import _quantized_linear
-except ImportError as exc:  # not built, or built against another torch
-    _extension = None
-    KERNELS_UNAVAILABLE_REASON = f"the compiled extension did not load ({exc}); run scripts/install.sh to build it"
-else:
-    _extension = _quantized_linear
-    KERNELS_UNAVAILABLE_REASON = (
-        None if _quantized_linear.has_vnni else "the extension was built for a CPU without AVX-512 VNNI"
-    )
+from runtime.model.kernels.loader import load_extension
+
+_extension, KERNELS_UNAVAILABLE_REASON = load_extension("_quantized_linear")
+if _extension is not None and not _extension.has_vnni:
+    KERNELS_UNAVAILABLE_REASON = "the extension was built for a CPU without AVX-512 VNNI"
 
 
 def has_compiled_kernels() -> bool:
@@ -30,18 +23,38 @@ def has_compiled_kernels() -> bool:
     return KERNELS_UNAVAILABLE_REASON is None
 
 
-def int4_linear(x: torch.Tensor, nibbles: torch.Tensor, scales: torch.Tensor, bases: torch.Tensor) -> torch.Tensor:
-    """`x @ W.T` for a 4-bit weight W stored as `Int4Linear` stores it, activations quantized to int16 per 32.
+def _require_extension() -> ModuleType:
+    if _extension is None or KERNELS_UNAVAILABLE_REASON is not None:
+        raise RuntimeError(KERNELS_UNAVAILABLE_REASON)
+    return _extension
+
+
+def int4_linear(x: torch.Tensor, tiles: torch.Tensor, scales: torch.Tensor, bases: torch.Tensor) -> torch.Tensor:
+    """`x @ W.T` for a 4-bit weight W in `Int4Linear`'s tiled layout, activations quantized to int16 per 32.
+
+    Row invariant: each output row is bitwise the same whatever other rows `x` holds.
 
     Args:
         x: [M, K] contiguous bfloat16, K a multiple of 32.
-        nibbles: [N, K / 2] uint8 codes, N a multiple of 4.
-        scales: [N, K / 32, 1] bfloat16.
-        bases: [N, K / 32, 1] bfloat16: a weight is `code * scale + base`.
+        tiles: [N / 16, K / 32, 256] uint8 codes (`quantization.pack_int4_tiles`).
+        scales: [N / 16, K / 32, 16] bfloat16.
+        bases: [N / 16, K / 32, 16] bfloat16: a weight is `code * scale + base`.
 
     Returns:
         [M, N] bfloat16.
     """
-    if _extension is None:
-        raise RuntimeError(KERNELS_UNAVAILABLE_REASON)
-    return _extension.int4_linear(x, nibbles, scales, bases)
+    return _require_extension().int4_linear(x, tiles, scales, bases)
+
+
+def exact_logits(x: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """The logits `x[m] . weight[ids[m, j]]` summed in float32 in a fixed order: row invariant, unlike a matmul.
+
+    Args:
+        x: [M, K] contiguous bfloat16.
+        weight: [V, K] contiguous bfloat16 (the output head's).
+        ids: [M, k] int64 token ids in [0, V).
+
+    Returns:
+        [M, k] float32.
+    """
+    return _require_extension().exact_logits(x, weight, ids)

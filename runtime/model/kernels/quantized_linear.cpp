@@ -1,27 +1,33 @@
-// W4A16 linear layers for CPU: 4-bit weight codes times int16 activations quantized per group of 32.
+// W4A16 linear layers for CPU: 4-bit weight codes times int16 activations quantized per group of 32,
+// and the exact bfloat16 rescoring of chosen output-head logits. Both are row invariant: a row's
+// output is bitwise the same whatever other rows share the call (batched decode equals single decode,
+// a speculative verify pass equals plain decoding).
 //
-// Weights are Int4Linear's own buffers, read in place: `nibbles` [N, K / 2] (the code of input 2j in
-// the low nibble of byte j, of input 2j + 1 in the high one), `scales` and `bases` [N, K / 32] bfloat16,
-// so a weight is `q * scale + base`. Per output n and row m:
+// Weights are Int4Linear's tiled buffers (`pack_int4_tiles` in quantization.py makes them once):
+// `tiles` [N / 16, K / 32, 256] uint8 and `scales`, `bases` [N / 16, K / 32, 16] bfloat16, so a weight
+// is `q * scale + base`. A tile is 16 output columns, one per 32-bit lane of a register. The 256 bytes
+// of one group of a tile are 4 registers; register j's lane c holds, for input pairs i = 4j + p
+// (p = 0..3), the code of input 2i in bits 4p..4p+3 and that of input 2i + 1 in bits 16+4p..19+4p,
+// so a shift and a mask give 16 columns' codes of one input pair as int16 pairs. Per row m:
 //
 //   y[m, n] = sum_g scale[n, g] * a_scale[m, g] * sum_{k in g} q[n, k] * a[m, k]   (integer dot products)
 //           + sum_g base[n, g] * x_sum[m, g]                                         (x_sum exact, in float)
 //
-// The integer dot products run on AVX-512 VNNI (`vpdpwssd`), one group (32 inputs) per instruction.
-// Activations are int16 (a step of absmax / 32767 per group), not int8 as llama.cpp's Q8_1: on SmolLM2
-// int8 activations tripled the decode path's KL divergence from fp32, int16 ones are as exact as
-// bfloat16. They are quantized once per call into the order the weights unpack in (a group's even
-// inputs, then its odd ones), so weights need no repacking. Each
-// weight column is unpacked once per block of up to 8 rows, so a decode batch of 8 reads and unpacks
-// the weights once; threads split the output columns (torch's pool, so torch.get_num_threads()).
+// Per input pair, one AVX-512 VNNI `vpdpwssd` multiplies 16 columns' code pairs by the row's broadcast
+// activation pair (a[2i], a[2i + 1]) and adds into 16 int32 column sums: exact (|sum| <= 15 * 32767 * 32),
+// so how they are split over accumulators changes nothing. After each group two FMAs add the group
+// into 16 float column sums, over groups in a fixed order: no horizontal reduce, and nothing a row
+// computes depends on the other rows. Activations are int16 (a step of absmax / 32767 per group), not
+// int8 as llama.cpp's Q8_1: on SmolLM2 int8 activations tripled the decode path's KL divergence from
+// fp32, int16 ones are as exact as bfloat16. Rows in blocks of up to 8 share each unpacked weight
+// register; threads split the tiles (torch's pool, so torch.get_num_threads()).
 
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 #include <torch/extension.h>
 
-#include <cmath>
+#include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
@@ -34,152 +40,223 @@
 namespace {
 
 constexpr int64_t kGroupSize = 32;
-constexpr int64_t kMaxRowBlock = 8;             // rows sharing one unpacked weight column
-constexpr int64_t kColumnTile = 64;             // columns kept in cache while all row blocks pass over them
+constexpr int64_t kTileColumns = 16;
+constexpr int64_t kTileGroupBytes = kGroupSize * kTileColumns / 2;
+constexpr int64_t kMaxRowBlock = 8;        // rows sharing each unpacked weight register
+constexpr int64_t kTilesPerChunk = 4;      // tiles kept in cache while all row blocks pass over them
+constexpr int64_t kMinWeightsPerThread = 1 << 15;  // below this a thread costs more than it saves
+// Software prefetch distance in groups (a group of a tile: 256 bytes of codes, 32 of scales and of
+// bases): a decode step streams every weight from memory once, one row's work per group is short,
+// and the streams run on past a tile's end into the next tile's, which a thread reads next.
+constexpr int64_t kPrefetchGroups = 12;
+
+#if STENCIL_HAS_VNNI
+
+// Prefetch hints never fault, so the address may run past the buffer; it is computed as an integer.
+inline void prefetch(const void* base, int64_t byte_offset) {
+  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(base) + byte_offset), _MM_HINT_T0);
+}
 
 // Activations of M rows quantized for the kernel.
 struct QuantizedActivations {
-  std::vector<int16_t> codes;  // [M, K]: per group, its 16 even inputs then its 16 odd ones
+  std::vector<int32_t> pairs;  // [M, K / 2]: int16 codes of inputs 2i (low half) and 2i + 1 (high half)
   std::vector<float> scales;   // [M, K / 32]: each group's step
   std::vector<float> sums;     // [M, K / 32]: exact sum of each group's inputs
 };
 
-inline float bf16_to_float(uint16_t bits) {
-  uint32_t widened = static_cast<uint32_t>(bits) << 16;
-  float value;
-  std::memcpy(&value, &widened, sizeof(value));
-  return value;
+// 16 bfloat16 values (as raw bits) widened to float32.
+inline __m512 widen_bf16(const void* bits) {
+  return _mm512_castsi512_ps(
+      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(static_cast<const __m256i*>(bits))), 16));
 }
 
-#if STENCIL_HAS_VNNI
+// 16 float32 values rounded to bfloat16 as c10::BFloat16 rounds them (nearest even, NaN kept).
+inline __m256i round_to_bf16(__m512 values) {
+  const __m512i bits = _mm512_castps_si512(values);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16);
+  rounded = _mm512_mask_mov_epi32(rounded, _mm512_cmp_ps_mask(values, values, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
+  return _mm512_cvtepi32_epi16(rounded);
+}
 
-// One group of 32 bfloat16 inputs: its int16 codes (even inputs first), step and exact sum.
-inline void quantize_group(const uint16_t* x, int16_t* codes, float* scale, float* sum) {
-  // Each 32-bit lane holds inputs 2j (low half) and 2j + 1 (high half): shifting or masking widens them.
-  __m512i packed = _mm512_loadu_si512(x);
-  __m512 evens = _mm512_castsi512_ps(_mm512_slli_epi32(packed, 16));
-  __m512 odds = _mm512_castsi512_ps(_mm512_and_si512(packed, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
-  float absmax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(evens), _mm512_abs_ps(odds)));
-  float step = absmax / 32767.0f;
-  __m512 inverse = _mm512_set1_ps(step > 0.0f ? 1.0f / step : 0.0f);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes),
-                      _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(evens, inverse))));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + 16),
-                      _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(odds, inverse))));
+// One group of 32 bfloat16 inputs: its int16 codes in input order, step and exact sum.
+inline void quantize_group(const uint16_t* x, int32_t* pairs, float* scale, float* sum) {
+  const __m512 low = widen_bf16(x), high = widen_bf16(x + 16);
+  const float absmax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(low), _mm512_abs_ps(high)));
+  const float step = absmax / 32767.0f;
+  const __m512 inverse = _mm512_set1_ps(step > 0.0f ? 1.0f / step : 0.0f);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(pairs),
+                      _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(low, inverse))));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(pairs + 8),
+                      _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(high, inverse))));
   *scale = step;
-  *sum = _mm512_reduce_add_ps(_mm512_add_ps(evens, odds));
+  *sum = _mm512_reduce_add_ps(_mm512_add_ps(low, high));
 }
 
 void quantize_activations(const uint16_t* x, int64_t num_rows, int64_t num_inputs, QuantizedActivations& out) {
   const int64_t num_groups = num_inputs / kGroupSize;
-  out.codes.resize(num_rows * num_inputs);
+  out.pairs.resize(num_rows * num_inputs / 2);
   out.scales.resize(num_rows * num_groups);
   out.sums.resize(num_rows * num_groups);
   for (int64_t i = 0; i < num_rows * num_groups; ++i)
-    quantize_group(x + i * kGroupSize, out.codes.data() + i * kGroupSize, out.scales.data() + i, out.sums.data() + i);
+    quantize_group(x + i * kGroupSize, out.pairs.data() + i * kGroupSize / 2, out.scales.data() + i,
+                   out.sums.data() + i);
 }
 
-// Columns n .. n + C - 1 for rows m0 .. m0 + M - 1, written to out (row stride num_columns).
-template <int M, int C>
-inline void dot_tile(const uint8_t* nibbles, const uint16_t* scales, const uint16_t* bases,
-                     const QuantizedActivations& act, int64_t m0, int64_t n, int64_t num_inputs,
-                     int64_t num_columns, c10::BFloat16* out) {
-  const int64_t num_groups = num_inputs / kGroupSize;
-  const __m256i low_nibbles = _mm256_set1_epi16(0x0F);
-  __m512 acc[C][M];
-  for (int c = 0; c < C; ++c)
-    for (int m = 0; m < M; ++m) acc[c][m] = _mm512_setzero_ps();
+// One tile (16 columns) for rows m0 .. m0 + M - 1. CHAINS independent integer accumulators per row
+// hide vpdpwssd's latency when rows are few.
+template <int M, int CHAINS>
+inline void dot_tile(const __m512i* tile, const uint16_t* scales, const uint16_t* bases,
+                     const QuantizedActivations& act, int64_t m0, int64_t num_inputs, int64_t num_columns,
+                     c10::BFloat16* out) {
+  const int64_t num_groups = num_inputs / kGroupSize, num_pairs = num_inputs / 2;
+  const __m512i nibbles = _mm512_set1_epi32(0x000F000F);
+  const int32_t* pairs[M];
+  const float* a_scales[M];
+  const float* a_sums[M];
+  __m512 acc[M];
+  for (int m = 0; m < M; ++m) {
+    pairs[m] = act.pairs.data() + (m0 + m) * num_pairs;
+    a_scales[m] = act.scales.data() + (m0 + m) * num_groups;
+    a_sums[m] = act.sums.data() + (m0 + m) * num_groups;
+    acc[m] = _mm512_setzero_ps();
+  }
   for (int64_t g = 0; g < num_groups; ++g) {
-    __m512i a_codes[M];
-    for (int m = 0; m < M; ++m) a_codes[m] = _mm512_loadu_si512(act.codes.data() + (m0 + m) * num_inputs + g * kGroupSize);
-    for (int c = 0; c < C; ++c) {
-      const int64_t column = n + c;
-      __m256i bytes = _mm256_cvtepu8_epi16(
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(nibbles + column * num_inputs / 2 + g * 16)));
-      // Codes of the 16 even inputs, then of the 16 odd ones: the activations' order.
-      __m512i codes = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(bytes, low_nibbles)),
-                                         _mm256_srli_epi16(bytes, 4), 1);
-      __m512 w_scale = _mm512_set1_ps(bf16_to_float(scales[column * num_groups + g]));
-      for (int m = 0; m < M; ++m) {
-        __m512i dot = _mm512_dpwssd_epi32(_mm512_setzero_si512(), codes, a_codes[m]);
-        __m512 scale = _mm512_mul_ps(w_scale, _mm512_set1_ps(act.scales[(m0 + m) * num_groups + g]));
-        acc[c][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[c][m]);
+    __m512i dots[M][CHAINS];
+    for (int m = 0; m < M; ++m)
+      for (int c = 0; c < CHAINS; ++c) dots[m][c] = _mm512_setzero_si512();
+    prefetch(scales, (g + kPrefetchGroups) * kTileColumns * 2);
+    prefetch(bases, (g + kPrefetchGroups) * kTileColumns * 2);
+    for (int j = 0; j < 4; ++j) {
+      prefetch(tile, ((g + kPrefetchGroups) * 4 + j) * 64);
+      const __m512i packed = _mm512_loadu_si512(tile + g * 4 + j);
+      for (int p = 0; p < 4; ++p) {
+        const __m512i codes =
+            p == 0   ? _mm512_and_si512(packed, nibbles)
+            : p == 3 ? _mm512_srli_epi16(packed, 12)
+                     : _mm512_and_si512(_mm512_srli_epi32(packed, 4 * p), nibbles);
+        const int64_t pair = g * 16 + j * 4 + p;
+        for (int m = 0; m < M; ++m) {
+          __m512i& dot = dots[m][(j * 4 + p) % CHAINS];
+          dot = _mm512_dpwssd_epi32(dot, codes, _mm512_set1_epi32(pairs[m][pair]));
+        }
       }
     }
-  }
-  for (int c = 0; c < C; ++c) {
-    const uint16_t* column_bases = bases + (n + c) * num_groups;
+    const __m512 w_scale = widen_bf16(scales + g * kTileColumns), w_base = widen_bf16(bases + g * kTileColumns);
     for (int m = 0; m < M; ++m) {
-      const float* sums = act.sums.data() + (m0 + m) * num_groups;
-      __m512 offset = _mm512_setzero_ps();
-      for (int64_t g = 0; g < num_groups; g += 16) {
-        __mmask16 mask = num_groups - g >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (num_groups - g)) - 1);
-        __m512 b = _mm512_castsi512_ps(
-            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, column_bases + g)), 16));
-        offset = _mm512_fmadd_ps(b, _mm512_maskz_loadu_ps(mask, sums + g), offset);
-      }
-      out[(m0 + m) * num_columns + n + c] = c10::BFloat16(_mm512_reduce_add_ps(_mm512_add_ps(acc[c][m], offset)));
+      __m512i dot = dots[m][0];
+      for (int c = 1; c < CHAINS; ++c) dot = _mm512_add_epi32(dot, dots[m][c]);
+      const __m512 scale = _mm512_mul_ps(w_scale, _mm512_set1_ps(a_scales[m][g]));
+      acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[m]);
+      acc[m] = _mm512_fmadd_ps(w_base, _mm512_set1_ps(a_sums[m][g]), acc[m]);
     }
   }
+  for (int m = 0; m < M; ++m)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (m0 + m) * num_columns), round_to_bf16(acc[m]));
 }
 
-template <int M>
-void dot_rows(const uint8_t* nibbles, const uint16_t* scales, const uint16_t* bases, const QuantizedActivations& act,
-              int64_t m0, int64_t n_begin, int64_t n_end, int64_t num_inputs, int64_t num_columns,
-              c10::BFloat16* out) {
-  // Several independent accumulators per weight load hide the FMA latency when rows are few.
-  constexpr int C = M <= 2 ? 4 : (M <= 4 ? 2 : 1);
-  for (int64_t n = n_begin; n < n_end; n += C)
-    dot_tile<M, C>(nibbles, scales, bases, act, m0, n, num_inputs, num_columns, out);
-}
-
-void dot_block(int64_t rows, const uint8_t* nibbles, const uint16_t* scales, const uint16_t* bases,
-               const QuantizedActivations& act, int64_t m0, int64_t n_begin, int64_t n_end, int64_t num_inputs,
-               int64_t num_columns, c10::BFloat16* out) {
+void dot_block(int64_t rows, const __m512i* tile, const uint16_t* scales, const uint16_t* bases,
+               const QuantizedActivations& act, int64_t m0, int64_t num_inputs, int64_t num_columns,
+               c10::BFloat16* out) {
   switch (rows) {
-#define STENCIL_ROWS(R) \
-  case R:               \
-    return dot_rows<R>(nibbles, scales, bases, act, m0, n_begin, n_end, num_inputs, num_columns, out);
-    STENCIL_ROWS(1) STENCIL_ROWS(2) STENCIL_ROWS(3) STENCIL_ROWS(4)
-    STENCIL_ROWS(5) STENCIL_ROWS(6) STENCIL_ROWS(7) STENCIL_ROWS(8)
+#define STENCIL_ROWS(R, CHAINS) \
+  case R:                       \
+    return dot_tile<R, CHAINS>(tile, scales, bases, act, m0, num_inputs, num_columns, out);
+    STENCIL_ROWS(1, 4) STENCIL_ROWS(2, 4) STENCIL_ROWS(3, 2) STENCIL_ROWS(4, 2)
+    STENCIL_ROWS(5, 1) STENCIL_ROWS(6, 1) STENCIL_ROWS(7, 1) STENCIL_ROWS(8, 1)
 #undef STENCIL_ROWS
   }
 }
 
+// Dot product of K bfloat16 values in float32, in a fixed order: two 16-lane accumulators, then
+// _mm512_reduce_add_ps.
+inline float dot_bf16(const uint16_t* a, const uint16_t* b, int64_t num_inputs) {
+  __m512 even = _mm512_setzero_ps(), odd = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 32 <= num_inputs; k += 32) {
+    even = _mm512_fmadd_ps(widen_bf16(a + k), widen_bf16(b + k), even);
+    odd = _mm512_fmadd_ps(widen_bf16(a + k + 16), widen_bf16(b + k + 16), odd);
+  }
+  for (; k < num_inputs; k += 16) {
+    const __mmask16 mask = num_inputs - k >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (num_inputs - k)) - 1);
+    const auto load = [mask](const uint16_t* p) {
+      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p)), 16));
+    };
+    even = _mm512_fmadd_ps(load(a + k), load(b + k), even);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(even, odd));
+}
+
 #endif  // STENCIL_HAS_VNNI
 
-// x [M, K] bfloat16 times the 4-bit weight [N, K] given by (nibbles, scales, bases): [M, N] bfloat16.
-torch::Tensor int4_linear(const torch::Tensor& x, const torch::Tensor& nibbles, const torch::Tensor& scales,
+void check_bf16_matrix(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.dim() == 2 && t.scalar_type() == torch::kBFloat16 && t.is_contiguous(), name,
+              " must be a contiguous 2-D bfloat16 tensor, not ", t.scalar_type(), " ", t.sizes());
+}
+
+// x [M, K] bfloat16 times the 4-bit weight [N, K] given by (tiles, scales, bases): [M, N] bfloat16.
+torch::Tensor int4_linear(const torch::Tensor& x, const torch::Tensor& tiles, const torch::Tensor& scales,
                           const torch::Tensor& bases) {
-  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kBFloat16 && x.is_contiguous(),
-              "x must be a contiguous 2-D bfloat16 tensor");
-  const int64_t num_rows = x.size(0), num_inputs = x.size(1), num_columns = nibbles.size(0);
+  check_bf16_matrix(x, "x");
+  const int64_t num_rows = x.size(0), num_inputs = x.size(1);
   TORCH_CHECK(num_inputs % kGroupSize == 0, "inputs must be a multiple of 32, not ", num_inputs);
-  TORCH_CHECK(nibbles.scalar_type() == torch::kUInt8 && nibbles.is_contiguous() && nibbles.dim() == 2 &&
-                  nibbles.size(1) * 2 == num_inputs,
-              "nibbles must be contiguous uint8 [N, K / 2]");
-  TORCH_CHECK(num_columns % 4 == 0, "output columns must be a multiple of 4, not ", num_columns);
+  const int64_t num_groups = num_inputs / kGroupSize;
+  TORCH_CHECK(tiles.scalar_type() == torch::kUInt8 && tiles.is_contiguous() && tiles.dim() == 3 &&
+                  tiles.size(1) == num_groups && tiles.size(2) == kTileGroupBytes,
+              "tiles must be contiguous uint8 [N / 16, K / 32, 256] with K = ", num_inputs, ", not ", tiles.sizes());
+  const int64_t num_tiles = tiles.size(0), num_columns = num_tiles * kTileColumns;
   for (const torch::Tensor* t : {&scales, &bases})
     TORCH_CHECK(t->scalar_type() == torch::kBFloat16 && t->is_contiguous() &&
-                    t->numel() == num_columns * (num_inputs / kGroupSize),
-                "scales and bases must be contiguous bfloat16 with N * K / 32 elements");
+                    t->numel() == num_columns * num_groups,
+                "scales and bases must be contiguous bfloat16 [N / 16, K / 32, 16]");
   torch::Tensor out = torch::empty({num_rows, num_columns}, x.options());
+  if (num_rows == 0) return out;
 #if STENCIL_HAS_VNNI
   static thread_local QuantizedActivations act;
   quantize_activations(reinterpret_cast<const uint16_t*>(x.data_ptr()), num_rows, num_inputs, act);
-  const auto* w = nibbles.data_ptr<uint8_t>();
+  const auto* w = reinterpret_cast<const __m512i*>(tiles.data_ptr<uint8_t>());
   const auto* s = reinterpret_cast<const uint16_t*>(scales.data_ptr());
   const auto* b = reinterpret_cast<const uint16_t*>(bases.data_ptr());
   auto* y = out.data_ptr<c10::BFloat16>();
   const QuantizedActivations& shared = act;
-  // Units of 4 columns, so every tile width (4, 2, 1) divides a thread's range.
-  at::parallel_for(0, num_columns / 4, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t tile = begin * 4; tile < end * 4; tile += kColumnTile) {
-      const int64_t tile_end = std::min(tile + kColumnTile, end * 4);
+  const int64_t registers_per_tile = num_groups * 4, parameters_per_tile = num_groups * kTileColumns;
+  const int64_t grain = std::max<int64_t>(1, kMinWeightsPerThread / (kTileColumns * num_inputs * num_rows));
+  at::parallel_for(0, num_tiles, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t chunk = begin; chunk < end; chunk += kTilesPerChunk) {
+      const int64_t chunk_end = std::min(chunk + kTilesPerChunk, end);
       for (int64_t m0 = 0; m0 < num_rows; m0 += kMaxRowBlock)
-        dot_block(std::min(kMaxRowBlock, num_rows - m0), w, s, b, shared, m0, tile, tile_end, num_inputs,
-                  num_columns, y);
+        for (int64_t t = chunk; t < chunk_end; ++t)
+          dot_block(std::min(kMaxRowBlock, num_rows - m0), w + t * registers_per_tile, s + t * parameters_per_tile,
+                    b + t * parameters_per_tile, shared, m0, num_inputs, num_columns, y + t * kTileColumns);
     }
+  });
+#else
+  TORCH_CHECK(false, "this build of the kernels has no AVX-512 VNNI code path");
+#endif
+  return out;
+}
+
+// Logits of the chosen tokens, exactly: out[m, j] = bf16(sum_k weight[ids[m, j], k] * x[m, k]) summed in
+// float32 in a fixed order, so a logit depends only on its row and token.
+torch::Tensor exact_logits(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& ids) {
+  check_bf16_matrix(x, "x");
+  check_bf16_matrix(weight, "weight");
+  TORCH_CHECK(weight.size(1) == x.size(1), "weight has ", weight.size(1), " inputs, x ", x.size(1));
+  TORCH_CHECK(ids.dim() == 2 && ids.scalar_type() == torch::kInt64 && ids.is_contiguous() && ids.size(0) == x.size(0),
+              "ids must be contiguous int64 [M, k] with M = ", x.size(0), ", not ", ids.scalar_type(), " ", ids.sizes());
+  const int64_t num_inputs = x.size(1), num_tokens = weight.size(0), per_row = ids.size(1);
+  const int64_t* id = ids.data_ptr<int64_t>();
+  for (int64_t i = 0; i < ids.numel(); ++i)
+    TORCH_CHECK(id[i] >= 0 && id[i] < num_tokens, "token id ", id[i], " is outside the ", num_tokens, "-token head");
+  // float32 out: a bfloat16 logit near 25 has steps of 0.125, which ties the top candidates.
+  torch::Tensor out = torch::empty({x.size(0), per_row}, x.options().dtype(torch::kFloat32));
+#if STENCIL_HAS_VNNI
+  const auto* xs = reinterpret_cast<const uint16_t*>(x.data_ptr());
+  const auto* ws = reinterpret_cast<const uint16_t*>(weight.data_ptr());
+  auto* y = out.data_ptr<float>();
+  at::parallel_for(0, ids.numel(), 64, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      y[i] = dot_bf16(ws + id[i] * num_inputs, xs + (i / per_row) * num_inputs, num_inputs);
   });
 #else
   TORCH_CHECK(false, "this build of the kernels has no AVX-512 VNNI code path");
@@ -190,7 +267,8 @@ torch::Tensor int4_linear(const torch::Tensor& x, const torch::Tensor& nibbles, 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-  module.doc() = "Stencil's compiled CPU kernels (W4A8 quantized linear).";
+  module.doc() = "Stencil's compiled CPU kernels (W4A16 quantized linear, exact head logits).";
   module.attr("has_vnni") = static_cast<bool>(STENCIL_HAS_VNNI);
-  module.def("int4_linear", &int4_linear, "x [M, K] bf16 times a 4-bit weight [N, K]: [M, N] bf16.");
+  module.def("int4_linear", &int4_linear, "x [M, K] bf16 times a tiled 4-bit weight [N, K]: [M, N] bf16.");
+  module.def("exact_logits", &exact_logits, "x [M, K] bf16, weight [V, K] bf16, ids [M, k]: [M, k] float32 logits.");
 }

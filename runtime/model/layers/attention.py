@@ -2,10 +2,17 @@
 
 Every layer of a forward pass shares one `AttentionMetadata`, built by the model runner from the
 block tables: where each new token's K/V goes (`slot_mapping`), which slots hold each sequence's
-context (`context_slots`) and what each query may see (`attn_mask`). A layer writes its new K/V,
-gathers each sequence's context into a padded batch and runs one `scaled_dot_product_attention`.
+context (`context_slots`) and what each query may see. A layer writes its new K/V, then attends one
+of two ways:
 
-Grouped-query attention is run by folding the query heads that share a K/V head into the query
+- decode and verify passes, where the compiled kernel is built (`runtime.model.kernels.attention`):
+  each new token reads its sequence's K/V in place, and its output does not depend on what else shares
+  the pass, so a k-token verify pass equals k one-token steps and a batch equals its sequences alone,
+  bitwise;
+- prefill passes, and every pass where the kernel is not built: each sequence's context is gathered
+  into a padded batch and one `scaled_dot_product_attention` runs under an additive mask (the reference).
+
+On the SDPA path grouped-query attention folds the query heads that share a K/V head into the query
 axis (`[B, KVH, Q * G, D]`): a single SDPA call with no K/V repetition, and on CPU markedly faster in
 bfloat16 than SDPA's own `enable_gqa` (measured: ~5x at 256 cached positions).
 """
@@ -17,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from runtime.model.kernels import attention as compiled
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,13 @@ class AttentionMetadata:
             every sequence has exactly Q new tokens (the packed layout is then already padded).
         attn_mask: [B, 1, Q * G, L] additive mask in the activation dtype, 0 where a query may attend and
             -inf elsewhere (rows ordered token-major, then the G query heads of a K/V head); None when
-            every query sees all L positions.
+            every query sees all L positions, or the pass runs the compiled kernel.
+        token_positions: [T] int64 position of each new token.
+        window: positions each query sees, its own included (the model's sliding window, or a local
+            layer's); None: all before it. The mask already encodes it; the compiled kernel reads it.
+        token_sequences: [T] int64 sequence (0..B-1) of each new token, set when the pass runs the
+            compiled kernel (decode and verify passes where it is built), which then needs neither
+            the mask nor the padded layout; None: the pass runs SDPA.
     """
 
     slot_mapping: torch.Tensor
@@ -46,6 +61,9 @@ class AttentionMetadata:
     max_context_len: int
     query_pad_index: torch.Tensor | None
     attn_mask: torch.Tensor | None
+    token_positions: torch.Tensor
+    window: int | None
+    token_sequences: torch.Tensor | None
 
 
 def with_sliding_window(
@@ -57,18 +75,20 @@ def with_sliding_window(
     sequence's length, so the runner's mask adds nothing to it.
 
     Args:
-        metadata: the pass's metadata (its mask is replaced).
+        metadata: the pass's metadata (its window and mask are replaced).
         positions: [T] int64 position of each new token, packed like the queries.
         window: positions each query sees, its own included.
         num_kv_groups: query heads per K/V head (the G of the mask's rows).
         dtype: the activation dtype (the mask's).
 
     Returns:
-        A copy of `metadata` with the windowed causal mask, or `metadata` itself when no query
-        reaches past the window.
+        A copy of `metadata` with the window (and on the SDPA path the windowed causal mask), or
+        `metadata` itself when no query reaches past the window.
     """
     if metadata.max_context_len <= window:
         return metadata
+    if metadata.token_sequences is not None:  # the compiled kernel applies the window itself
+        return dataclasses.replace(metadata, window=window)
     batch, max_query_len = metadata.batch_size, metadata.max_query_len
     if metadata.query_pad_index is None:
         query_positions = positions.view(batch, max_query_len)
@@ -80,7 +100,7 @@ def with_sliding_window(
     allowed = (key_positions <= query_positions) & (key_positions > query_positions - window)  # [B, Q, L]
     allowed = allowed.repeat_interleave(num_kv_groups, dim=1)[:, None]  # [B, 1, Q * G, L]
     mask = torch.zeros(allowed.shape, dtype=dtype, device=positions.device).masked_fill_(~allowed, float("-inf"))
-    return dataclasses.replace(metadata, attn_mask=mask)
+    return dataclasses.replace(metadata, attn_mask=mask, window=window)
 
 
 def paged_attention(
@@ -111,6 +131,16 @@ def paged_attention(
     batch, max_query_len, max_context_len = metadata.batch_size, metadata.max_query_len, metadata.max_context_len
 
     kv_cache.index_copy_(0, metadata.slot_mapping, torch.stack((keys, values), dim=1))
+    if metadata.token_sequences is not None:
+        return compiled.paged_attention(
+            queries,
+            kv_cache,
+            metadata.context_slots.view(batch, max_context_len),
+            metadata.token_sequences,
+            metadata.token_positions,
+            scale=head_dim**-0.5 if scale is None else scale,
+            window=metadata.window,
+        )
     context = kv_cache.index_select(0, metadata.context_slots)  # [B * L, 2, KVH, D]
     context = context.view(batch, max_context_len, 2, num_kv_heads, head_dim)
     context_keys = context[:, :, 0].transpose(1, 2)  # [B, KVH, L, D]

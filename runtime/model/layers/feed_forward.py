@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from runtime.errors import UnsupportedModelError
+from runtime.model.kernels import elementwise
 
 #: Gate activations by Hugging Face `hidden_act` name.
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -34,10 +35,14 @@ class FeedForward(nn.Module):
         super().__init__()
         if hidden_act not in ACTIVATIONS:
             raise UnsupportedModelError(f"activation {hidden_act!r} (supported: {', '.join(ACTIVATIONS)})")
+        self.hidden_act = hidden_act
         self.activation = ACTIVATIONS[hidden_act]
         self.gate_up = nn.Linear(hidden_size, 2 * intermediate_size, bias=False)
         self.down = nn.Linear(intermediate_size, hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(x).chunk(2, dim=-1)  # [T, I] each
+        gate_up = self.gate_up(x)  # [T, 2I]
+        if elementwise.runs_compiled(gate_up):
+            return self.down(elementwise.gated_activation(gate_up, self.hidden_act))
+        gate, up = gate_up.chunk(2, dim=-1)  # [T, I] each
         return self.down(self.activation(gate) * up)

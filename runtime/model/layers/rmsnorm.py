@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from runtime.model.kernels import elementwise
+
 #: Up to this many rows (decode, verification) the norm runs as one fused `layer_norm` (see `RMSNorm`).
 MAX_LAYER_NORM_ROWS = 32
 
@@ -14,10 +16,8 @@ MAX_LAYER_NORM_ROWS = 32
 class RMSNorm(nn.Module):
     """`x / sqrt(mean(x^2) + eps) * weight`, computed in float32 whatever the activation dtype.
 
-    On CPU `F.rms_norm` runs as about a dozen small kernels, which dominates its cost for the few
-    rows of a decode step. `layer_norm` is one fused kernel, and over `[x, -x]` (whose mean is 0) its
-    variance is exactly `mean(x^2)`, so for few rows the norm is computed that way; for many rows
-    (prefill) the concatenation costs more than it saves and `F.rms_norm` is used.
+    Where the compiled operations are built it is one compiled call (`elementwise.rms_norm`), whose
+    rows never depend on the batch. Otherwise `rms_norm_reference` runs (the tests' reference).
 
     Args:
         dim: size of the normalized (last) dimension.
@@ -31,8 +31,17 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize the last dimension of `x` ([T, dim], or [T, heads, dim] for per-head QK-norm)."""
-        dim = x.shape[-1]
-        if x.shape[0] > MAX_LAYER_NORM_ROWS:
-            return F.rms_norm(x, (dim,), self.weight, self.eps)
-        doubled = torch.cat((x, -x), dim=-1)  # [T, 2 * dim], mean 0
-        return F.layer_norm(doubled, (2 * dim,), None, None, self.eps)[..., :dim] * self.weight
+        if elementwise.runs_compiled(x):
+            return elementwise.rms_norm(x, self.weight, self.eps)
+        return rms_norm_reference(x, self.weight, self.eps)
+
+
+def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """`RMSNorm` in torch ops. `F.rms_norm` runs as about a dozen small kernels on CPU, which dominates
+    for the few rows of a decode step; `layer_norm` is one, and over `[x, -x]` (mean 0) its variance is
+    exactly `mean(x^2)`, so few rows are normalized that way (for many, the concatenation costs more)."""
+    dim = x.shape[-1]
+    if x.shape[0] > MAX_LAYER_NORM_ROWS:
+        return F.rms_norm(x, (dim,), weight, eps)
+    doubled = torch.cat((x, -x), dim=-1)  # [T, 2 * dim], mean 0
+    return F.layer_norm(doubled, (2 * dim,), None, None, eps)[..., :dim] * weight

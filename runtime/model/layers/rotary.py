@@ -20,6 +20,7 @@ from torch import nn
 
 from runtime.config import ModelConfig
 from runtime.errors import UnsupportedModelError
+from runtime.model.kernels import elementwise
 
 #: `rope_scaling["rope_type"]` values this module implements.
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "frequency_factors", "longrope")
@@ -134,6 +135,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> 
     """Rotate every head of `x` [T, N, D] by its token's position; returns a new [T, N, D] tensor.
 
     `x.roll(D // 2)` swaps the two halves of each head, so `roll(x) * signed_sin` is transformers'
-    `rotate_half(x) * sin` with the same roundings.
+    `rotate_half(x) * sin` with the same roundings. Where built, one compiled call does it, rounding alike.
     """
+    if elementwise.runs_compiled(x):
+        return elementwise.rope(x, cos, signed_sin)
     return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin

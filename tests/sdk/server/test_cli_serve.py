@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from sdk.cli import build_parser
+import pytest
+
+from sdk.cli import build_parser, main
+from sdk.options import Speculative
 
 
 def test_serve_defaults_bind_loopback() -> None:
@@ -25,3 +28,33 @@ def test_the_cli_imports_the_server_lazily() -> None:
     probe = "import sys, sdk.cli; sdk.cli.build_parser(); print('sdk.server' in sys.modules, 'fastapi' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], None),
+        (["--speculative", "auto"], "auto"),
+        (
+            ["--draft-model", "small.gguf"],
+            Speculative(draft_model="small.gguf", jump_forward=False, prompt_lookup=False),
+        ),
+        (
+            ["--speculative", "ngram", "--draft-model", "small.gguf"],
+            Speculative(draft_model="small.gguf", jump_forward=False, prompt_lookup=True),
+        ),
+        (
+            ["--speculative", "auto", "--draft-model", "small.gguf"],
+            Speculative(draft_model="small.gguf", jump_forward=True, prompt_lookup=True),
+        ),
+    ],
+)
+def test_serve_passes_the_fast_paths_it_is_given(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: object
+) -> None:
+    import sdk.server
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(sdk.server, "serve", lambda model, **options: seen.update(options))
+    assert main(["serve", *argv]) == 0
+    assert seen["speculative"] == expected

@@ -1,0 +1,144 @@
+"""The compiled W4 kernel against torch's int4 kernel and the dense bfloat16 matmul, on SmolLM2-135M's shapes.
+
+For each linear shape of SmolLM2-135M (576->1536, 1536->576, 576->576, 576->192, and the 49152x576
+output head's approximate logits) and each row count (1, 2, 4, 8, 16, 32, 64), in one run on the same
+weights: `Int4Linear`'s compiled kernel, torch's int4 kernel (`Int4Linear` without the compiled
+kernels) and `F.linear` on the dequantized bfloat16 weight. The three are timed in interleaved
+rounds (each once per round) and the median kept, so a busy machine slows all alike; the first call
+of each is a separate warm-up. Printed: microseconds per call, and torch-int4 / compiled and dense /
+compiled time ratios (above 1: the compiled kernel is faster). The last line is one JSON record.
+
+    python benchmarks/kernels.py [--smoke] [--threads N] [--clock cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from decode import git_revision  # noqa: E402
+
+from runtime.model import kernels  # noqa: E402
+from runtime.model.quantization import Int4Linear  # noqa: E402
+
+SEED = 0
+#: (name, outputs, inputs): SmolLM2-135M's linears, the head last.
+SHAPES = [
+    ("576->1536", 1536, 576),
+    ("1536->576", 576, 1536),
+    ("576->576", 576, 576),
+    ("576->192", 192, 576),
+    ("head 49152x576", 49152, 576),
+]
+ROW_COUNTS = [1, 2, 4, 8, 16, 32, 64]
+PEERS = ["compiled", "torch_int4", "dense_bf16"]
+#: Calls per timed sample are chosen so a sample lasts about this long.
+SAMPLE_SECONDS = 0.02
+
+
+def peers(num_outputs: int, num_inputs: int) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """The three ways to multiply by one random weight, quantized once."""
+    torch.manual_seed(SEED)
+    linear = nn.Linear(num_inputs, num_outputs, bias=False).to(torch.bfloat16)
+    compiled = Int4Linear.from_linear(linear, uses_compiled_kernel=True)
+    reference = Int4Linear.from_linear(linear, uses_compiled_kernel=False)
+    packed, scales_and_offsets = reference.packed, reference.scales_and_offsets
+    dense = compiled.dequantize()
+    return {
+        "compiled": compiled,
+        # torch's kernel itself: the layer would switch to the dense weights past MAX_QUANTIZED_KERNEL_ROWS.
+        "torch_int4": lambda x: torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, 32, scales_and_offsets),
+        "dense_bf16": lambda x: F.linear(x, dense),
+    }
+
+
+#: The clock every measurement reads; `--clock cpu` swaps in process CPU time (see main).
+CLOCK = time.perf_counter
+
+
+def time_calls(function: Callable[[], object], num_calls: int) -> float:
+    """Seconds per call over `num_calls` calls."""
+    start = CLOCK()
+    for _ in range(num_calls):
+        function()
+    return (CLOCK() - start) / num_calls
+
+
+def measure(num_outputs: int, num_inputs: int, num_rows: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Median and warm-up seconds per call of each peer, interleaved."""
+    functions = peers(num_outputs, num_inputs)
+    x = torch.randn(num_rows, num_inputs, dtype=torch.bfloat16)
+    calls = {name: lambda f=f: f(x) for name, f in functions.items()}
+    with torch.inference_mode():
+        warmup = {name: time_calls(call, 1) for name, call in calls.items()}
+        num_calls = {name: max(1, int(SAMPLE_SECONDS / max(time_calls(call, 3), 1e-7))) for name, call in calls.items()}
+        samples: dict[str, list[float]] = {name: [] for name in calls}
+        for _ in range(repeats):
+            for name, call in calls.items():
+                samples[name].append(time_calls(call, num_calls[name]))
+    return {name: {"median_s": statistics.median(samples[name]), "warmup_s": warmup[name]} for name in calls}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark; the last printed line is the JSON record."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="rows 1 and 8, one repeat: runs in seconds")
+    parser.add_argument("--repeats", type=int, default=7, help="timed samples per measurement (median kept)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: process CPU time, robust to other processes sharing the cores (use with --threads 1)",
+    )
+    args = parser.parse_args(argv)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    if not kernels.has_compiled_kernels():
+        sys.exit(f"the compiled kernels are unavailable: {kernels.KERNELS_UNAVAILABLE_REASON}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    row_counts, repeats = ([1, 8], 1) if args.smoke else (ROW_COUNTS, args.repeats)
+    results = []
+    print(
+        f"{'shape':<16}{'rows':>5}"
+        + "".join(f"{name + ' us':>15}" for name in PEERS)
+        + f"{'int4/comp':>11}{'dense/comp':>11}"
+    )
+    for name, num_outputs, num_inputs in SHAPES:
+        for num_rows in row_counts:
+            timing = measure(num_outputs, num_inputs, num_rows, repeats)
+            medians = {peer: timing[peer]["median_s"] for peer in PEERS}
+            ratios = {
+                "torch_int4_over_compiled": medians["torch_int4"] / medians["compiled"],
+                "dense_bf16_over_compiled": medians["dense_bf16"] / medians["compiled"],
+            }
+            print(
+                f"{name:<16}{num_rows:>5}"
+                + "".join(f"{medians[peer] * 1e6:>15.1f}" for peer in PEERS)
+                + f"{ratios['torch_int4_over_compiled']:>10.2f}x{ratios['dense_bf16_over_compiled']:>10.2f}x"
+            )
+            results.append({"shape": name, "rows": num_rows, "timing": timing, "ratios": ratios})
+    config = {
+        "threads": torch.get_num_threads(),
+        "clock": args.clock,
+        "repeats": repeats,
+        "smoke": args.smoke,
+        "seed": SEED,
+    }
+    print(json.dumps({"benchmark": "kernels", "config": config, "git_revision": git_revision(), "results": results}))
+
+
+if __name__ == "__main__":
+    main()
