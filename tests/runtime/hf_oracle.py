@@ -10,6 +10,7 @@ import torch
 import transformers
 
 from runtime.config import ModelConfig
+from runtime.model.runner import ForwardBatch, ModelRunner
 
 #: The shape of every tiny random checkpoint the runtime tests compare with transformers.
 TINY_SIZES = dict(
@@ -119,3 +120,15 @@ def hf_logits(model: transformers.PreTrainedModel, token_ids: list[int]) -> torc
     """[len(token_ids), V] float32 logits of a full recompute (no cache): the plain reference decoder."""
     with torch.no_grad():
         return model(torch.tensor([token_ids]), use_cache=False).logits[0].float()
+
+
+def prefill_all(model: torch.nn.Module, sequences: list[list[int]], block_size: int = 4) -> list[torch.Tensor]:
+    """Every position's logits of each sequence, all prefilled in one batched call."""
+    runner = ModelRunner(model, num_blocks=32, block_size=block_size)
+    tables, next_block = [], 0
+    for sequence in sequences:
+        num_blocks = -(-len(sequence) // block_size)
+        tables.append(list(range(next_block, next_block + num_blocks)))
+        next_block += num_blocks
+    logits = runner.forward(ForwardBatch(sequences, [0] * len(sequences), tables, all_logits=True))
+    return list(logits.split([len(sequence) for sequence in sequences]))

@@ -21,7 +21,7 @@ from runtime.errors import UnsupportedModelError
 from runtime.loading import Checkpoint, load_checkpoint
 from runtime.model.architectures import build_model
 from runtime.model.runner import ForwardBatch, ModelRunner
-from tests.runtime.hf_oracle import TINY_SIZES, hf_logits, randomized_hf_model
+from tests.runtime.hf_oracle import TINY_CONFIGS, TINY_SIZES, hf_logits, prefill_all, randomized_hf_model
 from tests.runtime.tiny_gguf import TinySpec, hf_to_gguf_permute, tiny_hf_weights, tiny_vocab, write_tiny_gguf
 
 #: Long enough to cross the sliding windows below; ids within the tiny tokenizer's 264.
@@ -93,18 +93,6 @@ def saved_folder(hf_model: transformers.PreTrainedModel, folder: Path, tokenizer
     hf_model.save_pretrained(folder)
     (folder / "tokenizer.json").write_text(tokenizer_json.read_text())
     return folder
-
-
-def prefill_all(model: torch.nn.Module, sequences: list[list[int]], block_size: int = 4) -> list[torch.Tensor]:
-    """Every position's logits of each sequence, all prefilled in one batched call."""
-    runner = ModelRunner(model, num_blocks=32, block_size=block_size)
-    tables, next_block = [], 0
-    for sequence in sequences:
-        num_blocks = -(-len(sequence) // block_size)
-        tables.append(list(range(next_block, next_block + num_blocks)))
-        next_block += num_blocks
-    logits = runner.forward(ForwardBatch(sequences, [0] * len(sequences), tables, all_logits=True))
-    return list(logits.split([len(sequence) for sequence in sequences]))
 
 
 def decode_one_by_one(model: torch.nn.Module, sequence: list[int], block_size: int = 4) -> torch.Tensor:
@@ -270,20 +258,7 @@ GGUF_FAMILIES: dict[str, tuple[str, type, dict]] = {
             },
         ),
     ),
-    "llama3_rope_freqs": (
-        "llama",
-        transformers.LlamaConfig,
-        dict(
-            rope_parameters=dict(
-                rope_type="llama3",
-                rope_theta=500000.0,
-                factor=8.0,
-                low_freq_factor=1.0,
-                high_freq_factor=4.0,
-                original_max_position_embeddings=32,
-            )
-        ),
-    ),
+    "llama3_rope_freqs": ("llama", *TINY_CONFIGS["llama3_rope"]),
 }
 
 

@@ -11,7 +11,7 @@ from runtime.errors import CorruptModelError, UnsupportedModelError
 from runtime.loading import default_model_path, load_checkpoint
 from runtime.model.architectures import Quantization, build_model
 from runtime.model.runner import ForwardBatch, ModelRunner
-from tests.runtime.hf_oracle import TINY_CONFIGS, hf_logits, model_config_from_hf, tiny_hf_model
+from tests.runtime.hf_oracle import TINY_CONFIGS, hf_logits, model_config_from_hf, prefill_all, tiny_hf_model
 
 SEQUENCES = [
     [3, 17, 42, 8, 91, 5, 5, 60, 2, 33, 71, 12, 9, 88, 40, 1, 23],
@@ -20,23 +20,11 @@ SEQUENCES = [
 ]
 
 
-def _prefill_all(model, sequences: list[list[int]], block_size: int = 4) -> list[torch.Tensor]:
-    """Every position's logits for each sequence, all sequences prefilled in one batched call."""
-    runner = ModelRunner(model, num_blocks=32, block_size=block_size)
-    tables, next_block = [], 0
-    for sequence in sequences:
-        num_blocks = -(-len(sequence) // block_size)
-        tables.append(list(range(next_block, next_block + num_blocks)))
-        next_block += num_blocks
-    logits = runner.forward(ForwardBatch(sequences, [0] * len(sequences), tables, all_logits=True))
-    return list(logits.split([len(sequence) for sequence in sequences]))
-
-
 @pytest.mark.parametrize("name", sorted(TINY_CONFIGS))
 def test_logits_match_transformers_fp32(name: str) -> None:
     hf_model = tiny_hf_model(name)
     model = build_model(model_config_from_hf(hf_model.config), dict(hf_model.state_dict()), dtype=torch.float32)
-    for sequence, logits in zip(SEQUENCES, _prefill_all(model, SEQUENCES), strict=True):
+    for sequence, logits in zip(SEQUENCES, prefill_all(model, SEQUENCES), strict=True):
         torch.testing.assert_close(logits, hf_logits(hf_model, sequence), atol=1e-4, rtol=0)
 
 
@@ -73,7 +61,7 @@ def test_hub_per_expert_names_load_the_same_model(name: str, expert_names: tuple
     weights = _split_experts(hf_model.state_dict(), expert_names, moe_prefix)
     assert any(".experts.1." in key for key in weights)
     model = build_model(model_config_from_hf(hf_model.config), weights, dtype=torch.float32)
-    (logits,) = _prefill_all(model, SEQUENCES[:1])
+    (logits,) = prefill_all(model, SEQUENCES[:1])
     torch.testing.assert_close(logits, hf_logits(hf_model, SEQUENCES[0]), atol=1e-4, rtol=0)
 
 
@@ -82,7 +70,7 @@ def test_router_stats_count_the_experts_transformers_picks(name: str) -> None:
     hf_model = tiny_hf_model(name)
     config = model_config_from_hf(hf_model.config)
     model = build_model(config, dict(hf_model.state_dict()), dtype=torch.float32)
-    _prefill_all(model, SEQUENCES)
+    prefill_all(model, SEQUENCES)
     stats = model.router_stats()
     assert len(stats) == config.num_layers
     num_tokens = sum(map(len, SEQUENCES))
@@ -96,7 +84,7 @@ def test_router_stats_count_the_experts_transformers_picks(name: str) -> None:
     # The first sequence alone: the experts transformers' router picks, counted per layer.
     model.reset_router_stats()
     assert model.router_stats()[0].num_tokens == 0
-    _prefill_all(model, SEQUENCES[:1])
+    prefill_all(model, SEQUENCES[:1])
     for layer_stats, router_logits in zip(model.router_stats(), hf_out.router_logits, strict=True):
         top_ids = router_logits.float().softmax(-1).topk(config.num_experts_per_tok, dim=-1).indices
         expected = torch.bincount(top_ids.flatten(), minlength=config.num_experts).float()
@@ -131,9 +119,9 @@ def test_bfloat16_and_quantized_models_stay_close_to_fp32(name: str, quantizatio
     config, weights = model_config_from_hf(hf_model.config), dict(hf_model.state_dict())
     if quantization is Quantization.INT4:
         weights = _snap_to_q4_1(weights)
-    reference = _prefill_all(build_model(config, weights, dtype=torch.float32), SEQUENCES)
+    reference = prefill_all(build_model(config, weights, dtype=torch.float32), SEQUENCES)
     model = build_model(config, weights, dtype=torch.bfloat16, quantization=quantization)
-    for expected, logits in zip(reference, _prefill_all(model, SEQUENCES), strict=True):
+    for expected, logits in zip(reference, prefill_all(model, SEQUENCES), strict=True):
         cosine = torch.nn.functional.cosine_similarity(logits, expected, dim=-1)
         assert cosine.min() > 0.99
 
