@@ -6,14 +6,21 @@ weights: `Int4Linear`'s compiled kernel, torch's int4 kernel (`Int4Linear` witho
 kernels) and `F.linear` on the dequantized bfloat16 weight. The three are timed in interleaved
 rounds (each once per round) and the median kept, so a busy machine slows all alike; the first call
 of each is a separate warm-up. Printed: microseconds per call, and torch-int4 / compiled and dense /
-compiled time ratios (above 1: the compiled kernel is faster). The last line is one JSON record.
+compiled time ratios (above 1: the compiled kernel is faster).
 
-    python benchmarks/kernels.py [--smoke] [--threads N] [--clock cpu]
+With `--step`, also a decode step's compiled calls as the model makes them: each of the 211 distinct
+weights of SmolLM2-135M (30 layers of 7 linears, then the head: 84 MB, far more than the caches) once,
+per row count, with the weights in separate torch allocations (4 KiB pages) and in one mapping of
+2 MiB pages (`runtime.model.huge_pages`, as `quantize` places them), in interleaved rounds: the
+ratio above 1 is what the page size saves. The last line is one JSON record.
+
+    python benchmarks/kernels.py [--smoke] [--step] [--threads N] [--clock cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -30,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from decode import git_revision  # noqa: E402
 
 from runtime.model import kernels  # noqa: E402
-from runtime.model.quantization import Int4Linear  # noqa: E402
+from runtime.model.huge_pages import in_huge_pages  # noqa: E402
+from runtime.model.quantization import Int4Linear, pack_int4_tiles  # noqa: E402
 
 SEED = 0
 #: (name, outputs, inputs): SmolLM2-135M's linears, the head last.
@@ -42,6 +50,11 @@ SHAPES = [
     ("head 49152x576", 49152, 576),
 ]
 ROW_COUNTS = [1, 2, 4, 8, 16, 32, 64]
+#: One SmolLM2-135M decoder layer's linears (q, k, v, o, gate, up, down) as (outputs, inputs), and its layers.
+LAYER_SHAPES = [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)]
+NUM_LAYERS = 30
+HEAD_SHAPE = (49152, 576)
+STEP_ROW_COUNTS = [1, 2, 4, 8]
 PEERS = ["compiled", "torch_int4", "dense_bf16"]
 #: Calls per timed sample are chosen so a sample lasts about this long.
 SAMPLE_SECONDS = 0.02
@@ -90,10 +103,50 @@ def measure(num_outputs: int, num_inputs: int, num_rows: int, repeats: int) -> d
     return {name: {"median_s": statistics.median(samples[name]), "warmup_s": warmup[name]} for name in calls}
 
 
+Weight = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def step_weights() -> list[Weight]:
+    """Random codes, scales and bases for each weight of a SmolLM2-135M decode step, in call order."""
+    generator = torch.Generator().manual_seed(SEED)
+    weights = []
+    for num_outputs, num_inputs in [*LAYER_SHAPES * NUM_LAYERS, HEAD_SHAPE]:
+        codes = torch.randint(0, 16, (num_outputs, num_inputs), generator=generator)
+        shape = (num_outputs // 16, num_inputs // 32, 16)
+        scales = (torch.rand(shape, generator=generator) / 64).to(torch.bfloat16)
+        bases = (torch.randn(shape, generator=generator) / 8).to(torch.bfloat16)
+        weights.append((pack_int4_tiles(codes), scales, bases))
+    return weights
+
+
+def measure_step(placements: dict[str, list[Weight]], num_rows: int, repeats: int) -> dict[str, float]:
+    """Median seconds of one decode step's compiled calls per placement (interleaved), and their ratio."""
+    inputs = {
+        k: torch.randn(num_rows, k, dtype=torch.bfloat16) for k in {w[0].shape[1] * 32 for w in placements["4k_pages"]}
+    }
+
+    def step(weights: list[Weight]) -> None:
+        for tiles, scales, bases in weights:
+            kernels.int4_linear(inputs[tiles.shape[1] * 32], tiles, scales, bases)
+
+    samples: dict[str, list[float]] = {name: [] for name in placements}
+    ratios = []
+    with torch.inference_mode():
+        for weights in placements.values():
+            step(weights)  # warm-up
+        for _ in range(repeats):
+            for name, weights in placements.items():
+                samples[name].append(time_calls(functools.partial(step, weights), 1))
+            ratios.append(samples["4k_pages"][-1] / samples["huge_pages"][-1])
+    medians = {f"{name}_s": statistics.median(times) for name, times in samples.items()}
+    return {**medians, "4k_over_huge": statistics.median(ratios)}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark; the last printed line is the JSON record."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="rows 1 and 8, one repeat: runs in seconds")
+    parser.add_argument("--step", action="store_true", help="also a decode step's calls: 4 KiB vs 2 MiB pages")
     parser.add_argument("--repeats", type=int, default=7, help="timed samples per measurement (median kept)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument(
@@ -130,14 +183,29 @@ def main(argv: list[str] | None = None) -> None:
                 + f"{ratios['torch_int4_over_compiled']:>10.2f}x{ratios['dense_bf16_over_compiled']:>10.2f}x"
             )
             results.append({"shape": name, "rows": num_rows, "timing": timing, "ratios": ratios})
+    step_results: list[dict[str, object]] = []
+    if args.step:
+        plain = step_weights()
+        placed = iter(in_huge_pages([t for weight in plain for t in weight]))  # one mapping, as `quantize` does
+        placements = {"4k_pages": plain, "huge_pages": [(next(placed), next(placed), next(placed)) for _ in plain]}
+        print(f"{'decode step':<16}{'rows':>5}{'4k pages ms':>15}{'huge pages ms':>15}{'4k/huge':>11}")
+        for num_rows in [1, 8] if args.smoke else STEP_ROW_COUNTS:
+            step_timing = measure_step(placements, num_rows, repeats)
+            print(
+                f"{'':<16}{num_rows:>5}{step_timing['4k_pages_s'] * 1e3:>15.2f}"
+                f"{step_timing['huge_pages_s'] * 1e3:>15.2f}{step_timing['4k_over_huge']:>10.2f}x"
+            )
+            step_results.append({"rows": num_rows, "timing": step_timing})
     config = {
         "threads": torch.get_num_threads(),
         "clock": args.clock,
         "repeats": repeats,
         "smoke": args.smoke,
+        "step": args.step,
         "seed": SEED,
     }
-    print(json.dumps({"benchmark": "kernels", "config": config, "git_revision": git_revision(), "results": results}))
+    record = {"benchmark": "kernels", "config": config, "git_revision": git_revision(), "results": results}
+    print(json.dumps({**record, "step": step_results}))
 
 
 if __name__ == "__main__":

@@ -12,9 +12,11 @@ compares plain decoding with prompt lookup and self-speculation, one stream at a
 eight prose streams decoded as one batch, compares plain decoding with prompt lookup. Paths run interleaved, `--repeats`
 rounds, median reported; each prints tokens/s, its ratio to plain, the draft acceptance rate, and
 whether its outputs equal the plain ones token for token (bfloat16: a verify pass may round a
-near-tie differently). Ends with one JSON line. `--smoke` runs one short prompt, one round.
+near-tie differently). Ends with one JSON line. `--smoke` runs one short prompt, one round;
+`--workloads` picks some; on a shared machine `--threads 1 --clock cpu` steadies the ratios.
 
     .venv/bin/python benchmarks/speculative.py
+    .venv/bin/python benchmarks/speculative.py --self-draft "" --workloads copy-heavy --threads 1 --clock cpu
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import statistics
 import subprocess
 import time
 
+import torch
 from pydantic import BaseModel
 
 import grammars
@@ -129,6 +132,10 @@ PATHS = {
 }
 
 
+#: The workloads, in the order they run (`--workloads` picks some).
+WORKLOADS = ("copy-heavy", "json", "prose", "prose-batch")
+
+
 def self_draft_paths(depths: list[int]) -> dict[str, SpeculativeConfig]:
     """Self-speculation alone (the model's first n layers draft), at each depth."""
     return {
@@ -137,16 +144,20 @@ def self_draft_paths(depths: list[int]) -> dict[str, SpeculativeConfig]:
     }
 
 
+#: The clock `run` reads (`--clock`): wall time, or the process's CPU time (steadier on a shared machine).
+CLOCK = [time.perf_counter]
+
+
 def run(
     engine: Engine, prompts: list[str], constraints: list, params: list[SamplingParams], *, batched: bool = False
 ) -> tuple[list, float]:
     """Outputs one prompt at a time (single-stream latency), or all as one batch, and the seconds they took."""
-    started = time.perf_counter()
+    started = CLOCK[0]()
     if batched:
         outputs = engine.generate(prompts, params, constraints=constraints)
     else:
         outputs = [engine.generate([p], q, constraints=[c])[0] for p, c, q in zip(prompts, constraints, params)]
-    return outputs, time.perf_counter() - started
+    return outputs, CLOCK[0]() - started
 
 
 def measure(
@@ -215,8 +226,20 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="one short prompt per workload, one round")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the median is reported")
     parser.add_argument("--self-draft", default="4,8,12", help="comma-separated self-speculation depths ('' for none)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="what tokens/s is measured in")
+    parser.add_argument(
+        "--workloads", default=",".join(WORKLOADS), help=f"comma-separated subset of {', '.join(WORKLOADS)}"
+    )
     args = parser.parse_args()
     repeats = 1 if args.smoke else args.repeats
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    CLOCK[0] = time.process_time if args.clock == "cpu" else time.perf_counter
+    workloads = [name for name in args.workloads.split(",") if name]
+    unknown = sorted(set(workloads) - set(WORKLOADS))
+    if unknown:
+        parser.error(f"unknown workloads {unknown}; choose from {', '.join(WORKLOADS)}")
     depths = [int(n) for n in args.self_draft.split(",") if n]
     base = runtime.load(max_model_len=2048, kv_cache_bytes=64 * 2**20)
     model, tokenizer, num_blocks = base.runner.model, base.tokenizer, base.runner.num_blocks
@@ -228,28 +251,35 @@ def main() -> None:
 
     engines = {path: engine(config) for path, config in PATHS.items()}
     self_engines = {path: engine(config) for path, config in self_draft_paths(depths).items()}
-    extraction = f"Extract the incident's details as JSON, copying spans from the report.\n\n{DOCUMENT}"
-    copy_heavy = measure(
-        "copy-heavy", {**engines, **self_engines}, [extraction], [Incident], 64 if args.smoke else 400, repeats
-    )
-    prompts = [p for p, _ in JSON_PROMPTS][: 1 if args.smoke else None]
-    specs = [s for _, s in JSON_PROMPTS][: len(prompts)]
-    ordinary = measure("json", {**engines, **self_engines}, prompts, specs, 48 if args.smoke else 160, repeats)
-    prose_prompts = PROSE_PROMPTS[: 1 if args.smoke else None]
-    prose_engines = {"plain": engines["plain"], "prompt_lookup": engines["prompt_lookup"], **self_engines}
-    prose = measure(
-        "prose", prose_engines, prose_prompts, [None] * len(prose_prompts), 48 if args.smoke else 128, repeats
-    )
-    batch_prompts = BATCH_PROMPTS[: 2 if args.smoke else None]
-    batch = measure(
-        "prose-batch",
-        {"plain": engines["plain"], "prompt_lookup": engines["prompt_lookup"]},
-        batch_prompts,
-        [None] * len(batch_prompts),
-        48 if args.smoke else 128,
-        repeats,
-        batched=True,
-    )
+    results: dict[str, dict] = {}
+    if "copy-heavy" in workloads:
+        extraction = f"Extract the incident's details as JSON, copying spans from the report.\n\n{DOCUMENT}"
+        results["copy_heavy"] = measure(
+            "copy-heavy", {**engines, **self_engines}, [extraction], [Incident], 64 if args.smoke else 400, repeats
+        )
+    if "json" in workloads:
+        prompts = [p for p, _ in JSON_PROMPTS][: 1 if args.smoke else None]
+        specs = [s for _, s in JSON_PROMPTS][: len(prompts)]
+        results["json"] = measure(
+            "json", {**engines, **self_engines}, prompts, specs, 48 if args.smoke else 160, repeats
+        )
+    if "prose" in workloads:
+        prose_prompts = PROSE_PROMPTS[: 1 if args.smoke else None]
+        prose_engines = {"plain": engines["plain"], "prompt_lookup": engines["prompt_lookup"], **self_engines}
+        results["prose"] = measure(
+            "prose", prose_engines, prose_prompts, [None] * len(prose_prompts), 48 if args.smoke else 128, repeats
+        )
+    if "prose-batch" in workloads:
+        batch_prompts = BATCH_PROMPTS[: 2 if args.smoke else None]
+        results["prose_batch"] = measure(
+            "prose-batch",
+            {"plain": engines["plain"], "prompt_lookup": engines["prompt_lookup"]},
+            batch_prompts,
+            [None] * len(batch_prompts),
+            48 if args.smoke else 128,
+            repeats,
+            batched=True,
+        )
     revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(
         json.dumps(
@@ -258,11 +288,10 @@ def main() -> None:
                 "revision": revision,
                 "smoke": args.smoke,
                 "repeats": repeats,
+                "threads": torch.get_num_threads(),
+                "clock": args.clock,
                 "self_draft_depths": depths,
-                "copy_heavy": copy_heavy,
-                "json": ordinary,
-                "prose": prose,
-                "prose_batch": batch,
+                **results,
             }
         )
     )

@@ -15,7 +15,7 @@ import numpy as np
 from grammars.core import byte_regex as rx
 from grammars.core import ir
 from grammars.core.budget import Budget, Check, no_check
-from grammars.core.distinct_keys import Keys, initial_keys, walk_keyed
+from grammars.core.distinct_keys import Keys, initial_keys, key_spellings, overlapping_keys, walk_keyed
 from grammars.core.lexer import DEAD, current_lexer
 from grammars.core.normalize import normalize
 from grammars.core.parser import MAX_FRAMES, Parser
@@ -30,6 +30,12 @@ MAX_FORCED_BYTES = 1024
 MAX_FORCED_ENTRIES = 65_536
 #: One-byte strings, by byte (the byte-by-byte walks of `forced_bytes`).
 _SINGLE_BYTES = [bytes((byte,)) for byte in range(256)]
+
+#: (lexer generation, lexeme start state, seen keys) -> the start state restricted to fresh keys
+#: (`lexer_start_excluding`): it depends on lexer states alone, so every grammar of the process (a
+#: server compiles one per request) shares it. Kept up to MAX_EXCLUDING_STARTS entries.
+_EXCLUDING_STARTS: dict[tuple[int, int, frozenset[str]], int] = {}
+MAX_EXCLUDING_STARTS = 65_536
 
 
 class GrammarAutomaton:
@@ -58,8 +64,6 @@ class GrammarAutomaton:
             else initial_keys(self.lexer, grammar.distinct_keys_after, budget.check)
         )
         self._start_sid: dict[int, int] = {}
-        self._excluding_sid: dict[tuple[int, frozenset[rx.Term]], int] = {}
-        self._overlap: dict[tuple[int, int], bool] = {}
         self._end_cache: dict[tuple[int, int], int | None] = {}
         self._walk_cache: dict[tuple[State, bytes], State | None] = {}
         self._forced_cache: dict[tuple[State, Keys | None], bytes] = {}
@@ -82,46 +86,40 @@ class GrammarAutomaton:
             self._start_sid[config] = sid
         return sid
 
-    def lexer_start_excluding(self, config: int, excluded: frozenset[rx.Term], check: Check = no_check) -> int:
-        """`lexer_start(config)` with the strings of the `excluded` terms taken out of every lexeme
-        (DEAD when nothing is left): how a key begins where some spellings are already taken.
-        Lexemes that share no string with `excluded` stay as they are, so where none does (declared
-        keys, which the grammar writes once anyway) this is `lexer_start(config)` and shares its
-        caches. Overlaps are decided per (lexeme, excluded term), once for every set they come in.
+    def lexer_start_excluding(self, config: int, seen: frozenset[str], check: Check = no_check) -> int:
+        """`lexer_start(config)` with every spelling of the keys `seen` taken out of every lexeme
+        (DEAD when nothing is left): how a key begins where some keys are already taken.
+        Lexemes that spell none of them stay as they are, so where none does (declared keys, which
+        the grammar writes once anyway) this is `lexer_start(config)` and shares its caches. Which
+        lexemes spell which keys is `distinct_keys.overlapping_keys`; the restricted state is kept
+        per (start state, keys), process-wide.
         """
-        key = (config, excluded)
-        sid = self._excluding_sid.get(key)
+        start = self.lexer_start(config, check)
+        key = (self.lexer.generation, start, seen)
+        sid = _EXCLUDING_STARTS.get(key)
         if sid is None:
             terms = tuple(self.parser.lexeme_terms[i] for i in self.parser.allowed_lexemes(config))
             terms += self._ignore_terms
-            hits = [[e for e in excluded if self._overlaps(t, e, check)] for t in terms]
+            hits = [overlapping_keys(term, seen, check) for term in terms]
             if any(hits):
-                tagged = (rx.tag(t.id, rx.difference(t, rx.alt(*hit)) if hit else t) for t, hit in zip(terms, hits))
+                tagged = (
+                    rx.tag(term.id, rx.difference(term, _spellings_of(hit)) if hit else term)
+                    for term, hit in zip(terms, hits)
+                )
                 sid = self.lexer.sid(rx.alt(*tagged), check)
             else:
-                sid = self.lexer_start(config, check)
-            if len(self._excluding_sid) >= MAX_MEMO_ENTRIES:
-                self._excluding_sid.clear()
-            self._excluding_sid[key] = sid
+                sid = start
+            if len(_EXCLUDING_STARTS) >= MAX_EXCLUDING_STARTS:
+                _EXCLUDING_STARTS.clear()
+            _EXCLUDING_STARTS[key] = sid
         return sid
 
-    def _overlaps(self, term: rx.Term, excluded: rx.Term, check: Check) -> bool:
-        """Whether `term` and `excluded` (one key's spellings: few strings) share one (memoized)."""
-        key = (term.id, excluded.id)
-        found = self._overlap.get(key)
-        if found is None:
-            found = rx.shares_string(term, excluded, check)
-            if len(self._overlap) >= MAX_MEMO_ENTRIES:
-                self._overlap.clear()
-            self._overlap[key] = found
-        return found
-
     def begin_lexeme_excluding(
-        self, state: State, byte: int, excluded: frozenset[rx.Term], check: Check = no_check
+        self, state: State, byte: int, seen: frozenset[str], check: Check = no_check
     ) -> State | None:
-        """The state from which `byte` starts a new lexeme that is none of the strings of the
-        `excluded` terms (`state` itself when `byte` continues the current lexeme), or None when the
-        current lexeme cannot end here or every lexeme that may start is excluded."""
+        """The state from which `byte` starts a new lexeme that spells none of the keys `seen`
+        (`state` itself when `byte` continues the current lexeme), or None when the current lexeme
+        cannot end here or every lexeme that may start is excluded."""
         config, sid = state
         if sid is not None:
             if self.lexer.step(sid, byte) != DEAD:
@@ -132,7 +130,7 @@ class GrammarAutomaton:
             if ended is None:
                 return None
             config = ended
-        start = self.lexer_start_excluding(config, excluded, check)
+        start = self.lexer_start_excluding(config, seen, check)
         return None if start == DEAD else (config, start)
 
     def config_after_terminal(self, config: int, tag: int) -> int | None:
@@ -306,3 +304,8 @@ class GrammarAutomaton:
             return walked is not None and self.can_end(walked[0])
         state = self.walk(self.initial, data, check)
         return state is not None and self.can_end(state)
+
+
+def _spellings_of(names: frozenset[str]) -> rx.Term:
+    """Every spelling of each of `names` (spellable ones: `overlapping_keys` returns no others)."""
+    return rx.alt(*(spellings for spellings in map(key_spellings, sorted(names)) if spellings is not None))

@@ -22,6 +22,7 @@ dropped ones are freed at once, without waiting for the cyclic collector.
 from __future__ import annotations
 
 import itertools
+import operator
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -54,7 +55,7 @@ class Term:
         self._classes: tuple[int, ...] | None = None
         self.nullable = _nullable(kind, args, lo)
         #: No intersection or complement inside: then every term but EMPTY has a nonempty language.
-        self.is_plain = kind not in (K_AND, K_NOT) and all(a.is_plain for a in args)
+        self.is_plain = kind != K_AND and kind != K_NOT and all([a.is_plain for a in args])
 
     def __repr__(self) -> str:
         return f"Term#{self.id}({to_pattern(self)})"
@@ -89,7 +90,7 @@ MAX_INTERNED_TERMS = 250_000
 def _intern(
     kind: int, args: tuple[Term, ...] = (), bits: int = 0, lo: int = 0, hi: int | None = 0, tag: int = 0
 ) -> Term:
-    key = (kind, tuple(a.id for a in args), bits, lo, hi, tag)
+    key = (kind, tuple([a.id for a in args]), bits, lo, hi, tag)
     term = _TABLE.get(key)
     if term is None:
         with _TABLE_LOCK:
@@ -101,6 +102,9 @@ def _intern(
                 term.id = next(_IDS)
                 _TABLE[key] = term
     return term
+
+
+_term_id = operator.attrgetter("id")
 
 
 def num_interned() -> int:
@@ -115,7 +119,7 @@ def _new_generation() -> None:
         memo.clear()
     for constant in _CONSTANTS:
         _TABLE[
-            (constant.kind, tuple(a.id for a in constant.args), constant.bits, constant.lo, constant.hi, constant.tag)
+            (constant.kind, tuple([a.id for a in constant.args]), constant.bits, constant.lo, constant.hi, constant.tag)
         ] = constant
 
 
@@ -221,7 +225,7 @@ def alt(*terms: Term) -> Term:
         return EMPTY
     if len(members) == 1:
         return members.pop()
-    return _intern(K_ALT, tuple(sorted(members, key=lambda t: t.id)))
+    return _intern(K_ALT, tuple(sorted(members, key=_term_id)))
 
 
 def _drop_subsumed_counters(members: set[Term]) -> set[Term]:
@@ -286,7 +290,7 @@ def intersect(*terms: Term) -> Term:
         return ANYTHING
     if len(members) == 1:
         return members.pop()
-    return _intern(K_AND, tuple(sorted(members, key=lambda t: t.id)))
+    return _intern(K_AND, tuple(sorted(members, key=_term_id)))
 
 
 def complement(term: Term) -> Term:
@@ -339,24 +343,42 @@ def derivative(term: Term, byte: int) -> Term:
 
 
 def _derive(term: Term, byte: int) -> Term:
-    kind = term.kind
-    if kind == K_BYTES:
-        return EPSILON if term.bits >> byte & 1 else EMPTY
-    if kind in (K_EMPTY, K_EPS):
-        return EMPTY
-    if kind == K_CONCAT:
-        return _derive_concat(term, byte)
-    if kind == K_ALT:
-        return alt(*(derivative(t, byte) for t in term.args))
-    if kind == K_REPEAT:
-        body = term.args[0]
-        remaining = repeat(body, max(term.lo - 1, 0), None if term.hi is None else term.hi - 1)
-        return _concat2(derivative(body, byte), remaining)
-    if kind == K_AND:
-        return intersect(*(derivative(t, byte) for t in term.args))
-    if kind == K_NOT:
-        return complement(derivative(term.args[0], byte))
-    return tag(term.tag, derivative(term.args[0], byte))  # K_TAG
+    return _DERIVE_BY_KIND[term.kind](term, byte)
+
+
+def _derive_nothing(term: Term, byte: int) -> Term:
+    return EMPTY
+
+
+def _derive_bytes(term: Term, byte: int) -> Term:
+    return EPSILON if term.bits >> byte & 1 else EMPTY
+
+
+def _derive_alt(term: Term, byte: int) -> Term:
+    # Most members of a lexer state die on a given byte: skip `alt`'s normalization when at most
+    # one survives (`alt` of a single term is that term).
+    alive = [d for d in [derivative(t, byte) for t in term.args] if d is not EMPTY]
+    if len(alive) > 1:
+        return alt(*alive)
+    return alive[0] if alive else EMPTY
+
+
+def _derive_repeat(term: Term, byte: int) -> Term:
+    body = term.args[0]
+    remaining = repeat(body, max(term.lo - 1, 0), None if term.hi is None else term.hi - 1)
+    return _concat2(derivative(body, byte), remaining)
+
+
+def _derive_and(term: Term, byte: int) -> Term:
+    return intersect(*[derivative(t, byte) for t in term.args])
+
+
+def _derive_not(term: Term, byte: int) -> Term:
+    return complement(derivative(term.args[0], byte))
+
+
+def _derive_tag(term: Term, byte: int) -> Term:
+    return tag(term.tag, derivative(term.args[0], byte))
 
 
 def _derive_concat(term: Term, byte: int) -> Term:
@@ -371,6 +393,19 @@ def _derive_concat(term: Term, byte: int) -> Term:
         term = rest
     branches.append(derivative(term, byte))
     return alt(*branches)
+
+
+_DERIVE_BY_KIND = (
+    _derive_nothing,  # K_EMPTY
+    _derive_nothing,  # K_EPS
+    _derive_bytes,
+    _derive_concat,
+    _derive_alt,
+    _derive_repeat,
+    _derive_and,
+    _derive_not,
+    _derive_tag,
+)
 
 
 def derivative_classes(term: Term) -> tuple[int, ...]:

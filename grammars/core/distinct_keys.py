@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 _QUOTE, _BACKSLASH = ord('"'), ord("\\")
 _OPEN_OBJECT, _OPEN_ARRAY, _COMMA = ord("{"), ord("["), ord(",")
 _CLOSERS = frozenset(b"}]")
+_WHITESPACE = (b" ", b"\n", b"\t", b"\r")
 
 # Scanner modes.
 _VALUE = 0  # outside strings, not expecting a key
@@ -66,6 +67,16 @@ class Keys(NamedTuple):
     def awaits_quote(self) -> bool:
         """Inside a string, or where a key must begin: only a quote changes the structure."""
         return self.mode != _VALUE
+
+    @property
+    def object_keys(self) -> frozenset[str]:
+        """The keys of the innermost open container so far (none for an array, or outside JSON)."""
+        return (self.frames[-1] or frozenset()) if self.frames else frozenset()
+
+    @property
+    def awaits_fresh_key(self) -> bool:
+        """Where a key must begin in an object that already has keys (one that must differ from them)."""
+        return self.mode == _KEY_NEXT and bool(self.object_keys)
 
     @property
     def has_seen_keys(self) -> bool:
@@ -153,19 +164,110 @@ def scan(
 
 
 @functools.lru_cache(maxsize=4096)
-def excluded_keys(seen: frozenset[str]) -> frozenset[rx.Term]:
-    """Every spelling of each key of `seen` as a whole JSON string (quotes included), one term per
-    key: the lexer checks each against each lexeme once, whatever set of keys it comes in."""
-    return frozenset(term for term in map(_key_spellings, seen) if term is not None)
-
-
-@functools.lru_cache(maxsize=4096)
-def _key_spellings(name: str) -> rx.Term | None:
+def key_spellings(name: str) -> rx.Term | None:
+    """Every spelling of the key `name` as a whole JSON string (quotes included); None for a name
+    no JSON text spells (a lone surrogate)."""
     from grammars.frontends.json_schema.strings import string_lexeme, value_encodings
 
     if any(0xD800 <= ord(c) <= 0xDFFF for c in name):
         return None  # no JSON text spells a lone surrogate (`value_encodings` refuses it)
     return string_lexeme(value_encodings(name))
+
+
+#: Entries kept in each memo below before it starts afresh.
+MAX_MEMO_ENTRIES = 65_536
+#: Per lexeme term id: the keys a literal spells (one at most), or None for a term that is no literal.
+#: Term ids are never reused, so the memos are process-wide.
+_LITERAL_KEYS: dict[int, frozenset[str] | None] = {}
+#: (lexeme term id, key) -> whether the lexeme holds a spelling of the key (`rx.shares_string`).
+_SHARES_KEY: dict[tuple[int, str], bool] = {}
+
+
+def overlapping_keys(lexeme: rx.Term, seen: frozenset[str], check: Check = no_check) -> frozenset[str]:
+    """The keys of `seen` that `lexeme` (one allowed where a key begins) holds some spelling of: what
+    restricting it to fresh keys takes out of it.
+
+    Decided without a search for the lexemes keys mostly meet: a declared key is a literal, which
+    spells at most the one key it decodes to (checked against that key's spellings); "every key but
+    the declared ones" holds every key but those (`strings.names_left_out`). Other lexemes are
+    searched per key (`rx.shares_string`), memoized.
+
+    Raises:
+        ConstraintLimitError: from `check`.
+    """
+    from grammars.frontends.json_schema.strings import names_left_out
+
+    spelled = _literal_keys(lexeme)
+    if spelled is not None:
+        return spelled & seen
+    left_out = names_left_out(lexeme)
+    if left_out is not None:
+        return frozenset(name for name in seen - left_out if key_spellings(name) is not None)
+    return frozenset(name for name in seen if _shares_key(lexeme, name, check))
+
+
+def _literal_keys(lexeme: rx.Term) -> frozenset[str] | None:
+    """The key `lexeme` spells (none or one) when it is a literal, else None (memoized)."""
+    if lexeme.id in _LITERAL_KEYS:
+        return _LITERAL_KEYS[lexeme.id]
+    data = _literal_bytes(lexeme)
+    found: frozenset[str] | None = None
+    if data is not None:
+        name = _json_string(data)
+        spellings = None if name is None else key_spellings(name)
+        found = (
+            frozenset((name,))
+            if name is not None and spellings is not None and _matches(spellings, data)
+            else frozenset()
+        )
+    if len(_LITERAL_KEYS) >= MAX_MEMO_ENTRIES:
+        _LITERAL_KEYS.clear()
+    _LITERAL_KEYS[lexeme.id] = found
+    return found
+
+
+def _literal_bytes(term: rx.Term) -> bytes | None:
+    """The one string of `term` when it is a literal (`rx.literal`: a chain of single bytes), else None."""
+    data = bytearray()
+    while True:
+        head = term.args[0] if term.kind == rx.K_CONCAT else term
+        if head.kind != rx.K_BYTES or head.bits & (head.bits - 1):
+            return None
+        data.append(head.bits.bit_length() - 1)
+        if term.kind != rx.K_CONCAT:
+            return bytes(data)
+        term = term.args[1]
+
+
+def _json_string(data: bytes) -> str | None:
+    """The string the JSON string literal `data` decodes to, or None when it is not one."""
+    if len(data) < 2 or data[:1] != b'"' or data[-1:] != b'"':
+        return None
+    try:
+        decoded = json.loads(data)
+    except ValueError:
+        return None
+    return decoded if isinstance(decoded, str) else None
+
+
+def _matches(term: rx.Term, data: bytes) -> bool:
+    for byte in data:
+        term = rx.derivative(term, byte)
+        if term is rx.EMPTY:
+            return False
+    return term.nullable
+
+
+def _shares_key(lexeme: rx.Term, name: str, check: Check) -> bool:
+    key = (lexeme.id, name)
+    found = _SHARES_KEY.get(key)
+    if found is None:
+        spellings = key_spellings(name)
+        found = spellings is not None and rx.shares_string(lexeme, spellings, check)
+        if len(_SHARES_KEY) >= MAX_MEMO_ENTRIES:
+            _SHARES_KEY.clear()
+        _SHARES_KEY[key] = found
+    return found
 
 
 def walk_keyed(
@@ -194,7 +296,7 @@ def refuses(automaton: GrammarAutomaton, state: State, keys: Keys, data: bytes, 
     if scanned is None:
         return True
     after, starts = scanned
-    if not starts and not (after.mode == _KEY_NEXT and after.frames[-1]):
+    if not starts and not after.awaits_fresh_key:
         return False
     return _walk_scanned(automaton, state, data, after, starts, check) is None
 
@@ -211,7 +313,7 @@ def _walk_scanned(
     done = 0
     for position, seen in starts:
         before = automaton.walk(state, data[done:position], check)
-        begun = None if before is None else automaton.begin_lexeme_excluding(before, _QUOTE, excluded_keys(seen), check)
+        begun = None if before is None else automaton.begin_lexeme_excluding(before, _QUOTE, seen, check)
         if begun is None:
             return None
         state, done = begun, position
@@ -222,12 +324,35 @@ def _walk_scanned(
 def _at_key(automaton: GrammarAutomaton, state: State, keys: Keys, check: Check) -> tuple[State, Keys] | None:
     """Where a key must come next in an object with keys: at a lexeme boundary, the restricted start
     state (so masks see the restriction); None when no fresh key can start."""
-    if keys.mode != _KEY_NEXT or not keys.frames[-1]:
+    if not keys.awaits_fresh_key:
         return state, keys
     sid = state[1]
     if sid is not None and not automaton.lexer.accepting[sid]:
-        return state, keys  # inside a separator (`,` then an indent): the key is checked as it begins
-    begun = automaton.begin_lexeme_excluding(state, _QUOTE, excluded_keys(keys.frames[-1]), check)
+        # Inside a separator (`, ` or `,` then an indent): the key is checked as it begins, but a
+        # fresh key must be able to begin once the separator ends, or the comma strands the text.
+        return (state, keys) if _fresh_key_after_separator(automaton, state, keys.object_keys, check) else None
+    begun = automaton.begin_lexeme_excluding(state, _QUOTE, keys.object_keys, check)
     if begun is None:
         return None
     return (begun if state[1] is None else state), keys
+
+
+def _fresh_key_after_separator(automaton: GrammarAutomaton, state: State, seen: frozenset[str], check: Check) -> bool:
+    """Whether whitespace can finish the separator `state` is inside and a key other than `seen` begin
+    after it: a search over the (few, bounded-whitespace) states whitespace bytes lead to. A lexeme
+    that goes on with the quote itself (a literal `, "name"`) holds the key: it is checked as it begins."""
+    frontier, visited = [state], {state}
+    while frontier:
+        current = frontier.pop()
+        sid = current[1]
+        if sid is None or automaton.lexer.accepting[sid]:
+            if automaton.begin_lexeme_excluding(current, _QUOTE, seen, check) is not None:
+                return True
+        elif automaton.lexer.row(sid, check)[_QUOTE] != DEAD:
+            return True
+        for byte in _WHITESPACE:
+            following = automaton.walk(current, byte, check)
+            if following is not None and following not in visited:
+                visited.add(following)
+                frontier.append(following)
+    return False

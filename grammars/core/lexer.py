@@ -19,6 +19,7 @@ by Python lists (for the scalar byte walks of the matcher, where numpy scalar in
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 from collections.abc import Callable
@@ -139,15 +140,15 @@ class LexerTables:
                 return self.rows[sid]  # type: ignore[return-value]
             term = self.terms[sid]
             try:
-                classes = rx.derivative_classes(term)
+                class_of_byte, lowest_bytes = _partition(rx.derivative_classes(term))
                 successors = []
-                for byte_class in classes:
+                for byte in lowest_bytes:
                     check()
-                    successors.append(self.sid(rx.derivative(term, rx.lowest_byte(byte_class)), check))
+                    successors.append(self.sid(rx.derivative(term, byte), check))
             except RecursionError as exc:
                 raise ConstraintLimitError(f"a terminal is nested too deeply to lex: {rx.to_pattern(term)}") from exc
             # The classes partition the bytes: each byte's successor is its class's.
-            row = np.asarray(successors, dtype=np.int32) @ _class_members(classes)
+            row = np.asarray(successors, dtype=np.int32)[class_of_byte]
             self.trans[sid] = row
             self.has_row[sid] = True
             self.rows[sid] = row.tolist()
@@ -182,10 +183,13 @@ class LexerTables:
         return self.sid(rx.alt(*(rx.tag(t.id, t) for t in terms)), check)
 
 
-def _class_members(classes: tuple[int, ...]) -> np.ndarray:
-    """int32[len(classes), 256]: 1 where the byte is in the class (each class a 256-bit mask)."""
+@functools.lru_cache(maxsize=4096)
+def _partition(classes: tuple[int, ...]) -> tuple[np.ndarray, list[int]]:
+    """For `classes` (a partition of the bytes as 256-bit masks): uint8[256], the index of each
+    byte's class, and the lowest byte of each class. Cached: states share a few partitions."""
     packed = np.frombuffer(b"".join(bits.to_bytes(32, "little") for bits in classes), dtype=np.uint8)
-    return np.unpackbits(packed.reshape(len(classes), 32), axis=1, bitorder="little").astype(np.int32)
+    members = np.unpackbits(packed.reshape(len(classes), 32), axis=1, bitorder="little")  # [classes, 256]
+    return members.argmax(axis=0).astype(np.uint8), [rx.lowest_byte(bits) for bits in classes]
 
 
 _current = LexerTables()

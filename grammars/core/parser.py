@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass, field
 
 from grammars.core import byte_regex as rx
 from grammars.core import ir
@@ -45,14 +44,18 @@ Frame = tuple[int, int]  # (node, repetition count)
 Stack = tuple[Frame, ...]
 
 
-@dataclass
 class _Node:
-    lexemes: dict[int, list[int]] = field(default_factory=dict)  # lexeme index -> target nodes
-    calls: list[tuple[int, int]] = field(default_factory=list)  # (callee start node, return node)
-    eps: list[int] = field(default_factory=list)
-    is_final: bool = False
-    #: For the single node of a counter rule: (min, max or None, item rule start node).
-    counter: tuple[int, int | None, int] | None = None
+    """One node of the network (a plain slotted class: a schema's grammar makes tens of thousands)."""
+
+    __slots__ = ("lexemes", "calls", "eps", "is_final", "counter")
+
+    def __init__(self) -> None:
+        self.lexemes: dict[int, list[int]] = {}  # lexeme index -> target nodes
+        self.calls: list[tuple[int, int]] = []  # (callee start node, return node)
+        self.eps: list[int] = []
+        self.is_final = False
+        #: For the single node of a counter rule: (min, max or None, item rule start node).
+        self.counter: tuple[int, int | None, int] | None = None
 
 
 class Parser:

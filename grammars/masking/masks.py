@@ -10,9 +10,11 @@ every string of a field) costs a dict lookup after the first time.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import threading
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -20,9 +22,9 @@ from grammars.core.automaton import GrammarAutomaton, State
 from grammars.core.budget import Check
 from grammars.core.completion import CompletionLengths, token_counter
 from grammars.core.distinct_keys import Keys, refuses, walk_keyed
-from grammars.core.lexer import DEAD
+from grammars.core.lexer import DEAD, LexerTables
 from grammars.errors import ConstraintLimitError
-from grammars.masking.token_walk import advance_rows, final_states, walk_state
+from grammars.masking.token_walk import RowWalk, advance_rows, final_states, walk_state
 from grammars.masking.vocab import Vocabulary
 
 #: States whose masks are kept per (grammar, vocabulary) before the cache is cleared.
@@ -35,9 +37,59 @@ MAX_MASK_BYTES = 64 << 20
 FAILURE_COOLDOWN_SECONDS = 60.0
 #: States whose per-token completion lengths are kept (one float32 per token each) for budget masks.
 MAX_CACHED_LENGTHS = 64
-#: Boundary groups up to this size are settled token by token (memoized scalar walks beat numpy's
-#: per-call overhead on a handful of tokens); larger groups are walked vectorized.
-MAX_SCALAR_GROUP = 32
+#: Lexer states whose candidate tokens (`MaskTable._key_candidates`, `_extending_ids`: up to a few
+#: thousand ids each) are kept.
+MAX_CACHED_CANDIDATES = 1024
+_QUOTE = ord('"')
+#: Walks of boundary groups kept per vocabulary (`_group_walk`), and the bytes their rows may hold.
+MAX_CACHED_GROUP_WALKS = 65536
+MAX_CACHED_GROUP_WALK_BYTES = 128 << 20
+
+#: A boundary group: tokens that end a lexeme in lexer state `before` just before byte `position`.
+#: Named by where its rows come from, so equal names mean equal rows: `(walk sid, before, position)`
+#: for a group of the walk of every token from a lexer state, `(parent group, start sid, before,
+#: position)` for a group nested in the walk of a parent group's tokens from a lexeme start.
+GroupKey = tuple
+
+
+class _Quotes(enum.Enum):
+    """Which tokens holding a `"` a distinct-keys mask walks: none (no fresh key is awaited), all of
+    them, or those holding one past their first byte (a key their first byte begins starts in a
+    restricted lexer state already: `MaskTable._first_quote_is_restricted`)."""
+
+    NONE = 0
+    ALL = 1
+    AFTER_FIRST_BYTE = 2
+
+
+class KeyTokens(NamedTuple):
+    """bool[vocab.size] each: tokens holding a `,`; holding a `"`; holding a `"` past their first
+    byte; with a `,` before any `"` (outside a JSON string, only they can reach a key's position)."""
+
+    comma: np.ndarray
+    quote: np.ndarray
+    quote_after_first_byte: np.ndarray
+    comma_first: np.ndarray
+
+
+def _key_tokens(vocab: Vocabulary) -> KeyTokens:
+    """The vocabulary's `KeyTokens`, computed once per vocabulary."""
+    found = vocab.__dict__.get("_key_tokens")
+    if found is None:
+        arrays = vocab.walk_arrays
+        is_comma, is_quote = arrays.columns == ord(","), arrays.columns == ord('"')  # [max_len, rows]; padding is 0
+        has_comma, has_quote = is_comma.any(axis=0), is_quote.any(axis=0)
+        beyond = arrays.max_len
+        first_comma = np.where(has_comma, is_comma.argmax(axis=0), beyond)
+        first_quote = np.where(has_quote, is_quote.argmax(axis=0), beyond)
+        per_row = (has_comma, has_quote, is_quote[1:].any(axis=0), first_comma < first_quote)
+        by_id = []
+        for values in per_row:
+            kind = np.zeros(vocab.size, dtype=bool)
+            kind[arrays.ids] = values
+            by_id.append(kind)
+        found = vocab.__dict__.setdefault("_key_tokens", KeyTokens(*by_id))
+    return found
 
 
 class MaskTable:
@@ -65,6 +117,10 @@ class MaskTable:
         self._completions: CompletionLengths | None = None
         #: Per (state, keys): the allowed tokens, and their tensor once `mask_with_keys` made it.
         self._keyed: dict[tuple[State, Keys], tuple[np.ndarray, object]] = {}
+        #: Per lexer state where a lexeme may end: `_extending_ids`.
+        self._extending: dict[int, np.ndarray] = {}
+        #: The token ids `allowed_with_keys` checks one by one, per `_key_candidates` arguments.
+        self._candidates: dict[tuple[int, bool, _Quotes], np.ndarray] = {}
         self._lock = threading.RLock()
         self.failure: ConstraintLimitError | None = None
         self._failed_at = 0.0
@@ -112,9 +168,14 @@ class MaskTable:
         """`allowed(state)` less the tokens that repeat a key of an open object or leave no fresh
         key where one must come (`grammars.core.distinct_keys`); cached per (state, keys).
 
-        Only tokens holding a `"` or `,` can begin, end or demand a key, and of the tokens that stay
-        inside the current lexeme only a separator's comma can (inside a string nothing can; inside
-        a key the lexer state is the restricted one). So the few that remain are walked one by one.
+        The plain mask already walks the lexer state the matcher is in, which is restricted to
+        fresh keys wherever a key is being written or begins at this state. What it cannot see is a
+        key that begins *later* in a token, from a lexeme start the walk took unrestricted: after a
+        comma (`", "b`), or where a key must come next and the token's quote does not open the
+        current lexeme (` "b` after whitespace), and the tokens that end where a fresh key must come
+        (`",`). Those tokens hold a `,` or, where a fresh key is awaited, a `"`, and of the tokens
+        that stay inside the current lexeme only a separator's comma counts (inside a string
+        nothing does). The few allowed ones are walked one by one.
 
         Raises:
             ConstraintLimitError: `check` stopped the computation.
@@ -125,16 +186,15 @@ class MaskTable:
         allowed = self.allowed(state, check)
         config, sid = state
         lexer_sid = self.automaton.lexer_start(config) if sid is None else sid
-        walk = walk_state(self.vocab, self.automaton.lexer, lexer_sid, check)
-        touches, comma_first = self.vocab.key_punctuation
-        inside = walk.new_mask(self.vocab.size)
-        if not keys.awaits_quote:
-            inside &= ~comma_first  # `, ` may lead to where a key must come
-        suspects = allowed & touches & ~inside
+        quotes = _Quotes.NONE
+        if keys.awaits_fresh_key:
+            exact = self._first_quote_is_restricted(state, keys.object_keys, check)
+            quotes = _Quotes.AFTER_FIRST_BYTE if exact else _Quotes.ALL
+        candidates = self._key_candidates(lexer_sid, keys.awaits_quote, quotes, check)
         token_bytes = self.vocab.token_bytes
         refused = [
             token_id
-            for token_id in np.flatnonzero(suspects).tolist()
+            for token_id in candidates[allowed[candidates]].tolist()
             if refuses(self.automaton, state, keys, token_bytes[token_id], check)
         ]
         with self._lock:
@@ -145,6 +205,47 @@ class MaskTable:
                 allowed = self._shared(allowed)
             self._keyed[(state, keys)] = (allowed, None)
         return allowed
+
+    def _first_quote_is_restricted(self, state: State, seen: frozenset[str], check: Check) -> bool:
+        """Whether a key that a token's first byte begins in `state` begins in a lexer state that
+        already excludes the keys `seen` (the restricted start, or a start no lexeme of which spells
+        them): then the plain walk of such tokens is exact."""
+        automaton = self.automaton
+        config, sid = state
+        if sid is not None:
+            if sid == automaton.lexer_start_excluding(config, seen, check):
+                return True
+            lexer = automaton.lexer
+            if not lexer.accepting[sid] or lexer.row(sid, check)[_QUOTE] != DEAD:
+                return False  # the quote does not begin the next lexeme
+            ended = automaton.end_lexeme(config, sid)
+            if ended is None:
+                return True  # the quote ends the text: the plain walk refuses it already
+            config = ended
+        return automaton.lexer_start_excluding(config, seen, check) == automaton.lexer_start(config, check)
+
+    def _key_candidates(self, lexer_sid: int, awaits_quote: bool, quotes: _Quotes, check: Check) -> np.ndarray:
+        """int32 ids of the tokens `allowed_with_keys` walks one by one from lexer state `lexer_sid`
+        (`quotes`: which tokens holding a quote count), cached per arguments."""
+        key = (lexer_sid, awaits_quote, quotes)
+        found = self._candidates.get(key)
+        if found is None:
+            walk = walk_state(self.vocab, self.automaton.lexer, lexer_sid, check)
+            kinds = _key_tokens(self.vocab)
+            inside = walk.new_mask(self.vocab.size)
+            if not awaits_quote:
+                inside &= ~kinds.comma_first  # `, ` may lead to where a key must come
+            suspects = kinds.comma.copy()
+            if quotes is _Quotes.ALL:
+                suspects |= kinds.quote
+            elif quotes is _Quotes.AFTER_FIRST_BYTE:
+                suspects |= kinds.quote_after_first_byte
+            found = np.flatnonzero(suspects & ~inside).astype(np.int32)
+            with self._lock:
+                if len(self._candidates) >= MAX_CACHED_CANDIDATES:
+                    self._candidates.clear()
+                self._candidates[key] = found
+        return found
 
     def mask_with_keys(self, state: State, keys: Keys, check: Check):
         """`allowed_with_keys` as a torch bool tensor sharing its memory (do not modify it)."""
@@ -274,42 +375,85 @@ class MaskTable:
         lexer_sid = automaton.lexer_start(config) if sid is None else sid
         walk = walk_state(self.vocab, automaton.lexer, lexer_sid, check)
         allowed = walk.new_mask(self.vocab.size)
-        for before, position, rows in walk.boundaries:
-            allowed[arrays.ids[self._settle(config, before, rows, position, check)]] = True
+        accepted = [
+            self._settle(config, (lexer_sid, before, position), rows, check)
+            for before, position, rows in walk.boundaries
+        ]
+        if accepted:
+            allowed[arrays.ids[np.concatenate(accepted)]] = True
         if sid is not None and automaton.lexer.accepting[lexer_sid]:
             ended = automaton.end_lexeme(config, lexer_sid)
             if ended is not None:
-                # Tokens whose first byte cannot extend the lexeme end it and start the next one.
-                cannot_extend = np.append(np.asarray(automaton.lexer.row(lexer_sid)) == DEAD, False)
-                first_bytes = arrays.first_byte_of_id
-                width = len(first_bytes)
-                allowed[:width] |= self.allowed((ended, None), check)[:width] & cannot_extend[first_bytes]
+                # Tokens whose first byte cannot extend the lexeme end it and start the next one;
+                # the others keep what the walk found. Tokens without bytes are allowed by no walk,
+                # and EOS is set below.
+                extending = self._extending_ids(lexer_sid, check)
+                kept = allowed[extending]
+                allowed |= self.allowed((ended, None), check)
+                allowed[extending] = kept
         allowed[self._eos_ids] = automaton.can_end(state)
         return allowed
 
-    def _settle(self, config: int, before: int, rows: np.ndarray, position: int, check: Check) -> np.ndarray:
-        """The rows among boundary tokens (lexeme ending in lexer state `before` just before
-        `position`) whose remaining bytes the grammar accepts."""
+    def _extending_ids(self, lexer_sid: int, check: Check) -> np.ndarray:
+        """The ids of the tokens whose first byte extends the lexeme in lexer state `lexer_sid`
+        (cached per state: few, where a lexeme may end)."""
+        found = self._extending.get(lexer_sid)
+        if found is None:
+            arrays = self.vocab.walk_arrays
+            extends = np.asarray(self.automaton.lexer.row(lexer_sid, check)) != DEAD
+            found = arrays.ids[arrays.rows_starting_with(extends)]
+            with self._lock:
+                if len(self._extending) >= MAX_CACHED_CANDIDATES:
+                    self._extending.clear()
+                self._extending[lexer_sid] = found
+        return found
+
+    def _settle(self, config: int, group: GroupKey, rows: np.ndarray, check: Check) -> np.ndarray:
+        """The rows of boundary group `group` (tokens ending a lexeme after `config`) whose remaining
+        bytes the grammar accepts."""
         automaton = self.automaton
+        before, position = group[-2:]
         ended = automaton.end_lexeme(config, before)
         if ended is None:
             return rows[:0]
-        config = ended
-
-        if rows.size <= MAX_SCALAR_GROUP:
-            ids, token_bytes = self.vocab.walk_arrays.ids, self.vocab.token_bytes
-            start = (config, None)
-            keep = []
-            for token_id in ids[rows].tolist():
-                check()
-                keep.append(automaton.walk(start, token_bytes[token_id][position:]) is not None)
-            return rows[np.array(keep, dtype=bool)]
-        walk = advance_rows(
-            self.vocab.walk_arrays, automaton.lexer, automaton.lexer_start(config), rows, position, check
-        )
+        start = automaton.lexer_start(ended)
+        walk = _group_walk(self.vocab, automaton.lexer, group, start, rows, position, check)
+        if not walk.boundaries:
+            return walk.inside_rows
         accepted = [walk.inside_rows]
         # A fresh lexeme consumes at least one byte before it can end (lexemes are non-nullable),
         # so every nested boundary lies further on and the recursion ends within the token.
         for nested_before, nested_position, nested_rows in walk.boundaries:
-            accepted.append(self._settle(config, nested_before, nested_rows, nested_position, check))
+            nested = (group, start, nested_before, nested_position)
+            accepted.append(self._settle(ended, nested, nested_rows, check))
         return np.concatenate(accepted)
+
+
+def _group_walk(
+    vocab: Vocabulary, lexer: LexerTables, group: GroupKey, start: int, rows: np.ndarray, position: int, check: Check
+) -> RowWalk:
+    """The walk of the tokens `rows` of boundary group `group` from lexer state `start` (the lexeme
+    that begins at `position`), cached per vocabulary: it depends on lexer states alone, so every
+    configuration with that lexeme start, in every grammar of the lexer generation, shares it (the
+    separators after a value, say), and settling a group is a lookup after its first time.
+
+    Raises:
+        ConstraintLimitError: `check` stopped the walk (nothing is cached then).
+    """
+    cache: dict[tuple, RowWalk] = vocab.__dict__.setdefault("_group_walks", {})
+    key = (lexer.generation, group, start)
+    walk = cache.get(key)
+    if walk is None:
+        walk = advance_rows(vocab.walk_arrays, lexer, start, rows, position, check)
+        size = walk.inside_rows.nbytes + sum(nested.nbytes for _, _, nested in walk.boundaries)
+        with _group_walk_lock:
+            held = vocab.__dict__.get("_group_walk_bytes", 0) + size
+            if len(cache) >= MAX_CACHED_GROUP_WALKS or held > MAX_CACHED_GROUP_WALK_BYTES:
+                cache.clear()
+                held = size
+            cache[key] = walk
+            vocab.__dict__["_group_walk_bytes"] = held
+    return walk
+
+
+_group_walk_lock = threading.Lock()

@@ -101,20 +101,6 @@ class Vocabulary:
     # Arrays for the vectorized walks of `grammars.masking.token_walk`
     # ------------------------------------------------------------------------------------------
     @cached_property
-    def key_punctuation(self) -> tuple[np.ndarray, np.ndarray]:
-        """bool[size] twice: the tokens holding a `"` or a `,`, and those with a `,` before any `"`
-        (outside a JSON string, only they can reach a key's position): the tokens that distinct-key
-        masks (`MaskTable.allowed_with_keys`) check one by one."""
-        touches = np.zeros(self.size, dtype=bool)
-        comma_first = np.zeros(self.size, dtype=bool)
-        for token_id, data in enumerate(self.token_bytes):
-            if data:
-                comma, quote = data.find(b","), data.find(b'"')
-                touches[token_id] = comma >= 0 or quote >= 0
-                comma_first[token_id] = comma >= 0 and (quote < 0 or comma < quote)
-        return touches, comma_first
-
-    @cached_property
     def walk_arrays(self) -> WalkArrays:
         return WalkArrays(self.token_bytes)
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Iterator
 from collections.abc import Sequence as SequenceOf
 from typing import TYPE_CHECKING, Any, cast
@@ -364,6 +365,7 @@ class Engine:
                         raise EngineError("the scheduler cannot make progress on the queued requests")
                     return []
             drafts: dict[int, Draft] = {}
+            started = time.perf_counter()  # decode steps are timed: the speculator weighs draft rows by their cost
             if self.speculator is not None and not batch.is_prefill:
                 drafts = self._propose_drafts(batch)  # outside the lock: drafts walk the matchers
             with self._lock:
@@ -389,6 +391,8 @@ class Engine:
                 updates = self._process(batch, logits, drafts)
                 if self.speculator is not None:
                     self.speculator.release_finished()  # the sequences that finished or were aborted
+                    if not batch.is_prefill:
+                        self.speculator.row_cost.observe(logits.shape[0], time.perf_counter() - started)
                 return updates
 
     def _propose_drafts(self, batch: ScheduledBatch) -> dict[int, Draft]:

@@ -89,11 +89,9 @@ class Sequence:
     text: str = ""
     num_text_emitted: int = 0
     num_tokens_emitted: int = 0
-    #: Speculative decoding (runtime.engine.speculative): draft tokens proposed and accepted so far,
-    #: and the adaptive lookup allowance (None: not drafted yet; starts at the configured maximum).
+    #: Speculative decoding (runtime.engine.speculative): draft tokens proposed and accepted so far.
     num_draft_tokens: int = 0
     num_accepted_draft_tokens: int = 0
-    draft_allowance: int | None = None
 
     @property
     def num_tokens(self) -> int:

@@ -1,13 +1,16 @@
 """Speculative decoding and jump-forward: drafts proposed, checked against the constraint, verified in one pass.
 
 Jump-forward is speculation with the grammar as the draft source. Each decode step a sequence may
-carry a draft of up to `num_draft_tokens` tokens from, in this order:
+carry a draft of up to `num_draft_tokens` tokens, built in turns, the source chosen at each point:
 
-- the constraint (`jump_forward`): the bytes it forces next (`{"name": "`, a closing `"}`, an enum
-  tail), encoded by the tokenizer as the model would write them;
-- prompt lookup (`prompt_lookup`): the tokens that followed the latest earlier occurrence of the
-  sequence's last 1..`max_ngram` tokens, in the prompt or the output so far (extraction copies spans);
-  with a draft model, only a match of all `max_ngram` tokens (a copied span), else the model drafts;
+- the constraint (`jump_forward`), wherever it forces bytes (`{"name": "`, a closing `"}`, an enum
+  tail, the next key): those bytes, encoded by the tokenizer as the model would write them;
+- prompt lookup (`prompt_lookup`) elsewhere: the text that followed the latest earlier occurrence
+  of the longest suffix of the sequence's text (prompt, output and draft so far), matched as bytes
+  (an answer's `"Margaret` matches a document's ` Margaret` token) and drafted as the tokens that
+  stood there (a copy is written as it was read); it stops where the constraint forces text, which
+  then takes over (a copied value, then `", "`, then the next key). With a draft model, lookup
+  drafts only after a match of `MODEL_FREE_MATCH_BYTES` (a copied span), else the model drafts;
 - a draft model (`draft_model`, or the target's own early layers with `self_draft_layers`; see
   runtime.engine.draft_model): it decodes the rest, one batched pass per token over every drafting
   sequence, each step under the sequence's mask, penalties, temperature and truncation, greedy when
@@ -38,19 +41,27 @@ The engine then appends the accepted tokens through the normal path (matcher, de
 strings, limits), keeps the KV of the accepted positions and frees the blocks past them. Off for
 beam search.
 
-Adaptive length: a sequence's lookup allowance, and separately its draft model allowance, doubles (to
-`num_draft_tokens`) while that source's tokens are accepted whole and drops to one past the accepted
-count when they are not; forced text is always proposed (it is almost always accepted).
+Cost-aware, adaptive length: a verified row is not free (about 0.2-0.3 of a one-row step on a 2-core
+CPU), and a rejected token wastes its row and every row after it. Each draft token has a kind (the
+first token of a forced run, which the model often splits otherwise, e.g. ` "s` `h` `ift` for
+`"shift`; a later forced token; a looked-up token, by the length of its match; a modelled token), and
+each kind an acceptance rate learnt from verification: the sequence's own counts drawn towards the
+engine's (faded, so they follow the workload). The draft is then cut to the length that maximizes
+expected tokens per unit of step cost (`draft_length`), the row cost fitted to the engine's timed
+passes (`RowCost`) and weighed against one sequence's share of a batched pass; a draft whose first
+token does not pay is not made. The draft model keeps its own allowance: doubled (to
+`num_draft_tokens`) while its tokens are accepted whole, one past the accepted count when not.
 """
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import os
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from runtime.engine.runaway import closing_mask, ends_in_loop
@@ -58,7 +69,6 @@ from runtime.engine.sampler import apply_token_penalties, argmax_rows, sample_fr
 from runtime.errors import RequestError
 
 if TYPE_CHECKING:
-    from runtime.engine.constraints import TokenMatcher
     from runtime.engine.draft_model import DraftModel
     from runtime.engine.llm_engine import Engine
     from runtime.engine.sampling_params import SamplingParams
@@ -67,6 +77,13 @@ if TYPE_CHECKING:
 
 #: Most forced bytes one jump-forward reads ahead (a long key or enum tail fits; the draft caps it anyway).
 MAX_FORCED_BYTES = 64
+#: Longest context end, in bytes, that prompt lookup matches (longer matches say little more).
+MAX_MATCH_BYTES = 256
+#: What a verified row is taken to cost (of a one-row step) until the engine's passes are timed
+#: (measured on a 2-core CPU: 0.2-0.3 with SmolLM2-135M at 4 bits).
+DEFAULT_ROW_COST = 0.3
+#: With a draft model, lookup drafts only after a match this long (a copied span); else the model drafts.
+MODEL_FREE_MATCH_BYTES = 16
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,8 +93,12 @@ class SpeculativeConfig:
     Attributes:
         num_draft_tokens: most draft tokens per sequence per step (>= 1).
         jump_forward: draft the text the constraint forces next.
-        prompt_lookup: draft by n-gram lookup in the prompt and the output so far.
-        max_ngram: longest suffix looked up (>= 1); shorter ones are tried when it has no match.
+        prompt_lookup: draft the text that followed the longest earlier occurrence of the context's
+            end, in the prompt or the output so far (extraction copies spans).
+        verify_row_cost: what one more verified row costs, as a fraction of a one-row decode step;
+            drafts are cut where a further token's chance of being accepted no longer pays for its
+            row. None: fitted to the engine's timed passes (`RowCost`), `DEFAULT_ROW_COST` until they
+            tell; a number in [0, 1): that cost, fixed (0: rows are free, every draft is verified whole).
         draft_model: a smaller model with the same tokenizer that drafts the rest: a `.gguf` file or a
             Hugging Face folder (loaded with `runtime.load`'s defaults), or a loaded `Engine` whose
             model it uses (with a KV pool of its own). None: no draft model.
@@ -94,15 +115,17 @@ class SpeculativeConfig:
     num_draft_tokens: int = 6
     jump_forward: bool = True
     prompt_lookup: bool = True
-    max_ngram: int = 3
+    verify_row_cost: float | None = None
     draft_model: str | os.PathLike[str] | Engine | None = None
     self_draft_layers: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("num_draft_tokens", "max_ngram"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise RequestError(f"must be an int >= 1, got {value!r}", name)
+        value = self.num_draft_tokens
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RequestError(f"must be an int >= 1, got {value!r}", "num_draft_tokens")
+        cost = self.verify_row_cost
+        if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost < 1):
+            raise RequestError(f"must be None or a number in [0, 1), got {cost!r}", "verify_row_cost")
         layers = self.self_draft_layers
         if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int) or layers < 1):
             raise RequestError(f"must be None or an int >= 1, got {layers!r}", "self_draft_layers")
@@ -119,12 +142,12 @@ class SpeculativeConfig:
 
 @dataclass
 class Draft:
-    """A checked draft of one sequence: forced tokens, then looked-up or modelled ones.
+    """A checked draft of one sequence: forced, looked-up and modelled tokens.
 
     Attributes:
         token_ids: the draft tokens (k >= 1), each allowed by the constraint where it stands.
         masks: k + 1 masks (bool [V]) for positions 0..k, or None for an unconstrained sequence.
-        num_forced: how many leading tokens came from forced text.
+        kinds: where each token came from (`_Kind`), to learn how often each kind is accepted.
         num_modelled: how many trailing tokens came from the draft model.
         probs: float32 [num_modelled, V]: the distribution q each modelled token was sampled from;
             None when every token is a deterministic function of the context (q one-hot).
@@ -132,7 +155,7 @@ class Draft:
 
     token_ids: list[int]
     masks: list[torch.Tensor] | None
-    num_forced: int
+    kinds: list[str]
     num_modelled: int = 0
     probs: torch.Tensor | None = None
 
@@ -144,6 +167,146 @@ class Draft:
         return self.probs[index - first_modelled]
 
 
+class _Kind:
+    """Draft token kinds, each with its own acceptance rate (see `_Acceptance`)."""
+
+    FORCED_FIRST = "forced-first"  # the first token of a run of forced text: the model may split it otherwise
+    FORCED = "forced"
+    MODELLED = "modelled"
+
+    @staticmethod
+    def lookup(match_bytes: int, is_first: bool) -> str:
+        """A looked-up token, by how long the match behind it is (in powers of two of bytes)."""
+        return f"lookup-{min(match_bytes, MAX_MATCH_BYTES).bit_length()}{'-first' if is_first else ''}"
+
+    @staticmethod
+    def prior_rate(kind: str) -> float:
+        """`kind`'s acceptance rate before any of its tokens was verified (see `_PRIOR_RATES`)."""
+        if kind in _PRIOR_RATES:
+            return _PRIOR_RATES[kind]
+        return 0.5 + 0.05 * int(kind.split("-")[1])
+
+
+#: What a kind's acceptance rate is taken to be before any of its tokens was verified (a looked-up
+#: token: the likelier the longer its match, 0.55 for one byte up to 0.95 for `MAX_MATCH_BYTES`).
+_PRIOR_RATES = {_Kind.FORCED_FIRST: 0.7, _Kind.FORCED: 0.9, _Kind.MODELLED: 0.5}
+#: Weight (in verified tokens) of the prior in the engine's rate, and of the engine's rate in a sequence's.
+_PRIOR_WEIGHT = 4.0
+_ENGINE_WEIGHT = 4.0
+#: Per verification, the engine's counts fade by this factor, so its rates follow the workload and a
+#: kind no longer drafted drifts back to its prior (and is tried again).
+_FADE = 0.995
+
+
+class _Acceptance:
+    """How often draft tokens of each kind are accepted when verification reaches them: counts of one
+    sequence, or of the whole engine (faded)."""
+
+    def __init__(self) -> None:
+        self.accepted: dict[str, float] = {}
+        self.reached: dict[str, float] = {}
+
+    def record(self, kinds: list[str], num_accepted: int) -> None:
+        """Count a verified draft: its first `num_accepted` tokens accepted, the next one rejected."""
+        for index, kind in enumerate(kinds[: num_accepted + 1]):
+            self.reached[kind] = self.reached.get(kind, 0.0) + 1.0
+            self.accepted[kind] = self.accepted.get(kind, 0.0) + float(index < num_accepted)
+
+    def fade(self) -> None:
+        for counts in (self.accepted, self.reached):
+            for kind in counts:
+                counts[kind] *= _FADE
+
+    def rate(self, kind: str, prior: float, weight: float) -> float:
+        """The acceptance rate of `kind`, `prior` counting as `weight` verified tokens."""
+        return (self.accepted.get(kind, 0.0) + prior * weight) / (self.reached.get(kind, 0.0) + weight)
+
+
+@dataclass(eq=False)
+class _History:
+    """What a sequence's lookups read: the bytes of its tokens so far, where each token ends in them,
+    and its own acceptance counts."""
+
+    num_tokens: int = 0
+    text: bytearray = field(default_factory=bytearray)
+    ends: list[int] = field(default_factory=list)
+    acceptance: _Acceptance = field(default_factory=_Acceptance)
+
+
+def longest_earlier_match(text: bytes, max_bytes: int) -> tuple[int, int]:
+    """The longest suffix of `text` (at most `max_bytes`) that also occurs ending earlier in it.
+
+    Returns:
+        (its length in bytes, where its latest earlier occurrence ends); (0, 0) when no byte recurs.
+    """
+    low, high, end = 0, min(max_bytes, len(text) - 1), 0
+    while low < high:  # a suffix that recurs has every shorter suffix recurring too
+        length = (low + high + 1) // 2
+        start = text.rfind(text[-length:], 0, len(text) - 1)
+        if start < 0:
+            high = length - 1
+        else:
+            low, end = length, start + length
+    return low, end
+
+
+class RowCost:
+    """What one more row costs a decode or verify pass, as a fraction of a one-row pass, fitted to the
+    passes the engine times: seconds = a + b * rows by least squares over recent passes (older ones
+    fade), cost = b / (a + b). Until the passes vary enough in rows to tell, `guess`; with `is_fixed`,
+    always `guess`."""
+
+    #: Per pass, earlier passes' weight fades by this factor (about the last hundred passes count).
+    FADE = 0.99
+    #: Fitted costs are kept within these bounds (a noisy fit must neither stop drafting nor run wild).
+    BOUNDS = (0.02, 0.9)
+
+    def __init__(self, guess: float, *, is_fixed: bool = False) -> None:
+        self.guess = guess
+        self.is_fixed = is_fixed
+        self._sums = [0.0] * 5  # weight, rows, rows^2, seconds, rows * seconds
+
+    def observe(self, num_rows: int, seconds: float) -> None:
+        """Count one timed pass of `num_rows` rows."""
+        fade = self.FADE
+        terms = (1.0, num_rows, num_rows * num_rows, seconds, num_rows * seconds)
+        self._sums = [total * fade + term for total, term in zip(self._sums, terms)]
+
+    @property
+    def value(self) -> float:
+        weight, rows, squares, seconds, products = self._sums
+        spread = weight * squares - rows * rows
+        if self.is_fixed or weight < 8.0 or spread < 0.25 * weight * weight:  # rows' variance below 1/4: no fit yet
+            return self.guess
+        slope = (weight * products - rows * seconds) / spread
+        intercept = (seconds - slope * rows) / weight
+        if intercept + slope <= 0.0:
+            return self.guess
+        low, high = self.BOUNDS
+        return min(high, max(low, slope / (intercept + slope)))
+
+    def per_sequence(self, num_seqs: int) -> float:
+        """What one more row costs as a fraction of one sequence's share of a pass that `num_seqs`
+        sequences share (a pass's fixed cost is split among them; its rows are not)."""
+        cost = self.value
+        return cost * num_seqs / (1.0 - cost + cost * num_seqs)
+
+
+def draft_length(rates: list[float], row_cost: float) -> int:
+    """How many leading draft tokens to verify: the count that maximizes the expected tokens a step
+    produces per unit of its cost, `rates[i]` being the chance token i is accepted once those before
+    it were, a verified row costing `row_cost` of a one-row step (the step's own token costs 1)."""
+    best_length, best_value = 0, 1.0
+    expected, reached = 1.0, 1.0
+    for length, rate in enumerate(rates, start=1):
+        reached *= rate
+        expected += reached
+        value = expected / (1.0 + row_cost * length)
+        if value > best_value:
+            best_length, best_value = length, value
+    return best_length
+
+
 class _Walk:
     """A draft in the making: its tokens, walked through a fork of the sequence's matcher, and the mask
     at each position (k + 1 of them); closed at the first token that cannot join it."""
@@ -152,7 +315,7 @@ class _Walk:
         self.seq, self.params, self.budget = seq, params, budget
         self.end_ids = (frozenset() if params.ignore_eos else end_ids) | frozenset(params.stop_token_ids)
         self.token_ids: list[int] = []
-        self.num_forced = 0
+        self.kinds: list[str] = []
         self.modelled_probs: list[torch.Tensor] = []
         self.num_modelled = 0
         self._matcher = seq.matcher
@@ -168,7 +331,11 @@ class _Walk:
         """The mask of the next draft position (None: unconstrained)."""
         return self.masks[-1] if self.masks else None
 
-    def push(self, token_id: int) -> bool:
+    def forced_bytes(self) -> bytes:
+        """The bytes the constraint forces after the draft so far (none for an unconstrained sequence)."""
+        return self._matcher.forced_bytes() if self._matcher is not None and self.is_open else b""
+
+    def push(self, token_id: int, kind: str) -> bool:
         """Add a token if it may stand next; else close the walk. Returns whether it was added."""
         if not self.is_open or token_id in self.end_ids:
             self.is_open = False
@@ -186,12 +353,15 @@ class _Walk:
                 return False
             self.masks.append(mask)
         self.token_ids.append(token_id)
+        self.kinds.append(kind)
         return True
 
-    def extend(self, token_ids: list[int]) -> None:
-        for token_id in token_ids:
-            if not self.push(token_id):
-                return
+    def cut(self, length: int) -> None:
+        """Keep the first `length` tokens and close the walk (its matcher stands past them)."""
+        del self.token_ids[length:], self.kinds[length:]
+        if self.masks is not None:
+            del self.masks[length + 1 :]
+        self.is_open = False
 
     def _mask_after(self, draft_ids: list[int]) -> torch.Tensor | None:
         """The mask the plain step would use after `draft_ids`, or None where it allows nothing."""
@@ -213,7 +383,7 @@ class _Walk:
         return Draft(
             token_ids=self.token_ids,
             masks=self.masks,
-            num_forced=self.num_forced,
+            kinds=self.kinds,
             num_modelled=self.num_modelled,
             probs=probs,
         )
@@ -224,7 +394,7 @@ class Speculator:
 
     Args:
         config: the draft sources and lengths.
-        tokenizer: encodes forced text.
+        tokenizer: encodes forced and looked-up text, and gives each token's bytes.
         eos_token_ids: tokens a draft never contains unless the request ignores EOS (the plain step
             decides where a text ends).
         draft_model: the model that drafts after forced and looked-up text (see `draft_model_for`).
@@ -241,6 +411,11 @@ class Speculator:
         self.tokenizer = tokenizer
         self.draft_model = draft_model
         self._eos_token_ids = eos_token_ids
+        self._token_bytes = tokenizer.decoded_bytes
+        self._histories: weakref.WeakKeyDictionary[Sequence, _History] = weakref.WeakKeyDictionary()
+        self._acceptance = _Acceptance()
+        fixed_cost = config.verify_row_cost
+        self.row_cost = RowCost(DEFAULT_ROW_COST if fixed_cost is None else fixed_cost, is_fixed=fixed_cost is not None)
 
     # Proposing
 
@@ -258,24 +433,15 @@ class Speculator:
         """
         walks: list[_Walk] = []
         modelled: list[tuple[_Walk, int]] = []
+        row_cost = self.row_cost.per_sequence(len(candidates))
         for seq, params, budget in candidates:
             num_wanted = min(self.config.num_draft_tokens, budget - 1)
             if num_wanted < 1 or params.use_beam_search:
                 continue
             walk = _Walk(seq, params, budget, self._eos_token_ids)
             walks.append(walk)
-            if self.config.jump_forward and seq.matcher is not None:
-                walk.extend(self._forced_token_ids(seq.matcher)[:num_wanted])
-                walk.num_forced = len(walk.token_ids)
+            self._draft_text(walk, num_wanted, row_cost)
             num_left = num_wanted - len(walk.token_ids)
-            if self.config.prompt_lookup and walk.is_open and num_left > 0:
-                allowance = seq.draft_allowance if seq.draft_allowance is not None else self.config.num_draft_tokens
-                min_ngram = self.config.max_ngram if self.draft_model is not None else 1
-                lookup = self._lookup(seq.token_ids + walk.token_ids, min(num_left, allowance), min_ngram)
-                walk.extend(lookup)
-                num_left -= len(lookup)
-                if lookup:
-                    continue
             if self.draft_model is not None and walk.is_open and num_left > 0:
                 modelled.append((walk, min(num_left, self.draft_model.allowance(seq))))
         if modelled:
@@ -284,24 +450,89 @@ class Speculator:
         drafts = {walk.seq.seq_id: walk.draft() for walk in walks}
         return {seq_id: draft for seq_id, draft in drafts.items() if draft is not None}
 
-    def _lookup(self, token_ids: list[int], num_tokens: int, min_ngram: int) -> list[int]:
-        """The tokens after the latest earlier occurrence of the longest suffix (max_ngram down to
-        min_ngram) that occurred before."""
-        tokens = np.asarray(token_ids, dtype=np.int64)
-        for n in range(min(self.config.max_ngram, len(tokens) - 1), min_ngram - 1, -1):
-            windows = np.lib.stride_tricks.sliding_window_view(tokens[:-1], n)  # [L - n, n]
-            starts = np.flatnonzero((windows == tokens[-n:]).all(axis=1))
-            if starts.size:
-                follow = int(starts[-1]) + n
-                return tokens[follow : follow + num_tokens].tolist()
-        return []
+    def _draft_text(self, walk: _Walk, num_wanted: int, row_cost: float) -> None:
+        """Extend the walk with forced text where the constraint forces some, else with looked-up
+        text, in turns, then cut it where further tokens no longer pay (`draft_length`); a cut walk is
+        closed, an uncut one left open for the draft model."""
+        history = self._history(walk.seq)
+        is_forced_run = False
+        while walk.is_open and len(walk.token_ids) < num_wanted:
+            forced = self._forced_token_ids(walk.forced_bytes()) if self.config.jump_forward else []
+            if forced:
+                for index, token_id in enumerate(forced[: num_wanted - len(walk.token_ids)]):
+                    kind = _Kind.FORCED if index or is_forced_run else _Kind.FORCED_FIRST
+                    if not walk.push(token_id, kind):
+                        break
+                is_forced_run = True
+                continue
+            is_forced_run = False
+            if not self.config.prompt_lookup:
+                break
+            looked_up, match_bytes = self._lookup(history, walk, num_wanted - len(walk.token_ids))
+            if not looked_up or (self.draft_model is not None and match_bytes < MODEL_FREE_MATCH_BYTES):
+                break
+            for index, token_id in enumerate(looked_up):
+                if not walk.push(token_id, _Kind.lookup(match_bytes, index == 0)):
+                    break
+                if self.config.jump_forward and walk.forced_bytes():
+                    break  # the constraint forces what comes next: it drafts that
+        rates = [self._rate(history, kind) for kind in walk.kinds]
+        length = draft_length(rates, row_cost)
+        if length < len(walk.token_ids):
+            walk.cut(length)
 
-    def _forced_token_ids(self, matcher: TokenMatcher) -> list[int]:
+    def _history(self, seq: Sequence) -> _History:
+        """`seq`'s history, its text brought up to its tokens."""
+        history = self._histories.get(seq)
+        if history is None or history.num_tokens > len(seq.token_ids):
+            history = self._histories[seq] = _History()
+        for token_id in seq.token_ids[history.num_tokens :]:
+            history.text += self._bytes_of([token_id])
+            history.ends.append(len(history.text))
+        history.num_tokens = len(seq.token_ids)
+        return history
+
+    def _bytes_of(self, token_ids: list[int]) -> bytes:
+        token_bytes = self._token_bytes
+        return b"".join(token_bytes[token_id] if token_id < len(token_bytes) else b"" for token_id in token_ids)
+
+    def _rate(self, history: _History, kind: str) -> float:
+        """The chance a draft token of `kind` is accepted: the sequence's own rate, drawn towards the engine's."""
+        prior = _Kind.prior_rate(kind)
+        engine_rate = self._acceptance.rate(kind, prior, _PRIOR_WEIGHT)
+        return history.acceptance.rate(kind, engine_rate, _ENGINE_WEIGHT)
+
+    def _lookup(self, history: _History, walk: _Walk, num_tokens: int) -> tuple[list[int], int]:
+        """Up to `num_tokens` tokens of the text that followed the latest earlier occurrence of the
+        longest suffix of the sequence's text (the draft so far included), and that suffix's length
+        in bytes (0: nothing recurs). The tokens are the ones that stood there (a copy is written as
+        it was read), but for a match ending inside a token, whose rest the tokenizer encodes."""
+        token_ids = walk.seq.token_ids + walk.token_ids
+        text, ends = bytes(history.text), list(history.ends)
+        for token_id in walk.token_ids:
+            text += self._bytes_of([token_id])
+            ends.append(len(text))
+        match_bytes, end = longest_earlier_match(text, MAX_MATCH_BYTES)
+        if match_bytes == 0:
+            return [], 0
+        index = bisect.bisect_right(ends, end)  # the token that holds byte `end`
+        start = ends[index - 1] if index else 0
+        if end == start:
+            return token_ids[index : index + num_tokens], match_bytes
+        rest = text[end : ends[index]]
+        head = self._encode_whole_characters(rest)
+        if self._bytes_of(head) != rest:
+            return head[:num_tokens], match_bytes  # the token's rest is not whole characters
+        return (head + token_ids[index + 1 : index + num_tokens])[:num_tokens], match_bytes
+
+    def _forced_token_ids(self, data: bytes) -> list[int]:
         """The text the constraint forces next (`matcher.forced_bytes()`), encoded as the model would
-        write it on its own. Only whole characters are drafted: bytes past the last complete UTF-8
-        character (forced text ending mid-character, or cut at `MAX_FORCED_BYTES`) and from the first
-        invalid byte on are left to the plain step."""
-        data = matcher.forced_bytes()[:MAX_FORCED_BYTES]
+        write it on its own (up to `MAX_FORCED_BYTES`)."""
+        return self._encode_whole_characters(data[:MAX_FORCED_BYTES])
+
+    def _encode_whole_characters(self, data: bytes) -> list[int]:
+        """`data` encoded by the tokenizer, whole characters only: bytes past the last complete UTF-8
+        character (text ending mid-character, or cut) and from the first invalid byte on are left out."""
         try:
             text = codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
         except UnicodeDecodeError as exc:
@@ -346,7 +577,7 @@ class Speculator:
         else:
             probs = sampling_probs(row, [params])[0]  # [V]
             token_id = int(sample_from_probs(probs[None], [walk.seq.generator])[0])
-        if walk.push(token_id):
+        if walk.push(token_id, _Kind.MODELLED):
             walk.num_modelled += 1
             if probs is not None:
                 walk.modelled_probs.append(probs)
@@ -384,24 +615,23 @@ class Speculator:
             num_accepted = len(token_ids) - 1
         seq.num_draft_tokens += len(draft_ids)
         seq.num_accepted_draft_tokens += num_accepted
-        self._adapt(seq, draft, num_accepted)
+        self._learn(seq, draft, num_accepted)
         return token_ids, logits[: len(token_ids)]
 
-    def _adapt(self, seq: Sequence, draft: Draft, num_accepted: int) -> None:
-        """Adapt the allowance of the source that drafted after the forced text: grown after a whole
-        acceptance, cut to one past what was accepted of its part after a rejection there (a rejected
-        forced token leaves it alone)."""
-        num_sourced = len(draft.token_ids) - draft.num_forced
-        num_accepted_sourced = num_accepted - draft.num_forced
-        if num_sourced == 0 or num_accepted_sourced < 0:
-            return
-        maximum = self.config.num_draft_tokens
-        if draft.num_modelled and self.draft_model is not None:
+    def _learn(self, seq: Sequence, draft: Draft, num_accepted: int) -> None:
+        """Count which kinds of draft tokens were accepted, for the sequence and the engine (whose
+        counts fade a little each time), and adapt the draft model's allowance: doubled after a whole
+        acceptance of its tokens, cut to one past what was accepted of them after a rejection there."""
+        self._acceptance.fade()
+        self._acceptance.record(draft.kinds, num_accepted)
+        self._history(seq).acceptance.record(draft.kinds, num_accepted)
+        num_accepted_modelled = num_accepted - (len(draft.token_ids) - draft.num_modelled)
+        if draft.num_modelled and self.draft_model is not None and num_accepted_modelled >= 0:
             allowance = self.draft_model.allowance(seq)
-            self.draft_model.set_allowance(seq, _next_allowance(allowance, num_sourced, num_accepted_sourced, maximum))
-        elif not draft.num_modelled:
-            allowance = seq.draft_allowance if seq.draft_allowance is not None else maximum
-            seq.draft_allowance = _next_allowance(allowance, num_sourced, num_accepted_sourced, maximum)
+            maximum = self.config.num_draft_tokens
+            self.draft_model.set_allowance(
+                seq, _next_allowance(allowance, draft.num_modelled, num_accepted_modelled, maximum)
+            )
 
     def release_finished(self) -> None:
         """Free the draft model's KV of finished sequences (call from the stepping thread only)."""

@@ -128,6 +128,21 @@ def test_restricted_keys_close_the_object_instead_of_a_dead_end(vocab) -> None:
     assert mask[token(vocab, b"}")]
 
 
+@pytest.mark.parametrize(
+    ("options", "separator", "colon"),
+    [({"whitespace": "spaced"}, b", ", b": "), ({"indent": 2}, b",\n  ", b": ")],
+)
+def test_separator_with_whitespace_refuses_a_comma_when_no_fresh_key_is_left(options, separator, colon, vocab) -> None:
+    """The key comes a whitespace lexeme after the comma: the comma itself must see there is none."""
+    constraint = grammars.compile(grammars.Schema(ENUM_KEYS, **options))
+    opening = b"{\n  " if "indent" in options else b"{"
+    partial = matcher_after(constraint, vocab, opening + b'"a"' + colon + b"1")
+    assert partial.mask()[token(vocab, b",")]  # "b" is still fresh
+    full = matcher_after(constraint, vocab, opening + b'"a"' + colon + b"1" + separator + b'"b"' + colon + b"2")
+    assert not full.mask()[token(vocab, b",")]
+    assert not full.try_advance(token(vocab, b","))
+
+
 def test_pattern_keys_exhausted(vocab) -> None:
     constraint = grammars.compile(PATTERN_KEYS)
     matcher = matcher_after(constraint, vocab, b'{"x0":1,"x')

@@ -166,7 +166,7 @@ def test_the_rejection_rule_samples_the_target_distribution_from_any_draft_distr
     for _ in range(num_samples):
         draft_ids = [int(torch.multinomial(q[i], 1, generator=generator)) for i in range(2)]
         seq = Sequence(seq_id=0, token_ids=[1, 2], num_prompt_tokens=2, generator=generator)
-        draft = Draft(token_ids=draft_ids, masks=None, num_forced=0, num_modelled=2, probs=q)
+        draft = Draft(token_ids=draft_ids, masks=None, kinds=["modelled"] * 2, num_modelled=2, probs=q)
         token_ids, _ = speculator.verify(logits.clone(), seq, SamplingParams(temperature=1.0), draft)
         first[token_ids[0]] += 1
         if len(token_ids) >= 2:

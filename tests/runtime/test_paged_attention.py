@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(
     reason=f"compiled attention not built: {compiled.ATTENTION_UNAVAILABLE_REASON}",
 )
 
-NUM_SLOTS = 256
+NUM_SLOTS = 1024
 #: (query heads, K/V heads, head size): GQA of SmolLM2's shape, MQA, plain multi-head, Gemma 3's head size.
 HEAD_SHAPES = [(6, 2, 64), (8, 1, 128), (4, 4, 32), (4, 2, 256), (4, 2, 24)]
 #: Tolerance against SDPA: float32 is near-exact; bfloat16 output differs by its rounding.
@@ -117,12 +117,13 @@ def attend(
     runs_compiled: bool = True,
     window: int | None = None,
     seed: int = 0,
-) -> torch.Tensor:
-    """One pass on a copy of the scene's cache: [T, H * D]."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass on a copy of the scene's cache: the output [T, H * D] and the cache after the pass."""
     pass_metadata = metadata(scene, rows, query_lens, context_lens, runs_compiled=runs_compiled, window=window)
     num_tokens = sum(query_lens)
     keys, values = scene.new_kv(num_tokens, seed)
-    return paged_attention(scene.queries(num_tokens, seed), keys, values, scene.kv_cache.clone(), pass_metadata)
+    kv_cache = scene.kv_cache.clone()
+    return paged_attention(scene.queries(num_tokens, seed), keys, values, kv_cache, pass_metadata), kv_cache
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -132,10 +133,11 @@ def test_compiled_matches_sdpa(dtype: torch.dtype, head_shape: tuple[int, int, i
     """Sequences of different lengths, decode and verify rows mixed (the SDPA path pads them)."""
     scene = Scene.random([9, 23, 4, 17], head_shape, dtype, seed=1)
     shape = ([0, 1, 2, 3], [1, 4, 2, 1], [9, 23, 4, 17])
-    expected = attend(scene, *shape, runs_compiled=False, window=window)
-    got = attend(scene, *shape, runs_compiled=True, window=window)
+    expected, expected_cache = attend(scene, *shape, runs_compiled=False, window=window)
+    got, cache = attend(scene, *shape, runs_compiled=True, window=window)
     assert got.dtype == dtype and got.shape == expected.shape
     torch.testing.assert_close(got, expected, atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype])
+    assert torch.equal(cache, expected_cache)  # the kernel stored the new K/V where the reference does
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -156,7 +158,7 @@ def test_custom_scale_and_single_position(dtype: torch.dtype) -> None:
 def test_rows_are_identical_alone_and_in_any_batch(dtype: torch.dtype, window: int | None) -> None:
     """Sequence 0's rows alone, then among other sequences of other lengths and query counts."""
     scene = Scene.random([14, 40, 3, 27, 9], (6, 2, 64), dtype, seed=3)
-    alone = attend(scene, [0], [3], [14], window=window)
+    alone, _ = attend(scene, [0], [3], [14], window=window)
     cases = [
         ([0, 1, 2], [3, 1, 2], [14, 40, 3]),
         ([3, 0, 4, 1], [4, 3, 1, 1], [27, 14, 9, 33]),
@@ -174,18 +176,30 @@ def test_rows_are_identical_alone_and_in_any_batch(dtype: torch.dtype, window: i
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_rows_do_not_depend_on_the_thread_count(dtype: torch.dtype) -> None:
-    scene = Scene.random([50, 31, 8], (8, 2, 128), dtype, seed=4)
-    shape = ([0, 1, 2], [4, 1, 2], [50, 31, 8])
+@pytest.mark.parametrize(
+    ("head_shape", "lengths", "query_lens"),
+    [
+        ((8, 2, 128), [50, 31, 8], [4, 1, 2]),  # one thread's worth of work
+        ((8, 2, 128), [240, 31, 200], [4, 1, 2]),  # split over threads, items of unequal lengths
+        ((8, 1, 128), [250], [1]),  # split over threads, one item
+    ],
+)
+def test_rows_do_not_depend_on_the_thread_count(
+    dtype: torch.dtype, head_shape: tuple[int, int, int], lengths: list[int], query_lens: list[int]
+) -> None:
+    scene = Scene.random(lengths, head_shape, dtype, seed=4)
+    shape = (list(range(len(lengths))), query_lens, lengths)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        single = attend(scene, *shape)
+        single, _ = attend(scene, *shape)
         torch.set_num_threads(max(2, threads))
-        multi = attend(scene, *shape)
+        multi, _ = attend(scene, *shape)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(single, multi)
+    expected, _ = attend(scene, *shape, runs_compiled=False)
+    torch.testing.assert_close(multi, expected, atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -234,9 +248,13 @@ def test_sliding_window_metadata_on_the_compiled_path() -> None:
 
 
 def _kernel_inputs(scene: Scene) -> dict[str, torch.Tensor]:
+    keys, values = scene.new_kv(2, 0)
     return dict(
         queries=scene.queries(2, 0),
+        keys=keys,
+        values=values,
         kv_cache=scene.kv_cache,
+        slot_mapping=torch.tensor([scene.slots[0][4], scene.slots[1][2]]),
         slot_table=torch.tensor([scene.slots[0][:5], scene.slots[1][:5]]),
         sequences=torch.tensor([0, 1]),
         positions=torch.tensor([4, 2]),
@@ -254,13 +272,20 @@ def _kernel_inputs(scene: Scene) -> dict[str, torch.Tensor]:
         (dict(slot_table=torch.tensor([[0, 1, 2, 3, NUM_SLOTS]] * 2)), f"slot {NUM_SLOTS}"),
         (dict(positions=torch.tensor([4, 2], dtype=torch.int32)), "int64"),
         (dict(kv_cache=torch.zeros(2, NUM_SLOTS, 2, 64).transpose(0, 1)), "contiguous"),
+        (dict(keys=torch.zeros(2, 4, 64)), r"keys must be \[2, 2, 64\]"),
+        (dict(values=torch.zeros(3, 2, 64)), r"values must be \[2, 2, 64\]"),
+        (dict(values=torch.zeros(2, 2, 64, dtype=torch.bfloat16)), "same dtype"),
+        (dict(slot_mapping=torch.tensor([0, NUM_SLOTS])), f"stored at slot {NUM_SLOTS}"),
+        (dict(slot_mapping=torch.tensor([0])), "slot_mapping, sequences and positions must be"),
     ],
 )
 def test_bad_inputs_name_the_problem(change: dict[str, torch.Tensor], message: str) -> None:
     scene = Scene.random([5, 5], (4, 2, 64), torch.float32, seed=7)
     inputs = _kernel_inputs(scene) | change
+    cache = inputs["kv_cache"].clone()
     with pytest.raises(RuntimeError, match=message):
         compiled.paged_attention(**inputs, scale=0.125, window=None)
+    assert torch.equal(inputs["kv_cache"], cache)  # checked before anything is stored
 
 
 def test_window_must_be_positive() -> None:

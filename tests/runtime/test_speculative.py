@@ -19,15 +19,23 @@ import runtime
 from runtime.engine.llm_engine import Engine
 from runtime.engine.sampling_params import SamplingParams
 from runtime.engine.sequence import Sequence
-from runtime.engine.speculative import Draft, SpeculativeConfig, Speculator
+from runtime.engine.speculative import (
+    Draft,
+    RowCost,
+    SpeculativeConfig,
+    Speculator,
+    draft_length,
+    longest_earlier_match,
+)
 from runtime.errors import RequestError
 from tests.runtime.fakes import FakeRunner, smollm2_tokenizer
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=40)
+#: Rows cost nothing here, so every draft is verified whole (drafting does not follow the fake's timings).
 CONFIGS = {
-    "both": SpeculativeConfig(),
-    "jump_forward": SpeculativeConfig(prompt_lookup=False),
-    "prompt_lookup": SpeculativeConfig(jump_forward=False, num_draft_tokens=3),
+    "both": SpeculativeConfig(verify_row_cost=0.0),
+    "jump_forward": SpeculativeConfig(prompt_lookup=False, verify_row_cost=0.0),
+    "prompt_lookup": SpeculativeConfig(jump_forward=False, num_draft_tokens=3, verify_row_cost=0.0),
 }
 
 
@@ -108,7 +116,7 @@ def test_drafts_go_through_stops_limits_penalties_and_logprobs_as_plain_steps() 
         GREEDY.replace(n=3, max_tokens=9),
     ]
     plain = make_engine(None).generate(batch, params)
-    engine = make_engine(SpeculativeConfig(jump_forward=False))
+    engine = make_engine(SpeculativeConfig(jump_forward=False, verify_row_cost=0.0))
     fast = engine.generate(batch, params)
     for expected, got in zip(plain, fast):
         for a, b in zip(expected.outputs, got.outputs):
@@ -125,13 +133,13 @@ def test_a_small_pool_drops_drafts_rather_than_preempting_and_keeps_outputs() ->
     batch = prompts(4, seed=3)
     params = GREEDY.replace(max_tokens=16, ignore_eos=True)
     expected = [o.token_ids for o in make_engine(None).generate(batch, params)]
-    engine = make_engine(SpeculativeConfig(jump_forward=False), num_blocks=40, max_num_seqs=4)
+    engine = make_engine(SpeculativeConfig(jump_forward=False, verify_row_cost=0.0), num_blocks=40, max_num_seqs=4)
     assert [o.token_ids for o in engine.generate(batch, params)] == expected
     assert_pool_whole(engine)
 
 
 def test_rejected_drafts_roll_back_tokens_and_blocks_mid_generation() -> None:
-    engine = make_engine(SpeculativeConfig(jump_forward=False, num_draft_tokens=6))
+    engine = make_engine(SpeculativeConfig(jump_forward=False, num_draft_tokens=6, verify_row_cost=0.0))
     counts = count_drafts(engine)
     prompt = prompts(1, seed=11)[0]
     request_id = engine.add_request(prompt, GREEDY.replace(max_tokens=30, ignore_eos=True))
@@ -154,7 +162,7 @@ def test_rejected_drafts_roll_back_tokens_and_blocks_mid_generation() -> None:
 
 
 def test_abort_between_draft_and_forward_leaves_the_pool_whole() -> None:
-    engine = make_engine(SpeculativeConfig())
+    engine = make_engine(SpeculativeConfig(verify_row_cost=0.0))
     speculator = engine.speculator
     assert speculator is not None
     propose_batch = speculator.propose_batch
@@ -184,6 +192,10 @@ def test_config_is_validated() -> None:
     with pytest.raises(RequestError) as info:
         SpeculativeConfig(num_draft_tokens=0)
     assert info.value.field == "num_draft_tokens"
+    for cost in (1.0, -0.1, True, "0.3"):
+        with pytest.raises(RequestError) as info:
+            SpeculativeConfig(verify_row_cost=cost)  # type: ignore[arg-type]
+        assert info.value.field == "verify_row_cost"
     with pytest.raises(RequestError):
         SpeculativeConfig(jump_forward=False, prompt_lookup=False)
     with pytest.raises(RequestError) as info:
@@ -201,7 +213,7 @@ def test_jump_forward_drafts_the_forced_text_as_the_tokenizer_writes_it() -> Non
     assert draft is not None and draft.masks is not None
     tokenizer = smollm2_tokenizer()
     assert draft.token_ids == tokenizer.encode('{"name": "')
-    assert draft.num_forced == len(draft.token_ids) and len(draft.masks) == len(draft.token_ids) + 1
+    assert all(kind.startswith("forced") for kind in draft.kinds) and len(draft.masks) == len(draft.token_ids) + 1
     assert all(bool(mask[token_id]) for mask, token_id in zip(draft.masks, draft.token_ids))
     assert seq.matcher is matcher and matcher.mask()[draft.token_ids[0]]  # the walk used a fork
 
@@ -216,6 +228,51 @@ def test_jump_forward_drafts_only_whole_characters() -> None:
     draft = engine.speculator.propose(seq, GREEDY, budget=20)
     assert draft is not None
     assert draft.token_ids == smollm2_tokenizer().encode("name: caf")
+
+
+def test_lookup_drafts_what_followed_the_longest_earlier_match_as_it_was_written() -> None:
+    """Text is matched, not tokens: the answer's `"Margaret` has no space where the prompt's
+    ` Margaret` token has one, yet the copy goes on with the prompt's tokens after it."""
+    tokenizer = smollm2_tokenizer()
+    engine = make_engine(SpeculativeConfig(jump_forward=False, verify_row_cost=0.0))
+    assert engine.speculator is not None
+    prompt = tokenizer.encode("Filed by: Margaret Okonkwo, Senior Reliability Engineer.\n")
+    after = prompt[prompt.index(tokenizer.encode(" Margaret")[0]) + 1 :]
+    for answer, head in (('{"filed_by": "Margaret', []), ('{"filed_by": "Marg', tokenizer.encode("aret"))):
+        seq = Sequence(seq_id=0, token_ids=prompt + tokenizer.encode(answer), num_prompt_tokens=len(prompt))
+        draft = engine.speculator.propose(seq, GREEDY, budget=20)
+        assert draft is not None
+        assert draft.token_ids == (head + after)[: len(draft.token_ids)] and len(draft.token_ids) == 6
+
+
+def test_longest_earlier_match_finds_the_latest_occurrence_of_the_longest_suffix() -> None:
+    assert longest_earlier_match(b"xabc-abc+abc", 64) == (3, 8)  # "abc", latest earlier one ends at 8
+    assert longest_earlier_match(b"xabc-zabc", 64) == (3, 4)
+    assert longest_earlier_match(b"xabc-zabc", 2) == (2, 4)
+    assert longest_earlier_match(b"abcd", 64) == (0, 0)
+
+
+def test_draft_length_verifies_only_tokens_whose_chance_pays_for_their_row() -> None:
+    assert draft_length([1.0] * 6, 0.3) == 6
+    assert draft_length([0.2] * 6, 0.3) == 0  # a token accepted 1 time in 5 is not worth 0.3 of a step
+    assert draft_length([0.95, 0.95, 0.1, 0.9], 0.3) == 2
+    assert draft_length([0.5] * 6, 0.0) == 6  # free rows: verify everything
+    assert draft_length([0.9] * 8, 0.3) < draft_length([0.9] * 8, 0.1)
+
+
+def test_row_cost_is_fitted_to_timed_passes_once_their_rows_vary() -> None:
+    cost = RowCost(0.3)
+    for _ in range(20):
+        cost.observe(1, 0.012)
+    assert cost.value == 0.3  # every pass had one row: nothing to fit yet
+    fixed = RowCost(0.3, is_fixed=True)
+    for rows in [1, 3, 5, 7] * 10:
+        cost.observe(rows, 0.010 + 0.002 * rows)
+        fixed.observe(rows, 0.010 + 0.002 * rows)
+    assert fixed.value == 0.3
+    assert cost.value == pytest.approx(0.002 / 0.012, rel=0.05)
+    assert cost.per_sequence(1) == pytest.approx(cost.value)
+    assert cost.per_sequence(8) == pytest.approx(0.002 / (0.010 / 8 + 0.002), rel=0.05)  # the fixed cost is shared
 
 
 # Sampling exactness
@@ -257,7 +314,7 @@ def test_verification_samples_the_target_distribution_whatever_the_draft(seed: i
     second_after_draft: Counter[int] = Counter()
     for _ in range(num_samples):
         seq = Sequence(seq_id=0, token_ids=[1, 2], num_prompt_tokens=2, generator=generator)
-        draft = Draft(token_ids=[draft_token], masks=None, num_forced=0)
+        draft = Draft(token_ids=[draft_token], masks=None, kinds=["lookup-3"])
         token_ids, _ = speculator.verify(logits.clone(), seq, params, draft)
         first[token_ids[0]] += 1
         if len(token_ids) == 2:
@@ -277,7 +334,7 @@ def test_engine_next_tokens_have_the_plain_distribution_at_temperature_1(seed: i
     prompt = list(range(200))  # every live token occurs in the prompt: lookup always drafts
     params = SamplingParams(temperature=1.0, top_k=3, max_tokens=3, ignore_eos=True, n=300, seed=seed)
     samples = []
-    for config in (None, SpeculativeConfig(jump_forward=False, num_draft_tokens=2)):
+    for config in (None, SpeculativeConfig(jump_forward=False, num_draft_tokens=2, verify_row_cost=0.0)):
         engine = make_engine(config, num_blocks=16000, max_num_seqs=300)
         output = engine.generate([prompt], params)[0]
         samples.append(Counter(tuple(c.token_ids[1:]) for c in output.outputs))
@@ -341,10 +398,10 @@ def test_greedy_outputs_on_smollm2_are_identical_with_each_fast_path() -> None:
     # whatever else is admitted then, which the fast paths change.
     plain_engine = runtime.load(max_num_seqs=len(texts))
     plain = [o.outputs[0].token_ids for o in plain_engine.generate(texts, params, constraints=constraints)]
-    for config in (
-        SpeculativeConfig(prompt_lookup=False),
-        SpeculativeConfig(jump_forward=False),
-        SpeculativeConfig(),
+    for config in (  # rows taken as free: every draft is verified whole, whatever the batch
+        SpeculativeConfig(prompt_lookup=False, verify_row_cost=0.0),
+        SpeculativeConfig(jump_forward=False, verify_row_cost=0.0),
+        SpeculativeConfig(verify_row_cost=0.0),
     ):
         engine = runtime.load(max_num_seqs=len(texts), speculative=config)
         fast = engine.generate(texts, params, constraints=constraints)

@@ -175,7 +175,30 @@ def other_than(names: frozenset[str]) -> rx.Term:
         for char in name:
             node = node.setdefault(char, {})
         node[None] = True
-    return _other_than(trie)
+    content = _other_than(trie)
+    _remember(_OTHER_THAN_CONTENTS, content, frozenset(filter(is_spellable, names)))
+    return content
+
+
+#: Terms kept by each registry below before it starts afresh (a forgotten term only costs a search).
+MAX_REMEMBERED_TERMS = 65536
+#: `other_than` contents, and their whole-string lexemes, by term id: the (spellable) names they
+#: leave out. Key exclusion (`grammars.core.distinct_keys`) reads which keys such a lexeme holds
+#: off the names instead of searching the term.
+_OTHER_THAN_CONTENTS: dict[int, frozenset[str]] = {}
+_OTHER_THAN_LEXEMES: dict[int, frozenset[str]] = {}
+
+
+def _remember(registry: dict[int, frozenset[str]], term: rx.Term, names: frozenset[str]) -> None:
+    if len(registry) >= MAX_REMEMBERED_TERMS:
+        registry.clear()
+    registry[term.id] = names
+
+
+def names_left_out(lexeme: rx.Term) -> frozenset[str] | None:
+    """The names a whole-string lexeme of `other_than(names)` leaves out (it holds every spelling of
+    every other string), or None when `lexeme` is not known to be one."""
+    return _OTHER_THAN_LEXEMES.get(lexeme.id)
 
 
 def _other_than(node: dict) -> rx.Term:
@@ -197,7 +220,11 @@ def canonical_content(text: str) -> bytes:
 
 def string_lexeme(content: rx.Term) -> rx.Term:
     """A whole JSON string (quotes included) whose content is in `content`."""
-    return rx.concat(rx.literal(b'"'), content, rx.literal(b'"'))
+    lexeme = rx.concat(rx.literal(b'"'), content, rx.literal(b'"'))
+    left_out = _OTHER_THAN_CONTENTS.get(content.id)
+    if left_out is not None:
+        _remember(_OTHER_THAN_LEXEMES, lexeme, left_out)
+    return lexeme
 
 
 @functools.lru_cache(maxsize=4096)

@@ -25,7 +25,10 @@ def runs_compiled(dtype: torch.dtype, device: torch.device) -> bool:
 
 def paged_attention(
     queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
     kv_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
     slot_table: torch.Tensor,
     sequences: torch.Tensor,
     positions: torch.Tensor,
@@ -33,11 +36,17 @@ def paged_attention(
     scale: float,
     window: int | None,
 ) -> torch.Tensor:
-    """Each new token's attention over positions [max(0, p - window + 1), p] of its sequence, read in place.
+    """Store the new tokens' K/V, then each token's attention over positions [max(0, p - window + 1), p]
+    of its sequence, read in place.
+
+    Storing inside the call saves the layer a stack and an index copy per pass.
 
     Args:
         queries: [T, H, D] rotated queries, dtype of the cache.
-        kv_cache: [num_slots, 2, KVH, D] contiguous, K at index 0 and V at 1 (the new tokens' already stored).
+        keys: [T, KVH, D] rotated keys of the new tokens.
+        values: [T, KVH, D] values of the new tokens.
+        kv_cache: [num_slots, 2, KVH, D] contiguous, K at index 0 and V at 1, written in place.
+        slot_mapping: [T] int64, the cache slot each new token's K/V goes to.
         slot_table: [B, L] int64, the cache slot of each position of each sequence.
         sequences: [T] int64, each token's row of `slot_table`.
         positions: [T] int64, each token's position p.
@@ -49,8 +58,10 @@ def paged_attention(
 
     Raises:
         RuntimeError: the extension is not built, or shapes, dtypes or indices are inconsistent (the
-            message names which).
+            message names which; the cache is then left as it was).
     """
     if _extension is None:
         raise RuntimeError(ATTENTION_UNAVAILABLE_REASON)
-    return _extension.paged_attention(queries, kv_cache, slot_table, sequences, positions, scale, window)
+    return _extension.paged_attention(
+        queries, keys, values, kv_cache, slot_mapping, slot_table, sequences, positions, scale, window
+    )

@@ -1,23 +1,27 @@
 // Batch-invariant attention of new tokens over the paged KV cache, for decode and draft-verify passes.
 //
-// Each new token t has a sequence (a row of the [B, L] slot table) and a position p; it attends over
-// its sequence's positions [max(0, p - window + 1), p], reading K/V in place from the cache
-// ([num_slots, 2, KVH, D]) through the slot table: no gather, no padding, no mask. The G query heads
-// that share a K/V head go together, so one pass over that head's K and V serves all of them.
+// One call first stores the new tokens' K/V at their slots, then each new token t, of a sequence (a row
+// of the [B, L] slot table) at position p, attends over its sequence's positions
+// [max(0, p - window + 1), p], reading K/V in place from the cache ([num_slots, 2, KVH, D]) through the
+// slot table: no gather, no padding, no mask. The G query heads that share a K/V head go together, so one
+// pass over that head's K and V serves all of them.
 //
 // Why a kernel of its own: every float operation a row's output goes through depends only on that row
 // (its query, its position, its sequence's cached K/V). Batch size, other sequences' lengths, how many
 // new tokens the pass brings and the thread count change nothing, so a k-token verify pass is bitwise
 // k one-token decode steps and a batched step is bitwise single steps. To keep it so:
 //   * one thread computes a whole (token, K/V head) item; threads only split items;
-//   * q.k sums in 16 fixed lanes (element d into lane d % 16) reduced by a fixed tree;
-//   * softmax: exact max, an element-wise exp, the denominator summed in position order;
+//   * q.k sums in 16 fixed lanes (element d into lane d % 16) reduced by a fixed tree; 16 positions'
+//     trees run side by side in shuffles, each position's lanes summed in the same order as alone;
+//   * softmax: exact max, an element-wise exp, the denominator summed in 16 lanes (position j into
+//     lane j % 16) reduced by the same tree;
 //   * the V sum accumulates position after position, element-wise (no reduction across elements);
 //   * no -ffast-math, so the compiler may not reassociate any of these sums.
 // Scores, softmax and the V sum are float32 whatever the cache dtype; the output is rounded once.
 // The 16 lanes are GCC/Clang vector extensions: element-wise, in a fixed order, on any target's SIMD.
 
 #include <ATen/Parallel.h>
+#include <immintrin.h>
 #include <c10/util/BFloat16.h>
 #include <torch/extension.h>
 
@@ -42,8 +46,8 @@ using Words = uint32_t __attribute__((vector_size(kLanes * sizeof(uint32_t))));
 constexpr int64_t kPrefetchDistance = 16;
 constexpr int64_t kCacheLine = 64;
 
-// Multiply-adds an item should hold before splitting items over threads pays for waking them.
-constexpr int64_t kWorkPerChunk = 1 << 18;
+// Multiply-adds a thread should get before splitting a call over threads pays for waking them.
+constexpr int64_t kWorkPerThread = 1 << 17;  // ~10 us
 
 inline Lanes load(const float* p) {
   Lanes v;
@@ -52,12 +56,18 @@ inline Lanes load(const float* p) {
 }
 
 inline Lanes load(const c10::BFloat16* p) {  // bfloat16 is float32's upper half
+#ifdef __AVX512F__  // one widening load (the generic code compiles to four instructions more)
+  const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  const Words words = reinterpret_cast<Words>(_mm512_maskz_cvtepu16_epi32(0xFFFF, halves)) << 16;
+  return reinterpret_cast<Lanes>(words);
+#else
   Halves halves;
   std::memcpy(&halves, p, sizeof(halves));
   const Words words = __builtin_convertvector(halves, Words) << 16;
   Lanes v;
   std::memcpy(&v, &words, sizeof(v));
   return v;
+#endif
 }
 
 // Elements [0, n) of p (n <= 16), zeros after.
@@ -69,10 +79,15 @@ inline Lanes load(const scalar_t* p, int64_t n) {
   return load(padded);
 }
 
-// A head row of D elements as ceil(D / 16) lane groups.
-template <typename scalar_t>
+// A head row of D elements as C = ceil(D / 16) lane groups. kChunks > 0: C is known to be kChunks and
+// D = 16 C (loops unroll, no partial group); 0: both at run time.
+template <int64_t kChunks, typename scalar_t>
 inline void load_row(const scalar_t* row, int64_t head_dim, Lanes* out) {
-  for (int64_t d = 0; d < head_dim; d += kLanes) out[d / kLanes] = load(row + d, std::min(kLanes, head_dim - d));
+  if constexpr (kChunks > 0) {
+    for (int64_t c = 0; c < kChunks; ++c) out[c] = load(row + c * kLanes);
+  } else {
+    for (int64_t d = 0; d < head_dim; d += kLanes) out[d / kLanes] = load(row + d, std::min(kLanes, head_dim - d));
+  }
 }
 
 inline void prefetch(const void* row, int64_t num_bytes) {
@@ -80,25 +95,48 @@ inline void prefetch(const void* row, int64_t num_bytes) {
     __builtin_prefetch(static_cast<const char*>(row) + offset);
 }
 
-// Lanes summed by a fixed tree: lane l += lane l + w for w = 8, 4, 2, 1 (in registers where the compiler
-// has vector shuffles, through memory otherwise: the same sums either way).
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define STENCIL_HAS_SHUFFLEVECTOR 1
+#endif
+#endif
+
+// Lanes summed by a fixed tree: lane l += lane l + w for w = 8, 4, 2, 1.
 inline float reduce(Lanes v) {
-#if defined(__has_builtin) && __has_builtin(__builtin_shufflevector)
-  using Lanes8 = float __attribute__((vector_size(8 * sizeof(float))));
-  using Lanes4 = float __attribute__((vector_size(4 * sizeof(float))));
-  using Lanes2 = float __attribute__((vector_size(2 * sizeof(float))));
-  const Lanes8 eight = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-                       __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  const Lanes4 four = __builtin_shufflevector(eight, eight, 0, 1, 2, 3) +
-                      __builtin_shufflevector(eight, eight, 4, 5, 6, 7);
-  const Lanes2 two = __builtin_shufflevector(four, four, 0, 1) + __builtin_shufflevector(four, four, 2, 3);
-  return two[0] + two[1];
-#else
   float lanes[kLanes];
   std::memcpy(lanes, &v, sizeof(lanes));
   for (int64_t width = kLanes / 2; width >= 1; width /= 2)
     for (int64_t l = 0; l < width; ++l) lanes[l] += lanes[l + width];
   return lanes[0];
+}
+
+// Lane p of the result: `reduce(v[p])`, the same sums, for 16 vectors at once. Each level adds the
+// halves of every vector's live lanes and packs two vectors' results into one, so the 16 trees share
+// 15 additions of full vectors instead of 64 of partial ones.
+inline Lanes reduce_16(const Lanes* v) {
+#ifdef STENCIL_HAS_SHUFFLEVECTOR
+  Lanes eights[8], fours[4], twos[2];  // vector i: the live lanes of 2, 4, 8 positions
+  for (int i = 0; i < 8; ++i)
+    eights[i] = __builtin_shufflevector(v[2 * i], v[2 * i + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+                __builtin_shufflevector(v[2 * i], v[2 * i + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29,
+                                        30, 31);
+  for (int i = 0; i < 4; ++i)
+    fours[i] =
+        __builtin_shufflevector(eights[2 * i], eights[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25,
+                                26, 27) +
+        __builtin_shufflevector(eights[2 * i], eights[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29,
+                                30, 31);
+  for (int i = 0; i < 2; ++i)
+    twos[i] = __builtin_shufflevector(fours[2 * i], fours[2 * i + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24,
+                                      25, 28, 29) +
+              __builtin_shufflevector(fours[2 * i], fours[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26,
+                                      27, 30, 31);
+  return __builtin_shufflevector(twos[0], twos[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
+         __builtin_shufflevector(twos[0], twos[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+#else
+  Lanes out;
+  for (int64_t p = 0; p < kLanes; ++p) out[p] = reduce(v[p]);
+  return out;
 #endif
 }
 
@@ -122,6 +160,28 @@ inline Lanes exp_nonpositive(Lanes x) {
   return underflows ? Lanes{} : y * scale;
 }
 
+// Scores w[0, n) -> exp(w - max); returns their sum, position j into lane j % 16, reduced by `reduce`.
+inline float softmax_numerators(float* w, int64_t n) {
+  const int64_t full = n - n % kLanes;
+  float max_score = -std::numeric_limits<float>::infinity();
+  if (full > 0) {  // the max is exact: any order gives the same
+    Lanes lanes = load(w);
+    for (int64_t j = kLanes; j < full; j += kLanes) {
+      const Lanes v = load(w + j);
+      lanes = lanes > v ? lanes : v;
+    }
+    for (int64_t l = 0; l < kLanes; ++l) max_score = std::max(max_score, lanes[l]);
+  }
+  for (int64_t j = full; j < n; ++j) max_score = std::max(max_score, w[j]);
+  Lanes sum{};
+  for (int64_t j = 0; j < n; j += kLanes) {
+    const Lanes e = exp_nonpositive(load(w + j) - max_score);  // lanes past n: scratch, never read
+    std::memcpy(w + j, &e, sizeof(e));
+    sum += j < full ? e : load(w + j, n - j);
+  }
+  return reduce(sum);
+}
+
 // First position a query at `position` sees: the window's start, or 0 without a window.
 inline int64_t window_start(int64_t position, std::optional<int64_t> window) {
   return window ? std::max<int64_t>(0, position - *window + 1) : 0;
@@ -130,10 +190,10 @@ inline int64_t window_start(int64_t position, std::optional<int64_t> window) {
 // Scratch of one thread, sized for the call's largest item (C = ceil(D / 16) lane groups per head row).
 struct Scratch {
   std::vector<Lanes> queries;       // [G, C]
-  std::vector<Lanes> row;           // [C]: one K or V row
+  std::vector<Lanes> row;           // [C]: one K or V row, where C is known only at run time
+  std::vector<Lanes> dots;          // [G, 16]: one block of positions' q.k lane sums
   std::vector<float> weights;       // [G, n + 16]: scores, then exp(score - max)
-  std::vector<Lanes> sums;          // [G, C]: the weighted V sums
-  std::vector<float> denominators;  // [G]: the softmax denominators
+  std::vector<Lanes> sums;          // [C]: one head's weighted V sum, where C is known only at run time
 };
 
 // What every item of one call shares.
@@ -152,88 +212,132 @@ struct Pass {
 };
 
 // Item = (token, K/V head): the attention of that token's G query heads of this K/V head.
-template <typename scalar_t>
+template <int64_t kChunks, typename scalar_t>
 void attend(const Pass<scalar_t>& pass, int64_t item, Scratch& scratch) {
   const int64_t head_dim = pass.head_dim, group = pass.num_heads / pass.num_kv_heads;
-  const int64_t num_chunks = (head_dim + kLanes - 1) / kLanes;
+  const int64_t num_chunks = kChunks > 0 ? kChunks : (head_dim + kLanes - 1) / kLanes;
   const int64_t token = item / pass.num_kv_heads, kv_head = item % pass.num_kv_heads;
   const int64_t position = pass.positions[token];
   const int64_t first = window_start(position, pass.window);
   const int64_t count = position - first + 1;
-  const int64_t stride = count + kLanes;  // a head's weights, room for exp's last lane group
+  const int64_t stride = count + kLanes;  // a head's weights, room for the last block's lanes
   const int64_t* slots = pass.slot_table + pass.sequences[token] * pass.max_context_len + first;
   const int64_t slot_stride = 2 * pass.num_kv_heads * head_dim;  // elements per cache slot (K and V)
   const scalar_t* keys = pass.cache + kv_head * head_dim;
   const scalar_t* values = pass.cache + (pass.num_kv_heads + kv_head) * head_dim;
 
   Lanes* q = scratch.queries.data();
-  Lanes* row = scratch.row.data();
+  Lanes* dots = scratch.dots.data();
   float* weights = scratch.weights.data();
-  Lanes* sums = scratch.sums.data();
-  float* denominators = scratch.denominators.data();
+  Lanes known_row[kChunks > 0 ? kChunks : 1];  // in registers
+  Lanes* row = kChunks > 0 ? known_row : scratch.row.data();
   const scalar_t* token_queries = pass.queries + token * pass.query_stride + kv_head * group * head_dim;
-  for (int64_t g = 0; g < group; ++g) load_row(token_queries + g * head_dim, head_dim, q + g * num_chunks);
+  for (int64_t g = 0; g < group; ++g) load_row<kChunks>(token_queries + g * head_dim, head_dim, q + g * num_chunks);
 
   const int64_t row_bytes = head_dim * static_cast<int64_t>(sizeof(scalar_t));
   for (int64_t j = 0; j < std::min(count, kPrefetchDistance); ++j) {
     prefetch(keys + slots[j] * slot_stride, row_bytes);
     prefetch(values + slots[j] * slot_stride, row_bytes);
   }
-  for (int64_t j = 0; j < count; ++j) {
-    if (j + kPrefetchDistance < count) {  // V rows too: the V pass then finds them in cache
-      prefetch(keys + slots[j + kPrefetchDistance] * slot_stride, row_bytes);
-      prefetch(values + slots[j + kPrefetchDistance] * slot_stride, row_bytes);
+  for (int64_t block = 0; block < count; block += kLanes) {
+    const int64_t block_end = std::min(count, block + kLanes);
+    for (int64_t j = block; j < block_end; ++j) {
+      if (j + kPrefetchDistance < count) {  // V rows too: the V pass then finds them in cache
+        prefetch(keys + slots[j + kPrefetchDistance] * slot_stride, row_bytes);
+        prefetch(values + slots[j + kPrefetchDistance] * slot_stride, row_bytes);
+      }
+      load_row<kChunks>(keys + slots[j] * slot_stride, head_dim, row);
+      for (int64_t g = 0; g < group; ++g) {
+        Lanes dot{};
+        for (int64_t c = 0; c < num_chunks; ++c) dot += q[g * num_chunks + c] * row[c];
+        dots[g * kLanes + j - block] = dot;
+      }
     }
-    load_row(keys + slots[j] * slot_stride, head_dim, row);
-    for (int64_t g = 0; g < group; ++g) {
-      Lanes dot{};
-      for (int64_t c = 0; c < num_chunks; ++c) dot += q[g * num_chunks + c] * row[c];
-      weights[g * stride + j] = pass.scale * reduce(dot);
+    for (int64_t g = 0; g < group; ++g) {  // lanes of positions past count: stale dots, never read
+      const Lanes scores = pass.scale * reduce_16(dots + g * kLanes);
+      std::memcpy(weights + g * stride + block, &scores, sizeof(scores));
     }
   }
+  // One head at a time, so its sums stay in registers; the V rows, prefetched above, stay in cache.
+  Lanes known_sums[kChunks > 0 ? kChunks : 1];
+  Lanes* sums = kChunks > 0 ? known_sums : scratch.sums.data();
   for (int64_t g = 0; g < group; ++g) {
     float* w = weights + g * stride;
-    float max_score = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < count; ++j) max_score = std::max(max_score, w[j]);
-    for (int64_t j = 0; j < count; j += kLanes) {
-      const Lanes e = exp_nonpositive(load(w + j) - max_score);  // lanes past count: scratch, never read
-      std::memcpy(w + j, &e, sizeof(e));
+    const float denominator = softmax_numerators(w, count);
+    std::fill(sums, sums + num_chunks, Lanes{});
+    for (int64_t j = 0; j < count; ++j) {
+      load_row<kChunks>(values + slots[j] * slot_stride, head_dim, row);
+      for (int64_t c = 0; c < num_chunks; ++c) sums[c] += w[j] * row[c];
     }
-    float denominator = 0.0f;
-    for (int64_t j = 0; j < count; ++j) denominator += w[j];
-    denominators[g] = denominator;
-  }
-  std::fill(sums, sums + group * num_chunks, Lanes{});
-  for (int64_t j = 0; j < count; ++j) {
-    load_row(values + slots[j] * slot_stride, head_dim, row);
-    for (int64_t g = 0; g < group; ++g) {
-      const float w = weights[g * stride + j];
-      for (int64_t c = 0; c < num_chunks; ++c) sums[g * num_chunks + c] += w * row[c];
-    }
-  }
-  scalar_t* dst = pass.out + (token * pass.num_heads + kv_head * group) * head_dim;
-  for (int64_t g = 0; g < group; ++g) {
-    float out[kLanes];
+    scalar_t* dst = pass.out + (token * pass.num_heads + kv_head * group + g) * head_dim;
     for (int64_t c = 0; c < num_chunks; ++c) {
-      const Lanes normalized = sums[g * num_chunks + c] / denominators[g];
-      std::memcpy(out, &normalized, sizeof(out));
+      const Lanes normalized = sums[c] / denominator;
       for (int64_t l = 0; l < kLanes && c * kLanes + l < head_dim; ++l)
-        dst[g * head_dim + c * kLanes + l] = static_cast<scalar_t>(out[l]);
+        dst[c * kLanes + l] = static_cast<scalar_t>(normalized[l]);
     }
   }
 }
 
-// queries [T, H, D] over the cache [num_slots, 2, KVH, D]: [T, H * D] in the queries' dtype.
-torch::Tensor paged_attention(const torch::Tensor& queries, const torch::Tensor& kv_cache,
+template <typename scalar_t>
+using AttendFn = void (*)(const Pass<scalar_t>&, int64_t, Scratch&);
+
+// Common head sizes get their lane-group count at compile time; any other runs the same code with it
+// at run time.
+template <typename scalar_t>
+AttendFn<scalar_t> attend_for(int64_t head_dim) {
+  switch (head_dim) {
+    case 32: return attend<2, scalar_t>;
+    case 64: return attend<4, scalar_t>;
+    case 80: return attend<5, scalar_t>;
+    case 96: return attend<6, scalar_t>;
+    case 128: return attend<8, scalar_t>;
+    case 256: return attend<16, scalar_t>;
+    default: return attend<0, scalar_t>;
+  }
+}
+
+// Runs of items [bounds[i], bounds[i + 1]) with about equal positions each, one run per thread: items
+// differ in length by their sequences' contexts, so equal item counts would leave threads idle.
+std::vector<int64_t> split_items(const std::vector<int64_t>& item_positions, int64_t num_runs) {
+  const int64_t num_items = static_cast<int64_t>(item_positions.size());
+  int64_t total = 0;
+  for (const int64_t n : item_positions) total += n;
+  std::vector<int64_t> bounds(num_runs + 1, num_items);
+  bounds[0] = 0;
+  int64_t next_run = 1, done = 0;
+  for (int64_t item = 0; item < num_items; ++item) {
+    done += item_positions[item];
+    while (next_run < num_runs && done * num_runs >= total * next_run) bounds[next_run++] = item + 1;
+  }
+  return bounds;
+}
+
+void check_rows(const torch::Tensor& rows, const char* name, int64_t num_tokens, int64_t num_heads,
+                int64_t head_dim) {
+  TORCH_CHECK(rows.dim() == 3 && rows.size(0) == num_tokens && rows.size(1) == num_heads && rows.size(2) == head_dim,
+              name, " must be [", num_tokens, ", ", num_heads, ", ", head_dim, "], not ", rows.sizes());
+}
+
+// Each token's heads packed [heads, D] (tokens may be strided: slices of the fused q/k/v rows).
+torch::Tensor packed_heads(const torch::Tensor& rows) {
+  return rows.stride(2) == 1 && rows.stride(1) == rows.size(2) ? rows : rows.contiguous();
+}
+
+// queries [T, H, D] over the cache [num_slots, 2, KVH, D] after storing keys/values [T, KVH, D] at
+// slot_mapping [T]: [T, H * D] in the queries' dtype.
+torch::Tensor paged_attention(const torch::Tensor& queries, const torch::Tensor& keys, const torch::Tensor& values,
+                              const torch::Tensor& kv_cache, const torch::Tensor& slot_mapping,
                               const torch::Tensor& slot_table, const torch::Tensor& sequences,
                               const torch::Tensor& positions, double scale, std::optional<int64_t> window) {
-  TORCH_CHECK(queries.device().is_cpu() && kv_cache.device().is_cpu(), "paged_attention runs on CPU tensors only");
+  for (const torch::Tensor* t : {&queries, &keys, &values, &kv_cache})
+    TORCH_CHECK(t->device().is_cpu(), "paged_attention runs on CPU tensors only");
   TORCH_CHECK(queries.dim() == 3, "queries must be [T, H, D], not ", queries.sizes());
   TORCH_CHECK(kv_cache.dim() == 4 && kv_cache.size(1) == 2, "kv_cache must be [num_slots, 2, KVH, D], not ",
               kv_cache.sizes());
   TORCH_CHECK(kv_cache.is_contiguous(), "kv_cache must be contiguous");
-  TORCH_CHECK(queries.scalar_type() == kv_cache.scalar_type(), "queries (", queries.scalar_type(),
-              ") and kv_cache (", kv_cache.scalar_type(), ") must have the same dtype");
+  for (const torch::Tensor* t : {&queries, &keys, &values})
+    TORCH_CHECK(t->scalar_type() == kv_cache.scalar_type(), "queries, keys and values (", t->scalar_type(),
+                ") and kv_cache (", kv_cache.scalar_type(), ") must have the same dtype");
   TORCH_CHECK(queries.scalar_type() == torch::kBFloat16 || queries.scalar_type() == torch::kFloat32,
               "paged_attention supports bfloat16 and float32, not ", queries.scalar_type());
   const int64_t num_tokens = queries.size(0), num_heads = queries.size(1), head_dim = queries.size(2);
@@ -243,20 +347,26 @@ torch::Tensor paged_attention(const torch::Tensor& queries, const torch::Tensor&
               head_dim);
   TORCH_CHECK(num_kv_heads > 0 && num_heads % num_kv_heads == 0, "query heads (", num_heads,
               ") must be a multiple of K/V heads (", num_kv_heads, ")");
-  for (const torch::Tensor* t : {&slot_table, &sequences, &positions})
+  check_rows(keys, "keys", num_tokens, num_kv_heads, head_dim);
+  check_rows(values, "values", num_tokens, num_kv_heads, head_dim);
+  for (const torch::Tensor* t : {&slot_mapping, &slot_table, &sequences, &positions})
     TORCH_CHECK(t->scalar_type() == torch::kInt64 && t->is_contiguous() && t->device().is_cpu(),
-                "slot_table, sequences and positions must be contiguous int64 CPU tensors");
+                "slot_mapping, slot_table, sequences and positions must be contiguous int64 CPU tensors");
   TORCH_CHECK(!window || *window >= 1, "window must be at least 1 position, not ", window.value_or(0));
   TORCH_CHECK(slot_table.dim() == 2, "slot_table must be [B, L], not ", slot_table.sizes());
-  TORCH_CHECK(sequences.dim() == 1 && sequences.size(0) == num_tokens && positions.dim() == 1 &&
-                  positions.size(0) == num_tokens,
-              "sequences and positions must be [T] with T = ", num_tokens);
+  TORCH_CHECK(slot_mapping.dim() == 1 && slot_mapping.size(0) == num_tokens && sequences.dim() == 1 &&
+                  sequences.size(0) == num_tokens && positions.dim() == 1 && positions.size(0) == num_tokens,
+              "slot_mapping, sequences and positions must be [T] with T = ", num_tokens);
   const int64_t num_seqs = slot_table.size(0), max_context_len = slot_table.size(1);
+  const int64_t* new_slots = slot_mapping.data_ptr<int64_t>();
   const int64_t* table = slot_table.data_ptr<int64_t>();
   const int64_t* seq = sequences.data_ptr<int64_t>();
   const int64_t* pos = positions.data_ptr<int64_t>();
+  std::vector<int64_t> item_positions(num_tokens * num_kv_heads);
   int64_t max_count = 0;
   for (int64_t t = 0; t < num_tokens; ++t) {
+    TORCH_CHECK(new_slots[t] >= 0 && new_slots[t] < num_slots, "token ", t, " is stored at slot ", new_slots[t],
+                " outside the cache's ", num_slots);
     TORCH_CHECK(seq[t] >= 0 && seq[t] < num_seqs, "token ", t, " names sequence ", seq[t], " of ", num_seqs);
     TORCH_CHECK(pos[t] >= 0 && pos[t] < max_context_len, "token ", t, " is at position ", pos[t],
                 " outside the slot table's ", max_context_len);
@@ -267,26 +377,33 @@ torch::Tensor paged_attention(const torch::Tensor& queries, const torch::Tensor&
                   " outside the cache's ", num_slots);
     }
     max_count = std::max(max_count, pos[t] - first + 1);
+    std::fill_n(item_positions.begin() + t * num_kv_heads, num_kv_heads, pos[t] - first + 1);
   }
 
-  // Tokens may be strided (a slice of the fused q/k rows); each token's H * D values must be packed.
-  const bool packed_heads = queries.stride(2) == 1 && queries.stride(1) == head_dim;
-  const torch::Tensor q = packed_heads ? queries : queries.contiguous();
+  const torch::Tensor q = packed_heads(queries), k = packed_heads(keys), v = packed_heads(values);
   torch::Tensor out = torch::empty({num_tokens, num_heads * head_dim}, queries.options());
-  const int64_t group = num_heads / num_kv_heads;
-  const int64_t work_per_item = 2 * group * max_count * head_dim;
-  const int64_t grain = std::max<int64_t>(1, kWorkPerChunk / std::max<int64_t>(1, work_per_item));
+  const int64_t group = num_heads / num_kv_heads, num_chunks = (head_dim + kLanes - 1) / kLanes;
+  int64_t total_positions = 0;
+  for (const int64_t n : item_positions) total_positions += n;
+  const int64_t work = 2 * group * head_dim * total_positions;  // multiply-adds: q.k and the V sum
+  const int64_t num_runs = std::clamp<int64_t>(work / kWorkPerThread, 1, at::get_num_threads());
+  const std::vector<int64_t> bounds = split_items(item_positions, num_runs);
   const auto run = [&](auto* typed) {
     using scalar_t = std::remove_pointer_t<decltype(typed)>;
-    const Pass<scalar_t> pass{q.data_ptr<scalar_t>(), q.stride(0), kv_cache.data_ptr<scalar_t>(), table, seq, pos,
-                              out.data_ptr<scalar_t>(), num_heads, num_kv_heads, head_dim, max_context_len,
-                              window, static_cast<float>(scale)};
-    at::parallel_for(0, num_tokens * num_kv_heads, grain, [&](int64_t begin, int64_t end) {
-      const int64_t num_chunks = (head_dim + kLanes - 1) / kLanes;
+    scalar_t* cache = kv_cache.data_ptr<scalar_t>();
+    const int64_t slot_stride = 2 * num_kv_heads * head_dim, row_size = num_kv_heads * head_dim;
+    for (int64_t t = 0; t < num_tokens; ++t) {  // before any item reads them: a verify pass sees its own
+      std::copy_n(k.data_ptr<scalar_t>() + t * k.stride(0), row_size, cache + new_slots[t] * slot_stride);
+      std::copy_n(v.data_ptr<scalar_t>() + t * v.stride(0), row_size, cache + new_slots[t] * slot_stride + row_size);
+    }
+    const Pass<scalar_t> pass{q.data_ptr<scalar_t>(), q.stride(0), cache, table, seq, pos, out.data_ptr<scalar_t>(),
+                              num_heads, num_kv_heads, head_dim, max_context_len, window, static_cast<float>(scale)};
+    const AttendFn<scalar_t> attend_item = attend_for<scalar_t>(head_dim);
+    at::parallel_for(0, num_runs, 1, [&](int64_t begin, int64_t end) {
       Scratch scratch{std::vector<Lanes>(group * num_chunks), std::vector<Lanes>(num_chunks),
-                      std::vector<float>(group * (max_count + kLanes)), std::vector<Lanes>(group * num_chunks),
-                      std::vector<float>(group)};
-      for (int64_t item = begin; item < end; ++item) attend(pass, item, scratch);
+                      std::vector<Lanes>(group * kLanes), std::vector<float>(group * (max_count + kLanes)),
+                      std::vector<Lanes>(num_chunks)};
+      for (int64_t item = bounds[begin]; item < bounds[end]; ++item) attend_item(pass, item, scratch);
     });
   };
   if (q.scalar_type() == torch::kBFloat16)
@@ -300,8 +417,10 @@ torch::Tensor paged_attention(const torch::Tensor& queries, const torch::Tensor&
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "Stencil's compiled CPU attention: batch-invariant decode/verify attention over the paged cache.";
-  module.def("paged_attention", &paged_attention, pybind11::arg("queries"), pybind11::arg("kv_cache"),
+  module.def("paged_attention", &paged_attention, pybind11::arg("queries"), pybind11::arg("keys"),
+             pybind11::arg("values"), pybind11::arg("kv_cache"), pybind11::arg("slot_mapping"),
              pybind11::arg("slot_table"), pybind11::arg("sequences"), pybind11::arg("positions"),
              pybind11::arg("scale"), pybind11::arg("window"),
-             "Attention of new tokens [T, H, D] over their sequences' cached K/V: [T, H * D].");
+             "Store the new tokens' K/V [T, KVH, D] at their slots, then their queries' attention [T, H, D] over "
+             "their sequences' cached K/V: [T, H * D].");
 }

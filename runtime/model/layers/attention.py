@@ -130,17 +130,20 @@ def paged_attention(
     group = num_heads // num_kv_heads
     batch, max_query_len, max_context_len = metadata.batch_size, metadata.max_query_len, metadata.max_context_len
 
-    kv_cache.index_copy_(0, metadata.slot_mapping, torch.stack((keys, values), dim=1))
     if metadata.token_sequences is not None:
         return compiled.paged_attention(
             queries,
+            keys,
+            values,
             kv_cache,
+            metadata.slot_mapping,
             metadata.context_slots.view(batch, max_context_len),
             metadata.token_sequences,
             metadata.token_positions,
             scale=head_dim**-0.5 if scale is None else scale,
             window=metadata.window,
         )
+    kv_cache.index_copy_(0, metadata.slot_mapping, torch.stack((keys, values), dim=1))
     context = kv_cache.index_select(0, metadata.context_slots)  # [B * L, 2, KVH, D]
     context = context.view(batch, max_context_len, 2, num_kv_heads, head_dim)
     context_keys = context[:, :, 0].transpose(1, 2)  # [B, KVH, L, D]

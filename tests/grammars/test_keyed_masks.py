@@ -1,0 +1,175 @@
+"""Distinct-key masks (`MaskTable.allowed_with_keys`) against the brute force, and the key-overlap
+shortcuts (`distinct_keys.overlapping_keys`) against the search they stand in for.
+
+A keyed mask walks only a few candidate tokens one by one; the brute force walks every token of
+the plain mask that holds a quote or a comma with `walk_keyed` (what advancing does), so the two
+must agree at every step of random walks over schemas with declared, pattern and additional keys.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+import grammars
+from grammars.core import byte_regex as rx
+from grammars.core.budget import no_check
+from grammars.core.distinct_keys import key_spellings, overlapping_keys, walk_keyed
+from grammars.frontends.json_schema.strings import other_than, string_lexeme, value_encodings
+from tests.shared_data import shared_path
+
+DECLARED_AND_MORE = {
+    "type": "object",
+    "properties": {"id": {"type": "integer"}, "name": {"type": "string"}, "n": {"type": "integer"}},
+    "required": ["id"],
+    "additionalProperties": {"type": "integer"},
+}
+PATTERN_KEYS = {
+    "type": "object",
+    "patternProperties": {"^x[0-2]$": {"type": "integer"}, "^y$": {"type": "string"}},
+    "additionalProperties": False,
+}
+#: Few keys, so that walks run out of fresh ones: then a comma is refused.
+ENUM_KEYS = {"type": "object", "propertyNames": {"enum": ["a", "b", "ab"]}, "additionalProperties": {"type": "integer"}}
+NESTED = {
+    "type": "object",
+    "properties": {"a": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "integer"}}}},
+    "additionalProperties": {"type": "object", "additionalProperties": {"type": "string"}},
+}
+
+
+def keyed_walk_agrees(constraint: grammars.Constraint, vocab, seed: int, max_tokens: int) -> int:
+    """Walk `constraint` with tokens drawn at random (favouring quotes and commas); at each step
+    compare the keyed mask with the brute force. Returns how many tokens of plain masks were refused."""
+    table = constraint.matcher(vocab)._table
+    automaton = table.automaton
+    token_bytes = vocab.token_bytes
+    keyish = np.array([bool(data) and (b'"' in data or b"," in data) for data in token_bytes], dtype=bool)
+    eos = np.zeros(vocab.size, dtype=bool)
+    eos[list(vocab.eos_token_ids)] = True
+    rng = random.Random(seed)
+    state, keys = automaton.initial, automaton.initial_keys
+    refused = 0
+    for _ in range(max_tokens):
+        plain = table.allowed(state, no_check)
+        if keys is not None and keys.has_seen_keys:
+            keyed = table.allowed_with_keys(state, keys, no_check)
+            brute = plain.copy()
+            for token_id in np.flatnonzero(plain & keyish).tolist():
+                brute[token_id] = walk_keyed(automaton, state, keys, token_bytes[token_id]) is not None
+            assert np.array_equal(keyed, brute), [token_bytes[t] for t in np.flatnonzero(keyed != brute)]
+            refused += int((plain & ~brute).sum())
+            allowed = keyed
+        else:
+            allowed = plain
+        choices = np.flatnonzero(allowed & ~eos)
+        if not choices.size:
+            break
+        favoured = np.flatnonzero(allowed & ~eos & keyish)
+        pool = favoured if favoured.size and rng.random() < 0.6 else choices
+        chosen = int(pool[rng.randrange(pool.size)])
+        walked = walk_keyed(automaton, state, keys, token_bytes[chosen]) if keys is not None else None
+        if keys is None:
+            nxt = automaton.walk(state, token_bytes[chosen])
+            assert nxt is not None
+            state = nxt
+        else:
+            assert walked is not None
+            state, keys = walked
+    return refused
+
+
+@pytest.mark.parametrize(
+    ("spec", "options", "runs_out_of_keys"),
+    [
+        (DECLARED_AND_MORE, {}, False),
+        (PATTERN_KEYS, {}, True),
+        (ENUM_KEYS, {}, True),
+        (ENUM_KEYS, {"whitespace": "compact"}, True),
+        (NESTED, {}, False),
+    ],
+    ids=["declared", "pattern", "enum", "enum-compact", "nested"],
+)
+def test_keyed_masks_equal_the_brute_force(spec, options: dict, runs_out_of_keys: bool, vocab) -> None:
+    constraint = grammars.compile(spec, cache=False, **options)
+    refused = sum(keyed_walk_agrees(constraint, vocab, seed, 40) for seed in range(6))
+    if runs_out_of_keys:  # the walks reach objects whose keys are all taken: a comma is refused there
+        assert refused > 0
+
+
+@pytest.mark.slow
+def test_keyed_masks_equal_the_brute_force_on_corpus_schemas(vocab) -> None:
+    """Random walks over corpus schemas with objects (walk the external corpus: slow)."""
+    folder = shared_path("corpus", "schemas", "jsonschemabench")
+    rng = random.Random(7)
+    paths = sorted(folder.rglob("*.json"))
+    rng.shuffle(paths)
+    tested = 0
+    for path in paths:
+        schema = json.loads(path.read_text()).get("schema")
+        if not isinstance(schema, dict) or "properties" not in json.dumps(schema):
+            continue
+        try:
+            constraint = grammars.compile(schema, cache=False)
+        except grammars.GrammarError:
+            continue
+        keyed_walk_agrees(constraint, vocab, tested, 30)
+        tested += 1
+        if tested == 12:
+            break
+    assert tested == 12
+
+
+NAMES = ["a", "id", "name", "\u00e9t\u00e9", 'q"', "", "a/b", "\U0001f600", "x1"]
+
+
+@pytest.mark.parametrize("seen", [frozenset(NAMES[:3]), frozenset(NAMES[3:6]), frozenset(NAMES[6:]), frozenset(NAMES)])
+def test_overlapping_keys_agree_with_the_search(seen: frozenset[str]) -> None:
+    """Literal keys (canonical and escaped spellings, and literals that are no key) and "every key
+    but these" lexemes are decided without a search: the answers must be the search's."""
+    lexemes = [
+        rx.literal(b'"id"'),
+        rx.literal(b'"\\u0069d"'),
+        rx.literal(b'"n\\u0061me"'),
+        rx.literal(b'""'),
+        rx.literal(b'"a\\/b"'),
+        rx.literal(b'"\\ud83d\\ude00"'),
+        rx.literal(b'"name":'),
+        rx.literal(b"id"),
+        rx.literal('"\u00e9t\u00e9"'.encode()),
+        string_lexeme(other_than(frozenset(["id", "x1"]))),
+        string_lexeme(other_than(frozenset())),
+        string_lexeme(rx.concat(rx.literal(b"q"), rx.ANYTHING)),
+        string_lexeme(value_encodings("a")),
+    ]
+    for lexeme in lexemes:
+        expected = {
+            name
+            for name in seen
+            if (spellings := key_spellings(name)) is not None and rx.shares_string(lexeme, spellings)
+        }
+        assert overlapping_keys(lexeme, seen) == expected, lexeme
+
+
+def test_a_repeated_key_that_a_token_opens_with_its_quote_is_refused(vocab) -> None:
+    """`")` can only begin the key `)`, already written, right after the separator: a token whose
+    first byte begins the key from a lexeme start that the plain walk takes unrestricted (`, ?` may
+    go on with a space, so the state after the comma is not the restricted key start)."""
+    spec = {"type": "object", "propertyNames": {"enum": [")", "q"]}, "additionalProperties": {"type": "integer"}}
+    matcher = grammars.compile(spec, cache=False).matcher(vocab)
+    for byte in b'{")": 1,':
+        matcher.advance(vocab.token_bytes.index(bytes([byte])))
+    table, state, keys = matcher._table, matcher._state, matcher._keys
+    assert keys is not None
+    plain = table.allowed(state, no_check)
+    keyed = table.allowed_with_keys(state, keys, no_check)
+    repeated = vocab.token_bytes.index(b'")')
+    assert plain[repeated] and not keyed[repeated]
+    assert keyed[vocab.token_bytes.index(b'"')]
+    brute = plain.copy()
+    for token_id in np.flatnonzero(plain).tolist():
+        brute[token_id] = walk_keyed(table.automaton, state, keys, vocab.token_bytes[token_id]) is not None
+    assert np.array_equal(keyed, brute)
