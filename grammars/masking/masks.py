@@ -14,7 +14,6 @@ import enum
 import hashlib
 import threading
 import time
-from typing import NamedTuple
 
 import numpy as np
 
@@ -22,9 +21,9 @@ from grammars.core.automaton import GrammarAutomaton, State
 from grammars.core.budget import Check
 from grammars.core.completion import CompletionLengths, token_counter
 from grammars.core.distinct_keys import Keys, refuses, walk_keyed
-from grammars.core.lexer import DEAD, LexerTables
+from grammars.core.lexer import DEAD
 from grammars.errors import ConstraintLimitError
-from grammars.masking.token_walk import RowWalk, advance_rows, final_states, walk_state
+from grammars.masking.token_walk import GroupKey, final_states, walk_group, walk_state
 from grammars.masking.vocab import Vocabulary
 
 #: States whose masks are kept per (grammar, vocabulary) before the cache is cleared.
@@ -41,15 +40,6 @@ MAX_CACHED_LENGTHS = 64
 #: thousand ids each) are kept.
 MAX_CACHED_CANDIDATES = 1024
 _QUOTE = ord('"')
-#: Walks of boundary groups kept per vocabulary (`_group_walk`), and the bytes their rows may hold.
-MAX_CACHED_GROUP_WALKS = 65536
-MAX_CACHED_GROUP_WALK_BYTES = 128 << 20
-
-#: A boundary group: tokens that end a lexeme in lexer state `before` just before byte `position`.
-#: Named by where its rows come from, so equal names mean equal rows: `(walk sid, before, position)`
-#: for a group of the walk of every token from a lexer state, `(parent group, start sid, before,
-#: position)` for a group nested in the walk of a parent group's tokens from a lexeme start.
-GroupKey = tuple
 
 
 class _Quotes(enum.Enum):
@@ -60,36 +50,6 @@ class _Quotes(enum.Enum):
     NONE = 0
     ALL = 1
     AFTER_FIRST_BYTE = 2
-
-
-class KeyTokens(NamedTuple):
-    """bool[vocab.size] each: tokens holding a `,`; holding a `"`; holding a `"` past their first
-    byte; with a `,` before any `"` (outside a JSON string, only they can reach a key's position)."""
-
-    comma: np.ndarray
-    quote: np.ndarray
-    quote_after_first_byte: np.ndarray
-    comma_first: np.ndarray
-
-
-def _key_tokens(vocab: Vocabulary) -> KeyTokens:
-    """The vocabulary's `KeyTokens`, computed once per vocabulary."""
-    found = vocab.__dict__.get("_key_tokens")
-    if found is None:
-        arrays = vocab.walk_arrays
-        is_comma, is_quote = arrays.columns == ord(","), arrays.columns == ord('"')  # [max_len, rows]; padding is 0
-        has_comma, has_quote = is_comma.any(axis=0), is_quote.any(axis=0)
-        beyond = arrays.max_len
-        first_comma = np.where(has_comma, is_comma.argmax(axis=0), beyond)
-        first_quote = np.where(has_quote, is_quote.argmax(axis=0), beyond)
-        per_row = (has_comma, has_quote, is_quote[1:].any(axis=0), first_comma < first_quote)
-        by_id = []
-        for values in per_row:
-            kind = np.zeros(vocab.size, dtype=bool)
-            kind[arrays.ids] = values
-            by_id.append(kind)
-        found = vocab.__dict__.setdefault("_key_tokens", KeyTokens(*by_id))
-    return found
 
 
 class MaskTable:
@@ -231,7 +191,7 @@ class MaskTable:
         found = self._candidates.get(key)
         if found is None:
             walk = walk_state(self.vocab, self.automaton.lexer, lexer_sid, check)
-            kinds = _key_tokens(self.vocab)
+            kinds = self.vocab.key_tokens
             inside = walk.new_mask(self.vocab.size)
             if not awaits_quote:
                 inside &= ~kinds.comma_first  # `, ` may lead to where a key must come
@@ -417,7 +377,7 @@ class MaskTable:
         if ended is None:
             return rows[:0]
         start = automaton.lexer_start(ended)
-        walk = _group_walk(self.vocab, automaton.lexer, group, start, rows, position, check)
+        walk = walk_group(self.vocab, automaton.lexer, group, start, rows, position, check)
         if not walk.boundaries:
             return walk.inside_rows
         accepted = [walk.inside_rows]
@@ -427,33 +387,3 @@ class MaskTable:
             nested = (group, start, nested_before, nested_position)
             accepted.append(self._settle(ended, nested, nested_rows, check))
         return np.concatenate(accepted)
-
-
-def _group_walk(
-    vocab: Vocabulary, lexer: LexerTables, group: GroupKey, start: int, rows: np.ndarray, position: int, check: Check
-) -> RowWalk:
-    """The walk of the tokens `rows` of boundary group `group` from lexer state `start` (the lexeme
-    that begins at `position`), cached per vocabulary: it depends on lexer states alone, so every
-    configuration with that lexeme start, in every grammar of the lexer generation, shares it (the
-    separators after a value, say), and settling a group is a lookup after its first time.
-
-    Raises:
-        ConstraintLimitError: `check` stopped the walk (nothing is cached then).
-    """
-    cache: dict[tuple, RowWalk] = vocab.__dict__.setdefault("_group_walks", {})
-    key = (lexer.generation, group, start)
-    walk = cache.get(key)
-    if walk is None:
-        walk = advance_rows(vocab.walk_arrays, lexer, start, rows, position, check)
-        size = walk.inside_rows.nbytes + sum(nested.nbytes for _, _, nested in walk.boundaries)
-        with _group_walk_lock:
-            held = vocab.__dict__.get("_group_walk_bytes", 0) + size
-            if len(cache) >= MAX_CACHED_GROUP_WALKS or held > MAX_CACHED_GROUP_WALK_BYTES:
-                cache.clear()
-                held = size
-            cache[key] = walk
-            vocab.__dict__["_group_walk_bytes"] = held
-    return walk
-
-
-_group_walk_lock = threading.Lock()

@@ -36,6 +36,9 @@ MAX_CACHED_WALKS = 4096
 #: Bytes those walks may hold per vocabulary (a wide state's walk holds a byte per token: about
 #: 50 KB on a 49k vocabulary, 260 KB on a 262k one), whichever bound comes first.
 MAX_CACHED_WALK_BYTES = 256 << 20
+#: Walks of boundary groups (`walk_group`) kept per vocabulary, and the bytes their rows may hold.
+MAX_CACHED_GROUP_WALKS = 65536
+MAX_CACHED_GROUP_WALK_BYTES = 128 << 20
 #: Above this many inside tokens a walk keeps a dense mask: copying it beats scattering the ids.
 DENSE_INSIDE_THRESHOLD = 2048
 
@@ -223,13 +226,54 @@ def walk_state(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Check) ->
             walk = cache.get(key)
             if walk is None:
                 walk = _walk_vocabulary(vocab, lexer, sid, check)
-                held = vocab.__dict__.get("_state_walk_bytes", 0) + walk.nbytes
-                if len(cache) >= MAX_CACHED_WALKS or held > MAX_CACHED_WALK_BYTES:
-                    cache.clear()
-                    held = walk.nbytes
-                cache[key] = walk
-                vocab.__dict__["_state_walk_bytes"] = held
+                _store(vocab, "_state_walk", key, walk, walk.nbytes, MAX_CACHED_WALKS, MAX_CACHED_WALK_BYTES)
     return walk
+
+
+#: A boundary group: tokens that end a lexeme in lexer state `before` just before byte `position`.
+#: Named by where its rows come from, so equal names mean equal rows: `(walk sid, before, position)`
+#: for a group of the walk of every token from a lexer state, `(parent group, start sid, before,
+#: position)` for a group nested in the walk of a parent group's tokens from a lexeme start.
+GroupKey = tuple
+
+_group_walk_lock = threading.Lock()
+
+
+def walk_group(
+    vocab: Vocabulary, lexer: LexerTables, group: GroupKey, start: int, rows: np.ndarray, position: int, check: Check
+) -> RowWalk:
+    """The walk of the tokens `rows` of boundary group `group` from lexer state `start` (the lexeme
+    that begins at `position`), cached per vocabulary: it depends on lexer states alone, so every
+    configuration with that lexeme start, in every grammar of the lexer generation, shares it (the
+    separators after a value, say), and settling a group is a lookup after its first time.
+
+    Raises:
+        ConstraintLimitError: `check` stopped the walk (nothing is cached then).
+    """
+    cache: dict[tuple, RowWalk] = vocab.__dict__.setdefault("_group_walks", {})
+    key = (lexer.generation, group, start)
+    walk = cache.get(key)
+    if walk is None:
+        walk = advance_rows(vocab.walk_arrays, lexer, start, rows, position, check)
+        size = walk.inside_rows.nbytes + sum(nested.nbytes for _, _, nested in walk.boundaries)
+        with _group_walk_lock:
+            _store(vocab, "_group_walk", key, walk, size, MAX_CACHED_GROUP_WALKS, MAX_CACHED_GROUP_WALK_BYTES)
+    return walk
+
+
+def _store(
+    vocab: Vocabulary, name: str, key: tuple, value: object, size: int, max_entries: int, max_bytes: int
+) -> None:
+    """Keeps `value` in the vocabulary's cache `<name>s` (its bytes counted in `<name>_bytes`), which is
+    emptied first when one more entry or `size` more bytes would pass its bounds (callers hold the
+    cache's lock)."""
+    cache = vocab.__dict__.setdefault(f"{name}s", {})
+    held = vocab.__dict__.get(f"{name}_bytes", 0) + size
+    if len(cache) >= max_entries or held > max_bytes:
+        cache.clear()
+        held = size
+    cache[key] = value
+    vocab.__dict__[f"{name}_bytes"] = held
 
 
 def _walk_vocabulary(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Check) -> StateWalk:

@@ -11,7 +11,7 @@ import hashlib
 import os
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -101,8 +101,35 @@ class Vocabulary:
     # Arrays for the vectorized walks of `grammars.masking.token_walk`
     # ------------------------------------------------------------------------------------------
     @cached_property
+    def key_tokens(self) -> KeyTokens:
+        """Which tokens hold the punctuation that can begin or demand an object key: the tokens
+        distinct-key masks (`MaskTable.allowed_with_keys`) check one by one."""
+        arrays = self.walk_arrays
+        is_comma, is_quote = arrays.columns == ord(","), arrays.columns == ord('"')  # [max_len, rows]; padding is 0
+        has_comma, has_quote = is_comma.any(axis=0), is_quote.any(axis=0)
+        beyond = arrays.max_len
+        first_comma = np.where(has_comma, is_comma.argmax(axis=0), beyond)
+        first_quote = np.where(has_quote, is_quote.argmax(axis=0), beyond)
+        by_id = []
+        for values in (has_comma, has_quote, is_quote[1:].any(axis=0), first_comma < first_quote):
+            kind = np.zeros(self.size, dtype=bool)
+            kind[arrays.ids] = values
+            by_id.append(kind)
+        return KeyTokens(*by_id)
+
+    @cached_property
     def walk_arrays(self) -> WalkArrays:
         return WalkArrays(self.token_bytes)
+
+
+class KeyTokens(NamedTuple):
+    """bool[vocab.size] each: tokens holding a `,`; holding a `"`; holding a `"` past their first
+    byte; with a `,` before any `"` (outside a JSON string, only they can reach a key's position)."""
+
+    comma: np.ndarray
+    quote: np.ndarray
+    quote_after_first_byte: np.ndarray
+    comma_first: np.ndarray
 
 
 class WalkArrays:
