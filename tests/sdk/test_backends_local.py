@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
+import time
 
 import pytest
 
@@ -76,7 +78,20 @@ async def test_an_engine_failure_reaches_every_caller_and_the_thread_goes_on(eng
     backend.close()
 
 
-async def test_close_ends_running_calls_with_closed_error(engine: Engine) -> None:
+async def test_close_ends_running_calls_with_closed_error(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_forward = engine.runner.forward
+    forwards = itertools.count()
+
+    def forward_held_until_aborted(batch):
+        """After the prefill (the first update), steps wait for `close` to abort the call: without
+        this, the call could finish before `close` and then rightly end without an error."""
+        if next(forwards):
+            deadline = time.monotonic() + 60  # a liveness bound, not a timing check
+            while engine.has_unfinished_requests() and time.monotonic() < deadline:
+                time.sleep(0.001)
+        return real_forward(batch)
+
+    monkeypatch.setattr(engine.runner, "forward", forward_held_until_aborted)
     backend = LocalBackend(engine)
     stream = backend.stream(request(max_tokens=300, constraint=DigitsConstraint(max_digits=400)))
     await stream.__anext__()

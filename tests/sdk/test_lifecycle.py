@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,17 @@ def threads_since(before: set[threading.Thread]) -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread not in before]
 
 
-def resource_warnings(record: list[warnings.WarningMessage]) -> list[str]:
-    return [str(item.message) for item in record if issubclass(item.category, ResourceWarning)]
+@contextlib.contextmanager
+def recorded_resource_warnings() -> Iterator[Callable[[], list[str]]]:
+    """Record the ResourceWarnings raised inside the block (read them through the yielded function).
+
+    Earlier tests' garbage is collected first: an unclosed client another test dropped warns then,
+    not inside the block, where it would be counted as this test's.
+    """
+    gc.collect()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        yield lambda: [str(item.message) for item in record if issubclass(item.category, ResourceWarning)]
 
 
 def assert_released(new_threads: list[threading.Thread], engine_ref: weakref.ref[Engine]) -> None:
@@ -55,11 +65,10 @@ async def test_a_dropped_llm_frees_its_engine_and_threads_and_warns_once() -> No
     await llm.generate(PROMPT, **CALL)
     new_threads = threads_since(before)
     assert {thread.name.split("_")[0] for thread in new_threads} == {"stencil-engine", "stencil-submit"}
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
+    with recorded_resource_warnings() as resource_warnings:
         del llm
         gc.collect()
-    assert len(resource_warnings(record)) == 1 and "sdk.LLM" in resource_warnings(record)[0]
+    assert len(resource_warnings()) == 1 and "sdk.LLM" in resource_warnings()[0]
     assert_released(new_threads, engine_ref)
 
 
@@ -80,11 +89,10 @@ async def test_a_closed_llm_does_not_warn() -> None:
     del engine
     await llm.generate(PROMPT, **CALL)
     await llm.aclose()
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
+    with recorded_resource_warnings() as resource_warnings:
         del llm
         gc.collect()
-    assert resource_warnings(record) == []
+    assert resource_warnings() == []
     assert_released(threads_since(before), engine_ref)
 
 
@@ -104,11 +112,10 @@ def test_a_dropped_sync_llm_frees_its_loop_engine_and_threads_and_warns_once(use
         "stencil-submit",
     }
     loop = llm._loop_thread.loop
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
+    with recorded_resource_warnings() as resource_warnings:
         del llm
         gc.collect()
-    assert len(resource_warnings(record)) == 1 and "sdk.SyncLLM" in resource_warnings(record)[0]
+    assert len(resource_warnings()) == 1 and "sdk.SyncLLM" in resource_warnings()[0]
     assert_released(new_threads, engine_ref)
     assert loop.is_closed()
 
@@ -119,15 +126,14 @@ def test_a_stream_keeps_its_sync_llm_working() -> None:
     llm = SyncLLM(backend=LocalBackend(engine))
     del engine
     stream = llm.stream(PROMPT, **CALL)
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
+    with recorded_resource_warnings() as resource_warnings:
         del llm
         gc.collect()
-        assert resource_warnings(record) == []
+        assert resource_warnings() == []
         assert isinstance(list(stream)[-1], str)
         del stream
         gc.collect()
-    assert len(resource_warnings(record)) == 1
+    assert len(resource_warnings()) == 1
     assert_released(threads_since(before), engine_ref)
 
 
@@ -138,11 +144,10 @@ def test_a_closed_sync_llm_does_not_warn() -> None:
     del engine
     llm.generate(PROMPT, **CALL)
     llm.close()
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
+    with recorded_resource_warnings() as resource_warnings:
         del llm
         gc.collect()
-    assert resource_warnings(record) == []
+    assert resource_warnings() == []
     assert_released(threads_since(before), engine_ref)
 
 
