@@ -11,9 +11,9 @@ first mask, and a cache directory others can write to would let them run code or
 
 from __future__ import annotations
 
+import itertools
 import marshal
 import os
-import reprlib
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -35,6 +35,8 @@ MAX_CACHED_CONSTRAINTS = 128
 #: marshal's own bound, so that whether marshal can write a specification never decides its fate.
 MAX_SPEC_NESTING = 2_000
 WHITESPACE_POLICIES = ("flexible", "compact", "spaced")
+#: Characters of a specification a constraint's description shows.
+MAX_SUMMARY_CHARS = 60
 
 
 #: Wall-clock seconds `Constraint.accepts` may spend on new lexer states.
@@ -158,17 +160,16 @@ def compile(
             f"lenient, whitespace and indent apply to JSON Schemas and types, not to a {kind} specification"
         )
     documents = _resources(kind, resources)
-    summary = _summary(kind, payload)
     options = _Options(lenient, whitespace, indent, documents)
     key = _cache_key(kind, payload, options)  # also when not caching: it bounds nesting
     if key is None or not cache:
-        return _compile(kind, payload, summary, options)
+        return _compile(kind, payload, options)
     with _cache_lock:
         found = _cache.get(key)
         if found is not None:
             _cache.move_to_end(key)
             return found
-    constraint = _compile(kind, payload, summary, options)
+    constraint = _compile(kind, payload, options)
     with _cache_lock:
         _cache[key] = constraint
         while len(_cache) > MAX_CACHED_CONSTRAINTS:
@@ -224,11 +225,11 @@ def _resources(kind: str, resources: Mapping[str, Any] | None) -> dict[str, Any]
     return dict(resources)
 
 
-def _compile(kind: str, payload: Any, summary: str, options: _Options) -> Constraint:
+def _compile(kind: str, payload: Any, options: _Options) -> Constraint:
     """Front end and core under one compile deadline (MAX_COMPILE_SECONDS from the start)."""
     budget = Budget()
     grammar = _grammar(kind, payload, options, check=budget.check)
-    return Constraint(grammar, summary, budget=budget)
+    return Constraint(grammar, _summary(kind, payload), budget=budget)
 
 
 def _grammar(kind: str, payload: Any, options: _Options, *, check: Check) -> ir.Grammar:
@@ -261,9 +262,35 @@ def _grammar(kind: str, payload: Any, options: _Options, *, check: Check) -> ir.
     )
 
 
+class _Text(str):
+    """Punctuation of a summary, told apart from the payload's own strings."""
+
+
 def _summary(kind: str, payload: Any) -> str:
-    text = reprlib.repr(payload)  # depth-bounded: a schema nested a thousand deep costs no recursion
-    return f"{kind} {text[:60]}{'...' if len(text) > 60 else ''}"
+    """`kind` and the start of the payload's repr, written piece by piece until MAX_SUMMARY_CHARS are
+    there: a schema of any size or depth (or a cycle) costs the same few pieces."""
+    pieces: list[str] = []
+    length = 0
+    todo: list[Any] = [payload]
+    while todo and length <= MAX_SUMMARY_CHARS:
+        item = todo.pop()
+        if isinstance(item, _Text):
+            piece: str = item
+        elif isinstance(item, (dict, list, tuple)):
+            brackets = "{}" if isinstance(item, dict) else "[]" if isinstance(item, list) else "()"
+            entries = itertools.islice(item.items() if isinstance(item, dict) else item, MAX_SUMMARY_CHARS)
+            todo.append(_Text(",)" if isinstance(item, tuple) and len(item) == 1 else brackets[1]))
+            for index, entry in reversed(list(enumerate(entries))):
+                todo += [entry[1], _Text(f"{entry[0]!r}: ")] if isinstance(item, dict) else [entry]
+                if index:
+                    todo.append(_Text(", "))
+            piece = brackets[0]
+        else:
+            piece = repr(item[: MAX_SUMMARY_CHARS + 1] if isinstance(item, (str, bytes)) else item)
+        pieces.append(piece)
+        length += len(piece)
+    text = "".join(pieces)
+    return f"{kind} {text[:MAX_SUMMARY_CHARS]}{'...' if todo or len(text) > MAX_SUMMARY_CHARS else ''}"
 
 
 def _cache_key(kind: str, payload: Any, options: _Options) -> tuple[Any, ...] | None:

@@ -19,25 +19,36 @@ def rule_refs(expr: ir.Expr) -> set[str]:
     todo = [expr]
     while todo:
         node = todo.pop()
-        if isinstance(node, ir.Ref):
-            found.add(node.name)
-        elif isinstance(node, ir.Seq):
-            todo.extend(node.items)
-        elif isinstance(node, ir.Alt):
-            todo.extend(node.options)
-        elif isinstance(node, ir.Repeat):
-            todo.append(node.item)
+        kind = type(node)  # exact types (the IR has no subclasses): the hottest walk of a compile
+        if kind is ir.Ref:
+            found.add(node.name)  # type: ignore[union-attr]
+        elif kind is ir.Seq:
+            todo += node.items  # type: ignore[union-attr]
+        elif kind is ir.Alt:
+            todo += node.options  # type: ignore[union-attr]
+        elif kind is ir.Repeat:
+            todo.append(node.item)  # type: ignore[union-attr]
     return found
 
 
-def _least_fixpoint(rules: dict[str, ir.Expr], holds: Callable[[ir.Expr, set[str]], bool]) -> set[str]:
-    """The smallest set S of rules with `holds(rules[r], S)` for every r in S (holds is monotone):
-    a rule is re-examined only when a rule it refers to joins S."""
-    users: dict[str, list[str]] = {name: [] for name in rules}
-    for name, expr in rules.items():
-        for ref in rule_refs(expr):
+def rule_users(refs: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Rule -> the rules that refer to it (from rule -> `rule_refs` of its body): what the fixpoints
+    below re-examine when a rule joins."""
+    users: dict[str, list[str]] = {name: [] for name in refs}
+    for name, called in refs.items():
+        for ref in called:
             if ref in users:
                 users[ref].append(name)
+    return users
+
+
+def _least_fixpoint(
+    rules: dict[str, ir.Expr], holds: Callable[[ir.Expr, set[str]], bool], users: dict[str, list[str]] | None
+) -> set[str]:
+    """The smallest set S of rules with `holds(rules[r], S)` for every r in S (holds is monotone):
+    a rule is re-examined only when a rule it refers to joins S."""
+    if users is None:
+        users = rule_users({name: rule_refs(expr) for name, expr in rules.items()})
     found: set[str] = set()
     todo = list(rules)
     while todo:
@@ -48,38 +59,47 @@ def _least_fixpoint(rules: dict[str, ir.Expr], holds: Callable[[ir.Expr, set[str
     return found
 
 
-def nullable_rules(rules: dict[str, ir.Expr]) -> set[str]:
-    """Rules that derive the empty string."""
-    return _least_fixpoint(rules, is_nullable)
+def nullable_rules(rules: dict[str, ir.Expr], users: dict[str, list[str]] | None = None) -> set[str]:
+    """Rules that derive the empty string (`users`: `rule_users` of `rules`, when the caller has it)."""
+    return _least_fixpoint(rules, is_nullable, users)
 
 
 def is_nullable(expr: ir.Expr, nullable: set[str]) -> bool:
     return _derives(expr, nullable, lambda lexeme: lexeme.term.nullable)
 
 
-def productive_rules(rules: dict[str, ir.Expr]) -> set[str]:
+def productive_rules(rules: dict[str, ir.Expr], users: dict[str, list[str]] | None = None) -> set[str]:
     """Rules that derive at least one string (the others can never finish)."""
-    return _least_fixpoint(rules, lambda expr, productive: _derives(expr, productive, lambda lexeme: True))
+    return _least_fixpoint(rules, lambda expr, productive: _derives(expr, productive, lambda lexeme: True), users)
 
 
 def _derives(expr: ir.Expr, known: set[str], lexeme_derives: Callable[[ir.Lexeme], bool]) -> bool:
     """Whether `expr` derives a string of the kind asked (empty, or any), given the rules in `known` do."""
-    if isinstance(expr, ir.Lexeme):
-        return lexeme_derives(expr)
-    if isinstance(expr, ir.Ref):
-        return expr.name in known
-    if isinstance(expr, ir.Seq):
-        return all(_derives(e, known, lexeme_derives) for e in expr.items)
-    if isinstance(expr, ir.Alt):
-        return any(_derives(e, known, lexeme_derives) for e in expr.options)
-    return expr.min == 0 or _derives(expr.item, known, lexeme_derives)  # Repeat
+    kind = type(expr)
+    if kind is ir.Ref:
+        return expr.name in known  # type: ignore[union-attr]
+    if kind is ir.Lexeme:
+        return lexeme_derives(expr)  # type: ignore[arg-type]
+    if kind is ir.Seq:
+        for item in expr.items:  # type: ignore[union-attr]
+            if not _derives(item, known, lexeme_derives):
+                return False
+        return True
+    if kind is ir.Alt:
+        for option in expr.options:  # type: ignore[union-attr]
+            if _derives(option, known, lexeme_derives):
+                return True
+        return False
+    return expr.min == 0 or _derives(expr.item, known, lexeme_derives)  # type: ignore[union-attr]  # Repeat
 
 
-def reachable_rules(rules: dict[str, ir.Expr], start: str) -> set[str]:
+def reachable_rules(rules: dict[str, ir.Expr], start: str, refs: dict[str, set[str]] | None = None) -> set[str]:
+    """Rules reachable from `start` (`refs`: rule -> `rule_refs` of its body, when the caller has it)."""
     seen = {start}
     todo = [start]
     while todo:
-        for ref in rule_refs(rules[todo.pop()]):
+        name = todo.pop()
+        for ref in rule_refs(rules[name]) if refs is None else refs[name]:
             if ref not in seen and ref in rules:
                 seen.add(ref)
                 todo.append(ref)
@@ -88,25 +108,30 @@ def reachable_rules(rules: dict[str, ir.Expr], start: str) -> set[str]:
 
 def left_calls(expr: ir.Expr, nullable: set[str]) -> set[str]:
     """Rules `expr` may call before consuming any input."""
-    if isinstance(expr, ir.Ref):
-        return {expr.name}
-    if isinstance(expr, ir.Seq):
+    kind = type(expr)
+    if kind is ir.Ref:
+        return {expr.name}  # type: ignore[union-attr]
+    if kind is ir.Seq:
         found: set[str] = set()
-        for item in expr.items:
+        for item in expr.items:  # type: ignore[union-attr]
             found |= left_calls(item, nullable)
             if not is_nullable(item, nullable):
                 break
         return found
-    if isinstance(expr, ir.Alt):
-        return set().union(*(left_calls(e, nullable) for e in expr.options)) if expr.options else set()
-    if isinstance(expr, ir.Repeat):
-        return left_calls(expr.item, nullable)
+    if kind is ir.Alt:
+        return set().union(*(left_calls(e, nullable) for e in expr.options))  # type: ignore[union-attr]
+    if kind is ir.Repeat:
+        return left_calls(expr.item, nullable)  # type: ignore[union-attr]
     return set()
 
 
-def left_call_graph(rules: dict[str, ir.Expr]) -> dict[str, set[str]]:
-    """Rule -> the rules it may call before consuming input."""
-    nullable = nullable_rules(rules)
+def left_call_graph(rules: dict[str, ir.Expr], nullable: set[str] | None = None) -> dict[str, set[str]]:
+    """Rule -> the rules it may call before consuming input.
+
+    `nullable`: `nullable_rules(rules)`, when the caller has it (language-preserving rewrites keep it).
+    """
+    if nullable is None:
+        nullable = nullable_rules(rules)
     return {name: left_calls(expr, nullable) & rules.keys() for name, expr in rules.items()}
 
 

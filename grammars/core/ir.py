@@ -12,6 +12,8 @@ can compose freely.
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass, field
 
 from grammars.core import byte_regex as rx
@@ -81,13 +83,19 @@ class Grammar:
 
 
 def expr_size(expr: Expr) -> int:
-    if isinstance(expr, Seq):
-        return 1 + sum(expr_size(e) for e in expr.items)
-    if isinstance(expr, Alt):
-        return 1 + sum(expr_size(e) for e in expr.options)
-    if isinstance(expr, Repeat):
-        return 1 + expr_size(expr.item)
-    return 1
+    size = 0
+    todo = [expr]
+    while todo:
+        node = todo.pop()
+        size += 1
+        kind = type(node)
+        if kind is Seq:
+            todo += node.items  # type: ignore[union-attr]
+        elif kind is Alt:
+            todo += node.options  # type: ignore[union-attr]
+        elif kind is Repeat:
+            todo.append(node.item)  # type: ignore[union-attr]
+    return size
 
 
 # ----------------------------------------------------------------------------------------------
@@ -106,7 +114,13 @@ def lex(term: rx.Term, name: str = "") -> Expr:
 
 def lit(text: str | bytes) -> Expr:
     """A lexeme matching exactly `text` (UTF-8 encoded when a str)."""
-    data = text.encode("utf-8") if isinstance(text, str) else text
+    return _literal(text.encode("utf-8") if isinstance(text, str) else text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _literal(data: bytes) -> Expr:
+    # Cached: punctuation and keywords recur in every grammar. A term kept past a new generation of
+    # the byte-regex tables stays valid (see `grammars.core.byte_regex`), as front-end constants do.
     return lex(rx.literal(data), repr(data.decode("utf-8", "replace")))
 
 
@@ -117,9 +131,10 @@ def ref(name: str) -> Expr:
 def seq(*items: Expr) -> Expr:
     flat: list[Expr] = []
     for item in items:
-        if isinstance(item, Seq):
-            flat.extend(item.items)
-        elif item == NOTHING:
+        kind = type(item)  # exact types, not `== NOTHING`: dataclass equality costs a call per item
+        if kind is Seq:
+            flat += item.items  # type: ignore[union-attr]
+        elif kind is Alt and not item.options:  # type: ignore[union-attr]
             return NOTHING
         else:
             flat.append(item)
@@ -137,9 +152,10 @@ def alt(*options: Expr) -> Expr:
 def repeat(item: Expr, min: int, max: int | None) -> Expr:
     if max is not None and max < min:
         return NOTHING
-    if max == 0 or item == EMPTY:
+    kind = type(item)
+    if max == 0 or (kind is Seq and not item.items):  # type: ignore[union-attr]
         return EMPTY
-    if item == NOTHING:
+    if kind is Alt and not item.options:  # type: ignore[union-attr]
         return EMPTY if min == 0 else NOTHING
     if min == max == 1:
         return item
@@ -168,6 +184,10 @@ def separated(item: Expr, separator: Expr, min_items: int = 0, max_items: int | 
     return some if min_items > 0 else opt(some)
 
 
+#: What a rule name may not hold (`\W`: neither `str.isalnum` nor "_").
+_NOT_NAME_CHAR = re.compile(r"\W")
+
+
 class RuleSet:
     """Allocates rule names for a front end and collects the rules it defines.
 
@@ -181,7 +201,7 @@ class RuleSet:
 
     def reserve(self, hint: str) -> str:
         """A fresh rule name based on `hint`, to be given a body later with `set`."""
-        base = "".join(c if c.isalnum() or c == "_" else "_" for c in hint) or "rule"
+        base = _NOT_NAME_CHAR.sub("_", hint) or "rule"
         n = self._counts.get(base, 0)
         name = base if n == 0 else f"{base}__{n}"
         while name in self.rules:  # a rule named like a numbered one (`x__1`) already exists

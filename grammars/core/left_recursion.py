@@ -15,7 +15,7 @@ groups and optional prefixes are seen.
 from __future__ import annotations
 
 from grammars.core import ir
-from grammars.core.analysis import left_call_graph, rule_refs, strongly_connected
+from grammars.core.analysis import left_call_graph, left_calls, nullable_rules, rule_refs, strongly_connected
 
 #: Rules made directly recursive before giving up (the parser then reports what is left).
 MAX_ROUNDS = 100
@@ -25,36 +25,45 @@ MAX_HEAD_OPTIONS = 512
 Option = tuple[ir.Expr, ...]
 
 
-def remove_left_recursion(rules: dict[str, ir.Expr]) -> dict[str, ir.Expr]:
+def remove_left_recursion(rules: dict[str, ir.Expr], nullable: set[str] | None = None) -> dict[str, ir.Expr]:
     """Rules with the same language and no left recursion, where the rewrite succeeds.
 
     Where a cycle cannot be resolved within the budgets (a left call behind a nullable rule, say),
     it is left in place and `check_no_left_recursion` (called by the parser) reports it.
+    `nullable`: `nullable_rules(rules)`, when the caller has it.
     """
-    rules = _make_recursion_direct(rules)
-    return {name: _direct_recursion_as_loop(name, expr) for name, expr in rules.items()}
+    rules, graph = _make_recursion_direct(rules, nullable_rules(rules) if nullable is None else nullable)
+    # Only a rule among its own left calls can have an option that starts with itself.
+    return {
+        name: _direct_recursion_as_loop(name, expr) if name in graph[name] else expr for name, expr in rules.items()
+    }
 
 
-def _make_recursion_direct(rules: dict[str, ir.Expr]) -> dict[str, ir.Expr]:
+def _make_recursion_direct(
+    rules: dict[str, ir.Expr], nullable: set[str]
+) -> tuple[dict[str, ir.Expr], dict[str, set[str]]]:
+    """The rules with indirect recursion made direct where that works, and their left-call graph."""
+    # Every rewrite keeps each rule's language, so `nullable` stays true and only the rewritten
+    # rule's left calls change: the graph is built once and patched.
     rules = dict(rules)
+    graph = left_call_graph(rules, nullable)
     for _ in range(MAX_ROUNDS):
-        graph = left_call_graph(rules)
         cyclic = [name for component in strongly_connected(graph) if len(component) > 1 for name in sorted(component)]
         resolved = None
         for name in cyclic:
             resolved = _make_direct(name, rules, graph)
             if resolved is not None:
                 rules[name] = resolved
+                graph[name] = left_calls(resolved, nullable) & rules.keys()
                 break
         if resolved is None:
             break
-    graph = left_call_graph(rules)
     for name, expr in rules.items():
         if name in graph[name]:
             options = _head_options(expr)
             if options is not None:
-                rules[name] = ir.alt(*(ir.seq(*o) for o in options))
-    return rules
+                rules[name] = ir.alt(*(ir.seq(*o) for o in options))  # the same left calls
+    return rules, graph
 
 
 def _leads_back(target: str, starts: set[str], graph: dict[str, set[str]]) -> bool:

@@ -155,3 +155,27 @@ def test_relative_import_paths_are_keyed_by_the_directory_they_name(fresh_cache,
     assert grammars.compile(spec).accepts("yes")
     monkeypatch.chdir(tmp_path / "b")
     assert grammars.compile(spec).accepts("no")
+
+
+@pytest.mark.parametrize(
+    "spec, shown",
+    [
+        ({"type": "string"}, "schema {'type': 'string'}"),
+        (grammars.Choice(["yes", "no"]), "choice ['yes', 'no']"),
+        (True, "schema True"),
+    ],
+)
+def test_a_small_specification_is_described_by_its_repr(fresh_cache, spec, shown):
+    assert repr(grammars.compile(spec, cache=False)) == f"Constraint({shown})"
+
+
+def test_the_description_of_a_huge_or_cyclic_schema_is_its_bounded_start():
+    wide = {"type": "object", "properties": {f"p{i}": {"type": "integer"} for i in range(20_000)}}
+    deep = _nested_objects(5_000)
+    cyclic: dict = {"type": "object"}
+    cyclic["properties"] = {"self": cyclic}
+    for schema in (wide, deep, cyclic):
+        text = compiler._summary("schema", schema)
+        assert text.startswith("schema {'type': 'object', 'properties': {'")
+        assert text.endswith("...") and len(text) == len("schema ...") + compiler.MAX_SUMMARY_CHARS
+    assert "{'p0': {'type': 'integer'}," in compiler._summary("schema", wide)

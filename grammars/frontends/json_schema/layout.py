@@ -15,6 +15,8 @@ compiled per depth (`is_depth_sensitive`) up to MAX_INDENT_DEPTH.
 
 from __future__ import annotations
 
+import functools
+
 from grammars.core import byte_regex as rx
 from grammars.core import ir
 from grammars.errors import GrammarError
@@ -24,6 +26,13 @@ WHITESPACE_POLICIES = ("flexible", "compact", "spaced")
 MAX_INDENT_DEPTH = 48
 #: Largest indent accepted.
 MAX_INDENT = 16
+
+
+@functools.lru_cache(maxsize=len(WHITESPACE_POLICIES))
+def _separators(whitespace: str) -> tuple[ir.Expr, ir.Expr]:
+    """The comma and colon lexemes of a policy, built once (like every front-end constant)."""
+    space = {"flexible": rx.optional(rx.literal(b" ")), "compact": rx.EPSILON, "spaced": rx.literal(b" ")}[whitespace]
+    return ir.lex(rx.concat(rx.literal(b","), space), "','"), ir.lex(rx.concat(rx.literal(b":"), space), "':'")
 
 
 class Layout:
@@ -45,12 +54,8 @@ class Layout:
             raise GrammarError(f"indent must be an int in 0..{MAX_INDENT} or None, not {indent!r}")
         self.whitespace = whitespace
         self.indent = indent
-        space = {"flexible": rx.optional(rx.literal(b" ")), "compact": rx.EPSILON, "spaced": rx.literal(b" ")}[
-            whitespace
-        ]
         if indent is None:
-            self._comma = ir.lex(rx.concat(rx.literal(b","), space), "','")
-            self._colon = ir.lex(rx.concat(rx.literal(b":"), space), "':'")
+            self._comma, self._colon = _separators(whitespace)
         else:
             self._colon = ir.lit(": ")
 

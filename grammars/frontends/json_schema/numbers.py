@@ -131,11 +131,11 @@ def _same_length_range(a: str, b: str) -> rx.Term:
     if a[1:] == "0" * rest and b[1:] == "9" * rest:
         return rx.concat(_digit_range(int(a[0]), int(b[0])), _fixed(rest))
     if a[0] == b[0]:
-        return rx.concat(rx.literal(a[0].encode()), _same_length_range(a[1:], b[1:]))
+        return rx.concat(_DIGIT_LITERALS[int(a[0])], _same_length_range(a[1:], b[1:]))
     return rx.alt(
-        rx.concat(rx.literal(a[0].encode()), _same_length_range(a[1:], "9" * rest)),
+        rx.concat(_DIGIT_LITERALS[int(a[0])], _same_length_range(a[1:], "9" * rest)),
         rx.concat(_digit_range(int(a[0]) + 1, int(b[0]) - 1), _fixed(rest)),
-        rx.concat(rx.literal(b[0].encode()), _same_length_range("0" * rest, b[1:])),
+        rx.concat(_DIGIT_LITERALS[int(b[0])], _same_length_range("0" * rest, b[1:])),
     )
 
 

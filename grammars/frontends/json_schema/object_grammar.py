@@ -27,6 +27,7 @@ from grammars.frontends.json_schema.strings import (
     content_is_empty,
     is_spellable,
     other_than,
+    quoted_term,
     string_lexeme,
 )
 
@@ -109,7 +110,7 @@ class _ObjectEmitter:
             *(r.value for r in self.other_rules if r.applies_to(name, content)),
         )
         clauses = [j for j, e in enumerate(self.node.exists) if e.rule.applies_to(name, content)]
-        key = ir.lex(rx.literal(b'"' + content + b'"'), repr(name))
+        key = ir.lex(quoted_term(content), repr(name))
         return self._variants(key, value, clauses)
 
     def _additional_pairs(self) -> dict[int, ir.Expr]:

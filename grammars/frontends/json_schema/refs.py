@@ -266,6 +266,7 @@ class SchemaRegistry:
                     stack.append((loc.child(*name), child, base, dialect))
             self._base.setdefault(loc, base)
             self._dialect.setdefault(loc, dialect)
+            self._schema_at.setdefault(loc, node)  # so that `schema_at` walks no pointer it indexed
 
     def _apply_id(self, loc: Loc, node: dict, base: str, dialect: Dialect) -> str:
         id_keyword = "id" if dialect == Dialect.DRAFT4 else "$id"

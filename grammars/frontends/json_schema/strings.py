@@ -26,6 +26,7 @@ _SHORT_ESCAPES = {0x22: b'"', 0x5C: b"\\", 0x2F: b"/", 0x08: b"b", 0x0C: b"f", 0
 #: Characters that may not appear raw inside a JSON string.
 _NOT_RAW = CharSet.range(0, 0x1F) | CharSet.of('"', "\\")
 _BACKSLASH_U = rx.literal(b"\\u")
+_QUOTE = rx.literal(b'"')
 
 
 class UnsupportedPattern(Exception):
@@ -152,8 +153,10 @@ def _char_encodings(char: str) -> rx.Term:
     return encode_chars(CharSet.of(char))
 
 
+@functools.lru_cache(maxsize=4096)
 def value_encodings(text: str) -> rx.Term:
-    """Every content encoding of exactly the string `text`.
+    """Every content encoding of exactly the string `text` (cached like `quoted_term`: property names
+    recur).
 
     Raises:
         LoneSurrogateError: `text` holds a lone surrogate (no JSON encoding decodes to it under our policy).
@@ -220,11 +223,18 @@ def canonical_content(text: str) -> bytes:
 
 def string_lexeme(content: rx.Term) -> rx.Term:
     """A whole JSON string (quotes included) whose content is in `content`."""
-    lexeme = rx.concat(rx.literal(b'"'), content, rx.literal(b'"'))
+    lexeme = rx.concat(_QUOTE, content, _QUOTE)
     left_out = _OTHER_THAN_CONTENTS.get(content.id)
     if left_out is not None:
         _remember(_OTHER_THAN_LEXEMES, lexeme, left_out)
     return lexeme
+
+
+@functools.lru_cache(maxsize=4096)
+def quoted_term(content: bytes) -> rx.Term:
+    """Exactly the JSON string with the (escaped) `content`, quotes included: a declared key. Cached
+    like `pattern_term`, since a schema spells the same keys in many objects and alternatives."""
+    return rx.literal(b'"' + content + b'"')
 
 
 @functools.lru_cache(maxsize=4096)
