@@ -37,6 +37,10 @@ EXTENSIONS = [
     ),
     # The vocabulary walk of token masks: plain CPython API, no torch, so `grammars` imports without it.
     Extension("grammars.masking._walk", ["grammars/masking/_walk.cpp"], extra_compile_args=["-O3", "-std=c++17"]),
+    # Derivatives of lexer terms (rows of the lazy lexer DFA): plain CPython API as well.
+    Extension(
+        "grammars.core._derivatives", ["grammars/core/_derivatives.cpp"], extra_compile_args=["-O3", "-std=c++17"]
+    ),
 ]
 
 

@@ -26,8 +26,12 @@ import operator
 import threading
 from collections import deque
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from grammars.core.budget import Check, no_check
+
+if TYPE_CHECKING:
+    from grammars.core._derivatives import Store
 
 ALL_BYTES = (1 << 256) - 1
 
@@ -83,6 +87,10 @@ def _nullable(kind: int, args: tuple[Term, ...], lo: int) -> bool:
 _TABLE: dict[tuple, Term] = {}
 _TABLE_LOCK = threading.Lock()
 _IDS = itertools.count()
+#: How many times the tables started afresh (`CompiledTerms` mirrors one generation), and the first
+#: id of the current generation.
+_generation = 0
+_generation_start = 0
 #: Interned terms (and memo entries of each kind) kept before the tables start a new generation.
 MAX_INTERNED_TERMS = 250_000
 
@@ -104,6 +112,11 @@ def _intern(
     return term
 
 
+def _is_current(term: Term) -> bool:
+    """Whether `term` belongs to the current generation (ids grow: it was interned since it began)."""
+    return term.id >= _generation_start or term in _CONSTANTS
+
+
 _term_id = operator.attrgetter("id")
 
 
@@ -121,6 +134,9 @@ def _new_generation() -> None:
         _TABLE[
             (constant.kind, tuple([a.id for a in constant.args]), constant.bits, constant.lo, constant.hi, constant.tag)
         ] = constant
+    global _generation, _generation_start
+    _generation += 1
+    _generation_start = next(_IDS)
 
 
 EMPTY = _intern(K_EMPTY)
@@ -689,3 +705,85 @@ def _show_byte(b: int) -> str:
     if c.isalnum():
         return c
     return repr(c)[1:-1] if b < 128 else f"\\x{b:02x}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Compiled derivatives
+# ----------------------------------------------------------------------------------------------
+
+
+class CompiledTerms:
+    """Terms carried to and from a compiled store (`_derivatives.Store`, built from _derivatives.cpp),
+    whose derivatives follow this module's rules in C++: a node carried back is the very term
+    `derivative` builds here. The lexer fills its rows through it; this module stays the reference.
+
+    It mirrors the current generation of the tables: once they start afresh it is stale (`is_current`),
+    since the terms it would carry back are of the old generation. Terms of older generations are
+    carried over as nodes of their own (see _derivatives.cpp), as they stay terms of their own here.
+
+    Args:
+        store: an empty `_derivatives.Store`.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._generation = _generation
+        self._node_of_term: dict[int, int] = {}
+        self._term_of_node: dict[int, Term] = {0: EMPTY}
+
+    def is_current(self) -> bool:
+        return self._generation == _generation
+
+    def node(self, term: Term) -> int:
+        """The store's node for `term`, carrying over the subterms it lacks (post-order, no recursion).
+
+        Raises:
+            OverflowError: a counter bound or tag beyond 64 bits.
+        """
+        known = self._node_of_term
+        pending = [term]
+        while pending:
+            top = pending[-1]
+            if top.id in known:
+                pending.pop()
+                continue
+            missing = [a for a in top.args if a.id not in known]
+            if missing:
+                pending.extend(missing)
+                continue
+            pending.pop()
+            node = self.store.node(
+                top.kind,
+                [known[a.id] for a in top.args],
+                top.bits.to_bytes(32, "little"),
+                top.lo,
+                -1 if top.hi is None else top.hi,
+                top.tag,
+                0 if _is_current(top) else top.id,
+            )
+            known[top.id] = node
+            self._term_of_node.setdefault(node, top)
+        return known[term.id]
+
+    def term(self, node: int) -> Term:
+        """The term of a store's node, interned here (post-order, no recursion)."""
+        known = self._term_of_node
+        pending = [node]
+        while pending:
+            top = pending[-1]
+            if top in known:
+                pending.pop()
+                continue
+            kind, members, bits, lo, hi, tag_id = self.store.describe(top)
+            missing = [m for m in members if m not in known]
+            if missing:
+                pending.extend(missing)
+                continue
+            pending.pop()
+            args = [known[m] for m in members]
+            if kind in (K_ALT, K_AND):
+                args.sort(key=_term_id)
+            term = _intern(kind, tuple(args), int.from_bytes(bits, "little"), lo, None if hi == -1 else hi, tag_id)
+            known[top] = term
+            self._node_of_term.setdefault(term.id, top)
+        return known[node]

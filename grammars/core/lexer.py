@@ -13,6 +13,12 @@ one, and an old generation is freed with the last automaton (and mask table) tha
 that compiles a new schema per request therefore never exhausts MAX_STATES, which bounds one
 generation (the states of the automata on it, minus what they left to later generations).
 
+Rows are derived by the compiled store of `_derivatives.cpp` (`byte_regex.CompiledTerms`: the same
+terms, derived in C++) where it is built, else by `byte_regex` alone. A state reached by compiled
+derivatives is numbered by its node; its term is carried back to Python only when something reads it
+(`terms[sid]`), since building Python terms cost most of a row. Either way a state's term is the one
+`byte_regex` builds, so both paths reach the same states.
+
 Rows live in one numpy table (for the vectorized vocabulary walks in `grammars.masking.token_walk`) mirrored
 by Python lists (for the scalar byte walks of the matcher, where numpy scalar indexing is slow).
 """
@@ -21,8 +27,11 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import overload
 
 import numpy as np
 
@@ -36,6 +45,28 @@ DEAD = 0
 MAX_STATES = 1_000_000
 #: States after which automata built later start a new generation.
 NEW_GENERATION_STATES = 100_000
+#: Term nodes a store of compiled derivatives holds before its lexer starts a fresh one (each node and
+#: memo entry costs tens of bytes, as in `byte_regex`, whose tables hold as many terms).
+MAX_COMPILED_NODES = rx.MAX_INTERNED_TERMS
+
+logger = logging.getLogger(__name__)
+
+
+def _load_compiled() -> ModuleType | None:
+    try:
+        from grammars.core import _derivatives
+    except ImportError as exc:
+        logger.warning(
+            "the compiled lexer derivatives (grammars.core._derivatives) are not built (%s): lexer rows are "
+            "derived in Python, several times slower; scripts/install.sh builds them",
+            exc,
+        )
+        return None
+    return _derivatives
+
+
+#: The compiled derivatives, or None when they are not built (then rows come from `byte_regex` alone).
+compiled_derivatives = _load_compiled()
 
 
 _GENERATIONS = itertools.count()
@@ -53,7 +84,10 @@ class LexerTables:
         #: Never reused: caches of other modules key lexer states by (generation, sid).
         self.generation = next(_GENERATIONS)
         self._lock = threading.RLock()
-        self.terms: list[rx.Term] = []
+        #: The term of each state, read as `terms[sid]` (None in `_terms` until then for a state reached by
+        #: compiled derivatives: its node is in `_node_of_sid`).
+        self.terms = _Terms(self)
+        self._terms: list[rx.Term | None] = []
         self._sid_of_term: dict[int, int] = {}
         capacity = 1024
         self.trans = np.zeros((capacity, 256), dtype=np.int32)  # [states, bytes] -> sid
@@ -62,12 +96,17 @@ class LexerTables:
         self.rows: list[list[int] | None] = []
         self._accepting_tags: list[tuple[int, ...]] = []
         self._representatives: dict[tuple[int, int], int] = {}
-        self.sid(rx.EMPTY)  # DEAD == 0
+        #: The compiled derivatives, and the node of each state and state of each node in its store
+        #: (replaced together with the generation of terms, or once the store holds MAX_COMPILED_NODES).
+        self._compiled: rx.CompiledTerms | None = None
+        self._sid_of_node: dict[int, int] = {}
+        self._node_of_sid: dict[int, int] = {}
+        self._add(rx.EMPTY, empty=False)  # DEAD == 0
 
     # ------------------------------------------------------------------------------------------
     @property
     def num_states(self) -> int:
-        return len(self.terms)
+        return len(self._terms)
 
     def sid(self, term: rx.Term, check: Check = no_check) -> int:
         """The state id of `term`, allocating one on first sight (DEAD for an empty language).
@@ -82,20 +121,52 @@ class LexerTables:
             found = self._sid_of_term.get(term.id)
             if found is not None:
                 return found
-            if term is not rx.EMPTY and rx.is_empty(term, check) is True:
-                self._sid_of_term[term.id] = DEAD
-                return DEAD
-            sid = len(self.terms)
-            if sid >= self.max_states:
-                raise ConstraintLimitError(f"the lexer exceeded its budget of {self.max_states} states")
-            if sid >= len(self.has_row):
-                self._grow()
-            self.terms.append(term)
-            self.rows.append(None)
-            self.accepting[sid] = term.nullable
-            self._accepting_tags.append(tuple(tag for tag, rest in rx.tags_of(term) if rest.nullable))
+            compiled = self._store()
+            node = None if compiled is None else self._carry(compiled, term)
+            if compiled is None or node is None:
+                return self._add(term, term is not rx.EMPTY and rx.is_empty(term, check) is True)
+            sid = self._sid_of_node.get(node)
+            if sid is None:
+                sid = self._add(term, compiled.store.is_empty(node, check) is True)
+                self._sid_of_node[node] = sid
+                if sid != DEAD:
+                    self._node_of_sid[sid] = node
             self._sid_of_term[term.id] = sid
             return sid
+
+    def term(self, sid: int) -> rx.Term:
+        """The term of state `sid`."""
+        term = self._terms[sid]
+        if term is None:
+            with self._lock:
+                term = self._terms[sid]
+                if term is None:
+                    assert self._compiled is not None
+                    term = self._terms[sid] = self._compiled.term(self._node_of_sid[sid])
+                    self._sid_of_term.setdefault(term.id, sid)
+        return term
+
+    def _add(self, term: rx.Term, empty: bool) -> int:
+        """A new state for `term` (DEAD if `empty`); the caller holds the lock and knows `term` is new."""
+        if empty:
+            self._sid_of_term[term.id] = DEAD
+            return DEAD
+        sid = self._allocate(term.nullable, tuple(tag for tag, rest in rx.tags_of(term) if rest.nullable))
+        self._terms[sid] = term
+        self._sid_of_term[term.id] = sid
+        return sid
+
+    def _allocate(self, accepting: bool, accepting_tags: tuple[int, ...]) -> int:
+        sid = len(self._terms)
+        if sid >= self.max_states:
+            raise ConstraintLimitError(f"the lexer exceeded its budget of {self.max_states} states")
+        if sid >= len(self.has_row):
+            self._grow()
+        self._terms.append(None)
+        self.rows.append(None)
+        self.accepting[sid] = accepting
+        self._accepting_tags.append(accepting_tags)
+        return sid
 
     def _grow(self) -> None:
         capacity = 2 * len(self.has_row)
@@ -108,6 +179,52 @@ class LexerTables:
         # Readers holding the old arrays still see valid rows for the states they know.
         self.trans, self.has_row, self.accepting = trans, has_row, accepting
 
+    # ---- the compiled store -------------------------------------------------------------------
+    def _store(self) -> rx.CompiledTerms | None:
+        """The store of compiled derivatives rows come from (None where they are not built), a fresh one
+        when the terms start a new generation or the store is full; the caller holds the lock."""
+        if compiled_derivatives is None:
+            return None
+        compiled = self._compiled
+        if compiled is None or not compiled.is_current() or compiled.store.num_nodes() >= MAX_COMPILED_NODES:
+            for sid in self._node_of_sid:  # the terms the old store still holds, read before it goes
+                self.term(sid)
+            compiled = self._compiled = rx.CompiledTerms(compiled_derivatives.Store())
+            self._sid_of_node = {0: DEAD}
+            self._node_of_sid = {}
+        return compiled
+
+    @staticmethod
+    def _carry(compiled: rx.CompiledTerms, term: rx.Term) -> int | None:
+        """The node of `term`; None for a term the store cannot hold (a counter bound past 64 bits)."""
+        try:
+            return compiled.node(term)
+        except OverflowError:
+            return None
+
+    def _node(self, compiled: rx.CompiledTerms, sid: int) -> int | None:
+        """The node of state `sid` in the current store (carried there if it is not yet)."""
+        node = self._node_of_sid.get(sid)
+        if node is None:
+            node = self._carry(compiled, self.term(sid))
+            if node is not None:
+                self._node_of_sid[sid] = node
+                self._sid_of_node.setdefault(node, sid)
+        return node
+
+    def _state_of_node(self, compiled: rx.CompiledTerms, node: int, check: Check) -> int:
+        """The state of a node of the current store, allocated (its term left in the store) on first sight."""
+        sid = self._sid_of_node.get(node)
+        if sid is None:
+            if compiled.store.is_empty(node, check) is True:
+                sid = DEAD
+            else:
+                sid = self._allocate(*compiled.store.accepting(node))
+                self._node_of_sid[sid] = node
+            self._sid_of_node[node] = sid
+        return sid
+
+    # ---- rows ---------------------------------------------------------------------------------
     def row(self, sid: int, check: Check = no_check) -> list[int]:
         """The successor of `sid` on each of the 256 bytes, computing it on first use.
 
@@ -138,21 +255,35 @@ class LexerTables:
         with self._lock:
             if self.rows[sid] is not None:
                 return self.rows[sid]  # type: ignore[return-value]
-            term = self.terms[sid]
             try:
-                class_of_byte, lowest_bytes = _partition(rx.derivative_classes(term))
-                successors = []
-                for byte in lowest_bytes:
-                    check()
-                    successors.append(self.sid(rx.derivative(term, byte), check))
+                compiled = self._store()
+                node = None if compiled is None else self._node(compiled, sid)
+                if compiled is not None and node is not None:
+                    row = self._compiled_row(compiled, node, check)
+                else:
+                    row = self._python_row(self.term(sid), check)
             except RecursionError as exc:
-                raise ConstraintLimitError(f"a terminal is nested too deeply to lex: {rx.to_pattern(term)}") from exc
-            # The classes partition the bytes: each byte's successor is its class's.
-            row = np.asarray(successors, dtype=np.int32)[class_of_byte]
+                pattern = rx.to_pattern(self.term(sid))
+                raise ConstraintLimitError(f"a terminal is nested too deeply to lex: {pattern}") from exc
             self.trans[sid] = row
             self.has_row[sid] = True
             self.rows[sid] = row.tolist()
             return self.rows[sid]  # type: ignore[return-value]
+
+    # Both compute one derivative per derivative class: the classes partition the bytes, and each
+    # byte's successor is its class's.
+    def _compiled_row(self, compiled: rx.CompiledTerms, node: int, check: Check) -> np.ndarray:
+        classes, nodes = compiled.store.row(node, check)
+        states = [self._state_of_node(compiled, successor, check) for successor in nodes]
+        return np.asarray(states, dtype=np.int32)[np.frombuffer(classes, dtype=np.uint8)]
+
+    def _python_row(self, term: rx.Term, check: Check) -> np.ndarray:
+        class_of_byte, lowest_bytes = _partition(rx.derivative_classes(term))
+        successors = []
+        for byte in lowest_bytes:
+            check()
+            successors.append(self.sid(rx.derivative(term, byte), check))
+        return np.asarray(successors, dtype=np.int32)[class_of_byte]
 
     def step(self, sid: int, byte: int) -> int:
         row = self.rows[sid]
@@ -171,7 +302,14 @@ class LexerTables:
         key = (sid, max_token_len)
         found = self._representatives.get(key)
         if found is None:
-            found = self._representatives[key] = self.sid(rx.clamp_counters(self.terms[sid], max_token_len))
+            with self._lock:
+                compiled = self._store()
+                node = None if compiled is None else self._node(compiled, sid)
+                if compiled is not None and node is not None:
+                    found = self._state_of_node(compiled, compiled.store.clamp(node, max_token_len), no_check)
+                else:
+                    found = self.sid(rx.clamp_counters(self.term(sid), max_token_len))
+                self._representatives[key] = found
         return found
 
     def can_continue(self, sid: int) -> bool:
@@ -181,6 +319,25 @@ class LexerTables:
     def start_state(self, terms: tuple[rx.Term, ...], check: Check = no_check) -> int:
         """The state that matches any one of `terms`, each tagged with its own term id."""
         return self.sid(rx.alt(*(rx.tag(t.id, t) for t in terms)), check)
+
+
+class _Terms(Sequence[rx.Term]):
+    """`LexerTables.terms`: the term of each state by its id, read through `LexerTables.term`."""
+
+    def __init__(self, lexer: LexerTables) -> None:
+        self._lexer = lexer
+
+    def __len__(self) -> int:
+        return self._lexer.num_states
+
+    @overload
+    def __getitem__(self, sid: int) -> rx.Term: ...
+    @overload
+    def __getitem__(self, sid: slice) -> list[rx.Term]: ...
+    def __getitem__(self, sid: int | slice) -> rx.Term | list[rx.Term]:
+        if isinstance(sid, slice):
+            return [self._lexer.term(i) for i in range(len(self))[sid]]
+        return self._lexer.term(sid)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -1,0 +1,759 @@
+// Compiled Brzozowski derivatives of byte-regex terms, for the rows of the lazy lexer DFA
+// (`grammars.core.lexer`). A `Store` is a hash-consing table of terms mirroring `byte_regex`: the same
+// kinds, the same normalizing constructors and derivative rules, so a term derived here and carried
+// back to Python (`describe`, then `byte_regex._intern`) is the very term `byte_regex.derivative`
+// builds. `byte_regex` stays the reference; this is the fast path of row filling, where the Python
+// derivatives cost most of a lexer state's creation. It also answers what the lexer asks of a new
+// state (`is_empty`, its accepting tags, `clamp_counters`), so a state's term need not be carried back.
+//
+// A store mirrors one generation of byte_regex's hash-consing table. A term of an older generation
+// (kept alive by a cache that outlived it) has a twin in the current one; such a term is carried here
+// with its Python id as `origin`, so that it stays a node of its own exactly as it stays a term of its
+// own in Python, and the terms carried back are the ones Python builds, twins included.
+//
+// Nodes are numbered densely in creation order; unions and intersections keep their members sorted by
+// node number (the Python side sorts by its own ids when it carries a node back). Recursion follows the
+// term's nesting (never a concatenation's spine, which is walked with loops) and is bounded by
+// kMaxDepth: deeper terms raise RecursionError, as the Python derivatives do.
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace {
+
+// Term kinds: the values of byte_regex.K_*.
+enum Kind : uint8_t { kEmpty, kEps, kBytes, kConcat, kAlt, kRepeat, kAnd, kNot, kTag };
+
+constexpr int32_t kEmptyNode = 0, kEpsNode = 1;
+constexpr int64_t kUnbounded = -1;  // a counter's `hi` of None
+constexpr int kMaxDepth = 2000;  // derivative calls deep: about 1 MiB of stack
+constexpr size_t kMaxEmptinessStates = 1000;  // byte_regex.MAX_EMPTINESS_STATES
+constexpr size_t kMaxMemoEntries = 250000;  // each memo's bound, as byte_regex.MAX_INTERNED_TERMS (the lexer
+                                            // replaces a store holding that many nodes)
+
+struct Bits {
+    uint64_t w[4] = {0, 0, 0, 0};
+    bool any() const { return (w[0] | w[1] | w[2] | w[3]) != 0; }
+    bool operator==(const Bits& o) const { return std::memcmp(w, o.w, sizeof w) == 0; }
+    Bits operator&(const Bits& o) const { return {{w[0] & o.w[0], w[1] & o.w[1], w[2] & o.w[2], w[3] & o.w[3]}}; }
+    Bits operator|(const Bits& o) const { return {{w[0] | o.w[0], w[1] | o.w[1], w[2] | o.w[2], w[3] | o.w[3]}}; }
+    Bits operator~() const { return {{~w[0], ~w[1], ~w[2], ~w[3]}}; }
+    bool has(int byte) const { return (w[byte >> 6] >> (byte & 63)) & 1; }
+    int lowest() const {
+        for (int i = 0; i < 4; ++i)
+            if (w[i]) return i * 64 + __builtin_ctzll(w[i]);
+        return -1;
+    }
+};
+
+const Bits kAllBytes{{~0ull, ~0ull, ~0ull, ~0ull}};
+
+struct Node {
+    Kind kind;
+    bool nullable, plain;
+    int32_t partition = -1;  // the derivative classes, once computed
+    uint32_t args_begin, args_len;
+    int64_t lo, hi, tag;
+    int64_t origin;  // 0, or the Python id of a term of an older generation of byte_regex's table
+    Bits bits;
+};
+
+struct TooDeep {};
+struct PythonError {};  // a Python exception is set (from `check`)
+
+class Store {
+   public:
+    Store() {
+        intern(kEmpty, nullptr, 0, {}, 0, 0, 0);
+        intern(kEps, nullptr, 0, {}, 0, 0, 0);
+        any_byte_ = intern(kBytes, nullptr, 0, kAllBytes, 0, 0, 0);
+        anything_ = repeat(any_byte_, 0, kUnbounded);
+    }
+
+    size_t size() const { return nodes_.size(); }
+    const Node& node(int32_t id) const { return nodes_[id]; }
+    const int32_t* args(const Node& n) const { return args_.data() + n.args_begin; }
+
+    // Interns a term already in normal form (as byte_regex builds it): only the members of unions
+    // and intersections are put in this store's order.
+    int32_t intern_normal(Kind kind, std::vector<int32_t> members, const Bits& bits, int64_t lo, int64_t hi,
+                          int64_t tag, int64_t origin) {
+        if (kind == kAlt || kind == kAnd) std::sort(members.begin(), members.end());
+        return intern(kind, members.data(), members.size(), bits, lo, hi, tag, origin);
+    }
+
+    // ---- constructors (byte_regex's, rule for rule) ------------------------------------------
+    int32_t byte_set(const Bits& bits) { return bits.any() ? intern(kBytes, nullptr, 0, bits, 0, 0, 0) : kEmptyNode; }
+
+    int32_t concat2(int32_t a, int32_t b) {
+        if (a == kEmptyNode || b == kEmptyNode) return kEmptyNode;
+        if (a == kEpsNode) return b;
+        if (b == kEpsNode) return a;
+        if (nodes_[a].kind != kConcat) return pair(kConcat, a, b);
+        std::vector<int32_t> heads;
+        while (nodes_[a].kind == kConcat) {
+            heads.push_back(args(nodes_[a])[0]);
+            a = args(nodes_[a])[1];
+        }
+        int32_t result = concat2(a, b);
+        for (auto head = heads.rbegin(); head != heads.rend(); ++head) result = pair(kConcat, *head, result);
+        return result;
+    }
+
+    int32_t alt(const std::vector<int32_t>& terms) {
+        std::vector<int32_t> members;
+        Bits bits;
+        for (int32_t term : terms) {
+            const Node& n = nodes_[term];
+            const int32_t* begin = n.kind == kAlt ? args(n) : &term;
+            const uint32_t count = n.kind == kAlt ? n.args_len : 1;
+            for (uint32_t i = 0; i < count; ++i) {
+                const Node& m = nodes_[begin[i]];
+                if (m.kind == kBytes)
+                    bits = bits | m.bits;
+                else if (begin[i] != kEmptyNode)
+                    members.push_back(begin[i]);
+            }
+        }
+        if (bits.any()) members.push_back(byte_set(bits));
+        std::sort(members.begin(), members.end());
+        members.erase(std::unique(members.begin(), members.end()), members.end());
+        if (members.size() > 1) drop_subsumed_counters(members);
+        if (members.empty()) return kEmptyNode;
+        if (members.size() == 1) return members[0];
+        return intern(kAlt, members.data(), members.size(), {}, 0, 0, 0);
+    }
+
+    int32_t repeat(int32_t term, int64_t lo, int64_t hi) {
+        if (hi != kUnbounded && hi < lo) return kEmptyNode;
+        if (nodes_[term].nullable) lo = 0;
+        if (hi == 0 || term == kEpsNode) return kEpsNode;
+        if (term == kEmptyNode) return lo == 0 ? kEpsNode : kEmptyNode;
+        if (lo == 1 && hi == 1) return term;
+        const Node& n = nodes_[term];
+        if (n.kind == kRepeat && n.lo == 0 && n.hi == kUnbounded && lo == 0 && hi == kUnbounded) return term;
+        return intern(kRepeat, &term, 1, {}, lo, hi, 0);
+    }
+
+    int32_t intersect(const std::vector<int32_t>& terms) {
+        std::vector<int32_t> members;
+        for (int32_t term : terms) {
+            const Node& n = nodes_[term];
+            const int32_t* begin = n.kind == kAnd ? args(n) : &term;
+            const uint32_t count = n.kind == kAnd ? n.args_len : 1;
+            for (uint32_t i = 0; i < count; ++i) {
+                if (begin[i] == kEmptyNode) return kEmptyNode;
+                if (begin[i] != anything_) members.push_back(begin[i]);
+            }
+        }
+        std::sort(members.begin(), members.end());
+        members.erase(std::unique(members.begin(), members.end()), members.end());
+        if (members.empty()) return anything_;
+        if (members.size() == 1) return members[0];
+        return intern(kAnd, members.data(), members.size(), {}, 0, 0, 0);
+    }
+
+    int32_t complement(int32_t term) {
+        if (nodes_[term].kind == kNot) return args(nodes_[term])[0];
+        if (term == kEmptyNode) return anything_;
+        if (term == anything_) return kEmptyNode;
+        return intern(kNot, &term, 1, {}, 0, 0, 0);
+    }
+
+    int32_t tag(int64_t tag_id, int32_t term) {
+        return term == kEmptyNode ? kEmptyNode : intern(kTag, &term, 1, {}, 0, 0, tag_id);
+    }
+
+    // ---- derivatives ------------------------------------------------------------------------
+    int32_t derivative(int32_t term, int byte) {
+        const uint64_t key = static_cast<uint64_t>(term) << 8 | static_cast<uint64_t>(byte);
+        auto found = derivatives_.find(key);
+        if (found != derivatives_.end()) return found->second;
+        if (++depth_ > kMaxDepth) {
+            depth_ = 0;
+            throw TooDeep{};
+        }
+        const int32_t result = derive(term, byte);
+        --depth_;
+        if (derivatives_.size() >= kMaxMemoEntries) derivatives_.clear();
+        derivatives_.emplace(key, result);
+        return result;
+    }
+
+    // The partition of the bytes into classes with equal derivatives (byte_regex.derivative_classes).
+    const std::vector<Bits>& classes(int32_t term) {
+        if (nodes_[term].partition < 0) {
+            std::vector<int32_t> pending{term};  // operands first, without recursion (deep spines)
+            while (!pending.empty()) {
+                const int32_t top = pending.back();
+                const size_t before = pending.size();
+                for (int32_t operand : class_operands(top))
+                    if (nodes_[operand].partition < 0) pending.push_back(operand);
+                if (pending.size() == before) {
+                    pending.pop_back();
+                    if (nodes_[top].partition < 0) nodes_[top].partition = own_classes(top);
+                }
+            }
+        }
+        return partitions_[nodes_[term].partition];
+    }
+
+    // byte_regex.is_empty: 1 empty, 0 not, -1 undecided within kMaxEmptinessStates.
+    int is_empty(int32_t term, PyObject* check) {
+        if (term == kEmptyNode) return 1;
+        if (nodes_[term].plain || nodes_[term].nullable) return 0;
+        auto found = emptiness_.find(term);
+        if (found != emptiness_.end()) return found->second;
+        int result = 1;
+        std::unordered_set<int32_t> seen{term};
+        std::deque<int32_t> frontier{term};
+        while (!frontier.empty() && result == 1) {
+            call(check);
+            const int32_t current = frontier.front();
+            frontier.pop_front();
+            const std::vector<Bits> parts = classes(current);  // a copy: deriving may add partitions
+            for (const Bits& part : parts) {
+                const int32_t next = derivative(current, part.lowest());
+                if (next == kEmptyNode || seen.count(next)) continue;
+                if (nodes_[next].nullable || nodes_[next].plain) {
+                    result = 0;
+                    break;
+                }
+                if (seen.size() >= kMaxEmptinessStates) {
+                    result = -1;
+                    break;
+                }
+                seen.insert(next);
+                frontier.push_back(next);
+            }
+        }
+        if (emptiness_.size() >= kMaxMemoEntries) emptiness_.clear();
+        emptiness_.emplace(term, result);
+        return result;
+    }
+
+    // byte_regex.clamp_counters: every counter bounded beyond `limit` relaxed, in a plain term.
+    int32_t clamp(int32_t term, int64_t limit) {
+        if (!nodes_[term].plain) return term;
+        size_t clamped = 0;
+        for (const auto& by_limit : clamped_) clamped += by_limit.second.size();
+        if (clamped >= kMaxMemoEntries) clamped_.clear();
+        std::unordered_map<int32_t, int32_t>& memo = clamped_[limit];
+        std::vector<int32_t> pending{term};  // post-order without recursion: long literals are deep
+        while (!pending.empty()) {
+            const int32_t top = pending.back();
+            if (memo.count(top)) {
+                pending.pop_back();
+                continue;
+            }
+            const Node n = nodes_[top];
+            const bool has_args = n.kind == kConcat || n.kind == kAlt || n.kind == kTag || n.kind == kRepeat;
+            const size_t before = pending.size();
+            if (has_args)
+                for (uint32_t i = 0; i < n.args_len; ++i)
+                    if (!memo.count(args(n)[i])) pending.push_back(args(n)[i]);
+            if (pending.size() != before) continue;
+            pending.pop_back();
+            std::vector<int32_t> clamped;
+            for (uint32_t i = 0; has_args && i < n.args_len; ++i) clamped.push_back(memo.at(args(n)[i]));
+            int32_t result = top;
+            if (n.kind == kConcat) {
+                result = concat2(clamped[0], concat2(clamped[1], kEpsNode));
+            } else if (n.kind == kAlt) {
+                result = alt(clamped);
+            } else if (n.kind == kTag) {
+                result = tag(n.tag, clamped[0]);
+            } else if (n.kind == kRepeat) {
+                const bool relaxed = n.hi != kUnbounded && n.hi > limit;
+                result = repeat(clamped[0], relaxed || n.lo > limit ? std::min(n.lo, limit + 1) : n.lo,
+                                relaxed ? kUnbounded : n.hi);
+            }
+            memo.emplace(top, result);
+        }
+        return memo.at(term);
+    }
+
+    // The tags of the members of a union of tagged terms whose rest accepts, sorted (byte_regex.tags_of).
+    std::vector<int64_t> accepting_tags(int32_t term) const {
+        const Node& n = nodes_[term];
+        const int32_t* begin = n.kind == kAlt ? args(n) : &term;
+        const uint32_t count = n.kind == kAlt ? n.args_len : 1;
+        std::vector<int64_t> tags;
+        for (uint32_t i = 0; i < count; ++i) {
+            const Node& member = nodes_[begin[i]];
+            if (member.kind == kTag && nodes_[args(member)[0]].nullable) tags.push_back(member.tag);
+        }
+        std::sort(tags.begin(), tags.end());
+        return tags;
+    }
+
+    static void call(PyObject* check) {
+        if (check == Py_None) return;
+        PyObject* result = PyObject_CallNoArgs(check);
+        if (result == nullptr) throw PythonError{};
+        Py_DECREF(result);
+    }
+
+    int32_t anything() const { return anything_; }
+
+   private:
+    int32_t derive(int32_t term, int byte) {
+        const Node& n = nodes_[term];
+        switch (n.kind) {
+            case kEmpty:
+            case kEps:
+                return kEmptyNode;
+            case kBytes:
+                return n.bits.has(byte) ? kEpsNode : kEmptyNode;
+            case kAlt: {
+                std::vector<int32_t> alive;
+                const std::vector<int32_t> members(args(n), args(n) + n.args_len);
+                for (int32_t member : members) {
+                    const int32_t d = derivative(member, byte);
+                    if (d != kEmptyNode) alive.push_back(d);
+                }
+                if (alive.size() > 1) return alt(alive);
+                return alive.empty() ? kEmptyNode : alive[0];
+            }
+            case kRepeat: {
+                const int32_t body = args(n)[0];
+                const int64_t lo = n.lo, hi = n.hi;
+                const int32_t remaining = repeat(body, lo > 0 ? lo - 1 : 0, hi == kUnbounded ? kUnbounded : hi - 1);
+                return concat2(derivative(body, byte), remaining);
+            }
+            case kAnd: {
+                std::vector<int32_t> parts;
+                const std::vector<int32_t> members(args(n), args(n) + n.args_len);
+                for (int32_t member : members) parts.push_back(derivative(member, byte));
+                return intersect(parts);
+            }
+            case kNot:
+                return complement(derivative(args(n)[0], byte));
+            case kTag: {
+                const int64_t tag_id = n.tag;
+                return tag(tag_id, derivative(args(n)[0], byte));
+            }
+            case kConcat: {  // along the right spine with a loop: a run of nullable items is that deep
+                std::vector<int32_t> branches;
+                while (nodes_[term].kind == kConcat) {
+                    const int32_t head = args(nodes_[term])[0], rest = args(nodes_[term])[1];
+                    branches.push_back(concat2(derivative(head, byte), rest));
+                    if (!nodes_[head].nullable) return alt(branches);
+                    term = rest;
+                }
+                branches.push_back(derivative(term, byte));
+                return alt(branches);
+            }
+        }
+        return kEmptyNode;
+    }
+
+    // Of the members `x{lo,p}.y` and `x{lo,q}.y` (q >= p) keep only the widest (byte_regex's rule).
+    void drop_subsumed_counters(std::vector<int32_t>& members) {
+        std::map<std::tuple<int32_t, int64_t, int32_t>, int32_t> widest;  // by (body, lo, rest)
+        std::vector<int32_t> kept;
+        bool dropped = false;
+        for (int32_t term : members) {
+            const Node& n = nodes_[term];
+            const int32_t counter = n.kind == kConcat ? args(n)[0] : term;
+            const int32_t rest = n.kind == kConcat ? args(n)[1] : kEpsNode;
+            if (nodes_[counter].kind != kRepeat) {
+                kept.push_back(term);
+                continue;
+            }
+            auto placed = widest.try_emplace({args(nodes_[counter])[0], nodes_[counter].lo, rest}, term);
+            if (!placed.second) {
+                dropped = true;
+                if (upper(placed.first->second) < upper(term)) placed.first->second = term;
+            }
+        }
+        if (!dropped) return;
+        for (auto& entry : widest) kept.push_back(entry.second);
+        std::sort(kept.begin(), kept.end());
+        members.swap(kept);
+    }
+
+    double upper(int32_t term) const {
+        const Node& n = nodes_[term];
+        const Node& counter = n.kind == kConcat ? nodes_[args(n)[0]] : n;
+        return counter.hi == kUnbounded ? 1e300 : static_cast<double>(counter.hi);
+    }
+
+    std::vector<int32_t> class_operands(int32_t term) const {
+        const Node& n = nodes_[term];
+        switch (n.kind) {
+            case kEmpty:
+            case kEps:
+            case kBytes:
+                return {};
+            case kConcat:
+                return nodes_[args(n)[0]].nullable ? std::vector<int32_t>{args(n)[0], args(n)[1]}
+                                                   : std::vector<int32_t>{args(n)[0]};
+            case kAlt:
+            case kAnd:
+                return std::vector<int32_t>(args(n), args(n) + n.args_len);
+            default:
+                return {args(n)[0]};
+        }
+    }
+
+    int32_t own_classes(int32_t term) {
+        const Node& n = nodes_[term];
+        switch (n.kind) {
+            case kEmpty:
+            case kEps:
+                return partition_of({kAllBytes});
+            case kBytes: {
+                const Bits rest = kAllBytes & ~n.bits;
+                return rest.any() ? partition_of({n.bits, rest}) : partition_of({n.bits});
+            }
+            case kConcat: {
+                const int32_t head = args(n)[0], tail = args(n)[1];
+                return nodes_[head].nullable ? meet(nodes_[head].partition, nodes_[tail].partition)
+                                             : nodes_[head].partition;
+            }
+            case kAlt:
+            case kAnd: {
+                int32_t parts = partition_of({kAllBytes});
+                for (uint32_t i = 0; i < n.args_len; ++i) parts = meet(parts, nodes_[args(n)[i]].partition);
+                return parts;
+            }
+            default:
+                return nodes_[args(n)[0]].partition;
+        }
+    }
+
+    int32_t partition_of(const std::vector<Bits>& parts) {
+        std::string key(reinterpret_cast<const char*>(parts.data()), parts.size() * sizeof(Bits));
+        auto found = partition_ids_.find(key);
+        if (found != partition_ids_.end()) return found->second;
+        const int32_t id = static_cast<int32_t>(partitions_.size());
+        partitions_.push_back(parts);
+        partition_ids_.emplace(std::move(key), id);
+        return id;
+    }
+
+    int32_t meet(int32_t p, int32_t q) {
+        if (partitions_[p].size() == 1 || p == q) return q;
+        if (partitions_[q].size() == 1) return p;
+        const uint64_t key = static_cast<uint64_t>(p) << 32 | static_cast<uint32_t>(q);
+        auto found = meets_.find(key);
+        if (found != meets_.end()) return found->second;
+        std::vector<Bits> parts;
+        for (const Bits& x : partitions_[p])
+            for (const Bits& y : partitions_[q]) {
+                const Bits both = x & y;
+                if (both.any()) parts.push_back(both);
+            }
+        const int32_t id = partition_of(parts);
+        if (meets_.size() >= kMaxMemoEntries) meets_.clear();
+        meets_.emplace(key, id);
+        return id;
+    }
+
+    int32_t pair(Kind kind, int32_t a, int32_t b) {
+        const int32_t members[2] = {a, b};
+        return intern(kind, members, 2, {}, 0, 0, 0);
+    }
+
+    // ---- hash-consing -----------------------------------------------------------------------
+    static uint64_t mix(uint64_t h, uint64_t v) { return (h ^ v) * 0x100000001b3ull + (h >> 29); }
+
+    static uint64_t hash_of(Kind kind, const int32_t* members, size_t count, const Bits& bits, int64_t lo, int64_t hi,
+                            int64_t tag, int64_t origin) {
+        uint64_t h = mix(0xcbf29ce484222325ull, kind);
+        for (size_t i = 0; i < count; ++i) h = mix(h, static_cast<uint32_t>(members[i]));
+        for (uint64_t word : bits.w) h = mix(h, word);
+        h = mix(mix(mix(h, static_cast<uint64_t>(lo)), static_cast<uint64_t>(hi)), static_cast<uint64_t>(tag));
+        h = mix(h, static_cast<uint64_t>(origin));
+        return h ^ (h >> 31);
+    }
+
+    bool same(const Node& n, Kind kind, const int32_t* members, size_t count, const Bits& bits, int64_t lo, int64_t hi,
+              int64_t tag, int64_t origin) const {
+        return n.kind == kind && n.args_len == count && n.lo == lo && n.hi == hi && n.tag == tag &&
+               n.origin == origin && n.bits == bits &&
+               std::equal(members, members + count, args(n));
+    }
+
+    int32_t intern(Kind kind, const int32_t* members, size_t count, const Bits& bits, int64_t lo, int64_t hi,
+                   int64_t tag, int64_t origin = 0) {
+        if (2 * (nodes_.size() + 1) > slots_.size()) rehash();
+        const uint64_t mask = slots_.size() - 1;
+        uint64_t slot = hash_of(kind, members, count, bits, lo, hi, tag, origin) & mask;
+        while (slots_[slot] >= 0) {
+            if (same(nodes_[slots_[slot]], kind, members, count, bits, lo, hi, tag, origin)) return slots_[slot];
+            slot = (slot + 1) & mask;
+        }
+        const int32_t id = static_cast<int32_t>(nodes_.size());
+        Node n{kind,  false, true, -1, static_cast<uint32_t>(args_.size()), static_cast<uint32_t>(count), lo, hi, tag,
+               origin, bits};
+        args_.insert(args_.end(), members, members + count);
+        n.nullable = nullable(n);
+        n.plain = kind != kAnd && kind != kNot;
+        for (size_t i = 0; i < count && n.plain; ++i) n.plain = nodes_[members[i]].plain;
+        nodes_.push_back(n);
+        slots_[slot] = id;
+        return id;
+    }
+
+    bool nullable(const Node& n) const {
+        const int32_t* a = args_.data() + n.args_begin;
+        switch (n.kind) {
+            case kEps:
+                return true;
+            case kEmpty:
+            case kBytes:
+                return false;
+            case kConcat:
+                return nodes_[a[0]].nullable && nodes_[a[1]].nullable;
+            case kAlt:
+                for (uint32_t i = 0; i < n.args_len; ++i)
+                    if (nodes_[a[i]].nullable) return true;
+                return false;
+            case kRepeat:
+                return n.lo == 0 || nodes_[a[0]].nullable;
+            case kAnd:
+                for (uint32_t i = 0; i < n.args_len; ++i)
+                    if (!nodes_[a[i]].nullable) return false;
+                return true;
+            case kNot:
+                return !nodes_[a[0]].nullable;
+            case kTag:
+                return nodes_[a[0]].nullable;
+        }
+        return false;
+    }
+
+    void rehash() {
+        std::vector<int32_t> slots(std::max<size_t>(1024, 2 * slots_.size()), -1);
+        const uint64_t mask = slots.size() - 1;
+        for (size_t id = 0; id < nodes_.size(); ++id) {
+            const Node& n = nodes_[id];
+            uint64_t slot = hash_of(n.kind, args(n), n.args_len, n.bits, n.lo, n.hi, n.tag, n.origin) & mask;
+            while (slots[slot] >= 0) slot = (slot + 1) & mask;
+            slots[slot] = static_cast<int32_t>(id);
+        }
+        slots_.swap(slots);
+    }
+
+    std::vector<Node> nodes_;
+    std::vector<int32_t> args_;
+    std::vector<int32_t> slots_;
+    std::unordered_map<uint64_t, int32_t> derivatives_;
+    std::vector<std::vector<Bits>> partitions_;
+    std::unordered_map<std::string, int32_t> partition_ids_;
+    std::unordered_map<uint64_t, int32_t> meets_;
+    std::unordered_map<int32_t, int> emptiness_;
+    std::unordered_map<int64_t, std::unordered_map<int32_t, int32_t>> clamped_;  // by limit, then node
+    int32_t any_byte_ = 0, anything_ = 0;
+    int depth_ = 0;
+};
+
+// ---- the Python type ------------------------------------------------------------------------
+
+struct StoreObject {
+    PyObject_HEAD Store* store;
+};
+
+bool valid_node(StoreObject* self, long long node) {
+    if (node < 0 || static_cast<size_t>(node) >= self->store->size()) {
+        PyErr_Format(PyExc_IndexError, "no term node %lld in this store", node);
+        return false;
+    }
+    return true;
+}
+
+// Runs `body`, turning the store's C++ exceptions into Python ones.
+template <typename F>
+PyObject* guarded(F body) {
+    try {
+        return body();
+    } catch (const TooDeep&) {
+        PyErr_SetString(PyExc_RecursionError, "a term is nested too deeply to derive");
+    } catch (const PythonError&) {
+    } catch (const std::bad_alloc&) {
+        PyErr_NoMemory();
+    }
+    return nullptr;
+}
+
+PyObject* store_new(PyTypeObject* type, PyObject*, PyObject*) {
+    auto* self = reinterpret_cast<StoreObject*>(type->tp_alloc(type, 0));
+    if (self == nullptr) return nullptr;
+    try {
+        self->store = new Store();
+    } catch (const std::bad_alloc&) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    return reinterpret_cast<PyObject*>(self);
+}
+
+void store_dealloc(StoreObject* self) {
+    delete self->store;
+    Py_TYPE(self)->tp_free(reinterpret_cast<PyObject*>(self));
+}
+
+// node(kind, members, bits: bytes[32], lo, hi (-1: None), tag, origin) -> int
+PyObject* store_node(StoreObject* self, PyObject* args) {
+    int kind;
+    PyObject* members_object;
+    Py_buffer bits_buffer;
+    long long lo, hi, tag, origin;
+    if (!PyArg_ParseTuple(args, "iOy*LLLL", &kind, &members_object, &bits_buffer, &lo, &hi, &tag, &origin))
+        return nullptr;
+    Bits bits;
+    const bool bits_ok = bits_buffer.len == sizeof bits.w;
+    if (bits_ok) std::memcpy(bits.w, bits_buffer.buf, sizeof bits.w);
+    PyBuffer_Release(&bits_buffer);
+    if (!bits_ok) {
+        PyErr_SetString(PyExc_ValueError, "node: bits must be 32 bytes");
+        return nullptr;
+    }
+    if (kind < kEmpty || kind > kTag) return PyErr_Format(PyExc_ValueError, "node: no term kind %d", kind);
+    PyObject* sequence = PySequence_Fast(members_object, "node: members must be a sequence");
+    if (sequence == nullptr) return nullptr;
+    std::vector<int32_t> members;
+    const Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
+    for (Py_ssize_t i = 0; i < count; ++i) {
+        const long long member = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(sequence, i));
+        if ((member == -1 && PyErr_Occurred()) || !valid_node(self, member)) {
+            Py_DECREF(sequence);
+            return nullptr;
+        }
+        members.push_back(static_cast<int32_t>(member));
+    }
+    Py_DECREF(sequence);
+    return guarded([&]() -> PyObject* {
+        return PyLong_FromLong(self->store->intern_normal(static_cast<Kind>(kind), members, bits, lo, hi, tag, origin));
+    });
+}
+
+// describe(node) -> (kind, members, bits: bytes[32], lo, hi (-1: None), tag)
+PyObject* store_describe(StoreObject* self, PyObject* arg) {
+    const long long id = PyLong_AsLongLong(arg);
+    if ((id == -1 && PyErr_Occurred()) || !valid_node(self, id)) return nullptr;
+    const Store& store = *self->store;
+    const Node& n = store.node(static_cast<int32_t>(id));
+    PyObject* members = PyTuple_New(n.args_len);
+    if (members == nullptr) return nullptr;
+    for (uint32_t i = 0; i < n.args_len; ++i) PyTuple_SET_ITEM(members, i, PyLong_FromLong(store.args(n)[i]));
+    return Py_BuildValue("(iNy#LLL)", static_cast<int>(n.kind), members, reinterpret_cast<const char*>(n.bits.w),
+                         static_cast<Py_ssize_t>(sizeof n.bits.w), static_cast<long long>(n.lo),
+                         static_cast<long long>(n.hi), static_cast<long long>(n.tag));
+}
+
+// row(node, check) -> (class_of_byte: bytes[256], successors: list[int]): one derivative per class.
+PyObject* store_row(StoreObject* self, PyObject* args) {
+    long long id;
+    PyObject* check;
+    if (!PyArg_ParseTuple(args, "LO", &id, &check) || !valid_node(self, id)) return nullptr;
+    return guarded([&]() -> PyObject* {
+        Store& store = *self->store;
+        const std::vector<Bits> parts = store.classes(static_cast<int32_t>(id));  // a copy: deriving adds more
+        char class_of_byte[256];
+        PyObject* successors = PyList_New(static_cast<Py_ssize_t>(parts.size()));
+        if (successors == nullptr) return nullptr;
+        for (size_t i = 0; i < parts.size(); ++i) {
+            for (int byte = 0; byte < 256; ++byte)
+                if (parts[i].has(byte)) class_of_byte[byte] = static_cast<char>(i);
+            try {
+                Store::call(check);
+                PyList_SET_ITEM(successors, i, PyLong_FromLong(store.derivative(static_cast<int32_t>(id), parts[i].lowest())));
+            } catch (...) {
+                Py_DECREF(successors);
+                throw;
+            }
+        }
+        return Py_BuildValue("(y#N)", class_of_byte, static_cast<Py_ssize_t>(256), successors);
+    });
+}
+
+// is_empty(node, check) -> True, False or None (undecided), as byte_regex.is_empty.
+PyObject* store_is_empty(StoreObject* self, PyObject* args) {
+    long long id;
+    PyObject* check;
+    if (!PyArg_ParseTuple(args, "LO", &id, &check) || !valid_node(self, id)) return nullptr;
+    return guarded([&]() -> PyObject* {
+        const int verdict = self->store->is_empty(static_cast<int32_t>(id), check);
+        if (verdict < 0) Py_RETURN_NONE;
+        return PyBool_FromLong(verdict);
+    });
+}
+
+// clamp(node, limit) -> node, as byte_regex.clamp_counters.
+PyObject* store_clamp(StoreObject* self, PyObject* args) {
+    long long id, limit;
+    if (!PyArg_ParseTuple(args, "LL", &id, &limit) || !valid_node(self, id)) return nullptr;
+    return guarded([&]() -> PyObject* { return PyLong_FromLong(self->store->clamp(static_cast<int32_t>(id), limit)); });
+}
+
+// accepting(node) -> (nullable, tags): whether the node accepts, and the sorted tags of its accepting members.
+PyObject* store_accepting(StoreObject* self, PyObject* arg) {
+    const long long id = PyLong_AsLongLong(arg);
+    if ((id == -1 && PyErr_Occurred()) || !valid_node(self, id)) return nullptr;
+    return guarded([&]() -> PyObject* {
+        const std::vector<int64_t> tags = self->store->accepting_tags(static_cast<int32_t>(id));
+        PyObject* result = PyTuple_New(static_cast<Py_ssize_t>(tags.size()));
+        if (result == nullptr) return nullptr;
+        for (size_t i = 0; i < tags.size(); ++i) PyTuple_SET_ITEM(result, i, PyLong_FromLongLong(tags[i]));
+        return Py_BuildValue("(ON)", self->store->node(static_cast<int32_t>(id)).nullable ? Py_True : Py_False, result);
+    });
+}
+
+PyObject* store_len(StoreObject* self, PyObject*) { return PyLong_FromSize_t(self->store->size()); }
+
+PyMethodDef store_methods[] = {
+    {"node", reinterpret_cast<PyCFunction>(store_node), METH_VARARGS,
+     "Intern a term in normal form: (kind, members, bits, lo, hi (-1: None), tag, origin (0: current)) -> node."},
+    {"describe", reinterpret_cast<PyCFunction>(store_describe), METH_O,
+     "(kind, members, bits, lo, hi (-1: None), tag) of a node."},
+    {"row", reinterpret_cast<PyCFunction>(store_row), METH_VARARGS,
+     "(class_of_byte, successors): the derivative classes of a node and the derivative of each."},
+    {"is_empty", reinterpret_cast<PyCFunction>(store_is_empty), METH_VARARGS,
+     "Whether a node matches no string (None: undecided), as byte_regex.is_empty."},
+    {"clamp", reinterpret_cast<PyCFunction>(store_clamp), METH_VARARGS,
+     "The node with every counter bounded beyond a limit relaxed, as byte_regex.clamp_counters."},
+    {"accepting", reinterpret_cast<PyCFunction>(store_accepting), METH_O,
+     "(nullable, tags): whether a node accepts, and the sorted tags of its members that accept."},
+    {"num_nodes", reinterpret_cast<PyCFunction>(store_len), METH_NOARGS, "How many nodes the store holds."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyTypeObject StoreType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+
+PyModuleDef module = {PyModuleDef_HEAD_INIT, "_derivatives", "Compiled derivatives of byte-regex terms.", -1,
+                      nullptr};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__derivatives() {
+    StoreType.tp_name = "grammars.core._derivatives.Store";
+    StoreType.tp_basicsize = sizeof(StoreObject);
+    StoreType.tp_flags = Py_TPFLAGS_DEFAULT;
+    StoreType.tp_doc = "A hash-consing table of byte-regex terms with their derivatives (see byte_regex).";
+    StoreType.tp_new = store_new;
+    StoreType.tp_dealloc = reinterpret_cast<destructor>(store_dealloc);
+    StoreType.tp_methods = store_methods;
+    if (PyType_Ready(&StoreType) < 0) return nullptr;
+    PyObject* m = PyModule_Create(&module);
+    if (m == nullptr) return nullptr;
+    Py_INCREF(&StoreType);
+    if (PyModule_AddObject(m, "Store", reinterpret_cast<PyObject*>(&StoreType)) < 0) {
+        Py_DECREF(&StoreType);
+        Py_DECREF(m);
+        return nullptr;
+    }
+    return m;
+}

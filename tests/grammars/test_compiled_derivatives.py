@@ -1,0 +1,256 @@
+"""The compiled derivatives (`_derivatives.cpp` through `byte_regex.CompiledTerms`) against `byte_regex`.
+
+Hash-consing makes equal derivations the same term, so the compiled path is right when every term it
+carries back *is* the term `byte_regex.derivative` builds, and lexer rows filled through it lead to the
+same terms as rows filled by `byte_regex` alone. Compared on random walks over the lexer states of
+corpus schemas, and on terms with intersections, complements, counters and twins of an older generation.
+"""
+
+import contextlib
+import json
+import random
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+import grammars
+from grammars.core import byte_regex as rx
+from grammars.core import lexer as lexer_module
+from grammars.core.budget import no_check
+from grammars.core.lexer import DEAD, LexerTables
+from grammars.errors import ConstraintLimitError, GrammarError
+from tests.shared_data import shared_path
+
+SCHEMAS = [
+    {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 12},
+            "tags": {"type": "array", "items": {"enum": ["a", "b c", "\u00e9"]}},
+            "when": {"type": "string", "format": "date-time"},
+        },
+        "additionalProperties": {"type": "boolean"},
+    },
+    {"type": "string", "pattern": "^[a-z]{2,5}-[0-9]+(\\.[0-9]+)?$"},
+    {"type": "array", "items": {"type": "string", "minLength": 2, "maxLength": 40, "format": "email"}},
+]
+
+
+def new_store() -> rx.CompiledTerms:
+    assert lexer_module.compiled_derivatives is not None, (
+        "grammars.core._derivatives is not built: run scripts/install.sh"
+    )
+    return rx.CompiledTerms(lexer_module.compiled_derivatives.Store())
+
+
+def test_extension_is_built():
+    assert lexer_module.compiled_derivatives is not None, (
+        "grammars.core._derivatives is not built: run scripts/install.sh"
+    )
+
+
+def test_missing_extension_is_logged(monkeypatch, caplog):
+    monkeypatch.delattr(grammars.core, "_derivatives")
+    monkeypatch.setitem(sys.modules, "grammars.core._derivatives", None)  # makes the import fail
+    assert lexer_module._load_compiled() is None
+    assert "are not built" in caplog.text
+
+
+@pytest.fixture
+def lexer(monkeypatch: pytest.MonkeyPatch) -> LexerTables:
+    """A fresh lexer generation (with compiled rows) for the automata built next."""
+    assert lexer_module.compiled_derivatives is not None
+    rx._new_generation()
+    tables = LexerTables()
+    monkeypatch.setattr(lexer_module, "_current", tables)
+    return tables
+
+
+@contextlib.contextmanager
+def python_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Lexer states and rows derived by `byte_regex` alone within the block."""
+    with monkeypatch.context() as patch:
+        patch.setattr(lexer_module, "compiled_derivatives", None)
+        yield
+
+
+def start_terms(schema: dict) -> list[rx.Term]:
+    """The terms of the schema's first lexer state and of each of its lexemes alone."""
+    automaton = grammars.compile(schema, cache=False).automaton
+    lexer = automaton.lexer
+    first = lexer.terms[automaton.lexer_start(automaton.initial[0])]
+    return [first, *(rx.alt(rx.tag(t.id, t)) for t in automaton.parser.lexeme_terms)]
+
+
+def compare_walks(
+    starts: list[rx.Term], walks: int, steps: int, seed: int, monkeypatch: pytest.MonkeyPatch, compiled: LexerTables
+) -> int:
+    """Walk random live bytes from `starts` in `compiled` and in a lexer filled by `byte_regex`,
+    asserting that every row leads to the same terms; the rows compared."""
+    reference = LexerTables()
+    rng = random.Random(seed)
+    compared = 0
+    for _ in range(walks):
+        term = rng.choice(starts)
+        ours = compiled.sid(term)
+        with python_only(monkeypatch):
+            theirs = reference.sid(term)
+        for _ in range(steps):
+            if ours == DEAD or theirs == DEAD:
+                assert ours == theirs == DEAD
+                break
+            assert compiled.terms[ours] is reference.terms[theirs]
+            assert compiled.accepting[ours] == reference.accepting[theirs]
+            assert sorted(compiled.accepting_tags(ours)) == sorted(reference.accepting_tags(theirs))
+            row = compiled.row(ours)
+            with python_only(monkeypatch):
+                expected = reference.row(theirs)
+                representative = reference.walk_representative(theirs, 6)
+            compared += 1
+            assert compiled.terms[compiled.walk_representative(ours, 6)] is reference.terms[representative]
+            for byte in range(256):
+                assert compiled.terms[row[byte]] is reference.terms[expected[byte]], (rx.to_pattern(term), byte)
+            live = [byte for byte in range(256) if row[byte] != DEAD]
+            if not live:
+                break
+            byte = rng.choice(live)
+            ours, theirs = row[byte], expected[byte]
+    return compared
+
+
+@pytest.mark.parametrize("schema", SCHEMAS, ids=["object", "pattern", "emails"])
+def test_compiled_rows_match_python_rows(schema, lexer, monkeypatch):
+    assert compare_walks(start_terms(schema), 30, 40, 14, monkeypatch, lexer) > 200
+    assert lexer._compiled is not None and lexer._compiled.store.num_nodes() > 100
+
+
+@pytest.mark.slow
+def test_compiled_rows_match_python_rows_on_corpus(lexer, monkeypatch):
+    folder = shared_path("corpus", "schemas", "jsonschemabench")
+    paths = sorted(path for group in sorted(folder.iterdir()) if group.is_dir() for path in group.glob("*.json"))
+    compared = 0
+    for index, path in enumerate(random.Random(14).sample(paths, 24)):
+        try:
+            starts = start_terms(json.loads(path.read_text())["schema"])
+        except GrammarError:
+            continue
+        compared += compare_walks(starts, 20, 60, index, monkeypatch, lexer)
+    assert compared > 2000
+
+
+def random_term(rng: random.Random, depth: int) -> rx.Term:
+    """A term over a few bytes with every kind of node, intersections and complements included."""
+    if depth == 0 or rng.random() < 0.2:
+        return rng.choice([rx.literal(b"ab"), rx.byte_range(97, 99), rx.byte_set(1 << 98 | 1 << 200), rx.EPSILON])
+    kind = rng.randrange(7)
+    a, b = random_term(rng, depth - 1), random_term(rng, depth - 1)
+    if kind == 0:
+        return rx.concat(a, b)
+    if kind == 1:
+        return rx.alt(a, b)
+    if kind == 2:
+        lo = rng.randrange(4)
+        return rx.repeat(a, lo, rng.choice([None, lo + rng.randrange(3)]))
+    if kind == 3:
+        return rx.intersect(a, rx.star(b))
+    if kind == 4:
+        return rx.difference(rx.star(rx.byte_range(97, 100)), a)
+    if kind == 5:
+        return rx.tag(rng.randrange(1, 5), a)
+    return rx.optional(a)
+
+
+def check_derivatives(terms: list[rx.Term], compiled: rx.CompiledTerms, rng: random.Random) -> None:
+    """Derive `terms` a few bytes deep through the store and in Python: the same terms, the same
+    emptiness verdicts."""
+    for term in terms:
+        for _ in range(6):
+            node = compiled.node(term)
+            assert compiled.term(node) is term
+            assert compiled.store.is_empty(node, no_check) == rx.is_empty(term)
+            class_of_byte, successors = compiled.store.row(node, no_check)
+            for byte in (97, 98, 99, 100, 200, 0):
+                assert compiled.term(successors[class_of_byte[byte]]) is rx.derivative(term, byte), rx.to_pattern(term)
+            term = rx.derivative(term, rng.choice((97, 98, 99, 200)))
+
+
+def test_compiled_derivatives_of_every_kind_of_term():
+    rng = random.Random(3)
+    rx._new_generation()
+    compiled = new_store()
+    check_derivatives([random_term(rng, 4) for _ in range(300)], compiled, rng)
+
+
+def test_twins_of_an_older_generation_stay_apart_as_in_python():
+    old = rx.alt(rx.concat(rx.literal(b"ab"), rx.star(rx.byte_range(97, 99))), rx.literal(b"b"))
+    rx._new_generation()
+    twin = rx.alt(rx.concat(rx.literal(b"ab"), rx.star(rx.byte_range(97, 99))), rx.literal(b"b"))
+    assert twin is not old
+    mixed = rx.alt(rx.tag(1, old), rx.tag(2, twin), rx.concat(old, twin))
+    compiled = new_store()
+    assert compiled.node(old) != compiled.node(twin)
+    check_derivatives([old, twin, mixed], compiled, random.Random(5))
+
+
+def test_a_store_of_an_older_generation_is_replaced(lexer):
+    start = lexer.start_state((rx.concat(rx.literal(b"ab"), rx.star(rx.byte_range(97, 99))),))
+    after_a = lexer.row(start)[97]
+    stale = lexer._compiled
+    assert stale is not None and stale.is_current()
+    rx._new_generation()
+    assert not stale.is_current()
+    row = lexer.row(after_a)
+    assert lexer._compiled is not stale
+    for byte in (97, 98, 99, 100):
+        assert lexer.terms[row[byte]] is rx.derivative(lexer.terms[after_a], byte)
+
+
+def test_a_full_store_is_replaced_and_its_states_stay_sound(lexer, monkeypatch):
+    monkeypatch.setattr(lexer_module, "MAX_COMPILED_NODES", 60)
+    replaced = []
+    original = LexerTables._store
+
+    def counted(self: LexerTables) -> rx.CompiledTerms | None:
+        before = self._compiled
+        compiled = original(self)
+        if before is not None and compiled is not before:
+            replaced.append(None)
+        return compiled
+
+    monkeypatch.setattr(LexerTables, "_store", counted)
+    assert compare_walks(start_terms(SCHEMAS[0]), 20, 30, 8, monkeypatch, lexer) > 100
+    assert len(replaced) > 3
+
+
+def test_counters_past_64_bits_fall_back_to_python(lexer, monkeypatch):
+    term = rx.concat(rx.repeat(rx.byte_range(97, 98), 1, 2**70), rx.literal(b"!"))
+    assert compare_walks([rx.tag(term.id, term)], 5, 20, 1, monkeypatch, lexer) > 20
+
+
+def test_deep_nesting_is_a_limit_error_on_both_paths(lexer, monkeypatch):
+    term = rx.literal(b"a")
+    for _ in range(6000):
+        term = rx.concat(rx.star(rx.alt(term, rx.literal(b"b"))), rx.literal(b"c"))
+    sid = lexer.start_state((term,))
+    with pytest.raises(ConstraintLimitError, match="nested too deeply"):
+        lexer.row(sid)
+    reference = LexerTables()
+    with python_only(monkeypatch), pytest.raises(ConstraintLimitError, match="nested too deeply"):
+        reference.row(reference.sid(lexer.terms[sid]))
+
+
+def test_a_check_that_raises_stops_a_row_and_leaves_the_store_sound(lexer, monkeypatch):
+    term = rx.alt(*(rx.literal(bytes([97 + i % 26, 48 + i // 26])) for i in range(200)))
+    sid = lexer.start_state((term,))
+    calls = []
+
+    def check() -> None:
+        calls.append(None)
+        if len(calls) > 3:
+            raise ConstraintLimitError("budget spent")
+
+    with pytest.raises(ConstraintLimitError, match="budget spent"):
+        lexer.row(sid, check)
+    assert lexer.rows[sid] is None
+    assert compare_walks([lexer.terms[sid]], 10, 5, 2, monkeypatch, lexer) > 10
