@@ -99,11 +99,13 @@ def cold_pass_us(engine: pmb.Engine, case: dict, tokens: list[int]) -> list[floa
 
 
 def vocabulary_memory_bytes(vocab) -> dict[str, int]:
-    """What a Stencil vocabulary's shared caches hold: its walk arrays, and the cached whole-vocabulary
-    walks of lexer states (bounded by `token_walk.MAX_CACHED_WALKS` states and `MAX_CACHED_WALK_BYTES`)."""
+    """What a Stencil vocabulary's shared caches hold: its walk arrays and token trie, and the cached
+    whole-vocabulary walks of lexer states (bounded by `token_walk.MAX_CACHED_WALKS` states and
+    `MAX_CACHED_WALK_BYTES`)."""
     arrays = vocab.walk_arrays
     walk_arrays = sum(a.nbytes for a in vars(arrays).values() if isinstance(a, np.ndarray))
-    walk_arrays += sum(a.nbytes for a in arrays.__dict__.get("_flat_token_bytes", ()))
+    trie = arrays.__dict__.get("_token_trie")
+    walk_arrays += 0 if trie is None else sum(a.nbytes for a in trie.tables)
     walks = vocab.__dict__.get("_state_walks", {})
     return {"walk_arrays": walk_arrays, "state_walks": sum(w.nbytes for w in walks.values()), "states": len(walks)}
 
@@ -196,7 +198,7 @@ def main() -> None:
     vocabulary_memory = None if stencil is None else vocabulary_memory_bytes(stencil.vocab)
     if vocabulary_memory is not None:
         print(
-            f"vocabulary memory (stencil): walk arrays {vocabulary_memory['walk_arrays'] / 1e6:.1f} MB, cached "
+            f"vocabulary memory (stencil): walk arrays and trie {vocabulary_memory['walk_arrays'] / 1e6:.1f} MB, cached "
             f"lexer-state walks {vocabulary_memory['state_walks'] / 1e6:.1f} MB over {vocabulary_memory['states']} states"
         )
     memory, unmeasured = [], 0

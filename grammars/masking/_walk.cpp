@@ -1,10 +1,14 @@
-// The compiled vocabulary walk of `grammars.masking.token_walk.advance_rows`: the same semantics as
-// the numpy reference there, one token at a time in a tight loop instead of byte position by byte
-// position in numpy (whose per-call overhead dominates a first mask).
+// The compiled vocabulary walk of `grammars.masking.token_walk`: the vocabulary as a byte trie, walked
+// through the lexer DFA node by node. Tokens that share a prefix share its transitions, and a byte the
+// lexer cannot take drops the whole subtree below it at once: a boundary group is a handful of
+// subtrees (every token ` x...` after a space, say), not thousands of tokens, and walking it from
+// the next lexeme's start touches only the subtrees whose first byte that lexeme can take.
+// Its results are those of the numpy row walk there (`advance_rows_reference`) once each subtree is
+// read as the tokens in it.
 //
-// The lexer DFA is lazy: a state's transition row may not exist yet. The walk parks every token that
+// The lexer DFA is lazy: a state's transition row may not exist yet. The walk parks every node that
 // reaches such a state, asks Python (`fill_rows`) to compute the missing rows, takes a fresh view of
-// the tables (they may have been reallocated) and resumes the parked tokens where they stopped.
+// the tables (they may have been reallocated) and resumes the parked nodes where they stopped.
 // A state without a row has an all-DEAD row in `trans` (the tables are zero-filled), so `has_row`
 // is read only where a transition is DEAD, off the loop's load-to-load dependency chain.
 #define PY_SSIZE_T_CLEAN
@@ -12,12 +16,18 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <unordered_map>
 #include <vector>
 
 namespace {
 
 constexpr int32_t kDead = 0;
+
+// The bytes of plain JSON string text (printable ASCII but `"` and backslash): most of a vocabulary's bytes,
+// and the bytes a string's inside takes back to the same state. Where a node's whole subtree is
+// plain and the state it leads to loops on every plain byte, the walk takes the subtree as a whole.
+constexpr bool is_plain(uint8_t byte) { return byte >= 0x20 && byte < 0x7f && byte != '"' && byte != '\\'; }
 
 // A buffer view released on scope exit.
 struct View {
@@ -43,26 +53,31 @@ struct View {
     const T* data() const { return static_cast<const T*>(buffer.buf); }
 };
 
-// A token parked at a state without a row: it resumes at byte `position` from `state`.
+template <typename T>
+PyObject* bytes_of(const std::vector<T>& values) {
+    return PyByteArray_FromStringAndSize(reinterpret_cast<const char*>(values.data()),
+                                         static_cast<Py_ssize_t>(values.size() * sizeof(T)));
+}
+
+// A trie node waiting to be walked: its byte is read from `state` (parked where that has no row yet).
 struct Parked {
-    int64_t row;
-    int32_t position;
+    int64_t node;
     int32_t state;
 };
 
-// Boundary rows grouped by (state before the ending byte, position of that byte).
+// Boundary subtrees grouped by (state before the ending byte, position of that byte).
 class Boundaries {
    public:
-    void add(int32_t before, int32_t position, int64_t row) {
+    void add(int32_t before, int32_t position, int64_t node) {
         const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(before)) << 32) | static_cast<uint32_t>(position);
-        if (last_ == groups_.size() || groups_[last_].first != key) {  // consecutive tokens often share a group
+        if (last_ == groups_.size() || groups_[last_].first != key) {  // siblings often share a group
             auto found = index_.try_emplace(key, groups_.size());
             if (found.second) groups_.push_back({key, {}});
             last_ = found.first->second;
         }
-        groups_[last_].second.push_back(row);
+        groups_[last_].second.push_back(node);
     }
-    // [(before, position, rows as an int64 bytearray)] sorted by (before, position).
+    // [(before, position, nodes as an int64 bytearray)] sorted by (before, position).
     PyObject* to_list() {
         std::sort(groups_.begin(), groups_.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
         PyObject* list = PyList_New(static_cast<Py_ssize_t>(groups_.size()));
@@ -70,7 +85,7 @@ class Boundaries {
         for (size_t i = 0; i < groups_.size(); ++i) {
             const uint64_t key = groups_[i].first;
             PyObject* group = Py_BuildValue("(iiN)", static_cast<int32_t>(key >> 32), static_cast<int32_t>(key & 0xffffffffu),
-                                            int64_bytes(groups_[i].second));
+                                            bytes_of(groups_[i].second));
             if (group == nullptr) {
                 Py_DECREF(list);
                 return nullptr;
@@ -78,10 +93,6 @@ class Boundaries {
             PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), group);
         }
         return list;
-    }
-    static PyObject* int64_bytes(const std::vector<int64_t>& values) {
-        return PyByteArray_FromStringAndSize(reinterpret_cast<const char*>(values.data()),
-                                             static_cast<Py_ssize_t>(values.size() * sizeof(int64_t)));
     }
 
    private:
@@ -123,55 +134,115 @@ struct Tables {
     }
 };
 
-// One walk's results so far, and the tokens parked at states without a row.
+// The trie's arrays (see `build_trie`), viewed for one walk.
+struct Trie {
+    View byte_view, end_view, depth_view, first_view, order_view, plain_view;
+    const uint8_t* byte = nullptr;
+    const int32_t* end = nullptr;
+    const int32_t* depth = nullptr;
+    const int32_t* first_token = nullptr;
+    const int64_t* order = nullptr;
+    const uint8_t* plain_below = nullptr;
+    int64_t num_nodes = 0;
+
+    bool take(PyObject* trie) {
+        if (!PyTuple_Check(trie) || PyTuple_GET_SIZE(trie) != 6) {
+            PyErr_SetString(PyExc_TypeError, "trie must be the 6-tuple build_trie returns");
+            return false;
+        }
+        if (!byte_view.get(PyTuple_GET_ITEM(trie, 0), "node_byte", 1) ||
+            !end_view.get(PyTuple_GET_ITEM(trie, 1), "node_end", 4) ||
+            !depth_view.get(PyTuple_GET_ITEM(trie, 2), "node_depth", 4) ||
+            !first_view.get(PyTuple_GET_ITEM(trie, 3), "node_first_token", 4) ||
+            !order_view.get(PyTuple_GET_ITEM(trie, 4), "order", 8) ||
+            !plain_view.get(PyTuple_GET_ITEM(trie, 5), "node_plain_below", 1))
+            return false;
+        num_nodes = byte_view.count();
+        if (end_view.count() != num_nodes || depth_view.count() != num_nodes || first_view.count() != num_nodes + 1 ||
+            plain_view.count() != num_nodes) {
+            PyErr_SetString(PyExc_ValueError, "trie arrays of inconsistent lengths");
+            return false;
+        }
+        byte = byte_view.data<uint8_t>();
+        end = end_view.data<int32_t>();
+        depth = depth_view.data<int32_t>();
+        first_token = first_view.data<int32_t>();
+        order = order_view.data<int64_t>();
+        plain_below = plain_view.data<uint8_t>();
+        return true;
+    }
+};
+
+// One walk's results so far, and the nodes parked at states without a row.
 struct Walk {
-    const uint8_t* bytes;
-    const int64_t* start_of;
+    const Trie& trie;
     std::vector<int64_t> inside;
     Boundaries boundaries;
     std::vector<Parked> parked;
+    std::vector<int8_t> loops_plain;  // by state: 1 where every plain byte leads back to it, -1 unknown
 
-    // Walks the parked tokens to their ends, asking `fill_rows` for missing rows; the result tuple.
-    PyObject* finish(PyObject* tables, PyObject* fill_rows) {
-        std::vector<Parked> still;
+    bool loops_on_plain(const Tables& t, int32_t state) {
+        if (state >= t.num_states || !t.known[state]) return false;  // not known yet: walked node by node
+        if (static_cast<int64_t>(loops_plain.size()) <= state) loops_plain.resize(state + 1, -1);
+        if (loops_plain[state] < 0) {
+            const int32_t* row = t.next_of + static_cast<int64_t>(state) * 256;
+            bool loops = true;
+            for (int byte = 0; byte < 256 && loops; ++byte) loops = !is_plain(static_cast<uint8_t>(byte)) || row[byte] == state;
+            loops_plain[state] = loops;
+        }
+        return loops_plain[state] == 1;
+    }
+
+    // Walks the parked nodes' subtrees to their ends, asking `fill_rows` for missing rows (false: an error is set).
+    bool finish(PyObject* tables, PyObject* fill_rows) {
+        std::vector<Parked> work;
         std::vector<int32_t> missing;
+        std::vector<int32_t> state_at;  // by depth: the state after the current node's prefix
         while (!parked.empty()) {
             Tables t;
-            if (!t.take(tables)) return nullptr;
-            still.clear();
+            if (!t.take(tables)) return false;
+            work.swap(parked);
+            parked.clear();
             missing.clear();
-            for (const Parked& token : parked) {
-                int32_t state = token.state;
-                const int64_t begin = start_of[token.row], end = start_of[token.row + 1];
-                for (int64_t at = begin + token.position;;) {
-                    if (state >= t.num_states) {
-                        still.push_back({token.row, static_cast<int32_t>(at - begin), state});
-                        missing.push_back(state);
-                        break;
-                    }
-                    const int32_t next = t.next_of[static_cast<int64_t>(state) * 256 + bytes[at]];
-                    if (next == kDead) {
-                        const auto position = static_cast<int32_t>(at - begin);
-                        if (!t.known[state]) {
-                            still.push_back({token.row, position, state});
-                            missing.push_back(state);
-                        } else if (t.accepts[state]) {
-                            boundaries.add(state, position, token.row);
-                        }
-                        break;
-                    }
-                    if (++at == end) {
-                        inside.push_back(token.row);
-                        break;
-                    }
-                    state = next;
-                }
-            }
+            for (const Parked& item : work) scan(t, item, state_at, missing);
             t.release();
-            parked.swap(still);
-            if (!missing.empty() && !fill(fill_rows, missing)) return nullptr;
+            if (!missing.empty() && !fill(fill_rows, missing)) return false;
         }
-        return Py_BuildValue("(NN)", Boundaries::int64_bytes(inside), boundaries.to_list());
+        return true;
+    }
+
+    // Walks the subtree of `item.node` in preorder, one pass over its nodes: a node whose byte the
+    // lexer cannot take skips its subtree (a boundary, or dead), one at a state without a row parks it.
+    void scan(const Tables& t, const Parked& item, std::vector<int32_t>& state_at, std::vector<int32_t>& missing) {
+        const int64_t stop = trie.end[item.node];
+        const int32_t base = trie.depth[item.node];
+        if (static_cast<int32_t>(state_at.size()) <= base) state_at.resize(base + 1);
+        state_at[base - 1] = item.state;
+        for (int64_t node = item.node; node < stop;) {
+            const int32_t depth = trie.depth[node];
+            const int32_t state = state_at[depth - 1];
+            const int32_t next =
+                state < t.num_states ? t.next_of[static_cast<int64_t>(state) * 256 + trie.byte[node]] : kDead;
+            if (next == kDead) {
+                if (state >= t.num_states || !t.known[state]) {
+                    parked.push_back({node, state});
+                    missing.push_back(state);
+                } else if (t.accepts[state]) {
+                    boundaries.add(state, depth - 1, node);
+                }
+                node = trie.end[node];
+                continue;
+            }
+            if (trie.plain_below[node] && loops_on_plain(t, next)) {  // the whole subtree stays inside
+                inside.insert(inside.end(), trie.order + trie.first_token[node], trie.order + trie.first_token[trie.end[node]]);
+                node = trie.end[node];
+                continue;
+            }
+            for (int32_t i = trie.first_token[node]; i < trie.first_token[node + 1]; ++i) inside.push_back(trie.order[i]);
+            if (static_cast<int32_t>(state_at.size()) <= depth) state_at.resize(depth + 1);
+            state_at[depth] = next;
+            ++node;
+        }
     }
 
     static bool fill(PyObject* fill_rows, std::vector<int32_t>& missing) {
@@ -188,40 +259,153 @@ struct Walk {
     }
 };
 
-// advance_rows(tables, fill_rows, data, starts, rows, sid, offset)
+// build_trie(data, starts) -> (node_byte, node_end, node_depth, node_first_token, order, node_plain_below)
+//   data, starts: every token's bytes, row r in data[starts[r]:starts[r+1]] (int64 starts).
+// The trie of the rows' bytes with its nodes in preorder, node 0 the root (the empty prefix):
+//   node_byte uint8[nodes]: the byte a node adds to its parent's prefix;
+//   node_end int32[nodes]: one past the last node of its subtree (its children are node + 1, then
+//     each child's node_end in turn, up to the node's own);
+//   node_depth int32[nodes]: its prefix's length;
+//   order int64[rows]: the rows sorted by bytes, so that the rows ending at node n are
+//     order[node_first_token[n]:node_first_token[n + 1]] and those of its whole subtree
+//     order[node_first_token[n]:node_first_token[node_end[n]]] (int32 node_first_token[nodes + 1]).
+//   node_plain_below uint8[nodes]: 1 where every byte below the node is plain (`is_plain`).
+PyObject* build_trie(PyObject*, PyObject* args) {
+    PyObject *data_object, *starts_object;
+    if (!PyArg_ParseTuple(args, "OO", &data_object, &starts_object)) return nullptr;
+    View data, starts;
+    if (!data.get(data_object, "data", 1) || !starts.get(starts_object, "starts", 8)) return nullptr;
+    const uint8_t* bytes = data.data<uint8_t>();
+    const int64_t* start_of = starts.data<int64_t>();
+    const int64_t num_rows = starts.count() - 1;
+    if (num_rows < 0 || start_of[num_rows] > data.count()) {
+        PyErr_SetString(PyExc_ValueError, "build_trie: starts do not fit data");
+        return nullptr;
+    }
+    std::vector<int64_t> order(static_cast<size_t>(num_rows));
+    for (int64_t r = 0; r < num_rows; ++r) order[r] = r;
+    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+        return std::lexicographical_compare(bytes + start_of[a], bytes + start_of[a + 1], bytes + start_of[b],
+                                            bytes + start_of[b + 1]);
+    });
+    std::vector<uint8_t> node_byte{0};
+    std::vector<int32_t> node_end{0}, node_depth{0}, node_first{0};
+    std::vector<int32_t> path{0};  // the nodes of the previous row's prefix, root first
+    int64_t previous = -1;
+    for (size_t i = 0; i < order.size(); ++i) {
+        const int64_t row = order[i];
+        const uint8_t* token = bytes + start_of[row];
+        const int64_t length = start_of[row + 1] - start_of[row];
+        int64_t common = 0;
+        if (previous >= 0) {
+            const uint8_t* last = bytes + start_of[previous];
+            const int64_t last_length = start_of[previous + 1] - start_of[previous];
+            while (common < length && common < last_length && token[common] == last[common]) ++common;
+        }
+        while (static_cast<int64_t>(path.size()) > common + 1) {  // leave the subtrees this row is not in
+            node_end[path.back()] = static_cast<int32_t>(node_byte.size());
+            path.pop_back();
+        }
+        for (int64_t at = common; at < length; ++at) {
+            path.push_back(static_cast<int32_t>(node_byte.size()));
+            node_byte.push_back(token[at]);
+            node_end.push_back(0);
+            node_depth.push_back(static_cast<int32_t>(at + 1));
+            node_first.push_back(static_cast<int32_t>(i));  // rows ending here come before its children's
+        }
+        previous = row;
+    }
+    while (!path.empty()) {
+        node_end[path.back()] = static_cast<int32_t>(node_byte.size());
+        path.pop_back();
+    }
+    node_first.push_back(static_cast<int32_t>(order.size()));
+    std::vector<uint8_t> plain_below(node_byte.size(), 1);  // children come after their parent: fill backwards
+    for (size_t node = node_byte.size(); node-- > 0;) {
+        for (size_t child = node + 1; child < static_cast<size_t>(node_end[node]); child = node_end[child])
+            plain_below[node] &= is_plain(node_byte[child]) & plain_below[child];
+    }
+    return Py_BuildValue("(NNNNNN)", bytes_of(node_byte), bytes_of(node_end), bytes_of(node_depth), bytes_of(node_first),
+                         bytes_of(order), bytes_of(plain_below));
+}
+
+// Parks the trie `nodes` (int64, not the root) at lexer state `sid` to start a walk (false: an error is set).
+bool start(Walk& walk, PyObject* nodes_object, int sid) {
+    View nodes;
+    if (!nodes.get(nodes_object, "nodes", 8)) return false;
+    walk.parked.reserve(static_cast<size_t>(nodes.count()));
+    for (Py_ssize_t i = 0; i < nodes.count(); ++i) {
+        const int64_t node = nodes.data<int64_t>()[i];
+        if (node <= 0 || node >= walk.trie.num_nodes) {
+            PyErr_SetString(PyExc_IndexError, "walk: a trie node out of range (or the root)");
+            return false;
+        }
+        walk.parked.push_back({node, sid});
+    }
+    return true;
+}
+
+// walk_nodes(tables, fill_rows, trie, nodes, sid)
 //   tables(): (trans int32[states*256], has_row bool[states], accepting bool[states]), consistent.
 //   fill_rows(states: list[int]): computes the rows of `states` (may raise: the walk stops).
-//   data, starts: every token's bytes, row r in data[starts[r]:starts[r+1]] (int64 starts).
-//   rows: int64 rows to walk, each longer than `offset`.
-// Returns (inside rows as int64 bytearray, [(before, position, rows as int64 bytearray)]) with the
-// boundary groups sorted by (before, position).
-PyObject* advance_rows(PyObject*, PyObject* args) {
-    PyObject *tables, *fill_rows, *data_object, *starts_object, *rows_object;
-    int sid, offset;
-    if (!PyArg_ParseTuple(args, "OOOOOii", &tables, &fill_rows, &data_object, &starts_object, &rows_object, &sid,
-                          &offset))
+//   trie: what `build_trie` returned; nodes: int64 non-root nodes whose bytes are read from `sid`.
+// Returns (inside rows as int64 bytearray, [(before, position, nodes as int64 bytearray)]): the rows of
+// the nodes' subtrees still inside a lexeme after their last byte, and the subtrees whose byte at
+// `position` (the node's depth - 1) ends the lexeme in state `before`, sorted by (before, position).
+PyObject* walk_nodes(PyObject*, PyObject* args) {
+    PyObject *tables, *fill_rows, *trie_object, *nodes_object;
+    int sid;
+    if (!PyArg_ParseTuple(args, "OOOOi", &tables, &fill_rows, &trie_object, &nodes_object, &sid)) return nullptr;
+    Trie trie;
+    if (!trie.take(trie_object)) return nullptr;
+    Walk walk{trie, {}, {}, {}};
+    if (!start(walk, nodes_object, sid) || !walk.finish(tables, fill_rows)) return nullptr;
+    return Py_BuildValue("(NN)", bytes_of(walk.inside), walk.boundaries.to_list());
+}
+
+// walk_vocabulary(tables, fill_rows, trie, nodes, sid, ids, size, dense_above)
+//   As walk_nodes, with the inside tokens as token ids (`ids`: int64 id of each row): returns
+//   (inside ids as int64 bytearray or None, inside mask as bool bytearray[size] or None, groups),
+//   the mask where more than `dense_above` tokens are inside (a wide state: setting them here
+//   spares a gather and a scatter over tens of thousands of ids).
+PyObject* walk_vocabulary(PyObject*, PyObject* args) {
+    PyObject *tables, *fill_rows, *trie_object, *nodes_object, *ids_object;
+    int sid;
+    Py_ssize_t size, dense_above;
+    if (!PyArg_ParseTuple(args, "OOOOiOnn", &tables, &fill_rows, &trie_object, &nodes_object, &sid, &ids_object, &size,
+                          &dense_above))
         return nullptr;
-    View data, starts, rows;
-    if (!data.get(data_object, "data", 1) || !starts.get(starts_object, "starts", 8) ||
-        !rows.get(rows_object, "rows", 8))
+    Trie trie;
+    View ids;
+    if (!trie.take(trie_object) || !ids.get(ids_object, "ids", 8)) return nullptr;
+    if (ids.count() != trie.first_token[trie.num_nodes]) {
+        PyErr_SetString(PyExc_ValueError, "walk_vocabulary: one id per row of the trie expected");
         return nullptr;
-    Walk walk{data.data<uint8_t>(), starts.data<int64_t>(), {}, {}, {}};
-    const Py_ssize_t num_rows = starts.count() - 1;
-    walk.parked.reserve(static_cast<size_t>(rows.count()));
-    for (Py_ssize_t i = 0; i < rows.count(); ++i) {
-        const int64_t row = rows.data<int64_t>()[i];
-        if (row < 0 || row >= num_rows || walk.start_of[row] + offset >= walk.start_of[row + 1]) {
-            PyErr_SetString(PyExc_IndexError, "advance_rows: a row out of range, or not longer than offset");
+    }
+    Walk walk{trie, {}, {}, {}};
+    if (!start(walk, nodes_object, sid) || !walk.finish(tables, fill_rows)) return nullptr;
+    const int64_t* id_of = ids.data<int64_t>();
+    for (int64_t& row : walk.inside) {
+        row = id_of[row];
+        if (row < 0 || row >= size) {
+            PyErr_SetString(PyExc_IndexError, "walk_vocabulary: a token id past size");
             return nullptr;
         }
-        walk.parked.push_back({row, offset, sid});
     }
-    return walk.finish(tables, fill_rows);
+    PyObject* groups = walk.boundaries.to_list();
+    if (groups == nullptr) return nullptr;
+    if (static_cast<Py_ssize_t>(walk.inside.size()) <= dense_above)
+        return Py_BuildValue("(NON)", bytes_of(walk.inside), Py_None, groups);
+    std::vector<uint8_t> mask(static_cast<size_t>(size), 0);
+    for (int64_t id : walk.inside) mask[id] = 1;
+    return Py_BuildValue("(ONN)", Py_None, bytes_of(mask), groups);
 }
 
 PyMethodDef methods[] = {
-    {"advance_rows", advance_rows, METH_VARARGS,
-     "Walk token rows through the lazy lexer DFA (see grammars.masking.token_walk.advance_rows)."},
+    {"build_trie", build_trie, METH_VARARGS, "The byte trie of the token rows (see grammars.masking.token_walk)."},
+    {"walk_nodes", walk_nodes, METH_VARARGS,
+     "Walk trie subtrees through the lazy lexer DFA (see grammars.masking.token_walk)."},
+    {"walk_vocabulary", walk_vocabulary, METH_VARARGS, "walk_nodes with the inside tokens as ids or a mask of them."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -4,13 +4,25 @@ from collections.abc import Callable
 
 import numpy as np
 
-def advance_rows(
+def build_trie(
+    data: np.ndarray, starts: np.ndarray, /
+) -> tuple[bytearray, bytearray, bytearray, bytearray, bytearray, bytearray]: ...
+def walk_nodes(
     tables: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]],
     fill_rows: Callable[[list[int]], object],
-    data: np.ndarray,
-    starts: np.ndarray,
-    rows: np.ndarray,
+    trie: tuple[np.ndarray, ...],
+    nodes: np.ndarray,
     sid: int,
-    offset: int,
     /,
 ) -> tuple[bytearray, list[tuple[int, int, bytearray]]]: ...
+def walk_vocabulary(
+    tables: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    fill_rows: Callable[[list[int]], object],
+    trie: tuple[np.ndarray, ...],
+    nodes: np.ndarray,
+    sid: int,
+    ids: np.ndarray,
+    size: int,
+    dense_above: int,
+    /,
+) -> tuple[bytearray | None, bytearray | None, list[tuple[int, int, bytearray]]]: ...

@@ -11,7 +11,6 @@ every string of a field) costs a dict lookup after the first time.
 from __future__ import annotations
 
 import enum
-import hashlib
 import threading
 import time
 
@@ -28,9 +27,10 @@ from grammars.masking.vocab import Vocabulary
 
 #: States whose masks are kept per (grammar, vocabulary) before the cache is cleared.
 MAX_CACHED_STATES = 65536
-#: Bytes of distinct masks kept per table (each is one byte per token: 1,365 masks of a 49k vocabulary,
-#: 256 of a 262k one). States with equal masks share one array, and most do (every position inside
-#: one kind of string, say), so this bounds a table's memory; duplicate-key masks count in it too.
+#: Bytes of distinct masks kept per table (each is one byte per token, and its packed bits as its key:
+#: 1,213 masks of a 49k vocabulary, 227 of a 262k one). States with equal masks share one array, and
+#: most do (every position inside one kind of string, say), so this bounds a table's memory;
+#: duplicate-key masks count in it too.
 MAX_MASK_BYTES = 64 << 20
 #: Seconds after a mask ran past a budget during which the table refuses new masks at once.
 FAILURE_COOLDOWN_SECONDS = 60.0
@@ -40,6 +40,7 @@ MAX_CACHED_LENGTHS = 64
 #: thousand ids each) are kept.
 MAX_CACHED_CANDIDATES = 1024
 _QUOTE = ord('"')
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 class _Quotes(enum.Enum):
@@ -113,7 +114,7 @@ class MaskTable:
     def _make_room(self) -> None:
         """Forget every cached mask when the state caches or the distinct masks are full (under the lock)."""
         full = len(self._allowed) >= MAX_CACHED_STATES or len(self._keyed) >= MAX_CACHED_STATES
-        if full or (len(self._distinct) + 1) * self.vocab.size > MAX_MASK_BYTES:
+        if full or (len(self._distinct) + 1) * (self.vocab.size + self.vocab.size // 8) > MAX_MASK_BYTES:
             self._allowed.clear()
             self._distinct.clear()
             self._tensors.clear()
@@ -121,8 +122,9 @@ class MaskTable:
 
     def _shared(self, mask: np.ndarray) -> np.ndarray:
         """The one kept array equal to `mask` (under the lock, after `_make_room`)."""
-        # Hashing the packed bits: an eighth of the bytes (the hash of the bools dominated a fresh mask).
-        return self._distinct.setdefault(hashlib.blake2b(np.packbits(mask).data, digest_size=16).digest(), mask)
+        # Keyed by the packed bits: an eighth of the bytes to hash (the hash of the bools dominated a
+        # fresh mask), and exact, unlike a digest; a cryptographic digest of them cost twice the packing.
+        return self._distinct.setdefault(np.packbits(mask).tobytes(), mask)
 
     def allowed_with_keys(self, state: State, keys: Keys, check: Check) -> np.ndarray:
         """`allowed(state)` less the tokens that repeat a key of an open object or leave no fresh
@@ -336,8 +338,8 @@ class MaskTable:
         walk = walk_state(self.vocab, automaton.lexer, lexer_sid, check)
         allowed = walk.new_mask(self.vocab.size)
         accepted = [
-            self._settle(config, (lexer_sid, before, position), rows, check)
-            for before, position, rows in walk.boundaries
+            self._settle(config, (walk.sid, before, position), members, check)
+            for before, position, members in walk.boundaries
         ]
         if accepted:
             allowed[arrays.ids[np.concatenate(accepted)]] = True
@@ -368,22 +370,22 @@ class MaskTable:
                 self._extending[lexer_sid] = found
         return found
 
-    def _settle(self, config: int, group: GroupKey, rows: np.ndarray, check: Check) -> np.ndarray:
-        """The rows of boundary group `group` (tokens ending a lexeme after `config`) whose remaining
-        bytes the grammar accepts."""
+    def _settle(self, config: int, group: GroupKey, members: np.ndarray, check: Check) -> np.ndarray:
+        """The rows of the tokens of boundary group `group` (`members`: tokens ending a lexeme after
+        `config`) whose remaining bytes the grammar accepts."""
         automaton = self.automaton
         before, position = group[-2:]
         ended = automaton.end_lexeme(config, before)
         if ended is None:
-            return rows[:0]
+            return _NO_ROWS
         start = automaton.lexer_start(ended)
-        walk = walk_group(self.vocab, automaton.lexer, group, start, rows, position, check)
+        walk = walk_group(self.vocab, automaton.lexer, group, start, members, position, check)
         if not walk.boundaries:
             return walk.inside_rows
         accepted = [walk.inside_rows]
         # A fresh lexeme consumes at least one byte before it can end (lexemes are non-nullable),
         # so every nested boundary lies further on and the recursion ends within the token.
-        for nested_before, nested_position, nested_rows in walk.boundaries:
+        for nested_before, nested_position, nested_members in walk.boundaries:
             nested = (group, start, nested_before, nested_position)
-            accepted.append(self._settle(ended, nested, nested_rows, check))
+            accepted.append(self._settle(ended, nested, nested_members, check))
         return np.concatenate(accepted)

@@ -1,18 +1,19 @@
-"""What tokens do from a lexer state: vectorized over the vocabulary, byte position by position.
+"""What tokens do from a lexer state: over the whole vocabulary, or over a group of its tokens.
 
 From a lexer state, a token either stays inside the current lexeme (the lexer is still alive after
 its last byte: allowed whatever the parser says, since the parser allowed every terminal the lexer
 state still holds), ends the lexeme at some byte and goes on with a new lexeme (a *boundary* token,
-which the parser must settle), or dies. `advance_rows` runs a set of tokens at once with numpy,
-keeping only the tokens still alive, and reports boundary tokens grouped by (lexer state before the
-ending byte, position): the parser then settles each group once, not each token. The walk of the
-whole vocabulary from a lexer state does not depend on the grammar, so it is cached per
+which the parser must settle), or dies. A walk reports boundary tokens grouped by (lexer state
+before the ending byte, position): the parser then settles each group once, not each token. The
+walk of the whole vocabulary from a lexer state does not depend on the grammar, so it is cached per
 (vocabulary, lexer state) and shared by every grammar that reaches the state.
 
-`advance_rows` runs compiled (`_walk.cpp`: each token's bytes in a tight loop, parking tokens at
-lexer states without a row until Python has computed the rows) when the extension is built, which
-`scripts/install.sh` does; `advance_rows_reference` is the numpy walk it must agree with, used
-only when the extension is missing (the reason is logged at import).
+The walks run compiled (`_walk.cpp`) when the extension is built, which `scripts/install.sh` does:
+over the vocabulary's byte trie (`TokenTrie`), where a group's members are trie nodes (each the
+subtree of tokens below it), so tokens sharing a prefix share its steps and a group whose next
+lexeme cannot take its first byte is dropped a subtree at a time. `advance_rows_reference` is the
+numpy walk they must agree with (its members are token rows, one by one), used only when the
+extension is missing (the reason is logged at import).
 """
 
 from __future__ import annotations
@@ -41,14 +42,18 @@ MAX_CACHED_GROUP_WALKS = 65536
 MAX_CACHED_GROUP_WALK_BYTES = 128 << 20
 #: Above this many inside tokens a walk keeps a dense mask: copying it beats scattering the ids.
 DENSE_INSIDE_THRESHOLD = 2048
+_NO_IDS = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
 class RowWalk:
-    """The fate of a set of tokens (rows of the vocabulary's walk arrays) from one lexer state.
+    """The fate of a group of tokens from one lexer state.
 
-    inside_rows: tokens that end with the lexer still inside a live lexeme.
-    boundaries: (lexer state before the byte that ends the lexeme, position of that byte, rows).
+    inside_rows: tokens (rows of the vocabulary's walk arrays) that end with the lexer still inside
+        a live lexeme.
+    boundaries: (lexer state before the byte that ends the lexeme, position of that byte, members):
+        the group of tokens that end it there, as the walk that found them holds groups (token rows
+        for the numpy walk, trie nodes for the compiled one; `advance_group` takes either back).
     """
 
     inside_rows: np.ndarray
@@ -59,10 +64,13 @@ class RowWalk:
 class StateWalk:
     """The whole vocabulary's walk from one lexer state, with the inside tokens as a mask.
 
+    sid: the state walked: the walk representative (`LexerTables.walk_representative`) of the states
+        that share this walk, and so the name of its boundary groups (`GroupKey`).
     inside_mask: bool[vocab.size], dense for wide states (the inside of a string; `inside_ids` is
         empty then), else None and `inside_ids` holds the few ids.
     """
 
+    sid: int
     inside_ids: np.ndarray
     inside_mask: np.ndarray | None
     boundaries: tuple[tuple[int, int, np.ndarray], ...]
@@ -95,29 +103,93 @@ def _load_native() -> ModuleType | None:
     return _walk
 
 
-#: The compiled walk, or None when it is not built (then `advance_rows` runs the numpy reference).
+#: The compiled walk, or None when it is not built (then the walks run `advance_rows_reference`).
 native_walk = _load_native()
 
 
-def advance_rows(
-    arrays: WalkArrays, lexer: LexerTables, sid: int, rows: np.ndarray, offset: int, check: Check
-) -> RowWalk:
-    """Walk the tokens `rows` (each longer than `offset`) from byte `offset` through lexer state `sid`.
+@dataclass(frozen=True)
+class TokenTrie:
+    """The vocabulary's tokens as a byte trie, nodes in preorder (`_walk.build_trie`): node 0 is the
+    root, a node's children are node + 1 and then each child's `node_end` up to its own, and the
+    tokens of its subtree are `order[node_first_token[n]:node_first_token[node_end[n]]]` (rows of
+    the walk arrays). `tables` is the tuple the compiled walk reads: (node_byte, node_end,
+    node_depth, node_first_token, order, node_plain_below), described at `build_trie` in _walk.cpp."""
 
-    A token whose byte at `offset` cannot extend the lexeme is a boundary at `offset` if `sid`
-    accepts (the lexeme ends before the token's remaining bytes). Boundary groups are keyed by
-    (state, position) but their order, and the order of rows within the results, is unspecified.
+    tables: tuple[np.ndarray, ...]
+    node_end: np.ndarray
+    node_first_token: np.ndarray
+    order: np.ndarray
+    #: The root's children (int64 nodes) and their bytes: where a walk of the whole vocabulary starts.
+    first_nodes: np.ndarray
+    first_bytes: np.ndarray
+
+    def subtree_rows(self, nodes: np.ndarray) -> np.ndarray:
+        """int64 rows of the tokens in the subtrees of `nodes` (what a compiled group holds)."""
+        if nodes.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate(
+            [self.order[self.node_first_token[n] : self.node_first_token[self.node_end[n]]] for n in nodes.tolist()]
+        )
+
+
+def token_trie(arrays: WalkArrays) -> TokenTrie:
+    """The trie of the tokens in `arrays`, built once (compiled: the extension must be built)."""
+    found = arrays.__dict__.get("_token_trie")
+    if found is None:
+        built = _native().build_trie(*_flat_token_bytes(arrays))
+        tables = tuple(
+            np.frombuffer(array, dtype=dtype)
+            for array, dtype in zip(built, (np.uint8, np.int32, np.int32, np.int32, np.int64, np.uint8))
+        )
+        node_byte, node_end, _, node_first_token, order, _ = tables
+        first_nodes = [1] if node_byte.size > 1 else []
+        while first_nodes and node_end[first_nodes[-1]] < node_byte.size:
+            first_nodes.append(int(node_end[first_nodes[-1]]))
+        nodes = np.array(first_nodes, dtype=np.int64)
+        trie = TokenTrie(tables, node_end, node_first_token, order, nodes, node_byte[nodes].astype(np.int64))
+        found = arrays.__dict__.setdefault("_token_trie", trie)
+    return found
+
+
+def advance_group(
+    vocab: Vocabulary, lexer: LexerTables, sid: int, members: np.ndarray, position: int, check: Check
+) -> RowWalk:
+    """Walk the members of a boundary group (as `RowWalk.boundaries` holds them) from lexer state
+    `sid`, from their byte at `position` on: the compiled trie walk when the extension is built,
+    else the numpy one.
 
     Raises:
         ConstraintLimitError: `check` stopped the walk (checked before each new lexer row).
     """
     if native_walk is None:
-        return advance_rows_reference(arrays, lexer, sid, rows, offset, check)
-    data, starts = _flat_token_bytes(arrays)
-    rows = np.ascontiguousarray(rows, dtype=np.int64)
-    return _native_result(
-        native_walk.advance_rows(lexer.tables, _row_filler(lexer, check), data, starts, rows, sid, offset)
-    )
+        return advance_rows_reference(vocab.walk_arrays, lexer, sid, members, position, check)
+    return walk_nodes(token_trie(vocab.walk_arrays), lexer, sid, members, check)
+
+
+def walk_nodes(trie: TokenTrie, lexer: LexerTables, sid: int, nodes: np.ndarray, check: Check) -> RowWalk:
+    """The compiled walk of the subtrees of trie `nodes` (not the root), each node's byte read from
+    lexer state `sid`: `advance_rows_reference` of the tokens in them, from the nodes' position
+    (depth - 1) on, with boundary groups as trie nodes.
+
+    Raises:
+        ConstraintLimitError: `check` stopped the walk (checked before each new lexer row).
+        IndexError: a node is the root or not in the trie.
+    """
+    nodes = np.ascontiguousarray(nodes, dtype=np.int64)
+    inside, groups = _native().walk_nodes(lexer.tables, _row_filler(lexer, check), trie.tables, nodes, sid)
+    return RowWalk(np.frombuffer(inside, dtype=np.int64), _groups(groups))
+
+
+def _groups(groups: list[tuple[int, int, bytearray]]) -> tuple[tuple[int, int, np.ndarray], ...]:
+    """The compiled walk's boundary groups, their trie nodes as int64 arrays."""
+    return tuple((before, position, np.frombuffer(nodes, dtype=np.int64)) for before, position, nodes in groups)
+
+
+def _native() -> ModuleType:
+    """The compiled walk, which callers have checked is built."""
+    if native_walk is None:
+        raise RuntimeError("grammars.masking._walk is not built (scripts/install.sh builds it)")
+    return native_walk
 
 
 def _row_filler(lexer: LexerTables, check: Check) -> Callable[[list[int]], None]:
@@ -129,31 +201,24 @@ def _row_filler(lexer: LexerTables, check: Check) -> Callable[[list[int]], None]
     return fill_rows
 
 
-def _native_result(result: tuple[bytearray, list[tuple[int, int, bytearray]]]) -> RowWalk:
-    inside, groups = result
-    return RowWalk(
-        np.frombuffer(inside, dtype=np.int64),
-        tuple((before, position, np.frombuffer(group, dtype=np.int64)) for before, position, group in groups),
-    )
-
-
 def _flat_token_bytes(arrays: WalkArrays) -> tuple[np.ndarray, np.ndarray]:
     """Every token's bytes back to back in row order, and int64 offsets: row r is
-    data[starts[r]:starts[r + 1]] (the compiled walk reads a token's bytes contiguously)."""
-    found = arrays.__dict__.get("_flat_token_bytes")
-    if found is None:
-        padded = arrays.columns.T  # [num_tokens, max_len]
-        data = np.ascontiguousarray(padded[np.arange(arrays.max_len) < arrays.lengths[:, None]])
-        starts = np.concatenate(([0], np.cumsum(arrays.lengths, dtype=np.int64)))
-        found = arrays.__dict__.setdefault("_flat_token_bytes", (data, starts))
-    return found
+    data[starts[r]:starts[r + 1]] (what the trie is built from)."""
+    padded = arrays.columns.T  # [num_tokens, max_len]
+    data = np.ascontiguousarray(padded[np.arange(arrays.max_len) < arrays.lengths[:, None]])
+    starts = np.concatenate(([0], np.cumsum(arrays.lengths, dtype=np.int64)))
+    return data, starts
 
 
 def advance_rows_reference(
     arrays: WalkArrays, lexer: LexerTables, sid: int, rows: np.ndarray, offset: int, check: Check
 ) -> RowWalk:
-    """`advance_rows` in numpy, byte position by byte position over the tokens still alive: the
-    reference the compiled walk is tested against, and the fallback when it is not built.
+    """Walk the token `rows` (each longer than `offset`) from byte `offset` through lexer state `sid`,
+    in numpy, byte position by byte position over the tokens still alive: the reference the compiled
+    walk is tested against, and the fallback when it is not built.
+
+    A token whose byte at `offset` cannot extend the lexeme is a boundary at `offset` if `sid`
+    accepts (the lexeme ends before the token's remaining bytes). Boundary groups hold rows.
 
     Raises:
         ConstraintLimitError: `check` stopped the walk (checked before each new lexer row).
@@ -202,7 +267,7 @@ def final_states(arrays: WalkArrays, lexer: LexerTables, sid: int, rows: np.ndar
             break
         live_states = states[live]
         lexer.ensure_rows(live_states, check)
-        # Flat gathers (row * 256 + byte), as in `advance_rows`.
+        # Flat gathers (row * 256 + byte), as in `advance_rows_reference`.
         states[live] = lexer.trans.ravel().take(live_states.astype(np.int64) * 256 + columns[position].take(rows[live]))
     return states
 
@@ -217,9 +282,10 @@ def walk_state(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Check) ->
     Raises:
         ConstraintLimitError: `check` stopped the walk (the walk is not cached then).
     """
-    cache: dict[tuple[int, int], StateWalk] = vocab.__dict__.setdefault("_state_walks", {})
+    cache: dict[tuple[int, bool, int], StateWalk] = vocab.__dict__.setdefault("_state_walks", {})
     sid = lexer.walk_representative(sid, vocab.walk_arrays.max_len)
-    key = (lexer.generation, sid)  # state ids are per lexer generation
+    # State ids are per lexer generation; the two walks hold their groups differently.
+    key = (lexer.generation, native_walk is None, sid)
     walk = cache.get(key)
     if walk is None:
         with _walk_lock:
@@ -231,18 +297,24 @@ def walk_state(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Check) ->
 
 
 #: A boundary group: tokens that end a lexeme in lexer state `before` just before byte `position`.
-#: Named by where its rows come from, so equal names mean equal rows: `(walk sid, before, position)`
-#: for a group of the walk of every token from a lexer state, `(parent group, start sid, before,
-#: position)` for a group nested in the walk of a parent group's tokens from a lexeme start.
+#: Named by where its members come from, so equal names mean equal members: `(StateWalk.sid, before,
+#: position)` for a group of the walk of every token from a lexer state, `(parent group, start sid,
+#: before, position)` for a group nested in the walk of a parent group's tokens from a lexeme start.
 GroupKey = tuple
 
 _group_walk_lock = threading.Lock()
 
 
 def walk_group(
-    vocab: Vocabulary, lexer: LexerTables, group: GroupKey, start: int, rows: np.ndarray, position: int, check: Check
+    vocab: Vocabulary,
+    lexer: LexerTables,
+    group: GroupKey,
+    start: int,
+    members: np.ndarray,
+    position: int,
+    check: Check,
 ) -> RowWalk:
-    """The walk of the tokens `rows` of boundary group `group` from lexer state `start` (the lexeme
+    """The walk of the `members` of boundary group `group` from lexer state `start` (the lexeme
     that begins at `position`), cached per vocabulary: it depends on lexer states alone, so every
     configuration with that lexeme start, in every grammar of the lexer generation, shares it (the
     separators after a value, say), and settling a group is a lookup after its first time.
@@ -251,10 +323,10 @@ def walk_group(
         ConstraintLimitError: `check` stopped the walk (nothing is cached then).
     """
     cache: dict[tuple, RowWalk] = vocab.__dict__.setdefault("_group_walks", {})
-    key = (lexer.generation, group, start)
+    key = (lexer.generation, native_walk is None, group, start)
     walk = cache.get(key)
     if walk is None:
-        walk = advance_rows(vocab.walk_arrays, lexer, start, rows, position, check)
+        walk = advance_group(vocab, lexer, start, members, position, check)
         size = walk.inside_rows.nbytes + sum(nested.nbytes for _, _, nested in walk.boundaries)
         with _group_walk_lock:
             _store(vocab, "_group_walk", key, walk, size, MAX_CACHED_GROUP_WALKS, MAX_CACHED_GROUP_WALK_BYTES)
@@ -279,10 +351,21 @@ def _store(
 def _walk_vocabulary(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Check) -> StateWalk:
     arrays = vocab.walk_arrays
     extends = np.asarray(lexer.row(sid, check), dtype=np.int32) != DEAD
-    rows = advance_rows(arrays, lexer, sid, arrays.rows_starting_with(extends), 0, check)
+    if native_walk is not None:
+        trie = token_trie(arrays)
+        nodes = trie.first_nodes[extends[trie.first_bytes]]
+        filler = _row_filler(lexer, check)
+        ids, mask, groups = native_walk.walk_vocabulary(
+            lexer.tables, filler, trie.tables, nodes, sid, arrays.ids, vocab.size, DENSE_INSIDE_THRESHOLD
+        )
+        boundaries = _groups(groups)
+        if mask is None:
+            return StateWalk(sid, np.frombuffer(ids, dtype=np.int64), None, boundaries)
+        return StateWalk(sid, _NO_IDS, np.frombuffer(mask, dtype=bool), boundaries)
+    rows = advance_rows_reference(arrays, lexer, sid, arrays.rows_starting_with(extends), 0, check)
     inside_ids = arrays.ids[rows.inside_rows]
     if inside_ids.size <= DENSE_INSIDE_THRESHOLD:
-        return StateWalk(inside_ids, None, rows.boundaries)
+        return StateWalk(sid, inside_ids, None, rows.boundaries)
     inside_mask = np.zeros(vocab.size, dtype=bool)
     inside_mask[inside_ids] = True
-    return StateWalk(inside_ids[:0], inside_mask, rows.boundaries)  # the ids would cost 8 bytes a token more
+    return StateWalk(sid, inside_ids[:0], inside_mask, rows.boundaries)  # the ids would cost 8 bytes a token more

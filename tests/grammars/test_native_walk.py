@@ -1,8 +1,9 @@
 """The compiled vocabulary walk (`grammars/masking/_walk.cpp`) against its numpy reference.
 
-Both walk the same lazy lexer; the compiled one parks tokens at states without a row and resumes
-them once Python has computed the rows, so these tests start from fresh lexers with tiny tables
-(every row missing, the tables reallocated many times during a walk).
+Both walk the same lazy lexer; the compiled one walks the vocabulary's byte trie, parks subtrees at
+states without a row and resumes them once Python has computed the rows, so these tests start from
+fresh lexers with tiny tables (every row missing, the tables reallocated many times during a walk).
+Its boundary groups hold trie nodes: they are compared as the token rows of those subtrees.
 """
 
 import json
@@ -18,7 +19,7 @@ from grammars.core.budget import no_check
 from grammars.errors import ConstraintLimitError, GrammarError
 from grammars.masking import token_walk
 from grammars.masking.masks import MaskTable
-from grammars.masking.token_walk import RowWalk, advance_rows, advance_rows_reference
+from grammars.masking.token_walk import RowWalk, TokenTrie, advance_rows_reference, token_trie, walk_nodes
 from grammars.masking.vocab import Vocabulary
 from tests.shared_data import shared_path
 
@@ -40,6 +41,9 @@ INSTANCES = {
     "object": {"name": "Ann \u00e9", "age": 31, "score": -1.5e3, "tags": ["a", "b c"], "when": "2020-01-01T00:00:00Z"},
     "pattern": "ab-12.5",
 }
+#: Walked here besides SCHEMAS: unbounded strings, whose inside takes plain subtrees whole.
+FREE_TEXT_SCHEMA = {"type": "array", "items": {"type": "string"}}
+FREE_TEXT_INSTANCE = ['Hello, world: "quoted" \u00e9t\u00e9 \\ tab\t', "x"]
 
 
 def fresh_lexer(monkeypatch: pytest.MonkeyPatch) -> lexer_module.LexerTables:
@@ -51,10 +55,11 @@ def fresh_lexer(monkeypatch: pytest.MonkeyPatch) -> lexer_module.LexerTables:
     return tables
 
 
-def canonical(walk: RowWalk) -> tuple[list[int], dict[tuple[int, int], list[int]]]:
-    """A walk with its (unspecified) orders sorted away."""
+def canonical(walk: RowWalk, trie: TokenTrie | None = None) -> tuple[list[int], dict[tuple[int, int], list[int]]]:
+    """A walk with its (unspecified) orders sorted away, its groups as rows (from trie nodes, with `trie`)."""
     boundaries: dict[tuple[int, int], list[int]] = {}
-    for before, position, rows in walk.boundaries:
+    for before, position, members in walk.boundaries:
+        rows = members if trie is None else trie.subtree_rows(members)
         boundaries.setdefault((before, position), []).extend(rows.tolist())
     return sorted(walk.inside_rows.tolist()), {key: sorted(rows) for key, rows in boundaries.items()}
 
@@ -75,22 +80,27 @@ def test_missing_extension_is_logged(monkeypatch, caplog):
     assert "is not built" in caplog.text
 
 
-@pytest.mark.parametrize("name", sorted(SCHEMAS))
-def test_walks_match_reference_from_cold_lexer(name, vocab, monkeypatch):
+@pytest.mark.parametrize(
+    ("schema", "instance"),
+    [(SCHEMAS[name], INSTANCES[name]) for name in sorted(SCHEMAS)] + [(FREE_TEXT_SCHEMA, FREE_TEXT_INSTANCE)],
+)
+def test_walks_match_reference_from_cold_lexer(schema, instance, vocab, monkeypatch):
     """From every lexer state along a valid instance: whole-vocabulary walks, and walks from the
     middle of tokens (as boundary settling runs them)."""
     lexer = fresh_lexer(monkeypatch)
-    automaton = grammars.compile(SCHEMAS[name], cache=False).automaton
+    automaton = grammars.compile(schema, cache=False).automaton
     assert automaton.lexer is lexer
     sids = []
     state = automaton.initial
-    for byte in json.dumps(INSTANCES[name]).encode():
+    for byte in json.dumps(instance).encode():
         sids.append(automaton.lexer_start(state[0]) if state[1] is None else state[1])
         state = automaton.walk(state, bytes([byte]))
         assert state is not None
     arrays = vocab.walk_arrays
+    trie = token_trie(arrays)
     everything = np.arange(len(arrays.ids), dtype=np.int64)
-    long_rows = everything[arrays.lengths > 3]
+    # Walks from the middle of tokens: every subtree of the trie at depth 3, and its rows from byte 2.
+    depth_three = np.flatnonzero(trie.tables[2] == 3).astype(np.int64)
     for sid in dict.fromkeys(sids):
         # The trie walk of the whole vocabulary first, while the rows it needs are missing.
         with monkeypatch.context() as patch:
@@ -98,15 +108,39 @@ def test_walks_match_reference_from_cold_lexer(name, vocab, monkeypatch):
             patch.setattr(token_walk, "native_walk", None)
             reference_walk = token_walk._walk_vocabulary(vocab, lexer, sid, no_check)
         assert np.array_equal(compiled_walk.new_mask(vocab.size), reference_walk.new_mask(vocab.size))
-        assert canonical(RowWalk(compiled_walk.inside_ids, compiled_walk.boundaries)) == canonical(
+        assert canonical(RowWalk(compiled_walk.inside_ids, compiled_walk.boundaries), trie) == canonical(
             RowWalk(reference_walk.inside_ids, reference_walk.boundaries)
         )
-        compiled = advance_rows(arrays, lexer, sid, everything, 0, no_check)  # rows missing: parks
+        compiled = walk_nodes(trie, lexer, sid, trie.first_nodes, no_check)  # rows missing: parks
         reference = advance_rows_reference(arrays, lexer, sid, everything, 0, no_check)
-        assert canonical(compiled) == canonical(reference)
-        assert canonical(advance_rows(arrays, lexer, sid, long_rows, 2, no_check)) == canonical(
-            advance_rows_reference(arrays, lexer, sid, long_rows, 2, no_check)
+        assert canonical(compiled, trie) == canonical(reference)
+        assert canonical(walk_nodes(trie, lexer, sid, depth_three, no_check), trie) == canonical(
+            advance_rows_reference(arrays, lexer, sid, trie.subtree_rows(depth_three), 2, no_check)
         )
+
+
+def test_trie_holds_every_token_under_its_prefix(vocab):
+    """Each node's subtree holds exactly the tokens that start with its prefix, in byte order, every
+    token ends at the node of its whole bytes, and a node is plain below where its subtree's bytes are."""
+    arrays = vocab.walk_arrays
+    trie = token_trie(arrays)
+    node_byte, node_end, node_depth, node_first_token, order, plain_below = trie.tables
+    plain = np.array([0x20 <= byte < 0x7F and byte not in b'"\\' for byte in range(256)])
+    token_bytes = [vocab.token_bytes[token_id] for token_id in arrays.ids.tolist()]
+    assert sorted(order.tolist()) == list(range(len(token_bytes)))
+    assert [token_bytes[row] for row in order.tolist()] == sorted(token_bytes)
+    prefix = [b""]  # by depth, along the preorder
+    for node in range(1, node_byte.size):
+        depth = int(node_depth[node])
+        del prefix[depth:]
+        prefix.append(prefix[-1] + bytes([int(node_byte[node])]))
+        ending = order[node_first_token[node] : node_first_token[node + 1]].tolist()
+        assert all(token_bytes[row] == prefix[-1] for row in ending)
+        if node % 97 == 0:  # whole subtrees, sampled: a full check is quadratic
+            below = trie.subtree_rows(np.array([node])).tolist()
+            assert sorted(below) == [row for row, data in enumerate(token_bytes) if data.startswith(prefix[-1])]
+            assert all(node_depth[n] > depth for n in range(node + 1, int(node_end[node])))
+            assert plain_below[node] == plain[node_byte[node + 1 : node_end[node]]].all()
 
 
 def test_budget_stops_compiled_walk(vocab, monkeypatch):
@@ -121,15 +155,18 @@ def test_budget_stops_compiled_walk(vocab, monkeypatch):
             raise ConstraintLimitError("out of time")
 
     sid = automaton.lexer_start(automaton.initial[0])
-    rows = np.arange(len(vocab.walk_arrays.ids), dtype=np.int64)
+    trie = token_trie(vocab.walk_arrays)
     with pytest.raises(ConstraintLimitError, match="out of time"):
-        advance_rows(vocab.walk_arrays, lexer, sid, rows, 0, check)
+        walk_nodes(trie, lexer, sid, trie.first_nodes, check)
 
 
-def test_rows_out_of_range_are_refused(vocab):
+@pytest.mark.parametrize("node", [0, -1, "past the end"])
+def test_nodes_out_of_range_are_refused(vocab, node):
     lexer = lexer_module.current_lexer()
-    with pytest.raises(IndexError):
-        advance_rows(vocab.walk_arrays, lexer, 0, np.array([len(vocab.walk_arrays.ids)]), 0, no_check)
+    trie = token_trie(vocab.walk_arrays)
+    node = trie.tables[0].size if node == "past the end" else node
+    with pytest.raises(IndexError, match="out of range"):
+        walk_nodes(trie, lexer, 0, np.array([node]), no_check)
 
 
 def corpus_schemas(count: int) -> list[tuple[str, dict]]:
