@@ -28,6 +28,19 @@
 // the kernel runs at ~0.35 at 8 rows (unrolling, deferring the float update and sharing broadcasts
 // over tiles gained nothing). With few rows the weights' stream from memory bounds it instead: see
 // runtime/model/huge_pages.py.
+//
+// Tried, and not worth its accuracy: int8 activations (vpdpbusd: half the instructions; the tiles serve
+// it unchanged, `packed & 0x0F0F0F0F` and `(packed >> 4) & 0x0F0F0F0F` hold inputs 8j + (0, 4, 1, 5) and
+// 8j + (2, 6, 3, 7) as bytes), each group escalated to an exact int16 split (x = 256 * hi + lo, a second
+// vpdpbusd pass) where its int8 error exceeds T times its row's squared norm. With int8 the base term
+// must use the quantized group sum: against the exact sum the uncentred codes (0..15) multiply the
+// rounding error, which is what tripled KL before. Teacher-forced on benchmarks/forward.py's 1000 tokens
+// (today: top-1 0.986, KL 0.00505), escalated share -> top-1, KL: 0% 0.981, 0.00729; 2% 0.984, 0.00603;
+// 6% 0.987, 0.00572; 17% 0.988, 0.00540; 46% 0.984, 0.00512; 100% 0.983, 0.00508 (int8 per 16 inputs:
+// 0.00630). 8 rows against this kernel (one thread): pure int8 1.50-1.63x, with the per-row escalation
+// branch 1.2-1.35x at 0%, 1.0x at 46%, 0.8-0.9x at 100%. A decode step's 211 calls at 8 rows cost 8 x 0.36
+// of one row's with int16, 8 x 0.225 with pure int8: even that is a kernel-only batch gain of 4.4x, not 5x.
+// Every 8-bit share adds KL, so int16 stays.
 
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
