@@ -7,8 +7,11 @@ median ratio to llguidance over the schemas both compile. The process compiles 1
 so accumulates a million interned byte-regex terms: the cyclic garbage collector's full passes then
 pause for a good fraction of a second, so its pauses are timed apart and reported separately
 (a compilation in a fresh process, or in a server that runs `gc.freeze()` after warm-up, has none).
+`--clock cpu` times the compiling thread's CPU time instead of wall-clock time (steadier on a shared
+machine; the collector's pauses still count apart). `--python-emptiness` searches emptiness with
+`byte_regex`'s Python derivatives instead of the compiled ones (how compile ran before they did).
 
-    .venv/bin/python benchmarks/compile.py [--stride N]
+    .venv/bin/python benchmarks/compile.py [--stride N] [--clock wall|cpu] [--python-emptiness]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,42 +33,56 @@ sys.path.insert(0, str(SHARED / "bench"))
 import peer_mask_bench as pmb  # noqa: E402
 
 from grammars.compiler import compile_grammar  # noqa: E402
+from grammars.core import byte_regex as rx  # noqa: E402
 from grammars.errors import EmptyLanguageError, GrammarError  # noqa: E402
 from grammars.frontends.json_schema import schema_grammar  # noqa: E402
 from tests.grammars.test_schema_corpus import bench_cases, schemastore_cases  # noqa: E402
 
 TOKENIZER = SHARED / "bench" / "smollm2-135m-instruct.tokenizer.json"
 SLOW_SECONDS = 1.0
+#: What a compile time counts: elapsed time, or the CPU time of this (the compiling) thread.
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
 
 
 class GcClock:
-    """Sums the time the cyclic collector runs (its pauses land inside whatever was being timed)."""
+    """Sums the time the cyclic collector runs (its pauses land inside whatever was being timed), on
+    `clock`, and counts its full (generation 2) collections, whose pause grows with the heap."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
         self.seconds = 0.0
         self.longest = 0.0
+        self.full_collections = 0
         self._start = 0.0
         gc.callbacks.append(self._on_gc)
 
     def _on_gc(self, phase: str, info: dict) -> None:
         if phase == "start":
-            self._start = time.perf_counter()
+            self._start = self.clock()
         else:
-            pause = time.perf_counter() - self._start
+            pause = self.clock() - self._start
             self.seconds += pause
             self.longest = max(self.longest, pause)
+            self.full_collections += info["generation"] == 2
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stride", type=int, default=1, help="every N-th schema of each group (1: all)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="what a compile time counts")
+    parser.add_argument(
+        "--python-emptiness", action="store_true", help="emptiness searched by Python derivatives, not compiled ones"
+    )
     args = parser.parse_args()
+    if args.python_emptiness:
+        rx.compiled_derivatives = None
+    now = CLOCKS[args.clock]
     llguidance = pmb.LLGuidanceEngine(pmb.Tok(str(TOKENIZER), None), threads=1)
-    clock = GcClock()
+    clock = GcClock(now)
     rows = []
     for group, case in [*bench_cases(args.stride), *schemastore_cases(args.stride)]:
         paused = clock.seconds
-        start = time.perf_counter()
+        start = now()
         try:
             compile_grammar(schema_grammar(case.schema, resources=case.resources))
             outcome = "compiled"
@@ -72,13 +90,13 @@ def main() -> None:
             outcome = "compiled"  # proved to admit nothing: counted as the conformance tests count it
         except GrammarError as exc:
             outcome = type(exc).__name__
-        seconds = time.perf_counter() - start - (clock.seconds - paused)
+        seconds = now() - start - (clock.seconds - paused)
         peer_seconds = None
         if not case.resources:  # llguidance resolves no external documents
-            start = time.perf_counter()
+            start = now()
             try:
                 llguidance.compile(json.dumps(case.schema))
-                peer_seconds = time.perf_counter() - start
+                peer_seconds = now() - start
             except Exception:  # noqa: BLE001 - the peer's refusal, whatever its type
                 pass
         rows.append(
@@ -106,6 +124,7 @@ def main() -> None:
         "ratio_schemas": len(both),
         "gc_pauses_s": clock.seconds,
         "longest_gc_pause_s": clock.longest,
+        "full_gc_collections": clock.full_collections,
     }
     for row in sorted(rows, key=lambda row: -row["seconds"])[:10]:
         print(f"{row['seconds']:7.3f} s  {row['group']}/{row['name']}  {row['outcome']}")
@@ -113,7 +132,8 @@ def main() -> None:
         print(f"{name:28s} {value:10.3f}" if isinstance(value, float) else f"{name:28s} {value}")
     verdict = "met" if not slow else "MISSED: " + ", ".join(row["name"] for row in slow)
     print(f"no compile over {SLOW_SECONDS:.0f} s (collector pauses excluded): {verdict}")
-    print(json.dumps({"benchmark": "compile", "stride": args.stride, "results": results}))
+    config = {"stride": args.stride, "clock": args.clock, "python_emptiness": args.python_emptiness}
+    print(json.dumps({"benchmark": "compile", **config, "results": results}))
 
 
 if __name__ == "__main__":

@@ -26,12 +26,25 @@ import operator
 import threading
 from collections import deque
 from collections.abc import Iterable
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from grammars.core.budget import Check, no_check
 
 if TYPE_CHECKING:
     from grammars.core._derivatives import Store
+
+
+def _load_compiled() -> ModuleType | None:
+    try:
+        from grammars.core import _derivatives
+    except ImportError:  # `grammars.core.lexer` says so in the log: its rows need them most
+        return None
+    return _derivatives
+
+
+#: The compiled derivatives emptiness is searched with, or None when they are not built.
+compiled_derivatives = _load_compiled()
 
 ALL_BYTES = (1 << 256) - 1
 
@@ -574,7 +587,10 @@ def is_empty(term: Term, check: Check = no_check) -> bool | None:
 
     Only EMPTY is empty among plain terms. Others are searched breadth-first (shortest witness
     first) for a derivative that is nullable or plain, either of which proves a string. Memoized.
-    `check` is called per explored state (a search can take a second).
+    The search runs on the compiled derivatives where they are built (a search over an intersection
+    with a `multipleOf` or a long key list takes seconds in Python, the first time a process meets
+    it), else on this module's (`search_emptiness`, the reference). `check` is called per explored
+    state.
 
     Raises:
         ConstraintLimitError: from `check` (nothing is memoized then).
@@ -586,6 +602,29 @@ def is_empty(term: Term, check: Check = no_check) -> bool | None:
     found = _EMPTINESS.get(term.id, False)
     if found is not False:
         return found
+    with _EMPTINESS_LOCK:  # a compiled store is not thread-safe
+        carried = _emptiness_node(term)
+        if carried is not None:
+            store, node = carried
+            result = store.is_empty(node, check)
+    if carried is None:
+        result = search_emptiness(term, check)
+    if len(_EMPTINESS) >= MAX_INTERNED_TERMS:
+        _EMPTINESS.clear()
+    _EMPTINESS[term.id] = result
+    return result
+
+
+def search_emptiness(term: Term, check: Check = no_check) -> bool | None:
+    """`is_empty` by this module's derivatives, unmemoized: the reference for the compiled search.
+
+    Raises:
+        ConstraintLimitError: from `check`.
+    """
+    if term is EMPTY:
+        return True
+    if term.is_plain or term.nullable:
+        return False
     result: bool | None = True
     seen = {term.id}
     frontier = deque([term])
@@ -604,10 +643,29 @@ def is_empty(term: Term, check: Check = no_check) -> bool | None:
                 break
             seen.add(nxt.id)
             frontier.append(nxt)
-    if len(_EMPTINESS) >= MAX_INTERNED_TERMS:
-        _EMPTINESS.clear()
-    _EMPTINESS[term.id] = result
     return result
+
+
+#: The compiled store emptiness is searched in (replaced with the generation of terms, or once full);
+#: None until first used or where the extension is not built.
+_emptiness_terms: CompiledTerms | None = None
+_EMPTINESS_LOCK = threading.Lock()
+
+
+def _emptiness_node(term: Term) -> tuple[Store, int] | None:
+    """The compiled store emptiness is searched in and `term`'s node there (the caller holds
+    _EMPTINESS_LOCK); None where the extension is not built or the store cannot hold `term` (a
+    counter bound beyond 64 bits)."""
+    global _emptiness_terms
+    if compiled_derivatives is None:
+        return None
+    compiled = _emptiness_terms
+    if compiled is None or not compiled.is_current() or compiled.store.num_nodes() >= MAX_INTERNED_TERMS:
+        compiled = _emptiness_terms = CompiledTerms(compiled_derivatives.Store())
+    try:
+        return compiled.store, compiled.node(term)
+    except OverflowError:
+        return None
 
 
 def matches(term: Term, data: bytes) -> bool:

@@ -22,8 +22,10 @@ nearly contradictory, and the mask may then reach a state with no continuation.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from grammars.core import byte_regex as rx
@@ -287,7 +289,7 @@ def refuses(automaton: GrammarAutomaton, state: State, keys: Keys, data: bytes, 
     """Whether tracking keys refuses `data` after `state`, where `automaton.walk` takes it (what a
     mask asks of each token its plain mask allows). Only a token that repeats a key, begins one in
     an object with keys or ends where such a key must come can be refused: the others are not
-    walked again.
+    walked again. Token by token: the reference `refusals` (what masks call) must agree with.
 
     Raises:
         ConstraintLimitError: from `check`.
@@ -299,6 +301,63 @@ def refuses(automaton: GrammarAutomaton, state: State, keys: Keys, data: bytes, 
     if not starts and not after.awaits_fresh_key:
         return False
     return _walk_scanned(automaton, state, data, after, starts, check) is None
+
+
+def refusals(
+    automaton: GrammarAutomaton, state: State, keys: Keys, tokens: Sequence[bytes], check: Check = no_check
+) -> list[int]:
+    """The indices of the `tokens` that `refuses` refuses after `state` (the few candidates of a mask,
+    each taken by `automaton.walk`): its answers, for a fraction of the walks.
+
+    A key that a token begins from a lexeme start the plain walk took unrestricted changes nothing
+    unless the token's bytes from that quote on may still begin a spelling of a seen key: the
+    derivative of (lexeme less spellings) by bytes that begin no spelling is the lexeme's own. So
+    only tokens that end inside such a prefix are walked restricted, as `refuses` walks them; and
+    where a fresh key must come after a token, the verdict is shared by the tokens that end in the
+    same state with the same keys.
+
+    Raises:
+        ConstraintLimitError: from `check`.
+    """
+    refused: list[int] = []
+    at_key: dict[tuple[State, frozenset[str]], bool] = {}
+    encoded: dict[frozenset[str], list[bytes]] = {}
+    for index, data in enumerate(tokens):
+        scanned = scan(keys, data, automaton.lexer, check)
+        if scanned is None:
+            refused.append(index)
+            continue
+        after, starts = scanned
+        if any(_may_spell_seen(data[position + 1 :], seen, encoded) for position, seen in starts):
+            if _walk_scanned(automaton, state, data, after, starts, check) is None:
+                refused.append(index)
+        elif after.awaits_fresh_key:
+            walked = automaton.walk(state, data, check)
+            if walked is None:
+                refused.append(index)
+                continue
+            key = (walked, after.object_keys)
+            stranded = at_key.get(key)
+            if stranded is None:
+                stranded = at_key[key] = _at_key(automaton, walked, after, check) is None
+            if stranded:
+                refused.append(index)
+    return refused
+
+
+def _may_spell_seen(key_bytes: bytes, seen: frozenset[str], encoded: dict[frozenset[str], list[bytes]]) -> bool:
+    """Whether a key whose first bytes (after its quote) are `key_bytes` may still be a spelling of one
+    of `seen` (conservatively: any escape may be). A key that ends in them cannot: `scan` has checked it.
+    `encoded`: the sorted UTF-8 of each set of keys met so far (a binary search finds a prefix)."""
+    if _BACKSLASH in key_bytes:
+        return True
+    if _QUOTE in key_bytes:
+        return False
+    names = encoded.get(seen)
+    if names is None:
+        names = encoded[seen] = sorted(name.encode("utf-8", "surrogatepass") for name in seen)
+    at = bisect.bisect_left(names, key_bytes)
+    return at < len(names) and names[at].startswith(key_bytes)
 
 
 def _walk_scanned(

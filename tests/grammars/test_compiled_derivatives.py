@@ -168,7 +168,7 @@ def check_derivatives(terms: list[rx.Term], compiled: rx.CompiledTerms, rng: ran
         for _ in range(6):
             node = compiled.node(term)
             assert compiled.term(node) is term
-            assert compiled.store.is_empty(node, no_check) == rx.is_empty(term)
+            assert compiled.store.is_empty(node, no_check) == rx.search_emptiness(term) == rx.is_empty(term)
             class_of_byte, successors = compiled.store.row(node, no_check)
             for byte in (97, 98, 99, 100, 200, 0):
                 assert compiled.term(successors[class_of_byte[byte]]) is rx.derivative(term, byte), rx.to_pattern(term)
@@ -254,3 +254,79 @@ def test_a_check_that_raises_stops_a_row_and_leaves_the_store_sound(lexer, monke
         lexer.row(sid, check)
     assert lexer.rows[sid] is None
     assert compare_walks([lexer.terms[sid]], 10, 5, 2, monkeypatch, lexer) > 10
+
+
+def emptiness_questions(schema: dict, monkeypatch: pytest.MonkeyPatch) -> list[rx.Term]:
+    """The terms compiling `schema` asks `rx.is_empty` about (a fresh generation: none memoized)."""
+    asked: list[rx.Term] = []
+    original = rx.is_empty
+
+    def recorded(term: rx.Term, check=no_check) -> bool | None:
+        asked.append(term)
+        return original(term, check)
+
+    rx._new_generation()
+    with monkeypatch.context() as patch:
+        patch.setattr(rx, "is_empty", recorded)
+        try:
+            grammars.compile(schema, cache=False)
+        except GrammarError:
+            pass
+    return [term for term in asked if not term.is_plain and not term.nullable]
+
+
+def handwritten(name: str) -> dict:
+    return json.loads(shared_path("corpus", "schemas", "jsonschemabench", "Handwritten", f"{name}.json").read_text())[
+        "schema"
+    ]
+
+
+def assert_emptiness_agrees(terms: list[rx.Term]) -> None:
+    """The compiled search (through `rx.is_empty`) and `rx.search_emptiness` give the same verdicts."""
+    for term in terms:
+        rx._EMPTINESS.pop(term.id, None)
+        assert rx.is_empty(term) == rx.search_emptiness(term), rx.to_pattern(term)
+
+
+def test_compiled_emptiness_agrees_with_the_search_on_schema_questions(monkeypatch):
+    """Schemas whose compilation asks about intersections (`allOf` of patterns and `oneOf` branches):
+    the verdicts that decide which branches a grammar keeps."""
+    terms = emptiness_questions(handwritten("allone4"), monkeypatch)
+    terms += emptiness_questions(
+        {"type": "object", "propertyNames": {"pattern": "^[a-c]{1,3}$", "not": {"enum": ["a", "b"]}}}, monkeypatch
+    )
+    assert len(terms) > 20
+    assert_emptiness_agrees(terms)
+    assert {rx.search_emptiness(term) for term in terms} >= {True, False}
+
+
+@pytest.mark.slow
+def test_compiled_emptiness_agrees_with_the_search_on_slow_schemas(monkeypatch):
+    """The schemas whose first compile took a second in Python emptiness searches."""
+    for name in ("notnames9", "num4", "object10", "allany12"):
+        terms = emptiness_questions(handwritten(name), monkeypatch)
+        assert terms, name
+        assert_emptiness_agrees(terms)
+
+
+def test_emptiness_without_the_extension_or_past_64_bits_is_searched_in_python(monkeypatch):
+    counted = rx.repeat(rx.byte_range(97, 98), 1, 2**70)
+    past_64_bits = rx.intersect(counted, rx.complement(rx.literal(b"a")))
+    small = rx.intersect(rx.literal(b"ab"), rx.complement(rx.literal(b"ab")))
+    assert rx.is_empty(past_64_bits) is False  # `b` is in both
+    assert rx.is_empty(small) is True
+    monkeypatch.setattr(rx, "compiled_derivatives", None)
+    rx._new_generation()
+    assert rx.is_empty(rx.intersect(rx.literal(b"ab"), rx.complement(rx.literal(b"ab")))) is True
+    assert rx.is_empty(rx.intersect(rx.literal(b"ab"), rx.complement(rx.literal(b"a")))) is False
+
+
+def test_the_emptiness_store_follows_the_generation_of_terms():
+    term = rx.intersect(rx.star(rx.byte_range(97, 98)), rx.complement(rx.star(rx.literal(b"a"))))
+    assert rx.is_empty(term) is False
+    stale = rx._emptiness_terms
+    assert stale is not None and stale.is_current()
+    rx._new_generation()
+    twin = rx.intersect(rx.star(rx.byte_range(97, 98)), rx.complement(rx.star(rx.literal(b"a"))))
+    assert rx.is_empty(rx.intersect(twin, rx.literal(b"aa"))) is True
+    assert rx._emptiness_terms is not stale and rx._emptiness_terms.is_current()

@@ -1,4 +1,5 @@
-"""Distinct-key masks (`MaskTable.allowed_with_keys`) against the brute force, and the key-overlap
+"""Distinct-key masks (`MaskTable.allowed_with_keys`) against the brute force, the batched checks
+(`distinct_keys.refusals`) against the one-by-one reference (`refuses`), and the key-overlap
 shortcuts (`distinct_keys.overlapping_keys`) against the search they stand in for.
 
 A keyed mask walks only a few candidate tokens one by one; the brute force walks every token of
@@ -17,7 +18,7 @@ import pytest
 import grammars
 from grammars.core import byte_regex as rx
 from grammars.core.budget import no_check
-from grammars.core.distinct_keys import key_spellings, overlapping_keys, walk_keyed
+from grammars.core.distinct_keys import key_spellings, overlapping_keys, refusals, refuses, walk_keyed
 from grammars.frontends.json_schema.strings import other_than, string_lexeme, value_encodings
 from tests.shared_data import shared_path
 
@@ -58,9 +59,13 @@ def keyed_walk_agrees(constraint: grammars.Constraint, vocab, seed: int, max_tok
         if keys is not None and keys.has_seen_keys:
             keyed = table.allowed_with_keys(state, keys, no_check)
             brute = plain.copy()
-            for token_id in np.flatnonzero(plain & keyish).tolist():
+            walked_ids = np.flatnonzero(plain & keyish).tolist()
+            for token_id in walked_ids:
                 brute[token_id] = walk_keyed(automaton, state, keys, token_bytes[token_id]) is not None
             assert np.array_equal(keyed, brute), [token_bytes[t] for t in np.flatnonzero(keyed != brute)]
+            tokens = [token_bytes[t] for t in walked_ids]
+            one_by_one = [i for i, data in enumerate(tokens) if refuses(automaton, state, keys, data)]
+            assert refusals(automaton, state, keys, tokens) == one_by_one
             refused += int((plain & ~brute).sum())
             allowed = keyed
         else:

@@ -60,6 +60,7 @@ def intersect_dnf(left: DNF, right: DNF, ctx: Context) -> DNF:
     if not left or not right:
         return ()
     result: list[Typed] = []
+    kept: set[Typed] = set()  # `result` as a set: a list scan per product was quadratic in the alternatives
     # Complements multiply alternatives; many products are provably empty (a key both required and
     # forbidden), so drop those before they multiply further. The proof may normalize member
     # schemas one level down, but not from inside another such proof: nested objects would recurse.
@@ -69,10 +70,11 @@ def intersect_dnf(left: DNF, right: DNF, ctx: Context) -> DNF:
         for a in left:
             for b in right:
                 node = intersect_nodes(a, b, ctx)
-                if node is None or node in result:
+                if node is None or node in kept:
                     continue
                 if isinstance(node, (NullT, BoolT, LitT)) or node_is_empty(node, ctx, depth) is not True:
                     result.append(node)
+                    kept.add(node)
     finally:
         ctx.pruning = depth == MAX_PROOF_DEPTH + 1
     ctx.check_alternatives(len(result))
