@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ sys.path.insert(0, str(SHARED / "bench"))
 import peer_mask_bench as pmb  # noqa: E402
 
 from grammars.errors import GrammarError  # noqa: E402
+from grammars.masking import token_walk  # noqa: E402
 
 TOKENIZER = SHARED / "bench" / "smollm2-135m-instruct.tokenizer.json"
 CORPUS = SHARED / "corpus" / "schemas" / "jsonschemabench"
@@ -72,9 +74,16 @@ def gemma3_tokenizer() -> Path:
     return path
 
 
-def cold_pass_us(engine: pmb.Engine, case: dict, tokens: list[int]) -> list[float] | None:
-    """Per-token mask times (us) of one pass right after a fresh compile of a schema the run has not
-    seen yet; None where the engine refuses the schema or a token (the harness reports why)."""
+#: Clocks of the cold pass: wall time, or the thread's CPU time (steadier on a shared machine, and
+#: the same for every engine: each computes its masks on the calling thread at one thread).
+CLOCKS = {"wall": time.perf_counter_ns, "cpu": time.thread_time_ns}
+
+
+def cold_pass_us(
+    engine: pmb.Engine, case: dict, tokens: list[int], clock: Callable[[], int] = time.perf_counter_ns
+) -> list[float] | None:
+    """Per-token mask times (us, by `clock`) of one pass right after a fresh compile of a schema the
+    run has not seen yet; None where the engine refuses the schema or a token (the harness reports why)."""
     try:
         matcher = engine.new_matcher(engine.compile(json.dumps(case["schema"])))
     except Exception:
@@ -83,14 +92,14 @@ def cold_pass_us(engine: pmb.Engine, case: dict, tokens: list[int]) -> list[floa
     times = []
     for token_id in [*tokens, engine.tok.eos_id]:
         if isinstance(engine, pmb.StencilEngine):  # as the harness: time the mask, pack it untimed
-            start = time.perf_counter_ns()
+            start = clock()
             engine.compute(matcher)
-            times.append((time.perf_counter_ns() - start) / 1e3)
+            times.append((clock() - start) / 1e3)
             pmb._pack_bool_mask(engine.last, buffer)
         else:
-            start = time.perf_counter_ns()
+            start = clock()
             engine.fill(matcher, buffer)
-            times.append((time.perf_counter_ns() - start) / 1e3)
+            times.append((clock() - start) / 1e3)
         if not pmb._bit(buffer, token_id):
             return None
         if token_id != engine.tok.eos_id and not engine.accept(matcher, token_id):
@@ -107,7 +116,15 @@ def vocabulary_memory_bytes(vocab) -> dict[str, int]:
     trie = arrays.__dict__.get("_token_trie")
     walk_arrays += 0 if trie is None else sum(a.nbytes for a in trie.tables)
     walks = vocab.__dict__.get("_state_walks", {})
-    return {"walk_arrays": walk_arrays, "state_walks": sum(w.nbytes for w in walks.values()), "states": len(walks)}
+    group_walks = vocab.__dict__.get("_compiled_group_walks")  # the compiled settle's (grammars.masking.settle)
+    native = token_walk.native_walk
+    group_walk_bytes = 0 if group_walks is None or native is None else native.group_walks_held(group_walks)[1]
+    return {
+        "walk_arrays": walk_arrays,
+        "state_walks": sum(w.nbytes for w in walks.values()),
+        "states": len(walks),
+        "group_walks": group_walk_bytes,
+    }
 
 
 def compiled_memory_bytes(tok: pmb.Tok, vocab, case: dict) -> int:
@@ -142,12 +159,13 @@ def main() -> None:
     parser.add_argument("--tokenizer", type=Path, help="a tokenizer.json instead of --vocab's")
     parser.add_argument("--eos", help="the end-of-sequence token of --tokenizer (default: the harness's guess)")
     parser.add_argument(
+        "--clock", choices=sorted(CLOCKS), default="wall", help="the cold pass's clock (cpu: the thread's CPU time)"
+    )
+    parser.add_argument(
         "--python-walk", action="store_true", help="Stencil's numpy vocabulary walk instead of the compiled one"
     )
     args = parser.parse_args()
     if args.python_walk:
-        from grammars.masking import token_walk
-
         token_walk.native_walk = None
 
     if args.tokenizer is not None:
@@ -171,7 +189,7 @@ def main() -> None:
     for case in cases:
         tokens = tok.encode(json.dumps(case["instance"]))
         print(f"\n== {case['name']} ({len(tokens)} tokens)")
-        cold = {engine.name: cold_pass_us(engine, case, tokens) for engine in engines}
+        cold = {engine.name: cold_pass_us(engine, case, tokens, CLOCKS[args.clock]) for engine in engines}
         for engine in engines:
             r = pmb.bench_case(engine, case, tokens, passes, reps)
             times = cold[engine.name]
@@ -199,7 +217,8 @@ def main() -> None:
     if vocabulary_memory is not None:
         print(
             f"vocabulary memory (stencil): walk arrays and trie {vocabulary_memory['walk_arrays'] / 1e6:.1f} MB, cached "
-            f"lexer-state walks {vocabulary_memory['state_walks'] / 1e6:.1f} MB over {vocabulary_memory['states']} states"
+            f"lexer-state walks {vocabulary_memory['state_walks'] / 1e6:.1f} MB over {vocabulary_memory['states']} states, "
+            f"boundary group walks {vocabulary_memory['group_walks'] / 1e6:.1f} MB"
         )
     memory, unmeasured = [], 0
     for case in cases:
@@ -224,6 +243,7 @@ def main() -> None:
                 "cases": len(cases),
                 "passes": passes,
                 "python_walk": args.python_walk,
+                "clock": args.clock,
                 "vocab_size": tok.vocab_size,
                 "ratios": summary["ratios"],
                 "memory_bytes_median": statistics.median(memory) if memory else None,

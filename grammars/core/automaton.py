@@ -64,6 +64,7 @@ class GrammarAutomaton:
             else initial_keys(self.lexer, grammar.distinct_keys_after, budget.check)
         )
         self._start_sid: dict[int, int] = {}
+        self._start_of_lexemes: dict[tuple[int, ...], int] = {}
         self._end_cache: dict[tuple[int, int], int | None] = {}
         self._walk_cache: dict[tuple[State, bytes], State | None] = {}
         self._forced_cache: dict[tuple[State, Keys | None], bytes] = {}
@@ -81,8 +82,13 @@ class GrammarAutomaton:
         """The lexer state at a lexeme boundary: any lexeme the parser allows, or an ignored one."""
         sid = self._start_sid.get(config)
         if sid is None:
-            terms = tuple(self.parser.lexeme_terms[i] for i in self.parser.allowed_lexemes(config))
-            sid = self.lexer.start_state(terms + self._ignore_terms, check)
+            # Many configurations allow the same lexemes (every field value of one type, say): their
+            # start state is built once.
+            allowed = self.parser.allowed_lexemes(config)
+            sid = self._start_of_lexemes.get(allowed)
+            if sid is None:
+                terms = tuple(self.parser.lexeme_terms[i] for i in allowed)
+                sid = self._start_of_lexemes[allowed] = self.lexer.start_state(terms + self._ignore_terms, check)
             self._start_sid[config] = sid
         return sid
 

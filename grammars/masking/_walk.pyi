@@ -26,3 +26,21 @@ def walk_vocabulary(
     dense_above: int,
     /,
 ) -> tuple[bytearray | None, bytearray | None, list[tuple[int, int, bytearray]]]: ...
+def new_group_walks(max_walks: int, max_bytes: int, /) -> object: ...
+def new_parser_edges() -> object: ...
+def group_walks_held(group_walks: object, /) -> tuple[int, int]: ...
+def settle(
+    group_walks: object,
+    parser_edges: object,
+    mask: np.ndarray,
+    ids: np.ndarray,
+    config: int,
+    walk_name: tuple[int, int],
+    groups: tuple[tuple[int, int, np.ndarray], ...],
+    end_lexeme: Callable[[int, int], int | None],
+    lexer_start: Callable[[int], int],
+    tables: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    fill_rows: Callable[[list[int]], object],
+    trie: tuple[np.ndarray, ...],
+    /,
+) -> None: ...

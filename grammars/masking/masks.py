@@ -19,10 +19,11 @@ import numpy as np
 from grammars.core.automaton import GrammarAutomaton, State
 from grammars.core.budget import Check
 from grammars.core.completion import CompletionLengths, token_counter
-from grammars.core.distinct_keys import Keys, refuses, walk_keyed
+from grammars.core.distinct_keys import Keys, refusals, walk_keyed
 from grammars.core.lexer import DEAD
 from grammars.errors import ConstraintLimitError
-from grammars.masking.token_walk import GroupKey, final_states, walk_group, walk_state
+from grammars.masking.settle import GroupSettler
+from grammars.masking.token_walk import final_states, walk_state
 from grammars.masking.vocab import Vocabulary
 
 #: States whose masks are kept per (grammar, vocabulary) before the cache is cleared.
@@ -40,7 +41,6 @@ MAX_CACHED_LENGTHS = 64
 #: thousand ids each) are kept.
 MAX_CACHED_CANDIDATES = 1024
 _QUOTE = ord('"')
-_NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 class _Quotes(enum.Enum):
@@ -80,8 +80,9 @@ class MaskTable:
         self._keyed: dict[tuple[State, Keys], tuple[np.ndarray, object]] = {}
         #: Per lexer state where a lexeme may end: `_extending_ids`.
         self._extending: dict[int, np.ndarray] = {}
-        #: The token ids `allowed_with_keys` checks one by one, per `_key_candidates` arguments.
+        #: The token ids `allowed_with_keys` checks, per `_key_candidates` arguments.
         self._candidates: dict[tuple[int, bool, _Quotes], np.ndarray] = {}
+        self._settler = GroupSettler(automaton, vocab)
         self._lock = threading.RLock()
         self.failure: ConstraintLimitError | None = None
         self._failed_at = 0.0
@@ -137,7 +138,7 @@ class MaskTable:
         current lexeme (` "b` after whitespace), and the tokens that end where a fresh key must come
         (`",`). Those tokens hold a `,` or, where a fresh key is awaited, a `"`, and of the tokens
         that stay inside the current lexeme only a separator's comma counts (inside a string
-        nothing does). The few allowed ones are walked one by one.
+        nothing does). The few allowed ones are checked in one batch (`distinct_keys.refusals`).
 
         Raises:
             ConstraintLimitError: `check` stopped the computation.
@@ -154,10 +155,10 @@ class MaskTable:
             quotes = _Quotes.AFTER_FIRST_BYTE if exact else _Quotes.ALL
         candidates = self._key_candidates(lexer_sid, keys.awaits_quote, quotes, check)
         token_bytes = self.vocab.token_bytes
+        walked_ids = candidates[allowed[candidates]].tolist()
         refused = [
-            token_id
-            for token_id in candidates[allowed[candidates]].tolist()
-            if refuses(self.automaton, state, keys, token_bytes[token_id], check)
+            walked_ids[index]
+            for index in refusals(self.automaton, state, keys, [token_bytes[t] for t in walked_ids], check)
         ]
         with self._lock:
             self._make_room()
@@ -187,7 +188,7 @@ class MaskTable:
         return automaton.lexer_start_excluding(config, seen, check) == automaton.lexer_start(config, check)
 
     def _key_candidates(self, lexer_sid: int, awaits_quote: bool, quotes: _Quotes, check: Check) -> np.ndarray:
-        """int32 ids of the tokens `allowed_with_keys` walks one by one from lexer state `lexer_sid`
+        """int32 ids of the tokens `allowed_with_keys` checks from lexer state `lexer_sid`
         (`quotes`: which tokens holding a quote count), cached per arguments."""
         key = (lexer_sid, awaits_quote, quotes)
         found = self._candidates.get(key)
@@ -332,17 +333,11 @@ class MaskTable:
 
     def _compute(self, state: State, check: Check) -> np.ndarray:
         automaton = self.automaton
-        arrays = self.vocab.walk_arrays
         config, sid = state
         lexer_sid = automaton.lexer_start(config) if sid is None else sid
         walk = walk_state(self.vocab, automaton.lexer, lexer_sid, check)
         allowed = walk.new_mask(self.vocab.size)
-        accepted = [
-            self._settle(config, (walk.sid, before, position), members, check)
-            for before, position, members in walk.boundaries
-        ]
-        if accepted:
-            allowed[arrays.ids[np.concatenate(accepted)]] = True
+        self._settler.settle_into(allowed, config, walk, check)
         if sid is not None and automaton.lexer.accepting[lexer_sid]:
             ended = automaton.end_lexeme(config, lexer_sid)
             if ended is not None:
@@ -369,23 +364,3 @@ class MaskTable:
                     self._extending.clear()
                 self._extending[lexer_sid] = found
         return found
-
-    def _settle(self, config: int, group: GroupKey, members: np.ndarray, check: Check) -> np.ndarray:
-        """The rows of the tokens of boundary group `group` (`members`: tokens ending a lexeme after
-        `config`) whose remaining bytes the grammar accepts."""
-        automaton = self.automaton
-        before, position = group[-2:]
-        ended = automaton.end_lexeme(config, before)
-        if ended is None:
-            return _NO_ROWS
-        start = automaton.lexer_start(ended)
-        walk = walk_group(self.vocab, automaton.lexer, group, start, members, position, check)
-        if not walk.boundaries:
-            return walk.inside_rows
-        accepted = [walk.inside_rows]
-        # A fresh lexeme consumes at least one byte before it can end (lexemes are non-nullable),
-        # so every nested boundary lies further on and the recursion ends within the token.
-        for nested_before, nested_position, nested_members in walk.boundaries:
-            nested = (group, start, nested_before, nested_position)
-            accepted.append(self._settle(ended, nested, nested_members, check))
-        return np.concatenate(accepted)

@@ -37,7 +37,8 @@ MAX_CACHED_WALKS = 4096
 #: Bytes those walks may hold per vocabulary (a wide state's walk holds a byte per token: about
 #: 50 KB on a 49k vocabulary, 260 KB on a 262k one), whichever bound comes first.
 MAX_CACHED_WALK_BYTES = 256 << 20
-#: Walks of boundary groups (`walk_group`) kept per vocabulary, and the bytes their rows may hold.
+#: Walks of boundary groups kept per vocabulary (by `walk_group`, and apart by the compiled settle of
+#: `grammars.masking.settle`), and the bytes their rows may hold.
 MAX_CACHED_GROUP_WALKS = 65536
 MAX_CACHED_GROUP_WALK_BYTES = 128 << 20
 #: Above this many inside tokens a walk keeps a dense mask: copying it beats scattering the ids.
@@ -176,7 +177,7 @@ def walk_nodes(trie: TokenTrie, lexer: LexerTables, sid: int, nodes: np.ndarray,
         IndexError: a node is the root or not in the trie.
     """
     nodes = np.ascontiguousarray(nodes, dtype=np.int64)
-    inside, groups = _native().walk_nodes(lexer.tables, _row_filler(lexer, check), trie.tables, nodes, sid)
+    inside, groups = _native().walk_nodes(lexer.tables, row_filler(lexer, check), trie.tables, nodes, sid)
     return RowWalk(np.frombuffer(inside, dtype=np.int64), _groups(groups))
 
 
@@ -192,7 +193,7 @@ def _native() -> ModuleType:
     return native_walk
 
 
-def _row_filler(lexer: LexerTables, check: Check) -> Callable[[list[int]], None]:
+def row_filler(lexer: LexerTables, check: Check) -> Callable[[list[int]], None]:
     """The callback through which the compiled walk has the rows it lacks computed."""
 
     def fill_rows(states: list[int]) -> None:
@@ -354,7 +355,7 @@ def _walk_vocabulary(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Che
     if native_walk is not None:
         trie = token_trie(arrays)
         nodes = trie.first_nodes[extends[trie.first_bytes]]
-        filler = _row_filler(lexer, check)
+        filler = row_filler(lexer, check)
         ids, mask, groups = native_walk.walk_vocabulary(
             lexer.tables, filler, trie.tables, nodes, sid, arrays.ids, vocab.size, DENSE_INSIDE_THRESHOLD
         )

@@ -122,3 +122,27 @@ def test_reserved_rule_names_never_clash_with_numbered_ones() -> None:
     taken = rules.reserve("x__1")
     names = [rules.reserve("x"), rules.reserve("x"), rules.reserve("x")]
     assert taken == "x__1" and len({taken, *names}) == 4
+
+
+def test_configurations_allowing_the_same_lexemes_share_one_start_state(monkeypatch):
+    """`lexer_start` builds a start state once per set of allowed lexemes, not per configuration."""
+    automaton = GrammarAutomaton(nested_lists())
+    built: list[tuple[int, ...]] = []
+    start_state = automaton.lexer.start_state
+    monkeypatch.setattr(
+        automaton.lexer,
+        "start_state",
+        lambda terms, check: built.append(tuple(term.id for term in terms)) or start_state(terms, check),
+    )
+    configs = []
+    for prefix in (b"[", b"[[", b"[[[", b"[1,", b"[[1,", b"[[1,[2,", b"[[[[["):
+        state = automaton.walk(automaton.initial, prefix)
+        assert state is not None and state[1] is None
+        configs.append(state[0])
+        automaton.lexer_start(state[0])
+    assert len(set(configs)) == len(configs)
+    assert len(built) == len(set(built)), "a set of lexemes was built twice"
+    assert len(built) < len(configs)
+    for config in configs:  # the shared state is the one of its own lexemes
+        terms = tuple(automaton.parser.lexeme_terms[i] for i in automaton.parser.allowed_lexemes(config))
+        assert automaton.lexer_start(config) == start_state(terms + automaton._ignore_terms)

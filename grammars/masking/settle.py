@@ -1,0 +1,116 @@
+"""Settling boundary tokens: which tokens that end a lexeme mid-token the grammar accepts.
+
+A whole-vocabulary walk from a lexer state (`token_walk.walk_state`) leaves the tokens that end
+the current lexeme grouped by (lexer state before the ending byte, position). For a group, the
+parser takes the lexeme (`GrammarAutomaton.end_lexeme`), the next lexeme starts
+(`lexer_start`), and the group's tokens are walked on from there (`token_walk.walk_group`): those
+still inside a lexeme at their end are accepted, and those that end this lexeme too form nested
+groups, settled the same way. A fresh lexeme consumes a byte before it can end, so the recursion
+ends within the token.
+
+The compiled settle (`_walk.settle`) runs all of it in one call, writing the mask directly: the
+parser's answers are memoized per automaton (Python is asked only on a miss), group walks per
+vocabulary. `settle_reference` is the Python settle it must agree with, used when the extension is
+missing (then groups hold token rows, not trie nodes).
+"""
+
+from __future__ import annotations
+
+import threading
+from types import ModuleType
+
+import numpy as np
+
+from grammars.core.automaton import GrammarAutomaton
+from grammars.core.budget import Check
+from grammars.masking import token_walk
+from grammars.masking.token_walk import GroupKey, StateWalk, row_filler, token_trie, walk_group
+from grammars.masking.vocab import Vocabulary
+
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+#: Guards the compiled caches (per vocabulary and per automaton) during a compiled settle.
+_compiled_lock = threading.Lock()
+
+
+class GroupSettler:
+    """Settles the boundary groups of state walks for one automaton over one vocabulary."""
+
+    def __init__(self, automaton: GrammarAutomaton, vocab: Vocabulary) -> None:
+        self.automaton = automaton
+        self.vocab = vocab
+        self._edges: object | None = None  # the compiled memo of the parser's answers, made on first use
+
+    def settle_into(self, mask: np.ndarray, config: int, walk: StateWalk, check: Check) -> None:
+        """Set in `mask` the tokens of `walk`'s boundary groups (ending a lexeme after `config`)
+        that the grammar accepts: compiled when the extension is built.
+
+        Raises:
+            ConstraintLimitError: `check` stopped a walk (nothing half-walked is cached).
+        """
+        if not walk.boundaries:
+            return
+        if token_walk.native_walk is None:
+            self.settle_reference(mask, config, walk, check)
+        else:
+            self.settle_compiled(mask, config, walk, check)
+
+    def settle_compiled(self, mask: np.ndarray, config: int, walk: StateWalk, check: Check) -> None:
+        """`settle_into` in one compiled call (the walk's groups must hold trie nodes)."""
+        native = token_walk.native_walk
+        if native is None:
+            raise RuntimeError("grammars.masking._walk is not built (scripts/install.sh builds it)")
+        automaton, lexer = self.automaton, self.automaton.lexer
+        arrays = self.vocab.walk_arrays
+        with _compiled_lock:
+            if self._edges is None:
+                self._edges = native.new_parser_edges()
+            native.settle(
+                _group_walks(self.vocab, native),
+                self._edges,
+                mask,
+                arrays.ids,
+                config,
+                (lexer.generation, walk.sid),
+                walk.boundaries,
+                automaton.end_lexeme,
+                lambda ended: automaton.lexer_start(ended, check),
+                lexer.tables,
+                row_filler(lexer, check),
+                token_trie(arrays).tables,
+            )
+
+    def settle_reference(self, mask: np.ndarray, config: int, walk: StateWalk, check: Check) -> None:
+        """`settle_into` in Python, group by group (the reference of the compiled settle)."""
+        accepted = [
+            self._settle_group(config, (walk.sid, before, position), members, check)
+            for before, position, members in walk.boundaries
+        ]
+        if accepted:
+            mask[self.vocab.walk_arrays.ids[np.concatenate(accepted)]] = True
+
+    def _settle_group(self, config: int, group: GroupKey, members: np.ndarray, check: Check) -> np.ndarray:
+        """The rows of the tokens of boundary group `group` (`members`: tokens ending a lexeme after
+        `config`) whose remaining bytes the grammar accepts."""
+        automaton = self.automaton
+        before, position = group[-2:]
+        ended = automaton.end_lexeme(config, before)
+        if ended is None:
+            return _NO_ROWS
+        start = automaton.lexer_start(ended, check)
+        walk = walk_group(self.vocab, automaton.lexer, group, start, members, position, check)
+        if not walk.boundaries:
+            return walk.inside_rows
+        accepted = [walk.inside_rows]
+        for nested_before, nested_position, nested_members in walk.boundaries:
+            nested = (group, start, nested_before, nested_position)
+            accepted.append(self._settle_group(ended, nested, nested_members, check))
+        return np.concatenate(accepted)
+
+
+def _group_walks(vocab: Vocabulary, native: ModuleType) -> object:
+    """The vocabulary's compiled cache of group walks (bounded as `walk_group`'s; under the lock)."""
+    found = vocab.__dict__.get("_compiled_group_walks")
+    if found is None:
+        found = native.new_group_walks(token_walk.MAX_CACHED_GROUP_WALKS, token_walk.MAX_CACHED_GROUP_WALK_BYTES)
+        vocab.__dict__["_compiled_group_walks"] = found
+    return found

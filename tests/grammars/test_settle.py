@@ -1,0 +1,189 @@
+"""The compiled settle of boundary groups (`_walk.settle`) against its Python reference.
+
+Both settle the boundary groups of the same compiled state walks; the compiled one memoizes the
+parser's answers and walks groups in C++, asking Python only on a miss, so these tests also start
+from fresh lexers with tiny tables (every row the group walks need is computed during the settle).
+"""
+
+import json
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import grammars
+from grammars.core.budget import no_check
+from grammars.errors import ConstraintLimitError, GrammarError
+from grammars.masking import token_walk
+from grammars.masking.masks import MaskTable
+from grammars.masking.settle import GroupSettler
+from grammars.masking.token_walk import walk_state
+from tests.grammars.test_native_walk import (
+    FREE_TEXT_INSTANCE,
+    FREE_TEXT_SCHEMA,
+    INSTANCES,
+    SCHEMAS,
+    copy_of,
+    corpus_schemas,
+    fresh_lexer,
+)
+
+
+def settled_both_ways(settler: GroupSettler, state, check=no_check) -> tuple[np.ndarray, np.ndarray]:
+    """The mask of `state`'s walk with its boundary groups settled compiled and in Python."""
+    automaton = settler.automaton
+    config, sid = state
+    lexer_sid = automaton.lexer_start(config) if sid is None else sid
+    walk = walk_state(settler.vocab, automaton.lexer, lexer_sid, no_check)
+    compiled, reference = walk.new_mask(settler.vocab.size), walk.new_mask(settler.vocab.size)
+    settler.settle_compiled(compiled, config, walk, check)
+    settler.settle_reference(reference, config, walk, no_check)
+    return compiled, reference
+
+
+@pytest.mark.parametrize(
+    ("schema", "instance"),
+    [(SCHEMAS[name], INSTANCES[name]) for name in sorted(SCHEMAS)] + [(FREE_TEXT_SCHEMA, FREE_TEXT_INSTANCE)],
+)
+def test_compiled_settle_matches_reference_from_cold_lexer(schema, instance, vocab, monkeypatch):
+    """At every byte of a valid instance, and at every lexeme boundary along it."""
+    fresh_lexer(monkeypatch)
+    automaton = grammars.compile(schema, cache=False).automaton
+    settler = GroupSettler(automaton, copy_of(vocab))
+    state, settled = automaton.initial, 0
+    for byte in json.dumps(instance).encode():
+        states = [state] if state[1] is None else [state, (state[0], None)]
+        for at in states:
+            compiled, reference = settled_both_ways(settler, at)
+            assert np.array_equal(compiled, reference), at
+            settled += int(compiled.sum())
+        state = automaton.walk(state, bytes([byte]))
+        assert state is not None
+    assert settled > 0
+
+
+def test_budget_stops_compiled_settle_and_caches_nothing_half_walked(vocab, monkeypatch):
+    """A deadline raised from a callback stops the settle; settling again gives the full mask."""
+    fresh_lexer(monkeypatch)
+    automaton = grammars.compile(SCHEMAS["object"], cache=False).automaton
+    settler = GroupSettler(automaton, copy_of(vocab))
+    state = automaton.walk(automaton.initial, b'{"name": "x')
+    assert state is not None
+    walk = walk_state(settler.vocab, automaton.lexer, state[1], no_check)
+    assert walk.boundaries
+    calls = 0
+
+    def check() -> None:
+        nonlocal calls
+        calls += 1
+        raise ConstraintLimitError("out of time")
+
+    with pytest.raises(ConstraintLimitError, match="out of time"):
+        settler.settle_compiled(walk.new_mask(vocab.size), state[0], walk, check)
+    assert calls == 1
+    compiled, reference = settled_both_ways(settler, state)
+    assert np.array_equal(compiled, reference)
+    assert (compiled & ~walk.new_mask(vocab.size)).any(), "the settle added no token"
+
+
+def test_compiled_settle_refuses_bad_arguments(vocab):
+    automaton = grammars.compile(SCHEMAS["object"], cache=False).automaton
+    settler = GroupSettler(automaton, vocab)
+    state = automaton.walk(automaton.initial, b'{"name": "x')
+    assert state is not None
+    walk = walk_state(vocab, automaton.lexer, state[1], no_check)
+    with pytest.raises(TypeError, match="bool"):
+        settler.settle_compiled(np.zeros(vocab.size, dtype=np.int32), state[0], walk, no_check)
+    read_only = np.zeros(vocab.size, dtype=bool)
+    read_only.setflags(write=False)
+    with pytest.raises(ValueError, match="read-only"):
+        settler.settle_compiled(read_only, state[0], walk, no_check)
+    automaton.end_lexeme = lambda config, sid: -1  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match="end_lexeme returned no state or configuration"):
+        GroupSettler(automaton, vocab).settle_compiled(walk.new_mask(vocab.size), state[0], walk, no_check)
+
+
+def test_group_walk_cache_is_bounded(vocab, monkeypatch):
+    """The per-vocabulary compiled cache of group walks is emptied once past its bound, and masks
+    stay those of the reference afterwards."""
+    monkeypatch.setattr(token_walk, "MAX_CACHED_GROUP_WALKS", 4)
+    vocab = copy_of(vocab)
+    automaton = grammars.compile(FREE_TEXT_SCHEMA, cache=False).automaton
+    settler = GroupSettler(automaton, vocab)
+    state, held = automaton.initial, []
+    for byte in json.dumps(FREE_TEXT_INSTANCE).encode():
+        compiled, reference = settled_both_ways(settler, state)
+        assert np.array_equal(compiled, reference)
+        held.append(token_walk.native_walk.group_walks_held(vocab.__dict__["_compiled_group_walks"])[0])
+        state = automaton.walk(state, bytes([byte]))
+        assert state is not None
+    assert max(held) > 4
+    assert any(later < earlier for earlier, later in zip(held, held[1:])), "the bound never emptied the cache"
+
+
+def test_mask_table_settles_compiled_where_the_walk_is(vocab, monkeypatch):
+    """`settle_into` takes the compiled settle with the compiled walk, the reference without it."""
+    automaton = grammars.compile(SCHEMAS["object"], cache=False).automaton
+    used = []
+    monkeypatch.setattr(GroupSettler, "settle_compiled", lambda *args: used.append("compiled"))
+    monkeypatch.setattr(GroupSettler, "settle_reference", lambda *args: used.append("reference"))
+    state = automaton.walk(automaton.initial, b'{"name": "x')
+    MaskTable(automaton, copy_of(vocab)).allowed(state, no_check)
+    monkeypatch.setattr(token_walk, "native_walk", None)
+    MaskTable(automaton, copy_of(vocab)).allowed(state, no_check)
+    assert used == ["compiled", "reference"]
+
+
+@pytest.mark.slow
+def test_compiled_settle_matches_reference_on_corpus_random_walks(vocab, monkeypatch):
+    """Along random token walks over corpus schemas (short tokens favoured, so walks move through the
+    structure), from fresh lexers."""
+    rng = random.Random(1)
+    short = np.zeros(vocab.size, dtype=bool)
+    short[: len(vocab.token_bytes)] = [data is not None and len(data) <= 2 for data in vocab.token_bytes]
+    settled_vocab = copy_of(vocab)
+    walked = 0
+    for name, schema in corpus_schemas(24):
+        fresh_lexer(monkeypatch)
+        try:
+            automaton = grammars.compile(schema, cache=False).automaton
+        except GrammarError:
+            continue
+        settler, table = GroupSettler(automaton, settled_vocab), MaskTable(automaton, settled_vocab)
+        state = automaton.initial
+        for _ in range(40):
+            compiled, reference = settled_both_ways(settler, state)
+            assert np.array_equal(compiled, reference), (name, state)
+            walked += 1
+            allowed = table.allowed(state, no_check)
+            choices = np.flatnonzero(allowed & short) if rng.random() < 0.6 else np.flatnonzero(allowed)
+            choices = [int(t) for t in choices if not table.is_eos(int(t))]
+            if not choices:
+                break
+            state = table.next_state(state, rng.choice(choices))
+            assert state is not None
+    assert walked > 300
+
+
+def test_threads_settling_on_one_vocabulary_agree_with_one_thread(vocab):
+    """Tables of two grammars settle concurrently through the vocabulary's one compiled cache."""
+    shared, alone = copy_of(vocab), copy_of(vocab)
+    cases = [(SCHEMAS[name], INSTANCES[name]) for name in sorted(SCHEMAS)] + [(FREE_TEXT_SCHEMA, FREE_TEXT_INSTANCE)]
+    automata = [grammars.compile(schema, cache=False).automaton for schema, _ in cases]
+
+    def masks_along(automaton, instance, table: MaskTable) -> list[np.ndarray]:
+        state, found = automaton.initial, []
+        for byte in json.dumps(instance).encode():
+            found.append(table.allowed(state, no_check).copy())
+            state = automaton.walk(state, bytes([byte]))
+        return found
+
+    expected = [masks_along(a, instance, MaskTable(a, alone)) for a, (_, instance) in zip(automata, cases)]
+    with ThreadPoolExecutor(len(cases)) as pool:
+        futures = [
+            pool.submit(masks_along, a, instance, MaskTable(a, shared)) for a, (_, instance) in zip(automata, cases)
+        ]
+        results = [future.result() for future in futures]
+    for got, want in zip(results, expected):
+        assert len(got) == len(want) and all(np.array_equal(g, w) for g, w in zip(got, want))
