@@ -7,7 +7,10 @@ Measures, in one run and on the same weights:
   * batch-of-8 decode: aggregate tokens/s over our single-stream tokens/s;
   * prefill of a 500-token prompt: seconds to the last token's logits, ours vs transformers;
   * accuracy of each precision against fp32, teacher-forced on fixed text: top-1 agreement, KL
-    divergence, perplexity (transformers bf16 included, as the deviation users already accept).
+    divergence, perplexity (transformers bf16 included, as the deviation users already accept);
+  * with `--verify-rows 4,8`: a k-token verify pass (speculative decoding's) in the default bf16+int4
+    precision, as a multiple of a one-token decode step at the same context, and the cost of each row past
+    the first as a fraction of a step (what a drafted token costs to check).
 Rounds are interleaved (every system once per round) and medians reported, so a busy machine slows
 all systems alike; the first call of each system (warm-up) is reported separately. It also checks
 that fp32 greedy output is token-for-token transformers' fp32 output.
@@ -15,6 +18,7 @@ that fp32 greedy output is token-for-token transformers' fp32 output.
     python benchmarks/forward.py            # full run (a few minutes on 2 idle cores)
     python benchmarks/forward.py --smoke    # tiny token counts, one round
     python benchmarks/forward.py --threads 1 --clock cpu   # on a machine shared with other work
+    python benchmarks/forward.py --threads 1 --clock cpu --verify-rows 4,8
 
 Needs the package importable (scripts/install.sh installs it editable; or PYTHONPATH=.).
 """
@@ -163,6 +167,24 @@ def _timed(fn: Callable[[], object]) -> float:
     return CLOCK() - start
 
 
+def _verify_costs(model: torch.nn.Module, prompt: list[int], rows: list[int], rounds: int) -> dict[int, float]:
+    """Time of a verify pass of each k in `rows` (k new tokens, every row's logits) over a one-token step, at
+    the same cached context: medians of interleaved samples."""
+    decoder = OurDecoder(model, len(prompt) + max(rows), 1)
+    decoder.prefill([prompt])
+
+    def verify(k: int) -> None:
+        draft = list(range(100, 100 + k))  # each pass rewrites the same positions' K/V
+        decoder.runner.forward(ForwardBatch([draft], [len(prompt)], decoder.tables[:1], all_logits=True))
+
+    samples: dict[int, list[float]] = {k: [] for k in (1, *rows)}
+    for _ in range(10 * rounds):
+        for k, times in samples.items():
+            times.append(_timed(lambda k=k: verify(k)))
+    step = statistics.median(samples[1])
+    return {k: statistics.median(samples[k]) / step for k in rows}
+
+
 def add_clock_argument(parser: argparse.ArgumentParser) -> None:
     """`--clock wall|cpu`: what the measurements read (cpu: robust to other processes, with --threads 1)."""
     parser.add_argument(
@@ -183,6 +205,9 @@ def main() -> None:
     parser.add_argument("--prefill-len", type=int, default=500)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--accuracy-tokens", type=int, default=1000)
+    parser.add_argument(
+        "--verify-rows", default="", help="comma-separated k: time k-token verify passes against a decode step"
+    )
     add_clock_argument(parser)
     args = parser.parse_args()
     global CLOCK
@@ -245,6 +270,13 @@ def main() -> None:
         ratios[f"{name} batch x{args.batch} vs single stream"] = tok_s[batched_name] / tok_s[f"ours {name}"]
     for name, ratio in ratios.items():
         print(f"  {name:<48}{ratio:6.2f}x")
+    verify_rows = [int(k) for k in args.verify_rows.split(",") if k]
+    verify = _verify_costs(ours["bf16+int4"], prompt, verify_rows, args.rounds) if verify_rows else {}
+    for k, ratio in verify.items():
+        extra_row = (ratio - 1) / (k - 1) if k > 1 else 0.0
+        print(
+            f"  bf16+int4 verify pass of {k} rows: {ratio:.2f}x a decode step, {extra_row:.3f} of a step per extra row"
+        )
     fp32_matches = outputs["ours fp32"] == outputs["transformers fp32"]
     print(f"fp32 greedy tokens identical to transformers fp32: {fp32_matches}")
 
@@ -274,6 +306,7 @@ def main() -> None:
                 "prefill_s": prefill_s,
                 "warmup_s": warmup,
                 "ratios": ratios,
+                "verify_pass_vs_step": verify,
                 "fp32_greedy_identical": fp32_matches,
                 "accuracy": accuracy,
             }

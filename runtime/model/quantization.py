@@ -284,13 +284,15 @@ class RescoredHead(nn.Module):
 
     The quantized matmul reads a fraction of the bfloat16 weight (an int4 head costs ~1/5 of the
     bfloat16 one at one row on this CPU); its error matters only for tokens that can be chosen, so
-    the `NUM_RESCORED_LOGITS` largest logits of each row are recomputed from the bfloat16 weight
+    the `NUM_RESCORED_LOGITS` largest logits of each row (with the compiled kernels, also any tied with
+    the last; torch's `topk` breaks such ties) are recomputed from the bfloat16 weight
     (which tied models share with the embeddings), summed in float32: bfloat16 logits (steps of 0.125
     near 25) tie the top candidates often enough to flip greedy choices. Prefill passes
     (`approximate.uses_dense_weights`), and wide inputs when the approximation runs torch's kernels,
     take the dense bfloat16 head as the first pass, then the same rescoring.
     With the compiled kernels both steps are row invariant: the compiled int4 kernel, then
-    `kernels.exact_logits` (fixed-order float32 sums, where a batched matmul's order may follow the shapes).
+    `kernels.rescored_logits` (each row's choice and fixed-order float32 sums, where a batched matmul's order
+    may follow the shapes).
 
     Args:
         linear: the bfloat16 head ([V, H] weight, no bias), kept by reference.
@@ -304,15 +306,13 @@ class RescoredHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """float32 logits [N, V]: the candidates exact in float32, the rest as the first pass gave them."""
-        if self.approximate.runs_kernel(x):
-            logits = self.approximate(x).float()  # [N, V]
-        else:
-            logits = F.linear(x, self.weight).float()  # bfloat16 sums: near-ties round to equal logits
+        # bfloat16 first pass: near-ties round to equal logits
+        first_pass = self.approximate(x) if self.approximate.runs_kernel(x) else F.linear(x, self.weight)  # [N, V]
+        if kernels.has_compiled_kernels():  # one call for widening, choice, exact sums and scatter
+            return kernels.rescored_logits(first_pass, x.contiguous(), self.weight, self.num_rescored)
+        logits = first_pass.float()
         top_ids = logits.topk(self.num_rescored, dim=-1).indices  # [N, k]
-        if kernels.has_compiled_kernels():
-            exact = kernels.exact_logits(x.contiguous(), self.weight, top_ids)
-        else:
-            exact = torch.bmm(self.weight[top_ids].float(), x.float()[:, :, None])[..., 0]  # [N, k]
+        exact = torch.bmm(self.weight[top_ids].float(), x.float()[:, :, None])[..., 0]  # [N, k]
         return logits.scatter_(-1, top_ids, exact)
 
 

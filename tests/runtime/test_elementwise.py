@@ -46,6 +46,28 @@ def test_rms_norm_takes_per_head_strided_rows() -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_rows", [1, 5, 40])
+def test_add_rms_norm_is_torchs_add_then_the_compiled_norm(dtype: torch.dtype, num_rows: int) -> None:
+    torch.manual_seed(num_rows)
+    x, delta = (torch.randn(num_rows, 576) * 3).to(dtype), torch.randn(num_rows, 576).to(dtype)
+    weight = torch.randn(576).to(dtype)
+    total, normed = elementwise.add_rms_norm(x, delta, weight, 1e-5)
+    assert torch.equal(total, x + delta)
+    assert torch.equal(normed, elementwise.rms_norm(x + delta, weight, 1e-5))
+    for row in range(num_rows):  # row invariant
+        alone = elementwise.add_rms_norm(x[row : row + 1], delta[row : row + 1], weight, 1e-5)
+        assert torch.equal(alone[1], normed[row : row + 1])
+
+
+def test_add_rms_norm_refuses_mismatched_rows() -> None:
+    x, weight = torch.randn(3, 64, dtype=torch.bfloat16), torch.ones(64, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="delta must be"):
+        elementwise.add_rms_norm(x, torch.randn(2, 64, dtype=torch.bfloat16), weight, 1e-6)
+    with pytest.raises(RuntimeError, match="delta must be"):
+        elementwise.add_rms_norm(x, torch.randn(3, 64), weight, 1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("width", [1536, 40])  # whole vectors of 16, and a scalar tail
 def test_gated_activation_matches_the_reference(dtype: torch.dtype, activation: str, width: int) -> None:

@@ -95,15 +95,33 @@ def test_layer_runs_the_compiled_kernel_at_any_row_count_unless_prefill() -> Non
     assert torch.equal(layer(x), F.linear(x, layer.dequantize()))
 
 
-def test_exact_logits_are_float32_dot_products_of_the_chosen_rows() -> None:
+@pytest.mark.parametrize("count", [1, 7, 64, 300])
+def test_rescored_logits_recompute_each_rows_largest_first_pass_logits_and_ties_exactly(count: int) -> None:
+    torch.manual_seed(0)
     weight = torch.randn(300, 80, dtype=torch.bfloat16)  # 80 inputs: a masked tail of 16
     x = torch.randn(5, 80, dtype=torch.bfloat16)
-    ids = torch.randint(0, 300, (5, 7))
-    expected = torch.einsum("mjk,mk->mj", weight[ids].double(), x.double())
-    out = kernels.exact_logits(x, weight, ids).double()
-    assert (out - expected).abs().max().item() <= 2**-8 * expected.abs().max().item()
-    with pytest.raises(RuntimeError, match="outside the 300-token head"):
-        kernels.exact_logits(x, weight, torch.full((5, 7), 300))
+    first_pass = (torch.randn(5, 300) * 3).round().to(torch.bfloat16)  # many ties at the cut
+    out = kernels.rescored_logits(first_pass, x, weight, count)
+    # the choice: every logit at least the count-th largest, ties at the cut included
+    is_chosen = first_pass >= first_pass.topk(count, dim=-1).values[:, -1:]
+    assert (is_chosen.sum(-1) > count).any() or count == 300  # the test does hold ties at the cut
+    assert torch.equal(out[~is_chosen], first_pass.float()[~is_chosen])
+    exact = (x.double() @ weight.double().T)[is_chosen]
+    assert (out[is_chosen].double() - exact).abs().max().item() <= 2**-16 * exact.abs().max().item()
+    for row in range(5):  # row invariant
+        assert torch.equal(
+            out[row : row + 1], kernels.rescored_logits(first_pass[row : row + 1], x[row : row + 1], weight, count)
+        )
+
+
+def test_rescored_logits_refuse_a_count_outside_the_head() -> None:
+    weight, x = torch.randn(300, 80, dtype=torch.bfloat16), torch.randn(2, 80, dtype=torch.bfloat16)
+    first_pass = torch.randn(2, 300, dtype=torch.bfloat16)
+    for count in (0, 301):
+        with pytest.raises(RuntimeError, match="count must be in"):
+            kernels.rescored_logits(first_pass, x, weight, count)
+    with pytest.raises(RuntimeError, match="first_pass must be"):
+        kernels.rescored_logits(first_pass[:1], x, weight, 5)
 
 
 @pytest.mark.parametrize("num_rows", ROW_COUNTS)

@@ -66,7 +66,12 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm decoder layer: attention then feed-forward (dense or sparse MoE), each with a residual."""
+    """Pre-norm decoder layer: attention then feed-forward (dense or sparse MoE), each with a residual.
+
+    Each residual add is left to the norm after it (`RMSNorm.add_and_norm`, one compiled call): the layer
+    takes the residual stream with the previous layer's feed-forward output not yet added, and returns its
+    own the same way.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -82,13 +87,21 @@ class Block(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
+        pending: torch.Tensor | None,
         cos: torch.Tensor,
         signed_sin: torch.Tensor,
         kv_cache: torch.Tensor,
         metadata: AttentionMetadata,
-    ) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, signed_sin, kv_cache, metadata)
-        return x + self.ffn(self.ffn_norm(x))
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(x + pending + attention, feed-forward output)`: the stream after attention and what to add to it.
+
+        Args:
+            x: [T, H] residual stream.
+            pending: [T, H] the previous layer's feed-forward output, not yet in `x`; None for the first layer.
+        """
+        x, normed = self.attn_norm.add_and_norm(x, pending)
+        x, normed = self.ffn_norm.add_and_norm(x, self.attn(normed, cos, signed_sin, kv_cache, metadata))
+        return x, self.ffn(normed)
 
 
 class Transformer(nn.Module):
@@ -150,13 +163,14 @@ class Transformer(nn.Module):
         Returns:
             [N, vocab_size] float32 logits.
         """
-        x = self.embed(token_ids)  # [T, H]
+        x, pending = self.embed(token_ids), None  # [T, H], and what the next norm adds to it
         cos, signed_sin = self.rotary(positions, x.dtype)
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            x = layer(x, cos, signed_sin, kv_cache, metadata)
+            x, pending = layer(x, pending, cos, signed_sin, kv_cache, metadata)
         if logits_index is not None:
             x = x.index_select(0, logits_index)  # [N, H]
-        return self.lm_head(self.norm(x)).float()  # [N, V]
+            pending = None if pending is None else pending.index_select(0, logits_index)
+        return self.lm_head(self.norm.add_and_norm(x, pending)[1]).float()  # [N, V]
 
     def router_stats(self) -> list[RouterStats]:
         """Routing of each sparse-MoE layer since the last `reset_router_stats()`; empty for a dense model."""

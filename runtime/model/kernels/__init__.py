@@ -8,9 +8,9 @@ that row only, never on what else shares the call: decode and verify passes are 
 
 from runtime.model.kernels.binding import (
     KERNELS_UNAVAILABLE_REASON,
-    exact_logits,
     has_compiled_kernels,
     int4_linear,
+    rescored_logits,
 )
 
-__all__ = ["KERNELS_UNAVAILABLE_REASON", "exact_logits", "has_compiled_kernels", "int4_linear"]
+__all__ = ["KERNELS_UNAVAILABLE_REASON", "has_compiled_kernels", "int4_linear", "rescored_logits"]

@@ -46,15 +46,19 @@ def int4_linear(x: torch.Tensor, tiles: torch.Tensor, scales: torch.Tensor, base
     return _require_extension().int4_linear(x, tiles, scales, bases)
 
 
-def exact_logits(x: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """The logits `x[m] . weight[ids[m, j]]` summed in float32 in a fixed order: row invariant, unlike a matmul.
+def rescored_logits(first_pass: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, count: int) -> torch.Tensor:
+    """An output head's float32 logits: in each row, every first-pass logit at least the row's `count`-th largest
+    recomputed exactly (float32 sums in a fixed order, where a matmul's order may follow the shapes), the rest
+    widened. Logits tied at the cut are all recomputed, so no tie is broken by position and a row's result
+    depends on that row only.
 
     Args:
-        x: [M, K] contiguous bfloat16.
-        weight: [V, K] contiguous bfloat16 (the output head's).
-        ids: [M, k] int64 token ids in [0, V).
+        first_pass: [M, V] contiguous bfloat16 approximate logits.
+        x: [M, K] contiguous bfloat16 head inputs.
+        weight: [V, K] contiguous bfloat16 head weight.
+        count: logits per row recomputed, in [1, V].
 
     Returns:
-        [M, k] float32.
+        [M, V] float32.
     """
-    return _require_extension().exact_logits(x, weight, ids)
+    return _require_extension().rescored_logits(first_pass, x, weight, count)

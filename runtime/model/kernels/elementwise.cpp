@@ -46,14 +46,25 @@ inline float sum_of_squares(const float* x, int64_t n) {
   return lanes[0];
 }
 
+// Normalizes rows of x, or with `delta` (contiguous rows) rows of x + delta, whose sums, rounded as torch's
+// add rounds them, go to `sums`: the residual add before a norm, without a call of its own.
 template <typename T>
-void rms_norm_rows(const T* x, const T* weight, T* out, int64_t num_rows, int64_t dim, int64_t row_stride,
-                   float eps) {
+void rms_norm_rows(const T* x, const T* delta, T* sums, const T* weight, T* out, int64_t num_rows, int64_t dim,
+                   int64_t row_stride, float eps) {
   at::parallel_for(0, num_rows, kRowGrain, [&](int64_t begin, int64_t end) {
     std::vector<float> row(dim);
     for (int64_t r = begin; r < end; ++r) {
       const T* in = x + r * row_stride;
-      for (int64_t i = 0; i < dim; ++i) row[i] = static_cast<float>(in[i]);
+      if (delta == nullptr) {
+        for (int64_t i = 0; i < dim; ++i) row[i] = static_cast<float>(in[i]);
+      } else {
+        const T* d = delta + r * dim;
+        T* sum = sums + r * dim;
+        for (int64_t i = 0; i < dim; ++i) {
+          sum[i] = round_to<T>(static_cast<float>(in[i]) + static_cast<float>(d[i]));
+          row[i] = static_cast<float>(sum[i]);
+        }
+      }
       const float inverse = 1.0f / std::sqrt(sum_of_squares(row.data(), dim) / static_cast<float>(dim) + eps);
       T* o = out + r * dim;
       // Rounded once, as F.rms_norm rounds (transformers also rounds the normalized row before scaling:
@@ -196,12 +207,36 @@ torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, doub
   torch::Tensor out = torch::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
   const int64_t num_rows = rows.size(0);
   if (x.scalar_type() == torch::kBFloat16)
-    rms_norm_rows(rows.data_ptr<c10::BFloat16>(), weight.data_ptr<c10::BFloat16>(), out.data_ptr<c10::BFloat16>(),
-                  num_rows, dim, rows.stride(0), static_cast<float>(eps));
+    rms_norm_rows<c10::BFloat16>(rows.data_ptr<c10::BFloat16>(), nullptr, nullptr, weight.data_ptr<c10::BFloat16>(),
+                                 out.data_ptr<c10::BFloat16>(), num_rows, dim, rows.stride(0), static_cast<float>(eps));
   else
-    rms_norm_rows(rows.data_ptr<float>(), weight.data_ptr<float>(), out.data_ptr<float>(), num_rows, dim,
-                  rows.stride(0), static_cast<float>(eps));
+    rms_norm_rows<float>(rows.data_ptr<float>(), nullptr, nullptr, weight.data_ptr<float>(), out.data_ptr<float>(),
+                         num_rows, dim, rows.stride(0), static_cast<float>(eps));
   return out;
+}
+
+// x + delta ([T, D], contiguous, one dtype) and its rows normalized: (sum, normed), new tensors.
+std::tuple<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x, const torch::Tensor& delta,
+                                                      const torch::Tensor& weight, double eps) {
+  check_activation_dtype(x, "x");
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be a contiguous [T, D] tensor, not ", x.sizes());
+  TORCH_CHECK(delta.sizes() == x.sizes() && delta.scalar_type() == x.scalar_type() && delta.is_contiguous() &&
+                  delta.device().is_cpu(),
+              "delta must be a contiguous CPU tensor of x's shape ", x.sizes(), " and dtype, not ", delta.sizes(), " ",
+              delta.scalar_type());
+  const int64_t num_rows = x.size(0), dim = x.size(1);
+  TORCH_CHECK(weight.dim() == 1 && weight.size(0) == dim && weight.scalar_type() == x.scalar_type() &&
+                  weight.is_contiguous(),
+              "weight must be a contiguous [", dim, "] tensor of x's dtype");
+  torch::Tensor sum = torch::empty_like(x), out = torch::empty_like(x);
+  if (x.scalar_type() == torch::kBFloat16)
+    rms_norm_rows<c10::BFloat16>(x.data_ptr<c10::BFloat16>(), delta.data_ptr<c10::BFloat16>(),
+                                 sum.data_ptr<c10::BFloat16>(), weight.data_ptr<c10::BFloat16>(),
+                                 out.data_ptr<c10::BFloat16>(), num_rows, dim, dim, static_cast<float>(eps));
+  else
+    rms_norm_rows<float>(x.data_ptr<float>(), delta.data_ptr<float>(), sum.data_ptr<float>(), weight.data_ptr<float>(),
+                         out.data_ptr<float>(), num_rows, dim, dim, static_cast<float>(eps));
+  return {sum, out};
 }
 
 // gate_up [T, 2I] (gate columns first) to act(gate) * up [T, I]; activation 0: SiLU, 1: GELU (tanh).
@@ -248,8 +283,9 @@ torch::Tensor rope(const torch::Tensor& x, const torch::Tensor& cos, const torch
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-  module.doc() = "Stencil's compiled per-row decoder operations (RMSNorm, gated activations, RoPE).";
+  module.doc() = "Stencil's compiled per-row decoder operations (RMSNorm, residual add, gated activations, RoPE).";
   module.def("rms_norm", &rms_norm, "x [..., D] / rms(x) * weight, per row.");
+  module.def("add_rms_norm", &add_rms_norm, "(x + delta, rms_norm(x + delta)) for x, delta [T, D].");
   module.def("gated_activation", &gated_activation, "gate_up [T, 2I] to act(gate) * up [T, I].");
   module.def("rope", &rope, "x [T, N, D] rotated by cos / signed_sin [T, 1, D].");
 }

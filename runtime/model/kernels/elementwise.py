@@ -1,4 +1,5 @@
-"""The compiled per-row decoder operations (`elementwise.cpp`): RMSNorm, gated activations, RoPE.
+"""The compiled per-row decoder operations (`elementwise.cpp`): RMSNorm (with the residual add before it),
+gated activations, RoPE.
 
 The layers call them through `runs_compiled` so that a tensor the extension does not take (another
 device or dtype), or a tree where it is not built, runs the torch reference instead.
@@ -27,6 +28,15 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """`x / sqrt(mean(x^2) + eps) * weight` per row, in float32, rounded once to x's dtype (as `F.rms_norm`)."""
     assert _extension is not None, ELEMENTWISE_UNAVAILABLE_REASON
     return _extension.rms_norm(x, weight, eps)
+
+
+def add_rms_norm(
+    x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`x + delta` (rounded as torch's add) and its rows normalized as `rms_norm`: a residual add and the next
+    norm in one call. x and delta: contiguous [T, D] of one dtype."""
+    assert _extension is not None, ELEMENTWISE_UNAVAILABLE_REASON
+    return _extension.add_rms_norm(x, delta, weight, eps)
 
 
 def gated_activation(gate_up: torch.Tensor, activation: str) -> torch.Tensor:

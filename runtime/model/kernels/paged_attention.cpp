@@ -16,6 +16,7 @@
 //   * softmax: exact max, an element-wise exp, the denominator summed in 16 lanes (position j into
 //     lane j % 16) reduced by the same tree;
 //   * the V sum accumulates position after position, element-wise (no reduction across elements);
+//     the heads sharing a K/V head share each V row's load, which changes no sum;
 //   * no -ffast-math, so the compiler may not reassociate any of these sums.
 // Scores, softmax and the V sum are float32 whatever the cache dtype; the output is rounded once.
 // The 16 lanes are GCC/Clang vector extensions: element-wise, in a fixed order, on any target's SIMD.
@@ -45,6 +46,8 @@ using Words = uint32_t __attribute__((vector_size(kLanes * sizeof(uint32_t))));
 // cache, and a row's load would otherwise wait on memory before the next row's is even issued.
 constexpr int64_t kPrefetchDistance = 16;
 constexpr int64_t kCacheLine = 64;
+// Lane groups of V sums kept at once: the query heads of a K/V head that fit share each V row's load.
+constexpr int64_t kSumLanes = 16;
 
 // Multiply-adds a thread should get before splitting a call over threads pays for waking them.
 constexpr int64_t kWorkPerThread = 1 << 17;  // ~10 us
@@ -193,7 +196,8 @@ struct Scratch {
   std::vector<Lanes> row;           // [C]: one K or V row, where C is known only at run time
   std::vector<Lanes> dots;          // [G, 16]: one block of positions' q.k lane sums
   std::vector<float> weights;       // [G, n + 16]: scores, then exp(score - max)
-  std::vector<Lanes> sums;          // [C]: one head's weighted V sum, where C is known only at run time
+  std::vector<Lanes> sums;          // [max(16, C)]: a set of heads' weighted V sums, where C is known only at run time
+  std::vector<float> denominators;  // [G]: each head's softmax denominator
 };
 
 // What every item of one call shares.
@@ -258,22 +262,29 @@ void attend(const Pass<scalar_t>& pass, int64_t item, Scratch& scratch) {
       std::memcpy(weights + g * stride + block, &scores, sizeof(scores));
     }
   }
-  // One head at a time, so its sums stay in registers; the V rows, prefetched above, stay in cache.
-  Lanes known_sums[kChunks > 0 ? kChunks : 1];
+  float* denominators = scratch.denominators.data();
+  for (int64_t g = 0; g < group; ++g) denominators[g] = softmax_numerators(weights + g * stride, count);
+  // The heads of a set share each V row's load; a set's sums (kSumLanes groups of lanes) stay in registers.
+  const int64_t heads_per_set = std::max<int64_t>(1, kSumLanes / num_chunks);
+  Lanes known_sums[kChunks > 0 ? std::max<int64_t>(kSumLanes, kChunks) : 1];
   Lanes* sums = kChunks > 0 ? known_sums : scratch.sums.data();
-  for (int64_t g = 0; g < group; ++g) {
-    float* w = weights + g * stride;
-    const float denominator = softmax_numerators(w, count);
-    std::fill(sums, sums + num_chunks, Lanes{});
+  for (int64_t g0 = 0; g0 < group; g0 += heads_per_set) {
+    const int64_t set_size = std::min(heads_per_set, group - g0);
+    std::fill(sums, sums + set_size * num_chunks, Lanes{});
     for (int64_t j = 0; j < count; ++j) {
       load_row<kChunks>(values + slots[j] * slot_stride, head_dim, row);
-      for (int64_t c = 0; c < num_chunks; ++c) sums[c] += w[j] * row[c];
+      for (int64_t h = 0; h < set_size; ++h) {
+        const float w = weights[(g0 + h) * stride + j];
+        for (int64_t c = 0; c < num_chunks; ++c) sums[h * num_chunks + c] += w * row[c];
+      }
     }
-    scalar_t* dst = pass.out + (token * pass.num_heads + kv_head * group + g) * head_dim;
-    for (int64_t c = 0; c < num_chunks; ++c) {
-      const Lanes normalized = sums[c] / denominator;
-      for (int64_t l = 0; l < kLanes && c * kLanes + l < head_dim; ++l)
-        dst[c * kLanes + l] = static_cast<scalar_t>(normalized[l]);
+    for (int64_t h = 0; h < set_size; ++h) {
+      scalar_t* dst = pass.out + (token * pass.num_heads + kv_head * group + g0 + h) * head_dim;
+      for (int64_t c = 0; c < num_chunks; ++c) {
+        const Lanes normalized = sums[h * num_chunks + c] / denominators[g0 + h];
+        for (int64_t l = 0; l < kLanes && c * kLanes + l < head_dim; ++l)
+          dst[c * kLanes + l] = static_cast<scalar_t>(normalized[l]);
+      }
     }
   }
 }
@@ -402,7 +413,7 @@ torch::Tensor paged_attention(const torch::Tensor& queries, const torch::Tensor&
     at::parallel_for(0, num_runs, 1, [&](int64_t begin, int64_t end) {
       Scratch scratch{std::vector<Lanes>(group * num_chunks), std::vector<Lanes>(num_chunks),
                       std::vector<Lanes>(group * kLanes), std::vector<float>(group * (max_count + kLanes)),
-                      std::vector<Lanes>(num_chunks)};
+                      std::vector<Lanes>(std::max(kSumLanes, num_chunks)), std::vector<float>(group)};
       for (int64_t item = bounds[begin]; item < bounds[end]; ++item) attend_item(pass, item, scratch);
     });
   };

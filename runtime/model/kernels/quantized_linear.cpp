@@ -1,7 +1,7 @@
 // W4A16 linear layers for CPU: 4-bit weight codes times int16 activations quantized per group of 32,
-// and the exact bfloat16 rescoring of chosen output-head logits. Both are row invariant: a row's
-// output is bitwise the same whatever other rows share the call (batched decode equals single decode,
-// a speculative verify pass equals plain decoding).
+// and the output head's rescoring (each row's largest first-pass logits recomputed exactly). Both are row
+// invariant: a row's output is bitwise the same whatever other rows share the call (batched decode equals
+// single decode, a speculative verify pass equals plain decoding).
 //
 // Weights are Int4Linear's tiled buffers (`pack_int4_tiles` in quantization.py makes them once):
 // `tiles` [N / 16, K / 32, 256] uint8 and `scales`, `bases` [N / 16, K / 32, 16] bfloat16, so a weight
@@ -48,6 +48,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
@@ -207,6 +208,32 @@ inline float dot_bf16(const uint16_t* a, const uint16_t* b, int64_t num_inputs) 
   return _mm512_reduce_add_ps(_mm512_add_ps(even, odd));
 }
 
+// The `count`-th largest of values[0, n) (count <= n): a min-heap of the largest so far, whose root is the
+// smallest kept, and whose root only a strictly larger value displaces.
+inline float cut_value(const float* values, int64_t n, int64_t count, std::vector<float>& heap) {
+  heap.assign(values, values + count);
+  const auto larger = std::greater<float>();
+  std::make_heap(heap.begin(), heap.end(), larger);
+  const auto offer = [&](float value) {
+    if (value > heap.front()) {
+      std::pop_heap(heap.begin(), heap.end(), larger);
+      heap.back() = value;
+      std::push_heap(heap.begin(), heap.end(), larger);
+    }
+  };
+  int64_t j = count;
+  for (; j < n && j % 16 != 0; ++j) offer(values[j]);
+  for (; j + 16 <= n; j += 16) {  // most blocks hold nothing above the root: one compare skips them
+    __mmask16 above = _mm512_cmp_ps_mask(_mm512_loadu_ps(values + j), _mm512_set1_ps(heap.front()), _CMP_GT_OQ);
+    while (above) {
+      offer(values[j + __builtin_ctz(above)]);
+      above &= above - 1;
+    }
+  }
+  for (; j < n; ++j) offer(values[j]);
+  return heap.front();
+}
+
 #endif  // STENCIL_HAS_VNNI
 
 void check_bf16_matrix(const torch::Tensor& t, const char* name) {
@@ -256,27 +283,46 @@ torch::Tensor int4_linear(const torch::Tensor& x, const torch::Tensor& tiles, co
   return out;
 }
 
-// Logits of the chosen tokens, exactly: out[m, j] = bf16(sum_k weight[ids[m, j], k] * x[m, k]) summed in
-// float32 in a fixed order, so a logit depends only on its row and token.
-torch::Tensor exact_logits(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& ids) {
+// The head's float32 logits from its bfloat16 first pass: every first-pass logit at least each row's
+// `count`-th largest (more than `count` where first-pass logits tie at the cut, so no tie is broken by
+// position) recomputed exactly (float32 sums of the bfloat16 products in a fixed order, `dot_bf16`: a
+// bfloat16 logit near 25 has steps of 0.125, which ties the top candidates), the rest widened. One call per
+// step instead of a conversion, a top-k, the exact sums and a scatter, each row on its own.
+torch::Tensor rescored_logits(const torch::Tensor& first_pass, const torch::Tensor& x, const torch::Tensor& weight,
+                              int64_t count) {
+  check_bf16_matrix(first_pass, "first_pass");
   check_bf16_matrix(x, "x");
   check_bf16_matrix(weight, "weight");
-  TORCH_CHECK(weight.size(1) == x.size(1), "weight has ", weight.size(1), " inputs, x ", x.size(1));
-  TORCH_CHECK(ids.dim() == 2 && ids.scalar_type() == torch::kInt64 && ids.is_contiguous() && ids.size(0) == x.size(0),
-              "ids must be contiguous int64 [M, k] with M = ", x.size(0), ", not ", ids.scalar_type(), " ", ids.sizes());
-  const int64_t num_inputs = x.size(1), num_tokens = weight.size(0), per_row = ids.size(1);
-  const int64_t* id = ids.data_ptr<int64_t>();
-  for (int64_t i = 0; i < ids.numel(); ++i)
-    TORCH_CHECK(id[i] >= 0 && id[i] < num_tokens, "token id ", id[i], " is outside the ", num_tokens, "-token head");
-  // float32 out: a bfloat16 logit near 25 has steps of 0.125, which ties the top candidates.
-  torch::Tensor out = torch::empty({x.size(0), per_row}, x.options().dtype(torch::kFloat32));
+  const int64_t num_rows = x.size(0), num_inputs = x.size(1), num_tokens = weight.size(0);
+  TORCH_CHECK(weight.size(1) == num_inputs, "weight has ", weight.size(1), " inputs, x ", num_inputs);
+  TORCH_CHECK(first_pass.size(0) == num_rows && first_pass.size(1) == num_tokens, "first_pass must be [",
+              num_rows, ", ", num_tokens, "], not ", first_pass.sizes());
+  TORCH_CHECK(count >= 1 && count <= num_tokens, "count must be in [1, ", num_tokens, "], not ", count);
+  torch::Tensor out = torch::empty({num_rows, num_tokens}, x.options().dtype(torch::kFloat32));
 #if STENCIL_HAS_VNNI
+  const auto* first = reinterpret_cast<const uint16_t*>(first_pass.data_ptr());
   const auto* xs = reinterpret_cast<const uint16_t*>(x.data_ptr());
   const auto* ws = reinterpret_cast<const uint16_t*>(weight.data_ptr());
-  auto* y = out.data_ptr<float>();
-  at::parallel_for(0, ids.numel(), 64, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i)
-      y[i] = dot_bf16(ws + id[i] * num_inputs, xs + (i / per_row) * num_inputs, num_inputs);
+  float* logits = out.data_ptr<float>();
+  at::parallel_for(0, num_rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> heap;
+    std::vector<int64_t> chosen;
+    for (int64_t m = begin; m < end; ++m) {
+      const uint16_t* in = first + m * num_tokens;
+      float* row = logits + m * num_tokens;
+      int64_t v = 0;
+      for (; v + 16 <= num_tokens; v += 16) _mm512_storeu_ps(row + v, widen_bf16(in + v));
+      for (; v < num_tokens; ++v) row[v] = c10::BFloat16(in[v], c10::BFloat16::from_bits());
+      const float cut = cut_value(row, num_tokens, count, heap);
+      chosen.clear();
+      for (v = 0; v + 16 <= num_tokens; v += 16)
+        for (__mmask16 at_least = _mm512_cmp_ps_mask(_mm512_loadu_ps(row + v), _mm512_set1_ps(cut), _CMP_GE_OQ);
+             at_least; at_least &= at_least - 1)
+          chosen.push_back(v + __builtin_ctz(at_least));
+      for (; v < num_tokens; ++v)
+        if (row[v] >= cut) chosen.push_back(v);
+      for (const int64_t id : chosen) row[id] = dot_bf16(ws + id * num_inputs, xs + m * num_inputs, num_inputs);
+    }
   });
 #else
   TORCH_CHECK(false, "this build of the kernels has no AVX-512 VNNI code path");
@@ -287,8 +333,10 @@ torch::Tensor exact_logits(const torch::Tensor& x, const torch::Tensor& weight, 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-  module.doc() = "Stencil's compiled CPU kernels (W4A16 quantized linear, exact head logits).";
+  module.doc() = "Stencil's compiled CPU kernels (W4A16 quantized linear, the head's exact rescoring).";
   module.attr("has_vnni") = static_cast<bool>(STENCIL_HAS_VNNI);
   module.def("int4_linear", &int4_linear, "x [M, K] bf16 times a tiled 4-bit weight [N, K]: [M, N] bf16.");
-  module.def("exact_logits", &exact_logits, "x [M, K] bf16, weight [V, K] bf16, ids [M, k]: [M, k] float32 logits.");
+  module.def("rescored_logits", &rescored_logits,
+             "first_pass [M, V] bf16, x [M, K] bf16, weight [V, K] bf16, count: [M, V] float32 logits, those at "
+             "least each row's count-th largest first-pass logit exact.");
 }

@@ -35,6 +35,16 @@ class RMSNorm(nn.Module):
             return elementwise.rms_norm(x, self.weight, self.eps)
         return rms_norm_reference(x, self.weight, self.eps)
 
+    def add_and_norm(self, x: torch.Tensor, delta: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(x + delta, norm(x + delta))` for [T, dim] rows (delta None: `(x, norm(x))`): a residual add and
+        this norm, one compiled call where built (a decode step's adds cost their dispatch, not their arithmetic)."""
+        if delta is None:
+            return x, self(x)
+        if elementwise.runs_compiled(x) and x.is_contiguous() and delta.is_contiguous() and delta.dtype == x.dtype:
+            return elementwise.add_rms_norm(x, delta, self.weight, self.eps)
+        total = x + delta
+        return total, self(total)
+
 
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """`RMSNorm` in torch ops. `F.rms_norm` runs as about a dozen small kernels on CPU, which dominates
