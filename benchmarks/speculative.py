@@ -13,15 +13,18 @@ eight prose streams decoded as one batch, compares plain decoding with prompt lo
 rounds, median reported; each prints tokens/s, its ratio to plain, the draft acceptance rate, and
 whether its outputs equal the plain ones token for token (bfloat16: a verify pass may round a
 near-tie differently). Ends with one JSON line. `--smoke` runs one short prompt, one round;
-`--workloads` picks some; on a shared machine `--threads 1 --clock cpu` steadies the ratios.
+`--workloads` picks some; on a shared machine `--threads 1 --clock cpu` steadies the ratios;
+`--explain` tells, per path with drafts, which kinds of draft tokens were accepted, the rows of its
+steps and its time outside the forward pass.
 
     .venv/bin/python benchmarks/speculative.py
-    .venv/bin/python benchmarks/speculative.py --self-draft "" --workloads copy-heavy --threads 1 --clock cpu
+    .venv/bin/python benchmarks/speculative.py --self-draft "" --workloads copy-heavy,json --threads 1 --clock cpu --explain
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import statistics
 import subprocess
@@ -160,6 +163,51 @@ def run(
     return outputs, CLOCK[0]() - started
 
 
+class Explainer:
+    """Wraps an engine's verification and forward pass to tell where a fast path's time and drafts
+    go (`--explain`): per draft kind, tokens verification reached and accepted (a rejected forced
+    token: the model spelled the forced text in other pieces; a rejected looked-up one: the answer
+    is not the copy), steps and their rows, and the time outside the forward pass."""
+
+    def __init__(self, engine: Engine) -> None:
+        speculator, runner = engine.speculator, engine.runner
+        assert speculator is not None
+        self.reached: collections.Counter[str] = collections.Counter()
+        self.accepted: collections.Counter[str] = collections.Counter()
+        self.rows: collections.Counter[int] = collections.Counter()
+        self.forward_seconds = 0.0
+        verify, forward = speculator.verify, runner.forward
+
+        def explained_verify(logits, seq, params, draft):
+            token_ids, processed = verify(logits, seq, params, draft)
+            num_accepted = len(token_ids) - 1
+            for index, kind in enumerate(draft.kinds[: num_accepted + 1]):
+                self.reached[kind] += 1
+                self.accepted[kind] += index < num_accepted
+            return token_ids, processed
+
+        def timed_forward(batch):
+            started = CLOCK[0]()
+            logits = forward(batch)
+            self.forward_seconds += CLOCK[0]() - started
+            if not batch.is_prefill:
+                self.rows[sum(map(len, batch.token_ids))] += 1
+            return logits
+
+        speculator.verify = explained_verify  # type: ignore[method-assign]
+        runner.forward = timed_forward  # type: ignore[method-assign]
+
+    def report(self, name: str, path: str, seconds: float, num_tokens: int) -> None:
+        """Print what was counted over `seconds` of runs that produced `num_tokens` tokens."""
+        steps = sum(self.rows.values())
+        kinds = ", ".join(f"{kind} {self.accepted[kind]}/{self.reached[kind]}" for kind in sorted(self.reached))
+        print(f"[{name}] {path}: accepted/reached by kind: {kinds}")
+        print(
+            f"[{name}] {path}: {num_tokens / max(steps, 1):.2f} tokens per decode step, rows per step"
+            f" {dict(sorted(self.rows.items()))}, outside the forward pass {1 - self.forward_seconds / seconds:.1%}"
+        )
+
+
 def measure(
     name: str,
     engines: dict[str, Engine],
@@ -169,10 +217,12 @@ def measure(
     repeats: int,
     *,
     batched: bool = False,
+    explain: bool = False,
 ) -> dict:
     """Tokens/s of each path (median of `repeats` interleaved rounds), its ratio to plain decoding, the
     draft acceptance rate, and whether its outputs equal plain ones; plus free generation of the same
-    lengths when the workload is constrained. `batched`: all prompts decode as one batch."""
+    lengths when the workload is constrained. `batched`: all prompts decode as one batch; `explain`:
+    print where the drafts and time of the paths with drafts go (`Explainer`), over all rounds."""
     constraints = [None if spec is None else grammars.compile(spec) for spec in specs]
     greedy = [SamplingParams(temperature=0.0, max_tokens=max_tokens)] * len(prompts)
     for engine in engines.values():
@@ -187,6 +237,12 @@ def measure(
         paths["free"] = engines["plain"]
     seconds: dict[str, list[float]] = {path: [] for path in paths}
     stats: dict[str, dict] = {}
+    explainers = {
+        path: Explainer(engine)
+        for path, engine in paths.items()
+        if explain and path != "free" and engine.speculator is not None
+    }
+    num_produced: collections.Counter[str] = collections.Counter()
     for _ in range(repeats):
         for path, engine in paths.items():
             if path == "free":
@@ -200,6 +256,7 @@ def measure(
                     "acceptance": accepted / drafted if drafted else None,
                     "num_tokens": sum(len(o.outputs[0].token_ids) for o in outputs),
                 }
+                num_produced[path] += stats[path]["num_tokens"]
             seconds[path].append(elapsed)
     results: dict[str, dict] = {}
     plain_rate = None
@@ -212,6 +269,8 @@ def measure(
         extra = "" if acceptance is None else f" acceptance={acceptance:.2f}"
         identical = results[path].get("identical", True)
         print(f"[{name}] {path:14s} {rate:7.1f} tok/s  {rate / plain_rate:5.2f}x plain  identical={identical}{extra}")
+    for path, explainer in explainers.items():
+        explainer.report(name, path, sum(seconds[path]), num_produced[path])
     if "free" in results:
         for path in paths:
             if path != "free":
@@ -228,6 +287,9 @@ def main() -> None:
     parser.add_argument("--self-draft", default="4,8,12", help="comma-separated self-speculation depths ('' for none)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="what tokens/s is measured in")
+    parser.add_argument(
+        "--explain", action="store_true", help="per draft kind acceptance, rows per step, time outside the forward"
+    )
     parser.add_argument(
         "--workloads", default=",".join(WORKLOADS), help=f"comma-separated subset of {', '.join(WORKLOADS)}"
     )
@@ -255,13 +317,25 @@ def main() -> None:
     if "copy-heavy" in workloads:
         extraction = f"Extract the incident's details as JSON, copying spans from the report.\n\n{DOCUMENT}"
         results["copy_heavy"] = measure(
-            "copy-heavy", {**engines, **self_engines}, [extraction], [Incident], 64 if args.smoke else 400, repeats
+            "copy-heavy",
+            {**engines, **self_engines},
+            [extraction],
+            [Incident],
+            64 if args.smoke else 400,
+            repeats,
+            explain=args.explain,
         )
     if "json" in workloads:
         prompts = [p for p, _ in JSON_PROMPTS][: 1 if args.smoke else None]
         specs = [s for _, s in JSON_PROMPTS][: len(prompts)]
         results["json"] = measure(
-            "json", {**engines, **self_engines}, prompts, specs, 48 if args.smoke else 160, repeats
+            "json",
+            {**engines, **self_engines},
+            prompts,
+            specs,
+            48 if args.smoke else 160,
+            repeats,
+            explain=args.explain,
         )
     if "prose" in workloads:
         prose_prompts = PROSE_PROMPTS[: 1 if args.smoke else None]

@@ -4,7 +4,10 @@ Jump-forward is speculation with the grammar as the draft source. Each decode st
 carry a draft of up to `num_draft_tokens` tokens, built in turns, the source chosen at each point:
 
 - the constraint (`jump_forward`), wherever it forces bytes (`{"name": "`, a closing `"}`, an enum
-  tail, the next key): those bytes, encoded by the tokenizer as the model would write them;
+  tail, the next key): those bytes as the model is likeliest to write them: where the sequence
+  wrote a prefix of them before, token-aligned, in the tokens it wrote it in (a model that wrote a
+  key's `firmware` as `f` `irm` `ware` writes it so again, where the tokenizer has `firm` `ware`:
+  `earlier_spelling`), the rest encoded by the tokenizer;
 - prompt lookup (`prompt_lookup`) elsewhere: the text that followed the latest earlier occurrence
   of the longest suffix of the sequence's text (prompt, output and draft so far), matched as bytes
   (an answer's `"Margaret` matches a document's ` Margaret` token) and drafted as the tokens that
@@ -44,13 +47,14 @@ beam search.
 Cost-aware, adaptive length: a verified row is not free (about 0.2-0.3 of a one-row step on a 2-core
 CPU), and a rejected token wastes its row and every row after it. Each draft token has a kind (the
 first token of a forced run, which the model often splits otherwise, e.g. ` "s` `h` `ift` for
-`"shift`; a later forced token; a looked-up token, by the length of its match; a modelled token), and
-each kind an acceptance rate learnt from verification: the sequence's own counts drawn towards the
-engine's (faded, so they follow the workload). The draft is then cut to the length that maximizes
-expected tokens per unit of step cost (`draft_length`), the row cost fitted to the engine's timed
-passes (`RowCost`) and weighed against one sequence's share of a batched pass; a draft whose first
-token does not pay is not made. The draft model keeps its own allowance: doubled (to
-`num_draft_tokens`) while its tokens are accepted whole, one past the accepted count when not.
+`"shift`; a later forced token; both again for forced text spelled as before; a looked-up token, by
+the length of its match; a modelled token), and each kind an acceptance rate learnt from
+verification: the sequence's own counts drawn towards the engine's (faded, so they follow the
+workload). The draft is then cut to the length that maximizes expected tokens per unit of step cost
+(`draft_length`), the row cost fitted to the medians of the engine's timed passes (`RowCost`) and
+weighed against one sequence's share of a batched pass; a draft whose first token does not pay is
+not made. The draft model keeps its own allowance: doubled (to `num_draft_tokens`) while its tokens
+are accepted whole, one past the accepted count when not.
 """
 
 from __future__ import annotations
@@ -58,7 +62,9 @@ from __future__ import annotations
 import bisect
 import codecs
 import os
+import statistics
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -84,6 +90,10 @@ MAX_MATCH_BYTES = 256
 DEFAULT_ROW_COST = 0.3
 #: With a draft model, lookup drafts only after a match this long (a copied span); else the model drafts.
 MODEL_FREE_MATCH_BYTES = 16
+#: Earlier occurrences of forced text's first bytes that `earlier_spelling` weighs, the latest first.
+MAX_SPELLING_CANDIDATES = 32
+#: Forced and looked-up encodings kept before the cache is cleared.
+MAX_CACHED_ENCODINGS = 4096
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,7 +182,16 @@ class _Kind:
 
     FORCED_FIRST = "forced-first"  # the first token of a run of forced text: the model may split it otherwise
     FORCED = "forced"
+    SPELLED_FIRST = "spelled-first"  # forced text as the sequence spelled it earlier (`earlier_spelling`)
+    SPELLED = "spelled"
     MODELLED = "modelled"
+
+    @staticmethod
+    def forced(*, is_first: bool, is_spelled: bool) -> str:
+        """A forced token: the first of its run or not, an earlier spelling or the tokenizer's."""
+        if is_spelled:
+            return _Kind.SPELLED_FIRST if is_first else _Kind.SPELLED
+        return _Kind.FORCED_FIRST if is_first else _Kind.FORCED
 
     @staticmethod
     def lookup(match_bytes: int, is_first: bool) -> str:
@@ -189,7 +208,13 @@ class _Kind:
 
 #: What a kind's acceptance rate is taken to be before any of its tokens was verified (a looked-up
 #: token: the likelier the longer its match, 0.55 for one byte up to 0.95 for `MAX_MATCH_BYTES`).
-_PRIOR_RATES = {_Kind.FORCED_FIRST: 0.7, _Kind.FORCED: 0.9, _Kind.MODELLED: 0.5}
+_PRIOR_RATES = {
+    _Kind.FORCED_FIRST: 0.7,
+    _Kind.FORCED: 0.9,
+    _Kind.SPELLED_FIRST: 0.8,
+    _Kind.SPELLED: 0.9,
+    _Kind.MODELLED: 0.5,
+}
 #: Weight (in verified tokens) of the prior in the engine's rate, and of the engine's rate in a sequence's.
 _PRIOR_WEIGHT = 4.0
 _ENGINE_WEIGHT = 4.0
@@ -250,40 +275,96 @@ def longest_earlier_match(text: bytes, max_bytes: int) -> tuple[int, int]:
     return low, end
 
 
+def earlier_spelling(text: bytes, ends: list[int], forced: bytes) -> tuple[int, int]:
+    """Where `text` (its tokens ending at `ends`) spelled the longest prefix of `forced` before: among
+    the latest `MAX_SPELLING_CANDIDATES` occurrences of its first two bytes that start a token, the one
+    whose whole tokens cover the most of `forced` (the latest of equals).
+
+    Returns:
+        (the index of its first token, how many tokens cover the prefix); (0, 0) when none does.
+    """
+    probe = forced[:2]
+    best_first, best_count, best_bytes = 0, 0, 0
+    limit = len(text)
+    for _ in range(MAX_SPELLING_CANDIDATES):
+        start = text.rfind(probe, 0, limit)
+        if start < 0:
+            break
+        limit = start + len(probe) - 1  # next: occurrences starting before this one
+        first = bisect.bisect_right(ends, start)  # the token holding byte `start`
+        if (ends[first - 1] if first else 0) != start:
+            continue
+        common = len(forced)
+        if not text.startswith(forced, start):
+            here = text[start : start + len(forced)]
+            common = next((i for i, (a, b) in enumerate(zip(here, forced)) if a != b), len(here))
+        count = bisect.bisect_right(ends, start + common, lo=first) - first  # tokens ending inside it
+        covered = ends[first + count - 1] - start if count else 0
+        if covered >= len(probe) and covered > best_bytes:  # a spelling of the probe's bytes at least
+            best_first, best_count, best_bytes = first, count, covered
+            if covered == len(forced):
+                break
+    return best_first, best_count
+
+
 class RowCost:
     """What one more row costs a decode or verify pass, as a fraction of a one-row pass, fitted to the
-    passes the engine times: seconds = a + b * rows by least squares over recent passes (older ones
-    fade), cost = b / (a + b). Until the passes vary enough in rows to tell, `guess`; with `is_fixed`,
-    always `guess`."""
+    passes the engine times: per row count (counts past `EXACT_ROWS` share a bucket per power of
+    two), the medians of its recent passes' rows and seconds (a pass slowed by cold masks or a busy
+    machine does not move them; a least-squares fit over every pass once read 0.9 for the ~100
+    passes after a new constraint's first masks, and drafting stopped), then the line
+    seconds = a + b * rows through those medians, weighted by their counts; cost = b / (a + b).
+    Until two buckets have `MIN_PASSES` passes each, `guess`; with `is_fixed`, always `guess`."""
 
-    #: Per pass, earlier passes' weight fades by this factor (about the last hundred passes count).
-    FADE = 0.99
+    #: Recent passes remembered per bucket (older ones drop out, so the fit follows the machine).
+    WINDOW = 31
+    #: Passes a bucket needs before its medians count in the fit.
+    MIN_PASSES = 3
+    #: Row counts up to this one have a bucket each (a single sequence's drafts).
+    EXACT_ROWS = 8
     #: Fitted costs are kept within these bounds (a noisy fit must neither stop drafting nor run wild).
     BOUNDS = (0.02, 0.9)
 
     def __init__(self, guess: float, *, is_fixed: bool = False) -> None:
         self.guess = guess
         self.is_fixed = is_fixed
-        self._sums = [0.0] * 5  # weight, rows, rows^2, seconds, rows * seconds
+        self._passes: dict[int, deque[tuple[int, float]]] = {}  # by bucket: (rows, seconds)
+        self._value: float | None = None  # the fit, until the next observation
 
     def observe(self, num_rows: int, seconds: float) -> None:
         """Count one timed pass of `num_rows` rows."""
-        fade = self.FADE
-        terms = (1.0, num_rows, num_rows * num_rows, seconds, num_rows * seconds)
-        self._sums = [total * fade + term for total, term in zip(self._sums, terms)]
+        bucket = num_rows if num_rows <= self.EXACT_ROWS else self.EXACT_ROWS + (num_rows - 1).bit_length()
+        if bucket not in self._passes:
+            self._passes[bucket] = deque(maxlen=self.WINDOW)
+        self._passes[bucket].append((num_rows, seconds))
+        self._value = None
 
     @property
     def value(self) -> float:
-        weight, rows, squares, seconds, products = self._sums
-        spread = weight * squares - rows * rows
-        if self.is_fixed or weight < 8.0 or spread < 0.25 * weight * weight:  # rows' variance below 1/4: no fit yet
+        if self._value is None:
+            self._value = self.guess if self.is_fixed else self._fit()
+        return self._value
+
+    def _fit(self) -> float:
+        points = [
+            (statistics.median(rows for rows, _ in passes), statistics.median(s for _, s in passes), len(passes))
+            for passes in self._passes.values()
+            if len(passes) >= self.MIN_PASSES
+        ]
+        if len(points) < 2:
             return self.guess
-        slope = (weight * products - rows * seconds) / spread
-        intercept = (seconds - slope * rows) / weight
-        if intercept + slope <= 0.0:
+        weight = sum(count for _, _, count in points)
+        mean_rows = sum(rows * count for rows, _, count in points) / weight
+        mean_seconds = sum(seconds * count for _, seconds, count in points) / weight
+        spread = sum(count * (rows - mean_rows) ** 2 for rows, _, count in points)
+        if spread <= 0.0:
+            return self.guess
+        slope = sum(count * (rows - mean_rows) * (seconds - mean_seconds) for rows, seconds, count in points) / spread
+        one_row = mean_seconds + slope * (1 - mean_rows)
+        if one_row <= 0.0:
             return self.guess
         low, high = self.BOUNDS
-        return min(high, max(low, slope / (intercept + slope)))
+        return min(high, max(low, slope / one_row))
 
     def per_sequence(self, num_seqs: int) -> float:
         """What one more row costs as a fraction of one sequence's share of a pass that `num_seqs`
@@ -364,7 +445,8 @@ class _Walk:
         self.is_open = False
 
     def _mask_after(self, draft_ids: list[int]) -> torch.Tensor | None:
-        """The mask the plain step would use after `draft_ids`, or None where it allows nothing."""
+        """The mask the plain step would use after `draft_ids`, or None where the matcher failed
+        (a mask that allows nothing is left to `push`, which it refuses, and `draft`)."""
         matcher = self._matcher
         if matcher is None:
             return None
@@ -372,11 +454,16 @@ class _Walk:
         is_closing = self.params.runaway_guard and ends_in_loop(prefix, self.seq.num_prompt_tokens)
         remaining = self.budget - len(draft_ids)
         mask = closing_mask(matcher, remaining) if is_closing else matcher.mask(max_remaining_tokens=remaining)
-        if matcher.error is not None or mask.dim() != 1 or mask.numel() == 0 or not bool(mask.any()):
+        if matcher.error is not None or mask.dim() != 1 or mask.numel() == 0:
             return None
         return mask
 
     def draft(self) -> Draft | None:
+        """The walk's draft, less trailing tokens after which the mask allows nothing (a mask a
+        token was pushed through allows that token, so only the last one is checked: `any` over
+        the vocabulary costs more than a draft token's other checks together)."""
+        while self.token_ids and self.masks is not None and not bool(self.masks[-1].any()):
+            self.cut(len(self.token_ids) - 1)
         if not self.token_ids:
             return None
         probs = torch.stack(self.modelled_probs) if self.modelled_probs else None
@@ -414,6 +501,8 @@ class Speculator:
         self._token_bytes = tokenizer.decoded_bytes
         self._histories: weakref.WeakKeyDictionary[Sequence, _History] = weakref.WeakKeyDictionary()
         self._acceptance = _Acceptance()
+        #: Forced text and looked-up token rests, encoded (the same keys and punctuation recur).
+        self._encodings: dict[bytes, tuple[int, ...]] = {}
         fixed_cost = config.verify_row_cost
         self.row_cost = RowCost(DEFAULT_ROW_COST if fixed_cost is None else fixed_cost, is_fixed=fixed_cost is not None)
 
@@ -457,10 +546,10 @@ class Speculator:
         history = self._history(walk.seq)
         is_forced_run = False
         while walk.is_open and len(walk.token_ids) < num_wanted:
-            forced = self._forced_token_ids(walk.forced_bytes()) if self.config.jump_forward else []
+            forced, num_spelled = self._forced_token_ids(history, walk) if self.config.jump_forward else ([], 0)
             if forced:
                 for index, token_id in enumerate(forced[: num_wanted - len(walk.token_ids)]):
-                    kind = _Kind.FORCED if index or is_forced_run else _Kind.FORCED_FIRST
+                    kind = _Kind.forced(is_first=not (index or is_forced_run), is_spelled=index < num_spelled)
                     if not walk.push(token_id, kind):
                         break
                 is_forced_run = True
@@ -507,11 +596,7 @@ class Speculator:
         longest suffix of the sequence's text (the draft so far included), and that suffix's length
         in bytes (0: nothing recurs). The tokens are the ones that stood there (a copy is written as
         it was read), but for a match ending inside a token, whose rest the tokenizer encodes."""
-        token_ids = walk.seq.token_ids + walk.token_ids
-        text, ends = bytes(history.text), list(history.ends)
-        for token_id in walk.token_ids:
-            text += self._bytes_of([token_id])
-            ends.append(len(text))
+        text, ends, token_ids = self._context(history, walk)
         match_bytes, end = longest_earlier_match(text, MAX_MATCH_BYTES)
         if match_bytes == 0:
             return [], 0
@@ -525,19 +610,44 @@ class Speculator:
             return head[:num_tokens], match_bytes  # the token's rest is not whole characters
         return (head + token_ids[index + 1 : index + num_tokens])[:num_tokens], match_bytes
 
-    def _forced_token_ids(self, data: bytes) -> list[int]:
-        """The text the constraint forces next (`matcher.forced_bytes()`), encoded as the model would
-        write it on its own (up to `MAX_FORCED_BYTES`)."""
-        return self._encode_whole_characters(data[:MAX_FORCED_BYTES])
+    def _context(self, history: _History, walk: _Walk) -> tuple[bytes, list[int], list[int]]:
+        """The sequence's text with the walk's draft so far, where each of its tokens ends in that
+        text, and the token ids."""
+        text, ends = bytes(history.text), list(history.ends)
+        for token_id in walk.token_ids:
+            text += self._bytes_of([token_id])
+            ends.append(len(text))
+        return text, ends, walk.seq.token_ids + walk.token_ids
+
+    def _forced_token_ids(self, history: _History, walk: _Walk) -> tuple[list[int], int]:
+        """The text the constraint forces next (up to `MAX_FORCED_BYTES`) as the model is likeliest
+        to write it, and how many leading tokens of it are an earlier spelling: the longest prefix
+        the sequence already wrote, token-aligned, in the tokens it wrote it in (`earlier_spelling`:
+        a model writes a key's `firmware` as `f` `irm` `ware` again, where the tokenizer has `firm`
+        `ware`), the rest encoded as the tokenizer would write it."""
+        data = walk.forced_bytes()[:MAX_FORCED_BYTES]
+        if not data:
+            return [], 0
+        text, ends, token_ids = self._context(history, walk)
+        first, num_spelled = earlier_spelling(text, ends, data)
+        spelled = token_ids[first : first + num_spelled]
+        return spelled + self._encode_whole_characters(data[len(self._bytes_of(spelled)) :]), num_spelled
 
     def _encode_whole_characters(self, data: bytes) -> list[int]:
         """`data` encoded by the tokenizer, whole characters only: bytes past the last complete UTF-8
         character (text ending mid-character, or cut) and from the first invalid byte on are left out."""
+        cached = self._encodings.get(data)
+        if cached is not None:
+            return list(cached)
+        if len(self._encodings) >= MAX_CACHED_ENCODINGS:
+            self._encodings.clear()
         try:
             text = codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
         except UnicodeDecodeError as exc:
             text = data[: exc.start].decode("utf-8")
-        return self.tokenizer.encode(text, parse_special_tokens=False) if text else []
+        token_ids = self.tokenizer.encode(text, parse_special_tokens=False) if text else []
+        self._encodings[data] = tuple(token_ids)
+        return token_ids
 
     def _draft_with_model(self, modelled: list[tuple[_Walk, int]]) -> None:
         """Extend each walk by up to its count of draft-model tokens, one batched draft pass per token."""

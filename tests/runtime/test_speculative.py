@@ -25,6 +25,7 @@ from runtime.engine.speculative import (
     SpeculativeConfig,
     Speculator,
     draft_length,
+    earlier_spelling,
     longest_earlier_match,
 )
 from runtime.errors import RequestError
@@ -252,6 +253,70 @@ def test_longest_earlier_match_finds_the_latest_occurrence_of_the_longest_suffix
     assert longest_earlier_match(b"abcd", 64) == (0, 0)
 
 
+def test_earlier_spelling_finds_the_token_aligned_spelling_covering_most_of_the_forced_text() -> None:
+    pieces = [b'{"', b"p", b"ro", b"d", b"uct", b'":', b' "', b"pro", b"bably", b'", "']
+    text = b"".join(pieces)
+    ends = [sum(map(len, pieces[: i + 1])) for i in range(len(pieces))]
+    assert earlier_spelling(text, ends, b'pros": [') == (7, 1)  # `pro`: as much as `p` `ro`, and later
+    assert earlier_spelling(text, ends, b'product": 1') == (1, 5)  # the whole key, as it was spelled
+    assert earlier_spelling(text, ends, b"rating") == (0, 0)  # `ra` never occurs
+    assert earlier_spelling(text, ends, b"pr!") == (0, 0)  # of `pr`, whole tokens spell only `p`
+    assert earlier_spelling(text, ends, b"oduct") == (0, 0)  # `od` occurs, but not at a token's start
+
+
+def test_jump_forward_drafts_forced_text_as_the_sequence_spelled_it_before() -> None:
+    """A key's `firmware` written `f` `irm` `ware` once is drafted that way the next time it is forced."""
+    tokenizer = smollm2_tokenizer()
+    engine = make_engine(SpeculativeConfig(prompt_lookup=False, verify_row_cost=0.0))
+    assert engine.speculator is not None
+    constraint = grammars.compile(grammars.Regex(r'\{"bad_firmware": "[a-z]+", "old_firmware": "[a-z]+"\}'))
+    matcher = constraint.matcher(engine.vocabulary)
+    spelled = [tokenizer.encode(piece)[0] for piece in ("f", "irm", "ware")]
+    assert spelled != tokenizer.encode("firmware")
+    written = tokenizer.encode('{"bad_') + spelled + tokenizer.encode('": "x", "old_')
+    for token_id in written:
+        matcher.advance(token_id)
+    seq = Sequence(seq_id=0, token_ids=[5, 6, *written], num_prompt_tokens=2, matcher=matcher)
+    draft = engine.speculator.propose(seq, GREEDY, budget=20)
+    assert draft is not None
+    assert draft.token_ids[:3] == spelled and draft.kinds[:3] == ["spelled-first", "spelled", "spelled"]
+    assert tokenizer.decode(draft.token_ids) == 'firmware": "'
+
+
+class _NothingAfterForcedText:
+    """A matcher forcing `hello`, after whose first token its mask allows nothing (and no error is set)."""
+
+    error = None
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size, self.num_advanced = vocab_size, 0
+
+    def mask(self, max_seconds: float | None = None, max_remaining_tokens: int | None = None) -> torch.Tensor:
+        return torch.full((self.vocab_size,), self.num_advanced == 0)
+
+    def advance(self, token_id: int) -> None:
+        self.num_advanced += 1
+
+    def forced_bytes(self) -> bytes:
+        return b"hello" if self.num_advanced == 0 else b""
+
+    def fork(self) -> _NothingAfterForcedText:
+        twin = _NothingAfterForcedText(self.vocab_size)
+        twin.num_advanced = self.num_advanced
+        return twin
+
+
+def test_a_draft_never_ends_where_the_mask_allows_nothing() -> None:
+    """Only a draft's last mask is checked for allowing something (the others allow the token after
+    them); a token after which nothing is allowed is dropped, so the bonus row can always sample."""
+    engine = make_engine(SpeculativeConfig(prompt_lookup=False, verify_row_cost=0.0))
+    assert engine.speculator is not None
+    matcher = _NothingAfterForcedText(engine.vocabulary.size)
+    seq = Sequence(seq_id=0, token_ids=[5, 6], num_prompt_tokens=2, matcher=matcher)  # type: ignore[arg-type]
+    assert smollm2_tokenizer().encode("hello")  # what jump-forward would draft
+    assert engine.speculator.propose(seq, GREEDY, budget=20) is None
+
+
 def test_draft_length_verifies_only_tokens_whose_chance_pays_for_their_row() -> None:
     assert draft_length([1.0] * 6, 0.3) == 6
     assert draft_length([0.2] * 6, 0.3) == 0  # a token accepted 1 time in 5 is not worth 0.3 of a step
@@ -273,6 +338,23 @@ def test_row_cost_is_fitted_to_timed_passes_once_their_rows_vary() -> None:
     assert cost.value == pytest.approx(0.002 / 0.012, rel=0.05)
     assert cost.per_sequence(1) == pytest.approx(cost.value)
     assert cost.per_sequence(8) == pytest.approx(0.002 / (0.010 / 8 + 0.002), rel=0.05)  # the fixed cost is shared
+
+
+def test_row_cost_ignores_passes_slowed_by_cold_masks_or_a_busy_machine() -> None:
+    cost = RowCost(0.3)
+    for index, rows in enumerate([1, 2, 4] * 20):
+        is_slow = index % 5 == 0  # every fifth pass, a cold mask takes ten times the pass
+        cost.observe(rows, (0.010 + 0.002 * rows) * (10.0 if is_slow else 1.0))
+    assert cost.value == pytest.approx(0.002 / 0.012, rel=0.05)
+
+
+def test_row_cost_is_fitted_to_batched_passes_whose_row_counts_rarely_repeat() -> None:
+    cost = RowCost(0.3)
+    rng = random.Random(0)
+    for _ in range(60):
+        rows = rng.randrange(8, 48)  # eight sequences, each with its own draft
+        cost.observe(rows, 0.020 + 0.002 * rows)
+    assert cost.value == pytest.approx(0.002 / 0.022, rel=0.1)
 
 
 # Sampling exactness
