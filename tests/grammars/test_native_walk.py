@@ -176,36 +176,47 @@ def corpus_schemas(count: int) -> list[tuple[str, dict]]:
     return [(path.name, json.loads(path.read_text())["schema"]) for path in random.Random(14).sample(paths, count)]
 
 
-@pytest.mark.slow
-def test_masks_match_reference_on_corpus_random_walks(vocab, monkeypatch):
-    """Compiled and numpy masks agree state by state along random token walks (short tokens
-    favoured, so walks leave strings and move through the structure)."""
-    rng = random.Random(0)
-    compiled_vocab, reference_vocab = copy_of(vocab), copy_of(vocab)
+def random_corpus_walks(vocab: Vocabulary, monkeypatch: pytest.MonkeyPatch, *, seed: int, steps: int):
+    """(schema name, mask table, state) along random token walks over corpus schemas, each schema's
+    from a fresh lexer (short tokens favoured, so walks leave strings and move through the structure).
+    A walk moves on by the table's mask after the caller has looked at the state."""
+    rng = random.Random(seed)
     short = np.zeros(vocab.size, dtype=bool)
     short[: len(vocab.token_bytes)] = [data is not None and len(data) <= 2 for data in vocab.token_bytes]
-    walked = 0
     for name, schema in corpus_schemas(24):
         fresh_lexer(monkeypatch)
         try:
             automaton = grammars.compile(schema, cache=False).automaton
         except GrammarError:
             continue
-        compiled_table, reference_table = MaskTable(automaton, compiled_vocab), MaskTable(automaton, reference_vocab)
+        table = MaskTable(automaton, vocab)
         state = automaton.initial
-        for _ in range(30):
-            allowed = compiled_table.allowed(state, no_check)
-            with monkeypatch.context() as patch:
-                patch.setattr(token_walk, "native_walk", None)
-                expected = reference_table.allowed(state, no_check)
-            assert np.array_equal(allowed, expected), (name, state)
-            walked += 1
+        for _ in range(steps):
+            yield name, table, state
+            allowed = table.allowed(state, no_check)
             choices = np.flatnonzero(allowed & short) if rng.random() < 0.6 else np.flatnonzero(allowed)
-            choices = [int(t) for t in choices if not compiled_table.is_eos(int(t))]
+            choices = [int(t) for t in choices if not table.is_eos(int(t))]
             if not choices:
                 break
-            state = compiled_table.next_state(state, rng.choice(choices))
+            state = table.next_state(state, rng.choice(choices))
             assert state is not None
+
+
+@pytest.mark.slow
+def test_masks_match_reference_on_corpus_random_walks(vocab, monkeypatch):
+    """Compiled and numpy masks agree state by state along random token walks."""
+    reference_vocab = copy_of(vocab)
+    references: dict[MaskTable, MaskTable] = {}
+    walked = 0
+    for name, table, state in random_corpus_walks(copy_of(vocab), monkeypatch, seed=0, steps=30):
+        if table not in references:
+            references[table] = MaskTable(table.automaton, reference_vocab)
+        allowed = table.allowed(state, no_check)
+        with monkeypatch.context() as patch:
+            patch.setattr(token_walk, "native_walk", None)
+            expected = references[table].allowed(state, no_check)
+        assert np.array_equal(allowed, expected), (name, state)
+        walked += 1
     assert walked > 200
 
 

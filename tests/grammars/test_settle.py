@@ -6,7 +6,6 @@ from fresh lexers with tiny tables (every row the group walks need is computed d
 """
 
 import json
-import random
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 
 import grammars
 from grammars.core.budget import no_check
-from grammars.errors import ConstraintLimitError, GrammarError
+from grammars.errors import ConstraintLimitError
 from grammars.masking import token_walk
 from grammars.masking.masks import MaskTable
 from grammars.masking.settle import GroupSettler
@@ -25,8 +24,8 @@ from tests.grammars.test_native_walk import (
     INSTANCES,
     SCHEMAS,
     copy_of,
-    corpus_schemas,
     fresh_lexer,
+    random_corpus_walks,
 )
 
 
@@ -137,32 +136,15 @@ def test_mask_table_settles_compiled_where_the_walk_is(vocab, monkeypatch):
 
 @pytest.mark.slow
 def test_compiled_settle_matches_reference_on_corpus_random_walks(vocab, monkeypatch):
-    """Along random token walks over corpus schemas (short tokens favoured, so walks move through the
-    structure), from fresh lexers."""
-    rng = random.Random(1)
-    short = np.zeros(vocab.size, dtype=bool)
-    short[: len(vocab.token_bytes)] = [data is not None and len(data) <= 2 for data in vocab.token_bytes]
-    settled_vocab = copy_of(vocab)
+    """Along random token walks over corpus schemas, from fresh lexers."""
+    settlers: dict[MaskTable, GroupSettler] = {}
     walked = 0
-    for name, schema in corpus_schemas(24):
-        fresh_lexer(monkeypatch)
-        try:
-            automaton = grammars.compile(schema, cache=False).automaton
-        except GrammarError:
-            continue
-        settler, table = GroupSettler(automaton, settled_vocab), MaskTable(automaton, settled_vocab)
-        state = automaton.initial
-        for _ in range(40):
-            compiled, reference = settled_both_ways(settler, state)
-            assert np.array_equal(compiled, reference), (name, state)
-            walked += 1
-            allowed = table.allowed(state, no_check)
-            choices = np.flatnonzero(allowed & short) if rng.random() < 0.6 else np.flatnonzero(allowed)
-            choices = [int(t) for t in choices if not table.is_eos(int(t))]
-            if not choices:
-                break
-            state = table.next_state(state, rng.choice(choices))
-            assert state is not None
+    for name, table, state in random_corpus_walks(copy_of(vocab), monkeypatch, seed=1, steps=40):
+        if table not in settlers:
+            settlers[table] = GroupSettler(table.automaton, table.vocab)
+        compiled, reference = settled_both_ways(settlers[table], state)
+        assert np.array_equal(compiled, reference), (name, state)
+        walked += 1
     assert walked > 300
 
 
