@@ -8,10 +8,10 @@ so accumulates a million interned byte-regex terms: the cyclic garbage collector
 pause for a good fraction of a second, so its pauses are timed apart and reported separately
 (a compilation in a fresh process, or in a server that runs `gc.freeze()` after warm-up, has none).
 `--clock cpu` times the compiling thread's CPU time instead of wall-clock time (steadier on a shared
-machine; the collector's pauses still count apart). `--python-emptiness` searches emptiness with
-`byte_regex`'s Python derivatives instead of the compiled ones (how compile ran before they did).
+machine; the collector's pauses still count apart). `--python-derivatives` derives lexer
+rows and searches emptiness with `byte_regex`'s Python derivatives instead of the compiled ones.
 
-    .venv/bin/python benchmarks/compile.py [--stride N] [--clock wall|cpu] [--python-emptiness]
+    .venv/bin/python benchmarks/compile.py [--stride N] [--clock wall|cpu] [--python-derivatives]
 """
 
 from __future__ import annotations
@@ -71,10 +71,12 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=1, help="every N-th schema of each group (1: all)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="what a compile time counts")
     parser.add_argument(
-        "--python-emptiness", action="store_true", help="emptiness searched by Python derivatives, not compiled ones"
+        "--python-derivatives",
+        action="store_true",
+        help="lexer rows and emptiness by Python derivatives, not compiled ones",
     )
     args = parser.parse_args()
-    if args.python_emptiness:
+    if args.python_derivatives:
         rx.compiled_derivatives = None
     now = CLOCKS[args.clock]
     llguidance = pmb.LLGuidanceEngine(pmb.Tok(str(TOKENIZER), None), threads=1)
@@ -132,7 +134,7 @@ def main() -> None:
         print(f"{name:28s} {value:10.3f}" if isinstance(value, float) else f"{name:28s} {value}")
     verdict = "met" if not slow else "MISSED: " + ", ".join(row["name"] for row in slow)
     print(f"no compile over {SLOW_SECONDS:.0f} s (collector pauses excluded): {verdict}")
-    config = {"stride": args.stride, "clock": args.clock, "python_emptiness": args.python_emptiness}
+    config = {"stride": args.stride, "clock": args.clock, "python_derivatives": args.python_derivatives}
     print(json.dumps({"benchmark": "compile", **config, "results": results}))
 
 

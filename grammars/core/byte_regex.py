@@ -22,6 +22,7 @@ dropped ones are freed at once, without waiting for the cyclic collector.
 from __future__ import annotations
 
 import itertools
+import logging
 import operator
 import threading
 from collections import deque
@@ -35,15 +36,24 @@ if TYPE_CHECKING:
     from grammars.core._derivatives import Store
 
 
+logger = logging.getLogger(__name__)
+
+
 def _load_compiled() -> ModuleType | None:
     try:
         from grammars.core import _derivatives
-    except ImportError:  # `grammars.core.lexer` says so in the log: its rows need them most
+    except ImportError as exc:
+        logger.warning(
+            "the compiled lexer derivatives (grammars.core._derivatives) are not built (%s): lexer rows and "
+            "emptiness searches are derived in Python, several times slower; scripts/install.sh builds them",
+            exc,
+        )
         return None
     return _derivatives
 
 
-#: The compiled derivatives emptiness is searched with, or None when they are not built.
+#: The compiled derivatives (lexer rows, emptiness searches), or None when they are not built (then
+#: this module's derivatives do all).
 compiled_derivatives = _load_compiled()
 
 ALL_BYTES = (1 << 256) - 1

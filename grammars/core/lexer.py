@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-import logging
 import threading
 from collections.abc import Callable, Sequence
-from types import ModuleType
 from typing import overload
 
 import numpy as np
@@ -48,25 +46,6 @@ NEW_GENERATION_STATES = 100_000
 #: Term nodes a store of compiled derivatives holds before its lexer starts a fresh one (each node and
 #: memo entry costs tens of bytes, as in `byte_regex`, whose tables hold as many terms).
 MAX_COMPILED_NODES = rx.MAX_INTERNED_TERMS
-
-logger = logging.getLogger(__name__)
-
-
-def _load_compiled() -> ModuleType | None:
-    try:
-        from grammars.core import _derivatives
-    except ImportError as exc:
-        logger.warning(
-            "the compiled lexer derivatives (grammars.core._derivatives) are not built (%s): lexer rows are "
-            "derived in Python, several times slower; scripts/install.sh builds them",
-            exc,
-        )
-        return None
-    return _derivatives
-
-
-#: The compiled derivatives, or None when they are not built (then rows come from `byte_regex` alone).
-compiled_derivatives = _load_compiled()
 
 
 _GENERATIONS = itertools.count()
@@ -183,13 +162,13 @@ class LexerTables:
     def _store(self) -> rx.CompiledTerms | None:
         """The store of compiled derivatives rows come from (None where they are not built), a fresh one
         when the terms start a new generation or the store is full; the caller holds the lock."""
-        if compiled_derivatives is None:
+        if rx.compiled_derivatives is None:
             return None
         compiled = self._compiled
         if compiled is None or not compiled.is_current() or compiled.store.num_nodes() >= MAX_COMPILED_NODES:
             for sid in self._node_of_sid:  # the terms the old store still holds, read before it goes
                 self.term(sid)
-            compiled = self._compiled = rx.CompiledTerms(compiled_derivatives.Store())
+            compiled = self._compiled = rx.CompiledTerms(rx.compiled_derivatives.Store())
             self._sid_of_node = {0: DEAD}
             self._node_of_sid = {}
         return compiled

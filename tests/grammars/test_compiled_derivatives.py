@@ -38,29 +38,25 @@ SCHEMAS = [
 
 
 def new_store() -> rx.CompiledTerms:
-    assert lexer_module.compiled_derivatives is not None, (
-        "grammars.core._derivatives is not built: run scripts/install.sh"
-    )
-    return rx.CompiledTerms(lexer_module.compiled_derivatives.Store())
+    assert rx.compiled_derivatives is not None, "grammars.core._derivatives is not built: run scripts/install.sh"
+    return rx.CompiledTerms(rx.compiled_derivatives.Store())
 
 
 def test_extension_is_built():
-    assert lexer_module.compiled_derivatives is not None, (
-        "grammars.core._derivatives is not built: run scripts/install.sh"
-    )
+    assert rx.compiled_derivatives is not None, "grammars.core._derivatives is not built: run scripts/install.sh"
 
 
 def test_missing_extension_is_logged(monkeypatch, caplog):
     monkeypatch.delattr(grammars.core, "_derivatives")
     monkeypatch.setitem(sys.modules, "grammars.core._derivatives", None)  # makes the import fail
-    assert lexer_module._load_compiled() is None
+    assert rx._load_compiled() is None
     assert "are not built" in caplog.text
 
 
 @pytest.fixture
 def lexer(monkeypatch: pytest.MonkeyPatch) -> LexerTables:
     """A fresh lexer generation (with compiled rows) for the automata built next."""
-    assert lexer_module.compiled_derivatives is not None
+    assert rx.compiled_derivatives is not None
     rx._new_generation()
     tables = LexerTables()
     monkeypatch.setattr(lexer_module, "_current", tables)
@@ -71,7 +67,7 @@ def lexer(monkeypatch: pytest.MonkeyPatch) -> LexerTables:
 def python_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Lexer states and rows derived by `byte_regex` alone within the block."""
     with monkeypatch.context() as patch:
-        patch.setattr(lexer_module, "compiled_derivatives", None)
+        patch.setattr(rx, "compiled_derivatives", None)
         yield
 
 
