@@ -41,6 +41,8 @@ EXTENSIONS = [
     Extension(
         "grammars.core._derivatives", ["grammars/core/_derivatives.cpp"], extra_compile_args=["-O3", "-std=c++17"]
     ),
+    # The parser's configurations (advance, join, stack expansion): plain CPython API as well.
+    Extension("grammars.core._parser", ["grammars/core/_parser.cpp"], extra_compile_args=["-O3", "-std=c++17"]),
 ]
 
 

@@ -293,11 +293,11 @@ class GrammarAutomaton:
         """Whether the text read so far is a complete sentence."""
         config, sid = state
         if sid is None:
-            return self.parser.accepting[config]
+            return self.parser.is_accepting(config)
         if not self.lexer.accepting[sid]:
             return False
         ended = self.end_lexeme(config, sid)
-        return ended is not None and self.parser.accepting[ended]
+        return ended is not None and self.parser.is_accepting(ended)
 
     def accepts(self, data: bytes, check: Check = no_check) -> bool:
         """Whether `data` is a whole sentence.

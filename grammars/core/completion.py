@@ -252,11 +252,11 @@ class CompletionLengths:
         found = self._configs.get(config)
         if found is None:
             parser = self._automaton.parser
-            if parser.accepting[config]:
+            if parser.is_accepting(config):
                 found = 0
             else:
                 found = min(
-                    (parser.stack_completion_length(stack, self._node_lengths) for stack in parser.configs[config]),
+                    (parser.stack_completion_length(stack, self._node_lengths) for stack in parser.stacks(config)),
                     default=math.inf,
                 )
             if len(self._configs) >= MAX_MEMO_ENTRIES:

@@ -13,19 +13,31 @@ palindrome, where every letter may be the middle) grows a configuration per inpu
 byte in each of its stacks; the budget turns that into a `ConstraintLimitError` at tens of
 megabytes instead of gigabytes.
 
+The configurations run compiled (`grammars.core._parser`, built from _parser.cpp) when the extension
+is built: the same rules, ids and budgets, with stacks as hash-consed lists in C++ that the garbage
+collector never walks. This module's configurations are the reference (`Parser(compiled=False)`),
+and the fallback when the extension is missing.
+
 The grammar must be normalized (`grammars.core.normalize`): no left recursion, non-nullable lexemes.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
+from array import array
+from types import ModuleType
+from typing import TYPE_CHECKING, NamedTuple
 
 from grammars.core import byte_regex as rx
 from grammars.core import ir
 from grammars.core.analysis import check_no_left_recursion
 from grammars.core.budget import Check, no_check
 from grammars.errors import ConstraintLimitError
+
+if TYPE_CHECKING:
+    from grammars.core._parser import Configurations
 
 #: Repetitions with at most this many optional copies of a small item are unrolled; larger ones count.
 MAX_UNROLLED_COPIES = 8
@@ -40,8 +52,36 @@ MAX_FRAMES = 5_000_000
 #: Stacks whose expansion is memoized before the memo starts afresh.
 MAX_CACHED_EXPANSIONS = 100_000
 
+#: Largest repetition bound the compiled configurations count to (their frames hold an int64).
+MAX_COMPILED_COUNT = 1 << 62
+
+#: The budgets' errors, formatted with MAX_FRAMES, MAX_STACKS_PER_CONFIG (read when raised, or when
+#: compiled configurations are made).
+TOO_MANY_FRAMES = "the parser exceeded its budget of {} stack frames (a very ambiguous grammar)"
+TOO_MANY_STACKS = "the parser tracks more than {} stacks (a very ambiguous grammar)"
+TOO_DEEP = "the parser's stack exceeded its budget (nesting too deep)"
+
 Frame = tuple[int, int]  # (node, repetition count)
 Stack = tuple[Frame, ...]
+
+logger = logging.getLogger(__name__)
+
+
+def _load_compiled() -> ModuleType | None:
+    try:
+        from grammars.core import _parser
+    except ImportError as exc:
+        logger.warning(
+            "the compiled parser configurations (grammars.core._parser) are not built (%s): parser steps run in "
+            "Python, slower and heavier on the garbage collector; scripts/install.sh builds them",
+            exc,
+        )
+        return None
+    return _parser
+
+
+#: The compiled configurations, or None when they are not built (then this module's run).
+compiled_parser = _load_compiled()
 
 
 class _Node:
@@ -58,18 +98,42 @@ class _Node:
         self.counter: tuple[int, int | None, int] | None = None
 
 
+class Network(NamedTuple):
+    """The network as flat arrays (not containers the garbage collector walks): for each kind of edge,
+    offsets per node (the edges of node n are [offsets[n], offsets[n + 1])) and the edges' ends; then
+    per node whether it ends its rule and its counter (min, max or -1 for none, item start node or -1
+    for a node that does not count; bounds clamped at MAX_COMPILED_COUNT, where the configurations run
+    in Python)."""
+
+    lexeme_offsets: array[int]
+    lexemes: array[int]
+    lexeme_targets: array[int]
+    call_offsets: array[int]
+    callees: array[int]
+    returns: array[int]
+    eps_offsets: array[int]
+    eps_targets: array[int]
+    finals: array[int]
+    counter_low: array[int]
+    counter_high: array[int]
+    counter_item: array[int]
+
+
 class Parser:
     """Configurations, transitions and acceptance of one grammar's recursive transition network.
 
     Args:
         grammar: a normalized grammar.
         check: called per rule while building (a compile deadline).
+        compiled: run the configurations compiled (None: when the extension is built and every
+            repetition bound fits it; True: required; False: in Python, the reference).
     Raises:
         GrammarError: left recursion through several rules.
         ConstraintLimitError: the network would exceed MAX_NODES, or from `check`.
+        RuntimeError: `compiled=True` without the extension, or a bound beyond MAX_COMPILED_COUNT.
     """
 
-    def __init__(self, grammar: ir.Grammar, check: Check = no_check) -> None:
+    def __init__(self, grammar: ir.Grammar, check: Check = no_check, *, compiled: bool | None = None) -> None:
         check_no_left_recursion(grammar.rules)
         self.lexeme_terms: list[rx.Term] = []
         self._lexeme_index: dict[int, int] = {}
@@ -82,16 +146,23 @@ class Parser:
             end = self._build(expr, self._rule_start[name])
             self._nodes[end].is_final = True
         self._finish_nodes()
+        start = self._rule_start[grammar.start]
+        self.network = self._flat_network()
+        self._compiled = self._compiled_configurations(compiled)
+        if self._compiled is not None:
+            self._nodes = []  # the compiled configurations read `network`: the nodes would only hold the collector up
+            self.initial: int = self._compiled.start(start)
+            return
         # Configurations, hash-consed.
         self._config_ids: dict[tuple[frozenset[Stack], bool], int] = {}
-        self.configs: list[frozenset[Stack]] = []
-        self.accepting: list[bool] = []
+        self._configs: list[frozenset[Stack]] = []
+        self._accepting: list[bool] = []
         self._allowed: list[tuple[int, ...]] = []
         self._advance_cache: dict[tuple[int, int], int | None] = {}
         self._expand_cache: dict[Stack, tuple[frozenset[Stack], bool]] = {}
         self._register_lock = threading.Lock()
-        self.num_frames = 0
-        self.initial = self._config_of([((self._rule_start[grammar.start], 0),)])
+        self._num_frames = 0
+        self.initial = self._config_of([((start, 0),)])
 
     # ------------------------------------------------------------------------------------------
     # Building the network
@@ -192,35 +263,136 @@ class Parser:
             )
         return found
 
+    def _compiled_configurations(self, compiled: bool | None) -> Configurations | None:
+        """The compiled configurations of this network, or None where they run in Python."""
+        if compiled is False:
+            return None
+        fits = all(
+            node.counter is None or max(node.counter[0], node.counter[1] or 0) < MAX_COMPILED_COUNT
+            for node in self._nodes
+        )
+        if compiled_parser is None or not fits:
+            if compiled:
+                raise RuntimeError(
+                    "grammars.core._parser is not built (scripts/install.sh builds it)"
+                    if compiled_parser is None
+                    else f"a repetition bound beyond {MAX_COMPILED_COUNT} needs the Python configurations"
+                )
+            return None
+        limits = (MAX_FRAMES, MAX_STACKS_PER_CONFIG, MAX_EXPANSION_STEPS, MAX_STACK_DEPTH, MAX_CACHED_EXPANSIONS)
+        messages = (TOO_MANY_FRAMES.format(MAX_FRAMES), TOO_MANY_STACKS.format(MAX_STACKS_PER_CONFIG), TOO_DEEP)
+        return compiled_parser.Configurations(self.network, limits, ConstraintLimitError, messages)
+
+    def _flat_network(self) -> Network:
+        lexeme_offsets, lexemes, lexeme_targets = array("q", [0]), array("q"), array("q")
+        call_offsets, callees, returns = array("q", [0]), array("q"), array("q")
+        eps_offsets, eps_targets = array("q", [0]), array("q")
+        finals, counter_low, counter_high, counter_item = array("b"), array("q"), array("q"), array("q")
+        for node in self._nodes:
+            for lexeme, targets in node.lexemes.items():
+                lexemes.extend([lexeme] * len(targets))
+                lexeme_targets.extend(targets)
+            lexeme_offsets.append(len(lexemes))
+            for callee, ret in node.calls:
+                callees.append(callee)
+                returns.append(ret)
+            call_offsets.append(len(callees))
+            eps_targets.extend(node.eps)
+            eps_offsets.append(len(eps_targets))
+            finals.append(int(node.is_final))
+            low, high, item = node.counter if node.counter is not None else (0, -1, -1)
+            counter_low.append(min(low, MAX_COMPILED_COUNT))
+            counter_high.append(-1 if high is None else min(high, MAX_COMPILED_COUNT))
+            counter_item.append(item)
+        return Network(
+            lexeme_offsets,
+            lexemes,
+            lexeme_targets,
+            call_offsets,
+            callees,
+            returns,
+            eps_offsets,
+            eps_targets,
+            finals,
+            counter_low,
+            counter_high,
+            counter_item,
+        )
+
     # ------------------------------------------------------------------------------------------
     # Configurations
     # ------------------------------------------------------------------------------------------
+    @property
+    def num_nodes(self) -> int:
+        """Nodes of the network."""
+        return len(self.network.finals)
+
+    @property
+    def is_compiled(self) -> bool:
+        """Whether the configurations run compiled (`grammars.core._parser`)."""
+        return self._compiled is not None
+
+    @property
+    def num_frames(self) -> int:
+        """Stack frames held by all configurations (budget: MAX_FRAMES)."""
+        return self._compiled.num_frames() if self._compiled is not None else self._num_frames
+
+    @property
+    def compiled_bytes(self) -> int:
+        """Bytes the compiled configurations hold outside Python's allocator (0 in Python)."""
+        return 0 if self._compiled is None else self._compiled.held_bytes()
+
+    @property
+    def configs(self) -> list[frozenset[Stack]]:
+        """Every configuration's stacks, by id (built afresh when compiled: for inspection)."""
+        if self._compiled is not None:
+            return [self.stacks(config) for config in range(self._compiled.num_configs())]
+        return list(self._configs)
+
+    def stacks(self, config: int) -> frozenset[Stack]:
+        """The stacks of `config`: tuples of (node, count) frames, bottom first."""
+        if self._compiled is not None:
+            return self._compiled.stacks(config)
+        return self._configs[config]
+
+    def is_accepting(self, config: int) -> bool:
+        """Whether the input may end in `config`."""
+        if self._compiled is not None:
+            return self._compiled.accepting(config)
+        return self._accepting[config]
+
     def allowed_lexemes(self, config: int) -> tuple[int, ...]:
         """Indices (into `lexeme_terms`) of the lexemes some stack of `config` can consume next."""
+        if self._compiled is not None:
+            return self._compiled.allowed(config)
         return self._allowed[config]
 
     def advance(self, config: int, lexeme: int) -> int | None:
         """The configuration after consuming `lexeme`, or None if no stack can consume it."""
+        if self._compiled is not None:
+            return self._compiled.advance(config, lexeme)
         key = (config, lexeme)
         if key in self._advance_cache:
             return self._advance_cache[key]
         stacks: list[Stack] = []
-        for stack in self.configs[config]:
+        for stack in self._configs[config]:
             node, count = stack[-1]
             for target in self._nodes[node].lexemes.get(lexeme, ()):
                 stacks.append(stack[:-1] + ((target, count),))
         result = self._config_of(stacks) if stacks else None
-        if result is not None and not self.configs[result] and not self.accepting[result]:
+        if result is not None and not self._configs[result] and not self._accepting[result]:
             result = None
         self._advance_cache[key] = result
         return result
 
     def join(self, configs: list[int]) -> int:
         """The configuration holding the stacks of all `configs` (an ambiguous lexeme: several terminals)."""
+        if self._compiled is not None:
+            return self._compiled.join(configs)
         if len(configs) == 1:
             return configs[0]
-        stacks_key = frozenset().union(*(self.configs[c] for c in configs))
-        return self._register(stacks_key, any(self.accepting[c] for c in configs))
+        stacks_key = frozenset().union(*(self._configs[c] for c in configs))
+        return self._register(stacks_key, any(self._accepting[c] for c in configs))
 
     def _config_of(self, stacks: list[Stack]) -> int:
         normalized: set[Stack] = set()
@@ -230,9 +402,7 @@ class Parser:
             normalized |= expanded
             accepting = accepting or accepts
         if len(normalized) > MAX_STACKS_PER_CONFIG:
-            raise ConstraintLimitError(
-                f"the parser tracks more than {MAX_STACKS_PER_CONFIG} stacks (a very ambiguous grammar)"
-            )
+            raise ConstraintLimitError(TOO_MANY_STACKS.format(MAX_STACKS_PER_CONFIG))
         return self._register(frozenset(normalized), accepting)
 
     def _register(self, stacks_key: frozenset[Stack], accepting: bool) -> int:
@@ -242,17 +412,15 @@ class Parser:
             with self._register_lock:
                 config = self._config_ids.get(key)
                 if config is None:
-                    self.num_frames += sum(map(len, stacks_key))
-                    if self.num_frames > MAX_FRAMES:
-                        raise ConstraintLimitError(
-                            f"the parser exceeded its budget of {MAX_FRAMES} stack frames (a very ambiguous grammar)"
-                        )
-                    self.configs.append(stacks_key)
-                    self.accepting.append(accepting)
+                    self._num_frames += sum(map(len, stacks_key))
+                    if self._num_frames > MAX_FRAMES:
+                        raise ConstraintLimitError(TOO_MANY_FRAMES.format(MAX_FRAMES))
+                    self._configs.append(stacks_key)
+                    self._accepting.append(accepting)
                     self._allowed.append(
                         tuple(sorted({lx for stack in stacks_key for lx in self._nodes[stack[-1][0]].lexemes}))
                     )
-                    config = len(self.configs) - 1
+                    config = len(self._configs) - 1
                     self._config_ids[key] = config
         return config
 
@@ -272,7 +440,7 @@ class Parser:
             stack = work.pop()
             steps += 1
             if steps > MAX_EXPANSION_STEPS or len(stack) > MAX_STACK_DEPTH:
-                raise ConstraintLimitError("the parser's stack exceeded its budget (nesting too deep)")
+                raise ConstraintLimitError(TOO_DEEP)
             top, count = stack[-1]
             base = stack[:-1]
             successors: list[Stack] = []
@@ -314,24 +482,22 @@ class Parser:
         A fixed point by relaxation: sweeping backwards follows the build order of most rules, so a
         sweep settles whole sequences and the loop runs about as often as rules nest.
         """
-        nodes = self._nodes
-        lengths = [0.0 if node.is_final else math.inf for node in nodes]
+        net = self.network
+        lengths = [0.0 if final else math.inf for final in net.finals]
         changed = True
         while changed:
             changed = False
-            for index in range(len(nodes) - 1, -1, -1):
-                node = nodes[index]
+            for index in range(len(lengths) - 1, -1, -1):
                 best = lengths[index]
-                if node.counter is not None:
-                    low, _, item = node.counter
-                    best = min(best, low * lengths[item])
-                for lexeme, targets in node.lexemes.items():
-                    for target in targets:
-                        best = min(best, lexeme_lengths[lexeme] + lengths[target])
-                for callee, ret in node.calls:
-                    best = min(best, lengths[callee] + lengths[ret])
-                for target in node.eps:
-                    best = min(best, lengths[target])
+                item = net.counter_item[index]
+                if item >= 0:
+                    best = min(best, net.counter_low[index] * lengths[item])
+                for edge in range(net.lexeme_offsets[index], net.lexeme_offsets[index + 1]):
+                    best = min(best, lexeme_lengths[net.lexemes[edge]] + lengths[net.lexeme_targets[edge]])
+                for edge in range(net.call_offsets[index], net.call_offsets[index + 1]):
+                    best = min(best, lengths[net.callees[edge]] + lengths[net.returns[edge]])
+                for edge in range(net.eps_offsets[index], net.eps_offsets[index + 1]):
+                    best = min(best, lengths[net.eps_targets[edge]])
                 if best < lengths[index]:
                     lengths[index] = best
                     changed = True
@@ -340,12 +506,12 @@ class Parser:
     def stack_completion_length(self, stack: Stack, node_lengths: list[float]) -> float:
         """The fewest bytes that empty `stack`: every frame finishes its rule (a counter frame its
         missing items), given `rule_completion_lengths`."""
+        net = self.network
         total = 0.0
         for node, count in stack:
-            counter = self._nodes[node].counter
-            if counter is None:
+            item = net.counter_item[node]
+            if item < 0:
                 total += node_lengths[node]
             else:
-                low, _, item = counter
-                total += max(0, low - count) * node_lengths[item]
+                total += max(0, net.counter_low[node] - count) * node_lengths[item]
         return total
