@@ -265,11 +265,23 @@ def _shares_key(lexeme: rx.Term, name: str, check: Check) -> bool:
     found = _SHARES_KEY.get(key)
     if found is None:
         spellings = key_spellings(name)
-        found = spellings is not None and rx.shares_string(lexeme, spellings, check)
+        found = spellings is not None and _shares_string(lexeme, spellings, check)
         if len(_SHARES_KEY) >= MAX_MEMO_ENTRIES:
             _SHARES_KEY.clear()
         _SHARES_KEY[key] = found
     return found
+
+
+def _shares_string(lexeme: rx.Term, spellings: rx.Term, check: Check) -> bool:
+    """`rx.shares_string`, by the compiled emptiness search of the intersection where the compiled
+    derivatives are built: the Python search derives the (large) lexeme byte by byte, term by term,
+    the first time it meets it, the compiled one in C++. Where that search is undecided (past its
+    state bound), or not built, the Python search answers."""
+    if rx.compiled_derivatives is not None:
+        empty = rx.is_empty(rx.intersect(lexeme, spellings), check)
+        if empty is not None:
+            return not empty
+    return rx.shares_string(lexeme, spellings, check)
 
 
 def walk_keyed(
@@ -328,7 +340,7 @@ def refusals(
             refused.append(index)
             continue
         after, starts = scanned
-        if any(_may_spell_seen(data[position + 1 :], seen, encoded) for position, seen in starts):
+        if starts and any(_may_spell_seen(data[position + 1 :], seen, encoded) for position, seen in starts):
             if _walk_scanned(automaton, state, data, after, starts, check) is None:
                 refused.append(index)
         elif after.awaits_fresh_key:

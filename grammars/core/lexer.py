@@ -29,7 +29,7 @@ import functools
 import itertools
 import threading
 from collections.abc import Callable, Sequence
-from typing import overload
+from typing import NamedTuple, overload
 
 import numpy as np
 
@@ -46,6 +46,17 @@ NEW_GENERATION_STATES = 100_000
 #: Term nodes a store of compiled derivatives holds before its lexer starts a fresh one (each node and
 #: memo entry costs tens of bytes, as in `byte_regex`, whose tables hold as many terms).
 MAX_COMPILED_NODES = rx.MAX_INTERNED_TERMS
+
+
+class TagFreeForm(NamedTuple):
+    """A lexer state as its lexemes apart from their tags (`LexerTables.tag_free_form`).
+
+    lexemes: the term id of each of its lexemes (what each tag marks), in order.
+    tags: the tag of each, in the same order.
+    """
+
+    lexemes: tuple[int, ...]
+    tags: tuple[int, ...]
 
 
 _GENERATIONS = itertools.count()
@@ -75,6 +86,8 @@ class LexerTables:
         self.rows: list[list[int] | None] = []
         self._accepting_tags: list[tuple[int, ...]] = []
         self._representatives: dict[tuple[int, int], int] = {}
+        self._tag_free: dict[int, TagFreeForm | None] = {}
+        self._retagged: dict[tuple[int, tuple[int, ...], tuple[int, ...]], int] = {}
         #: The compiled derivatives, and the node of each state and state of each node in its store
         #: (replaced together with the generation of terms, or once the store holds MAX_COMPILED_NODES).
         self._compiled: rx.CompiledTerms | None = None
@@ -289,6 +302,50 @@ class LexerTables:
                 else:
                     found = self.sid(rx.clamp_counters(self.term(sid), max_token_len))
                 self._representatives[key] = found
+        return found
+
+    def tag_free_form(self, sid: int) -> TagFreeForm | None:
+        """`sid` as its lexemes apart from their tags, where it is a union of plain lexemes under
+        distinct tags (the inside of a string field, say); None for any other state.
+
+        What a byte does from a state depends on its lexemes' languages alone, so states whose forms
+        have equal lexemes (every plain string field of every schema) walk the vocabulary alike, their
+        states one to one under `retagged`. Plain lexemes only: their emptiness is decided, so such
+        states agree on which successors are dead. Cached per state.
+        """
+        if sid in self._tag_free:
+            return self._tag_free[sid]
+        found = None
+        term = self.term(sid)
+        members = term.args if term.kind == rx.K_ALT else (term,)
+        tags = {member.tag for member in members if member.kind == rx.K_TAG}
+        if term.is_plain and len(tags) == len(members):
+            ordered = sorted(members, key=lambda member: (member.args[0].id, member.tag))
+            found = TagFreeForm(tuple(member.args[0].id for member in ordered), tuple(member.tag for member in ordered))
+        self._tag_free[sid] = found
+        return found
+
+    def retagged(self, sid: int, tags: tuple[int, ...], new_tags: tuple[int, ...], check: Check = no_check) -> int:
+        """The state of `sid` (one reached from a state whose `tag_free_form` has `tags`) with each
+        tag `tags[i]` renamed `new_tags[i]`: the state the same bytes reach from the state of the same
+        lexemes under `new_tags`.
+
+        Raises:
+            ConstraintLimitError: from `check` (a new state's emptiness search).
+        """
+        key = (sid, tags, new_tags)
+        found = self._retagged.get(key)
+        if found is None:
+            term = self.term(sid)
+            members = term.args if term.kind == rx.K_ALT else (term,)
+            renaming = dict(zip(tags, new_tags))
+            renamed = (
+                rx.tag(renaming[member.tag], member.args[0])
+                if member.kind == rx.K_TAG and member.tag in renaming
+                else member
+                for member in members
+            )
+            found = self._retagged[key] = self.sid(rx.alt(*renamed), check)
         return found
 
     def can_continue(self, sid: int) -> bool:

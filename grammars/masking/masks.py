@@ -37,9 +37,11 @@ MAX_MASK_BYTES = 64 << 20
 FAILURE_COOLDOWN_SECONDS = 60.0
 #: States whose per-token completion lengths are kept (one float32 per token each) for budget masks.
 MAX_CACHED_LENGTHS = 64
-#: Lexer states whose candidate tokens (`MaskTable._key_candidates`, `_extending_ids`: up to a few
-#: thousand ids each) are kept.
+#: Lexer states whose candidate tokens (`MaskTable._key_candidates`: up to a few thousand ids each),
+#: and boundary states whose allowed ids (`_boundary_ids`) are kept.
 MAX_CACHED_CANDIDATES = 1024
+#: Above this many allowed tokens, a boundary state's mask is joined to an ending lexeme's densely.
+MAX_SPARSE_IDS = 4096
 _QUOTE = ord('"')
 
 
@@ -78,8 +80,10 @@ class MaskTable:
         self._completions: CompletionLengths | None = None
         #: Per (state, keys): the allowed tokens, and their tensor once `mask_with_keys` made it.
         self._keyed: dict[tuple[State, Keys], tuple[np.ndarray, object]] = {}
-        #: Per lexer state where a lexeme may end: `_extending_ids`.
+        #: Per lexer state where a lexeme may end: `_extending_bytes`.
         self._extending: dict[int, np.ndarray] = {}
+        #: Per boundary state: `_boundary_ids`.
+        self._sparse: dict[State, np.ndarray | None] = {}
         #: The token ids `allowed_with_keys` checks, per `_key_candidates` arguments.
         self._candidates: dict[tuple[int, bool, _Quotes], np.ndarray] = {}
         self._settler = GroupSettler(automaton, vocab)
@@ -195,15 +199,18 @@ class MaskTable:
         if found is None:
             walk = walk_state(self.vocab, self.automaton.lexer, lexer_sid, check)
             kinds = self.vocab.key_tokens
-            inside = walk.new_mask(self.vocab.size)
+            suspects = {
+                _Quotes.NONE: kinds.comma,
+                _Quotes.ALL: kinds.comma_or_quote,
+                _Quotes.AFTER_FIRST_BYTE: kinds.comma_or_late_quote,
+            }[quotes]
+            if walk.inside_mask is not None:
+                inside = walk.inside_mask[suspects]
+            else:
+                inside = np.isin(suspects, walk.inside_ids)
             if not awaits_quote:
-                inside &= ~kinds.comma_first  # `, ` may lead to where a key must come
-            suspects = kinds.comma.copy()
-            if quotes is _Quotes.ALL:
-                suspects |= kinds.quote
-            elif quotes is _Quotes.AFTER_FIRST_BYTE:
-                suspects |= kinds.quote_after_first_byte
-            found = np.flatnonzero(suspects & ~inside).astype(np.int32)
+                inside &= ~kinds.comma_first[suspects]  # `, ` may lead to where a key must come
+            found = suspects[~inside].astype(np.int32)
             with self._lock:
                 if len(self._candidates) >= MAX_CACHED_CANDIDATES:
                     self._candidates.clear()
@@ -344,21 +351,48 @@ class MaskTable:
                 # Tokens whose first byte cannot extend the lexeme end it and start the next one;
                 # the others keep what the walk found. Tokens without bytes are allowed by no walk,
                 # and EOS is set below.
-                extending = self._extending_ids(lexer_sid, check)
-                kept = allowed[extending]
-                allowed |= self.allowed((ended, None), check)
-                allowed[extending] = kept
+                self._add_ending_tokens(allowed, lexer_sid, (ended, None), check)
         allowed[self._eos_ids] = automaton.can_end(state)
         return allowed
 
-    def _extending_ids(self, lexer_sid: int, check: Check) -> np.ndarray:
-        """The ids of the tokens whose first byte extends the lexeme in lexer state `lexer_sid`
-        (cached per state: few, where a lexeme may end)."""
+    def _add_ending_tokens(self, allowed: np.ndarray, lexer_sid: int, boundary: State, check: Check) -> None:
+        """Set in `allowed` the tokens of the mask of `boundary` (where the lexeme that lexer state
+        `lexer_sid` may end has ended) whose first byte cannot extend that lexeme: through the few
+        ids that mask allows where it allows few (most boundaries: a comma, a closer), so the work
+        is theirs, not the vocabulary's."""
+        after = self.allowed(boundary, check)
+        extends = self._extending_bytes(lexer_sid, check)
+        first_byte = self.vocab.walk_arrays.first_byte_of_id
+        ids = self._boundary_ids(boundary, after)
+        if ids is not None:
+            allowed[ids[~extends[first_byte[ids]]]] = True
+        else:
+            # EOS ids past the tokens are set by the caller; other ids past them are never allowed.
+            ending = after[: first_byte.size] & ~extends[first_byte]
+            allowed[: first_byte.size] |= ending
+
+    def _boundary_ids(self, boundary: State, after: np.ndarray) -> np.ndarray | None:
+        """The ids other than EOS that `after` (the mask of `boundary`) allows, when at most
+        MAX_SPARSE_IDS; else None (cached per state, as the mask is)."""
+        if boundary in self._sparse:
+            return self._sparse[boundary]
+        found = None
+        if np.count_nonzero(after) <= MAX_SPARSE_IDS + self._eos_ids.size:
+            ids = np.flatnonzero(after)
+            found = ids[~np.isin(ids, self._eos_ids)]
+        with self._lock:
+            if len(self._sparse) >= MAX_CACHED_CANDIDATES:
+                self._sparse.clear()
+            self._sparse[boundary] = found
+        return found
+
+    def _extending_bytes(self, lexer_sid: int, check: Check) -> np.ndarray:
+        """bool[257]: the bytes that extend the lexeme in lexer state `lexer_sid` (byte 256, the
+        first byte of tokens without bytes, never does); cached per state."""
         found = self._extending.get(lexer_sid)
         if found is None:
-            arrays = self.vocab.walk_arrays
-            extends = np.asarray(self.automaton.lexer.row(lexer_sid, check)) != DEAD
-            found = arrays.ids[arrays.rows_starting_with(extends)]
+            found = np.zeros(257, dtype=bool)
+            found[:256] = np.asarray(self.automaton.lexer.row(lexer_sid, check)) != DEAD
             with self._lock:
                 if len(self._extending) >= MAX_CACHED_CANDIDATES:
                     self._extending.clear()

@@ -289,12 +289,54 @@ def walk_state(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Check) ->
     key = (lexer.generation, native_walk is None, sid)
     walk = cache.get(key)
     if walk is None:
+        shared = _first_of_form(vocab, lexer, sid)
+        if shared is not None:
+            first, first_tags, tags = shared
+            walk = _retagged(lexer, sid, walk_state(vocab, lexer, first, check), first_tags, tags, check)
         with _walk_lock:
-            walk = cache.get(key)
+            found = cache.get(key)
+            if found is not None:
+                return found
             if walk is None:
                 walk = _walk_vocabulary(vocab, lexer, sid, check)
-                _store(vocab, "_state_walk", key, walk, walk.nbytes, MAX_CACHED_WALKS, MAX_CACHED_WALK_BYTES)
+            _store(vocab, "_state_walk", key, walk, walk.nbytes, MAX_CACHED_WALKS, MAX_CACHED_WALK_BYTES)
     return walk
+
+
+def _first_of_form(
+    vocab: Vocabulary, lexer: LexerTables, sid: int
+) -> tuple[int, tuple[int, ...], tuple[int, ...]] | None:
+    """The first state the vocabulary met whose `tag_free_form` has the lexemes of `sid`'s, when it is
+    another one, with its tags and `sid`'s: its walk is `sid`'s, retagged. None for the first such
+    state (which registers itself) and for states without such a form. Bounded like the walks."""
+    form = lexer.tag_free_form(sid)
+    if form is None:
+        return None
+    firsts: dict[tuple, tuple[int, tuple[int, ...]]] = vocab.__dict__.setdefault("_tag_free_firsts", {})
+    key = (lexer.generation, form.lexemes)
+    found = firsts.get(key)
+    if found is None:
+        if len(firsts) >= MAX_CACHED_WALKS:
+            firsts.clear()
+        firsts[key] = (sid, form.tags)
+        return None
+    return None if found[0] == sid else (found[0], found[1], form.tags)
+
+
+def _retagged(
+    lexer: LexerTables, sid: int, walk: StateWalk, tags: tuple[int, ...], new_tags: tuple[int, ...], check: Check
+) -> StateWalk:
+    """The walk from `sid` out of `walk`, the walk from the state of the same lexemes under `tags`
+    (`new_tags`: `sid`'s): the same tokens, each boundary group's state renamed (`LexerTables.retagged`:
+    distinct tags rename states one to one, so groups stay distinct). Its arrays are `walk`'s."""
+    renamed: dict[int, int] = {}
+    boundaries = []
+    for before, position, members in walk.boundaries:
+        if before not in renamed:
+            renamed[before] = lexer.retagged(before, tags, new_tags, check)
+        boundaries.append((renamed[before], position, members))
+    boundaries.sort(key=lambda group: group[:2])
+    return StateWalk(sid, walk.inside_ids, walk.inside_mask, tuple(boundaries))
 
 
 #: A boundary group: tokens that end a lexeme in lexer state `before` just before byte `position`.

@@ -110,12 +110,13 @@ class Vocabulary:
         beyond = arrays.max_len
         first_comma = np.where(has_comma, is_comma.argmax(axis=0), beyond)
         first_quote = np.where(has_quote, is_quote.argmax(axis=0), beyond)
-        by_id = []
-        for values in (has_comma, has_quote, is_quote[1:].any(axis=0), first_comma < first_quote):
-            kind = np.zeros(self.size, dtype=bool)
-            kind[arrays.ids] = values
-            by_id.append(kind)
-        return KeyTokens(*by_id)
+        comma_first = np.zeros(self.size, dtype=bool)
+        comma_first[arrays.ids] = first_comma < first_quote
+        late_quote = is_quote[1:].any(axis=0)
+        comma, comma_or_quote, comma_or_late_quote = (
+            np.sort(arrays.ids[rows]) for rows in (has_comma, has_comma | has_quote, has_comma | late_quote)
+        )
+        return KeyTokens(comma, comma_or_quote, comma_or_late_quote, comma_first)
 
     @cached_property
     def walk_arrays(self) -> WalkArrays:
@@ -123,12 +124,14 @@ class Vocabulary:
 
 
 class KeyTokens(NamedTuple):
-    """bool[vocab.size] each: tokens holding a `,`; holding a `"`; holding a `"` past their first
-    byte; with a `,` before any `"` (outside a JSON string, only they can reach a key's position)."""
+    """The tokens that can begin or demand an object key, as sorted int64 ids (a few thousand, so a
+    check costs what they do, not the vocabulary): those holding a `,`; a `,` or a `"`; a `,` or a
+    `"` past their first byte. And comma_first, bool[vocab.size]: a `,` before any `"` (outside a
+    JSON string, only those can reach a key's position)."""
 
     comma: np.ndarray
-    quote: np.ndarray
-    quote_after_first_byte: np.ndarray
+    comma_or_quote: np.ndarray
+    comma_or_late_quote: np.ndarray
     comma_first: np.ndarray
 
 

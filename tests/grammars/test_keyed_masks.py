@@ -18,7 +18,14 @@ import pytest
 import grammars
 from grammars.core import byte_regex as rx
 from grammars.core.budget import no_check
-from grammars.core.distinct_keys import key_spellings, overlapping_keys, refusals, refuses, walk_keyed
+from grammars.core.distinct_keys import (
+    _shares_string,
+    key_spellings,
+    overlapping_keys,
+    refusals,
+    refuses,
+    walk_keyed,
+)
 from grammars.frontends.json_schema.strings import other_than, string_lexeme, value_encodings
 from tests.shared_data import shared_path
 
@@ -157,6 +164,28 @@ def test_overlapping_keys_agree_with_the_search(seen: frozenset[str]) -> None:
             if (spellings := key_spellings(name)) is not None and rx.shares_string(lexeme, spellings)
         }
         assert overlapping_keys(lexeme, seen) == expected, lexeme
+
+
+def test_compiled_key_overlap_agrees_with_the_python_search() -> None:
+    """Which key spellings a lexeme shares is decided by the compiled emptiness search of their
+    intersection where it is built: its answers are the Python search's (`rx.shares_string`)."""
+    assert rx.compiled_derivatives is not None, "grammars.core._derivatives is not built"
+    many = frozenset(f"k{i}" for i in range(300)) | {"id"}
+    lexemes = [
+        string_lexeme(other_than(many)),
+        string_lexeme(rx.complement(rx.alt(value_encodings("name"), value_encodings("id")))),
+        string_lexeme(rx.concat(rx.literal(b"a"), rx.ANYTHING)),
+        string_lexeme(rx.repeat(rx.byte_range(ord("a"), ord("z")), 1, 3)),
+        rx.concat(string_lexeme(value_encodings("a/b")), rx.optional(rx.literal(b" "))),
+        string_lexeme(value_encodings("\u00e9t\u00e9")),
+        rx.literal(b"id"),
+    ]
+    for lexeme in lexemes:
+        for name in [*NAMES, "k7", "k300", "name2", "ab", "\u00e9t\u00e9"]:
+            spellings = key_spellings(name)
+            if spellings is not None:
+                expected = rx.shares_string(lexeme, spellings)
+                assert _shares_string(lexeme, spellings, no_check) == expected, (lexeme, name)
 
 
 def test_a_repeated_key_that_a_token_opens_with_its_quote_is_refused(vocab) -> None:

@@ -17,6 +17,7 @@ import grammars
 from grammars.core import lexer as lexer_module
 from grammars.core.budget import no_check
 from grammars.errors import ConstraintLimitError, GrammarError
+from grammars.masking import masks as masks_module
 from grammars.masking import token_walk
 from grammars.masking.masks import MaskTable
 from grammars.masking.token_walk import RowWalk, TokenTrie, advance_rows_reference, token_trie, walk_nodes
@@ -218,6 +219,104 @@ def test_masks_match_reference_on_corpus_random_walks(vocab, monkeypatch):
         assert np.array_equal(allowed, expected), (name, state)
         walked += 1
     assert walked > 200
+
+
+def dense_joins_agree(table: MaskTable, reference: MaskTable, state, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Whether `table`'s mask of `state` equals `reference`'s with every lexeme-ending join made
+    densely, over the whole vocabulary (no boundary mask allows fewer than -vocab.size tokens)."""
+    allowed = table.allowed(state, no_check)
+    with monkeypatch.context() as patch:
+        patch.setattr(masks_module, "MAX_SPARSE_IDS", -reference.vocab.size)
+        expected = reference.allowed(state, no_check)
+    return bool(np.array_equal(allowed, expected))
+
+
+def test_sparse_joins_match_dense_ones(vocab, monkeypatch):
+    """Where a lexeme may end, the next lexeme's tokens are joined through the few ids its boundary
+    mask allows: the masks equal the dense join's along a valid instance, and some joins were sparse."""
+    automaton = grammars.compile(SCHEMAS["object"], cache=False).automaton
+    table, reference = MaskTable(automaton, vocab), MaskTable(automaton, copy_of(vocab))
+    state = automaton.initial
+    for byte in json.dumps(INSTANCES["object"]).encode():
+        assert dense_joins_agree(table, reference, state, monkeypatch), state
+        state = automaton.walk(state, bytes([byte]))
+        assert state is not None
+    sparse = [ids for ids in table._sparse.values() if ids is not None]
+    assert sparse and all(ids.size <= masks_module.MAX_SPARSE_IDS for ids in sparse)
+    assert all(ids is None for ids in reference._sparse.values())
+
+
+@pytest.mark.slow
+def test_sparse_joins_match_dense_ones_on_corpus_random_walks(vocab, monkeypatch):
+    """As above, state by state along random token walks over corpus schemas."""
+    reference_vocab = copy_of(vocab)
+    references: dict[MaskTable, MaskTable] = {}
+    walked = 0
+    for name, table, state in random_corpus_walks(copy_of(vocab), monkeypatch, seed=1, steps=30):
+        if table not in references:
+            references[table] = MaskTable(table.automaton, reference_vocab)
+        assert dense_joins_agree(table, references[table], state, monkeypatch), (name, state)
+        walked += 1
+    assert walked > 200
+
+
+def state_walk_as_rows(walk: token_walk.StateWalk, vocab: Vocabulary) -> tuple[list[int], dict]:
+    """A whole-vocabulary walk's inside token ids and its groups as token ids, orders sorted away."""
+    inside = np.flatnonzero(walk.inside_mask) if walk.inside_mask is not None else walk.inside_ids
+    trie = token_trie(vocab.walk_arrays)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for before, position, members in walk.boundaries:
+        groups.setdefault((before, position), []).extend(vocab.walk_arrays.ids[trie.subtree_rows(members)].tolist())
+    return sorted(inside.tolist()), {key: sorted(ids) for key, ids in groups.items()}
+
+
+def test_walks_shared_under_other_tags_equal_their_own(vocab, monkeypatch):
+    """States whose lexemes differ only in their tags (the rest of a plain string, of one that had
+    to begin with `x` and of one that had to be non-empty) share one walk, its groups' states renamed
+    (`LexerTables.tag_free_form`): equal to each state's own walk."""
+    fresh_lexer(monkeypatch)
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "string"},
+            "b": {"type": "string", "pattern": "^x"},
+            "c": {"type": "string", "maxLength": 3},
+            "e": {"type": "string", "minLength": 1},
+        },
+    }
+    automaton = grammars.compile(schema, cache=False).automaton
+    lexer, shared_vocab, own_vocab = automaton.lexer, copy_of(vocab), copy_of(vocab)
+    insides = []
+    for prefix in (b'{"a": "', b'{"b": "x', b'{"e": "y', b'{"a": "\xc3', b'{"e": "\xc3', b'{"c": "'):
+        state = automaton.walk(automaton.initial, prefix)
+        assert state is not None and state[1] is not None
+        sid = lexer.walk_representative(state[1], vocab.walk_arrays.max_len)
+        walk = token_walk.walk_state(shared_vocab, lexer, sid, no_check)
+        insides.append(walk.inside_ids if walk.inside_mask is None else walk.inside_mask)
+        own = token_walk._walk_vocabulary(own_vocab, lexer, sid, no_check)
+        assert walk.sid == own.sid == sid
+        assert state_walk_as_rows(walk, shared_vocab) == state_walk_as_rows(own, own_vocab), prefix
+        assert [group[:2] for group in walk.boundaries] == sorted(group[:2] for group in walk.boundaries)
+    assert insides[1] is insides[0] and insides[2] is insides[0] and insides[4] is insides[3]
+    assert insides[5] is not insides[0]
+
+
+@pytest.mark.slow
+def test_walks_shared_under_other_tags_equal_their_own_on_corpus_random_walks(vocab, monkeypatch):
+    """As above, at every lexer state of random token walks over corpus schemas."""
+    own_vocab = copy_of(vocab)
+    compared = 0
+    for name, table, state in random_corpus_walks(copy_of(vocab), monkeypatch, seed=2, steps=30):
+        lexer = table.automaton.lexer
+        sid = table.automaton.lexer_start(state[0]) if state[1] is None else state[1]
+        sid = lexer.walk_representative(sid, vocab.walk_arrays.max_len)
+        if lexer.tag_free_form(sid) is None:
+            continue
+        walk = token_walk.walk_state(table.vocab, lexer, sid, no_check)
+        own = token_walk._walk_vocabulary(own_vocab, lexer, sid, no_check)
+        assert state_walk_as_rows(walk, table.vocab) == state_walk_as_rows(own, own_vocab), (name, state)
+        compared += 1
+    assert compared > 100
 
 
 def test_walk_cache_is_bounded_in_bytes(vocab, monkeypatch):
