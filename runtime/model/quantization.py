@@ -10,7 +10,10 @@ The output head (the largest matrix of a small model, tied to the embeddings) be
 `RescoredHead` in both modes: 4-bit (else 8-bit) logits for the whole vocabulary, then the top
 `NUM_RESCORED_LOGITS` recomputed exactly from the bfloat16 weights. A plain quantized head raises
 the KL divergence from fp32 on SmolLM2 (its embeddings are Q8_0); rescoring brings it back near a
-bfloat16 head's while keeping most of the quantized head's speed (benchmarks/forward.py).
+bfloat16 head's while keeping most of the quantized head's speed (benchmarks/forward.py). Only the
+head's first pass quantizes activations to int8 (with the compiled kernels): its error stays out of
+the rescored logits, so it cannot change a greedy choice, and rescoring 128 rather than 64 more than
+pays for it in KL divergence.
 
 Activations are bfloat16. Small matmuls (decode: one row per sequence) run weight-only kernels,
 which read 1/4 (int8) or 1/8 (int4) of the fp32 bytes. In every prefill pass (the model runner sets
@@ -21,7 +24,7 @@ routers, the shared-expert gate and the experts are plain parameters and stay un
 
 Where the compiled kernels are built (`runtime.model.kernels`, AVX-512 VNNI), `Int4Linear` runs them
 in every other pass, at any row count: activations quantized to int16 per group of 32 (as exact as
-bfloat16; int8 ones, llama.cpp's Q8_1, tripled the decode path's KL divergence on SmolLM2), integer
+bfloat16; int8 ones, llama.cpp's Q8_1, lower top-1 agreement with fp32 in any decoder layer), integer
 dot products, and a row's output bitwise independent of the other rows in the call. So a decode
 batch computes each sequence as a lone decode would, and a speculative k-token verify pass as k plain
 decode steps would; `RescoredHead` keeps that property with the compiled kernel's approximate logits
@@ -54,8 +57,11 @@ MAX_QUANTIZED_KERNEL_ROWS = 8
 INT4_GROUP_SIZE = 32
 #: Output columns per tile: torch's int4 kernel packs them by 16, the compiled kernel's registers hold 16.
 INT4_TILE_COLUMNS = 16
-#: Head logits recomputed exactly per row: far more than top-k / top-p sampling ever keeps.
-NUM_RESCORED_LOGITS = 64
+#: Head logits recomputed exactly per row: far more than top-k / top-p sampling ever keeps, and enough
+#: that the coarser first pass (int8 activations) leaves less KL divergence in the tail than 64 left with
+#: int16 ones (SmolLM2, benchmarks/forward.py: 0.00498 then; 0.0040 with 128, 0.0031 with 256, whose
+#: scattered weight rows cost 8 rows 0.7 ms more than 64's, 128's 0.17 ms: most of what int8 saves).
+NUM_RESCORED_LOGITS = 128
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
@@ -183,6 +189,8 @@ class Int4Linear(QuantizedLinear):
         bias: [N] bfloat16 or None.
         torch_kernel_weights: torch's int4 packing of the codes and its [K / g, N, 2] bfloat16 scales and
             offsets, to run torch's kernel; None runs the compiled one.
+        activation_bits: how the compiled kernel quantizes activations per group of 32: 16 (as exact as
+            bfloat16) or 8 (twice the products per instruction; for a head whose top logits are rescored).
     """
 
     tiles: torch.Tensor
@@ -199,6 +207,7 @@ class Int4Linear(QuantizedLinear):
         bias: torch.Tensor | None,
         *,
         torch_kernel_weights: tuple[torch.Tensor, torch.Tensor] | None = None,
+        activation_bits: int = 16,
     ) -> None:
         super().__init__()
         self.register_buffer("tiles", tiles)
@@ -211,6 +220,7 @@ class Int4Linear(QuantizedLinear):
         #: Run the compiled kernel (row invariant, any row count) rather than torch's: a plain attribute,
         #: read every call (a buffer lookup through `nn.Module.__getattr__` costs more).
         self.uses_compiled_kernel = torch_kernel_weights is None
+        self.activation_bits = activation_bits
 
     @staticmethod
     def fits(linear: nn.Linear) -> bool:
@@ -219,12 +229,15 @@ class Int4Linear(QuantizedLinear):
         return num_rows % INT4_TILE_COLUMNS == 0 and num_inputs % INT4_GROUP_SIZE == 0
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, *, uses_compiled_kernel: bool | None = None) -> Int4Linear:
+    def from_linear(
+        cls, linear: nn.Linear, *, uses_compiled_kernel: bool | None = None, activation_bits: int = 16
+    ) -> Int4Linear:
         """Quantize `linear`'s weight per group: 15 even steps from the group's minimum to its maximum.
 
         Args:
             linear: a bfloat16 linear that `fits`.
             uses_compiled_kernel: run the compiled kernel rather than torch's; defaults to whether it is built.
+            activation_bits: the compiled kernel's activation codes, 16 or 8 (see the class).
         """
         if uses_compiled_kernel is None:
             uses_compiled_kernel = kernels.has_compiled_kernels()
@@ -250,6 +263,7 @@ class Int4Linear(QuantizedLinear):
             _tile_groups(bases),
             None if linear.bias is None else linear.bias.detach().to(torch.bfloat16),
             torch_kernel_weights=torch_kernel_weights,
+            activation_bits=activation_bits,
         )
 
     def codes(self) -> torch.Tensor:
@@ -271,7 +285,7 @@ class Int4Linear(QuantizedLinear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.uses_compiled_kernel and not self.uses_dense_weights:  # `runs_kernel`, inlined: every step
-            out = kernels.int4_linear(x.contiguous(), self.tiles, self.scales, self.bases)
+            out = kernels.int4_linear(x.contiguous(), self.tiles, self.scales, self.bases, self.activation_bits)
         elif not self.runs_kernel(x):
             out = self.dense_linear(x)
         else:
@@ -283,7 +297,9 @@ class RescoredHead(nn.Module):
     """An output head: approximate logits for every token, exact float32 logits for each row's top candidates.
 
     The quantized matmul reads a fraction of the bfloat16 weight (an int4 head costs ~1/5 of the
-    bfloat16 one at one row on this CPU); its error matters only for tokens that can be chosen, so
+    bfloat16 one at one row on this CPU; with the compiled kernels its activations are int8, which
+    halves its products' instructions at any row count); its error matters only for tokens that can be
+    chosen, so
     the `NUM_RESCORED_LOGITS` largest logits of each row (with the compiled kernels, also any tied with
     the last; torch's `topk` breaks such ties) are recomputed from the bfloat16 weight
     (which tied models share with the embeddings), summed in float32: bfloat16 logits (steps of 0.125
@@ -300,7 +316,11 @@ class RescoredHead(nn.Module):
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        self.approximate = Int4Linear.from_linear(linear) if Int4Linear.fits(linear) else Int8Linear.from_linear(linear)
+        self.approximate = (
+            Int4Linear.from_linear(linear, activation_bits=8)
+            if Int4Linear.fits(linear)
+            else Int8Linear.from_linear(linear)
+        )
         self.weight = linear.weight
         self.num_rescored = min(NUM_RESCORED_LOGITS, linear.weight.shape[0])
 

@@ -1,6 +1,7 @@
-"""The compiled kernels: built in this checkout, the 4-bit one equal to the float product on exact inputs and
-within int16 activation rounding of torch's int4 kernel (the reference) at every row count, and both
-row invariant: a row's output is bitwise the same whatever other rows share the call."""
+"""The compiled kernels: built in this checkout, the 4-bit one equal to the float product of its quantized
+activations (int16 or int8, reimplemented here in torch), within int16 activation rounding of torch's int4
+kernel (the reference) at every row count, and both row invariant: a row's output is bitwise the same
+whatever other rows share the call."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ def _linear(num_outputs: int, num_inputs: int, *, seed: int = 0) -> nn.Linear:
     return nn.Linear(num_inputs, num_outputs, bias=False).to(torch.bfloat16)
 
 
-def _kernel(layer: Int4Linear, x: torch.Tensor) -> torch.Tensor:
-    return kernels.int4_linear(x, layer.tiles, layer.scales, layer.bases)
+def _kernel(layer: Int4Linear, x: torch.Tensor, activation_bits: int = 16) -> torch.Tensor:
+    return kernels.int4_linear(x, layer.tiles, layer.scales, layer.bases, activation_bits)
 
 
 def _group_parameters(layer: Int4Linear) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,26 +50,32 @@ def test_tiles_round_trip_the_codes() -> None:
     assert torch.equal(unpack_int4_tiles(tiles), codes.to(torch.uint8))
 
 
-def _quantized_activations(x: torch.Tensor) -> torch.Tensor:
-    """x as the kernel sees it: per group of 32, float32 step absmax / 32767 times round(x / step)."""
+def _quantized_activations(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """x as the kernel sees it: per group of 32, float32 step absmax / (2^(bits - 1) - 1) times round(x / step)."""
     groups = x.float().view(x.shape[0], -1, 32)
-    step = groups.abs().amax(dim=-1, keepdim=True) / 32767
+    step = groups.abs().amax(dim=-1, keepdim=True) / (2 ** (bits - 1) - 1)
     codes = torch.round(groups * torch.where(step > 0, 1 / step, torch.zeros_like(step)))
     return (codes.double() * step.double()).view(x.shape)
 
 
+@pytest.mark.parametrize("activation_bits", [16, 8])
 @pytest.mark.parametrize("num_rows", [1, 3, 8, 9, 21])
 @pytest.mark.parametrize(("num_outputs", "num_inputs"), [(96, 96), (64, 576), (16, 1536)])
-def test_equals_the_product_with_int16_activations(num_rows: int, num_outputs: int, num_inputs: int) -> None:
+def test_equals_the_product_with_quantized_activations(
+    num_rows: int, num_outputs: int, num_inputs: int, activation_bits: int
+) -> None:
     layer = Int4Linear.from_linear(_linear(num_outputs, num_inputs))
     x = torch.randn(num_rows, num_inputs, dtype=torch.bfloat16)
     x[0, :32] = 0.0  # an all-zero group has step 0
+    x[-1, 32:64] *= 50  # an outlier group
     scales, bases = _group_parameters(layer)  # [N, K / 32]
     codes = layer.codes().double()  # [N, K]
-    # The code part uses the quantized activations, the base part their exact group sums.
-    sums = x.double().view(num_rows, -1, 32).sum(-1)  # [M, K / 32]
-    expected = _quantized_activations(x) @ (codes * scales.repeat_interleave(32, dim=1)).T + sums @ bases.T
-    out = _kernel(layer, x).double()
+    quantized = _quantized_activations(x, activation_bits)
+    # The code part uses the quantized activations; the base part int16's exact group sums, int8's quantized
+    # ones (against exact sums the uncentred codes would multiply int8's rounding error).
+    sums = (x.double() if activation_bits == 16 else quantized).view(num_rows, -1, 32).sum(-1)  # [M, K / 32]
+    expected = quantized @ (codes * scales.repeat_interleave(32, dim=1)).T + sums @ bases.T
+    out = _kernel(layer, x, activation_bits).double()
     # Float32 sums then bfloat16 rounding: within a bfloat16 step of the output's magnitude.
     assert (out - expected).abs().max().item() <= 2**-8 * expected.abs().max().item()
 
@@ -124,9 +131,28 @@ def test_rescored_logits_refuse_a_count_outside_the_head() -> None:
         kernels.rescored_logits(first_pass[:1], x, weight, 5)
 
 
+def test_int8_activations_are_coarser_than_int16_ones() -> None:
+    layer = Int4Linear.from_linear(_linear(256, 576))
+    x = torch.randn(8, 576, dtype=torch.bfloat16)
+    scales, bases = _group_parameters(layer)
+    exact = (
+        x.double()
+        @ (layer.codes().double() * scales.repeat_interleave(32, dim=1) + bases.repeat_interleave(32, dim=1)).T
+    )
+    errors = {bits: ((_kernel(layer, x, bits).double() - exact).norm() / exact.norm()).item() for bits in (16, 8)}
+    assert errors[16] < 0.005 < errors[8] < 0.05  # int16: bfloat16 output rounding; int8: ~1% more
+
+
+def test_int4_linear_refuses_other_activation_widths() -> None:
+    layer = Int4Linear.from_linear(_linear(16, 32))
+    with pytest.raises(RuntimeError, match="activation_bits must be 16 or 8, not 4"):
+        _kernel(layer, torch.randn(1, 32, dtype=torch.bfloat16), 4)
+
+
+@pytest.mark.parametrize("activation_bits", [16, 8])
 @pytest.mark.parametrize("num_rows", ROW_COUNTS)
-def test_int4_linear_is_row_invariant(num_rows: int) -> None:
-    layer = Int4Linear.from_linear(_linear(192, 576))
+def test_int4_linear_is_row_invariant(num_rows: int, activation_bits: int) -> None:
+    layer = Int4Linear.from_linear(_linear(192, 576), activation_bits=activation_bits)
     x = torch.randn(num_rows, 576, dtype=torch.bfloat16)
     out = layer(x)
     for row in range(num_rows):
@@ -136,6 +162,7 @@ def test_int4_linear_is_row_invariant(num_rows: int) -> None:
 @pytest.mark.parametrize("num_rows", ROW_COUNTS)
 def test_rescored_head_is_row_invariant_outside_prefill(num_rows: int) -> None:
     head = RescoredHead(_linear(4096, 576, seed=1))
+    assert isinstance(head.approximate, Int4Linear) and head.approximate.activation_bits == 8
     x = torch.randn(num_rows, 576, dtype=torch.bfloat16)
     out = head(x)
     for row in range(num_rows):

@@ -29,8 +29,10 @@ def _require_extension() -> ModuleType:
     return _extension
 
 
-def int4_linear(x: torch.Tensor, tiles: torch.Tensor, scales: torch.Tensor, bases: torch.Tensor) -> torch.Tensor:
-    """`x @ W.T` for a 4-bit weight W in `Int4Linear`'s tiled layout, activations quantized to int16 per 32.
+def int4_linear(
+    x: torch.Tensor, tiles: torch.Tensor, scales: torch.Tensor, bases: torch.Tensor, activation_bits: int = 16
+) -> torch.Tensor:
+    """`x @ W.T` for a 4-bit weight W in `Int4Linear`'s tiled layout, activations quantized per group of 32.
 
     Row invariant: each output row is bitwise the same whatever other rows `x` holds.
 
@@ -39,11 +41,16 @@ def int4_linear(x: torch.Tensor, tiles: torch.Tensor, scales: torch.Tensor, base
         tiles: [N / 16, K / 32, 256] uint8 codes (`quantization.pack_int4_tiles`).
         scales: [N / 16, K / 32, 16] bfloat16.
         bases: [N / 16, K / 32, 16] bfloat16: a weight is `code * scale + base`.
+        activation_bits: 16 (as exact as bfloat16) or 8 (twice the products per instruction, coarser:
+            what an output head's first pass, rescored after, can afford).
 
     Returns:
         [M, N] bfloat16.
+
+    Raises:
+        RuntimeError: `activation_bits` other than 16 or 8, or tensors of the wrong shape or dtype.
     """
-    return _require_extension().int4_linear(x, tiles, scales, bases)
+    return _require_extension().int4_linear(x, tiles, scales, bases, activation_bits)
 
 
 def rescored_logits(first_pass: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, count: int) -> torch.Tensor:

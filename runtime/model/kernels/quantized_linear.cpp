@@ -1,7 +1,8 @@
-// W4A16 linear layers for CPU: 4-bit weight codes times int16 activations quantized per group of 32,
-// and the output head's rescoring (each row's largest first-pass logits recomputed exactly). Both are row
-// invariant: a row's output is bitwise the same whatever other rows share the call (batched decode equals
-// single decode, a speculative verify pass equals plain decoding).
+// W4A16 and W4A8 linear layers for CPU: 4-bit weight codes times activations quantized per group of 32
+// to int16 (every decoder layer) or int8 (the output head's first pass), and the output head's rescoring
+// (each row's largest first-pass logits recomputed exactly). All are row invariant: a row's output is
+// bitwise the same whatever other rows share the call (batched decode equals single decode, a
+// speculative verify pass equals plain decoding).
 //
 // Weights are Int4Linear's tiled buffers (`pack_int4_tiles` in quantization.py makes them once):
 // `tiles` [N / 16, K / 32, 256] uint8 and `scales`, `bases` [N / 16, K / 32, 16] bfloat16, so a weight
@@ -11,36 +12,36 @@
 // so a shift and a mask give 16 columns' codes of one input pair as int16 pairs. Per row m:
 //
 //   y[m, n] = sum_g scale[n, g] * a_scale[m, g] * sum_{k in g} q[n, k] * a[m, k]   (integer dot products)
-//           + sum_g base[n, g] * x_sum[m, g]                                         (x_sum exact, in float)
+//           + sum_g base[n, g] * x_sum[m, g]                                         (in float)
 //
-// Per input pair, one AVX-512 VNNI `vpdpwssd` multiplies 16 columns' code pairs by the row's broadcast
-// activation pair (a[2i], a[2i + 1]) and adds into 16 int32 column sums: exact (|sum| <= 15 * 32767 * 32),
-// so how they are split over accumulators changes nothing. After each group two FMAs add the group
-// into 16 float column sums, over groups in a fixed order: no horizontal reduce, and nothing a row
-// computes depends on the other rows. Activations are int16 (a step of absmax / 32767 per group), not
-// int8 as llama.cpp's Q8_1: on SmolLM2 int8 activations tripled the decode path's KL divergence from
-// fp32, int16 ones are as exact as bfloat16. Rows in blocks of up to 8 share each unpacked weight
-// register; threads split the tiles (torch's pool, so torch.get_num_threads()).
+// int16: per input pair, one AVX-512 VNNI `vpdpwssd` multiplies 16 columns' code pairs by the row's
+// broadcast activation pair (a[2i], a[2i + 1]) and adds into 16 int32 column sums: exact (|sum| <= 15 *
+// 32767 * 32), so how they are split over accumulators changes nothing; x_sum is the exact group sum.
+// int8: the same tiles serve `vpdpbusd` unchanged (`packed & 0x0F0F0F0F` and `(packed >> 4) & 0x0F0F0F0F`
+// hold inputs 8j + (0, 4, 1, 5) and 8j + (2, 6, 3, 7) as bytes, the order the activation words are stored
+// in), so a group costs 8 instructions instead of 16; x_sum is the group sum as quantized, since against
+// the exact sum the uncentred codes (0..15) multiply the rounding error. After each group two FMAs add the
+// group into 16 float column sums, over groups in a fixed order: no horizontal reduce, and nothing a row
+// computes depends on the other rows. Rows in blocks of up to 8 share each unpacked weight register;
+// threads split the tiles (torch's pool, so torch.get_num_threads()).
 //
 // Measured limits (Zen 4, one core): a zmm vpdpwssd issues once a cycle (latency 4) on the pipes the FMAs
 // use, and a row's group costs 16 of them plus 3 float operations on those pipes (the scale product and
 // two fused adds, whose roundings the results depend on), so ~0.33 ns per vpdpwssd at 3.6 GHz; in cache
 // the kernel runs at ~0.35 at 8 rows (unrolling, deferring the float update and sharing broadcasts
 // over tiles gained nothing). With few rows the weights' stream from memory bounds it instead: see
-// runtime/model/huge_pages.py.
+// runtime/model/huge_pages.py. The 49152 x 576 head with int8 activations: 0.82x the int16 time at 1 row,
+// 0.62x at 8.
 //
-// Tried, and not worth its accuracy: int8 activations (vpdpbusd: half the instructions; the tiles serve
-// it unchanged, `packed & 0x0F0F0F0F` and `(packed >> 4) & 0x0F0F0F0F` hold inputs 8j + (0, 4, 1, 5) and
-// 8j + (2, 6, 3, 7) as bytes), each group escalated to an exact int16 split (x = 256 * hi + lo, a second
-// vpdpbusd pass) where its int8 error exceeds T times its row's squared norm. With int8 the base term
-// must use the quantized group sum: against the exact sum the uncentred codes (0..15) multiply the
-// rounding error, which is what tripled KL before. Teacher-forced on benchmarks/forward.py's 1000 tokens
-// (today: top-1 0.986, KL 0.00505), escalated share -> top-1, KL: 0% 0.981, 0.00729; 2% 0.984, 0.00603;
-// 6% 0.987, 0.00572; 17% 0.988, 0.00540; 46% 0.984, 0.00512; 100% 0.983, 0.00508 (int8 per 16 inputs:
-// 0.00630). 8 rows against this kernel (one thread): pure int8 1.50-1.63x, with the per-row escalation
-// branch 1.2-1.35x at 0%, 1.0x at 46%, 0.8-0.9x at 100%. A decode step's 211 calls at 8 rows cost 8 x 0.36
-// of one row's with int16, 8 x 0.225 with pure int8: even that is a kernel-only batch gain of 4.4x, not 5x.
-// Every 8-bit share adds KL, so int16 stays.
+// Why the decoder layers keep int16 (teacher-forced on benchmarks/forward.py's 1000 tokens, default mode
+// today: top-1 0.986, KL 0.00498, of which the head's 4-bit tail is 0.0037: an exact head gives 0.00127).
+// int8 activations in every layer with an exact head: top-1 0.978, KL 0.0033; in gate_up only 0.982; in
+// qkv only 0.979; in o_proj only 0.984; each group escalated to int16 where its int8 error exceeds T times
+// its row's squared norm: top-1 0.982 at 6% and 17% escalated, 0.986 only at 46% (90% of 8-row blocks
+// holding one). Top-1 agreement, not KL, is what int8 costs, and the head's rescored logits are the only
+// place its error cannot reach the choice. Measured last round: pure int8 8 rows 1.50-1.63x this kernel,
+// a decode step's calls at 8 rows 8 x 0.225 of one row's against 8 x 0.36: even that is a kernel-only batch
+// gain of 4.4x, not 5x.
 
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
@@ -80,9 +81,12 @@ inline void prefetch(const void* base, int64_t byte_offset) {
 
 // Activations of M rows quantized for the kernel.
 struct QuantizedActivations {
-  std::vector<int32_t> pairs;  // [M, K / 2]: int16 codes of inputs 2i (low half) and 2i + 1 (high half)
-  std::vector<float> scales;   // [M, K / 32]: each group's step
-  std::vector<float> sums;     // [M, K / 32]: exact sum of each group's inputs
+  // int16: [M, K / 2], the codes of inputs 2i (low half) and 2i + 1 (high half) of pair i.
+  // int8: [M, K / 4], per group and tile register j the bytes of inputs 8j + (0, 4, 1, 5), then of
+  // 8j + (2, 6, 3, 7): the order in which the register's low and high nibbles hold their codes.
+  std::vector<int32_t> words;
+  std::vector<float> scales;  // [M, K / 32]: each group's step
+  std::vector<float> sums;    // [M, K / 32]: sum of each group's inputs (int16: exact; int8: as quantized)
 };
 
 // 16 bfloat16 values (as raw bits) widened to float32.
@@ -100,44 +104,61 @@ inline __m256i round_to_bf16(__m512 values) {
   return _mm512_cvtepi32_epi16(rounded);
 }
 
-// One group of 32 bfloat16 inputs: its int16 codes in input order, step and exact sum.
-inline void quantize_group(const uint16_t* x, int32_t* pairs, float* scale, float* sum) {
+// One group of 32 bfloat16 inputs: codes of step absmax / (2^(BITS - 1) - 1), rounded to nearest even
+// (int16: 16 words in input order; int8: 8 words in the tiles' nibble order), step and sum.
+template <int BITS>
+inline void quantize_group(const uint16_t* x, int32_t* words, float* scale, float* sum) {
   const __m512 low = widen_bf16(x), high = widen_bf16(x + 16);
   const float absmax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(low), _mm512_abs_ps(high)));
-  const float step = absmax / 32767.0f;
+  const float step = absmax / (BITS == 8 ? 127.0f : 32767.0f);
   const __m512 inverse = _mm512_set1_ps(step > 0.0f ? 1.0f / step : 0.0f);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(pairs),
-                      _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(low, inverse))));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(pairs + 8),
-                      _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(high, inverse))));
+  const __m512i low_codes = _mm512_cvtps_epi32(_mm512_mul_ps(low, inverse));
+  const __m512i high_codes = _mm512_cvtps_epi32(_mm512_mul_ps(high, inverse));
   *scale = step;
-  *sum = _mm512_reduce_add_ps(_mm512_add_ps(low, high));
+  if constexpr (BITS == 8) {
+    // Byte b of word 2j + h holds input 8j + kOrder[4h + b].
+    constexpr int kOrder[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+    alignas(32) int8_t codes[kGroupSize];
+    _mm_store_si128(reinterpret_cast<__m128i*>(codes), _mm512_cvtsepi32_epi8(low_codes));
+    _mm_store_si128(reinterpret_cast<__m128i*>(codes + 16), _mm512_cvtsepi32_epi8(high_codes));
+    auto* bytes = reinterpret_cast<int8_t*>(words);
+    for (int i = 0; i < kGroupSize; ++i) bytes[i] = codes[8 * (i / 8) + kOrder[i % 8]];
+    // The base term must see the inputs as quantized: against the exact sum, the uncentred codes
+    // (0..15) would multiply the int8 rounding error.
+    *sum = static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(low_codes, high_codes))) * step;
+  } else {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(words), _mm512_cvtsepi32_epi16(low_codes));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(words + 8), _mm512_cvtsepi32_epi16(high_codes));
+    *sum = _mm512_reduce_add_ps(_mm512_add_ps(low, high));
+  }
 }
 
+template <int BITS>
 void quantize_activations(const uint16_t* x, int64_t num_rows, int64_t num_inputs, QuantizedActivations& out) {
-  const int64_t num_groups = num_inputs / kGroupSize;
-  out.pairs.resize(num_rows * num_inputs / 2);
+  const int64_t num_groups = num_inputs / kGroupSize, words_per_group = kGroupSize * BITS / 32;
+  out.words.resize(num_rows * num_groups * words_per_group);
   out.scales.resize(num_rows * num_groups);
   out.sums.resize(num_rows * num_groups);
   for (int64_t i = 0; i < num_rows * num_groups; ++i)
-    quantize_group(x + i * kGroupSize, out.pairs.data() + i * kGroupSize / 2, out.scales.data() + i,
-                   out.sums.data() + i);
+    quantize_group<BITS>(x + i * kGroupSize, out.words.data() + i * words_per_group, out.scales.data() + i,
+                         out.sums.data() + i);
 }
 
 // One tile (16 columns) for rows m0 .. m0 + M - 1. CHAINS independent integer accumulators per row
-// hide vpdpwssd's latency when rows are few.
-template <int M, int CHAINS>
+// hide the dot products' latency when rows are few.
+template <int M, int CHAINS, int BITS>
 inline void dot_tile(const __m512i* tile, const uint16_t* scales, const uint16_t* bases,
                      const QuantizedActivations& act, int64_t m0, int64_t num_inputs, int64_t num_columns,
                      c10::BFloat16* out) {
-  const int64_t num_groups = num_inputs / kGroupSize, num_pairs = num_inputs / 2;
-  const __m512i nibbles = _mm512_set1_epi32(0x000F000F);
-  const int32_t* pairs[M];
+  constexpr int64_t kWordsPerGroup = kGroupSize * BITS / 32;
+  const int64_t num_groups = num_inputs / kGroupSize, words_per_row = num_groups * kWordsPerGroup;
+  const __m512i nibbles = _mm512_set1_epi32(BITS == 8 ? 0x0F0F0F0F : 0x000F000F);
+  const int32_t* words[M];
   const float* a_scales[M];
   const float* a_sums[M];
   __m512 acc[M];
   for (int m = 0; m < M; ++m) {
-    pairs[m] = act.pairs.data() + (m0 + m) * num_pairs;
+    words[m] = act.words.data() + (m0 + m) * words_per_row;
     a_scales[m] = act.scales.data() + (m0 + m) * num_groups;
     a_sums[m] = act.sums.data() + (m0 + m) * num_groups;
     acc[m] = _mm512_setzero_ps();
@@ -151,15 +172,26 @@ inline void dot_tile(const __m512i* tile, const uint16_t* scales, const uint16_t
     for (int j = 0; j < 4; ++j) {
       prefetch(tile, ((g + kPrefetchGroups) * 4 + j) * 64);
       const __m512i packed = _mm512_loadu_si512(tile + g * 4 + j);
-      for (int p = 0; p < 4; ++p) {
-        const __m512i codes =
-            p == 0   ? _mm512_and_si512(packed, nibbles)
-            : p == 3 ? _mm512_srli_epi16(packed, 12)
-                     : _mm512_and_si512(_mm512_srli_epi32(packed, 4 * p), nibbles);
-        const int64_t pair = g * 16 + j * 4 + p;
-        for (int m = 0; m < M; ++m) {
-          __m512i& dot = dots[m][(j * 4 + p) % CHAINS];
-          dot = _mm512_dpwssd_epi32(dot, codes, _mm512_set1_epi32(pairs[m][pair]));
+      if constexpr (BITS == 8) {  // u8 codes times s8 activations, 4 inputs per lane
+        for (int h = 0; h < 2; ++h) {
+          const __m512i codes = _mm512_and_si512(h == 0 ? packed : _mm512_srli_epi32(packed, 4), nibbles);
+          const int64_t word = g * kWordsPerGroup + j * 2 + h;
+          for (int m = 0; m < M; ++m) {
+            __m512i& dot = dots[m][(j * 2 + h) % CHAINS];
+            dot = _mm512_dpbusd_epi32(dot, codes, _mm512_set1_epi32(words[m][word]));
+          }
+        }
+      } else {  // int16 code pairs times int16 activation pairs
+        for (int p = 0; p < 4; ++p) {
+          const __m512i codes =
+              p == 0   ? _mm512_and_si512(packed, nibbles)
+              : p == 3 ? _mm512_srli_epi16(packed, 12)
+                       : _mm512_and_si512(_mm512_srli_epi32(packed, 4 * p), nibbles);
+          const int64_t word = g * kWordsPerGroup + j * 4 + p;
+          for (int m = 0; m < M; ++m) {
+            __m512i& dot = dots[m][(j * 4 + p) % CHAINS];
+            dot = _mm512_dpwssd_epi32(dot, codes, _mm512_set1_epi32(words[m][word]));
+          }
         }
       }
     }
@@ -176,13 +208,14 @@ inline void dot_tile(const __m512i* tile, const uint16_t* scales, const uint16_t
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (m0 + m) * num_columns), round_to_bf16(acc[m]));
 }
 
+template <int BITS>
 void dot_block(int64_t rows, const __m512i* tile, const uint16_t* scales, const uint16_t* bases,
                const QuantizedActivations& act, int64_t m0, int64_t num_inputs, int64_t num_columns,
                c10::BFloat16* out) {
   switch (rows) {
 #define STENCIL_ROWS(R, CHAINS) \
   case R:                       \
-    return dot_tile<R, CHAINS>(tile, scales, bases, act, m0, num_inputs, num_columns, out);
+    return dot_tile<R, CHAINS, BITS>(tile, scales, bases, act, m0, num_inputs, num_columns, out);
     STENCIL_ROWS(1, 4) STENCIL_ROWS(2, 4) STENCIL_ROWS(3, 2) STENCIL_ROWS(4, 2)
     STENCIL_ROWS(5, 1) STENCIL_ROWS(6, 1) STENCIL_ROWS(7, 1) STENCIL_ROWS(8, 1)
 #undef STENCIL_ROWS
@@ -241,26 +274,14 @@ void check_bf16_matrix(const torch::Tensor& t, const char* name) {
               " must be a contiguous 2-D bfloat16 tensor, not ", t.scalar_type(), " ", t.sizes());
 }
 
-// x [M, K] bfloat16 times the 4-bit weight [N, K] given by (tiles, scales, bases): [M, N] bfloat16.
-torch::Tensor int4_linear(const torch::Tensor& x, const torch::Tensor& tiles, const torch::Tensor& scales,
-                          const torch::Tensor& bases) {
-  check_bf16_matrix(x, "x");
-  const int64_t num_rows = x.size(0), num_inputs = x.size(1);
-  TORCH_CHECK(num_inputs % kGroupSize == 0, "inputs must be a multiple of 32, not ", num_inputs);
-  const int64_t num_groups = num_inputs / kGroupSize;
-  TORCH_CHECK(tiles.scalar_type() == torch::kUInt8 && tiles.is_contiguous() && tiles.dim() == 3 &&
-                  tiles.size(1) == num_groups && tiles.size(2) == kTileGroupBytes,
-              "tiles must be contiguous uint8 [N / 16, K / 32, 256] with K = ", num_inputs, ", not ", tiles.sizes());
-  const int64_t num_tiles = tiles.size(0), num_columns = num_tiles * kTileColumns;
-  for (const torch::Tensor* t : {&scales, &bases})
-    TORCH_CHECK(t->scalar_type() == torch::kBFloat16 && t->is_contiguous() &&
-                    t->numel() == num_columns * num_groups,
-                "scales and bases must be contiguous bfloat16 [N / 16, K / 32, 16]");
-  torch::Tensor out = torch::empty({num_rows, num_columns}, x.options());
-  if (num_rows == 0) return out;
 #if STENCIL_HAS_VNNI
+template <int BITS>
+void int4_product(const torch::Tensor& x, const torch::Tensor& tiles, const torch::Tensor& scales,
+                  const torch::Tensor& bases, torch::Tensor& out) {
+  const int64_t num_rows = x.size(0), num_inputs = x.size(1), num_groups = num_inputs / kGroupSize;
+  const int64_t num_tiles = tiles.size(0), num_columns = num_tiles * kTileColumns;
   static thread_local QuantizedActivations act;
-  quantize_activations(reinterpret_cast<const uint16_t*>(x.data_ptr()), num_rows, num_inputs, act);
+  quantize_activations<BITS>(reinterpret_cast<const uint16_t*>(x.data_ptr()), num_rows, num_inputs, act);
   const auto* w = reinterpret_cast<const __m512i*>(tiles.data_ptr<uint8_t>());
   const auto* s = reinterpret_cast<const uint16_t*>(scales.data_ptr());
   const auto* b = reinterpret_cast<const uint16_t*>(bases.data_ptr());
@@ -273,10 +294,39 @@ torch::Tensor int4_linear(const torch::Tensor& x, const torch::Tensor& tiles, co
       const int64_t chunk_end = std::min(chunk + kTilesPerChunk, end);
       for (int64_t m0 = 0; m0 < num_rows; m0 += kMaxRowBlock)
         for (int64_t t = chunk; t < chunk_end; ++t)
-          dot_block(std::min(kMaxRowBlock, num_rows - m0), w + t * registers_per_tile, s + t * parameters_per_tile,
-                    b + t * parameters_per_tile, shared, m0, num_inputs, num_columns, y + t * kTileColumns);
+          dot_block<BITS>(std::min(kMaxRowBlock, num_rows - m0), w + t * registers_per_tile,
+                          s + t * parameters_per_tile, b + t * parameters_per_tile, shared, m0, num_inputs,
+                          num_columns, y + t * kTileColumns);
     }
   });
+}
+#endif  // STENCIL_HAS_VNNI
+
+// x [M, K] bfloat16 times the 4-bit weight [N, K] given by (tiles, scales, bases), activations quantized to
+// `activation_bits` (16 or 8) per group of 32: [M, N] bfloat16.
+torch::Tensor int4_linear(const torch::Tensor& x, const torch::Tensor& tiles, const torch::Tensor& scales,
+                          const torch::Tensor& bases, int64_t activation_bits) {
+  check_bf16_matrix(x, "x");
+  TORCH_CHECK(activation_bits == 16 || activation_bits == 8, "activation_bits must be 16 or 8, not ",
+              activation_bits);
+  const int64_t num_rows = x.size(0), num_inputs = x.size(1);
+  TORCH_CHECK(num_inputs % kGroupSize == 0, "inputs must be a multiple of 32, not ", num_inputs);
+  const int64_t num_groups = num_inputs / kGroupSize;
+  TORCH_CHECK(tiles.scalar_type() == torch::kUInt8 && tiles.is_contiguous() && tiles.dim() == 3 &&
+                  tiles.size(1) == num_groups && tiles.size(2) == kTileGroupBytes,
+              "tiles must be contiguous uint8 [N / 16, K / 32, 256] with K = ", num_inputs, ", not ", tiles.sizes());
+  const int64_t num_columns = tiles.size(0) * kTileColumns;
+  for (const torch::Tensor* t : {&scales, &bases})
+    TORCH_CHECK(t->scalar_type() == torch::kBFloat16 && t->is_contiguous() &&
+                    t->numel() == num_columns * num_groups,
+                "scales and bases must be contiguous bfloat16 [N / 16, K / 32, 16]");
+  torch::Tensor out = torch::empty({num_rows, num_columns}, x.options());
+  if (num_rows == 0) return out;
+#if STENCIL_HAS_VNNI
+  if (activation_bits == 8)
+    int4_product<8>(x, tiles, scales, bases, out);
+  else
+    int4_product<16>(x, tiles, scales, bases, out);
 #else
   TORCH_CHECK(false, "this build of the kernels has no AVX-512 VNNI code path");
 #endif
@@ -321,6 +371,10 @@ torch::Tensor rescored_logits(const torch::Tensor& first_pass, const torch::Tens
           chosen.push_back(v + __builtin_ctz(at_least));
       for (; v < num_tokens; ++v)
         if (row[v] >= cut) chosen.push_back(v);
+      // The chosen weight rows lie scattered over the head, out of cache: all are requested before the first
+      // sum (at 8 rows, 128 per row: 0.91 ms instead of 1.12 ms).
+      for (const int64_t id : chosen)
+        for (int64_t byte = 0; byte < num_inputs * 2; byte += 64) prefetch(ws + id * num_inputs, byte);
       for (const int64_t id : chosen) row[id] = dot_bf16(ws + id * num_inputs, xs + m * num_inputs, num_inputs);
     }
   });
@@ -335,7 +389,9 @@ torch::Tensor rescored_logits(const torch::Tensor& first_pass, const torch::Tens
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "Stencil's compiled CPU kernels (W4A16 quantized linear, the head's exact rescoring).";
   module.attr("has_vnni") = static_cast<bool>(STENCIL_HAS_VNNI);
-  module.def("int4_linear", &int4_linear, "x [M, K] bf16 times a tiled 4-bit weight [N, K]: [M, N] bf16.");
+  module.def("int4_linear", &int4_linear, "x [M, K] bf16 times a tiled 4-bit weight [N, K]: [M, N] bf16.",
+             pybind11::arg("x"), pybind11::arg("tiles"), pybind11::arg("scales"), pybind11::arg("bases"),
+             pybind11::arg("activation_bits") = 16);
   module.def("rescored_logits", &rescored_logits,
              "first_pass [M, V] bf16, x [M, K] bf16, weight [V, K] bf16, count: [M, V] float32 logits, those at "
              "least each row's count-th largest first-pass logit exact.");
