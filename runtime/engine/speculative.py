@@ -7,12 +7,18 @@ carry a draft of up to `num_draft_tokens` tokens, built in turns, the source cho
   tail, the next key): those bytes as the model is likeliest to write them: where the sequence
   wrote a prefix of them before, token-aligned, in the tokens it wrote it in (a model that wrote a
   key's `firmware` as `f` `irm` `ware` writes it so again, where the tokenizer has `firm` `ware`:
-  `earlier_spelling`), the rest encoded by the tokenizer;
+  `earlier_spelling`), the rest encoded by the tokenizer. Where forced text starts, the tokenizer's
+  spelling and, for text starting a word, the word's first letter alone (`s` `hift`: a model
+  spelling a key it did not expect) are weighed too, the spelling whose kind is accepted most often
+  drafted; where only white space may come first, a space and the text forced after it (` "` `b`);
 - prompt lookup (`prompt_lookup`) elsewhere: the text that followed the latest earlier occurrence
   of the longest suffix of the sequence's text (prompt, output and draft so far), matched as bytes
   (an answer's `"Margaret` matches a document's ` Margaret` token) and drafted as the tokens that
   stood there (a copy is written as it was read); it stops where the constraint forces text, which
-  then takes over (a copied value, then `", "`, then the next key). With a draft model, lookup
+  then takes over (a copied value, then `", "`, then the next key). Where the copied text's clause
+  ends (`, `, `) `, a line break: `ends_clause`) or the constraint refuses the copy, the copy going on
+  is weighed against a token that ended the sequence's copies before (`",`), so one verification
+  covers a value, its end and the next key. With a draft model, lookup
   drafts only after a match of `MODEL_FREE_MATCH_BYTES` (a copied span), else the model drafts;
 - a draft model (`draft_model`, or the target's own early layers with `self_draft_layers`; see
   runtime.engine.draft_model): it decodes the rest, one batched pass per token over every drafting
@@ -50,7 +56,11 @@ first token of a forced run, which the model often splits otherwise, e.g. ` "s` 
 `"shift`; a later forced token; both again for forced text spelled as before; a looked-up token, by
 the length of its match; a modelled token), and each kind an acceptance rate learnt from
 verification: the sequence's own counts drawn towards the engine's (faded, so they follow the
-workload). The draft is then cut to the length that maximizes expected tokens per unit of step cost
+workload); the alternatives weighed and not drafted are counted too, from what verification found
+there. A draft's first token is likelier accepted after a token the target was sure of (mid-copy,
+structure) than after one it was not (a value's first word): its rate is scaled by the level of the
+target's probability for the token before it (`confidence_level`), learnt per level. The draft is
+then cut to the length that maximizes expected tokens per unit of step cost
 (`draft_length`), the row cost fitted to the medians of the engine's timed passes (`RowCost`) and
 weighed against one sequence's share of a batched pass; a draft whose first token does not pay is
 not made. The draft model keeps its own allowance: doubled (to `num_draft_tokens`) while its tokens
@@ -70,7 +80,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from runtime.engine.runaway import closing_mask, ends_in_loop
+from runtime.engine.runaway import MAX_PERIOD, closing_mask, ends_in_loop
 from runtime.engine.sampler import apply_token_penalties, argmax_rows, sample_from_probs, sampling_probs
 from runtime.errors import RequestError
 
@@ -94,6 +104,15 @@ MODEL_FREE_MATCH_BYTES = 16
 MAX_SPELLING_CANDIDATES = 32
 #: Forced and looked-up encodings kept before the cache is cleared.
 MAX_CACHED_ENCODINGS = 4096
+#: Probabilities of the target's own token below which it was unsure of it, at or above which sure.
+LOW_CONFIDENCE = 0.4
+HIGH_CONFIDENCE = 0.85
+#: A match this long (in bytes) is a copy in progress, which a token that ended copies before may end.
+MIN_COPY_BYTES = 4
+#: Tokens that ended copies (`Speculator._copy_ends`) remembered; the least counted goes first.
+MAX_COPY_ENDS = 16
+#: Bytes that end a clause of copied text when white space follows them (`, `, `) `, `. `).
+CLAUSE_END_BYTES = frozenset(b",;:)]}.!?")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,16 +177,22 @@ class Draft:
         token_ids: the draft tokens (k >= 1), each allowed by the constraint where it stands.
         masks: k + 1 masks (bool [V]) for positions 0..k, or None for an unconstrained sequence.
         kinds: where each token came from (`_Kind`), to learn how often each kind is accepted.
+        confidence: how sure the target was of the token before the draft (`confidence_level`).
         num_modelled: how many trailing tokens came from the draft model.
         probs: float32 [num_modelled, V]: the distribution q each modelled token was sampled from;
             None when every token is a deterministic function of the context (q one-hot).
+        alternatives: (position, kind, token id) of the tokens weighed against the drafted one there
+            and not drafted; verification tells whether each would have been accepted, so the kinds
+            not chosen keep learning.
     """
 
     token_ids: list[int]
     masks: list[torch.Tensor] | None
     kinds: list[str]
+    confidence: str = "unknown"
     num_modelled: int = 0
     probs: torch.Tensor | None = None
+    alternatives: list[tuple[int, str, int]] = field(default_factory=list)
 
     def draft_probs(self, index: int) -> torch.Tensor | None:
         """q at draft position `index` (float32 [V]), None where it is one-hot."""
@@ -181,22 +206,37 @@ class _Kind:
     """Draft token kinds, each with its own acceptance rate (see `_Acceptance`)."""
 
     FORCED_FIRST = "forced-first"  # the first token of a run of forced text: the model may split it otherwise
+    FORCED_WORD_FIRST = "forced-word-first"  # the same, where the forced text starts with a word (a key, an enum)
     FORCED = "forced"
     SPELLED_FIRST = "spelled-first"  # forced text as the sequence spelled it earlier (`earlier_spelling`)
     SPELLED = "spelled"
+    SPLIT_FIRST = "split-first"  # forced text's first character alone (a model spelling a word it did not expect)
+    SPACED_FIRST = "spaced-first"  # a space where white space may come, then the text forced after it
+    COPY_END = "copy-end"  # a token that ended the sequence's copies before (`",`), drafted where a copy may end
+    LOOKUP_BOUNDARY = "lookup-boundary"  # a looked-up token where the copied text's clause ends (`, `, `)`, a newline)
     MODELLED = "modelled"
 
     @staticmethod
-    def forced(*, is_first: bool, is_spelled: bool) -> str:
-        """A forced token: the first of its run or not, an earlier spelling or the tokenizer's."""
+    def forced(*, is_first: bool, is_spelled: bool, is_word: bool = False) -> str:
+        """A forced token: the first of its run (of a run starting with a word) or not, an earlier
+        spelling or the tokenizer's."""
         if is_spelled:
             return _Kind.SPELLED_FIRST if is_first else _Kind.SPELLED
-        return _Kind.FORCED_FIRST if is_first else _Kind.FORCED
+        if not is_first:
+            return _Kind.FORCED
+        return _Kind.FORCED_WORD_FIRST if is_word else _Kind.FORCED_FIRST
 
     @staticmethod
     def lookup(match_bytes: int, is_first: bool) -> str:
         """A looked-up token, by how long the match behind it is (in powers of two of bytes)."""
         return f"lookup-{min(match_bytes, MAX_MATCH_BYTES).bit_length()}{'-first' if is_first else ''}"
+
+    @staticmethod
+    def is_copy(kind: str) -> bool:
+        """Whether `kind` is a looked-up token of a copy in progress (a match of `MIN_COPY_BYTES` or more)."""
+        if kind == _Kind.LOOKUP_BOUNDARY:
+            return True
+        return kind.startswith("lookup-") and int(kind.split("-")[1]) >= MIN_COPY_BYTES.bit_length()
 
     @staticmethod
     def prior_rate(kind: str) -> float:
@@ -210,11 +250,18 @@ class _Kind:
 #: token: the likelier the longer its match, 0.55 for one byte up to 0.95 for `MAX_MATCH_BYTES`).
 _PRIOR_RATES = {
     _Kind.FORCED_FIRST: 0.7,
+    _Kind.FORCED_WORD_FIRST: 0.7,
     _Kind.FORCED: 0.9,
     _Kind.SPELLED_FIRST: 0.8,
     _Kind.SPELLED: 0.9,
+    _Kind.SPLIT_FIRST: 0.5,
+    _Kind.SPACED_FIRST: 0.5,
+    _Kind.COPY_END: 0.6,
+    _Kind.LOOKUP_BOUNDARY: 0.4,
     _Kind.MODELLED: 0.5,
 }
+#: What a draft's first token's acceptance rate is taken to be before any was verified.
+_FIRST_TOKEN_PRIOR = 0.6
 #: Weight (in verified tokens) of the prior in the engine's rate, and of the engine's rate in a sequence's.
 _PRIOR_WEIGHT = 4.0
 _ENGINE_WEIGHT = 4.0
@@ -234,8 +281,12 @@ class _Acceptance:
     def record(self, kinds: list[str], num_accepted: int) -> None:
         """Count a verified draft: its first `num_accepted` tokens accepted, the next one rejected."""
         for index, kind in enumerate(kinds[: num_accepted + 1]):
-            self.reached[kind] = self.reached.get(kind, 0.0) + 1.0
-            self.accepted[kind] = self.accepted.get(kind, 0.0) + float(index < num_accepted)
+            self.record_one(kind, index < num_accepted)
+
+    def record_one(self, kind: str, is_accepted: bool) -> None:
+        """Count one token of `kind` that verification reached."""
+        self.reached[kind] = self.reached.get(kind, 0.0) + 1.0
+        self.accepted[kind] = self.accepted.get(kind, 0.0) + float(is_accepted)
 
     def fade(self) -> None:
         for counts in (self.accepted, self.reached):
@@ -256,6 +307,19 @@ class _History:
     text: bytearray = field(default_factory=bytearray)
     ends: list[int] = field(default_factory=list)
     acceptance: _Acceptance = field(default_factory=_Acceptance)
+    #: How sure the target was of its own token at the end of the last verification (`confidence_level`),
+    #: and the token count it ended at (the level holds only for the step right after it).
+    confidence: str = "unknown"
+    confidence_at: int = -1
+
+
+def confidence_level(probability: float) -> str:
+    """How sure the target was of a token it produced, in three levels: a draft after a token the
+    target was unsure of (a value's first word, a hallucination) is accepted far less often than one
+    after a token it was sure of (mid-copy, structure)."""
+    if probability < LOW_CONFIDENCE:
+        return "low"
+    return "high" if probability >= HIGH_CONFIDENCE else "mid"
 
 
 def longest_earlier_match(text: bytes, max_bytes: int) -> tuple[int, int]:
@@ -273,6 +337,23 @@ def longest_earlier_match(text: bytes, max_bytes: int) -> tuple[int, int]:
         else:
             low, end = length, start + length
     return low, end
+
+
+def ends_clause(text: bytes, start: int) -> bool:
+    """Whether `text` ends a clause at byte `start`: a line break there, or a punctuation mark
+    (`CLAUSE_END_BYTES`) followed by white space. A copy often ends there (`Verhoeven, switched`:
+    the answer's name ends at the comma)."""
+    if start >= len(text):
+        return False
+    byte = text[start]
+    if byte in b"\r\n":
+        return True
+    return byte in CLAUSE_END_BYTES and start + 1 < len(text) and text[start + 1] in b" \t\r\n"
+
+
+def is_punctuation(data: bytes) -> bool:
+    """Whether `data` is ASCII punctuation only (`",`, `)`, `."`): what ends a copy, not what continues it."""
+    return bool(data) and all(byte < 0x80 and not chr(byte).isalnum() and not chr(byte).isspace() for byte in data)
 
 
 def earlier_spelling(text: bytes, ends: list[int], forced: bytes) -> tuple[int, int]:
@@ -329,6 +410,8 @@ class RowCost:
         self.guess = guess
         self.is_fixed = is_fixed
         self._passes: dict[int, deque[tuple[int, float]]] = {}  # by bucket: (rows, seconds)
+        #: By bucket with `MIN_PASSES` passes: (median rows, median seconds, passes), until its next pass.
+        self._medians: dict[int, tuple[float, float, int]] = {}
         self._value: float | None = None  # the fit, until the next observation
 
     def observe(self, num_rows: int, seconds: float) -> None:
@@ -337,6 +420,7 @@ class RowCost:
         if bucket not in self._passes:
             self._passes[bucket] = deque(maxlen=self.WINDOW)
         self._passes[bucket].append((num_rows, seconds))
+        self._medians.pop(bucket, None)
         self._value = None
 
     @property
@@ -346,11 +430,11 @@ class RowCost:
         return self._value
 
     def _fit(self) -> float:
-        points = [
-            (statistics.median(rows for rows, _ in passes), statistics.median(s for _, s in passes), len(passes))
-            for passes in self._passes.values()
-            if len(passes) >= self.MIN_PASSES
-        ]
+        for bucket, passes in self._passes.items():
+            if bucket not in self._medians and len(passes) >= self.MIN_PASSES:
+                rows, seconds = statistics.median(r for r, _ in passes), statistics.median(s for _, s in passes)
+                self._medians[bucket] = (rows, seconds, len(passes))
+        points = list(self._medians.values())
         if len(points) < 2:
             return self.guess
         weight = sum(count for _, _, count in points)
@@ -397,6 +481,8 @@ class _Walk:
         self.end_ids = (frozenset() if params.ignore_eos else end_ids) | frozenset(params.stop_token_ids)
         self.token_ids: list[int] = []
         self.kinds: list[str] = []
+        self.alternatives: list[tuple[int, str, int]] = []
+        self.confidence = "unknown"
         self.modelled_probs: list[torch.Tensor] = []
         self.num_modelled = 0
         self._matcher = seq.matcher
@@ -415,6 +501,20 @@ class _Walk:
     def forced_bytes(self) -> bytes:
         """The bytes the constraint forces after the draft so far (none for an unconstrained sequence)."""
         return self._matcher.forced_bytes() if self._matcher is not None and self.is_open else b""
+
+    def forced_bytes_after(self, token_id: int) -> bytes:
+        """The bytes the constraint would force after `token_id` (none where it may not stand next)."""
+        if self._matcher is None or not self.allows(token_id):
+            return b""
+        probe = self._matcher.fork()
+        probe.advance(token_id)
+        return probe.forced_bytes() if probe.error is None else b""
+
+    def allows(self, token_id: int) -> bool:
+        """Whether `token_id` may stand next (the walk open, the mask allowing it, not an end token)."""
+        if not self.is_open or token_id in self.end_ids:
+            return False
+        return self.masks is None or bool(self.masks[-1][token_id])
 
     def push(self, token_id: int, kind: str) -> bool:
         """Add a token if it may stand next; else close the walk. Returns whether it was added."""
@@ -440,6 +540,7 @@ class _Walk:
     def cut(self, length: int) -> None:
         """Keep the first `length` tokens and close the walk (its matcher stands past them)."""
         del self.token_ids[length:], self.kinds[length:]
+        self.alternatives = [alternative for alternative in self.alternatives if alternative[0] < length]
         if self.masks is not None:
             del self.masks[length + 1 :]
         self.is_open = False
@@ -450,13 +551,20 @@ class _Walk:
         matcher = self._matcher
         if matcher is None:
             return None
-        prefix = self.seq.token_ids + draft_ids
-        is_closing = self.params.runaway_guard and ends_in_loop(prefix, self.seq.num_prompt_tokens)
+        is_closing = self.params.runaway_guard and self._may_loop(draft_ids)
+        if is_closing:
+            is_closing = ends_in_loop(self.seq.token_ids + draft_ids, self.seq.num_prompt_tokens)
         remaining = self.budget - len(draft_ids)
         mask = closing_mask(matcher, remaining) if is_closing else matcher.mask(max_remaining_tokens=remaining)
         if matcher.error is not None or mask.dim() != 1 or mask.numel() == 0:
             return None
         return mask
+
+    def _may_loop(self, draft_ids: list[int]) -> bool:
+        """Whether the text after `draft_ids` may end in a loop (`ends_in_loop`): only if its last
+        token recurs within the last `MAX_PERIOD` before it (a cheap test that rules most steps out)."""
+        recent = self.seq.token_ids[-(MAX_PERIOD + 1) :] + draft_ids
+        return recent[-1] in recent[-(MAX_PERIOD + 1) : -1]
 
     def draft(self) -> Draft | None:
         """The walk's draft, less trailing tokens after which the mask allows nothing (a mask a
@@ -473,6 +581,8 @@ class _Walk:
             kinds=self.kinds,
             num_modelled=self.num_modelled,
             probs=probs,
+            alternatives=self.alternatives,
+            confidence=self.confidence,
         )
 
 
@@ -501,8 +611,14 @@ class Speculator:
         self._token_bytes = tokenizer.decoded_bytes
         self._histories: weakref.WeakKeyDictionary[Sequence, _History] = weakref.WeakKeyDictionary()
         self._acceptance = _Acceptance()
+        #: How often a draft's first token is accepted, in all ("all") and after each confidence level.
+        self._first_tokens = _Acceptance()
         #: Forced text and looked-up token rests, encoded (the same keys and punctuation recur).
         self._encodings: dict[bytes, tuple[int, ...]] = {}
+        #: Tokens that ended copies (`",` after a copied value), by how often (`_learn_copy_end`).
+        self._copy_ends: dict[int, int] = {}
+        space = self._encode_whole_characters(b" ")
+        self._space_id = space[0] if len(space) == 1 else None
         fixed_cost = config.verify_row_cost
         self.row_cost = RowCost(DEFAULT_ROW_COST if fixed_cost is None else fixed_cost, is_fixed=fixed_cost is not None)
 
@@ -546,29 +662,89 @@ class Speculator:
         history = self._history(walk.seq)
         is_forced_run = False
         while walk.is_open and len(walk.token_ids) < num_wanted:
-            forced, num_spelled = self._forced_token_ids(history, walk) if self.config.jump_forward else ([], 0)
-            if forced:
-                for index, token_id in enumerate(forced[: num_wanted - len(walk.token_ids)]):
-                    kind = _Kind.forced(is_first=not (index or is_forced_run), is_spelled=index < num_spelled)
-                    if not walk.push(token_id, kind):
-                        break
+            spellings = self._forced_spellings(history, walk, is_first=not is_forced_run)
+            if spellings:
+                self._push_likeliest(history, walk, spellings, num_wanted)
                 is_forced_run = True
                 continue
             is_forced_run = False
-            if not self.config.prompt_lookup:
+            if self.config.prompt_lookup and self._push_lookup(history, walk, num_wanted):
+                continue
+            if not self._push_spaced(history, walk, num_wanted):
                 break
-            looked_up, match_bytes = self._lookup(history, walk, num_wanted - len(walk.token_ids))
-            if not looked_up or (self.draft_model is not None and match_bytes < MODEL_FREE_MATCH_BYTES):
-                break
-            for index, token_id in enumerate(looked_up):
-                if not walk.push(token_id, _Kind.lookup(match_bytes, index == 0)):
-                    break
-                if self.config.jump_forward and walk.forced_bytes():
-                    break  # the constraint forces what comes next: it drafts that
         rates = [self._rate(history, kind) for kind in walk.kinds]
+        if rates:
+            walk.confidence = history.confidence if history.confidence_at == len(walk.seq.token_ids) else "unknown"
+            rates[0] = min(1.0, rates[0] * self._confidence_factor(walk.confidence))
         length = draft_length(rates, row_cost)
         if length < len(walk.token_ids):
             walk.cut(length)
+
+    def _push_likeliest(
+        self, history: _History, walk: _Walk, candidates: list[tuple[list[int], list[str]]], num_wanted: int
+    ) -> None:
+        """Push the candidate continuation (token ids, their kinds) whose first kind is likeliest to be
+        accepted (the earliest of equals), as far as it goes within `num_wanted` tokens; the other
+        candidates' first tokens are kept as alternatives, for verification to count."""
+        chosen = max(candidates, key=lambda candidate: self._rate(history, candidate[1][0]))
+        position, first = len(walk.token_ids), chosen[0][0]
+        seen = {first}
+        for token_ids, kinds in candidates:
+            if token_ids[0] not in seen:
+                seen.add(token_ids[0])
+                walk.alternatives.append((position, kinds[0], token_ids[0]))
+        for token_id, kind in zip(chosen[0][: num_wanted - position], chosen[1]):
+            if not walk.push(token_id, kind):
+                break
+
+    def _push_lookup(self, history: _History, walk: _Walk, num_wanted: int) -> bool:
+        """Push looked-up tokens (`_lookup`) up to the text the constraint forces next, or up to where
+        the copied text's clause ends (or the constraint refuses the copy): there, the looked-up token
+        or a token that ended the sequence's copies before (`_copy_end`), the likelier. Returns
+        whether anything was pushed."""
+        looked_up, match_bytes, boundary = self._lookup(history, walk, num_wanted - len(walk.token_ids))
+        if not looked_up or (self.draft_model is not None and match_bytes < MODEL_FREE_MATCH_BYTES):
+            return False
+        num_before = len(walk.token_ids)
+        for index, token_id in enumerate(looked_up):
+            is_allowed = walk.allows(token_id)
+            if index == boundary or not is_allowed:
+                choices = [([token_id], [_Kind.LOOKUP_BOUNDARY])] if is_allowed else []
+                end_id = self._copy_end(walk) if match_bytes >= MIN_COPY_BYTES else None
+                if end_id is not None and end_id != token_id:
+                    choices.append(([end_id], [_Kind.COPY_END]))
+                if choices:
+                    self._push_likeliest(history, walk, choices, num_wanted)
+                break  # the next turn goes on from what was chosen
+            if not walk.push(token_id, _Kind.lookup(match_bytes, index == 0)):
+                break
+            if self.config.jump_forward and walk.forced_bytes():
+                break  # the constraint forces what comes next: it drafts that
+        return len(walk.token_ids) > num_before
+
+    def _push_spaced(self, history: _History, walk: _Walk, num_wanted: int) -> bool:
+        """Where nothing is forced only because white space may come first (`{"a": 1,` then ` "b"`) and
+        nothing was looked up, push a space and the text forced after it, spelled as the tokenizer
+        writes both (` "` `b` `":`), the first token of kind `SPACED_FIRST`. Returns whether anything was
+        pushed."""
+        last = self._bytes_of(walk.token_ids[-1:]) if walk.token_ids else bytes(history.text[-1:])
+        if not self.config.jump_forward or self._space_id is None or not is_punctuation(last[-1:]):
+            return False  # white space that a constraint makes optional follows punctuation (`,` `:` `[`)
+        forced = walk.forced_bytes_after(self._space_id)[:MAX_FORCED_BYTES]
+        token_ids = self._encode_whole_characters(b" " + forced) if forced else []
+        if not token_ids:
+            return False
+        num_before = len(walk.token_ids)
+        kinds = [_Kind.SPACED_FIRST] + [_Kind.FORCED] * (len(token_ids) - 1)
+        for token_id, kind in zip(token_ids[: num_wanted - num_before], kinds):
+            if not walk.push(token_id, kind):
+                break
+        return len(walk.token_ids) > num_before
+
+    def _copy_end(self, walk: _Walk) -> int | None:
+        """The token that most often ended a copy (`_learn`) among those the walk's mask allows next."""
+        allowed = [token_id for token_id in self._copy_ends if walk.allows(token_id)]
+        return max(allowed, key=self._copy_ends.__getitem__) if allowed else None
 
     def _history(self, seq: Sequence) -> _History:
         """`seq`'s history, its text brought up to its tokens."""
@@ -585,30 +761,42 @@ class Speculator:
         token_bytes = self._token_bytes
         return b"".join(token_bytes[token_id] if token_id < len(token_bytes) else b"" for token_id in token_ids)
 
+    def _confidence_factor(self, level: str) -> float:
+        """How much likelier than a draft's first token in general one is accepted after a token the
+        target was this sure of (`confidence_level`, learnt from verification)."""
+        overall = self._first_tokens.rate("all", _FIRST_TOKEN_PRIOR, _PRIOR_WEIGHT)
+        return self._first_tokens.rate(level, overall, _PRIOR_WEIGHT) / overall
+
     def _rate(self, history: _History, kind: str) -> float:
         """The chance a draft token of `kind` is accepted: the sequence's own rate, drawn towards the engine's."""
         prior = _Kind.prior_rate(kind)
         engine_rate = self._acceptance.rate(kind, prior, _PRIOR_WEIGHT)
         return history.acceptance.rate(kind, engine_rate, _ENGINE_WEIGHT)
 
-    def _lookup(self, history: _History, walk: _Walk, num_tokens: int) -> tuple[list[int], int]:
+    def _lookup(self, history: _History, walk: _Walk, num_tokens: int) -> tuple[list[int], int, int | None]:
         """Up to `num_tokens` tokens of the text that followed the latest earlier occurrence of the
-        longest suffix of the sequence's text (the draft so far included), and that suffix's length
-        in bytes (0: nothing recurs). The tokens are the ones that stood there (a copy is written as
-        it was read), but for a match ending inside a token, whose rest the tokenizer encodes."""
+        longest suffix of the sequence's text (the draft so far included), that suffix's length in
+        bytes (0: nothing recurs), and the index of the first of those tokens that starts where the
+        copied text's clause ends (`ends_clause`; None: none does). The tokens are the ones that stood
+        there (a copy is written as it was read), but for a match ending inside a token, whose rest
+        the tokenizer encodes."""
         text, ends, token_ids = self._context(history, walk)
         match_bytes, end = longest_earlier_match(text, MAX_MATCH_BYTES)
         if match_bytes == 0:
-            return [], 0
+            return [], 0, None
         index = bisect.bisect_right(ends, end)  # the token that holds byte `end`
         start = ends[index - 1] if index else 0
-        if end == start:
-            return token_ids[index : index + num_tokens], match_bytes
-        rest = text[end : ends[index]]
-        head = self._encode_whole_characters(rest)
-        if self._bytes_of(head) != rest:
-            return head[:num_tokens], match_bytes  # the token's rest is not whole characters
-        return (head + token_ids[index + 1 : index + num_tokens])[:num_tokens], match_bytes
+        head: list[int] = []
+        if end != start:
+            rest = text[end : ends[index]]
+            head = self._encode_whole_characters(rest)
+            if self._bytes_of(head) != rest:
+                return head[:num_tokens], match_bytes, None  # the token's rest is not whole characters
+            index += 1
+        copied = token_ids[index : index + num_tokens - len(head)]
+        starts = [ends[index + offset - 1] for offset in range(len(copied))]  # index >= 1: a match ends after byte 0
+        boundary = next((len(head) + offset for offset, at in enumerate(starts) if ends_clause(text, at)), None)
+        return (head + copied)[:num_tokens], match_bytes, boundary
 
     def _context(self, history: _History, walk: _Walk) -> tuple[bytes, list[int], list[int]]:
         """The sequence's text with the walk's draft so far, where each of its tokens ends in that
@@ -619,19 +807,45 @@ class Speculator:
             ends.append(len(text))
         return text, ends, walk.seq.token_ids + walk.token_ids
 
-    def _forced_token_ids(self, history: _History, walk: _Walk) -> tuple[list[int], int]:
-        """The text the constraint forces next (up to `MAX_FORCED_BYTES`) as the model is likeliest
-        to write it, and how many leading tokens of it are an earlier spelling: the longest prefix
-        the sequence already wrote, token-aligned, in the tokens it wrote it in (`earlier_spelling`:
-        a model writes a key's `firmware` as `f` `irm` `ware` again, where the tokenizer has `firm`
-        `ware`), the rest encoded as the tokenizer would write it."""
+    def _forced_spellings(self, history: _History, walk: _Walk, *, is_first: bool) -> list[tuple[list[int], list[str]]]:
+        """The text the constraint forces next (up to `MAX_FORCED_BYTES`), spelled as the model may
+        write it: (token ids, their kinds) for each spelling; none where nothing is forced (or
+        jump-forward is off).
+
+        The first spelling is the likeliest on its face: the longest prefix the sequence already
+        wrote, token-aligned, in the tokens it wrote it in (`earlier_spelling`: a model writes a key's
+        `firmware` as `f` `irm` `ware` again, where the tokenizer has `firm` `ware`), the rest encoded
+        as the tokenizer would write it. At the start of a run of forced text (`is_first`) the
+        tokenizer's own spelling follows, and for text starting with a word, that word's first
+        character alone, then the tokenizer's spelling of the rest (a model spelling a key it did not
+        expect often starts so: `s` `hift`)."""
+        if not self.config.jump_forward:
+            return []
         data = walk.forced_bytes()[:MAX_FORCED_BYTES]
         if not data:
-            return [], 0
+            return []
         text, ends, token_ids = self._context(history, walk)
         first, num_spelled = earlier_spelling(text, ends, data)
         spelled = token_ids[first : first + num_spelled]
-        return spelled + self._encode_whole_characters(data[len(self._bytes_of(spelled)) :]), num_spelled
+        token_ids = spelled + self._encode_whole_characters(data[len(self._bytes_of(spelled)) :])
+        is_word = data[:1].isalnum() and not text[-1:].isalnum()  # a word starts (`shift`), not goes on (`hift`)
+        kinds = [
+            _Kind.forced(is_first=is_first and not index, is_spelled=index < num_spelled, is_word=is_word)
+            for index in range(len(token_ids))
+        ]
+        spellings = [(token_ids, kinds)] if token_ids else []
+        if not is_first:
+            return spellings
+        if num_spelled:
+            encoded = self._encode_whole_characters(data)
+            if encoded:
+                first_kind = _Kind.forced(is_first=True, is_spelled=False, is_word=is_word)
+                spellings.append((encoded, [first_kind] + [_Kind.FORCED] * (len(encoded) - 1)))
+        split = self._encode_whole_characters(data[:1]) if is_word else []
+        if len(split) == 1:
+            split += self._encode_whole_characters(data[1:])
+            spellings.append((split, [_Kind.SPLIT_FIRST] + [_Kind.FORCED] * (len(split) - 1)))
+        return spellings
 
     def _encode_whole_characters(self, data: bytes) -> list[int]:
         """`data` encoded by the tokenizer, whole characters only: bytes past the last complete UTF-8
@@ -707,34 +921,65 @@ class Speculator:
             draft: the checked draft.
 
         Returns:
-            (token ids, 1..k + 1 of them; the processed logits rows of those positions, for logprobs).
+            (token ids, 1..k + 1 of them; the logits rows of those positions, processed (masked,
+            penalized) where they are sampled from or logprobs are asked for).
+
+        A greedy request without penalties or logprobs skips the masking: a row's argmax the mask
+        allows is its masked argmax (the first of equals as well), and a draft token is allowed where
+        it stands, so only a row whose argmax is not the draft token's needs its mask applied.
         """
         draft_ids = draft.token_ids
-        if draft.masks is not None:
-            logits.masked_fill_(~torch.stack(draft.masks), -torch.inf)
+        masks = draft.masks
+        is_plain_greedy = params.is_greedy and not params.has_penalties and params.logprobs is None
+        if masks is not None and not is_plain_greedy:
+            logits.masked_fill_(~torch.stack(masks), -torch.inf)
         if params.has_penalties:
             prefixes = [seq.token_ids + draft_ids[:index] for index in range(len(draft_ids) + 1)]
             rows = len(prefixes)
             apply_token_penalties(logits, prefixes, [seq.num_prompt_tokens] * rows, [params] * rows)
         if params.is_greedy:
             targets = argmax_rows(logits).tolist()
-            num_accepted = next((i for i, x in enumerate(draft_ids) if targets[i] != x), len(draft_ids))
-            token_ids = draft_ids[:num_accepted] + [targets[num_accepted]]
+            num_accepted = 0
+            while True:
+                token_id = targets[num_accepted]
+                if is_plain_greedy and masks is not None and not bool(masks[num_accepted][token_id]):
+                    logits[num_accepted].masked_fill_(~masks[num_accepted], -torch.inf)
+                    token_id = int(argmax_rows(logits[num_accepted : num_accepted + 1])[0])
+                if num_accepted == len(draft_ids) or token_id != draft_ids[num_accepted]:
+                    break
+                num_accepted += 1
+            token_ids = draft_ids[:num_accepted] + [token_id]
+            probability = float(torch.softmax(logits[num_accepted], 0)[token_id])  # the mask's share aside
         else:
-            token_ids = _accept_sampled(sampling_probs(logits, [params] * logits.shape[0]), seq, draft)
+            probs = sampling_probs(logits, [params] * logits.shape[0])
+            token_ids = _accept_sampled(probs, seq, draft)
             num_accepted = len(token_ids) - 1
+            probability = float(probs[num_accepted, token_ids[-1]])
+        history = self._history(seq)
+        history.confidence, history.confidence_at = confidence_level(probability), len(seq.token_ids) + len(token_ids)
         seq.num_draft_tokens += len(draft_ids)
         seq.num_accepted_draft_tokens += num_accepted
-        self._learn(seq, draft, num_accepted)
+        self._learn(seq, draft, token_ids)
         return token_ids, logits[: len(token_ids)]
 
-    def _learn(self, seq: Sequence, draft: Draft, num_accepted: int) -> None:
-        """Count which kinds of draft tokens were accepted, for the sequence and the engine (whose
-        counts fade a little each time), and adapt the draft model's allowance: doubled after a whole
-        acceptance of its tokens, cut to one past what was accepted of them after a rejection there."""
+    def _learn(self, seq: Sequence, draft: Draft, token_ids: list[int]) -> None:
+        """Count which kinds of draft tokens were accepted (`token_ids`: what the step produced), and
+        whether each alternative reached would have been, for the sequence and the engine (whose
+        counts fade a little each time); note what ended a copy (`_learn_copy_end`); adapt the draft
+        model's allowance: doubled after a whole acceptance of its tokens, cut to one past what was
+        accepted of them after a rejection there."""
+        num_accepted = len(token_ids) - 1
+        history = self._history(seq)
         self._acceptance.fade()
-        self._acceptance.record(draft.kinds, num_accepted)
-        self._history(seq).acceptance.record(draft.kinds, num_accepted)
+        for acceptance in (self._acceptance, history.acceptance):
+            acceptance.record(draft.kinds, num_accepted)
+            for position, kind, token_id in draft.alternatives:
+                if position <= num_accepted:
+                    acceptance.record_one(kind, token_ids[position] == token_id)
+        self._first_tokens.fade()
+        self._first_tokens.record_one("all", num_accepted > 0)
+        self._first_tokens.record_one(draft.confidence, num_accepted > 0)
+        self._learn_copy_end(draft.kinds, token_ids)
         num_accepted_modelled = num_accepted - (len(draft.token_ids) - draft.num_modelled)
         if draft.num_modelled and self.draft_model is not None and num_accepted_modelled >= 0:
             allowance = self.draft_model.allowance(seq)
@@ -742,6 +987,20 @@ class Speculator:
             self.draft_model.set_allowance(
                 seq, _next_allowance(allowance, draft.num_modelled, num_accepted_modelled, maximum)
             )
+
+    def _learn_copy_end(self, kinds: list[str], token_ids: list[int]) -> None:
+        """Count the tokens that ended copies: the step's own token where a looked-up token of a copy
+        in progress was rejected, and accepted `COPY_END` tokens, when they are punctuation
+        (`",` after a copied value; a word there is the answer leaving the copy, not ending it)."""
+        ends = [token_ids[index] for index, kind in enumerate(kinds[: len(token_ids) - 1]) if kind == _Kind.COPY_END]
+        last = len(token_ids) - 1
+        if last < len(kinds) and _Kind.is_copy(kinds[last]):
+            ends.append(token_ids[last])
+        for token_id in ends:
+            if is_punctuation(self._bytes_of([token_id])):
+                self._copy_ends[token_id] = self._copy_ends.get(token_id, 0) + 1
+        while len(self._copy_ends) > MAX_COPY_ENDS:
+            del self._copy_ends[min(self._copy_ends, key=self._copy_ends.__getitem__)]
 
     def release_finished(self) -> None:
         """Free the draft model's KV of finished sequences (call from the stepping thread only)."""

@@ -24,8 +24,11 @@ from runtime.engine.speculative import (
     RowCost,
     SpeculativeConfig,
     Speculator,
+    confidence_level,
     draft_length,
     earlier_spelling,
+    ends_clause,
+    is_punctuation,
     longest_earlier_match,
 )
 from runtime.errors import RequestError
@@ -281,6 +284,143 @@ def test_jump_forward_drafts_forced_text_as_the_sequence_spelled_it_before() -> 
     assert draft is not None
     assert draft.token_ids[:3] == spelled and draft.kinds[:3] == ["spelled-first", "spelled", "spelled"]
     assert tokenizer.decode(draft.token_ids) == 'firmware": "'
+
+
+def test_ends_clause_at_a_line_break_or_punctuation_before_white_space() -> None:
+    text = b"Daniel Verhoeven, switched (4.2.1) to v4.2.\nNext"
+    assert ends_clause(text, text.index(b","))  # `, `
+    assert ends_clause(text, text.index(b")"))  # `) `
+    assert ends_clause(text, text.index(b"\n"))
+    assert not ends_clause(text, text.index(b".2.1"))  # a dot inside a number
+    assert not ends_clause(text, text.index(b" switched"))
+    assert not ends_clause(text, len(text))
+    assert is_punctuation(b'",') and is_punctuation(b")") and not is_punctuation(b" ,") and not is_punctuation(b"a,")
+
+
+def _copy_in_progress() -> tuple[Engine, Sequence, list[int]]:
+    """A JSON answer copying `Daniel Verhoeven` from its prompt, up to where the prompt's clause ends
+    (`, switched`); and the prompt's tokens after the name."""
+    tokenizer = smollm2_tokenizer()
+    engine = make_engine(SpeculativeConfig(verify_row_cost=0.0))
+    prompt = tokenizer.encode("The supervisor, Daniel Verhoeven, switched the line to manual.\n")
+    constraint = grammars.compile(Person)
+    matcher = constraint.matcher(engine.vocabulary)
+    answer = tokenizer.encode('{"name": "Daniel Verhoeven')
+    for token_id in answer:
+        matcher.advance(token_id)
+    seq = Sequence(seq_id=0, token_ids=prompt + answer, num_prompt_tokens=len(prompt), matcher=matcher)
+    return engine, seq, tokenizer.encode(", switched")
+
+
+def test_a_copy_drafts_the_token_that_ended_copies_before_where_its_clause_ends() -> None:
+    """Where the copied text's clause ends, the draft weighs going on with the copy against a token
+    that ended copies before (`",`), drafts the likelier, keeps the other for verification to count,
+    and goes on with the structure the constraint forces after it."""
+    engine, seq, after = _copy_in_progress()
+    speculator = engine.speculator
+    assert speculator is not None
+    alone = speculator.propose(seq, GREEDY, budget=30)  # no copy has ended yet: the copy goes on
+    assert alone is not None and alone.token_ids[0] == after[0] and alone.kinds[0] == "lookup-boundary"
+    end = smollm2_tokenizer().encode('",')
+    assert len(end) == 1
+    speculator._copy_ends[end[0]] = 1
+    draft = speculator.propose(seq, GREEDY, budget=30)
+    assert draft is not None and draft.token_ids[0] == end[0] and draft.kinds[0] == "copy-end"
+    assert (0, "lookup-boundary", after[0]) in draft.alternatives
+    assert smollm2_tokenizer().decode(draft.token_ids) == '", "age":'  # the next key, to where white space may come
+
+
+def test_verification_counts_the_alternatives_it_reached_and_learns_what_ended_a_copy() -> None:
+    engine, seq, after = _copy_in_progress()
+    speculator = engine.speculator
+    assert speculator is not None
+    end = smollm2_tokenizer().encode('",')[0]
+    draft = speculator.propose(seq, GREEDY, budget=30)
+    assert draft is not None and draft.kinds[0] == "lookup-boundary"
+    draft.alternatives.append((0, "copy-end", end))
+    logits = torch.zeros(len(draft.token_ids) + 1, engine.vocabulary.size)
+    logits[0, end] = 5.0  # the target ends the copy
+    token_ids, _ = speculator.verify(logits, seq, GREEDY, draft)
+    assert token_ids == [end]
+    history = speculator._history(seq)
+    assert history.acceptance.accepted == {"lookup-boundary": 0.0, "copy-end": 1.0}
+    assert history.acceptance.reached == {"lookup-boundary": 1.0, "copy-end": 1.0}
+    assert speculator._copy_ends == {end: 1}  # a looked-up token rejected for punctuation: a copy's end
+
+
+def test_forced_text_starting_a_word_is_spelled_as_the_model_spelled_such_words() -> None:
+    """A key's first word may be written as the tokenizer writes it (`shift`) or first letter first
+    (`s` `hift`); the draft takes the spelling whose kind verification accepted more often."""
+    tokenizer = smollm2_tokenizer()
+    engine = make_engine(SpeculativeConfig(prompt_lookup=False, verify_row_cost=0.0))
+    speculator = engine.speculator
+    assert speculator is not None
+    constraint = grammars.compile(grammars.Regex(r'\{"shift": "[a-z]+"\}'))
+    matcher = constraint.matcher(engine.vocabulary)
+    for token_id in tokenizer.encode('{"'):
+        matcher.advance(token_id)
+    seq = Sequence(seq_id=0, token_ids=[5, 6, *tokenizer.encode('{"')], num_prompt_tokens=2, matcher=matcher)
+    whole = speculator.propose(seq, GREEDY, budget=20)
+    assert whole is not None and whole.kinds[0] == "forced-word-first"
+    assert tokenizer.decode(whole.token_ids[:1]) == "shift"
+    assert (0, "split-first", tokenizer.encode("s")[0]) in whole.alternatives
+    for _ in range(20):  # verification found the model writing such words first letter first
+        speculator._acceptance.record_one("split-first", True)
+        speculator._acceptance.record_one("forced-word-first", False)
+    split = speculator.propose(seq, GREEDY, budget=20)
+    assert split is not None and split.kinds[0] == "split-first"
+    assert split.token_ids[0] == tokenizer.encode("s")[0]
+    assert tokenizer.decode(split.token_ids).startswith('shift": "')
+
+
+def test_greedy_verification_masks_only_a_row_whose_argmax_the_mask_refuses() -> None:
+    """Without penalties or logprobs, a greedy verification leaves rows unmasked: a row whose
+    argmax the mask refuses is masked and its argmax taken again, so a draft token the mask kept
+    is still accepted; with logprobs, every row comes back masked."""
+    speculator = Speculator(SpeculativeConfig(), smollm2_tokenizer(), frozenset())
+    vocab_size = 8
+    masks = [torch.tensor([i in allowed for i in range(vocab_size)]) for allowed in ({2, 3}, {4, 5}, {6})]
+    logits = torch.zeros(3, vocab_size)
+    logits[0, 7], logits[0, 3] = 9.0, 5.0  # row 0: the argmax 7 is refused, the draft token 3 is next best
+    logits[1, 5] = 4.0  # row 1: 5, the draft token
+    logits[2, 0], logits[2, 6] = 9.0, 1.0  # row 2 (the target's own token): 0 refused, 6 allowed
+    for params in (GREEDY, SamplingParams(temperature=0.0, max_tokens=40, logprobs=1)):
+        seq = Sequence(seq_id=0, token_ids=[1, 2], num_prompt_tokens=2)
+        draft = Draft(token_ids=[3, 5], masks=masks, kinds=["lookup-3", "lookup-3"])
+        token_ids, rows = speculator.verify(logits.clone(), seq, params, draft)
+        assert token_ids == [3, 5, 6]
+        if params.logprobs is not None:
+            assert bool((rows[~torch.stack(masks)] == -torch.inf).all())
+
+
+def test_confidence_levels_and_the_level_a_verification_leaves() -> None:
+    assert [confidence_level(p) for p in (0.1, 0.5, 0.95)] == ["low", "mid", "high"]
+    speculator = Speculator(SpeculativeConfig(), smollm2_tokenizer(), frozenset())
+    seq = Sequence(seq_id=0, token_ids=[1, 2], num_prompt_tokens=2)
+    logits = torch.zeros(2, 8)
+    logits[:, 3] = 20.0  # sure of 3 at both positions
+    token_ids, _ = speculator.verify(logits, seq, GREEDY, Draft(token_ids=[3], masks=None, kinds=["lookup-3"]))
+    assert token_ids == [3, 3]
+    history = speculator._history(seq)
+    assert (history.confidence, history.confidence_at) == ("high", 4)
+
+
+def test_drafts_go_through_the_runaway_guard_as_plain_steps() -> None:
+    """A looping array (`[0,0,0,...`) is closed by the runaway guard at the same token with drafts
+    (prompt lookup drafts the loop on and on) as without: a draft position's mask is the closing
+    mask wherever the plain step's would be."""
+    from tests.runtime.test_runaway import LoopingRunner, token_id
+
+    constraint = grammars.compile(list[int])
+    outputs = []
+    for config in (None, SpeculativeConfig(verify_row_cost=0.0)):
+        runner = LoopingRunner({token_id(b"0"): 60.0, token_id(b","): 50.0})
+        engine = Engine(runner, smollm2_tokenizer(), speculative=config)
+        output = engine.generate([[5, 6, 7]], GREEDY, constraints=constraint)[0]
+        outputs.append(list(output.outputs[0].token_ids))
+        assert constraint.accepts(output.outputs[0].text) and output.outputs[0].finish_reason == "stop"
+        assert config is None or output.usage.accepted_draft_tokens > 0
+    assert outputs[0] == outputs[1] and len(outputs[0]) < 30  # closed early, at the same token
 
 
 class _NothingAfterForcedText:
