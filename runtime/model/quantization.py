@@ -12,8 +12,9 @@ The output head (the largest matrix of a small model, tied to the embeddings) be
 the KL divergence from fp32 on SmolLM2 (its embeddings are Q8_0); rescoring brings it back near a
 bfloat16 head's while keeping most of the quantized head's speed (benchmarks/forward.py). Only the
 head's first pass quantizes activations to int8 (with the compiled kernels): its error stays out of
-the rescored logits, so it cannot change a greedy choice, and rescoring 128 rather than 64 more than
-pays for it in KL divergence.
+the rescored logits, so a greedy choice changes only if the best token falls out of the first pass's
+top 128 (top-1 agreement is unchanged), and rescoring 128 rather than 64 more than pays for it in KL
+divergence.
 
 Activations are bfloat16. Small matmuls (decode: one row per sequence) run weight-only kernels,
 which read 1/4 (int8) or 1/8 (int4) of the fp32 bytes. In every prefill pass (the model runner sets
