@@ -369,10 +369,9 @@ class Engine:
             if self.speculator is not None and not batch.is_prefill:
                 drafts = self._propose_drafts(batch)  # outside the lock: drafts walk the matchers
             with self._lock:
-                if self.speculator is not None:
-                    batch = self._attach_drafts(batch, drafts)
-                    if not batch.seqs:
-                        self.speculator.release_finished()
+                batch = self._attach_drafts(batch, drafts)  # also leaves out sequences aborted meanwhile
+                if self.speculator is not None and not batch.seqs:
+                    self.speculator.release_finished()
                 if not batch.seqs:
                     return []  # every sequence was aborted while its draft was made
                 forward_batch = ForwardBatch(
