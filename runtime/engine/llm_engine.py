@@ -46,6 +46,7 @@ from runtime.engine.block_manager import BlockManager
 from runtime.engine.completion import accept_token, request_output, take_delta
 from runtime.engine.constraints import Constraint
 from runtime.engine.draft_model import draft_model_for
+from runtime.engine.draft_walk import Draft
 from runtime.engine.guarded_matcher import guarded_matcher
 from runtime.engine.outputs import CompletionDelta, RequestOutput, RequestUpdate
 from runtime.engine.runaway import closing_mask, ends_in_loop
@@ -54,7 +55,7 @@ from runtime.engine.sampling_params import SamplingParams
 from runtime.engine.scheduler import ScheduledBatch, Scheduler
 from runtime.engine.scoring import num_blocks_to_score, score_continuations
 from runtime.engine.sequence import FinishReason, Request, Sequence, SequenceStatus, TokenLogprob
-from runtime.engine.speculative import Draft, SpeculativeConfig, Speculator
+from runtime.engine.speculative import SpeculativeConfig, Speculator
 from runtime.errors import EngineError, PromptTooLongError, RequestError
 from runtime.model.runner import ForwardBatch
 

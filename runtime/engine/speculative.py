@@ -65,6 +65,10 @@ then cut to the length that maximizes expected tokens per unit of step cost
 weighed against one sequence's share of a batched pass; a draft whose first token does not pay is
 not made. The draft model keeps its own allowance: doubled (to `num_draft_tokens`) while its tokens
 are accepted whole, one past the accepted count when not.
+
+Here: the configuration and the `Speculator` (drafts proposed in turns from each source, verified,
+learnt from). Apart: a draft and its checks (runtime.engine.draft_walk), where the text holds copies
+and spellings (runtime.engine.draft_text), acceptance rates and row costs (runtime.engine.draft_rates).
 """
 
 from __future__ import annotations
@@ -72,15 +76,31 @@ from __future__ import annotations
 import bisect
 import codecs
 import os
-import statistics
 import weakref
-from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
-from runtime.engine.runaway import MAX_PERIOD, closing_mask, ends_in_loop
+from runtime.engine.draft_rates import (
+    DEFAULT_ROW_COST,
+    MIN_COPY_BYTES,
+    Acceptance,
+    DraftKind,
+    RowCost,
+    confidence_factor,
+    confidence_level,
+    draft_length,
+    kind_rate,
+)
+from runtime.engine.draft_text import (
+    MAX_MATCH_BYTES,
+    earlier_spelling,
+    ends_clause,
+    is_punctuation,
+    longest_earlier_match,
+)
+from runtime.engine.draft_walk import Draft, DraftWalk
 from runtime.engine.sampler import apply_token_penalties, argmax_rows, sample_from_probs, sampling_probs
 from runtime.errors import RequestError
 
@@ -93,26 +113,12 @@ if TYPE_CHECKING:
 
 #: Most forced bytes one jump-forward reads ahead (a long key or enum tail fits; the draft caps it anyway).
 MAX_FORCED_BYTES = 64
-#: Longest context end, in bytes, that prompt lookup matches (longer matches say little more).
-MAX_MATCH_BYTES = 256
-#: What a verified row is taken to cost (of a one-row step) until the engine's passes are timed
-#: (measured on a 2-core CPU: 0.2-0.3 with SmolLM2-135M at 4 bits).
-DEFAULT_ROW_COST = 0.3
 #: With a draft model, lookup drafts only after a match this long (a copied span); else the model drafts.
 MODEL_FREE_MATCH_BYTES = 16
-#: Earlier occurrences of forced text's first bytes that `earlier_spelling` weighs, the latest first.
-MAX_SPELLING_CANDIDATES = 32
 #: Forced and looked-up encodings kept before the cache is cleared.
 MAX_CACHED_ENCODINGS = 4096
-#: Probabilities of the target's own token below which it was unsure of it, at or above which sure.
-LOW_CONFIDENCE = 0.4
-HIGH_CONFIDENCE = 0.85
-#: A match this long (in bytes) is a copy in progress, which a token that ended copies before may end.
-MIN_COPY_BYTES = 4
 #: Tokens that ended copies (`Speculator._copy_ends`) remembered; the least counted goes first.
 MAX_COPY_ENDS = 16
-#: Bytes that end a clause of copied text when white space follows them (`, `, `) `, `. `).
-CLAUSE_END_BYTES = frozenset(b",;:)]}.!?")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,135 +175,6 @@ class SpeculativeConfig:
         return self.draft_model is not None or self.self_draft_layers is not None
 
 
-@dataclass
-class Draft:
-    """A checked draft of one sequence: forced, looked-up and modelled tokens.
-
-    Attributes:
-        token_ids: the draft tokens (k >= 1), each allowed by the constraint where it stands.
-        masks: k + 1 masks (bool [V]) for positions 0..k, or None for an unconstrained sequence.
-        kinds: where each token came from (`_Kind`), to learn how often each kind is accepted.
-        confidence: how sure the target was of the token before the draft (`confidence_level`).
-        num_modelled: how many trailing tokens came from the draft model.
-        probs: float32 [num_modelled, V]: the distribution q each modelled token was sampled from;
-            None when every token is a deterministic function of the context (q one-hot).
-        alternatives: (position, kind, token id) of the tokens weighed against the drafted one there
-            and not drafted; verification tells whether each would have been accepted, so the kinds
-            not chosen keep learning.
-    """
-
-    token_ids: list[int]
-    masks: list[torch.Tensor] | None
-    kinds: list[str]
-    confidence: str = "unknown"
-    num_modelled: int = 0
-    probs: torch.Tensor | None = None
-    alternatives: list[tuple[int, str, int]] = field(default_factory=list)
-
-    def draft_probs(self, index: int) -> torch.Tensor | None:
-        """q at draft position `index` (float32 [V]), None where it is one-hot."""
-        first_modelled = len(self.token_ids) - self.num_modelled
-        if self.probs is None or index < first_modelled:
-            return None
-        return self.probs[index - first_modelled]
-
-
-class _Kind:
-    """Draft token kinds, each with its own acceptance rate (see `_Acceptance`)."""
-
-    FORCED_FIRST = "forced-first"  # the first token of a run of forced text: the model may split it otherwise
-    FORCED_WORD_FIRST = "forced-word-first"  # the same, where the forced text starts with a word (a key, an enum)
-    FORCED = "forced"
-    SPELLED_FIRST = "spelled-first"  # forced text as the sequence spelled it earlier (`earlier_spelling`)
-    SPELLED = "spelled"
-    SPLIT_FIRST = "split-first"  # forced text's first character alone (a model spelling a word it did not expect)
-    SPACED_FIRST = "spaced-first"  # a space where white space may come, then the text forced after it
-    COPY_END = "copy-end"  # a token that ended the sequence's copies before (`",`), drafted where a copy may end
-    LOOKUP_BOUNDARY = "lookup-boundary"  # a looked-up token where the copied text's clause ends (`, `, `)`, a newline)
-    MODELLED = "modelled"
-
-    @staticmethod
-    def forced(*, is_first: bool, is_spelled: bool, is_word: bool = False) -> str:
-        """A forced token: the first of its run (of a run starting with a word) or not, an earlier
-        spelling or the tokenizer's."""
-        if is_spelled:
-            return _Kind.SPELLED_FIRST if is_first else _Kind.SPELLED
-        if not is_first:
-            return _Kind.FORCED
-        return _Kind.FORCED_WORD_FIRST if is_word else _Kind.FORCED_FIRST
-
-    @staticmethod
-    def lookup(match_bytes: int, is_first: bool) -> str:
-        """A looked-up token, by how long the match behind it is (in powers of two of bytes)."""
-        return f"lookup-{min(match_bytes, MAX_MATCH_BYTES).bit_length()}{'-first' if is_first else ''}"
-
-    @staticmethod
-    def is_copy(kind: str) -> bool:
-        """Whether `kind` is a looked-up token of a copy in progress (a match of `MIN_COPY_BYTES` or more)."""
-        if kind == _Kind.LOOKUP_BOUNDARY:
-            return True
-        return kind.startswith("lookup-") and int(kind.split("-")[1]) >= MIN_COPY_BYTES.bit_length()
-
-    @staticmethod
-    def prior_rate(kind: str) -> float:
-        """`kind`'s acceptance rate before any of its tokens was verified (see `_PRIOR_RATES`)."""
-        if kind in _PRIOR_RATES:
-            return _PRIOR_RATES[kind]
-        return 0.5 + 0.05 * int(kind.split("-")[1])
-
-
-#: What a kind's acceptance rate is taken to be before any of its tokens was verified (a looked-up
-#: token: the likelier the longer its match, 0.55 for one byte up to 0.95 for `MAX_MATCH_BYTES`).
-_PRIOR_RATES = {
-    _Kind.FORCED_FIRST: 0.7,
-    _Kind.FORCED_WORD_FIRST: 0.7,
-    _Kind.FORCED: 0.9,
-    _Kind.SPELLED_FIRST: 0.8,
-    _Kind.SPELLED: 0.9,
-    _Kind.SPLIT_FIRST: 0.5,
-    _Kind.SPACED_FIRST: 0.5,
-    _Kind.COPY_END: 0.6,
-    _Kind.LOOKUP_BOUNDARY: 0.4,
-    _Kind.MODELLED: 0.5,
-}
-#: What a draft's first token's acceptance rate is taken to be before any was verified.
-_FIRST_TOKEN_PRIOR = 0.6
-#: Weight (in verified tokens) of the prior in the engine's rate, and of the engine's rate in a sequence's.
-_PRIOR_WEIGHT = 4.0
-_ENGINE_WEIGHT = 4.0
-#: Per verification, the engine's counts fade by this factor, so its rates follow the workload and a
-#: kind no longer drafted drifts back to its prior (and is tried again).
-_FADE = 0.995
-
-
-class _Acceptance:
-    """How often draft tokens of each kind are accepted when verification reaches them: counts of one
-    sequence, or of the whole engine (faded)."""
-
-    def __init__(self) -> None:
-        self.accepted: dict[str, float] = {}
-        self.reached: dict[str, float] = {}
-
-    def record(self, kinds: list[str], num_accepted: int) -> None:
-        """Count a verified draft: its first `num_accepted` tokens accepted, the next one rejected."""
-        for index, kind in enumerate(kinds[: num_accepted + 1]):
-            self.record_one(kind, index < num_accepted)
-
-    def record_one(self, kind: str, is_accepted: bool) -> None:
-        """Count one token of `kind` that verification reached."""
-        self.reached[kind] = self.reached.get(kind, 0.0) + 1.0
-        self.accepted[kind] = self.accepted.get(kind, 0.0) + float(is_accepted)
-
-    def fade(self) -> None:
-        for counts in (self.accepted, self.reached):
-            for kind in counts:
-                counts[kind] *= _FADE
-
-    def rate(self, kind: str, prior: float, weight: float) -> float:
-        """The acceptance rate of `kind`, `prior` counting as `weight` verified tokens."""
-        return (self.accepted.get(kind, 0.0) + prior * weight) / (self.reached.get(kind, 0.0) + weight)
-
-
 @dataclass(eq=False)
 class _History:
     """What a sequence's lookups read: the bytes of its tokens so far, where each token ends in them,
@@ -306,284 +183,11 @@ class _History:
     num_tokens: int = 0
     text: bytearray = field(default_factory=bytearray)
     ends: list[int] = field(default_factory=list)
-    acceptance: _Acceptance = field(default_factory=_Acceptance)
+    acceptance: Acceptance = field(default_factory=Acceptance)
     #: How sure the target was of its own token at the end of the last verification (`confidence_level`),
     #: and the token count it ended at (the level holds only for the step right after it).
     confidence: str = "unknown"
     confidence_at: int = -1
-
-
-def confidence_level(probability: float) -> str:
-    """How sure the target was of a token it produced, in three levels: a draft after a token the
-    target was unsure of (a value's first word, a hallucination) is accepted far less often than one
-    after a token it was sure of (mid-copy, structure)."""
-    if probability < LOW_CONFIDENCE:
-        return "low"
-    return "high" if probability >= HIGH_CONFIDENCE else "mid"
-
-
-def longest_earlier_match(text: bytes, max_bytes: int) -> tuple[int, int]:
-    """The longest suffix of `text` (at most `max_bytes`) that also occurs ending earlier in it.
-
-    Returns:
-        (its length in bytes, where its latest earlier occurrence ends); (0, 0) when no byte recurs.
-    """
-    low, high, end = 0, min(max_bytes, len(text) - 1), 0
-    while low < high:  # a suffix that recurs has every shorter suffix recurring too
-        length = (low + high + 1) // 2
-        start = text.rfind(text[-length:], 0, len(text) - 1)
-        if start < 0:
-            high = length - 1
-        else:
-            low, end = length, start + length
-    return low, end
-
-
-def ends_clause(text: bytes, start: int) -> bool:
-    """Whether `text` ends a clause at byte `start`: a line break there, or a punctuation mark
-    (`CLAUSE_END_BYTES`) followed by white space. A copy often ends there (`Verhoeven, switched`:
-    the answer's name ends at the comma)."""
-    if start >= len(text):
-        return False
-    byte = text[start]
-    if byte in b"\r\n":
-        return True
-    return byte in CLAUSE_END_BYTES and start + 1 < len(text) and text[start + 1] in b" \t\r\n"
-
-
-def is_punctuation(data: bytes) -> bool:
-    """Whether `data` is ASCII punctuation only (`",`, `)`, `."`): what ends a copy, not what continues it."""
-    return bool(data) and all(byte < 0x80 and not chr(byte).isalnum() and not chr(byte).isspace() for byte in data)
-
-
-def earlier_spelling(text: bytes, ends: list[int], forced: bytes) -> tuple[int, int]:
-    """Where `text` (its tokens ending at `ends`) spelled the longest prefix of `forced` before: among
-    the latest `MAX_SPELLING_CANDIDATES` occurrences of its first two bytes that start a token, the one
-    whose whole tokens cover the most of `forced` (the latest of equals).
-
-    Returns:
-        (the index of its first token, how many tokens cover the prefix); (0, 0) when none does.
-    """
-    probe = forced[:2]
-    best_first, best_count, best_bytes = 0, 0, 0
-    limit = len(text)
-    for _ in range(MAX_SPELLING_CANDIDATES):
-        start = text.rfind(probe, 0, limit)
-        if start < 0:
-            break
-        limit = start + len(probe) - 1  # next: occurrences starting before this one
-        first = bisect.bisect_right(ends, start)  # the token holding byte `start`
-        if (ends[first - 1] if first else 0) != start:
-            continue
-        common = len(forced)
-        if not text.startswith(forced, start):
-            here = text[start : start + len(forced)]
-            common = next((i for i, (a, b) in enumerate(zip(here, forced)) if a != b), len(here))
-        count = bisect.bisect_right(ends, start + common, lo=first) - first  # tokens ending inside it
-        covered = ends[first + count - 1] - start if count else 0
-        if covered >= len(probe) and covered > best_bytes:  # a spelling of the probe's bytes at least
-            best_first, best_count, best_bytes = first, count, covered
-            if covered == len(forced):
-                break
-    return best_first, best_count
-
-
-class RowCost:
-    """What one more row costs a decode or verify pass, as a fraction of a one-row pass, fitted to the
-    passes the engine times: per row count (counts past `EXACT_ROWS` share a bucket per power of
-    two), the medians of its recent passes' rows and seconds (a pass slowed by cold masks or a busy
-    machine does not move them; a least-squares fit over every pass once read 0.9 for the ~100
-    passes after a new constraint's first masks, and drafting stopped), then the line
-    seconds = a + b * rows through those medians, weighted by their counts; cost = b / (a + b).
-    Until two buckets have `MIN_PASSES` passes each, `guess`; with `is_fixed`, always `guess`."""
-
-    #: Recent passes remembered per bucket (older ones drop out, so the fit follows the machine).
-    WINDOW = 31
-    #: Passes a bucket needs before its medians count in the fit.
-    MIN_PASSES = 3
-    #: Row counts up to this one have a bucket each (a single sequence's drafts).
-    EXACT_ROWS = 8
-    #: Fitted costs are kept within these bounds (a noisy fit must neither stop drafting nor run wild).
-    BOUNDS = (0.02, 0.9)
-
-    def __init__(self, guess: float, *, is_fixed: bool = False) -> None:
-        self.guess = guess
-        self.is_fixed = is_fixed
-        self._passes: dict[int, deque[tuple[int, float]]] = {}  # by bucket: (rows, seconds)
-        #: By bucket with `MIN_PASSES` passes: (median rows, median seconds, passes), until its next pass.
-        self._medians: dict[int, tuple[float, float, int]] = {}
-        self._value: float | None = None  # the fit, until the next observation
-
-    def observe(self, num_rows: int, seconds: float) -> None:
-        """Count one timed pass of `num_rows` rows."""
-        bucket = num_rows if num_rows <= self.EXACT_ROWS else self.EXACT_ROWS + (num_rows - 1).bit_length()
-        if bucket not in self._passes:
-            self._passes[bucket] = deque(maxlen=self.WINDOW)
-        self._passes[bucket].append((num_rows, seconds))
-        self._medians.pop(bucket, None)
-        self._value = None
-
-    @property
-    def value(self) -> float:
-        if self._value is None:
-            self._value = self.guess if self.is_fixed else self._fit()
-        return self._value
-
-    def _fit(self) -> float:
-        for bucket, passes in self._passes.items():
-            if bucket not in self._medians and len(passes) >= self.MIN_PASSES:
-                rows, seconds = statistics.median(r for r, _ in passes), statistics.median(s for _, s in passes)
-                self._medians[bucket] = (rows, seconds, len(passes))
-        points = list(self._medians.values())
-        if len(points) < 2:
-            return self.guess
-        weight = sum(count for _, _, count in points)
-        mean_rows = sum(rows * count for rows, _, count in points) / weight
-        mean_seconds = sum(seconds * count for _, seconds, count in points) / weight
-        spread = sum(count * (rows - mean_rows) ** 2 for rows, _, count in points)
-        if spread <= 0.0:
-            return self.guess
-        slope = sum(count * (rows - mean_rows) * (seconds - mean_seconds) for rows, seconds, count in points) / spread
-        one_row = mean_seconds + slope * (1 - mean_rows)
-        if one_row <= 0.0:
-            return self.guess
-        low, high = self.BOUNDS
-        return min(high, max(low, slope / one_row))
-
-    def per_sequence(self, num_seqs: int) -> float:
-        """What one more row costs as a fraction of one sequence's share of a pass that `num_seqs`
-        sequences share (a pass's fixed cost is split among them; its rows are not)."""
-        cost = self.value
-        return cost * num_seqs / (1.0 - cost + cost * num_seqs)
-
-
-def draft_length(rates: list[float], row_cost: float) -> int:
-    """How many leading draft tokens to verify: the count that maximizes the expected tokens a step
-    produces per unit of its cost, `rates[i]` being the chance token i is accepted once those before
-    it were, a verified row costing `row_cost` of a one-row step (the step's own token costs 1)."""
-    best_length, best_value = 0, 1.0
-    expected, reached = 1.0, 1.0
-    for length, rate in enumerate(rates, start=1):
-        reached *= rate
-        expected += reached
-        value = expected / (1.0 + row_cost * length)
-        if value > best_value:
-            best_length, best_value = length, value
-    return best_length
-
-
-class _Walk:
-    """A draft in the making: its tokens, walked through a fork of the sequence's matcher, and the mask
-    at each position (k + 1 of them); closed at the first token that cannot join it."""
-
-    def __init__(self, seq: Sequence, params: SamplingParams, budget: int, end_ids: frozenset[int]) -> None:
-        self.seq, self.params, self.budget = seq, params, budget
-        self.end_ids = (frozenset() if params.ignore_eos else end_ids) | frozenset(params.stop_token_ids)
-        self.token_ids: list[int] = []
-        self.kinds: list[str] = []
-        self.alternatives: list[tuple[int, str, int]] = []
-        self.confidence = "unknown"
-        self.modelled_probs: list[torch.Tensor] = []
-        self.num_modelled = 0
-        self._matcher = seq.matcher
-        self.masks: list[torch.Tensor] | None = None
-        self.is_open = True
-        if seq.matcher is not None:
-            first = self._mask_after([])
-            self.masks = [first] if first is not None else []
-            self.is_open = first is not None
-
-    @property
-    def mask(self) -> torch.Tensor | None:
-        """The mask of the next draft position (None: unconstrained)."""
-        return self.masks[-1] if self.masks else None
-
-    def forced_bytes(self) -> bytes:
-        """The bytes the constraint forces after the draft so far (none for an unconstrained sequence)."""
-        return self._matcher.forced_bytes() if self._matcher is not None and self.is_open else b""
-
-    def forced_bytes_after(self, token_id: int) -> bytes:
-        """The bytes the constraint would force after `token_id` (none where it may not stand next)."""
-        if self._matcher is None or not self.allows(token_id):
-            return b""
-        probe = self._matcher.fork()
-        probe.advance(token_id)
-        return probe.forced_bytes() if probe.error is None else b""
-
-    def allows(self, token_id: int) -> bool:
-        """Whether `token_id` may stand next (the walk open, the mask allowing it, not an end token)."""
-        if not self.is_open or token_id in self.end_ids:
-            return False
-        return self.masks is None or bool(self.masks[-1][token_id])
-
-    def push(self, token_id: int, kind: str) -> bool:
-        """Add a token if it may stand next; else close the walk. Returns whether it was added."""
-        if not self.is_open or token_id in self.end_ids:
-            self.is_open = False
-            return False
-        if self.masks is not None:
-            if not bool(self.masks[-1][token_id]) or self._matcher is None:
-                self.is_open = False
-                return False
-            if self._matcher is self.seq.matcher:
-                self._matcher = self._matcher.fork()
-            self._matcher.advance(token_id)
-            mask = self._mask_after(self.token_ids + [token_id]) if self._matcher.error is None else None
-            if mask is None:
-                self.is_open = False
-                return False
-            self.masks.append(mask)
-        self.token_ids.append(token_id)
-        self.kinds.append(kind)
-        return True
-
-    def cut(self, length: int) -> None:
-        """Keep the first `length` tokens and close the walk (its matcher stands past them)."""
-        del self.token_ids[length:], self.kinds[length:]
-        self.alternatives = [alternative for alternative in self.alternatives if alternative[0] < length]
-        if self.masks is not None:
-            del self.masks[length + 1 :]
-        self.is_open = False
-
-    def _mask_after(self, draft_ids: list[int]) -> torch.Tensor | None:
-        """The mask the plain step would use after `draft_ids`, or None where the matcher failed
-        (a mask that allows nothing is left to `push`, which it refuses, and `draft`)."""
-        matcher = self._matcher
-        if matcher is None:
-            return None
-        is_closing = self.params.runaway_guard and self._may_loop(draft_ids)
-        if is_closing:
-            is_closing = ends_in_loop(self.seq.token_ids + draft_ids, self.seq.num_prompt_tokens)
-        remaining = self.budget - len(draft_ids)
-        mask = closing_mask(matcher, remaining) if is_closing else matcher.mask(max_remaining_tokens=remaining)
-        if matcher.error is not None or mask.dim() != 1 or mask.numel() == 0:
-            return None
-        return mask
-
-    def _may_loop(self, draft_ids: list[int]) -> bool:
-        """Whether the text after `draft_ids` may end in a loop (`ends_in_loop`): only if its last
-        token recurs within the last `MAX_PERIOD` before it (a cheap test that rules most steps out)."""
-        recent = self.seq.token_ids[-(MAX_PERIOD + 1) :] + draft_ids
-        return recent[-1] in recent[-(MAX_PERIOD + 1) : -1]
-
-    def draft(self) -> Draft | None:
-        """The walk's draft, less trailing tokens after which the mask allows nothing (a mask a
-        token was pushed through allows that token, so only the last one is checked: `any` over
-        the vocabulary costs more than a draft token's other checks together)."""
-        while self.token_ids and self.masks is not None and not bool(self.masks[-1].any()):
-            self.cut(len(self.token_ids) - 1)
-        if not self.token_ids:
-            return None
-        probs = torch.stack(self.modelled_probs) if self.modelled_probs else None
-        return Draft(
-            token_ids=self.token_ids,
-            masks=self.masks,
-            kinds=self.kinds,
-            num_modelled=self.num_modelled,
-            probs=probs,
-            alternatives=self.alternatives,
-            confidence=self.confidence,
-        )
 
 
 class Speculator:
@@ -610,9 +214,9 @@ class Speculator:
         self._eos_token_ids = eos_token_ids
         self._token_bytes = tokenizer.decoded_bytes
         self._histories: weakref.WeakKeyDictionary[Sequence, _History] = weakref.WeakKeyDictionary()
-        self._acceptance = _Acceptance()
+        self._acceptance = Acceptance()
         #: How often a draft's first token is accepted, in all ("all") and after each confidence level.
-        self._first_tokens = _Acceptance()
+        self._first_tokens = Acceptance()
         #: Forced text and looked-up token rests, encoded (the same keys and punctuation recur).
         self._encodings: dict[bytes, tuple[int, ...]] = {}
         #: Tokens that ended copies (`",` after a copied value), by how often (`_learn_copy_end`).
@@ -636,14 +240,14 @@ class Speculator:
                 (its last token not yet cached); the budget counts the tokens it may still produce,
                 the next one included (the draft leaves room for one more).
         """
-        walks: list[_Walk] = []
-        modelled: list[tuple[_Walk, int]] = []
+        walks: list[DraftWalk] = []
+        modelled: list[tuple[DraftWalk, int]] = []
         row_cost = self.row_cost.per_sequence(len(candidates))
         for seq, params, budget in candidates:
             num_wanted = min(self.config.num_draft_tokens, budget - 1)
             if num_wanted < 1 or params.use_beam_search:
                 continue
-            walk = _Walk(seq, params, budget, self._eos_token_ids)
+            walk = DraftWalk(seq, params, budget, self._eos_token_ids)
             walks.append(walk)
             self._draft_text(walk, num_wanted, row_cost)
             num_left = num_wanted - len(walk.token_ids)
@@ -655,7 +259,7 @@ class Speculator:
         drafts = {walk.seq.seq_id: walk.draft() for walk in walks}
         return {seq_id: draft for seq_id, draft in drafts.items() if draft is not None}
 
-    def _draft_text(self, walk: _Walk, num_wanted: int, row_cost: float) -> None:
+    def _draft_text(self, walk: DraftWalk, num_wanted: int, row_cost: float) -> None:
         """Extend the walk with forced text where the constraint forces some, else with looked-up
         text, in turns, then cut it where further tokens no longer pay (`draft_length`); a cut walk is
         closed, an uncut one left open for the draft model."""
@@ -681,7 +285,7 @@ class Speculator:
             walk.cut(length)
 
     def _push_likeliest(
-        self, history: _History, walk: _Walk, candidates: list[tuple[list[int], list[str]]], num_wanted: int
+        self, history: _History, walk: DraftWalk, candidates: list[tuple[list[int], list[str]]], num_wanted: int
     ) -> None:
         """Push the candidate continuation (token ids, their kinds) whose first kind is likeliest to be
         accepted (the earliest of equals), as far as it goes within `num_wanted` tokens; the other
@@ -697,7 +301,7 @@ class Speculator:
             if not walk.push(token_id, kind):
                 break
 
-    def _push_lookup(self, history: _History, walk: _Walk, num_wanted: int) -> bool:
+    def _push_lookup(self, history: _History, walk: DraftWalk, num_wanted: int) -> bool:
         """Push looked-up tokens (`_lookup`) up to the text the constraint forces next, or up to where
         the copied text's clause ends (or the constraint refuses the copy): there, the looked-up token
         or a token that ended the sequence's copies before (`_copy_end`), the likelier. Returns
@@ -709,20 +313,20 @@ class Speculator:
         for index, token_id in enumerate(looked_up):
             is_allowed = walk.allows(token_id)
             if index == boundary or not is_allowed:
-                choices = [([token_id], [_Kind.LOOKUP_BOUNDARY])] if is_allowed else []
+                choices = [([token_id], [DraftKind.LOOKUP_BOUNDARY])] if is_allowed else []
                 end_id = self._copy_end(walk) if match_bytes >= MIN_COPY_BYTES else None
                 if end_id is not None and end_id != token_id:
-                    choices.append(([end_id], [_Kind.COPY_END]))
+                    choices.append(([end_id], [DraftKind.COPY_END]))
                 if choices:
                     self._push_likeliest(history, walk, choices, num_wanted)
                 break  # the next turn goes on from what was chosen
-            if not walk.push(token_id, _Kind.lookup(match_bytes, index == 0)):
+            if not walk.push(token_id, DraftKind.lookup(match_bytes, index == 0)):
                 break
             if self.config.jump_forward and walk.forced_bytes():
                 break  # the constraint forces what comes next: it drafts that
         return len(walk.token_ids) > num_before
 
-    def _push_spaced(self, history: _History, walk: _Walk, num_wanted: int) -> bool:
+    def _push_spaced(self, history: _History, walk: DraftWalk, num_wanted: int) -> bool:
         """Where nothing is forced only because white space may come first (`{"a": 1,` then ` "b"`) and
         nothing was looked up, push a space and the text forced after it, spelled as the tokenizer
         writes both (` "` `b` `":`), the first token of kind `SPACED_FIRST`. Returns whether anything was
@@ -735,13 +339,13 @@ class Speculator:
         if not token_ids:
             return False
         num_before = len(walk.token_ids)
-        kinds = [_Kind.SPACED_FIRST] + [_Kind.FORCED] * (len(token_ids) - 1)
+        kinds = [DraftKind.SPACED_FIRST] + [DraftKind.FORCED] * (len(token_ids) - 1)
         for token_id, kind in zip(token_ids[: num_wanted - num_before], kinds):
             if not walk.push(token_id, kind):
                 break
         return len(walk.token_ids) > num_before
 
-    def _copy_end(self, walk: _Walk) -> int | None:
+    def _copy_end(self, walk: DraftWalk) -> int | None:
         """The token that most often ended a copy (`_learn`) among those the walk's mask allows next."""
         allowed = [token_id for token_id in self._copy_ends if walk.allows(token_id)]
         return max(allowed, key=self._copy_ends.__getitem__) if allowed else None
@@ -764,16 +368,13 @@ class Speculator:
     def _confidence_factor(self, level: str) -> float:
         """How much likelier than a draft's first token in general one is accepted after a token the
         target was this sure of (`confidence_level`, learnt from verification)."""
-        overall = self._first_tokens.rate("all", _FIRST_TOKEN_PRIOR, _PRIOR_WEIGHT)
-        return self._first_tokens.rate(level, overall, _PRIOR_WEIGHT) / overall
+        return confidence_factor(self._first_tokens, level)
 
     def _rate(self, history: _History, kind: str) -> float:
         """The chance a draft token of `kind` is accepted: the sequence's own rate, drawn towards the engine's."""
-        prior = _Kind.prior_rate(kind)
-        engine_rate = self._acceptance.rate(kind, prior, _PRIOR_WEIGHT)
-        return history.acceptance.rate(kind, engine_rate, _ENGINE_WEIGHT)
+        return kind_rate(self._acceptance, history.acceptance, kind)
 
-    def _lookup(self, history: _History, walk: _Walk, num_tokens: int) -> tuple[list[int], int, int | None]:
+    def _lookup(self, history: _History, walk: DraftWalk, num_tokens: int) -> tuple[list[int], int, int | None]:
         """Up to `num_tokens` tokens of the text that followed the latest earlier occurrence of the
         longest suffix of the sequence's text (the draft so far included), that suffix's length in
         bytes (0: nothing recurs), and the index of the first of those tokens that starts where the
@@ -798,7 +399,7 @@ class Speculator:
         boundary = next((len(head) + offset for offset, at in enumerate(starts) if ends_clause(text, at)), None)
         return (head + copied)[:num_tokens], match_bytes, boundary
 
-    def _context(self, history: _History, walk: _Walk) -> tuple[bytes, list[int], list[int]]:
+    def _context(self, history: _History, walk: DraftWalk) -> tuple[bytes, list[int], list[int]]:
         """The sequence's text with the walk's draft so far, where each of its tokens ends in that
         text, and the token ids."""
         text, ends = bytes(history.text), list(history.ends)
@@ -807,7 +408,9 @@ class Speculator:
             ends.append(len(text))
         return text, ends, walk.seq.token_ids + walk.token_ids
 
-    def _forced_spellings(self, history: _History, walk: _Walk, *, is_first: bool) -> list[tuple[list[int], list[str]]]:
+    def _forced_spellings(
+        self, history: _History, walk: DraftWalk, *, is_first: bool
+    ) -> list[tuple[list[int], list[str]]]:
         """The text the constraint forces next (up to `MAX_FORCED_BYTES`), spelled as the model may
         write it: (token ids, their kinds) for each spelling; none where nothing is forced (or
         jump-forward is off).
@@ -830,7 +433,7 @@ class Speculator:
         token_ids = spelled + self._encode_whole_characters(data[len(self._bytes_of(spelled)) :])
         is_word = data[:1].isalnum() and not text[-1:].isalnum()  # a word starts (`shift`), not goes on (`hift`)
         kinds = [
-            _Kind.forced(is_first=is_first and not index, is_spelled=index < num_spelled, is_word=is_word)
+            DraftKind.forced(is_first=is_first and not index, is_spelled=index < num_spelled, is_word=is_word)
             for index in range(len(token_ids))
         ]
         spellings = [(token_ids, kinds)] if token_ids else []
@@ -839,12 +442,12 @@ class Speculator:
         if num_spelled:
             encoded = self._encode_whole_characters(data)
             if encoded:
-                first_kind = _Kind.forced(is_first=True, is_spelled=False, is_word=is_word)
-                spellings.append((encoded, [first_kind] + [_Kind.FORCED] * (len(encoded) - 1)))
+                first_kind = DraftKind.forced(is_first=True, is_spelled=False, is_word=is_word)
+                spellings.append((encoded, [first_kind] + [DraftKind.FORCED] * (len(encoded) - 1)))
         split = self._encode_whole_characters(data[:1]) if is_word else []
         if len(split) == 1:
             split += self._encode_whole_characters(data[1:])
-            spellings.append((split, [_Kind.SPLIT_FIRST] + [_Kind.FORCED] * (len(split) - 1)))
+            spellings.append((split, [DraftKind.SPLIT_FIRST] + [DraftKind.FORCED] * (len(split) - 1)))
         return spellings
 
     def _encode_whole_characters(self, data: bytes) -> list[int]:
@@ -863,7 +466,7 @@ class Speculator:
         self._encodings[data] = tuple(token_ids)
         return token_ids
 
-    def _draft_with_model(self, modelled: list[tuple[_Walk, int]]) -> None:
+    def _draft_with_model(self, modelled: list[tuple[DraftWalk, int]]) -> None:
         """Extend each walk by up to its count of draft-model tokens, one batched draft pass per token."""
         if self.draft_model is None:
             return
@@ -879,7 +482,7 @@ class Speculator:
                 self._draft_one(walk, row_logits)
             active = [walk for walk in active if walk.is_open and len(walk.token_ids) < goals[id(walk)]]
 
-    def _draft_one(self, walk: _Walk, logits: torch.Tensor) -> None:
+    def _draft_one(self, walk: DraftWalk, logits: torch.Tensor) -> None:
         """Pick the next draft token from the draft's logits (float32 [V], edited in place) under the
         walk's mask and its request's processing; q = 0 for end tokens, so the draft never ends a text."""
         if walk.mask is not None:
@@ -901,7 +504,7 @@ class Speculator:
         else:
             probs = sampling_probs(row, [params])[0]  # [V]
             token_id = int(sample_from_probs(probs[None], [walk.seq.generator])[0])
-        if walk.push(token_id, _Kind.MODELLED):
+        if walk.push(token_id, DraftKind.MODELLED):
             walk.num_modelled += 1
             if probs is not None:
                 walk.modelled_probs.append(probs)
@@ -992,9 +595,11 @@ class Speculator:
         """Count the tokens that ended copies: the step's own token where a looked-up token of a copy
         in progress was rejected, and accepted `COPY_END` tokens, when they are punctuation
         (`",` after a copied value; a word there is the answer leaving the copy, not ending it)."""
-        ends = [token_ids[index] for index, kind in enumerate(kinds[: len(token_ids) - 1]) if kind == _Kind.COPY_END]
+        ends = [
+            token_ids[index] for index, kind in enumerate(kinds[: len(token_ids) - 1]) if kind == DraftKind.COPY_END
+        ]
         last = len(token_ids) - 1
-        if last < len(kinds) and _Kind.is_copy(kinds[last]):
+        if last < len(kinds) and DraftKind.is_copy(kinds[last]):
             ends.append(token_ids[last])
         for token_id in ends:
             if is_punctuation(self._bytes_of([token_id])):

@@ -21,10 +21,11 @@ from pydantic import BaseModel
 import grammars
 import runtime
 from runtime.engine.draft_model import early_exit_model
+from runtime.engine.draft_walk import Draft
 from runtime.engine.llm_engine import Engine
 from runtime.engine.sampling_params import SamplingParams
 from runtime.engine.sequence import Sequence
-from runtime.engine.speculative import Draft, SpeculativeConfig, Speculator
+from runtime.engine.speculative import SpeculativeConfig, Speculator
 from runtime.errors import ModelNotFoundError, RequestError
 from runtime.loading.default_model import default_model_path
 from runtime.model.architectures import build_model

@@ -16,21 +16,13 @@ from pydantic import BaseModel
 
 import grammars
 import runtime
+from runtime.engine.draft_rates import RowCost, confidence_level, draft_length
+from runtime.engine.draft_text import earlier_spelling, ends_clause, is_punctuation, longest_earlier_match
+from runtime.engine.draft_walk import Draft
 from runtime.engine.llm_engine import Engine
 from runtime.engine.sampling_params import SamplingParams
 from runtime.engine.sequence import Sequence
-from runtime.engine.speculative import (
-    Draft,
-    RowCost,
-    SpeculativeConfig,
-    Speculator,
-    confidence_level,
-    draft_length,
-    earlier_spelling,
-    ends_clause,
-    is_punctuation,
-    longest_earlier_match,
-)
+from runtime.engine.speculative import SpeculativeConfig, Speculator
 from runtime.errors import RequestError
 from tests.runtime.fakes import FakeRunner, smollm2_tokenizer
 
