@@ -38,11 +38,13 @@ FAILURE_COOLDOWN_SECONDS = 60.0
 #: States whose per-token completion lengths are kept (one float32 per token each) for budget masks.
 MAX_CACHED_LENGTHS = 64
 #: Lexer states whose candidate tokens (`MaskTable._key_candidates`: up to a few thousand ids each),
-#: and boundary states whose allowed ids (`_boundary_ids`) are kept.
+#: and joins at lexeme ends (`MaskTable._ending_ids`) that are kept.
 MAX_CACHED_CANDIDATES = 1024
 #: Above this many allowed tokens, a boundary state's mask is joined to an ending lexeme's densely.
 MAX_SPARSE_IDS = 4096
 _QUOTE = ord('"')
+#: Guards the vocabulary's cache of `MaskTable._key_candidates`, which every table of it shares.
+_candidates_lock = threading.Lock()
 
 
 class _Quotes(enum.Enum):
@@ -82,10 +84,8 @@ class MaskTable:
         self._keyed: dict[tuple[State, Keys], tuple[np.ndarray, object]] = {}
         #: Per lexer state where a lexeme may end: `_extending_bytes`.
         self._extending: dict[int, np.ndarray] = {}
-        #: Per boundary state: `_boundary_ids`.
-        self._sparse: dict[State, np.ndarray | None] = {}
-        #: The token ids `allowed_with_keys` checks, per `_key_candidates` arguments.
-        self._candidates: dict[tuple[int, bool, _Quotes], np.ndarray] = {}
+        #: Per (lexer state where a lexeme may end, id of a boundary mask): that mask and `_ending_ids`.
+        self._joins: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = {}
         self._settler = GroupSettler(automaton, vocab)
         self._lock = threading.RLock()
         self.failure: ConstraintLimitError | None = None
@@ -124,6 +124,7 @@ class MaskTable:
             self._distinct.clear()
             self._tensors.clear()
             self._keyed.clear()
+            self._joins.clear()  # it holds masks: no more of them than `_distinct` does
 
     def _shared(self, mask: np.ndarray) -> np.ndarray:
         """The one kept array equal to `mask` (under the lock, after `_make_room`)."""
@@ -193,11 +194,16 @@ class MaskTable:
 
     def _key_candidates(self, lexer_sid: int, awaits_quote: bool, quotes: _Quotes, check: Check) -> np.ndarray:
         """int32 ids of the tokens `allowed_with_keys` checks from lexer state `lexer_sid`
-        (`quotes`: which tokens holding a quote count), cached per arguments."""
-        key = (lexer_sid, awaits_quote, quotes)
-        found = self._candidates.get(key)
+        (`quotes`: which tokens holding a quote count), cached per arguments on the vocabulary: they
+        depend on the lexer state alone, so every grammar of its lexer generation shares them."""
+        lexer = self.automaton.lexer
+        candidates: dict[tuple[int, int, bool, _Quotes], np.ndarray] = self.vocab.__dict__.setdefault(
+            "_key_candidates", {}
+        )
+        key = (lexer.generation, lexer_sid, awaits_quote, quotes)
+        found = candidates.get(key)
         if found is None:
-            walk = walk_state(self.vocab, self.automaton.lexer, lexer_sid, check)
+            walk = walk_state(self.vocab, lexer, lexer_sid, check)
             kinds = self.vocab.key_tokens
             suspects = {
                 _Quotes.NONE: kinds.comma,
@@ -207,14 +213,14 @@ class MaskTable:
             if walk.inside_mask is not None:
                 inside = walk.inside_mask[suspects]
             else:
-                inside = np.isin(suspects, walk.inside_ids)
+                inside = np.isin(suspects, walk.inside_ids, kind="table")
             if not awaits_quote:
                 inside &= ~kinds.comma_first[suspects]  # `, ` may lead to where a key must come
             found = suspects[~inside].astype(np.int32)
-            with self._lock:
-                if len(self._candidates) >= MAX_CACHED_CANDIDATES:
-                    self._candidates.clear()
-                self._candidates[key] = found
+            with _candidates_lock:
+                if len(candidates) >= MAX_CACHED_CANDIDATES:
+                    candidates.clear()
+                candidates[key] = found
         return found
 
     def mask_with_keys(self, state: State, keys: Keys, check: Check):
@@ -361,30 +367,36 @@ class MaskTable:
         ids that mask allows where it allows few (most boundaries: a comma, a closer), so the work
         is theirs, not the vocabulary's."""
         after = self.allowed(boundary, check)
-        extends = self._extending_bytes(lexer_sid, check)
-        first_byte = self.vocab.walk_arrays.first_byte_of_id
-        ids = self._boundary_ids(boundary, after)
+        ids = self._ending_ids(lexer_sid, after, check)
         if ids is not None:
-            allowed[ids[~extends[first_byte[ids]]]] = True
+            allowed[ids] = True
         else:
             # EOS ids past the tokens are set by the caller; other ids past them are never allowed.
-            ending = after[: first_byte.size] & ~extends[first_byte]
+            first_byte = self.vocab.walk_arrays.first_byte_of_id
+            ending = after[: first_byte.size] & ~self._extending_bytes(lexer_sid, check)[first_byte]
             allowed[: first_byte.size] |= ending
 
-    def _boundary_ids(self, boundary: State, after: np.ndarray) -> np.ndarray | None:
-        """The ids other than EOS that `after` (the mask of `boundary`) allows, when at most
-        MAX_SPARSE_IDS; else None (cached per state, as the mask is)."""
-        if boundary in self._sparse:
-            return self._sparse[boundary]
-        found = None
+    def _ending_ids(self, lexer_sid: int, after: np.ndarray, check: Check) -> np.ndarray | None:
+        """The ids other than EOS that `after` (a boundary mask) allows and whose first byte cannot
+        extend the lexeme in lexer state `lexer_sid`, when `after` allows at most MAX_SPARSE_IDS;
+        else None. Cached per (lexer state, mask): the boundaries of many configurations share one
+        mask array (`_shared`), so the join is computed once for all of them. The entry holds the
+        mask, so its id is not reused while the entry is kept."""
+        key = (lexer_sid, id(after))
+        found = self._joins.get(key)
+        if found is not None:
+            return found[1]
+        ids = None
         if np.count_nonzero(after) <= MAX_SPARSE_IDS + self._eos_ids.size:
             ids = np.flatnonzero(after)
-            found = ids[~np.isin(ids, self._eos_ids)]
+            # A lookup table over the EOS ids' range: a sort-based `isin` cost more than the join.
+            ids = ids[~np.isin(ids, self._eos_ids, kind="table")]
+            ids = ids[~self._extending_bytes(lexer_sid, check)[self.vocab.walk_arrays.first_byte_of_id[ids]]]
         with self._lock:
-            if len(self._sparse) >= MAX_CACHED_CANDIDATES:
-                self._sparse.clear()
-            self._sparse[boundary] = found
-        return found
+            if len(self._joins) >= MAX_CACHED_CANDIDATES:
+                self._joins.clear()
+            self._joins[key] = (after, ids)
+        return ids
 
     def _extending_bytes(self, lexer_sid: int, check: Check) -> np.ndarray:
         """bool[257]: the bytes that extend the lexeme in lexer state `lexer_sid` (byte 256, the

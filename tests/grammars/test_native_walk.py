@@ -241,9 +241,9 @@ def test_sparse_joins_match_dense_ones(vocab, monkeypatch):
         assert dense_joins_agree(table, reference, state, monkeypatch), state
         state = automaton.walk(state, bytes([byte]))
         assert state is not None
-    sparse = [ids for ids in table._sparse.values() if ids is not None]
+    sparse = [ids for _, ids in table._joins.values() if ids is not None]
     assert sparse and all(ids.size <= masks_module.MAX_SPARSE_IDS for ids in sparse)
-    assert all(ids is None for ids in reference._sparse.values())
+    assert all(ids is None for _, ids in reference._joins.values())
 
 
 @pytest.mark.slow
