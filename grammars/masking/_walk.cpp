@@ -30,6 +30,40 @@ constexpr int32_t kDead = 0;
 // plain and the state it leads to loops on every plain byte, the walk takes the subtree as a whole.
 constexpr bool is_plain(uint8_t byte) { return byte >= 0x20 && byte < 0x7f && byte != '"' && byte != '\\'; }
 
+// The same for text beyond ASCII: plain bytes and well-formed multi-byte UTF-8 characters. A large
+// vocabulary holds tens of thousands of non-ASCII tokens (Gemma 3: 112k of 262k), and a string's
+// inside takes every such character back to the state it began in. `utf8_next` is the UTF-8
+// decoder of that text (RFC 3629: no overlong forms, surrogates or code points past U+10FFFF): the
+// decoder state after `byte`, or -1 where the text cannot take it.
+enum Utf8State : int8_t { kBoundary, kTail1, kTail2, kTail3, kAfterE0, kAfterED, kAfterF0, kAfterF4, kUtf8States };
+
+constexpr bool is_tail(uint8_t byte) { return byte >= 0x80 && byte <= 0xbf; }
+
+constexpr int8_t utf8_next(int8_t state, uint8_t byte) {
+    switch (state) {
+        case kBoundary:
+            if (byte < 0x80) return is_plain(byte) ? kBoundary : -1;
+            if (byte >= 0xc2 && byte <= 0xdf) return kTail1;
+            if (byte == 0xe0) return kAfterE0;
+            if (byte == 0xed) return kAfterED;
+            if (byte >= 0xe1 && byte <= 0xef) return kTail2;
+            if (byte == 0xf0) return kAfterF0;
+            if (byte >= 0xf1 && byte <= 0xf3) return kTail3;
+            return byte == 0xf4 ? kAfterF4 : -1;
+        case kTail1: return is_tail(byte) ? kBoundary : -1;
+        case kTail2: return is_tail(byte) ? kTail1 : -1;
+        case kTail3: return is_tail(byte) ? kTail2 : -1;
+        case kAfterE0: return byte >= 0xa0 && byte <= 0xbf ? kTail1 : -1;
+        case kAfterED: return byte >= 0x80 && byte <= 0x9f ? kTail1 : -1;
+        case kAfterF0: return byte >= 0x90 && byte <= 0xbf ? kTail2 : -1;
+        case kAfterF4: return byte >= 0x80 && byte <= 0x8f ? kTail2 : -1;
+        default: return -1;
+    }
+}
+
+// Bits of `node_text_below` (see `build_trie`).
+constexpr uint8_t kPlainBelow = 1, kTextBelow = 2;
+
 // A buffer view released on scope exit.
 struct View {
     Py_buffer buffer{};
@@ -144,13 +178,13 @@ struct Tables {
 
 // The trie's arrays (see `build_trie`), viewed for one walk.
 struct Trie {
-    View byte_view, end_view, depth_view, first_view, order_view, plain_view;
+    View byte_view, end_view, depth_view, first_view, order_view, below_view;
     const uint8_t* byte = nullptr;
     const int32_t* end = nullptr;
     const int32_t* depth = nullptr;
     const int32_t* first_token = nullptr;
     const int64_t* order = nullptr;
-    const uint8_t* plain_below = nullptr;
+    const uint8_t* text_below = nullptr;
     int64_t num_nodes = 0;
 
     bool take(PyObject* trie) {
@@ -163,11 +197,11 @@ struct Trie {
             !depth_view.get(PyTuple_GET_ITEM(trie, 2), "node_depth", 4) ||
             !first_view.get(PyTuple_GET_ITEM(trie, 3), "node_first_token", 4) ||
             !order_view.get(PyTuple_GET_ITEM(trie, 4), "order", 8) ||
-            !plain_view.get(PyTuple_GET_ITEM(trie, 5), "node_plain_below", 1))
+            !below_view.get(PyTuple_GET_ITEM(trie, 5), "node_text_below", 1))
             return false;
         num_nodes = byte_view.count();
         if (end_view.count() != num_nodes || depth_view.count() != num_nodes || first_view.count() != num_nodes + 1 ||
-            plain_view.count() != num_nodes) {
+            below_view.count() != num_nodes) {
             PyErr_SetString(PyExc_ValueError, "trie arrays of inconsistent lengths");
             return false;
         }
@@ -176,7 +210,7 @@ struct Trie {
         depth = depth_view.data<int32_t>();
         first_token = first_view.data<int32_t>();
         order = order_view.data<int64_t>();
-        plain_below = plain_view.data<uint8_t>();
+        text_below = below_view.data<uint8_t>();
         return true;
     }
 };
@@ -188,6 +222,9 @@ struct Walk {
     Boundaries boundaries;
     std::vector<Parked> parked;
     std::vector<int8_t> loops_plain;  // by state: 1 where every plain byte leads back to it, -1 unknown
+    // by state, what `text_loop` found: kLoops, kNoLoop, kUnknown, or the state whose row it lacks
+    std::vector<int32_t> loops_text;
+    static constexpr int32_t kUnknown = -1, kLoops = -2, kNoLoop = -3;
 
     bool loops_on_plain(const Tables& t, int32_t state) {
         if (state >= t.num_states || !t.known[state]) return false;  // not known yet: walked node by node
@@ -201,6 +238,40 @@ struct Walk {
         return loops_plain[state] == 1;
     }
 
+    // Whether every UTF-8 text character (`utf8_next`) leads from `state` back to it, through live
+    // states: then a subtree whose bytes are such text, its tokens perhaps ending inside a character,
+    // stays inside. kLoops, kNoLoop, or a state whose row the answer needs first (the walk parks the
+    // node and has it computed: the states inside characters may be rows no token has needed yet).
+    int32_t loops_on_text(const Tables& t, int32_t state) {
+        if (static_cast<int64_t>(loops_text.size()) <= state) loops_text.resize(state + 1, kUnknown);
+        if (loops_text[state] == kUnknown) loops_text[state] = text_loop(t, state);
+        return loops_text[state];
+    }
+
+    // Decided on the product of the lexer and the decoder, from (state, kBoundary).
+    static int32_t text_loop(const Tables& t, int32_t state) {
+        constexpr size_t kMaxPairs = 64;  // a string's inside needs a few: past that, walk node by node
+        std::vector<std::pair<int32_t, int8_t>> pairs{{state, kBoundary}};
+        for (size_t at = 0; at < pairs.size(); ++at) {
+            const auto [lexer, decoder] = pairs[at];
+            if (lexer >= t.num_states || !t.known[lexer]) return lexer;
+            const int32_t* row = t.next_of + static_cast<int64_t>(lexer) * 256;
+            for (int byte = 0; byte < 256; ++byte) {
+                const int8_t after = utf8_next(decoder, static_cast<uint8_t>(byte));
+                if (after < 0) continue;
+                const int32_t next = row[byte];
+                if (next == kDead || (after == kBoundary && next != state)) return kNoLoop;
+                if (after == kBoundary) continue;
+                const std::pair<int32_t, int8_t> pair{next, after};
+                if (std::find(pairs.begin(), pairs.end(), pair) == pairs.end()) {
+                    if (pairs.size() == kMaxPairs) return kNoLoop;
+                    pairs.push_back(pair);
+                }
+            }
+        }
+        return kLoops;
+    }
+
     // Walks the parked nodes' subtrees to their ends, asking `fill_rows` for missing rows (false: an error is set).
     bool finish(PyObject* tables, PyObject* fill_rows) {
         std::vector<Parked> work;
@@ -211,6 +282,8 @@ struct Walk {
             if (!t.take(tables)) return false;
             work.swap(parked);
             parked.clear();
+            for (int32_t& found : loops_text)  // rows were filled: decide again
+                if (found >= 0) found = kUnknown;
             missing.clear();
             for (const Parked& item : work) scan(t, item, state_at, missing);
             t.release();
@@ -241,7 +314,16 @@ struct Walk {
                 node = trie.end[node];
                 continue;
             }
-            if (trie.plain_below[node] && loops_on_plain(t, next)) {  // the whole subtree stays inside
+            const uint8_t below = trie.text_below[node];
+            const bool has_children = trie.end[node] > node + 1;
+            const int32_t text = has_children && below & kTextBelow ? loops_on_text(t, next) : kNoLoop;
+            if (text >= 0) {  // undecided until the row of `text` is known
+                parked.push_back({node, state});
+                missing.push_back(text);
+                node = trie.end[node];
+                continue;
+            }
+            if (text == kLoops || (has_children && below & kPlainBelow && loops_on_plain(t, next))) {  // all inside
                 inside.insert(inside.end(), trie.order + trie.first_token[node], trie.order + trie.first_token[trie.end[node]]);
                 node = trie.end[node];
                 continue;
@@ -267,7 +349,7 @@ struct Walk {
     }
 };
 
-// build_trie(data, starts) -> (node_byte, node_end, node_depth, node_first_token, order, node_plain_below)
+// build_trie(data, starts) -> (node_byte, node_end, node_depth, node_first_token, order, node_text_below)
 //   data, starts: every token's bytes, row r in data[starts[r]:starts[r+1]] (int64 starts).
 // The trie of the rows' bytes with its nodes in preorder, node 0 the root (the empty prefix):
 //   node_byte uint8[nodes]: the byte a node adds to its parent's prefix;
@@ -277,7 +359,9 @@ struct Walk {
 //   order int64[rows]: the rows sorted by bytes, so that the rows ending at node n are
 //     order[node_first_token[n]:node_first_token[n + 1]] and those of its whole subtree
 //     order[node_first_token[n]:node_first_token[node_end[n]]] (int32 node_first_token[nodes + 1]).
-//   node_plain_below uint8[nodes]: 1 where every byte below the node is plain (`is_plain`).
+//   node_text_below uint8[nodes]: kPlainBelow where every byte below the node is plain (`is_plain`),
+//     kTextBelow where the bytes below it, read from a character boundary after the node, are UTF-8
+//     text (`utf8_next`), each token's perhaps ending inside a character.
 PyObject* build_trie(PyObject*, PyObject* args) {
     PyObject *data_object, *starts_object;
     if (!PyArg_ParseTuple(args, "OO", &data_object, &starts_object)) return nullptr;
@@ -328,13 +412,25 @@ PyObject* build_trie(PyObject*, PyObject* args) {
         path.pop_back();
     }
     node_first.push_back(static_cast<int32_t>(order.size()));
-    std::vector<uint8_t> plain_below(node_byte.size(), 1);  // children come after their parent: fill backwards
+    // Children come after their parent: fill backwards. text_from: by node, the decoder states from
+    // which the bytes below it are text (a bit per `Utf8State`; a leaf's, every state).
+    std::vector<uint8_t> text_below(node_byte.size()), text_from(node_byte.size());
     for (size_t node = node_byte.size(); node-- > 0;) {
-        for (size_t child = node + 1; child < static_cast<size_t>(node_end[node]); child = node_end[child])
-            plain_below[node] &= is_plain(node_byte[child]) & plain_below[child];
+        uint8_t plain = 1, from = 0xff;
+        for (size_t child = node + 1; child < static_cast<size_t>(node_end[node]); child = node_end[child]) {
+            plain &= is_plain(node_byte[child]) && (text_below[child] & kPlainBelow);
+            uint8_t through = 0;
+            for (int8_t state = 0; state < kUtf8States; ++state) {
+                const int8_t after = utf8_next(state, node_byte[child]);
+                if (after >= 0 && (text_from[child] >> after & 1)) through |= static_cast<uint8_t>(1u << state);
+            }
+            from &= through;
+        }
+        text_from[node] = from;
+        text_below[node] = static_cast<uint8_t>((plain ? kPlainBelow : 0) | (from & 1u << kBoundary ? kTextBelow : 0));
     }
     return Py_BuildValue("(NNNNNN)", bytes_of(node_byte), bytes_of(node_end), bytes_of(node_depth), bytes_of(node_first),
-                         bytes_of(order), bytes_of(plain_below));
+                         bytes_of(order), bytes_of(text_below));
 }
 
 // Parks the trie `nodes` (int64, not the root) at lexer state `sid` to start a walk (false: an error is set).

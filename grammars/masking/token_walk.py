@@ -114,7 +114,7 @@ class TokenTrie:
     root, a node's children are node + 1 and then each child's `node_end` up to its own, and the
     tokens of its subtree are `order[node_first_token[n]:node_first_token[node_end[n]]]` (rows of
     the walk arrays). `tables` is the tuple the compiled walk reads: (node_byte, node_end,
-    node_depth, node_first_token, order, node_plain_below), described at `build_trie` in _walk.cpp."""
+    node_depth, node_first_token, order, node_text_below), described at `build_trie` in _walk.cpp."""
 
     tables: tuple[np.ndarray, ...]
     node_end: np.ndarray

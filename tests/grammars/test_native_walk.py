@@ -6,6 +6,7 @@ fresh lexers with tiny tables (every row missing, the tables reallocated many ti
 Its boundary groups hold trie nodes: they are compared as the token rows of those subtrees.
 """
 
+import codecs
 import json
 import random
 import sys
@@ -88,12 +89,59 @@ def test_missing_extension_is_logged(monkeypatch, caplog):
 def test_walks_match_reference_from_cold_lexer(schema, instance, vocab, monkeypatch):
     """From every lexer state along a valid instance: whole-vocabulary walks, and walks from the
     middle of tokens (as boundary settling runs them)."""
+    assert_walks_match_reference(schema, instance, vocab, monkeypatch)
+
+
+#: Tokens around the UTF-8 text a string's inside takes whole (`utf8_next` in _walk.cpp): every
+#: character width, tokens ending inside a character, and byte sequences no text holds (overlong
+#: forms, surrogates, code points past U+10FFFF, stray tails, controls), alone and after text.
+UTF8_TOKENS = [
+    *(chr(c).encode() for c in range(0x20, 0x7F)),
+    *(bytes([b]) for b in range(0x80, 0x100)),
+    *(text.encode() for text in ("\u00e9", "\u00e9t\u00e9", "\u20ac", "\u4e2d\u6587", "\U0001f600", "\U0010ffff")),
+    *(text.encode() for text in ("\u0080", "\u07ff", "\u0800", "\ud7ff", "\ue000", "\uffff", "\U00010000")),
+    *(" " + text for text in ("caf\u00e9", "na\u00efve", "\u00fcber")),
+    # truncated characters, after text too; then bytes no text holds; then structure
+    *b"\xc3|a\xc3|\xe2\x82|x\xe2\x82|\xf0\x9f\x98|\xc3\xa9\xe2".split(b"|"),
+    *b"\xc0\x80|\xc1\xbf|\xe0\x80\x80|\xed\xa0\x80|a\xed\xbf\xbf|\xf4\x90\x80\x80|\xf5\x80".split(b"|"),
+    *b'\xc3\xa9\x80|\xc3\xa9"|\xc3\xa9\\|\xc3\xa9\n|\xc3\xa9\x7f|\xc3\xa9",'.split(b"|"),
+    *b'"|",|":|\\u00e9|{|}|[|]|,|:| |"\xc3\xa9'.split(b"|"),
+]
+
+
+def test_walks_over_utf8_text_match_reference(monkeypatch):
+    """On a vocabulary of UTF-8 edge cases, from strings that take any text, only ASCII, at most
+    three characters or a few non-ASCII ones: the compiled walk's whole-subtree steps over text agree
+    with the numpy walk token by token."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "free": {"type": "string"},
+            "ascii": {"type": "string", "pattern": "^[ -~]*$"},
+            "short": {"type": "string", "maxLength": 3},
+            "accents": {"type": "string", "pattern": "^[a-z\u00e9\u00fc\u20ac]*$"},
+            "names": {"type": "array", "items": {"enum": ["\u00e9t\u00e9", "caf\u00e9"]}},
+        },
+    }
+    instance = {"free": "\u00e9\u20ac\U0001f600 x", "ascii": "ab c", "short": "\u00e9a", "accents": "\u00e9\u20acb"}
+    instance["names"] = ["caf\u00e9"]
+    assert_walks_match_reference(schema, instance, utf8_vocabulary(), monkeypatch)
+
+
+def utf8_vocabulary() -> Vocabulary:
+    """UTF8_TOKENS as a vocabulary, with an end-of-sequence token."""
+    tokens = list(dict.fromkeys(data if isinstance(data, bytes) else data.encode() for data in UTF8_TOKENS))
+    return Vocabulary([*tokens, None], [len(tokens)])
+
+
+def assert_walks_match_reference(schema: dict, instance: object, vocab: Vocabulary, monkeypatch) -> None:
+    """The compiled and numpy walks agree from every lexer state along `instance`, from a fresh lexer."""
     lexer = fresh_lexer(monkeypatch)
     automaton = grammars.compile(schema, cache=False).automaton
     assert automaton.lexer is lexer
     sids = []
     state = automaton.initial
-    for byte in json.dumps(instance).encode():
+    for byte in json.dumps(instance, ensure_ascii=False).encode():  # raw UTF-8: the text steps see it
         sids.append(automaton.lexer_start(state[0]) if state[1] is None else state[1])
         state = automaton.walk(state, bytes([byte]))
         assert state is not None
@@ -120,12 +168,15 @@ def test_walks_match_reference_from_cold_lexer(schema, instance, vocab, monkeypa
         )
 
 
-def test_trie_holds_every_token_under_its_prefix(vocab):
+@pytest.mark.parametrize("which", ["runtime", "utf8"])
+def test_trie_holds_every_token_under_its_prefix(which, vocab):
     """Each node's subtree holds exactly the tokens that start with its prefix, in byte order, every
-    token ends at the node of its whole bytes, and a node is plain below where its subtree's bytes are."""
+    token ends at the node of its whole bytes, and a node is plain (text) below where its subtree's bytes
+    are, after it (read from a character boundary there, tokens perhaps ending inside a character)."""
+    vocab, every = (vocab, 97) if which == "runtime" else (utf8_vocabulary(), 1)
     arrays = vocab.walk_arrays
     trie = token_trie(arrays)
-    node_byte, node_end, node_depth, node_first_token, order, plain_below = trie.tables
+    node_byte, node_end, node_depth, node_first_token, order, text_below = trie.tables
     plain = np.array([0x20 <= byte < 0x7F and byte not in b'"\\' for byte in range(256)])
     token_bytes = [vocab.token_bytes[token_id] for token_id in arrays.ids.tolist()]
     assert sorted(order.tolist()) == list(range(len(token_bytes)))
@@ -137,11 +188,21 @@ def test_trie_holds_every_token_under_its_prefix(vocab):
         prefix.append(prefix[-1] + bytes([int(node_byte[node])]))
         ending = order[node_first_token[node] : node_first_token[node + 1]].tolist()
         assert all(token_bytes[row] == prefix[-1] for row in ending)
-        if node % 97 == 0:  # whole subtrees, sampled: a full check is quadratic
+        if node % every == 0:  # whole subtrees, sampled on the runtime's: a full check is quadratic
             below = trie.subtree_rows(np.array([node])).tolist()
             assert sorted(below) == [row for row, data in enumerate(token_bytes) if data.startswith(prefix[-1])]
             assert all(node_depth[n] > depth for n in range(node + 1, int(node_end[node])))
-            assert plain_below[node] == plain[node_byte[node + 1 : node_end[node]]].all()
+            assert bool(text_below[node] & 1) == plain[node_byte[node + 1 : node_end[node]]].all()
+            assert bool(text_below[node] & 2) == all(is_text(token_bytes[row][depth:]) for row in below)
+
+
+def is_text(data: bytes) -> bool:
+    """Whether `data` is plain bytes and well-formed UTF-8 characters, perhaps cut inside its last one."""
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
+    except UnicodeDecodeError:
+        return False
+    return all(ord(c) >= 0x80 or (0x20 <= ord(c) < 0x7F and c not in '"\\') for c in text)
 
 
 def test_budget_stops_compiled_walk(vocab, monkeypatch):
