@@ -215,10 +215,43 @@ struct Trie {
     }
 };
 
+// The rows inside a lexeme after their last byte, as ranges of positions in the trie's `order`: a
+// subtree taken whole is one range, and the nodes of a node-by-node walk, visited in preorder, extend
+// the last range while nothing between them was dropped. A wide state's walk is then a few thousand
+// ranges, not a quarter million rows copied twice.
+struct Inside {
+    std::vector<std::pair<int32_t, int32_t>> ranges;
+
+    void add(int32_t from, int32_t to) {
+        if (from == to) return;
+        if (!ranges.empty() && ranges.back().second == from)
+            ranges.back().second = to;
+        else
+            ranges.push_back({from, to});
+    }
+    int64_t count() const {
+        int64_t total = 0;
+        for (const auto& [from, to] : ranges) total += to - from;
+        return total;
+    }
+    // Calls visit(by_position[at]) for each position `at` in the ranges, in order (`order` gives rows).
+    template <typename Visit>
+    void each_row(const int64_t* by_position, Visit visit) const {
+        for (const auto& [from, to] : ranges)
+            for (int32_t at = from; at < to; ++at) visit(by_position[at]);
+    }
+    std::vector<int64_t> rows(const int64_t* order) const {
+        std::vector<int64_t> rows;
+        rows.reserve(static_cast<size_t>(count()));
+        each_row(order, [&](int64_t row) { rows.push_back(row); });
+        return rows;
+    }
+};
+
 // One walk's results so far, and the nodes parked at states without a row.
 struct Walk {
     const Trie& trie;
-    std::vector<int64_t> inside;
+    Inside inside;
     Boundaries boundaries;
     std::vector<Parked> parked;
     std::vector<int8_t> loops_plain;  // by state: 1 where every plain byte leads back to it, -1 unknown
@@ -324,11 +357,11 @@ struct Walk {
                 continue;
             }
             if (text == kLoops || (has_children && below & kPlainBelow && loops_on_plain(t, next))) {  // all inside
-                inside.insert(inside.end(), trie.order + trie.first_token[node], trie.order + trie.first_token[trie.end[node]]);
+                inside.add(trie.first_token[node], trie.first_token[trie.end[node]]);
                 node = trie.end[node];
                 continue;
             }
-            for (int32_t i = trie.first_token[node]; i < trie.first_token[node + 1]; ++i) inside.push_back(trie.order[i]);
+            inside.add(trie.first_token[node], trie.first_token[node + 1]);
             if (static_cast<int32_t>(state_at.size()) <= depth) state_at.resize(depth + 1);
             state_at[depth] = next;
             ++node;
@@ -464,11 +497,12 @@ PyObject* walk_nodes(PyObject*, PyObject* args) {
     if (!trie.take(trie_object)) return nullptr;
     Walk walk{trie, {}, {}, {}};
     if (!start(walk, nodes_object, sid) || !walk.finish(tables, fill_rows)) return nullptr;
-    return Py_BuildValue("(NN)", bytes_of(walk.inside), walk.boundaries.to_list());
+    return Py_BuildValue("(NN)", bytes_of(walk.inside.rows(trie.order)), walk.boundaries.to_list());
 }
 
-// walk_vocabulary(tables, fill_rows, trie, nodes, sid, ids, size, dense_above)
-//   As walk_nodes, with the inside tokens as token ids (`ids`: int64 id of each row): returns
+// walk_vocabulary(tables, fill_rows, trie, nodes, sid, ordered_ids, size, dense_above)
+//   As walk_nodes, with the inside tokens as token ids (`ordered_ids`: the int64 id of each row in
+//   trie order, ids[order], read in order along the inside ranges): returns
 //   (inside ids as int64 bytearray or None, inside mask as bool bytearray[size] or None, groups),
 //   the mask where more than `dense_above` tokens are inside (a wide state: setting them here
 //   spares a gather and a scatter over tens of thousands of ids).
@@ -481,27 +515,32 @@ PyObject* walk_vocabulary(PyObject*, PyObject* args) {
         return nullptr;
     Trie trie;
     View ids;
-    if (!trie.take(trie_object) || !ids.get(ids_object, "ids", 8)) return nullptr;
+    if (!trie.take(trie_object) || !ids.get(ids_object, "ordered_ids", 8)) return nullptr;
     if (ids.count() != trie.first_token[trie.num_nodes]) {
         PyErr_SetString(PyExc_ValueError, "walk_vocabulary: one id per row of the trie expected");
         return nullptr;
     }
     Walk walk{trie, {}, {}, {}};
     if (!start(walk, nodes_object, sid) || !walk.finish(tables, fill_rows)) return nullptr;
-    const int64_t* id_of = ids.data<int64_t>();
-    for (int64_t& row : walk.inside) {
-        row = id_of[row];
-        if (row < 0 || row >= size) {
-            PyErr_SetString(PyExc_IndexError, "walk_vocabulary: a token id past size");
-            return nullptr;
-        }
+    const bool dense = walk.inside.count() > dense_above;
+    std::vector<int64_t> inside_ids;
+    std::vector<uint8_t> mask(dense ? static_cast<size_t>(size) : 0, 0);
+    bool in_range = true;
+    walk.inside.each_row(ids.data<int64_t>(), [&](int64_t id) {
+        if (id < 0 || id >= size)
+            in_range = false;
+        else if (dense)
+            mask[id] = 1;
+        else
+            inside_ids.push_back(id);
+    });
+    if (!in_range) {
+        PyErr_SetString(PyExc_IndexError, "walk_vocabulary: a token id past size");
+        return nullptr;
     }
     PyObject* groups = walk.boundaries.to_list();
     if (groups == nullptr) return nullptr;
-    if (static_cast<Py_ssize_t>(walk.inside.size()) <= dense_above)
-        return Py_BuildValue("(NON)", bytes_of(walk.inside), Py_None, groups);
-    std::vector<uint8_t> mask(static_cast<size_t>(size), 0);
-    for (int64_t id : walk.inside) mask[id] = 1;
+    if (!dense) return Py_BuildValue("(NON)", bytes_of(inside_ids), Py_None, groups);
     return Py_BuildValue("(ONN)", Py_None, bytes_of(mask), groups);
 }
 
@@ -542,7 +581,7 @@ struct Group {
 
 // A group walked from a lexeme start: the rows inside a lexeme at their end, and the nested groups.
 struct GroupWalk {
-    std::vector<int64_t> inside;
+    Inside inside;
     std::vector<int32_t> nested;
 };
 
@@ -679,7 +718,7 @@ struct Settling {
         walk.boundaries.each([&](int32_t before, int32_t position, const std::vector<int64_t>& nodes) {
             result.nested.push_back(cache.intern({id, from, before, position}, before, nodes));
         });
-        cache.bytes += static_cast<int64_t>(result.inside.size() * sizeof(int64_t) +
+        cache.bytes += static_cast<int64_t>(result.inside.ranges.size() * sizeof(result.inside.ranges[0]) +
                                             result.nested.size() * sizeof(int32_t) + sizeof(GroupWalk));
         return &cache.walks.emplace(key, std::move(result)).first->second;
     }
@@ -694,13 +733,17 @@ struct Settling {
         if (!start(after, from)) return false;
         const GroupWalk* walked = walk(id, from);  // node-based map: stays valid while nested walks are added
         if (walked == nullptr) return false;
-        for (int64_t row : walked->inside) {
+        bool in_range = true;
+        walked->inside.each_row(trie.order, [&](int64_t row) {
             const int64_t token = id_of[row];
-            if (token < 0 || token >= size) {
-                PyErr_SetString(PyExc_IndexError, "settle: a token id past the mask");
-                return false;
-            }
-            mask[token] = 1;
+            if (token < 0 || token >= size)
+                in_range = false;
+            else
+                mask[token] = 1;
+        });
+        if (!in_range) {
+            PyErr_SetString(PyExc_IndexError, "settle: a token id past the mask");
+            return false;
         }
         for (int32_t nested : walked->nested)
             if (!settle(after, nested)) return false;

@@ -21,7 +21,7 @@ def walk_vocabulary(
     trie: tuple[np.ndarray, ...],
     nodes: np.ndarray,
     sid: int,
-    ids: np.ndarray,
+    ordered_ids: np.ndarray,
     size: int,
     dense_above: int,
     /,

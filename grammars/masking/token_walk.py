@@ -123,6 +123,8 @@ class TokenTrie:
     #: The root's children (int64 nodes) and their bytes: where a walk of the whole vocabulary starts.
     first_nodes: np.ndarray
     first_bytes: np.ndarray
+    #: int64 token id of each row in trie order (`ids[order]`): a walk's inside ranges read it in order.
+    ordered_ids: np.ndarray
 
     def subtree_rows(self, nodes: np.ndarray) -> np.ndarray:
         """int64 rows of the tokens in the subtrees of `nodes` (what a compiled group holds)."""
@@ -147,7 +149,8 @@ def token_trie(arrays: WalkArrays) -> TokenTrie:
         while first_nodes and node_end[first_nodes[-1]] < node_byte.size:
             first_nodes.append(int(node_end[first_nodes[-1]]))
         nodes = np.array(first_nodes, dtype=np.int64)
-        trie = TokenTrie(tables, node_end, node_first_token, order, nodes, node_byte[nodes].astype(np.int64))
+        first_bytes = node_byte[nodes].astype(np.int64)
+        trie = TokenTrie(tables, node_end, node_first_token, order, nodes, first_bytes, arrays.ids[order])
         found = arrays.__dict__.setdefault("_token_trie", trie)
     return found
 
@@ -399,7 +402,7 @@ def _walk_vocabulary(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Che
         nodes = trie.first_nodes[extends[trie.first_bytes]]
         filler = row_filler(lexer, check)
         ids, mask, groups = native_walk.walk_vocabulary(
-            lexer.tables, filler, trie.tables, nodes, sid, arrays.ids, vocab.size, DENSE_INSIDE_THRESHOLD
+            lexer.tables, filler, trie.tables, nodes, sid, trie.ordered_ids, vocab.size, DENSE_INSIDE_THRESHOLD
         )
         boundaries = _groups(groups)
         if mask is None:
