@@ -19,6 +19,7 @@ import grammars
 from grammars.core import byte_regex as rx
 from grammars.core.budget import no_check
 from grammars.core.distinct_keys import (
+    _decoded,
     _shares_string,
     key_spellings,
     overlapping_keys,
@@ -186,6 +187,20 @@ def test_compiled_key_overlap_agrees_with_the_python_search() -> None:
             if spellings is not None:
                 expected = rx.shares_string(lexeme, spellings)
                 assert _shares_string(lexeme, spellings, no_check) == expected, (lexeme, name)
+
+
+def test_keys_decode_as_json_decodes_them() -> None:
+    """A key's raw bytes decode to what `json.loads` makes of the string, escapes, controls, broken
+    and surrogate UTF-8 included (keys without escapes take a shortcut)."""
+    rng = random.Random(3)
+    alphabet = [*b"Aa\\u00e9n", 0x00, 0x1F, 0x7F, 0x80, 0xBF, 0xC3, 0xA9, 0xED, 0xA0, 0xF0, 0x9F, 0x98, 0xC0, 0xFF]
+    samples = [bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 7))) for _ in range(20_000)]
+    for raw in [b"", b"caf\xc3\xa9", b"\xed\xa0\x80", b"\xc3", b"a\\u0062", b"\\ud83d\\ude00", *samples]:
+        try:
+            expected = str(json.loads(b'"' + raw + b'"'))
+        except ValueError:
+            expected = "\x00" + raw.hex()
+        assert _decoded(raw) == expected, raw
 
 
 def test_a_repeated_key_that_a_token_opens_with_its_quote_is_refused(vocab) -> None:
