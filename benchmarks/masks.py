@@ -114,7 +114,7 @@ def vocabulary_memory_bytes(vocab) -> dict[str, int]:
     arrays = vocab.walk_arrays
     walk_arrays = sum(a.nbytes for a in vars(arrays).values() if isinstance(a, np.ndarray))
     trie = arrays.__dict__.get("_token_trie")
-    walk_arrays += 0 if trie is None else sum(a.nbytes for a in trie.tables)
+    walk_arrays += 0 if trie is None else sum(a.nbytes for a in trie.tables) + trie.ordered_ids.nbytes
     walks = vocab.__dict__.get("_state_walks", {})
     group_walks = vocab.__dict__.get("_compiled_group_walks")  # the compiled settle's (grammars.masking.settle)
     native = token_walk.native_walk
