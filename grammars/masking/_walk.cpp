@@ -248,37 +248,40 @@ struct Inside {
     }
 };
 
-// One walk's results so far, and the nodes parked at states without a row.
-struct Walk {
-    const Trie& trie;
-    Inside inside;
-    Boundaries boundaries;
-    std::vector<Parked> parked;
-    std::vector<int8_t> loops_plain;  // by state: 1 where every plain byte leads back to it, -1 unknown
-    // by state, what `text_loop` found: kLoops, kNoLoop, kUnknown, or the state whose row it lacks
-    std::vector<int32_t> loops_text;
+// Which states loop on plain bytes and on text, by state: shared by the walks of one call (a
+// settle walks many groups, each from a few states), decided once each. A row computed later
+// changes no decided answer; answers waiting on a row are asked again after the rows are filled.
+struct Loops {
+    std::vector<int8_t> plain;  // 1 where every plain byte leads back to the state, -1 unknown
+    // what `text_loop` found: kLoops, kNoLoop, kUnknown, or the state whose row it lacks
+    std::vector<int32_t> text;
+    std::vector<int32_t> undecided;  // the states of `text` waiting on a row
     static constexpr int32_t kUnknown = -1, kLoops = -2, kNoLoop = -3;
 
-    bool loops_on_plain(const Tables& t, int32_t state) {
+    bool on_plain(const Tables& t, int32_t state) {
         if (state >= t.num_states || !t.known[state]) return false;  // not known yet: walked node by node
-        if (static_cast<int64_t>(loops_plain.size()) <= state) loops_plain.resize(state + 1, -1);
-        if (loops_plain[state] < 0) {
+        if (static_cast<int64_t>(plain.size()) <= state) plain.resize(state + 1, -1);
+        if (plain[state] < 0) {
             const int32_t* row = t.next_of + static_cast<int64_t>(state) * 256;
             bool loops = true;
             for (int byte = 0; byte < 256 && loops; ++byte) loops = !is_plain(static_cast<uint8_t>(byte)) || row[byte] == state;
-            loops_plain[state] = loops;
+            plain[state] = loops;
         }
-        return loops_plain[state] == 1;
+        return plain[state] == 1;
     }
 
     // Whether every UTF-8 text character (`utf8_next`) leads from `state` back to it, through live
     // states: then a subtree whose bytes are such text, its tokens perhaps ending inside a character,
     // stays inside. kLoops, kNoLoop, or a state whose row the answer needs first (the walk parks the
     // node and has it computed: the states inside characters may be rows no token has needed yet).
-    int32_t loops_on_text(const Tables& t, int32_t state) {
-        if (static_cast<int64_t>(loops_text.size()) <= state) loops_text.resize(state + 1, kUnknown);
-        if (loops_text[state] == kUnknown) loops_text[state] = text_loop(t, state);
-        return loops_text[state];
+    // Asked only where `state` loops on plain bytes, which most states fail at their first one.
+    int32_t on_text(const Tables& t, int32_t state) {
+        if (static_cast<int64_t>(text.size()) <= state) text.resize(state + 1, kUnknown);
+        if (text[state] == kUnknown) {
+            text[state] = text_loop(t, state);
+            if (text[state] >= 0) undecided.push_back(state);
+        }
+        return text[state];
     }
 
     // Decided on the product of the lexer and the decoder, from (state, kBoundary).
@@ -305,6 +308,20 @@ struct Walk {
         return kLoops;
     }
 
+    void forget_undecided() {
+        for (int32_t state : undecided) text[state] = kUnknown;
+        undecided.clear();
+    }
+};
+
+// One walk's results so far, and the nodes parked at states without a row.
+struct Walk {
+    const Trie& trie;
+    Loops& loops;
+    Inside inside;
+    Boundaries boundaries;
+    std::vector<Parked> parked;
+
     // Walks the parked nodes' subtrees to their ends, asking `fill_rows` for missing rows (false: an error is set).
     bool finish(PyObject* tables, PyObject* fill_rows) {
         std::vector<Parked> work;
@@ -315,8 +332,7 @@ struct Walk {
             if (!t.take(tables)) return false;
             work.swap(parked);
             parked.clear();
-            for (int32_t& found : loops_text)  // rows were filled: decide again
-                if (found >= 0) found = kUnknown;
+            loops.forget_undecided();  // rows were filled: decide again
             missing.clear();
             for (const Parked& item : work) scan(t, item, state_at, missing);
             t.release();
@@ -349,14 +365,15 @@ struct Walk {
             }
             const uint8_t below = trie.text_below[node];
             const bool has_children = trie.end[node] > node + 1;
-            const int32_t text = has_children && below & kTextBelow ? loops_on_text(t, next) : kNoLoop;
+            const bool plain_loop = has_children && loops.on_plain(t, next);  // implied by a text loop
+            const int32_t text = plain_loop && below & kTextBelow ? loops.on_text(t, next) : Loops::kNoLoop;
             if (text >= 0) {  // undecided until the row of `text` is known
                 parked.push_back({node, state});
                 missing.push_back(text);
                 node = trie.end[node];
                 continue;
             }
-            if (text == kLoops || (has_children && below & kPlainBelow && loops_on_plain(t, next))) {  // all inside
+            if (text == Loops::kLoops || (plain_loop && below & kPlainBelow)) {  // the whole subtree stays inside
                 inside.add(trie.first_token[node], trie.first_token[trie.end[node]]);
                 node = trie.end[node];
                 continue;
@@ -495,7 +512,8 @@ PyObject* walk_nodes(PyObject*, PyObject* args) {
     if (!PyArg_ParseTuple(args, "OOOOi", &tables, &fill_rows, &trie_object, &nodes_object, &sid)) return nullptr;
     Trie trie;
     if (!trie.take(trie_object)) return nullptr;
-    Walk walk{trie, {}, {}, {}};
+    Loops loops;
+    Walk walk{trie, loops, {}, {}, {}};
     if (!start(walk, nodes_object, sid) || !walk.finish(tables, fill_rows)) return nullptr;
     return Py_BuildValue("(NN)", bytes_of(walk.inside.rows(trie.order)), walk.boundaries.to_list());
 }
@@ -520,7 +538,8 @@ PyObject* walk_vocabulary(PyObject*, PyObject* args) {
         PyErr_SetString(PyExc_ValueError, "walk_vocabulary: one id per row of the trie expected");
         return nullptr;
     }
-    Walk walk{trie, {}, {}, {}};
+    Loops loops;
+    Walk walk{trie, loops, {}, {}, {}};
     if (!start(walk, nodes_object, sid) || !walk.finish(tables, fill_rows)) return nullptr;
     const bool dense = walk.inside.count() > dense_above;
     std::vector<int64_t> inside_ids;
@@ -681,6 +700,7 @@ struct Settling {
     uint8_t* mask;
     Py_ssize_t size;
     const int64_t* id_of;
+    Loops loops{};  // shared by the group walks of this settle
 
     bool ended(int32_t config, int32_t before, int32_t& out) {
         const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(config)) << 32) | static_cast<uint32_t>(before);
@@ -710,7 +730,7 @@ struct Settling {
         const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(id)) << 32) | static_cast<uint32_t>(from);
         auto found = cache.walks.find(key);
         if (found != cache.walks.end()) return &found->second;
-        Walk walk{trie, {}, {}, {}};
+        Walk walk{trie, loops, {}, {}, {}};
         for (int64_t node : cache.groups[id].members) walk.parked.push_back({node, from});
         if (!walk.finish(tables, fill_rows)) return nullptr;
         GroupWalk result;
