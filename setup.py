@@ -36,7 +36,13 @@ EXTENSIONS = [
         extra_link_args=["-fopenmp"],
     ),
     # The vocabulary walk of token masks: plain CPython API, no torch, so `grammars` imports without it.
-    Extension("grammars.masking._walk", ["grammars/masking/_walk.cpp"], extra_compile_args=["-O3", "-std=c++17"]),
+    # One translation unit per concept (see _walk.h); `depends` rebuilds them all when the header changes.
+    Extension(
+        "grammars.masking._walk",
+        [f"grammars/masking/_walk_{unit}.cpp" for unit in ("trie", "nodes", "settle", "module")],
+        depends=["grammars/masking/_walk.h"],
+        extra_compile_args=["-O3", "-std=c++17"],
+    ),
     # Derivatives of lexer terms (rows of the lazy lexer DFA): plain CPython API as well.
     Extension(
         "grammars.core._derivatives", ["grammars/core/_derivatives.cpp"], extra_compile_args=["-O3", "-std=c++17"]

@@ -1,4 +1,4 @@
-"""Types of the compiled extension built from _walk.cpp (see `grammars.masking.token_walk`)."""
+"""Types of the compiled extension built from _walk_*.cpp (listed in _walk.h; see `grammars.masking.token_walk`)."""
 
 from collections.abc import Callable
 

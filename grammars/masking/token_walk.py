@@ -8,7 +8,7 @@ before the ending byte, position): the parser then settles each group once, not 
 walk of the whole vocabulary from a lexer state does not depend on the grammar, so it is cached per
 (vocabulary, lexer state) and shared by every grammar that reaches the state.
 
-The walks run compiled (`_walk.cpp`) when the extension is built, which `scripts/install.sh` does:
+The walks run compiled (`_walk_nodes.cpp`) when the extension is built, which `scripts/install.sh` does:
 over the vocabulary's byte trie (`TokenTrie`), where a group's members are trie nodes (each the
 subtree of tokens below it), so tokens sharing a prefix share its steps and a group whose next
 lexeme cannot take its first byte is dropped a subtree at a time. `advance_rows_reference` is the
@@ -114,7 +114,7 @@ class TokenTrie:
     root, a node's children are node + 1 and then each child's `node_end` up to its own, and the
     tokens of its subtree are `order[node_first_token[n]:node_first_token[node_end[n]]]` (rows of
     the walk arrays). `tables` is the tuple the compiled walk reads: (node_byte, node_end,
-    node_depth, node_first_token, order, node_text_below), described at `build_trie` in _walk.cpp."""
+    node_depth, node_first_token, order, node_text_below), described at `build_trie` in _walk_trie.cpp."""
 
     tables: tuple[np.ndarray, ...]
     node_end: np.ndarray

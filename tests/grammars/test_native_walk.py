@@ -1,4 +1,4 @@
-"""The compiled vocabulary walk (`grammars/masking/_walk.cpp`) against its numpy reference.
+"""The compiled vocabulary walk (`grammars/masking/_walk_nodes.cpp`) against its numpy reference.
 
 Both walk the same lazy lexer; the compiled one walks the vocabulary's byte trie, parks subtrees at
 states without a row and resumes them once Python has computed the rows, so these tests start from
@@ -92,7 +92,7 @@ def test_walks_match_reference_from_cold_lexer(schema, instance, vocab, monkeypa
     assert_walks_match_reference(schema, instance, vocab, monkeypatch)
 
 
-#: Tokens around the UTF-8 text a string's inside takes whole (`utf8_next` in _walk.cpp): every
+#: Tokens around the UTF-8 text a string's inside takes whole (`utf8_next` in _walk.h): every
 #: character width, tokens ending inside a character, and byte sequences no text holds (overlong
 #: forms, surrogates, code points past U+10FFFF, stray tails, controls), alone and after text.
 UTF8_TOKENS = [

@@ -1,0 +1,341 @@
+// What the translation units of the compiled walk (`grammars.masking._walk`) share: views of the
+// Python buffers they read, the byte classes of JSON string text, the lexer's tables and the trie as
+// one walk sees them, the loop answers and results of a walk, and `Walk` itself, which the settle
+// runs again for each boundary group. Who defines what:
+//   _walk_trie.cpp    build_trie: the vocabulary as a byte trie (built once per vocabulary);
+//   _walk_nodes.cpp   Walk and walk_nodes / walk_vocabulary: the trie walked through the lexer DFA;
+//   _walk_settle.cpp  settle and its caches: boundary groups walked on through the parser;
+//   _walk_module.cpp  the Python module and its method table.
+#pragma once
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+namespace stencil_walk {
+
+
+constexpr int32_t kDead = 0;
+
+// The bytes of plain JSON string text (printable ASCII but `"` and backslash): most of a vocabulary's bytes,
+// and the bytes a string's inside takes back to the same state. Where a node's whole subtree is
+// plain and the state it leads to loops on every plain byte, the walk takes the subtree as a whole.
+constexpr bool is_plain(uint8_t byte) { return byte >= 0x20 && byte < 0x7f && byte != '"' && byte != '\\'; }
+
+// The same for text beyond ASCII: plain bytes and well-formed multi-byte UTF-8 characters. A large
+// vocabulary holds tens of thousands of non-ASCII tokens (Gemma 3: 112k of 262k), and a string's
+// inside takes every such character back to the state it began in. `utf8_next` is the UTF-8
+// decoder of that text (RFC 3629: no overlong forms, surrogates or code points past U+10FFFF): the
+// decoder state after `byte`, or -1 where the text cannot take it.
+enum Utf8State : int8_t { kBoundary, kTail1, kTail2, kTail3, kAfterE0, kAfterED, kAfterF0, kAfterF4, kUtf8States };
+
+constexpr bool is_tail(uint8_t byte) { return byte >= 0x80 && byte <= 0xbf; }
+
+constexpr int8_t utf8_next(int8_t state, uint8_t byte) {
+    switch (state) {
+        case kBoundary:
+            if (byte < 0x80) return is_plain(byte) ? kBoundary : -1;
+            if (byte >= 0xc2 && byte <= 0xdf) return kTail1;
+            if (byte == 0xe0) return kAfterE0;
+            if (byte == 0xed) return kAfterED;
+            if (byte >= 0xe1 && byte <= 0xef) return kTail2;
+            if (byte == 0xf0) return kAfterF0;
+            if (byte >= 0xf1 && byte <= 0xf3) return kTail3;
+            return byte == 0xf4 ? kAfterF4 : -1;
+        case kTail1: return is_tail(byte) ? kBoundary : -1;
+        case kTail2: return is_tail(byte) ? kTail1 : -1;
+        case kTail3: return is_tail(byte) ? kTail2 : -1;
+        case kAfterE0: return byte >= 0xa0 && byte <= 0xbf ? kTail1 : -1;
+        case kAfterED: return byte >= 0x80 && byte <= 0x9f ? kTail1 : -1;
+        case kAfterF0: return byte >= 0x90 && byte <= 0xbf ? kTail2 : -1;
+        case kAfterF4: return byte >= 0x80 && byte <= 0x8f ? kTail2 : -1;
+        default: return -1;
+    }
+}
+
+// Bits of `node_text_below` (see `build_trie`).
+constexpr uint8_t kPlainBelow = 1, kTextBelow = 2;
+
+// A buffer view released on scope exit.
+struct View {
+    Py_buffer buffer{};
+    bool held = false;
+    ~View() { release(); }
+    bool get(PyObject* object, const char* what, Py_ssize_t itemsize) {
+        if (PyObject_GetBuffer(object, &buffer, PyBUF_C_CONTIGUOUS) != 0) return false;
+        held = true;
+        if (buffer.itemsize != itemsize) {
+            PyErr_Format(PyExc_TypeError, "%s: expected items of %zd bytes, got %zd", what, itemsize,
+                         buffer.itemsize);
+            return false;
+        }
+        return true;
+    }
+    void release() {
+        if (held) PyBuffer_Release(&buffer);
+        held = false;
+    }
+    Py_ssize_t count() const { return buffer.len / buffer.itemsize; }
+    template <typename T>
+    const T* data() const { return static_cast<const T*>(buffer.buf); }
+};
+
+template <typename T>
+PyObject* bytes_of(const std::vector<T>& values) {
+    return PyByteArray_FromStringAndSize(reinterpret_cast<const char*>(values.data()),
+                                         static_cast<Py_ssize_t>(values.size() * sizeof(T)));
+}
+
+// A trie node waiting to be walked: its byte is read from `state` (parked where that has no row yet).
+struct Parked {
+    int64_t node;
+    int32_t state;
+};
+
+// Boundary subtrees grouped by (state before the ending byte, position of that byte).
+class Boundaries {
+   public:
+    void add(int32_t before, int32_t position, int64_t node) {
+        const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(before)) << 32) | static_cast<uint32_t>(position);
+        if (last_ == groups_.size() || groups_[last_].first != key) {  // siblings often share a group
+            auto found = index_.try_emplace(key, groups_.size());
+            if (found.second) groups_.push_back({key, {}});
+            last_ = found.first->second;
+        }
+        groups_[last_].second.push_back(node);
+    }
+    // Calls visit(before, position, nodes) per group, sorted by (before, position).
+    template <typename Visit>
+    void each(Visit visit) {
+        std::sort(groups_.begin(), groups_.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+        for (const auto& [key, nodes] : groups_)
+            visit(static_cast<int32_t>(key >> 32), static_cast<int32_t>(key & 0xffffffffu), nodes);
+    }
+    // [(before, position, nodes as an int64 bytearray)] sorted by (before, position).
+    PyObject* to_list() {
+        std::sort(groups_.begin(), groups_.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+        PyObject* list = PyList_New(static_cast<Py_ssize_t>(groups_.size()));
+        if (list == nullptr) return nullptr;
+        for (size_t i = 0; i < groups_.size(); ++i) {
+            const uint64_t key = groups_[i].first;
+            PyObject* group = Py_BuildValue("(iiN)", static_cast<int32_t>(key >> 32), static_cast<int32_t>(key & 0xffffffffu),
+                                            bytes_of(groups_[i].second));
+            if (group == nullptr) {
+                Py_DECREF(list);
+                return nullptr;
+            }
+            PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), group);
+        }
+        return list;
+    }
+
+   private:
+    std::vector<std::pair<uint64_t, std::vector<int64_t>>> groups_;
+    std::unordered_map<uint64_t, size_t> index_;
+    size_t last_ = 0;
+};
+
+// A consistent view of the lexer's tables, from `tables()`.
+struct Tables {
+    View trans, has_row, accepting;
+    const int32_t* next_of = nullptr;
+    const uint8_t* known = nullptr;
+    const uint8_t* accepts = nullptr;
+    int64_t num_states = 0;  // a state past a snapshot's tables (newer than it) counts as missing
+
+    bool take(PyObject* tables) {
+        PyObject* snapshot = PyObject_CallNoArgs(tables);
+        if (snapshot == nullptr) return false;
+        bool ok = PyTuple_Check(snapshot) && PyTuple_GET_SIZE(snapshot) == 3 &&
+                  trans.get(PyTuple_GET_ITEM(snapshot, 0), "trans", 4) &&
+                  has_row.get(PyTuple_GET_ITEM(snapshot, 1), "has_row", 1) &&
+                  accepting.get(PyTuple_GET_ITEM(snapshot, 2), "accepting", 1);
+        Py_DECREF(snapshot);  // the views keep the arrays alive
+        if (!ok) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "tables() must return three arrays");
+            return false;
+        }
+        next_of = trans.data<int32_t>();
+        known = has_row.data<uint8_t>();
+        accepts = accepting.data<uint8_t>();
+        num_states = std::min<int64_t>({trans.count() / 256, has_row.count(), accepting.count()});
+        return true;
+    }
+    void release() {
+        trans.release();
+        has_row.release();
+        accepting.release();
+    }
+};
+
+// The trie's arrays (see `build_trie`), viewed for one walk.
+struct Trie {
+    View byte_view, end_view, depth_view, first_view, order_view, below_view;
+    const uint8_t* byte = nullptr;
+    const int32_t* end = nullptr;
+    const int32_t* depth = nullptr;
+    const int32_t* first_token = nullptr;
+    const int64_t* order = nullptr;
+    const uint8_t* text_below = nullptr;
+    int64_t num_nodes = 0;
+
+    bool take(PyObject* trie) {
+        if (!PyTuple_Check(trie) || PyTuple_GET_SIZE(trie) != 6) {
+            PyErr_SetString(PyExc_TypeError, "trie must be the 6-tuple build_trie returns");
+            return false;
+        }
+        if (!byte_view.get(PyTuple_GET_ITEM(trie, 0), "node_byte", 1) ||
+            !end_view.get(PyTuple_GET_ITEM(trie, 1), "node_end", 4) ||
+            !depth_view.get(PyTuple_GET_ITEM(trie, 2), "node_depth", 4) ||
+            !first_view.get(PyTuple_GET_ITEM(trie, 3), "node_first_token", 4) ||
+            !order_view.get(PyTuple_GET_ITEM(trie, 4), "order", 8) ||
+            !below_view.get(PyTuple_GET_ITEM(trie, 5), "node_text_below", 1))
+            return false;
+        num_nodes = byte_view.count();
+        if (end_view.count() != num_nodes || depth_view.count() != num_nodes || first_view.count() != num_nodes + 1 ||
+            below_view.count() != num_nodes) {
+            PyErr_SetString(PyExc_ValueError, "trie arrays of inconsistent lengths");
+            return false;
+        }
+        byte = byte_view.data<uint8_t>();
+        end = end_view.data<int32_t>();
+        depth = depth_view.data<int32_t>();
+        first_token = first_view.data<int32_t>();
+        order = order_view.data<int64_t>();
+        text_below = below_view.data<uint8_t>();
+        return true;
+    }
+};
+
+// The rows inside a lexeme after their last byte, as ranges of positions in the trie's `order`: a
+// subtree taken whole is one range, and the nodes of a node-by-node walk, visited in preorder, extend
+// the last range while nothing between them was dropped. A wide state's walk is then a few thousand
+// ranges, not a quarter million rows copied twice.
+struct Inside {
+    std::vector<std::pair<int32_t, int32_t>> ranges;
+
+    void add(int32_t from, int32_t to) {
+        if (from == to) return;
+        if (!ranges.empty() && ranges.back().second == from)
+            ranges.back().second = to;
+        else
+            ranges.push_back({from, to});
+    }
+    int64_t count() const {
+        int64_t total = 0;
+        for (const auto& [from, to] : ranges) total += to - from;
+        return total;
+    }
+    // Calls visit(by_position[at]) for each position `at` in the ranges, in order (`order` gives rows).
+    template <typename Visit>
+    void each_row(const int64_t* by_position, Visit visit) const {
+        for (const auto& [from, to] : ranges)
+            for (int32_t at = from; at < to; ++at) visit(by_position[at]);
+    }
+    std::vector<int64_t> rows(const int64_t* order) const {
+        std::vector<int64_t> rows;
+        rows.reserve(static_cast<size_t>(count()));
+        each_row(order, [&](int64_t row) { rows.push_back(row); });
+        return rows;
+    }
+};
+
+// Which states loop on plain bytes and on text, by state: shared by the walks of one call (a
+// settle walks many groups, each from a few states), decided once each. A row computed later
+// changes no decided answer; answers waiting on a row are asked again after the rows are filled.
+struct Loops {
+    std::vector<int8_t> plain;  // 1 where every plain byte leads back to the state, -1 unknown
+    // what `text_loop` found: kLoops, kNoLoop, kUnknown, or the state whose row it lacks
+    std::vector<int32_t> text;
+    std::vector<int32_t> undecided;  // the states of `text` waiting on a row
+    static constexpr int32_t kUnknown = -1, kLoops = -2, kNoLoop = -3;
+
+    bool on_plain(const Tables& t, int32_t state) {
+        if (state >= t.num_states || !t.known[state]) return false;  // not known yet: walked node by node
+        if (static_cast<int64_t>(plain.size()) <= state) plain.resize(state + 1, -1);
+        if (plain[state] < 0) {
+            const int32_t* row = t.next_of + static_cast<int64_t>(state) * 256;
+            bool loops = true;
+            for (int byte = 0; byte < 256 && loops; ++byte) loops = !is_plain(static_cast<uint8_t>(byte)) || row[byte] == state;
+            plain[state] = loops;
+        }
+        return plain[state] == 1;
+    }
+
+    // Whether every UTF-8 text character (`utf8_next`) leads from `state` back to it, through live
+    // states: then a subtree whose bytes are such text, its tokens perhaps ending inside a character,
+    // stays inside. kLoops, kNoLoop, or a state whose row the answer needs first (the walk parks the
+    // node and has it computed: the states inside characters may be rows no token has needed yet).
+    // Asked only where `state` loops on plain bytes, which most states fail at their first one.
+    int32_t on_text(const Tables& t, int32_t state) {
+        if (static_cast<int64_t>(text.size()) <= state) text.resize(state + 1, kUnknown);
+        if (text[state] == kUnknown) {
+            text[state] = text_loop(t, state);
+            if (text[state] >= 0) undecided.push_back(state);
+        }
+        return text[state];
+    }
+
+    // Decided on the product of the lexer and the decoder, from (state, kBoundary).
+    static int32_t text_loop(const Tables& t, int32_t state) {
+        constexpr size_t kMaxPairs = 64;  // a string's inside needs a few: past that, walk node by node
+        std::vector<std::pair<int32_t, int8_t>> pairs{{state, kBoundary}};
+        for (size_t at = 0; at < pairs.size(); ++at) {
+            const auto [lexer, decoder] = pairs[at];
+            if (lexer >= t.num_states || !t.known[lexer]) return lexer;
+            const int32_t* row = t.next_of + static_cast<int64_t>(lexer) * 256;
+            for (int byte = 0; byte < 256; ++byte) {
+                const int8_t after = utf8_next(decoder, static_cast<uint8_t>(byte));
+                if (after < 0) continue;
+                const int32_t next = row[byte];
+                if (next == kDead || (after == kBoundary && next != state)) return kNoLoop;
+                if (after == kBoundary) continue;
+                const std::pair<int32_t, int8_t> pair{next, after};
+                if (std::find(pairs.begin(), pairs.end(), pair) == pairs.end()) {
+                    if (pairs.size() == kMaxPairs) return kNoLoop;
+                    pairs.push_back(pair);
+                }
+            }
+        }
+        return kLoops;
+    }
+
+    void forget_undecided() {
+        for (int32_t state : undecided) text[state] = kUnknown;
+        undecided.clear();
+    }
+};
+
+// One walk's results so far, and the nodes parked at states without a row.
+struct Walk {
+    const Trie& trie;
+    Loops& loops;
+    Inside inside;
+    Boundaries boundaries;
+    std::vector<Parked> parked;
+
+    // Walks the parked nodes' subtrees to their ends, asking `fill_rows` for missing rows (false: an error is set).
+    bool finish(PyObject* tables, PyObject* fill_rows);
+
+    // Walks the subtree of `item.node` in preorder, one pass over its nodes: a node whose byte the
+    // lexer cannot take skips its subtree (a boundary, or dead), one at a state without a row parks it.
+    void scan(const Tables& t, const Parked& item, std::vector<int32_t>& state_at, std::vector<int32_t>& missing);
+
+    // Asks `fill_rows` for the rows of the `missing` states (sorted and deduplicated first).
+    static bool fill(PyObject* fill_rows, std::vector<int32_t>& missing);
+};
+
+// The module's functions (their arguments and results are described where each is defined).
+PyObject* build_trie(PyObject*, PyObject* args);  // _walk_trie.cpp
+PyObject* walk_nodes(PyObject*, PyObject* args);  // _walk_nodes.cpp
+PyObject* walk_vocabulary(PyObject*, PyObject* args);
+PyObject* new_group_walks(PyObject*, PyObject* args);  // _walk_settle.cpp
+PyObject* new_parser_edges(PyObject*, PyObject*);
+PyObject* group_walks_held(PyObject*, PyObject* capsule);
+PyObject* settle(PyObject*, PyObject* args);
+
+}  // namespace stencil_walk

@@ -1,0 +1,25 @@
+// The Python module `grammars.masking._walk` (types in _walk.pyi): its method table, over the
+// functions of _walk_trie.cpp, _walk_nodes.cpp and _walk_settle.cpp (see _walk.h).
+#include "_walk.h"
+
+namespace {
+
+using namespace stencil_walk;
+
+PyMethodDef methods[] = {
+    {"build_trie", build_trie, METH_VARARGS, "The byte trie of the token rows (see grammars.masking.token_walk)."},
+    {"walk_nodes", walk_nodes, METH_VARARGS,
+     "Walk trie subtrees through the lazy lexer DFA (see grammars.masking.token_walk)."},
+    {"walk_vocabulary", walk_vocabulary, METH_VARARGS, "walk_nodes with the inside tokens as ids or a mask of them."},
+    {"new_group_walks", new_group_walks, METH_VARARGS, "An empty per-vocabulary cache of boundary group walks."},
+    {"new_parser_edges", new_parser_edges, METH_NOARGS, "An empty per-automaton memo of end_lexeme and lexer_start."},
+    {"group_walks_held", group_walks_held, METH_O, "(walks, bytes) a group walk cache holds."},
+    {"settle", settle, METH_VARARGS, "Set the tokens of boundary groups the grammar accepts (see grammars.masking.settle)."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyModuleDef module = {PyModuleDef_HEAD_INIT, "_walk", "Compiled vocabulary walks over the lexer DFA.", -1, methods};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__walk() { return PyModule_Create(&module); }

@@ -1,0 +1,175 @@
+// The compiled vocabulary walk of `grammars.masking.token_walk` (`Walk`, walk_nodes, walk_vocabulary):
+// the vocabulary as a byte trie, walked through the lexer DFA node by node. Tokens that share a
+// prefix share its transitions, and a byte the lexer cannot take drops the whole subtree below it at
+// once: a boundary group is a handful of subtrees (every token ` x...` after a space, say), not
+// thousands of tokens, and walking it from the next lexeme's start touches only the subtrees whose
+// first byte that lexeme can take. Its results are those of the numpy row walk there
+// (`advance_rows_reference`) once each subtree is read as the tokens in it.
+//
+// The lexer DFA is lazy: a state's transition row may not exist yet. The walk parks every node that
+// reaches such a state, asks Python (`fill_rows`) to compute the missing rows, takes a fresh view of
+// the tables (they may have been reallocated) and resumes the parked nodes where they stopped.
+// A state without a row has an all-DEAD row in `trans` (the tables are zero-filled), so `has_row`
+// is read only where a transition is DEAD, off the loop's load-to-load dependency chain.
+#include "_walk.h"
+
+namespace stencil_walk {
+
+bool Walk::finish(PyObject* tables, PyObject* fill_rows) {
+    std::vector<Parked> work;
+    std::vector<int32_t> missing;
+    std::vector<int32_t> state_at;  // by depth: the state after the current node's prefix
+    while (!parked.empty()) {
+        Tables t;
+        if (!t.take(tables)) return false;
+        work.swap(parked);
+        parked.clear();
+        loops.forget_undecided();  // rows were filled: decide again
+        missing.clear();
+        for (const Parked& item : work) scan(t, item, state_at, missing);
+        t.release();
+        if (!missing.empty() && !fill(fill_rows, missing)) return false;
+    }
+    return true;
+}
+
+void Walk::scan(const Tables& t, const Parked& item, std::vector<int32_t>& state_at, std::vector<int32_t>& missing) {
+    const int64_t stop = trie.end[item.node];
+    const int32_t base = trie.depth[item.node];
+    if (static_cast<int32_t>(state_at.size()) <= base) state_at.resize(base + 1);
+    state_at[base - 1] = item.state;
+    for (int64_t node = item.node; node < stop;) {
+        const int32_t depth = trie.depth[node];
+        const int32_t state = state_at[depth - 1];
+        const int32_t next =
+            state < t.num_states ? t.next_of[static_cast<int64_t>(state) * 256 + trie.byte[node]] : kDead;
+        if (next == kDead) {
+            if (state >= t.num_states || !t.known[state]) {
+                parked.push_back({node, state});
+                missing.push_back(state);
+            } else if (t.accepts[state]) {
+                boundaries.add(state, depth - 1, node);
+            }
+            node = trie.end[node];
+            continue;
+        }
+        const uint8_t below = trie.text_below[node];
+        const bool has_children = trie.end[node] > node + 1;
+        const bool plain_loop = has_children && loops.on_plain(t, next);  // implied by a text loop
+        const int32_t text = plain_loop && below & kTextBelow ? loops.on_text(t, next) : Loops::kNoLoop;
+        if (text >= 0) {  // undecided until the row of `text` is known
+            parked.push_back({node, state});
+            missing.push_back(text);
+            node = trie.end[node];
+            continue;
+        }
+        if (text == Loops::kLoops || (plain_loop && below & kPlainBelow)) {  // the whole subtree stays inside
+            inside.add(trie.first_token[node], trie.first_token[trie.end[node]]);
+            node = trie.end[node];
+            continue;
+        }
+        inside.add(trie.first_token[node], trie.first_token[node + 1]);
+        if (static_cast<int32_t>(state_at.size()) <= depth) state_at.resize(depth + 1);
+        state_at[depth] = next;
+        ++node;
+    }
+}
+
+bool Walk::fill(PyObject* fill_rows, std::vector<int32_t>& missing) {
+    std::sort(missing.begin(), missing.end());
+    missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
+    PyObject* states = PyList_New(static_cast<Py_ssize_t>(missing.size()));
+    if (states == nullptr) return false;
+    for (size_t i = 0; i < missing.size(); ++i) PyList_SET_ITEM(states, i, PyLong_FromLong(missing[i]));
+    PyObject* result = PyObject_CallOneArg(fill_rows, states);
+    Py_DECREF(states);
+    if (result == nullptr) return false;
+    Py_DECREF(result);
+    return true;
+}
+
+namespace {
+
+// Parks the trie `nodes` (int64, not the root) at lexer state `sid` to start a walk (false: an error is set).
+bool start(Walk& walk, PyObject* nodes_object, int sid) {
+    View nodes;
+    if (!nodes.get(nodes_object, "nodes", 8)) return false;
+    walk.parked.reserve(static_cast<size_t>(nodes.count()));
+    for (Py_ssize_t i = 0; i < nodes.count(); ++i) {
+        const int64_t node = nodes.data<int64_t>()[i];
+        if (node <= 0 || node >= walk.trie.num_nodes) {
+            PyErr_SetString(PyExc_IndexError, "walk: a trie node out of range (or the root)");
+            return false;
+        }
+        walk.parked.push_back({node, sid});
+    }
+    return true;
+}
+
+}  // namespace
+
+// walk_nodes(tables, fill_rows, trie, nodes, sid)
+//   tables(): (trans int32[states*256], has_row bool[states], accepting bool[states]), consistent.
+//   fill_rows(states: list[int]): computes the rows of `states` (may raise: the walk stops).
+//   trie: what `build_trie` returned; nodes: int64 non-root nodes whose bytes are read from `sid`.
+// Returns (inside rows as int64 bytearray, [(before, position, nodes as int64 bytearray)]): the rows of
+// the nodes' subtrees still inside a lexeme after their last byte, and the subtrees whose byte at
+// `position` (the node's depth - 1) ends the lexeme in state `before`, sorted by (before, position).
+PyObject* walk_nodes(PyObject*, PyObject* args) {
+    PyObject *tables, *fill_rows, *trie_object, *nodes_object;
+    int sid;
+    if (!PyArg_ParseTuple(args, "OOOOi", &tables, &fill_rows, &trie_object, &nodes_object, &sid)) return nullptr;
+    Trie trie;
+    if (!trie.take(trie_object)) return nullptr;
+    Loops loops;
+    Walk walk{trie, loops, {}, {}, {}};
+    if (!start(walk, nodes_object, sid) || !walk.finish(tables, fill_rows)) return nullptr;
+    return Py_BuildValue("(NN)", bytes_of(walk.inside.rows(trie.order)), walk.boundaries.to_list());
+}
+
+// walk_vocabulary(tables, fill_rows, trie, nodes, sid, ordered_ids, size, dense_above)
+//   As walk_nodes, with the inside tokens as token ids (`ordered_ids`: the int64 id of each row in
+//   trie order, ids[order], read in order along the inside ranges): returns
+//   (inside ids as int64 bytearray or None, inside mask as bool bytearray[size] or None, groups),
+//   the mask where more than `dense_above` tokens are inside (a wide state: setting them here
+//   spares a gather and a scatter over tens of thousands of ids).
+PyObject* walk_vocabulary(PyObject*, PyObject* args) {
+    PyObject *tables, *fill_rows, *trie_object, *nodes_object, *ids_object;
+    int sid;
+    Py_ssize_t size, dense_above;
+    if (!PyArg_ParseTuple(args, "OOOOiOnn", &tables, &fill_rows, &trie_object, &nodes_object, &sid, &ids_object, &size,
+                          &dense_above))
+        return nullptr;
+    Trie trie;
+    View ids;
+    if (!trie.take(trie_object) || !ids.get(ids_object, "ordered_ids", 8)) return nullptr;
+    if (ids.count() != trie.first_token[trie.num_nodes]) {
+        PyErr_SetString(PyExc_ValueError, "walk_vocabulary: one id per row of the trie expected");
+        return nullptr;
+    }
+    Loops loops;
+    Walk walk{trie, loops, {}, {}, {}};
+    if (!start(walk, nodes_object, sid) || !walk.finish(tables, fill_rows)) return nullptr;
+    const bool dense = walk.inside.count() > dense_above;
+    std::vector<int64_t> inside_ids;
+    std::vector<uint8_t> mask(dense ? static_cast<size_t>(size) : 0, 0);
+    bool in_range = true;
+    walk.inside.each_row(ids.data<int64_t>(), [&](int64_t id) {
+        if (id < 0 || id >= size)
+            in_range = false;
+        else if (dense)
+            mask[id] = 1;
+        else
+            inside_ids.push_back(id);
+    });
+    if (!in_range) {
+        PyErr_SetString(PyExc_IndexError, "walk_vocabulary: a token id past size");
+        return nullptr;
+    }
+    PyObject* groups = walk.boundaries.to_list();
+    if (groups == nullptr) return nullptr;
+    if (!dense) return Py_BuildValue("(NON)", bytes_of(inside_ids), Py_None, groups);
+    return Py_BuildValue("(ONN)", Py_None, bytes_of(mask), groups);
+}
+
+}  // namespace stencil_walk

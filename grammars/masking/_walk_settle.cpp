@@ -1,0 +1,280 @@
+// Settling boundary groups (`grammars.masking.settle`): the tokens of a group end a lexeme, the
+// parser takes the lexeme (`end_lexeme`), the next lexeme starts (`lexer_start`) and the group's
+// subtrees are walked on from there, their own boundaries settled in turn, down to the tokens' ends.
+// The parser's answers are memoized per automaton here (`ParserEdges`: Python is asked only on a
+// miss); the walks of groups depend on lexer states alone, so they are kept per vocabulary
+// (`GroupWalks`) and shared by every grammar. Accepted tokens are set in the mask directly.
+#include "_walk.h"
+
+#include <memory>
+
+namespace stencil_walk {
+
+namespace {
+
+constexpr int32_t kNoConfig = -1;  // end_lexeme's None: the lexeme cannot end there
+
+// A group's name: (parent, start, before, position). A group of a whole-vocabulary walk has parent
+// -1 - lexer generation and start the walk's state; a nested group its parent's id and the start
+// its parent was walked from. Equal names mean equal members.
+struct GroupName {
+    int64_t parent, start, before, position;
+    bool operator==(const GroupName& other) const {
+        return parent == other.parent && start == other.start && before == other.before && position == other.position;
+    }
+};
+
+struct GroupNameHash {
+    size_t operator()(const GroupName& name) const {
+        uint64_t h = static_cast<uint64_t>(name.parent) * 0x9E3779B97F4A7C15ull;
+        h ^= static_cast<uint64_t>(name.start) + 0x632BE59BD9B4E019ull + (h << 6) + (h >> 2);
+        h ^= static_cast<uint64_t>(name.before) + 0x85EBCA77C2B2AE63ull + (h << 6) + (h >> 2);
+        h ^= static_cast<uint64_t>(name.position) + 0xC2B2AE3D27D4EB4Full + (h << 6) + (h >> 2);
+        return static_cast<size_t>(h);
+    }
+};
+
+struct Group {
+    int32_t before;
+    std::vector<int64_t> members;  // trie nodes
+};
+
+// A group walked from a lexeme start: the rows inside a lexeme at their end, and the nested groups.
+struct GroupWalk {
+    Inside inside;
+    std::vector<int32_t> nested;
+};
+
+// Per vocabulary: groups by name, and their walks by (group, start); emptied as a whole at the start
+// of a settle that finds more than max_walks walks or max_bytes bytes held.
+struct GroupWalks {
+    std::unordered_map<GroupName, int32_t, GroupNameHash> ids;
+    std::vector<Group> groups;
+    std::unordered_map<uint64_t, GroupWalk> walks;
+    int64_t bytes = 0;
+    int64_t max_walks = 0, max_bytes = 0;
+
+    void make_room() {
+        if (static_cast<int64_t>(walks.size()) < max_walks && bytes <= max_bytes) return;
+        ids.clear();
+        groups.clear();
+        walks.clear();
+        bytes = 0;
+    }
+    template <typename Members>
+    int32_t intern(const GroupName& name, int32_t before, const Members& members) {
+        auto found = ids.try_emplace(name, static_cast<int32_t>(groups.size()));
+        if (found.second) {
+            groups.push_back({before, std::vector<int64_t>(members.begin(), members.end())});
+            bytes += static_cast<int64_t>(members.size() * sizeof(int64_t) + sizeof(Group));
+        }
+        return found.first->second;
+    }
+};
+
+// Per automaton: end_lexeme by (config, lexer state) and lexer_start by config.
+struct ParserEdges {
+    std::unordered_map<uint64_t, int32_t> ended;
+    std::unordered_map<int32_t, int32_t> starts;
+};
+
+constexpr const char* kGroupWalks = "grammars.masking._walk.GroupWalks";
+constexpr const char* kParserEdges = "grammars.masking._walk.ParserEdges";
+
+template <typename T>
+void destroy_capsule(PyObject* capsule) {
+    delete static_cast<T*>(PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule)));
+}
+
+// A state or configuration from a callback's result (None -> kNoConfig where `may_be_none`); false
+// with an error set otherwise.
+bool int_result(PyObject* result, bool may_be_none, const char* what, int32_t& out) {
+    if (result == nullptr) return false;
+    if (result == Py_None && may_be_none) {
+        Py_DECREF(result);
+        out = kNoConfig;
+        return true;
+    }
+    const long value = PyLong_Check(result) ? PyLong_AsLong(result) : -1;
+    Py_DECREF(result);
+    if (value == -1 && PyErr_Occurred()) return false;
+    if (value < 0 || value > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "settle: %s returned no state or configuration", what);
+        return false;
+    }
+    out = static_cast<int32_t>(value);
+    return true;
+}
+
+struct Settling {
+    GroupWalks& cache;
+    ParserEdges& edges;
+    const Trie& trie;
+    PyObject *end_lexeme, *lexer_start, *tables, *fill_rows;
+    uint8_t* mask;
+    Py_ssize_t size;
+    const int64_t* id_of;
+    Loops loops{};  // shared by the group walks of this settle
+
+    bool ended(int32_t config, int32_t before, int32_t& out) {
+        const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(config)) << 32) | static_cast<uint32_t>(before);
+        auto found = edges.ended.find(key);
+        if (found != edges.ended.end()) {
+            out = found->second;
+            return true;
+        }
+        if (!int_result(PyObject_CallFunction(end_lexeme, "ii", config, before), true, "end_lexeme", out)) return false;
+        edges.ended.emplace(key, out);
+        return true;
+    }
+
+    bool start(int32_t config, int32_t& out) {
+        auto found = edges.starts.find(config);
+        if (found != edges.starts.end()) {
+            out = found->second;
+            return true;
+        }
+        if (!int_result(PyObject_CallFunction(lexer_start, "i", config), false, "lexer_start", out)) return false;
+        edges.starts.emplace(config, out);
+        return true;
+    }
+
+    // The walk of group `id`'s members from lexer state `from` (walked and kept on a miss).
+    const GroupWalk* walk(int32_t id, int32_t from) {
+        const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(id)) << 32) | static_cast<uint32_t>(from);
+        auto found = cache.walks.find(key);
+        if (found != cache.walks.end()) return &found->second;
+        Walk walk{trie, loops, {}, {}, {}};
+        for (int64_t node : cache.groups[id].members) walk.parked.push_back({node, from});
+        if (!walk.finish(tables, fill_rows)) return nullptr;
+        GroupWalk result;
+        result.inside = std::move(walk.inside);
+        walk.boundaries.each([&](int32_t before, int32_t position, const std::vector<int64_t>& nodes) {
+            result.nested.push_back(cache.intern({id, from, before, position}, before, nodes));
+        });
+        cache.bytes += static_cast<int64_t>(result.inside.ranges.size() * sizeof(result.inside.ranges[0]) +
+                                            result.nested.size() * sizeof(int32_t) + sizeof(GroupWalk));
+        return &cache.walks.emplace(key, std::move(result)).first->second;
+    }
+
+    // Sets the tokens of group `id` (ending a lexeme after `config`) that the grammar accepts.
+    // A fresh lexeme consumes a byte before it can end, so nested groups lie further in the tokens
+    // and the recursion ends within the longest token.
+    bool settle(int32_t config, int32_t id) {
+        int32_t after, from;
+        if (!ended(config, cache.groups[id].before, after)) return false;
+        if (after == kNoConfig) return true;
+        if (!start(after, from)) return false;
+        const GroupWalk* walked = walk(id, from);  // node-based map: stays valid while nested walks are added
+        if (walked == nullptr) return false;
+        bool in_range = true;
+        walked->inside.each_row(trie.order, [&](int64_t row) {
+            const int64_t token = id_of[row];
+            if (token < 0 || token >= size)
+                in_range = false;
+            else
+                mask[token] = 1;
+        });
+        if (!in_range) {
+            PyErr_SetString(PyExc_IndexError, "settle: a token id past the mask");
+            return false;
+        }
+        for (int32_t nested : walked->nested)
+            if (!settle(after, nested)) return false;
+        return true;
+    }
+};
+
+}  // namespace
+
+// new_group_walks(max_walks, max_bytes) -> a capsule holding an empty GroupWalks.
+PyObject* new_group_walks(PyObject*, PyObject* args) {
+    Py_ssize_t max_walks, max_bytes;
+    if (!PyArg_ParseTuple(args, "nn", &max_walks, &max_bytes)) return nullptr;
+    auto held = std::make_unique<GroupWalks>();
+    held->max_walks = max_walks;
+    held->max_bytes = max_bytes;
+    PyObject* capsule = PyCapsule_New(held.get(), kGroupWalks, destroy_capsule<GroupWalks>);
+    if (capsule != nullptr) held.release();
+    return capsule;
+}
+
+// new_parser_edges() -> a capsule holding empty ParserEdges.
+PyObject* new_parser_edges(PyObject*, PyObject*) {
+    auto held = std::make_unique<ParserEdges>();
+    PyObject* capsule = PyCapsule_New(held.get(), kParserEdges, destroy_capsule<ParserEdges>);
+    if (capsule != nullptr) held.release();
+    return capsule;
+}
+
+// group_walks_held(capsule) -> (walks, bytes): what a GroupWalks holds.
+PyObject* group_walks_held(PyObject*, PyObject* capsule) {
+    auto* cache = static_cast<GroupWalks*>(PyCapsule_GetPointer(capsule, kGroupWalks));
+    if (cache == nullptr) return nullptr;
+    return Py_BuildValue("(nn)", static_cast<Py_ssize_t>(cache->walks.size()), static_cast<Py_ssize_t>(cache->bytes));
+}
+
+// settle(group_walks, parser_edges, mask, ids, config, walk_name, groups, end_lexeme, lexer_start, tables,
+//        fill_rows, trie)
+//   group_walks, parser_edges: capsules from new_group_walks (of the vocabulary) and new_parser_edges
+//     (of the automaton); mask: writable bool[size]; ids: int64 token id of each trie row.
+//   walk_name: (lexer generation, state) of the whole-vocabulary walk whose boundary `groups`
+//     ([(before, position, nodes as int64)], as walk_vocabulary returns them) end lexemes after `config`.
+//   end_lexeme(config, sid) -> int | None and lexer_start(config) -> int: the automaton's, asked on a miss.
+//   tables, fill_rows, trie: as walk_nodes.
+// Sets in `mask` the tokens of `groups` that the grammar accepts.
+PyObject* settle(PyObject*, PyObject* args) {
+    PyObject *walks_capsule, *edges_capsule, *mask_object, *ids_object, *groups, *end_lexeme, *lexer_start, *tables,
+        *fill_rows, *trie_object;
+    int config;
+    long long generation, walk_sid;
+    if (!PyArg_ParseTuple(args, "OOOOi(LL)O!OOOOO", &walks_capsule, &edges_capsule, &mask_object, &ids_object, &config,
+                          &generation, &walk_sid, &PyTuple_Type, &groups, &end_lexeme, &lexer_start, &tables,
+                          &fill_rows, &trie_object))
+        return nullptr;
+    auto* cache = static_cast<GroupWalks*>(PyCapsule_GetPointer(walks_capsule, kGroupWalks));
+    auto* edges = static_cast<ParserEdges*>(PyCapsule_GetPointer(edges_capsule, kParserEdges));
+    if (cache == nullptr || edges == nullptr) return nullptr;
+    Trie trie;
+    View ids, mask;
+    if (!trie.take(trie_object) || !ids.get(ids_object, "ids", 8)) return nullptr;
+    if (PyObject_GetBuffer(mask_object, &mask.buffer, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) != 0) return nullptr;
+    mask.held = true;
+    if (mask.buffer.itemsize != 1) {
+        PyErr_SetString(PyExc_TypeError, "settle: mask must be a bool array");
+        return nullptr;
+    }
+    if (ids.count() != trie.first_token[trie.num_nodes]) {
+        PyErr_SetString(PyExc_ValueError, "settle: one id per row of the trie expected");
+        return nullptr;
+    }
+    cache->make_room();
+    std::vector<int32_t> top;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(groups); ++i) {
+        int before, position;
+        PyObject* nodes_object;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(groups, i), "iiO", &before, &position, &nodes_object)) return nullptr;
+        const GroupName name{-1 - generation, walk_sid, before, position};
+        auto found = cache->ids.find(name);
+        if (found != cache->ids.end()) {
+            top.push_back(found->second);
+            continue;
+        }
+        View nodes;
+        if (!nodes.get(nodes_object, "nodes", 8)) return nullptr;
+        std::vector<int64_t> members(nodes.data<int64_t>(), nodes.data<int64_t>() + nodes.count());
+        for (int64_t node : members)
+            if (node <= 0 || node >= trie.num_nodes) {
+                PyErr_SetString(PyExc_IndexError, "settle: a trie node out of range (or the root)");
+                return nullptr;
+            }
+        top.push_back(cache->intern(name, before, members));
+    }
+    Settling settling{*cache,       *edges,      trie, end_lexeme, lexer_start, tables, fill_rows,
+                      static_cast<uint8_t*>(mask.buffer.buf), mask.count(), ids.data<int64_t>()};
+    for (int32_t id : top)
+        if (!settling.settle(config, id)) return nullptr;
+    Py_RETURN_NONE;
+}
+
+}  // namespace stencil_walk
