@@ -69,12 +69,17 @@ class StateWalk:
         that share this walk, and so the name of its boundary groups (`GroupKey`).
     inside_mask: bool[vocab.size], dense for wide states (the inside of a string; `inside_ids` is
         empty then), else None and `inside_ids` holds the few ids.
+    inside_of: the state whose walk found these inside tokens: `sid`, or for a walk retagged from
+        another state's (`_retagged`: every string field's inside), that walk's `inside_of`. Walks
+        with equal `inside_of` (in one lexer generation) have the same inside tokens, so what is
+        derived from those alone is shared under it (`MaskTable._key_candidates`).
     """
 
     sid: int
     inside_ids: np.ndarray
     inside_mask: np.ndarray | None
     boundaries: tuple[tuple[int, int, np.ndarray], ...]
+    inside_of: int
 
     @property
     def nbytes(self) -> int:
@@ -339,7 +344,7 @@ def _retagged(
             renamed[before] = lexer.retagged(before, tags, new_tags, check)
         boundaries.append((renamed[before], position, members))
     boundaries.sort(key=lambda group: group[:2])
-    return StateWalk(sid, walk.inside_ids, walk.inside_mask, tuple(boundaries))
+    return StateWalk(sid, walk.inside_ids, walk.inside_mask, tuple(boundaries), walk.inside_of)
 
 
 #: A boundary group: tokens that end a lexeme in lexer state `before` just before byte `position`.
@@ -406,12 +411,12 @@ def _walk_vocabulary(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Che
         )
         boundaries = _groups(groups)
         if mask is None:
-            return StateWalk(sid, np.frombuffer(ids, dtype=np.int64), None, boundaries)
-        return StateWalk(sid, _NO_IDS, np.frombuffer(mask, dtype=bool), boundaries)
+            return StateWalk(sid, np.frombuffer(ids, dtype=np.int64), None, boundaries, sid)
+        return StateWalk(sid, _NO_IDS, np.frombuffer(mask, dtype=bool), boundaries, sid)
     rows = advance_rows_reference(arrays, lexer, sid, arrays.rows_starting_with(extends), 0, check)
     inside_ids = arrays.ids[rows.inside_rows]
     if inside_ids.size <= DENSE_INSIDE_THRESHOLD:
-        return StateWalk(sid, inside_ids, None, rows.boundaries)
+        return StateWalk(sid, inside_ids, None, rows.boundaries, sid)
     inside_mask = np.zeros(vocab.size, dtype=bool)
     inside_mask[inside_ids] = True
-    return StateWalk(sid, inside_ids[:0], inside_mask, rows.boundaries)  # the ids would cost 8 bytes a token more
+    return StateWalk(sid, inside_ids[:0], inside_mask, rows.boundaries, sid)  # the ids would cost 8 bytes a token more
