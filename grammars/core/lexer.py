@@ -17,7 +17,10 @@ Rows are derived by the compiled store of `_derivatives.cpp` (`byte_regex.Compil
 terms, derived in C++) where it is built, else by `byte_regex` alone. A state reached by compiled
 derivatives is numbered by its node; its term is carried back to Python only when something reads it
 (`terms[sid]`), since building Python terms cost most of a row. Either way a state's term is the one
-`byte_regex` builds, so both paths reach the same states.
+`byte_regex` builds, so both paths reach the same states. A full store is replaced by a fresh one; the
+states whose terms are still unread in the old one are read from it later (`_drain`: on demand, and a
+millisecond at a time at each later use of the store), not all at once: read at once, the ~45k states
+of a lexer that served 50 schemas took ~1 s, inside whichever token mask happened to fill the store.
 
 Rows live in one numpy table (for the vectorized vocabulary walks in `grammars.masking.token_walk`) mirrored
 by Python lists (for the scalar byte walks of the matcher, where numpy scalar indexing is slow).
@@ -28,6 +31,7 @@ from __future__ import annotations
 import functools
 import itertools
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, overload
 
@@ -46,6 +50,8 @@ NEW_GENERATION_STATES = 100_000
 #: Term nodes a store of compiled derivatives holds before its lexer starts a fresh one (each node and
 #: memo entry costs tens of bytes, as in `byte_regex`, whose tables hold as many terms).
 MAX_COMPILED_NODES = rx.MAX_INTERNED_TERMS
+#: Seconds each use of the store may spend reading the unread terms of the store it replaced (`_drain`).
+DRAIN_SECONDS = 0.001
 
 
 class TagFreeForm(NamedTuple):
@@ -93,6 +99,8 @@ class LexerTables:
         self._compiled: rx.CompiledTerms | None = None
         self._sid_of_node: dict[int, int] = {}
         self._node_of_sid: dict[int, int] = {}
+        #: The replaced store, and the node there of each state whose term is not read yet (`_drain`).
+        self._retired: tuple[rx.CompiledTerms, dict[int, int]] | None = None
         self._add(rx.EMPTY, empty=False)  # DEAD == 0
 
     # ------------------------------------------------------------------------------------------
@@ -133,8 +141,15 @@ class LexerTables:
             with self._lock:
                 term = self._terms[sid]
                 if term is None:
-                    assert self._compiled is not None
-                    term = self._terms[sid] = self._compiled.term(self._node_of_sid[sid])
+                    node = self._node_of_sid.get(sid)
+                    if node is not None:
+                        assert self._compiled is not None
+                        term = self._compiled.term(node)
+                    else:  # a state of the replaced store, not read yet
+                        assert self._retired is not None
+                        retired, unread = self._retired
+                        term = retired.term(unread.pop(sid))
+                    self._terms[sid] = term
                     self._sid_of_term.setdefault(term.id, sid)
         return term
 
@@ -174,17 +189,39 @@ class LexerTables:
     # ---- the compiled store -------------------------------------------------------------------
     def _store(self) -> rx.CompiledTerms | None:
         """The store of compiled derivatives rows come from (None where they are not built), a fresh one
-        when the terms start a new generation or the store is full; the caller holds the lock."""
+        when the terms start a new generation or the store is full; the caller holds the lock.
+
+        The replaced store is kept until the terms of its states are read (`_drain`)."""
         if rx.compiled_derivatives is None:
             return None
         compiled = self._compiled
         if compiled is None or not compiled.is_current() or compiled.store.num_nodes() >= MAX_COMPILED_NODES:
-            for sid in self._node_of_sid:  # the terms the old store still holds, read before it goes
-                self.term(sid)
+            self._drain(None)  # a store replaced before is read out first: at most one is kept
+            unread = {sid: node for sid, node in self._node_of_sid.items() if self._terms[sid] is None}
+            self._retired = (compiled, unread) if compiled is not None and unread else None
             compiled = self._compiled = rx.CompiledTerms(rx.compiled_derivatives.Store())
             self._sid_of_node = {0: DEAD}
             self._node_of_sid = {}
+        elif self._retired is not None:
+            self._drain(DRAIN_SECONDS)
         return compiled
+
+    def _drain(self, max_seconds: float | None) -> None:
+        """Read the terms of the replaced store's unread states (all of them, or for about `max_seconds`,
+        one at least), and let the store go once none is left; the caller holds the lock."""
+        if self._retired is None:
+            return
+        retired, unread = self._retired
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        while unread:
+            sid, node = unread.popitem()
+            if self._terms[sid] is None:
+                term = self._terms[sid] = retired.term(node)
+                self._sid_of_term.setdefault(term.id, sid)
+            if deadline is not None and time.monotonic() > deadline:
+                break
+        if not unread:
+            self._retired = None
 
     @staticmethod
     def _carry(compiled: rx.CompiledTerms, term: rx.Term) -> int | None:

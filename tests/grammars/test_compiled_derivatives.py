@@ -219,6 +219,46 @@ def test_a_full_store_is_replaced_and_its_states_stay_sound(lexer, monkeypatch):
     assert len(replaced) > 3
 
 
+def test_a_replaced_stores_states_are_read_as_needed_not_at_once(lexer, monkeypatch):
+    """Replacing a full store reads none of its states' terms then: each is read when asked for, or one
+    at each later use of the store (`DRAIN_SECONDS` = 0), and the old store goes once none is left."""
+    monkeypatch.setattr(lexer_module, "DRAIN_SECONDS", 0.0)
+    start = lexer.start_state((rx.alt(*(rx.literal(word) for word in (b"abcdabcd", b"badcbadc", b"cdabcdab"))),))
+    paths = {start: b""}
+    frontier = [start]
+    while frontier and len(paths) < 16:
+        sid = frontier.pop(0)
+        for byte in (97, 98, 99, 100):
+            following = lexer.row(sid)[byte]
+            if following != DEAD and following not in paths:
+                paths[following] = paths[sid] + bytes([byte])
+                frontier.append(following)
+    unread = {sid for sid in paths if lexer._terms[sid] is None}
+    assert len(unread) > 5
+    old = lexer._compiled
+
+    def expected(sid: int) -> rx.Term:
+        term = lexer.terms[start]
+        for byte in paths[sid]:
+            term = rx.derivative(term, byte)
+        return term
+
+    monkeypatch.setattr(lexer_module, "MAX_COMPILED_NODES", 1)
+    lexer.sid(rx.literal(b"zz"))  # the store is full: replaced, nothing read
+    assert lexer._compiled is not old and lexer._retired is not None
+    retired, pending = lexer._retired
+    assert retired is old and set(pending) == unread
+    asked = min(unread)
+    assert lexer.terms[asked] is expected(asked)  # read on demand
+    assert asked not in lexer._retired[1]
+    monkeypatch.setattr(lexer_module, "MAX_COMPILED_NODES", rx.MAX_INTERNED_TERMS)
+    for count in range(len(unread) - 1):  # each use of the store reads one more
+        assert lexer._retired is not None and len(lexer._retired[1]) == len(unread) - 1 - count
+        lexer.sid(rx.literal(b"y" * (count + 1)))
+    assert lexer._retired is None
+    assert all(lexer._terms[sid] is expected(sid) for sid in unread)
+
+
 def test_counters_past_64_bits_fall_back_to_python(lexer, monkeypatch):
     term = rx.concat(rx.repeat(rx.byte_range(97, 98), 1, 2**70), rx.literal(b"!"))
     assert compare_walks([rx.tag(term.id, term)], 5, 20, 1, monkeypatch, lexer) > 20
