@@ -149,9 +149,13 @@ class LexerTables:
                         assert self._retired is not None
                         retired, unread = self._retired
                         term = retired.term(unread.pop(sid))
-                    self._terms[sid] = term
-                    self._sid_of_term.setdefault(term.id, sid)
+                    self._keep_term(sid, term)
         return term
+
+    def _keep_term(self, sid: int, term: rx.Term) -> None:
+        """Record the term read back for state `sid` (the caller holds the lock)."""
+        self._terms[sid] = term
+        self._sid_of_term.setdefault(term.id, sid)
 
     def _add(self, term: rx.Term, empty: bool) -> int:
         """A new state for `term` (DEAD if `empty`); the caller holds the lock and knows `term` is new."""
@@ -216,8 +220,7 @@ class LexerTables:
         while unread:
             sid, node = unread.popitem()
             if self._terms[sid] is None:
-                term = self._terms[sid] = retired.term(node)
-                self._sid_of_term.setdefault(term.id, sid)
+                self._keep_term(sid, retired.term(node))
             if deadline is not None and time.monotonic() > deadline:
                 break
         if not unread:
