@@ -70,6 +70,35 @@ Lessons: deployment safety checks must fail closed; configuration flags used for
 automatically; manual fallback procedures worked well and should be rehearsed every quarter.
 """
 
+#: Another report for the same schema, extracted once before the measured runs: an engine serving an
+#: extraction pipeline has answered the schema before, and what it learns across requests (acceptance
+#: rates, the tokens that end copies) must not come from the measured document's own answer.
+EARLIER_DOCUMENT = """INCIDENT REPORT 2024-093
+
+Filed by: Tomasz Kowalczyk, Operations Lead, Baltic Freight Services
+Date of incident: Friday, 8 March 2024
+Location: Gdansk container terminal, crane 3
+
+Summary: At 14:10 local time the crane's load sensor reported a weight of zero while a container was
+still attached, and the crane refused to lower it. The container hung above the quay for twenty-five
+minutes until the crane operator, Agnieszka Nowak, lowered it by hand with the emergency controls. No
+one was hurt, and three vessels sailed two hours late.
+
+Root cause: a sensor driver (version 2.7.0) released that week divided by a calibration constant that
+a configuration file set to zero. The review step that compares new configuration files with the old
+ones was bypassed by a flag, force_apply, that an engineer had used during an urgent fix in January.
+
+Actions taken: the driver was rolled back to version 2.6.4 at 15:02, the force_apply flag was removed,
+and a check now refuses any calibration constant of zero. An audit of every crane's configuration is
+planned for 22 March 2024 and will be run by Lukas Brandt from the automation group.
+
+Customer impact: four shipping lines were delayed; the largest of them, Nordic Reefer Lines, asked for
+a written report, which was sent the next morning.
+
+Lessons: configuration files need the same review as code; emergency flags must be removed once the
+emergency is over.
+"""
+
 
 class Incident(BaseModel):
     report_id: str
@@ -103,6 +132,12 @@ JSON_PROMPTS = [
     ("Ada Lovelace, 36, mathematician. Give her as JSON.", Person),
     ("Grace Hopper was 85 and a computer scientist. As JSON.", Person),
     ("Review: the Aeropress coffee maker is great, 4 of 5: fast, cheap; but small and plasticky.", Review),
+]
+
+#: Answered before the measured JSON prompts (same schemas, other prompts: see `EARLIER_DOCUMENT`).
+WARM_UP_JSON_PROMPTS = [
+    ("Alan Turing, 41, mathematician and codebreaker. Give him as JSON.", Person),
+    ("Review: the Moka pot makes strong coffee, 3 of 5: cheap, sturdy; but slow and hard to clean.", Review),
 ]
 
 PROSE_PROMPTS = [
@@ -218,15 +253,25 @@ def measure(
     *,
     batched: bool = False,
     explain: bool = False,
+    warm_up: tuple[list[str], list] | None = None,
 ) -> dict:
     """Tokens/s of each path (median of `repeats` interleaved rounds), its ratio to plain decoding, the
     draft acceptance rate, and whether its outputs equal plain ones; plus free generation of the same
     lengths when the workload is constrained. `batched`: all prompts decode as one batch; `explain`:
-    print where the drafts and time of the paths with drafts go (`Explainer`), over all rounds."""
+    print where the drafts and time of the paths with drafts go (`Explainer`), over all rounds;
+    `warm_up`: (prompts, specs) each engine answers first (other prompts than the measured ones, for
+    the same schemas), then it only reads the measured prompts (prefix cache); None: it answers the
+    first measured prompt."""
     constraints = [None if spec is None else grammars.compile(spec) for spec in specs]
     greedy = [SamplingParams(temperature=0.0, max_tokens=max_tokens)] * len(prompts)
     for engine in engines.values():
-        run(engine, prompts[:1], constraints[:1], greedy[:1])  # warm-up: masks, prefix cache
+        if warm_up is None:
+            run(engine, prompts[:1], constraints[:1], greedy[:1])  # masks, prefix cache
+            continue
+        warm_prompts, warm_specs = warm_up
+        warm_constraints = [None if spec is None else grammars.compile(spec) for spec in warm_specs]
+        run(engine, warm_prompts, warm_constraints, greedy[:1] * len(warm_prompts))  # masks, answered schemas
+        run(engine, prompts, constraints, [SamplingParams(temperature=0.0, max_tokens=1)] * len(prompts))
     reference, _ = run(engines["plain"], prompts, constraints, greedy, batched=batched)
     reference_ids = [o.outputs[0].token_ids for o in reference]
     num_tokens = sum(map(len, reference_ids))
@@ -315,15 +360,16 @@ def main() -> None:
     self_engines = {path: engine(config) for path, config in self_draft_paths(depths).items()}
     results: dict[str, dict] = {}
     if "copy-heavy" in workloads:
-        extraction = f"Extract the incident's details as JSON, copying spans from the report.\n\n{DOCUMENT}"
+        instruction = "Extract the incident's details as JSON, copying spans from the report.\n\n"
         results["copy_heavy"] = measure(
             "copy-heavy",
             {**engines, **self_engines},
-            [extraction],
+            [instruction + DOCUMENT],
             [Incident],
             64 if args.smoke else 400,
             repeats,
             explain=args.explain,
+            warm_up=([instruction + EARLIER_DOCUMENT], [Incident]),
         )
     if "json" in workloads:
         prompts = [p for p, _ in JSON_PROMPTS][: 1 if args.smoke else None]
@@ -336,6 +382,7 @@ def main() -> None:
             48 if args.smoke else 160,
             repeats,
             explain=args.explain,
+            warm_up=([p for p, _ in WARM_UP_JSON_PROMPTS], [s for _, s in WARM_UP_JSON_PROMPTS]),
         )
     if "prose" in workloads:
         prose_prompts = PROSE_PROMPTS[: 1 if args.smoke else None]
