@@ -19,6 +19,7 @@ import torch
 from runtime.config import ModelConfig
 from runtime.errors import RequestError
 from runtime.model.architectures.llama import Transformer
+from runtime.model.decode_plan import DecodePlan
 from runtime.model.kernels import attention as compiled_attention
 from runtime.model.kv_cache import KVCache
 from runtime.model.layers.attention import AttentionMetadata
@@ -69,6 +70,9 @@ class ModelRunner:
         compiled_attention: decode and verify passes (not `is_prefill`) attend with the compiled,
             batch-invariant kernel; True where it is built and takes the model's dtype and device. Set
             False to run those passes on the SDPA reference path (tests and benchmarks compare the two).
+        decode_plan: with the compiled attention, decode and verify passes run the layers as kernel
+            calls (`DecodePlan`, bitwise the modules' logits); None where the model's layers are not all
+            the plain block over the compiled kernels. Set None to run the modules.
 
     Raises:
         RequestError: a non-positive `num_blocks` or `block_size`.
@@ -85,6 +89,7 @@ class ModelRunner:
         self._slot_offsets = torch.arange(block_size, device=self.device)  # [S]
         self._quantized_layers = quantized_layers(self.model)
         self.compiled_attention = compiled_attention.runs_compiled(model.dtype, self.device)
+        self.decode_plan = DecodePlan.of(self.model)
         if compiled_attention.ATTENTION_UNAVAILABLE_REASON is not None:
             logger.warning(
                 "decode attention runs the SDPA path, not batch invariant: %s",
@@ -130,6 +135,8 @@ class ModelRunner:
         inputs = self._prepare(batch)
         model_inputs = (inputs.token_ids, inputs.positions, self.kv_cache.layers, inputs.metadata, inputs.logits_index)
         if not batch.is_prefill:
+            if self.decode_plan is not None and inputs.metadata.token_sequences is not None:
+                return self.model(*model_inputs, plan=self.decode_plan)
             return self.model(*model_inputs)
         self._set_dense_weights(True)
         try:

@@ -172,6 +172,7 @@ def test_quantized_layers_use_dense_weights_in_prefill_passes_only(quantization:
     for layer in layers:
         layer.register_forward_pre_hook(lambda layer, args: runs_kernel.append(layer.runs_kernel(args[0])))
     runner = ModelRunner(model, num_blocks=8, block_size=BLOCK_SIZE)
+    runner.decode_plan = None  # the modules choose (the plan calls the kernels: tests/runtime/test_decode_plan.py)
     sequence = _Sequence(_sequence(12, 8), [0, 1])
     _run(runner, [sequence.step(3)], all_logits=True, is_prefill=True)
     # The head's approximate layer is not called in prefill passes (the dense head is exact).

@@ -16,6 +16,7 @@ theirs from `with_sliding_window`, built once per pass.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -26,6 +27,9 @@ from runtime.model.layers.attention import AttentionMetadata, with_sliding_windo
 from runtime.model.layers.feed_forward import FeedForward
 from runtime.model.layers.rmsnorm import RMSNorm
 from runtime.model.layers.rotary import RotaryEmbedding
+
+if TYPE_CHECKING:
+    from runtime.model.decode_plan import DecodePlan
 
 
 class Gemma3Block(nn.Module):
@@ -70,8 +74,10 @@ class Gemma3Transformer(Transformer):
         kv_caches: Sequence[torch.Tensor],
         metadata: AttentionMetadata,
         logits_index: torch.Tensor | None = None,
+        plan: DecodePlan | None = None,
     ) -> torch.Tensor:
-        """See `Transformer.forward`."""
+        """See `Transformer.forward`; Gemma 3's blocks have no decode plan (`DecodePlan.of` gives None)."""
+        assert plan is None, "Gemma 3's layers run as modules"
         x = self.embed(token_ids)  # [T, H]
         x = x * torch.tensor(self.config.hidden_size**0.5, dtype=x.dtype)
         global_rope = self.rotary(positions, x.dtype)

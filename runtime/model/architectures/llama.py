@@ -11,7 +11,7 @@ tokens of every sequence in the batch, and only attention sees sequences apart.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,6 +23,9 @@ from runtime.model.layers.feed_forward import FeedForward
 from runtime.model.layers.moe import RouterStats, SparseMoE
 from runtime.model.layers.rmsnorm import RMSNorm
 from runtime.model.layers.rotary import RotaryEmbedding, apply_rope
+
+if TYPE_CHECKING:
+    from runtime.model.decode_plan import DecodePlan
 
 
 class Attention(nn.Module):
@@ -150,6 +153,7 @@ class Transformer(nn.Module):
         kv_caches: Sequence[torch.Tensor],
         metadata: AttentionMetadata,
         logits_index: torch.Tensor | None = None,
+        plan: DecodePlan | None = None,
     ) -> torch.Tensor:
         """Score the new tokens of a batch, storing their K/V.
 
@@ -159,14 +163,19 @@ class Transformer(nn.Module):
             kv_caches: one [num_slots, 2, KVH, D] cache per layer (`KVCache.layers`).
             metadata: where each sequence's K/V lives (see `AttentionMetadata`).
             logits_index: [N] int64 rows of the new tokens to score; None scores all T.
+            plan: runs the layers of a decode or verify pass as kernel calls (`DecodePlan.of(self)`;
+                the same logits, bitwise); None: the modules run them.
 
         Returns:
             [N, vocab_size] float32 logits.
         """
         x, pending = self.embed(token_ids), None  # [T, H], and what the next norm adds to it
         cos, signed_sin = self.rotary(positions, x.dtype)
-        for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            x, pending = layer(x, pending, cos, signed_sin, kv_cache, metadata)
+        if plan is not None:
+            x, pending = plan.run(x, cos, signed_sin, kv_caches, metadata)
+        else:
+            for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
+                x, pending = layer(x, pending, cos, signed_sin, kv_cache, metadata)
         if logits_index is not None:
             x = x.index_select(0, logits_index)  # [N, H]
             pending = None if pending is None else pending.index_select(0, logits_index)
