@@ -1,7 +1,7 @@
 """Decode and verify passes without module dispatch: the decoder layers as direct calls to the compiled kernels.
 
 A SmolLM2-135M decode step calls about ten modules a layer, and their dispatch (`Module.__call__`,
-attribute lookups, each layer's choice of path) costs ~45 us a layer on a 2-core CPU, about a fifth
+attribute lookups, each layer's choice of path) costs ~45 µs a layer on a 2-core CPU, about a fifth
 of a one-row step. Where every layer is the plain `Block` (dense feed-forward) over 4-bit linears on
 the compiled kernels and the compiled elementwise operations, `DecodePlan` makes the same kernel
 calls in the same order on the same tensors, so its logits are bitwise the modules' (tested). Anything
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from runtime.model.architectures.llama import Block, Transformer
 from runtime.model.kernels import attention, binding, elementwise
 from runtime.model.layers.feed_forward import FeedForward
 from runtime.model.quantization import Int4Linear
@@ -24,7 +25,6 @@ from runtime.model.quantization import Int4Linear
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from runtime.model.architectures.llama import Transformer
     from runtime.model.layers.attention import AttentionMetadata
     from runtime.model.layers.rmsnorm import RMSNorm
 
@@ -44,6 +44,8 @@ class _Linear(NamedTuple):
 
 
 class _Layer(NamedTuple):
+    """What one `Block` passes its kernels: norm weights and epsilons, linears, head shapes."""
+
     attn_norm: tuple[torch.Tensor, float]
     qkv: _Linear
     qk_norms: tuple[tuple[torch.Tensor, float], tuple[torch.Tensor, float]] | None
@@ -68,8 +70,6 @@ class DecodePlan:
     def of(cls, model: Transformer) -> DecodePlan | None:
         """The plan of `model`'s layers, or None where one of them is not the plain block over the
         compiled kernels (the modules then run every pass)."""
-        from runtime.model.architectures.llama import Block, Transformer
-
         dtype, device = model.dtype, model.embed.weight.device
         if (
             type(model).forward is not Transformer.forward
@@ -83,11 +83,11 @@ class DecodePlan:
             if type(block) is not Block or type(block.ffn) is not FeedForward:
                 return None
             attn, ffn = block.attn, block.ffn
-            linears = [_linear(module) for module in (attn.qkv, attn.o_proj, ffn.gate_up, ffn.down)]
-            if None in linears or ffn.hidden_act not in elementwise.ACTIVATION_CODES:
+            qkv, o_proj, gate_up, down = (_linear(module) for module in (attn.qkv, attn.o_proj, ffn.gate_up, ffn.down))
+            if qkv is None or o_proj is None or gate_up is None or down is None:
                 return None
-            qkv, o_proj, gate_up, down = linears
-            assert qkv is not None and o_proj is not None and gate_up is not None and down is not None
+            if ffn.hidden_act not in elementwise.ACTIVATION_CODES:
+                return None
             qk_norms = None
             if attn.q_norm is not None and attn.k_norm is not None:
                 qk_norms = (_norm(attn.q_norm), _norm(attn.k_norm))
