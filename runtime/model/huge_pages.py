@@ -3,7 +3,7 @@
 A decode step streams every weight once (SmolLM2-135M in 4 bits: 84 MB), in a few hundred small
 buffers. In 4 KiB pages each page of a stream is a TLB miss and a fresh start for the hardware
 prefetchers, which stop at page boundaries. Measured on this CPU with one thread (the step's 211
-`int4_linear` calls on distinct weights, `benchmarks/kernels.py --step`), the same calls ran
+`int4_linear` calls on distinct weights, `benchmarks/int4_kernels.py --step`), the same calls ran
 1.2-1.5x faster at one row, 1.15-1.35x at two, 1.1x at four and 1.05x at eight with the weights in
 2 MiB pages; the engine's single-stream decode 3-10% faster, its batch of 8 0-4% (the rest of a
 step does not change; a busy machine).

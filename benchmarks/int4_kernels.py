@@ -14,7 +14,7 @@ per row count, with the weights in separate torch allocations (4 KiB pages) and 
 2 MiB pages (`runtime.model.huge_pages`, as `quantize` places them), in interleaved rounds: the
 ratio above 1 is what the page size saves. The last line is one JSON record.
 
-    python benchmarks/kernels.py [--smoke] [--step] [--threads N] [--clock cpu]
+    python benchmarks/int4_kernels.py [--smoke] [--step] [--threads N] [--clock cpu]
 """
 
 from __future__ import annotations
