@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <unordered_map>
 #include <vector>
 
@@ -235,6 +236,17 @@ struct Inside {
     void each_row(const int64_t* by_position, Visit visit) const {
         for (const auto& [from, to] : ranges)
             for (int32_t at = from; at < to; ++at) visit(by_position[at]);
+    }
+    // Calls visit(at) for each position `at` in [0, num_positions) outside the ranges, in order.
+    template <typename Visit>
+    void each_gap(int32_t num_positions, Visit visit) {
+        std::sort(ranges.begin(), ranges.end());  // parked subtrees resume out of preorder
+        int32_t from = 0;
+        for (const auto& [start, stop] : ranges) {
+            for (int32_t at = from; at < start; ++at) visit(at);
+            from = stop;
+        }
+        for (int32_t at = from; at < num_positions; ++at) visit(at);
     }
     std::vector<int64_t> rows(const int64_t* order) const {
         std::vector<int64_t> rows;

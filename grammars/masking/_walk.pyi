@@ -22,6 +22,7 @@ def walk_vocabulary(
     nodes: np.ndarray,
     sid: int,
     ordered_ids: np.ndarray,
+    row_mask: np.ndarray,
     size: int,
     dense_above: int,
     /,

@@ -127,49 +127,65 @@ PyObject* walk_nodes(PyObject*, PyObject* args) {
     return Py_BuildValue("(NN)", bytes_of(walk.inside.rows(trie.order)), walk.boundaries.to_list());
 }
 
-// walk_vocabulary(tables, fill_rows, trie, nodes, sid, ordered_ids, size, dense_above)
+// walk_vocabulary(tables, fill_rows, trie, nodes, sid, ordered_ids, row_mask, size, dense_above)
 //   As walk_nodes, with the inside tokens as token ids (`ordered_ids`: the int64 id of each row in
-//   trie order, ids[order], read in order along the inside ranges): returns
-//   (inside ids as int64 bytearray or None, inside mask as bool bytearray[size] or None, groups),
-//   the mask where more than `dense_above` tokens are inside (a wide state: setting them here
-//   spares a gather and a scatter over tens of thousands of ids).
+//   trie order, ids[order], read in order along the inside ranges; `row_mask`: bool, at most `size`
+//   long, True exactly at the ids in `ordered_ids`): returns (inside ids as int64 bytearray or
+//   None, inside mask as bool bytearray[size] or None, groups), the mask where more than `dense_above` tokens are inside (a
+//   wide state: setting them here spares a gather and a scatter over tens of thousands of ids).
 PyObject* walk_vocabulary(PyObject*, PyObject* args) {
-    PyObject *tables, *fill_rows, *trie_object, *nodes_object, *ids_object;
+    PyObject *tables, *fill_rows, *trie_object, *nodes_object, *ids_object, *row_mask_object;
     int sid;
     Py_ssize_t size, dense_above;
-    if (!PyArg_ParseTuple(args, "OOOOiOnn", &tables, &fill_rows, &trie_object, &nodes_object, &sid, &ids_object, &size,
-                          &dense_above))
+    if (!PyArg_ParseTuple(args, "OOOOiOOnn", &tables, &fill_rows, &trie_object, &nodes_object, &sid, &ids_object,
+                          &row_mask_object, &size, &dense_above))
         return nullptr;
     Trie trie;
-    View ids;
-    if (!trie.take(trie_object) || !ids.get(ids_object, "ordered_ids", 8)) return nullptr;
-    if (ids.count() != trie.first_token[trie.num_nodes]) {
-        PyErr_SetString(PyExc_ValueError, "walk_vocabulary: one id per row of the trie expected");
+    View ids, row_mask;
+    if (!trie.take(trie_object) || !ids.get(ids_object, "ordered_ids", 8) || !row_mask.get(row_mask_object, "row_mask", 1))
+        return nullptr;
+    const int64_t num_rows = trie.first_token[trie.num_nodes];
+    if (ids.count() != num_rows || row_mask.count() > size) {
+        PyErr_SetString(PyExc_ValueError, "walk_vocabulary: one id per row of the trie, a row mask of at most size ids");
         return nullptr;
     }
+    const int64_t* ordered = ids.data<int64_t>();
     Loops loops;
     Walk walk{trie, loops, {}, {}, {}};
     if (!start(walk, nodes_object, sid) || !walk.finish(tables, fill_rows)) return nullptr;
-    const bool dense = walk.inside.count() > dense_above;
-    std::vector<int64_t> inside_ids;
-    std::vector<uint8_t> mask(dense ? static_cast<size_t>(size) : 0, 0);
-    bool in_range = true;
-    walk.inside.each_row(ids.data<int64_t>(), [&](int64_t id) {
-        if (id < 0 || id >= size)
-            in_range = false;
-        else if (dense)
-            mask[id] = 1;
-        else
-            inside_ids.push_back(id);
-    });
-    if (!in_range) {
-        PyErr_SetString(PyExc_IndexError, "walk_vocabulary: a token id past size");
-        return nullptr;
-    }
+    const int64_t count = walk.inside.count();
     PyObject* groups = walk.boundaries.to_list();
     if (groups == nullptr) return nullptr;
-    if (!dense) return Py_BuildValue("(NON)", bytes_of(inside_ids), Py_None, groups);
-    return Py_BuildValue("(ONN)", Py_None, bytes_of(mask), groups);
+    bool in_range = true;
+    const auto checked = [&](int64_t id) {
+        in_range &= id >= 0 && id < size;
+        return in_range ? id : 0;
+    };
+    PyObject* inside = nullptr;
+    if (count <= dense_above) {
+        std::vector<int64_t> inside_ids;
+        inside_ids.reserve(static_cast<size_t>(count));
+        walk.inside.each_row(ordered, [&](int64_t id) { inside_ids.push_back(checked(id)); });
+        inside = bytes_of(inside_ids);
+    } else if ((inside = PyByteArray_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(size))) != nullptr) {
+        uint8_t* mask = reinterpret_cast<uint8_t*>(PyByteArray_AS_STRING(inside));
+        if (2 * count > num_rows) {  // most rows inside: all set at once, the few outside cleared
+            std::memcpy(mask, row_mask.data<uint8_t>(), static_cast<size_t>(row_mask.count()));
+            std::memset(mask + row_mask.count(), 0, static_cast<size_t>(size - row_mask.count()));
+            walk.inside.each_gap(static_cast<int32_t>(num_rows), [&](int32_t at) { mask[checked(ordered[at])] = 0; });
+        } else {
+            std::memset(mask, 0, static_cast<size_t>(size));
+            walk.inside.each_row(ordered, [&](int64_t id) { mask[checked(id)] = 1; });
+        }
+    }
+    if (inside == nullptr || !in_range) {
+        if (inside != nullptr && !in_range) PyErr_SetString(PyExc_IndexError, "walk_vocabulary: a token id past size");
+        Py_XDECREF(inside);
+        Py_DECREF(groups);
+        return nullptr;
+    }
+    if (count <= dense_above) return Py_BuildValue("(NON)", inside, Py_None, groups);
+    return Py_BuildValue("(ONN)", Py_None, inside, groups);
 }
 
 }  // namespace stencil_walk

@@ -130,6 +130,8 @@ class TokenTrie:
     first_bytes: np.ndarray
     #: int64 token id of each row in trie order (`ids[order]`): a walk's inside ranges read it in order.
     ordered_ids: np.ndarray
+    #: bool[number of token ids]: True at the ids of `ordered_ids` (a wide walk's mask starts from it).
+    row_mask: np.ndarray
 
     def subtree_rows(self, nodes: np.ndarray) -> np.ndarray:
         """int64 rows of the tokens in the subtrees of `nodes` (what a compiled group holds)."""
@@ -155,7 +157,8 @@ def token_trie(arrays: WalkArrays) -> TokenTrie:
             first_nodes.append(int(node_end[first_nodes[-1]]))
         nodes = np.array(first_nodes, dtype=np.int64)
         first_bytes = node_byte[nodes].astype(np.int64)
-        trie = TokenTrie(tables, node_end, node_first_token, order, nodes, first_bytes, arrays.ids[order])
+        row_mask = arrays.row_of_id >= 0
+        trie = TokenTrie(tables, node_end, node_first_token, order, nodes, first_bytes, arrays.ids[order], row_mask)
         found = arrays.__dict__.setdefault("_token_trie", trie)
     return found
 
@@ -407,7 +410,15 @@ def _walk_vocabulary(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Che
         nodes = trie.first_nodes[extends[trie.first_bytes]]
         filler = row_filler(lexer, check)
         ids, mask, groups = native_walk.walk_vocabulary(
-            lexer.tables, filler, trie.tables, nodes, sid, trie.ordered_ids, vocab.size, DENSE_INSIDE_THRESHOLD
+            lexer.tables,
+            filler,
+            trie.tables,
+            nodes,
+            sid,
+            trie.ordered_ids,
+            trie.row_mask,
+            vocab.size,
+            DENSE_INSIDE_THRESHOLD,
         )
         boundaries = _groups(groups)
         if mask is None:

@@ -109,10 +109,11 @@ UTF8_TOKENS = [
 ]
 
 
-def test_walks_over_utf8_text_match_reference(monkeypatch):
+@pytest.mark.parametrize("padding", [0, 5])
+def test_walks_over_utf8_text_match_reference(padding, monkeypatch):
     """On a vocabulary of UTF-8 edge cases, from strings that take any text, only ASCII, at most
     three characters or a few non-ASCII ones: the compiled walk's whole-subtree steps over text agree
-    with the numpy walk token by token."""
+    with the numpy walk token by token (masks wider than the tokens too)."""
     schema = {
         "type": "object",
         "properties": {
@@ -125,13 +126,14 @@ def test_walks_over_utf8_text_match_reference(monkeypatch):
     }
     instance = {"free": "\u00e9\u20ac\U0001f600 x", "ascii": "ab c", "short": "\u00e9a", "accents": "\u00e9\u20acb"}
     instance["names"] = ["caf\u00e9"]
-    assert_walks_match_reference(schema, instance, utf8_vocabulary(), monkeypatch)
+    assert_walks_match_reference(schema, instance, utf8_vocabulary(padding), monkeypatch)
 
 
-def utf8_vocabulary() -> Vocabulary:
-    """UTF8_TOKENS as a vocabulary, with an end-of-sequence token."""
+def utf8_vocabulary(padding: int = 0) -> Vocabulary:
+    """UTF8_TOKENS as a vocabulary, with an end-of-sequence token (and `padding` ids past it, as a
+    model whose logits are wider than its tokenizer)."""
     tokens = list(dict.fromkeys(data if isinstance(data, bytes) else data.encode() for data in UTF8_TOKENS))
-    return Vocabulary([*tokens, None], [len(tokens)])
+    return Vocabulary([*tokens, None], [len(tokens)], size=len(tokens) + 1 + padding)
 
 
 def assert_walks_match_reference(schema: dict, instance: object, vocab: Vocabulary, monkeypatch) -> None:
@@ -157,6 +159,10 @@ def assert_walks_match_reference(schema: dict, instance: object, vocab: Vocabula
             patch.setattr(token_walk, "native_walk", None)
             reference_walk = token_walk._walk_vocabulary(vocab, lexer, sid, no_check)
         assert np.array_equal(compiled_walk.new_mask(vocab.size), reference_walk.new_mask(vocab.size))
+        with monkeypatch.context() as patch:  # every walk's mask dense: narrow ones set, wide ones cleared
+            patch.setattr(token_walk, "DENSE_INSIDE_THRESHOLD", 0)
+            dense_walk = token_walk._walk_vocabulary(vocab, lexer, sid, no_check)
+        assert np.array_equal(dense_walk.new_mask(vocab.size), reference_walk.new_mask(vocab.size))
         assert canonical(RowWalk(compiled_walk.inside_ids, compiled_walk.boundaries), trie) == canonical(
             RowWalk(reference_walk.inside_ids, reference_walk.boundaries)
         )
