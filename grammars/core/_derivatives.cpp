@@ -4,7 +4,9 @@
 // back to Python (`describe`, then `byte_regex._intern`) is the very term `byte_regex.derivative`
 // builds. `byte_regex` stays the reference; this is the fast path of row filling, where the Python
 // derivatives cost most of a lexer state's creation. It also answers what the lexer asks of a new
-// state (`is_empty`, its accepting tags, `clamp_counters`), so a state's term need not be carried back.
+// state (`is_empty`, its accepting tags, `clamp_counters`), so a state's term need not be carried back,
+// and numbers the successors of a batch of rows as lexer states itself (`rows`, through the lexer's
+// node -> state dict), so a vocabulary walk's missing rows cost one call.
 //
 // A store mirrors one generation of byte_regex's hash-consing table. A term of an older generation
 // (kept alive by a cache that outlived it) has a twin in the current one; such a term is carried here
@@ -574,6 +576,22 @@ bool valid_node(StoreObject* self, long long node) {
     return true;
 }
 
+// The nodes of this store in the Python sequence `object`, appended to `nodes` (false: an error is set).
+bool nodes_of(StoreObject* self, PyObject* object, const char* not_a_sequence, std::vector<int32_t>& nodes) {
+    PyObject* sequence = PySequence_Fast(object, not_a_sequence);
+    if (sequence == nullptr) return false;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(sequence); ++i) {
+        const long long node = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(sequence, i));
+        if ((node == -1 && PyErr_Occurred()) || !valid_node(self, node)) {
+            Py_DECREF(sequence);
+            return false;
+        }
+        nodes.push_back(static_cast<int32_t>(node));
+    }
+    Py_DECREF(sequence);
+    return true;
+}
+
 // Runs `body`, turning the store's C++ exceptions into Python ones.
 template <typename F>
 PyObject* guarded(F body) {
@@ -622,19 +640,8 @@ PyObject* store_node(StoreObject* self, PyObject* args) {
         return nullptr;
     }
     if (kind < kEmpty || kind > kTag) return PyErr_Format(PyExc_ValueError, "node: no term kind %d", kind);
-    PyObject* sequence = PySequence_Fast(members_object, "node: members must be a sequence");
-    if (sequence == nullptr) return nullptr;
     std::vector<int32_t> members;
-    const Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
-    for (Py_ssize_t i = 0; i < count; ++i) {
-        const long long member = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(sequence, i));
-        if ((member == -1 && PyErr_Occurred()) || !valid_node(self, member)) {
-            Py_DECREF(sequence);
-            return nullptr;
-        }
-        members.push_back(static_cast<int32_t>(member));
-    }
-    Py_DECREF(sequence);
+    if (!nodes_of(self, members_object, "node: members must be a sequence", members)) return nullptr;
     return guarded([&]() -> PyObject* {
         return PyLong_FromLong(self->store->intern_normal(static_cast<Kind>(kind), members, bits, lo, hi, tag, origin));
     });
@@ -652,32 +659,6 @@ PyObject* store_describe(StoreObject* self, PyObject* arg) {
     return Py_BuildValue("(iNy#LLL)", static_cast<int>(n.kind), members, reinterpret_cast<const char*>(n.bits.w),
                          static_cast<Py_ssize_t>(sizeof n.bits.w), static_cast<long long>(n.lo),
                          static_cast<long long>(n.hi), static_cast<long long>(n.tag));
-}
-
-// row(node, check) -> (class_of_byte: bytes[256], successors: list[int]): one derivative per class.
-PyObject* store_row(StoreObject* self, PyObject* args) {
-    long long id;
-    PyObject* check;
-    if (!PyArg_ParseTuple(args, "LO", &id, &check) || !valid_node(self, id)) return nullptr;
-    return guarded([&]() -> PyObject* {
-        Store& store = *self->store;
-        const std::vector<Bits> parts = store.classes(static_cast<int32_t>(id));  // a copy: deriving adds more
-        char class_of_byte[256];
-        PyObject* successors = PyList_New(static_cast<Py_ssize_t>(parts.size()));
-        if (successors == nullptr) return nullptr;
-        for (size_t i = 0; i < parts.size(); ++i) {
-            for (int byte = 0; byte < 256; ++byte)
-                if (parts[i].has(byte)) class_of_byte[byte] = static_cast<char>(i);
-            try {
-                Store::call(check);
-                PyList_SET_ITEM(successors, i, PyLong_FromLong(store.derivative(static_cast<int32_t>(id), parts[i].lowest())));
-            } catch (...) {
-                Py_DECREF(successors);
-                throw;
-            }
-        }
-        return Py_BuildValue("(y#N)", class_of_byte, static_cast<Py_ssize_t>(256), successors);
-    });
 }
 
 // is_empty(node, check) -> True, False or None (undecided), as byte_regex.is_empty.
@@ -699,16 +680,94 @@ PyObject* store_clamp(StoreObject* self, PyObject* args) {
     return guarded([&]() -> PyObject* { return PyLong_FromLong(self->store->clamp(static_cast<int32_t>(id), limit)); });
 }
 
+// (nullable, tags) of a node: whether it accepts, and the sorted tags of its accepting members.
+PyObject* accepting_of(const Store& store, int32_t node) {
+    const std::vector<int64_t> tags = store.accepting_tags(node);
+    PyObject* result = PyTuple_New(static_cast<Py_ssize_t>(tags.size()));
+    if (result == nullptr) return nullptr;
+    for (size_t i = 0; i < tags.size(); ++i) PyTuple_SET_ITEM(result, i, PyLong_FromLongLong(tags[i]));
+    return Py_BuildValue("(ON)", store.node(node).nullable ? Py_True : Py_False, result);
+}
+
 // accepting(node) -> (nullable, tags): whether the node accepts, and the sorted tags of its accepting members.
 PyObject* store_accepting(StoreObject* self, PyObject* arg) {
     const long long id = PyLong_AsLongLong(arg);
     if ((id == -1 && PyErr_Occurred()) || !valid_node(self, id)) return nullptr;
+    return guarded([&]() -> PyObject* { return accepting_of(*self->store, static_cast<int32_t>(id)); });
+}
+
+// The lexer state of `node` by `states` (a dict node -> state), numbering it where it has none: 0 (the
+// dead state) if it is empty, else the next state, appended to `new_states` as (node, nullable, tags)
+// and entered in `states` at once. -1 where the next state would be `max_states`; throws PythonError
+// when a Python call fails.
+int32_t state_of(Store& store, int32_t node, PyObject* states, int64_t first_state, int64_t max_states,
+                 PyObject* new_states, PyObject* check) {
+    PyObject* key = PyLong_FromLong(node);
+    if (key == nullptr) throw PythonError{};
+    PyObject* found = PyDict_GetItemWithError(states, key);  // borrowed
+    if (found != nullptr) {
+        Py_DECREF(key);
+        const long state = PyLong_AsLong(found);
+        if (state == -1 && PyErr_Occurred()) throw PythonError{};
+        return static_cast<int32_t>(state);
+    }
+    int32_t state = 0;
+    try {
+        if (PyErr_Occurred()) throw PythonError{};
+        if (store.is_empty(node, check) != 1) {
+            const int64_t next = first_state + PyList_GET_SIZE(new_states);
+            if (next >= max_states) {
+                Py_DECREF(key);
+                return -1;
+            }
+            PyObject* accepting = accepting_of(store, node);
+            PyObject* entry = accepting == nullptr ? nullptr : Py_BuildValue("(lN)", static_cast<long>(node), accepting);
+            const bool added = entry != nullptr && PyList_Append(new_states, entry) == 0;
+            Py_XDECREF(entry);
+            if (!added) throw PythonError{};
+            state = static_cast<int32_t>(next);
+        }
+        PyObject* value = PyLong_FromLong(state);
+        const bool entered = value != nullptr && PyDict_SetItem(states, key, value) == 0;
+        Py_XDECREF(value);
+        if (!entered) throw PythonError{};
+    } catch (...) {
+        Py_DECREF(key);
+        throw;
+    }
+    Py_DECREF(key);
+    return state;
+}
+
+// rows(nodes, states, first_state, max_states, new_states, check) -> bytes (int32 [len(nodes), 256]) or None:
+//   each node's transition row as lexer states, every byte's derivative numbered by `state_of` (new
+//   states from `first_state` on, appended to the list `new_states` for the caller to allocate, even
+//   when the call raises); None once a new state would be `max_states`.
+PyObject* store_rows(StoreObject* self, PyObject* args) {
+    PyObject *nodes_object, *states, *new_states, *check;
+    long long first_state, max_states;
+    if (!PyArg_ParseTuple(args, "OO!LLO!O", &nodes_object, &PyDict_Type, &states, &first_state, &max_states,
+                          &PyList_Type, &new_states, &check))
+        return nullptr;
+    std::vector<int32_t> nodes;
+    if (!nodes_of(self, nodes_object, "rows: nodes must be a sequence", nodes)) return nullptr;
     return guarded([&]() -> PyObject* {
-        const std::vector<int64_t> tags = self->store->accepting_tags(static_cast<int32_t>(id));
-        PyObject* result = PyTuple_New(static_cast<Py_ssize_t>(tags.size()));
-        if (result == nullptr) return nullptr;
-        for (size_t i = 0; i < tags.size(); ++i) PyTuple_SET_ITEM(result, i, PyLong_FromLongLong(tags[i]));
-        return Py_BuildValue("(ON)", self->store->node(static_cast<int32_t>(id)).nullable ? Py_True : Py_False, result);
+        Store& store = *self->store;
+        std::vector<int32_t> table(nodes.size() * 256);
+        for (size_t r = 0; r < nodes.size(); ++r) {
+            const std::vector<Bits> parts = store.classes(nodes[r]);  // a copy: deriving adds more
+            for (const Bits& part : parts) {
+                Store::call(check);
+                const int32_t successor = store.derivative(nodes[r], part.lowest());
+                const int32_t state = state_of(store, successor, states, first_state, max_states, new_states, check);
+                if (state < 0) Py_RETURN_NONE;
+                for (int word = 0; word < 4; ++word)
+                    for (uint64_t bits = part.w[word]; bits != 0; bits &= bits - 1)
+                        table[r * 256 + word * 64 + __builtin_ctzll(bits)] = state;
+            }
+        }
+        return PyBytes_FromStringAndSize(reinterpret_cast<const char*>(table.data()),
+                                         static_cast<Py_ssize_t>(table.size() * sizeof(int32_t)));
     });
 }
 
@@ -719,8 +778,8 @@ PyMethodDef store_methods[] = {
      "Intern a term in normal form: (kind, members, bits, lo, hi (-1: None), tag, origin (0: current)) -> node."},
     {"describe", reinterpret_cast<PyCFunction>(store_describe), METH_O,
      "(kind, members, bits, lo, hi (-1: None), tag) of a node."},
-    {"row", reinterpret_cast<PyCFunction>(store_row), METH_VARARGS,
-     "(class_of_byte, successors): the derivative classes of a node and the derivative of each."},
+    {"rows", reinterpret_cast<PyCFunction>(store_rows), METH_VARARGS,
+     "Transition rows of nodes as lexer states numbered by a dict, new states appended to a list."},
     {"is_empty", reinterpret_cast<PyCFunction>(store_is_empty), METH_VARARGS,
      "Whether a node matches no string (None: undecided), as byte_regex.is_empty."},
     {"clamp", reinterpret_cast<PyCFunction>(store_clamp), METH_VARARGS,

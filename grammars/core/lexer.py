@@ -15,8 +15,10 @@ generation (the states of the automata on it, minus what they left to later gene
 
 Rows are derived by the compiled store of `_derivatives.cpp` (`byte_regex.CompiledTerms`: the same
 terms, derived in C++) where it is built, else by `byte_regex` alone. A state reached by compiled
-derivatives is numbered by its node; its term is carried back to Python only when something reads it
-(`terms[sid]`), since building Python terms cost most of a row. Either way a state's term is the one
+derivatives is numbered by its node, in C++ too, for all the rows a vocabulary walk lacks at once
+(`Store.rows`: numbering each successor in Python cost more than deriving it); its term is carried
+back to Python only when something reads it (`terms[sid]`), since building Python terms cost most of
+a row. Either way a state's term is the one
 `byte_regex` builds, so both paths reach the same states. A full store is replaced by a fresh one; the
 states whose terms are still unread in the old one are read from it later (`_drain`: on demand, and a
 millisecond at a time at each later use of the store), not all at once: read at once, the ~45k states
@@ -276,38 +278,65 @@ class LexerTables:
 
     def ensure_rows(self, sids: np.ndarray, before_row: Callable[[], None]) -> None:
         """Make sure every state in `sids` has its row in `trans` (before a vectorized gather).
-        `before_row` runs before each row is computed (a deadline check: a row can cost seconds)."""
+        `before_row` runs before each derivative of a row (a deadline check: a row can cost seconds)."""
         missing = sids[~self.has_row.take(sids)]
         if missing.size:
-            for sid in np.unique(missing).tolist():
-                before_row()
-                self.row(sid, before_row)
+            self._fill_rows(np.unique(missing).tolist(), before_row)
 
     def _fill_row(self, sid: int, check: Check = no_check) -> list[int]:
+        self._fill_rows([sid], check)
+        return self.rows[sid]  # type: ignore[return-value]
+
+    def _fill_rows(self, sids: list[int], check: Check) -> None:
+        """Compute the rows of `sids` not computed yet: those with a node in the compiled store in
+        one call (`_compiled_rows`), the others by `byte_regex`."""
         with self._lock:
-            if self.rows[sid] is not None:
-                return self.rows[sid]  # type: ignore[return-value]
+            sids = [sid for sid in sids if self.rows[sid] is None]
+            if not sids:
+                return
+            compiled = self._store()
+            carried: dict[int, int] = {}  # state -> its node in the store, where it has one
+            if compiled is not None:
+                for sid in sids:
+                    node = self._node(compiled, sid)
+                    if node is not None:
+                        carried[sid] = node
             try:
-                compiled = self._store()
-                node = None if compiled is None else self._node(compiled, sid)
-                if compiled is not None and node is not None:
-                    row = self._compiled_row(compiled, node, check)
-                else:
-                    row = self._python_row(self.term(sid), check)
+                if compiled is not None and carried:
+                    self._keep_rows(list(carried), self._compiled_rows(compiled, list(carried.values()), check))
+                for sid in sids:
+                    if sid not in carried:
+                        self._keep_rows([sid], self._python_row(self.term(sid), check)[None])
             except RecursionError as exc:
-                pattern = rx.to_pattern(self.term(sid))
+                if len(sids) > 1:  # one row at a time, to name the terminal nested too deeply
+                    for sid in sids:
+                        self._fill_rows([sid], check)
+                pattern = rx.to_pattern(self.term(sids[0]))
                 raise ConstraintLimitError(f"a terminal is nested too deeply to lex: {pattern}") from exc
-            self.trans[sid] = row
-            self.has_row[sid] = True
-            self.rows[sid] = row.tolist()
-            return self.rows[sid]  # type: ignore[return-value]
+
+    def _keep_rows(self, sids: list[int], rows: np.ndarray) -> None:
+        """Store `rows` (int32 [len(sids), 256]) as the rows of `sids` (the caller holds the lock)."""
+        self.trans[sids] = rows
+        self.has_row[sids] = True
+        for sid, row in zip(sids, rows.tolist()):
+            self.rows[sid] = row
 
     # Both compute one derivative per derivative class: the classes partition the bytes, and each
     # byte's successor is its class's.
-    def _compiled_row(self, compiled: rx.CompiledTerms, node: int, check: Check) -> np.ndarray:
-        classes, nodes = compiled.store.row(node, check)
-        states = [self._state_of_node(compiled, successor, check) for successor in nodes]
-        return np.asarray(states, dtype=np.int32)[np.frombuffer(classes, dtype=np.uint8)]
+    def _compiled_rows(self, compiled: rx.CompiledTerms, nodes: list[int], check: Check) -> np.ndarray:
+        """int32 [len(nodes), 256]: the rows of these nodes of the current store, derived and their
+        successors numbered in C++ (`Store.rows`); the states it numbers are allocated here, even
+        when it raises, so the numbering it entered in `_sid_of_node` stays true."""
+        new_states: list[tuple[int, tuple[bool, tuple[int, ...]]]] = []
+        try:
+            rows = compiled.store.rows(nodes, self._sid_of_node, self.num_states, self.max_states, new_states, check)
+        finally:
+            for node, accepting in new_states:
+                sid = self._allocate(*accepting)
+                self._node_of_sid[sid] = node
+        if rows is None:
+            raise ConstraintLimitError(f"the lexer exceeded its budget of {self.max_states} states")
+        return np.frombuffer(rows, dtype=np.int32).reshape(len(nodes), 256)
 
     def _python_row(self, term: rx.Term, check: Check) -> np.ndarray:
         class_of_byte, lowest_bytes = _partition(rx.derivative_classes(term))

@@ -12,6 +12,7 @@ import random
 import sys
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 import grammars
@@ -159,15 +160,27 @@ def random_term(rng: random.Random, depth: int) -> rx.Term:
 
 def check_derivatives(terms: list[rx.Term], compiled: rx.CompiledTerms, rng: random.Random) -> None:
     """Derive `terms` a few bytes deep through the store and in Python: the same terms, the same
-    emptiness verdicts."""
+    emptiness verdicts; each row's states numbered as `Store.rows` documents."""
+    states: dict[int, int] = {0: DEAD}
+    node_of_state: dict[int, int] = {}
     for term in terms:
         for _ in range(6):
             node = compiled.node(term)
             assert compiled.term(node) is term
             assert compiled.store.is_empty(node, no_check) == rx.search_emptiness(term) == rx.is_empty(term)
-            class_of_byte, successors = compiled.store.row(node, no_check)
+            new_states: list = []
+            first = len(node_of_state) + 1
+            row = compiled.store.rows([node], states, first, 1 << 30, new_states, no_check)
+            for offset, (successor, (nullable, tags)) in enumerate(new_states):
+                assert states[successor] == first + offset and compiled.store.accepting(successor) == (nullable, tags)
+                node_of_state[first + offset] = successor
+            row = np.frombuffer(row, dtype=np.int32)
             for byte in (97, 98, 99, 100, 200, 0):
-                assert compiled.term(successors[class_of_byte[byte]]) is rx.derivative(term, byte), rx.to_pattern(term)
+                derivative = rx.derivative(term, byte)
+                if row[byte] == DEAD:
+                    assert rx.is_empty(derivative) is True, rx.to_pattern(term)
+                else:
+                    assert compiled.term(node_of_state[int(row[byte])]) is derivative, rx.to_pattern(term)
             term = rx.derivative(term, rng.choice((97, 98, 99, 200)))
 
 
@@ -257,6 +270,51 @@ def test_a_replaced_stores_states_are_read_as_needed_not_at_once(lexer, monkeypa
         lexer.sid(rx.literal(b"y" * (count + 1)))
     assert lexer._retired is None
     assert all(lexer._terms[sid] is expected(sid) for sid in unread)
+
+
+def derived_states(lexer: LexerTables, start: int, alphabet: bytes) -> dict[int, bytes]:
+    """Every state reachable from `start` over `alphabet`, with the bytes that first reach it."""
+    paths = {start: b""}
+    frontier = [start]
+    while frontier:
+        sid = frontier.pop(0)
+        for byte in alphabet:
+            following = lexer.row(sid)[byte]
+            if following != DEAD and following not in paths:
+                paths[following] = paths[sid] + bytes([byte])
+                frontier.append(following)
+    return paths
+
+
+@pytest.mark.parametrize("stop", ["check", "states"])
+def test_rows_stopped_midway_leave_every_numbered_state_allocated(stop, monkeypatch):
+    """A batch of rows (`Store.rows`) that a budget stops midway, by `check` or by the lexer's state
+    budget, has had every state it numbered allocated: the numbering names allocated states, and the
+    rows computed later are the derivatives'."""
+    rx._new_generation()
+    words = (b"abcd", b"abce", b"bcda", b"cdab", b"dcba")
+    lexer = LexerTables(max_states=12 if stop == "states" else lexer_module.MAX_STATES)
+    start = lexer.start_state((rx.alt(*(rx.literal(word) for word in words)),))
+    calls = 0
+
+    def stop_after_a_few() -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 6:
+            raise ConstraintLimitError("stopped")
+
+    firsts = np.unique([sid for sid in lexer.row(start) if sid != DEAD]).astype(np.int64)
+    with pytest.raises(ConstraintLimitError, match="stopped" if stop == "check" else "budget of 12 states"):
+        lexer.ensure_rows(firsts, stop_after_a_few if stop == "check" else no_check)
+        derived_states(lexer, start, b"abcde")
+    assert sorted({sid for sid in lexer._sid_of_node.values() if sid != DEAD}) == list(range(1, lexer.num_states))
+    if stop == "states":
+        return
+    for sid, path in derived_states(lexer, start, b"abcde").items():
+        term = lexer.terms[start]
+        for byte in path:
+            term = rx.derivative(term, byte)
+        assert lexer.terms[sid] is term
 
 
 def test_counters_past_64_bits_fall_back_to_python(lexer, monkeypatch):
