@@ -294,16 +294,24 @@ def walk_state(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Check) ->
     Raises:
         ConstraintLimitError: `check` stopped the walk (the walk is not cached then).
     """
+    return _walk_of(vocab, lexer, lexer.walk_representative(sid, vocab.walk_arrays.max_len), check, share=True)
+
+
+def _walk_of(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Check, share: bool) -> StateWalk:
+    """`walk_state` of a walk representative: cached, else retagged from the first state of its form
+    (where `share`), else walked. The first state's own walk is taken as it stands, neither mapped to
+    its representative nor shared again: after a store replacement one term may have two states (the
+    old one, and one its new node got first), each the other's first or representative, and following
+    both ways again looped for ever."""
     cache: dict[tuple[int, bool, int], StateWalk] = vocab.__dict__.setdefault("_state_walks", {})
-    sid = lexer.walk_representative(sid, vocab.walk_arrays.max_len)
     # State ids are per lexer generation; the two walks hold their groups differently.
     key = (lexer.generation, native_walk is None, sid)
     walk = cache.get(key)
     if walk is None:
-        shared = _first_of_form(vocab, lexer, sid)
+        shared = _first_of_form(vocab, lexer, sid) if share else None
         if shared is not None:
             first, first_tags, tags = shared
-            walk = _retagged(lexer, sid, walk_state(vocab, lexer, first, check), first_tags, tags, check)
+            walk = _retagged(lexer, sid, _walk_of(vocab, lexer, first, check, share=False), first_tags, tags, check)
         with _walk_lock:
             found = cache.get(key)
             if found is not None:

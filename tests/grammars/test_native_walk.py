@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import grammars
+from grammars.core import byte_regex as rx
 from grammars.core import lexer as lexer_module
 from grammars.core.budget import no_check
 from grammars.errors import ConstraintLimitError, GrammarError
@@ -172,6 +173,28 @@ def assert_walks_match_reference(schema: dict, instance: object, vocab: Vocabula
         assert canonical(walk_nodes(trie, lexer, sid, depth_three, no_check), trie) == canonical(
             advance_rows_reference(arrays, lexer, sid, trie.subtree_rows(depth_three), 2, no_check)
         )
+
+
+def test_a_term_with_two_states_after_a_store_replacement_walks(monkeypatch):
+    """After the derivative store is replaced, one term can have two lexer states: the old one, and
+    the one its node in the new store got first. Here the old one became the first state of its form
+    as the walk representative of a longer-counted state, and the new one is then its representative:
+    walking the new one used to follow the two round for ever."""
+    lexer = fresh_lexer(monkeypatch)
+    vocab = utf8_vocabulary()
+    loop = rx.star(rx.literal(b"a"))
+    counted = lexer.sid(rx.tag(7, rx.repeat(rx.literal(b"a"), 0, 10 * vocab.walk_arrays.max_len)))
+    old_walk = token_walk.walk_state(vocab, lexer, counted, no_check)  # walks its representative, tag(7, a*)
+    old = old_walk.sid
+    assert old != counted and lexer.terms[old] is rx.tag(7, loop)
+    monkeypatch.setattr(lexer_module, "MAX_COMPILED_NODES", 1)
+    lexer.sid(rx.literal(b"zz"))  # the store is full: replaced
+    monkeypatch.setattr(lexer_module, "MAX_COMPILED_NODES", rx.MAX_INTERNED_TERMS)
+    via_y = lexer.sid(rx.tag(7, rx.concat(rx.literal(b"y"), loop)))
+    new = lexer.row(via_y)[ord("y")]  # tag(7, a*) again, numbered afresh in the new store
+    assert new != old and lexer.terms[new] is lexer.terms[old]
+    new_walk = token_walk.walk_state(vocab, lexer, new, no_check)
+    assert np.array_equal(new_walk.new_mask(vocab.size), old_walk.new_mask(vocab.size))
 
 
 @pytest.mark.parametrize("which", ["runtime", "utf8"])
