@@ -5,8 +5,8 @@
 // builds. `byte_regex` stays the reference; this is the fast path of row filling, where the Python
 // derivatives cost most of a lexer state's creation. It also answers what the lexer asks of a new
 // state (`is_empty`, its accepting tags, `clamp_counters`), so a state's term need not be carried back,
-// and numbers the successors of a batch of rows as lexer states itself (`rows`, through the lexer's
-// node -> state dict), so a vocabulary walk's missing rows cost one call.
+// and numbers nodes as lexer states itself (`state`, and `rows` for the successors of a batch of rows,
+// through the lexer's node -> state dict), so a vocabulary walk's missing rows cost one call.
 //
 // A store mirrors one generation of byte_regex's hash-consing table. A term of an older generation
 // (kept alive by a cache that outlived it) has a twin in the current one; such a term is carried here
@@ -739,6 +739,23 @@ int32_t state_of(Store& store, int32_t node, PyObject* states, int64_t first_sta
     return state;
 }
 
+// state(node, states, first_state, max_states, new_states, check) -> int or None: `state_of` of one node
+//   (None where a new state would be `max_states`), new states appended as `rows` appends them.
+PyObject* store_state(StoreObject* self, PyObject* args) {
+    PyObject *states, *new_states, *check;
+    long long node, first_state, max_states;
+    if (!PyArg_ParseTuple(args, "LO!LLO!O", &node, &PyDict_Type, &states, &first_state, &max_states, &PyList_Type,
+                          &new_states, &check) ||
+        !valid_node(self, node))
+        return nullptr;
+    return guarded([&]() -> PyObject* {
+        const int32_t state =
+            state_of(*self->store, static_cast<int32_t>(node), states, first_state, max_states, new_states, check);
+        if (state < 0) Py_RETURN_NONE;
+        return PyLong_FromLong(state);
+    });
+}
+
 // rows(nodes, states, first_state, max_states, new_states, check) -> bytes (int32 [len(nodes), 256]) or None:
 //   each node's transition row as lexer states, every byte's derivative numbered by `state_of` (new
 //   states from `first_state` on, appended to the list `new_states` for the caller to allocate, even
@@ -778,6 +795,8 @@ PyMethodDef store_methods[] = {
      "Intern a term in normal form: (kind, members, bits, lo, hi (-1: None), tag, origin (0: current)) -> node."},
     {"describe", reinterpret_cast<PyCFunction>(store_describe), METH_O,
      "(kind, members, bits, lo, hi (-1: None), tag) of a node."},
+    {"state", reinterpret_cast<PyCFunction>(store_state), METH_VARARGS,
+     "The lexer state of a node by a dict, numbered and appended to a list if new."},
     {"rows", reinterpret_cast<PyCFunction>(store_rows), METH_VARARGS,
      "Transition rows of nodes as lexer states numbered by a dict, new states appended to a list."},
     {"is_empty", reinterpret_cast<PyCFunction>(store_is_empty), METH_VARARGS,

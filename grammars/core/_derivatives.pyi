@@ -9,6 +9,16 @@ class Store:
         self, kind: int, members: Sequence[int], bits: bytes, lo: int, hi: int, tag: int, origin: int, /
     ) -> int: ...
     def describe(self, node: int, /) -> tuple[int, tuple[int, ...], bytes, int, int, int]: ...
+    def state(
+        self,
+        node: int,
+        states: dict[int, int],
+        first_state: int,
+        max_states: int,
+        new_states: list[tuple[int, tuple[bool, tuple[int, ...]]]],
+        check: Callable[[], object],
+        /,
+    ) -> int | None: ...
     def rows(
         self,
         nodes: Sequence[int],

@@ -35,7 +35,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, overload
+from typing import NamedTuple, TypeVar, overload
 
 import numpy as np
 
@@ -54,6 +54,10 @@ NEW_GENERATION_STATES = 100_000
 MAX_COMPILED_NODES = rx.MAX_INTERNED_TERMS
 #: Seconds each use of the store may spend reading the unread terms of the store it replaced (`_drain`).
 DRAIN_SECONDS = 0.001
+#: States a compiled call numbered (`LexerTables._numbered`): (node, (accepting, accepting tags)) each,
+#: in the order of their numbers.
+_NewStates = list[tuple[int, tuple[bool, tuple[int, ...]]]]
+_T = TypeVar("_T")
 
 
 class TagFreeForm(NamedTuple):
@@ -248,15 +252,29 @@ class LexerTables:
 
     def _state_of_node(self, compiled: rx.CompiledTerms, node: int, check: Check) -> int:
         """The state of a node of the current store, allocated (its term left in the store) on first sight."""
-        sid = self._sid_of_node.get(node)
-        if sid is None:
-            if compiled.store.is_empty(node, check) is True:
-                sid = DEAD
-            else:
-                sid = self._allocate(*compiled.store.accepting(node))
+        store = compiled.store
+        return self._numbered(
+            lambda new: store.state(node, self._sid_of_node, self.num_states, self.max_states, new, check)
+        )
+
+    def _numbered(self, number: Callable[[_NewStates], _T | None]) -> _T:
+        """`number(new_states)`: a compiled call that numbers nodes of the current store as states
+        through `_sid_of_node` (`Store.state`, `Store.rows`), its new states allocated here, even
+        when it raises, so that numbering stays true (the caller holds the lock).
+
+        Raises:
+            ConstraintLimitError: a new state would pass `max_states`.
+        """
+        new_states: _NewStates = []
+        try:
+            result = number(new_states)
+        finally:
+            for node, accepting in new_states:
+                sid = self._allocate(*accepting)
                 self._node_of_sid[sid] = node
-            self._sid_of_node[node] = sid
-        return sid
+        if result is None:
+            raise ConstraintLimitError(f"the lexer exceeded its budget of {self.max_states} states")
+        return result
 
     # ---- rows ---------------------------------------------------------------------------------
     def row(self, sid: int, check: Check = no_check) -> list[int]:
@@ -325,17 +343,11 @@ class LexerTables:
     # byte's successor is its class's.
     def _compiled_rows(self, compiled: rx.CompiledTerms, nodes: list[int], check: Check) -> np.ndarray:
         """int32 [len(nodes), 256]: the rows of these nodes of the current store, derived and their
-        successors numbered in C++ (`Store.rows`); the states it numbers are allocated here, even
-        when it raises, so the numbering it entered in `_sid_of_node` stays true."""
-        new_states: list[tuple[int, tuple[bool, tuple[int, ...]]]] = []
-        try:
-            rows = compiled.store.rows(nodes, self._sid_of_node, self.num_states, self.max_states, new_states, check)
-        finally:
-            for node, accepting in new_states:
-                sid = self._allocate(*accepting)
-                self._node_of_sid[sid] = node
-        if rows is None:
-            raise ConstraintLimitError(f"the lexer exceeded its budget of {self.max_states} states")
+        successors numbered in C++ (`Store.rows`, through `_numbered`)."""
+        store = compiled.store
+        rows = self._numbered(
+            lambda new: store.rows(nodes, self._sid_of_node, self.num_states, self.max_states, new, check)
+        )
         return np.frombuffer(rows, dtype=np.int32).reshape(len(nodes), 256)
 
     def _python_row(self, term: rx.Term, check: Check) -> np.ndarray:

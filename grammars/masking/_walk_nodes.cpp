@@ -131,8 +131,9 @@ PyObject* walk_nodes(PyObject*, PyObject* args) {
 //   As walk_nodes, with the inside tokens as token ids (`ordered_ids`: the int64 id of each row in
 //   trie order, ids[order], read in order along the inside ranges; `row_mask`: bool, at most `size`
 //   long, True exactly at the ids in `ordered_ids`): returns (inside ids as int64 bytearray or
-//   None, inside mask as bool bytearray[size] or None, groups), the mask where more than `dense_above` tokens are inside (a
-//   wide state: setting them here spares a gather and a scatter over tens of thousands of ids).
+//   None, inside mask as bool bytearray[size] or None, groups), the mask where more than
+//   `dense_above` tokens are inside (a wide state: setting them here spares a gather and a scatter
+//   over tens of thousands of ids).
 PyObject* walk_vocabulary(PyObject*, PyObject* args) {
     PyObject *tables, *fill_rows, *trie_object, *nodes_object, *ids_object, *row_mask_object;
     int sid;
