@@ -299,6 +299,40 @@ class Store {
         return tags;
     }
 
+    // A plain union of lexemes under distinct tags as its (lexeme, tag) pairs, ordered (lexer.tag_free_form):
+    // false for any other term.
+    bool tag_free_form(int32_t term, std::vector<std::pair<int32_t, int64_t>>& form) const {
+        const Node& n = nodes_[term];
+        if (!n.plain) return false;
+        const int32_t* begin = n.kind == kAlt ? args(n) : &term;
+        const uint32_t count = n.kind == kAlt ? n.args_len : 1;
+        std::vector<int64_t> tags;
+        for (uint32_t i = 0; i < count; ++i) {
+            const Node& member = nodes_[begin[i]];
+            if (member.kind != kTag) return false;
+            form.emplace_back(args(member)[0], member.tag);
+            tags.push_back(member.tag);
+        }
+        std::sort(tags.begin(), tags.end());
+        if (std::adjacent_find(tags.begin(), tags.end()) != tags.end()) return false;
+        std::sort(form.begin(), form.end());
+        return true;
+    }
+
+    // The union `term` with each member tagged `tags[i]` tagged `new_tags[i]` instead (lexer.retagged).
+    int32_t retag(int32_t term, const std::vector<int64_t>& tags, const std::vector<int64_t>& new_tags) {
+        const Node& n = nodes_[term];
+        const std::vector<int32_t> members = n.kind == kAlt ? std::vector<int32_t>(args(n), args(n) + n.args_len)
+                                                            : std::vector<int32_t>{term};
+        std::vector<int32_t> renamed;
+        for (int32_t member : members) {
+            const Node& m = nodes_[member];
+            const auto at = m.kind == kTag ? std::find(tags.begin(), tags.end(), m.tag) : tags.end();
+            renamed.push_back(at == tags.end() ? member : tag(new_tags[at - tags.begin()], args(m)[0]));
+        }
+        return alt(renamed);
+    }
+
     static void call(PyObject* check) {
         if (check == Py_None) return;
         PyObject* result = PyObject_CallNoArgs(check);
@@ -680,6 +714,63 @@ PyObject* store_clamp(StoreObject* self, PyObject* args) {
     return guarded([&]() -> PyObject* { return PyLong_FromLong(self->store->clamp(static_cast<int32_t>(id), limit)); });
 }
 
+// tag_free_form(node) -> (lexemes, tags) or None: a plain union of lexemes under distinct tags as the
+//   node of each lexeme and its tag, ordered by lexeme then tag (lexer.tag_free_form); None for any other node.
+PyObject* store_tag_free_form(StoreObject* self, PyObject* arg) {
+    const long long id = PyLong_AsLongLong(arg);
+    if ((id == -1 && PyErr_Occurred()) || !valid_node(self, id)) return nullptr;
+    return guarded([&]() -> PyObject* {
+        std::vector<std::pair<int32_t, int64_t>> form;
+        if (!self->store->tag_free_form(static_cast<int32_t>(id), form)) Py_RETURN_NONE;
+        PyObject* lexemes = PyTuple_New(static_cast<Py_ssize_t>(form.size()));
+        PyObject* tags = PyTuple_New(static_cast<Py_ssize_t>(form.size()));
+        for (size_t i = 0; lexemes != nullptr && tags != nullptr && i < form.size(); ++i) {
+            PyTuple_SET_ITEM(lexemes, i, PyLong_FromLong(form[i].first));
+            PyTuple_SET_ITEM(tags, i, PyLong_FromLongLong(form[i].second));
+        }
+        if (lexemes == nullptr || tags == nullptr) {
+            Py_XDECREF(lexemes);
+            Py_XDECREF(tags);
+            return nullptr;
+        }
+        return Py_BuildValue("(NN)", lexemes, tags);
+    });
+}
+
+// The integers of the Python sequence `object`, appended to `values` (false: an error is set).
+bool integers_of(PyObject* object, const char* not_a_sequence, std::vector<int64_t>& values) {
+    PyObject* sequence = PySequence_Fast(object, not_a_sequence);
+    if (sequence == nullptr) return false;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(sequence); ++i) {
+        const long long value = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(sequence, i));
+        if (value == -1 && PyErr_Occurred()) {
+            Py_DECREF(sequence);
+            return false;
+        }
+        values.push_back(value);
+    }
+    Py_DECREF(sequence);
+    return true;
+}
+
+// retag(node, tags, new_tags) -> node: the union `node` with each member tagged tags[i] tagged new_tags[i].
+PyObject* store_retag(StoreObject* self, PyObject* args) {
+    long long id;
+    PyObject *tags_object, *new_tags_object;
+    if (!PyArg_ParseTuple(args, "LOO", &id, &tags_object, &new_tags_object) || !valid_node(self, id)) return nullptr;
+    std::vector<int64_t> tags, new_tags;
+    if (!integers_of(tags_object, "retag: tags must be a sequence", tags) ||
+        !integers_of(new_tags_object, "retag: new_tags must be a sequence", new_tags))
+        return nullptr;
+    if (tags.size() != new_tags.size()) {
+        PyErr_SetString(PyExc_ValueError, "retag: tags and new_tags differ in length");
+        return nullptr;
+    }
+    return guarded([&]() -> PyObject* {
+        return PyLong_FromLong(self->store->retag(static_cast<int32_t>(id), tags, new_tags));
+    });
+}
+
 // (nullable, tags) of a node: whether it accepts, and the sorted tags of its accepting members.
 PyObject* accepting_of(const Store& store, int32_t node) {
     const std::vector<int64_t> tags = store.accepting_tags(node);
@@ -805,6 +896,10 @@ PyMethodDef store_methods[] = {
      "The node with every counter bounded beyond a limit relaxed, as byte_regex.clamp_counters."},
     {"accepting", reinterpret_cast<PyCFunction>(store_accepting), METH_O,
      "(nullable, tags): whether a node accepts, and the sorted tags of its members that accept."},
+    {"tag_free_form", reinterpret_cast<PyCFunction>(store_tag_free_form), METH_O,
+     "(lexemes, tags) of a plain union of lexemes under distinct tags, ordered by lexeme; None otherwise."},
+    {"retag", reinterpret_cast<PyCFunction>(store_retag), METH_VARARGS,
+     "The union with each member tagged tags[i] tagged new_tags[i] instead: (node, tags, new_tags) -> node."},
     {"num_nodes", reinterpret_cast<PyCFunction>(store_len), METH_NOARGS, "How many nodes the store holds."},
     {nullptr, nullptr, 0, nullptr},
 };

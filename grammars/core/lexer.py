@@ -63,10 +63,13 @@ _T = TypeVar("_T")
 class TagFreeForm(NamedTuple):
     """A lexer state as its lexemes apart from their tags (`LexerTables.tag_free_form`).
 
-    lexemes: the term id of each of its lexemes (what each tag marks), in order.
+    space: what numbers the lexemes: -1 for `byte_regex` term ids, else the serial of the compiled
+        store whose nodes they are (`LexerTables.store_serial`); forms of different spaces never compare.
+    lexemes: the id of each of its lexemes (what each tag marks), in order.
     tags: the tag of each, in the same order.
     """
 
+    space: int
     lexemes: tuple[int, ...]
     tags: tuple[int, ...]
 
@@ -107,6 +110,9 @@ class LexerTables:
         self._node_of_sid: dict[int, int] = {}
         #: The replaced store, and the node there of each state whose term is not read yet (`_drain`).
         self._retired: tuple[rx.CompiledTerms, dict[int, int]] | None = None
+        #: Numbers the compiled stores of this generation (`TagFreeForm.space`).
+        self._store_serials = itertools.count()
+        self.store_serial = -1
         self._add(rx.EMPTY, empty=False)  # DEAD == 0
 
     # ------------------------------------------------------------------------------------------
@@ -210,6 +216,7 @@ class LexerTables:
             unread = {sid: node for sid, node in self._node_of_sid.items() if self._terms[sid] is None}
             self._retired = (compiled, unread) if compiled is not None and unread else None
             compiled = self._compiled = rx.CompiledTerms(rx.compiled_derivatives.Store())
+            self.store_serial = next(self._store_serials)
             self._sid_of_node = {0: DEAD}
             self._node_of_sid = {}
         elif self._retired is not None:
@@ -392,24 +399,26 @@ class LexerTables:
         What a byte does from a state depends on its lexemes' languages alone, so states whose forms
         have equal lexemes (every plain string field of every schema) walk the vocabulary alike, their
         states one to one under `retagged`. Plain lexemes only: their emptiness is decided, so such
-        states agree on which successors are dead. Cached per state.
+        states agree on which successors are dead. Read from the compiled store where the state has a
+        node there (its term is not carried back to Python), else from its term; cached per state.
         """
         if sid in self._tag_free:
             return self._tag_free[sid]
-        found = None
-        term = self.term(sid)
-        members = term.args if term.kind == rx.K_ALT else (term,)
-        tags = {member.tag for member in members if member.kind == rx.K_TAG}
-        if term.is_plain and len(tags) == len(members):
-            ordered = sorted(members, key=lambda member: (member.args[0].id, member.tag))
-            found = TagFreeForm(tuple(member.args[0].id for member in ordered), tuple(member.tag for member in ordered))
-        self._tag_free[sid] = found
+        with self._lock:
+            compiled = self._store()
+            node = None if compiled is None else self._node(compiled, sid)
+            if compiled is not None and node is not None:
+                form = compiled.store.tag_free_form(node)
+                found = None if form is None else TagFreeForm(self.store_serial, *form)
+            else:
+                found = _tag_free_form(self.term(sid))
+            self._tag_free[sid] = found
         return found
 
     def retagged(self, sid: int, tags: tuple[int, ...], new_tags: tuple[int, ...], check: Check = no_check) -> int:
         """The state of `sid` (one reached from a state whose `tag_free_form` has `tags`) with each
         tag `tags[i]` renamed `new_tags[i]`: the state the same bytes reach from the state of the same
-        lexemes under `new_tags`.
+        lexemes under `new_tags`. Built in the compiled store where `sid` has a node there.
 
         Raises:
             ConstraintLimitError: from `check` (a new state's emptiness search).
@@ -417,16 +426,14 @@ class LexerTables:
         key = (sid, tags, new_tags)
         found = self._retagged.get(key)
         if found is None:
-            term = self.term(sid)
-            members = term.args if term.kind == rx.K_ALT else (term,)
-            renaming = dict(zip(tags, new_tags))
-            renamed = (
-                rx.tag(renaming[member.tag], member.args[0])
-                if member.kind == rx.K_TAG and member.tag in renaming
-                else member
-                for member in members
-            )
-            found = self._retagged[key] = self.sid(rx.alt(*renamed), check)
+            with self._lock:
+                compiled = self._store()
+                node = None if compiled is None else self._node(compiled, sid)
+                if compiled is not None and node is not None:
+                    found = self._state_of_node(compiled, compiled.store.retag(node, tags, new_tags), check)
+                else:
+                    found = self.sid(_retagged_term(self.term(sid), tags, new_tags), check)
+                self._retagged[key] = found
         return found
 
     def can_continue(self, sid: int) -> bool:
@@ -436,6 +443,31 @@ class LexerTables:
     def start_state(self, terms: tuple[rx.Term, ...], check: Check = no_check) -> int:
         """The state that matches any one of `terms`, each tagged with its own term id."""
         return self.sid(rx.alt(*(rx.tag(t.id, t) for t in terms)), check)
+
+
+def _tag_free_form(term: rx.Term) -> TagFreeForm | None:
+    """`LexerTables.tag_free_form` of a state's term (the reference of `Store.tag_free_form`)."""
+    members = term.args if term.kind == rx.K_ALT else (term,)
+    tags = {member.tag for member in members if member.kind == rx.K_TAG}
+    if not term.is_plain or len(tags) != len(members):
+        return None
+    ordered = sorted(members, key=lambda member: (member.args[0].id, member.tag))
+    return TagFreeForm(-1, tuple(member.args[0].id for member in ordered), tuple(member.tag for member in ordered))
+
+
+def _retagged_term(term: rx.Term, tags: tuple[int, ...], new_tags: tuple[int, ...]) -> rx.Term:
+    """`term` (a union of tagged terms) with each tag `tags[i]` renamed `new_tags[i]` (the reference
+    of `Store.retag`)."""
+    members = term.args if term.kind == rx.K_ALT else (term,)
+    renaming = dict(zip(tags, new_tags))
+    return rx.alt(
+        *(
+            rx.tag(renaming[member.tag], member.args[0])
+            if member.kind == rx.K_TAG and member.tag in renaming
+            else member
+            for member in members
+        )
+    )
 
 
 class _Terms(Sequence[rx.Term]):

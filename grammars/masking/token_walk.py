@@ -332,7 +332,7 @@ def _first_of_form(
     if form is None:
         return None
     firsts: dict[tuple, tuple[int, tuple[int, ...]]] = vocab.__dict__.setdefault("_tag_free_firsts", {})
-    key = (lexer.generation, form.lexemes)
+    key = (lexer.generation, form.space, form.lexemes)
     found = firsts.get(key)
     if found is None:
         if len(firsts) >= MAX_CACHED_WALKS:

@@ -106,6 +106,7 @@ def compare_walks(
                 representative = reference.walk_representative(theirs, 6)
             compared += 1
             assert compiled.terms[compiled.walk_representative(ours, 6)] is reference.terms[representative]
+            compare_forms(compiled, ours, reference, theirs, monkeypatch)
             for byte in range(256):
                 assert compiled.terms[row[byte]] is reference.terms[expected[byte]], (rx.to_pattern(term), byte)
             live = [byte for byte in range(256) if row[byte] != DEAD]
@@ -114,6 +115,35 @@ def compare_walks(
             byte = rng.choice(live)
             ours, theirs = row[byte], expected[byte]
     return compared
+
+
+def compare_forms(
+    compiled: LexerTables,
+    ours: int,
+    reference: LexerTables,
+    theirs: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The compiled `tag_free_form` of state `ours` pairs the same lexemes with the same tags as the
+    Python one of `theirs` (its term), and renaming its tags reaches the same term both ways."""
+    form = compiled.tag_free_form(ours)
+    with python_only(monkeypatch):
+        expected = reference.tag_free_form(theirs)
+    if form is None or expected is None:
+        assert form is expected is None
+        return
+    assert -1 <= form.space <= compiled.store_serial and expected.space == -1
+    assert sorted(form.tags) == sorted(expected.tags)
+    if form.space == -1:  # a term the store cannot hold (a counter past 64 bits): read from the term
+        assert form == expected
+    elif form.space == compiled.store_serial:  # else its nodes are a replaced store's
+        assert compiled._compiled is not None
+        lexemes = {tag: compiled._compiled.term(node) for node, tag in zip(form.lexemes, form.tags)}
+        assert lexemes == dict(rx.tags_of(reference.terms[theirs]))
+    new_tags = tuple(range(1 << 40, (1 << 40) + len(form.tags)))  # fresh tags, one per member
+    renamed = compiled.retagged(ours, form.tags, new_tags)
+    with python_only(monkeypatch):
+        assert compiled.terms[renamed] is reference.terms[reference.retagged(theirs, form.tags, new_tags)]
 
 
 @pytest.mark.parametrize("schema", SCHEMAS, ids=["object", "pattern", "emails"])
