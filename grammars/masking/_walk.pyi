@@ -38,6 +38,7 @@ def settle(
     config: int,
     walk_name: tuple[int, int],
     groups: tuple[tuple[int, int, np.ndarray], ...],
+    origins: tuple[int, ...],
     end_lexeme: Callable[[int, int], int | None],
     lexer_start: Callable[[int], int],
     tables: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]],

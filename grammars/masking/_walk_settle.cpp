@@ -15,7 +15,8 @@ namespace {
 constexpr int32_t kNoConfig = -1;  // end_lexeme's None: the lexeme cannot end there
 
 // A group's name: (parent, start, before, position). A group of a whole-vocabulary walk has parent
-// -1 - lexer generation and start the walk's state; a nested group its parent's id and the start
+// -1 - lexer generation, start the state whose walk found its members (StateWalk.inside_of) and
+// before its state in that walk (StateWalk.origins); a nested group its parent's id and the start
 // its parent was walked from. Equal names mean equal members.
 struct GroupName {
     int64_t parent, start, before, position;
@@ -35,7 +36,7 @@ struct GroupNameHash {
 };
 
 struct Group {
-    int32_t before;
+    int32_t before;  // as named: where a nested group ends its lexeme (a top-level one, as its caller says)
     std::vector<int64_t> members;  // trie nodes
 };
 
@@ -157,12 +158,12 @@ struct Settling {
         return &cache.walks.emplace(key, std::move(result)).first->second;
     }
 
-    // Sets the tokens of group `id` (ending a lexeme after `config`) that the grammar accepts.
-    // A fresh lexeme consumes a byte before it can end, so nested groups lie further in the tokens
-    // and the recursion ends within the longest token.
-    bool settle(int32_t config, int32_t id) {
+    // Sets the tokens of group `id` (ending a lexeme in lexer state `before` after `config`) that the
+    // grammar accepts. A fresh lexeme consumes a byte before it can end, so nested groups lie further
+    // in the tokens and the recursion ends within the longest token.
+    bool settle(int32_t config, int32_t id, int32_t before) {
         int32_t after, from;
-        if (!ended(config, cache.groups[id].before, after)) return false;
+        if (!ended(config, before, after)) return false;
         if (after == kNoConfig) return true;
         if (!start(after, from)) return false;
         const GroupWalk* walked = walk(id, from);  // node-based map: stays valid while nested walks are added
@@ -180,7 +181,7 @@ struct Settling {
             return false;
         }
         for (int32_t nested : walked->nested)
-            if (!settle(after, nested)) return false;
+            if (!settle(after, nested, cache.groups[nested].before)) return false;
         return true;
     }
 };
@@ -214,24 +215,29 @@ PyObject* group_walks_held(PyObject*, PyObject* capsule) {
     return Py_BuildValue("(nn)", static_cast<Py_ssize_t>(cache->walks.size()), static_cast<Py_ssize_t>(cache->bytes));
 }
 
-// settle(group_walks, parser_edges, mask, ids, config, walk_name, groups, end_lexeme, lexer_start, tables,
-//        fill_rows, trie)
+// settle(group_walks, parser_edges, mask, ids, config, walk_name, groups, origins, end_lexeme, lexer_start,
+//        tables, fill_rows, trie)
 //   group_walks, parser_edges: capsules from new_group_walks (of the vocabulary) and new_parser_edges
 //     (of the automaton); mask: writable bool[size]; ids: int64 token id of each trie row.
-//   walk_name: (lexer generation, state) of the whole-vocabulary walk whose boundary `groups`
-//     ([(before, position, nodes as int64)], as walk_vocabulary returns them) end lexemes after `config`.
+//   walk_name: (lexer generation, state whose walk found the members) of the whole-vocabulary walk whose
+//     boundary `groups` ([(before, position, nodes as int64)], as walk_vocabulary returns them) end
+//     lexemes after `config`; origins: each group's before state in the walk that found it (its name).
 //   end_lexeme(config, sid) -> int | None and lexer_start(config) -> int: the automaton's, asked on a miss.
 //   tables, fill_rows, trie: as walk_nodes.
 // Sets in `mask` the tokens of `groups` that the grammar accepts.
 PyObject* settle(PyObject*, PyObject* args) {
-    PyObject *walks_capsule, *edges_capsule, *mask_object, *ids_object, *groups, *end_lexeme, *lexer_start, *tables,
-        *fill_rows, *trie_object;
+    PyObject *walks_capsule, *edges_capsule, *mask_object, *ids_object, *groups, *origins, *end_lexeme, *lexer_start,
+        *tables, *fill_rows, *trie_object;
     int config;
     long long generation, walk_sid;
-    if (!PyArg_ParseTuple(args, "OOOOi(LL)O!OOOOO", &walks_capsule, &edges_capsule, &mask_object, &ids_object, &config,
-                          &generation, &walk_sid, &PyTuple_Type, &groups, &end_lexeme, &lexer_start, &tables,
-                          &fill_rows, &trie_object))
+    if (!PyArg_ParseTuple(args, "OOOOi(LL)O!O!OOOOO", &walks_capsule, &edges_capsule, &mask_object, &ids_object,
+                          &config, &generation, &walk_sid, &PyTuple_Type, &groups, &PyTuple_Type, &origins,
+                          &end_lexeme, &lexer_start, &tables, &fill_rows, &trie_object))
         return nullptr;
+    if (PyTuple_GET_SIZE(origins) != PyTuple_GET_SIZE(groups)) {
+        PyErr_SetString(PyExc_ValueError, "settle: one origin per group expected");
+        return nullptr;
+    }
     auto* cache = static_cast<GroupWalks*>(PyCapsule_GetPointer(walks_capsule, kGroupWalks));
     auto* edges = static_cast<ParserEdges*>(PyCapsule_GetPointer(edges_capsule, kParserEdges));
     if (cache == nullptr || edges == nullptr) return nullptr;
@@ -249,15 +255,17 @@ PyObject* settle(PyObject*, PyObject* args) {
         return nullptr;
     }
     cache->make_room();
-    std::vector<int32_t> top;
+    std::vector<std::pair<int32_t, int32_t>> top;  // (group, before)
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(groups); ++i) {
         int before, position;
         PyObject* nodes_object;
         if (!PyArg_ParseTuple(PyTuple_GET_ITEM(groups, i), "iiO", &before, &position, &nodes_object)) return nullptr;
-        const GroupName name{-1 - generation, walk_sid, before, position};
+        const long origin = PyLong_AsLong(PyTuple_GET_ITEM(origins, i));
+        if (origin == -1 && PyErr_Occurred()) return nullptr;
+        const GroupName name{-1 - generation, walk_sid, origin, position};
         auto found = cache->ids.find(name);
         if (found != cache->ids.end()) {
-            top.push_back(found->second);
+            top.emplace_back(found->second, before);
             continue;
         }
         View nodes;
@@ -268,12 +276,12 @@ PyObject* settle(PyObject*, PyObject* args) {
                 PyErr_SetString(PyExc_IndexError, "settle: a trie node out of range (or the root)");
                 return nullptr;
             }
-        top.push_back(cache->intern(name, before, members));
+        top.emplace_back(cache->intern(name, static_cast<int32_t>(origin), members), before);
     }
     Settling settling{*cache,       *edges,      trie, end_lexeme, lexer_start, tables, fill_rows,
                       static_cast<uint8_t*>(mask.buffer.buf), mask.count(), ids.data<int64_t>()};
-    for (int32_t id : top)
-        if (!settling.settle(config, id)) return nullptr;
+    for (const auto& [id, before] : top)
+        if (!settling.settle(config, id, before)) return nullptr;
     Py_RETURN_NONE;
 }
 

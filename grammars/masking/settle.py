@@ -70,8 +70,9 @@ class GroupSettler:
                 mask,
                 arrays.ids,
                 config,
-                (lexer.generation, walk.sid),
+                (lexer.generation, walk.inside_of),
                 walk.boundaries,
+                walk.origins,
                 automaton.end_lexeme,
                 lambda ended: automaton.lexer_start(ended, check),
                 lexer.tables,
@@ -82,17 +83,17 @@ class GroupSettler:
     def settle_reference(self, mask: np.ndarray, config: int, walk: StateWalk, check: Check) -> None:
         """`settle_into` in Python, group by group (the reference of the compiled settle)."""
         accepted = [
-            self._settle_group(config, (walk.sid, before, position), members, check)
-            for before, position, members in walk.boundaries
+            self._settle_group(config, (walk.inside_of, origin, position), before, members, check)
+            for (before, position, members), origin in zip(walk.boundaries, walk.origins)
         ]
         if accepted:
             mask[self.vocab.walk_arrays.ids[np.concatenate(accepted)]] = True
 
-    def _settle_group(self, config: int, group: GroupKey, members: np.ndarray, check: Check) -> np.ndarray:
-        """The rows of the tokens of boundary group `group` (`members`: tokens ending a lexeme after
-        `config`) whose remaining bytes the grammar accepts."""
+    def _settle_group(self, config: int, group: GroupKey, before: int, members: np.ndarray, check: Check) -> np.ndarray:
+        """The rows of the tokens of boundary group `group` (`members`: tokens ending a lexeme in lexer
+        state `before` after `config`) whose remaining bytes the grammar accepts."""
         automaton = self.automaton
-        before, position = group[-2:]
+        position = group[-1]
         ended = automaton.end_lexeme(config, before)
         if ended is None:
             return _NO_ROWS
@@ -103,7 +104,7 @@ class GroupSettler:
         accepted = [walk.inside_rows]
         for nested_before, nested_position, nested_members in walk.boundaries:
             nested = (group, start, nested_before, nested_position)
-            accepted.append(self._settle_group(ended, nested, nested_members, check))
+            accepted.append(self._settle_group(ended, nested, nested_before, nested_members, check))
         return np.concatenate(accepted)
 
 

@@ -66,13 +66,17 @@ class StateWalk:
     """The whole vocabulary's walk from one lexer state, with the inside tokens as a mask.
 
     sid: the state walked: the walk representative (`LexerTables.walk_representative`) of the states
-        that share this walk, and so the name of its boundary groups (`GroupKey`).
+        that share this walk.
     inside_mask: bool[vocab.size], dense for wide states (the inside of a string; `inside_ids` is
         empty then), else None and `inside_ids` holds the few ids.
-    inside_of: the state whose walk found these inside tokens: `sid`, or for a walk retagged from
-        another state's (`_retagged`: every string field's inside), that walk's `inside_of`. Walks
-        with equal `inside_of` (in one lexer generation) have the same inside tokens, so what is
-        derived from those alone is shared under it (`MaskTable._key_candidates`).
+    inside_of: the state whose walk found these tokens: `sid`, or for a walk retagged from another
+        state's (`_retagged`: every string field's inside), that walk's `inside_of`. Walks with equal
+        `inside_of` (in one lexer generation) have the same inside tokens and boundary members, so
+        what is derived from those alone is shared under it (`MaskTable._key_candidates`, and the
+        walks of boundary groups).
+    origins: per boundary group, its `before` state in the walk of `inside_of` (the group's own
+        `before` where that walk is this one): `(inside_of, origin, position)` names the group's
+        members (`GroupKey`), so the groups of retagged walks share their walks.
     """
 
     sid: int
@@ -80,6 +84,7 @@ class StateWalk:
     inside_mask: np.ndarray | None
     boundaries: tuple[tuple[int, int, np.ndarray], ...]
     inside_of: int
+    origins: tuple[int, ...]
 
     @property
     def nbytes(self) -> int:
@@ -349,19 +354,21 @@ def _retagged(
     (`new_tags`: `sid`'s): the same tokens, each boundary group's state renamed (`LexerTables.retagged`:
     distinct tags rename states one to one, so groups stay distinct). Its arrays are `walk`'s."""
     renamed: dict[int, int] = {}
-    boundaries = []
-    for before, position, members in walk.boundaries:
+    groups = []
+    for (before, position, members), origin in zip(walk.boundaries, walk.origins):
         if before not in renamed:
             renamed[before] = lexer.retagged(before, tags, new_tags, check)
-        boundaries.append((renamed[before], position, members))
-    boundaries.sort(key=lambda group: group[:2])
-    return StateWalk(sid, walk.inside_ids, walk.inside_mask, tuple(boundaries), walk.inside_of)
+        groups.append(((renamed[before], position, members), origin))
+    groups.sort(key=lambda group: group[0][:2])
+    boundaries = tuple(group for group, _ in groups)
+    return StateWalk(sid, walk.inside_ids, walk.inside_mask, boundaries, walk.inside_of, tuple(o for _, o in groups))
 
 
 #: A boundary group: tokens that end a lexeme in lexer state `before` just before byte `position`.
-#: Named by where its members come from, so equal names mean equal members: `(StateWalk.sid, before,
-#: position)` for a group of the walk of every token from a lexer state, `(parent group, start sid,
-#: before, position)` for a group nested in the walk of a parent group's tokens from a lexeme start.
+#: Named by where its members come from, so equal names mean equal members: `(StateWalk.inside_of,
+#: origin, position)` for a group of the walk of every token from a lexer state (`StateWalk.origins`),
+#: `(parent group, start sid, before, position)` for a group nested in the walk of a parent group's
+#: tokens from a lexeme start.
 GroupKey = tuple
 
 _group_walk_lock = threading.Lock()
@@ -429,13 +436,16 @@ def _walk_vocabulary(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Che
             DENSE_INSIDE_THRESHOLD,
         )
         boundaries = _groups(groups)
+        origins = tuple(before for before, _, _ in boundaries)
         if mask is None:
-            return StateWalk(sid, np.frombuffer(ids, dtype=np.int64), None, boundaries, sid)
-        return StateWalk(sid, _NO_IDS, np.frombuffer(mask, dtype=bool), boundaries, sid)
+            return StateWalk(sid, np.frombuffer(ids, dtype=np.int64), None, boundaries, sid, origins)
+        return StateWalk(sid, _NO_IDS, np.frombuffer(mask, dtype=bool), boundaries, sid, origins)
     rows = advance_rows_reference(arrays, lexer, sid, arrays.rows_starting_with(extends), 0, check)
     inside_ids = arrays.ids[rows.inside_rows]
+    origins = tuple(before for before, _, _ in rows.boundaries)
     if inside_ids.size <= DENSE_INSIDE_THRESHOLD:
-        return StateWalk(sid, inside_ids, None, rows.boundaries, sid)
+        return StateWalk(sid, inside_ids, None, rows.boundaries, sid, origins)
     inside_mask = np.zeros(vocab.size, dtype=bool)
     inside_mask[inside_ids] = True
-    return StateWalk(sid, inside_ids[:0], inside_mask, rows.boundaries, sid)  # the ids would cost 8 bytes a token more
+    # The ids would cost 8 bytes a token more.
+    return StateWalk(sid, inside_ids[:0], inside_mask, rows.boundaries, sid, origins)

@@ -391,6 +391,42 @@ def test_walks_shared_under_other_tags_equal_their_own(vocab, monkeypatch):
     assert insides[5] is not insides[0]
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["compiled", "numpy"])
+def test_masks_over_walks_shared_under_other_tags_equal_masks_over_their_own(vocab, monkeypatch, native):
+    """Masks whose walks are retagged from another state's, with the walks of their boundary groups
+    shared under the names of that state's groups (`StateWalk.origins`), equal the masks of the same
+    states over their own walks, wherever the string fields end (before a comma, a closing brace)."""
+    if not native:
+        monkeypatch.setattr(token_walk, "native_walk", None)
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "string"},
+            "b": {"type": "string"},
+            "n": {"type": "integer"},
+            "c": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    text = b'{"a": "x, y", "b": "", "n": 3, "c": ["p\\"q", "r"]}'
+    shared, own = copy_of(vocab), copy_of(vocab)
+    fresh_lexer(monkeypatch)
+    automaton = grammars.compile(schema, cache=False).automaton
+    shared_table, own_table = MaskTable(automaton, shared), MaskTable(automaton, own)
+    retagged = []
+    original = token_walk._retagged
+    monkeypatch.setattr(token_walk, "_retagged", lambda *args: retagged.append(args[1]) or original(*args))
+    states = [automaton.initial]
+    for index in range(len(text)):
+        state = automaton.walk(states[-1], text[index : index + 1])
+        assert state is not None
+        states.append(state)
+    shared_masks = [shared_table.allowed(state, no_check) for state in states]
+    assert len(retagged) >= 3
+    monkeypatch.setattr(token_walk, "_first_of_form", lambda *args: None)
+    for state, mask in zip(states, shared_masks):
+        assert np.array_equal(mask, own_table.allowed(state, no_check)), state
+
+
 @pytest.mark.slow
 def test_walks_shared_under_other_tags_equal_their_own_on_corpus_random_walks(vocab, monkeypatch):
     """As above, at every lexer state of random token walks over corpus schemas."""
