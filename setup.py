@@ -39,7 +39,7 @@ EXTENSIONS = [
     # One translation unit per concept (see _walk.h); `depends` rebuilds them all when the header changes.
     Extension(
         "grammars.masking._walk",
-        [f"grammars/masking/_walk_{unit}.cpp" for unit in ("trie", "nodes", "settle", "module")],
+        [f"grammars/masking/_walk_{unit}.cpp" for unit in ("trie", "nodes", "settle", "masks", "module")],
         depends=["grammars/masking/_walk.h"],
         extra_compile_args=["-O3", "-std=c++17"],
     ),

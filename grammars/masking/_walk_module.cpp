@@ -1,5 +1,5 @@
 // The Python module `grammars.masking._walk` (types in _walk.pyi): its method table, over the
-// functions of _walk_trie.cpp, _walk_nodes.cpp and _walk_settle.cpp (see _walk.h).
+// functions of _walk_trie.cpp, _walk_nodes.cpp, _walk_settle.cpp and _walk_masks.cpp (see _walk.h).
 #include "_walk.h"
 
 namespace {
@@ -15,6 +15,7 @@ PyMethodDef methods[] = {
     {"new_parser_edges", new_parser_edges, METH_NOARGS, "An empty per-automaton memo of end_lexeme and lexer_start."},
     {"group_walks_held", group_walks_held, METH_O, "(walks, bytes) a group walk cache holds."},
     {"settle", settle, METH_VARARGS, "Set the tokens of boundary groups the grammar accepts (see grammars.masking.settle)."},
+    {"packed_mask", packed_mask, METH_O, "(hash, packed bits) of a bool mask (see grammars.masking.masks)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -22,15 +22,16 @@ from grammars.core.completion import CompletionLengths, token_counter
 from grammars.core.distinct_keys import Keys, refusals, walk_keyed
 from grammars.core.lexer import DEAD
 from grammars.errors import ConstraintLimitError
+from grammars.masking import token_walk
 from grammars.masking.settle import GroupSettler
 from grammars.masking.token_walk import final_states, walk_state
 from grammars.masking.vocab import Vocabulary
 
 #: States whose masks are kept per (grammar, vocabulary) before the cache is cleared.
 MAX_CACHED_STATES = 65536
-#: Bytes of distinct masks kept per table (each is one byte per token, and its packed bits as its key:
-#: 1,213 masks of a 49k vocabulary, 227 of a 262k one). States with equal masks share one array, and
-#: most do (every position inside one kind of string, say), so this bounds a table's memory;
+#: Bytes of distinct masks kept per table (each is one byte per token, and its packed bits as its
+#: identity: 1,213 masks of a 49k vocabulary, 227 of a 262k one). States with equal masks share one
+#: array, and most do (every position inside one kind of string, say), so this bounds a table's memory;
 #: duplicate-key masks count in it too.
 MAX_MASK_BYTES = 64 << 20
 #: Seconds after a mask ran past a budget during which the table refuses new masks at once.
@@ -57,6 +58,15 @@ class _Quotes(enum.Enum):
     AFTER_FIRST_BYTE = 2
 
 
+def _packed(mask: np.ndarray) -> tuple[int, bytes]:
+    """A hash of `mask`'s packed bits, and those bits: compiled in one call (`_walk.packed_mask`, a
+    few microseconds on a 262k-token vocabulary where numpy's packing and Python's hash took ~16)."""
+    if token_walk.native_walk is not None:
+        return token_walk.native_walk.packed_mask(mask)
+    packed = np.packbits(mask, bitorder="little").tobytes()
+    return hash(packed), packed
+
+
 class MaskTable:
     """Allowed tokens and token transitions of `automaton` over `vocab`.
 
@@ -73,7 +83,9 @@ class MaskTable:
         self._eos_ids = np.array(vocab.eos_token_ids, dtype=np.int64)
         self._eos_set = frozenset(vocab.eos_token_ids)
         self._allowed: dict[State, np.ndarray] = {}
-        self._distinct: dict[bytes, np.ndarray] = {}
+        #: The distinct masks by a hash of their packed bits (`_packed`): (packed bits, mask) each.
+        self._distinct: dict[int, list[tuple[bytes, np.ndarray]]] = {}
+        self._num_distinct = 0
         self._tensors: dict[State, object] = {}
         self._next_lengths: dict[State, tuple[np.ndarray, float]] = {}
         #: Per state, the longest shortest-completion after any allowed token: a float, so kept for
@@ -119,18 +131,25 @@ class MaskTable:
     def _make_room(self) -> None:
         """Forget every cached mask when the state caches or the distinct masks are full (under the lock)."""
         full = len(self._allowed) >= MAX_CACHED_STATES or len(self._keyed) >= MAX_CACHED_STATES
-        if full or (len(self._distinct) + 1) * (self.vocab.size + self.vocab.size // 8) > MAX_MASK_BYTES:
+        if full or (self._num_distinct + 1) * (self.vocab.size + self.vocab.size // 8) > MAX_MASK_BYTES:
             self._allowed.clear()
             self._distinct.clear()
+            self._num_distinct = 0
             self._tensors.clear()
             self._keyed.clear()
             self._joins.clear()  # it holds masks: no more of them than `_distinct` does
 
     def _shared(self, mask: np.ndarray) -> np.ndarray:
-        """The one kept array equal to `mask` (under the lock, after `_make_room`)."""
-        # Keyed by the packed bits: an eighth of the bytes to hash (the hash of the bools dominated a
-        # fresh mask), and exact, unlike a digest; a cryptographic digest of them cost twice the packing.
-        return self._distinct.setdefault(np.packbits(mask).tobytes(), mask)
+        """The one kept array equal to `mask` (under the lock, after `_make_room`): found by a hash of
+        its packed bits, and equal when those are (the hash only picks the bucket)."""
+        key, packed = _packed(mask)
+        bucket = self._distinct.setdefault(key, [])
+        for held, shared in bucket:
+            if held == packed:
+                return shared
+        bucket.append((packed, mask))
+        self._num_distinct += 1
+        return mask
 
     def allowed_with_keys(self, state: State, keys: Keys, check: Check) -> np.ndarray:
         """`allowed(state)` less the tokens that repeat a key of an open object or leave no fresh

@@ -115,6 +115,47 @@ def test_special_tokens_never_allowed_inside_strings(vocab, hf_tokenizer):
     assert mask.sum() > 40_000  # but nearly everything else is
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["compiled", "numpy"])
+def test_equal_masks_share_one_array_and_hash_collisions_keep_others_apart(vocab, monkeypatch, native):
+    """`MaskTable._shared` keeps one array per distinct mask: equal masks get the first one, and masks
+    whose hashes collide (here: every mask's) stay apart, each kept once."""
+    from grammars.masking import masks, token_walk
+
+    if not native:
+        monkeypatch.setattr(token_walk, "native_walk", None)
+    table = person_constraint().matcher(vocab)._table
+    first, other = np.zeros(vocab.size, dtype=bool), np.zeros(vocab.size, dtype=bool)
+    first[[3, 500, vocab.size - 1]] = True
+    other[[3, 500]] = True
+    assert table._shared(first) is first and table._shared(first.copy()) is first
+    assert masks._packed(first)[0] != masks._packed(other)[0]
+    packed = masks._packed
+    monkeypatch.setattr(masks, "_packed", lambda mask: (7, packed(mask)[1]))
+    kept = table._num_distinct
+    assert table._shared(other) is other and table._shared(first) is first  # both in one bucket now
+    assert table._shared(other.copy()) is other and table._shared(first.copy()) is first
+    assert table._num_distinct == kept + 2 and len(table._distinct[7]) == 2
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 63, 64, 65, 1000, 49_152, 262_147])
+def test_compiled_mask_packing_is_numpys(size):
+    """`_walk.packed_mask` packs as numpy's little-endian `packbits` (any nonzero byte is a set bit:
+    every instruction path of it, the tail included), and its hash tells masks one bit apart."""
+    from grammars.masking import token_walk
+
+    assert token_walk.native_walk is not None
+    rng = np.random.default_rng(size)
+    raw = rng.integers(0, 4, size, dtype=np.uint8) * rng.integers(0, 2, size, dtype=np.uint8) * 85
+    key, packed = token_walk.native_walk.packed_mask(raw)
+    assert packed == np.packbits(raw != 0, bitorder="little").tobytes()
+    mask = raw != 0
+    assert token_walk.native_walk.packed_mask(mask) == (key, packed)
+    for flipped in {0, size // 2, size - 1} if size else ():
+        changed = mask.copy()
+        changed[flipped] ^= True
+        assert token_walk.native_walk.packed_mask(changed)[0] != key
+
+
 def test_mask_memory_stays_in_budget_and_masks_stay_exact(vocab, runtime_tokenizer, monkeypatch):
     """A table whose distinct masks (plain and duplicate-key ones) fill MAX_MASK_BYTES forgets its
     masks and recomputes them: it stays within the budget and gives the masks an unbounded one does."""
@@ -134,8 +175,9 @@ def test_mask_memory_stays_in_budget_and_masks_stay_exact(vocab, runtime_tokeniz
         expected, got = reference.mask(), bounded.mask()
         assert bool((expected == got).all())
         table = bounded._table
-        assert len(table._distinct) * vocab.size <= budget
-        sizes.append(len(table._distinct))
+        assert table._num_distinct == sum(map(len, table._distinct.values()))
+        assert table._num_distinct * vocab.size <= budget
+        sizes.append(table._num_distinct)
         reference.advance(token_id)
         bounded.advance(token_id)
     assert bool((reference.mask() == bounded.mask()).all()) and bounded.mask()[vocab.eos_token_ids[0]]
