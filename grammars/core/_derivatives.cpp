@@ -724,11 +724,15 @@ PyObject* store_tag_free_form(StoreObject* self, PyObject* arg) {
         if (!self->store->tag_free_form(static_cast<int32_t>(id), form)) Py_RETURN_NONE;
         PyObject* lexemes = PyTuple_New(static_cast<Py_ssize_t>(form.size()));
         PyObject* tags = PyTuple_New(static_cast<Py_ssize_t>(form.size()));
-        for (size_t i = 0; lexemes != nullptr && tags != nullptr && i < form.size(); ++i) {
-            PyTuple_SET_ITEM(lexemes, i, PyLong_FromLong(form[i].first));
-            PyTuple_SET_ITEM(tags, i, PyLong_FromLongLong(form[i].second));
+        bool built = lexemes != nullptr && tags != nullptr;
+        for (size_t i = 0; built && i < form.size(); ++i) {
+            PyObject* lexeme = PyLong_FromLong(form[i].first);
+            PyObject* tag = PyLong_FromLongLong(form[i].second);
+            if (lexeme != nullptr) PyTuple_SET_ITEM(lexemes, i, lexeme);
+            if (tag != nullptr) PyTuple_SET_ITEM(tags, i, tag);
+            built = lexeme != nullptr && tag != nullptr;
         }
-        if (lexemes == nullptr || tags == nullptr) {
+        if (!built) {  // a tuple's unset items are NULL, which its deallocation skips
             Py_XDECREF(lexemes);
             Py_XDECREF(tags);
             return nullptr;

@@ -86,8 +86,10 @@ inline uint64_t mix(uint64_t h) {  // splitmix64's finalizer
     return h ^ (h >> 31);
 }
 
-// A 64-bit hash of `length` bytes: sums of products of key-offset word pairs (NH, as UMAC's), so the
-// multiplications are independent and overlap, then mixed with the length and the tail.
+// A 64-bit hash of `length` bytes: sums of the full 128-bit products of key-offset word pairs, each
+// folded to 64 bits (NH as UMAC's, but a 64-bit product alone would lose a word's top bits against a
+// partner with trailing zeros), so the multiplications are independent and overlap; then mixed with
+// the length and the tail.
 uint64_t hash_bytes(const uint8_t* data, Py_ssize_t length) {
     static constexpr uint64_t kKeys[8] = {0x9e3779b97f4a7c15ull, 0xc2b2ae3d27d4eb4full, 0x165667b19e3779f9ull,
                                           0xd6e8feb86659fd93ull, 0xa0761d6478bd642full, 0xe7037ed1a0b428dbull,
@@ -99,7 +101,9 @@ uint64_t hash_bytes(const uint8_t* data, Py_ssize_t length) {
             uint64_t a, b;
             std::memcpy(&a, data + i + 16 * lane, 8);
             std::memcpy(&b, data + i + 16 * lane + 8, 8);
-            sums[lane] += (a + kKeys[2 * lane]) * (b + kKeys[2 * lane + 1]);
+            const unsigned __int128 product =
+                static_cast<unsigned __int128>(a + kKeys[2 * lane]) * (b + kKeys[2 * lane + 1]);
+            sums[lane] += static_cast<uint64_t>(product) ^ static_cast<uint64_t>(product >> 64);
         }
     uint64_t h = mix(static_cast<uint64_t>(length));
     for (uint64_t sum : sums) h = mix(h ^ sum);
@@ -113,8 +117,8 @@ uint64_t hash_bytes(const uint8_t* data, Py_ssize_t length) {
 
 }  // namespace
 
-// packed_mask(mask) -> (hash, packed): a bool mask's bits, 8 to a byte with the first element lowest
-// (numpy's packbits with bitorder="little"), and a 64-bit hash of those bytes.
+// packed_mask(mask) -> (hash, packed): a C-contiguous bool mask's bits, 8 to a byte with the first element
+// lowest (numpy's packbits with bitorder="little"), and a 64-bit hash of those bytes.
 PyObject* packed_mask(PyObject*, PyObject* mask_object) {
     View mask;
     if (!mask.get(mask_object, "packed_mask: mask", 1)) return nullptr;

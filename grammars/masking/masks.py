@@ -60,7 +60,8 @@ class _Quotes(enum.Enum):
 
 def _packed(mask: np.ndarray) -> tuple[int, bytes]:
     """A hash of `mask`'s packed bits, and those bits: compiled in one call (`_walk.packed_mask`, a
-    few microseconds on a 262k-token vocabulary where numpy's packing and Python's hash took ~16)."""
+    few microseconds on a 262k-token vocabulary where numpy's packing and Python's hash took ~16).
+    `mask` is C-contiguous, as every mask a table builds is."""
     if token_walk.native_walk is not None:
         return token_walk.native_walk.packed_mask(mask)
     packed = np.packbits(mask, bitorder="little").tobytes()
@@ -137,7 +138,7 @@ class MaskTable:
             self._num_distinct = 0
             self._tensors.clear()
             self._keyed.clear()
-            self._joins.clear()  # it holds masks: no more of them than `_distinct` does
+            self._joins.clear()  # it holds masks: no more of them than `_num_distinct` counts
 
     def _shared(self, mask: np.ndarray) -> np.ndarray:
         """The one kept array equal to `mask` (under the lock, after `_make_room`): found by a hash of

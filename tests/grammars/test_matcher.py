@@ -139,8 +139,9 @@ def test_equal_masks_share_one_array_and_hash_collisions_keep_others_apart(vocab
 
 @pytest.mark.parametrize("size", [0, 1, 7, 8, 63, 64, 65, 1000, 49_152, 262_147])
 def test_compiled_mask_packing_is_numpys(size):
-    """`_walk.packed_mask` packs as numpy's little-endian `packbits` (any nonzero byte is a set bit:
-    every instruction path of it, the tail included), and its hash tells masks one bit apart."""
+    """`_walk.packed_mask` packs as numpy's little-endian `packbits` (any nonzero byte is a set bit;
+    this CPU's widest path, then 16-byte and 8-byte steps and the tail), and its hash tells masks one
+    bit apart (each bit of a word of 64, against partner words with trailing zeros too)."""
     from grammars.masking import token_walk
 
     assert token_walk.native_walk is not None
@@ -150,10 +151,16 @@ def test_compiled_mask_packing_is_numpys(size):
     assert packed == np.packbits(raw != 0, bitorder="little").tobytes()
     mask = raw != 0
     assert token_walk.native_walk.packed_mask(mask) == (key, packed)
-    for flipped in {0, size // 2, size - 1} if size else ():
+    for flipped in range(min(size, 200)):
         changed = mask.copy()
         changed[flipped] ^= True
         assert token_walk.native_walk.packed_mask(changed)[0] != key
+    sparse = np.zeros(size, dtype=bool)
+    sparse[64:65] = True  # packed words with trailing zeros: one the review found a 64-bit NH lost
+    for flipped in range(min(size, 128)):
+        changed = sparse.copy()
+        changed[flipped] ^= True
+        assert token_walk.native_walk.packed_mask(changed)[0] != token_walk.native_walk.packed_mask(sparse)[0]
 
 
 def test_mask_memory_stays_in_budget_and_masks_stay_exact(vocab, runtime_tokenizer, monkeypatch):
