@@ -610,19 +610,30 @@ bool valid_node(StoreObject* self, long long node) {
     return true;
 }
 
-// The nodes of this store in the Python sequence `object`, appended to `nodes` (false: an error is set).
-bool nodes_of(StoreObject* self, PyObject* object, const char* not_a_sequence, std::vector<int32_t>& nodes) {
+// The integers of the Python sequence `object`, appended to `values` (false: an error is set).
+bool integers_of(PyObject* object, const char* not_a_sequence, std::vector<int64_t>& values) {
     PyObject* sequence = PySequence_Fast(object, not_a_sequence);
     if (sequence == nullptr) return false;
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(sequence); ++i) {
-        const long long node = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(sequence, i));
-        if ((node == -1 && PyErr_Occurred()) || !valid_node(self, node)) {
+        const long long value = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(sequence, i));
+        if (value == -1 && PyErr_Occurred()) {
             Py_DECREF(sequence);
             return false;
         }
-        nodes.push_back(static_cast<int32_t>(node));
+        values.push_back(value);
     }
     Py_DECREF(sequence);
+    return true;
+}
+
+// The nodes of this store in the Python sequence `object`, appended to `nodes` (false: an error is set).
+bool nodes_of(StoreObject* self, PyObject* object, const char* not_a_sequence, std::vector<int32_t>& nodes) {
+    std::vector<int64_t> values;
+    if (!integers_of(object, not_a_sequence, values)) return false;
+    for (int64_t node : values) {
+        if (!valid_node(self, node)) return false;
+        nodes.push_back(static_cast<int32_t>(node));
+    }
     return true;
 }
 
@@ -739,22 +750,6 @@ PyObject* store_tag_free_form(StoreObject* self, PyObject* arg) {
         }
         return Py_BuildValue("(NN)", lexemes, tags);
     });
-}
-
-// The integers of the Python sequence `object`, appended to `values` (false: an error is set).
-bool integers_of(PyObject* object, const char* not_a_sequence, std::vector<int64_t>& values) {
-    PyObject* sequence = PySequence_Fast(object, not_a_sequence);
-    if (sequence == nullptr) return false;
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(sequence); ++i) {
-        const long long value = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(sequence, i));
-        if (value == -1 && PyErr_Occurred()) {
-            Py_DECREF(sequence);
-            return false;
-        }
-        values.push_back(value);
-    }
-    Py_DECREF(sequence);
-    return true;
 }
 
 // retag(node, tags, new_tags) -> node: the union `node` with each member tagged tags[i] tagged new_tags[i].

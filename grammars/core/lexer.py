@@ -257,6 +257,13 @@ class LexerTables:
                 self._sid_of_node.setdefault(node, sid)
         return node
 
+    def _stored(self, sid: int) -> tuple[rx.CompiledTerms, int] | None:
+        """The current store and the node of state `sid` there (carried if it is not yet), or None
+        where there is no compiled store or it cannot hold the term; the caller holds the lock."""
+        compiled = self._store()
+        node = None if compiled is None else self._node(compiled, sid)
+        return None if compiled is None or node is None else (compiled, node)
+
     def _state_of_node(self, compiled: rx.CompiledTerms, node: int, check: Check) -> int:
         """The state of a node of the current store, allocated (its term left in the store) on first sight."""
         store = compiled.store
@@ -383,9 +390,9 @@ class LexerTables:
         found = self._representatives.get(key)
         if found is None:
             with self._lock:
-                compiled = self._store()
-                node = None if compiled is None else self._node(compiled, sid)
-                if compiled is not None and node is not None:
+                stored = self._stored(sid)
+                if stored is not None:
+                    compiled, node = stored
                     found = self._state_of_node(compiled, compiled.store.clamp(node, max_token_len), no_check)
                 else:
                     found = self.sid(rx.clamp_counters(self.term(sid), max_token_len))
@@ -405,9 +412,9 @@ class LexerTables:
         if sid in self._tag_free:
             return self._tag_free[sid]
         with self._lock:
-            compiled = self._store()
-            node = None if compiled is None else self._node(compiled, sid)
-            if compiled is not None and node is not None:
+            stored = self._stored(sid)
+            if stored is not None:
+                compiled, node = stored
                 form = compiled.store.tag_free_form(node)
                 found = None if form is None else TagFreeForm(self.store_serial, *form)
             else:
@@ -427,9 +434,9 @@ class LexerTables:
         found = self._retagged.get(key)
         if found is None:
             with self._lock:
-                compiled = self._store()
-                node = None if compiled is None else self._node(compiled, sid)
-                if compiled is not None and node is not None:
+                stored = self._stored(sid)
+                if stored is not None:
+                    compiled, node = stored
                     found = self._state_of_node(compiled, compiled.store.retag(node, tags, new_tags), check)
                 else:
                     found = self.sid(_retagged_term(self.term(sid), tags, new_tags), check)
