@@ -103,6 +103,7 @@ def _then_answer(answer: Constraint | None, head: rx.Term, separator: str, head_
     grammar = rules.grammar(rules.define("then_answer", start), ignore)
     if answer is not None:
         grammar.distinct_keys_after = _keys_after(head, separator, answer.grammar.distinct_keys_after)
+        grammar.keys_may_run_out = answer.grammar.keys_may_run_out  # its objects are the answer's
     return compile_grammar(grammar, description)
 
 

@@ -63,6 +63,8 @@ class GrammarAutomaton:
             if grammar.distinct_keys_after is None
             else initial_keys(self.lexer, grammar.distinct_keys_after, budget.check)
         )
+        #: Whether an object may reach a comma with no fresh key left (`ir.Grammar.keys_may_run_out`).
+        self.keys_may_run_out = grammar.keys_may_run_out
         self._start_sid: dict[int, int] = {}
         self._start_of_lexemes: dict[tuple[int, ...], int] = {}
         self._end_cache: dict[tuple[int, int], int | None] = {}

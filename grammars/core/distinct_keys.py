@@ -175,6 +175,44 @@ def scan(
     return Keys(frames, mode, key, is_escaped, None), starts
 
 
+def may_need_check(data: bytes, mode: int, is_escaped: bool, keys_may_run_out: bool) -> bool:
+    """Whether `refusals` may have to check `data` after text that leaves `scan` in `mode`
+    (`is_escaped`), whatever the open objects hold: it closes a key, opens or closes a container,
+    or (where keys may run out, `GrammarAutomaton.keys_may_run_out`) begins a key or may end where
+    a fresh key must come. Where it is False, `refusals` passes `data` by: a quote that opens a
+    string value whose text holds the token's comma (`",` after `"a": `), or, where keys never run
+    out, a value's text ending in `",` or `", "`. It depends on the token's bytes and the mode
+    alone, so it is decided once per token.
+
+    Where keys never run out, the key being written (`mode` _KEY) is not checked either: it began
+    in a lexer state restricted to fresh keys (`walk_keyed`), so the plain mask refuses a repeat.
+
+    It mirrors `scan`'s transitions over unknown containers: a comma always leads to where a key
+    must come (in an array it would not), so it may over-approximate `scan`, never miss what it
+    finds (tested against `scan` from object, array and nested contexts).
+    """
+    is_current = mode == _KEY  # the first quote closes the key being written
+    for byte in data:
+        if mode == _KEY or mode == _STRING:
+            if is_escaped:
+                is_escaped = False
+            elif byte == _BACKSLASH:
+                is_escaped = True
+            elif byte == _QUOTE:
+                if mode == _KEY and (keys_may_run_out or not is_current):
+                    return True  # a key closes: it may repeat one
+                mode, is_current = _VALUE, False
+        elif byte == _QUOTE:
+            if mode == _KEY_NEXT and keys_may_run_out:
+                return True  # a key begins: it may begin only seen keys
+            mode = _KEY if mode == _KEY_NEXT else _STRING
+        elif byte == _OPEN_OBJECT or byte == _OPEN_ARRAY or byte in _CLOSERS:
+            return True
+        elif byte == _COMMA:
+            mode = _KEY_NEXT
+    return keys_may_run_out and mode == _KEY_NEXT
+
+
 @functools.lru_cache(maxsize=4096)
 def key_spellings(name: str) -> rx.Term | None:
     """Every spelling of the key `name` as a whole JSON string (quotes included); None for a name
@@ -338,9 +376,18 @@ def refusals(
     where a fresh key must come after a token, the verdict is shared by the tokens that end in the
     same state with the same keys.
 
+    Where no object of the grammar can run out of fresh keys (`GrammarAutomaton.keys_may_run_out`),
+    only a key that a token closes can be refused, and `scan` finds that alone: the plain walk took
+    the token, so each key it begins has a completion the grammar allows next, either a named key
+    (written once each, in order, and never as another key) or one of an infinite set of keys, which
+    a finite set of seen keys cannot exhaust; and for the same reason a fresh key can begin after
+    each comma.
+
     Raises:
         ConstraintLimitError: from `check`.
     """
+    if not automaton.keys_may_run_out:
+        return [index for index, data in enumerate(tokens) if scan(keys, data, automaton.lexer, check) is None]
     refused: list[int] = []
     at_key: dict[tuple[State, frozenset[str]], bool] = {}
     encoded: dict[frozenset[str], list[bytes]] = {}

@@ -70,12 +70,19 @@ class Grammar:
     it beside the automaton): the text after the shortest prefix of the output in the term, and so
     never, when no prefix is in it (`rx.EPSILON`: the whole output is such JSON). Composed grammars
     (`grammars.compose`, tool calls) derive it from the JSON grammars they embed.
+
+    `keys_may_run_out`: whether such an object may reach a comma after which every key the grammar
+    allows is one the object already has (finite key patterns, `propertyNames`, key clauses), so
+    that masks must refuse that comma. False only where the producer proves otherwise: every object
+    writes its named keys once each, in order, and further keys from an infinite set (the JSON
+    Schema front end, where no object splits its additional keys).
     """
 
     rules: dict[str, Expr]
     start: str
     ignore: tuple[rx.Term, ...] = field(default_factory=tuple)
     distinct_keys_after: rx.Term | None = None
+    keys_may_run_out: bool = True
 
     def size(self) -> int:
         """Number of expression nodes, the measure compile limits are stated in."""

@@ -19,7 +19,7 @@ import numpy as np
 from grammars.core.automaton import GrammarAutomaton, State
 from grammars.core.budget import Check
 from grammars.core.completion import CompletionLengths, token_counter
-from grammars.core.distinct_keys import Keys, refusals, walk_keyed
+from grammars.core.distinct_keys import Keys, may_need_check, refusals, walk_keyed
 from grammars.core.lexer import DEAD
 from grammars.errors import ConstraintLimitError
 from grammars.masking import token_walk
@@ -56,6 +56,23 @@ class _Quotes(enum.Enum):
     NONE = 0
     ALL = 1
     AFTER_FIRST_BYTE = 2
+
+
+def _need_checks(vocab: Vocabulary, mode: int, is_escaped: bool, keys_may_run_out: bool) -> np.ndarray:
+    """bool[vocab.size]: the tokens holding a `,` or a `"` that `refusals` may have to check after
+    text that leaves the key scanner in `mode` (`distinct_keys.may_need_check`); made once per
+    vocabulary and arguments, over a few thousand tokens at most."""
+    tables: dict[tuple[int, bool, bool], np.ndarray] = vocab.__dict__.setdefault("_key_need_checks", {})
+    key = (mode, is_escaped, keys_may_run_out)
+    found = tables.get(key)
+    if found is None:
+        found = np.zeros(vocab.size, dtype=bool)
+        ids = vocab.key_tokens.comma_or_quote
+        token_bytes = vocab.token_bytes
+        found[ids] = [may_need_check(token_bytes[i], mode, is_escaped, keys_may_run_out) for i in ids.tolist()]
+        with _candidates_lock:
+            found = tables.setdefault(key, found)
+    return found
 
 
 def _packed(mask: np.ndarray) -> tuple[int, bytes]:
@@ -164,6 +181,9 @@ class MaskTable:
         (`",`). Those tokens hold a `,` or, where a fresh key is awaited, a `"`, and of the tokens
         that stay inside the current lexeme only a separator's comma counts (inside a string
         nothing does). The few allowed ones are checked in one batch (`distinct_keys.refusals`).
+        Where no object of the grammar can run out of fresh keys (most JSON Schemas:
+        `GrammarAutomaton.keys_may_run_out`), only the tokens that close a key can be refused, so
+        only those are checked.
 
         Raises:
             ConstraintLimitError: `check` stopped the computation.
@@ -176,9 +196,10 @@ class MaskTable:
         lexer_sid = self.automaton.lexer_start(config) if sid is None else sid
         quotes = _Quotes.NONE
         if keys.awaits_fresh_key:
-            exact = self._first_quote_is_restricted(state, keys.object_keys, check)
+            # Where keys never run out only the keys tokens close are checked: every quote counts.
+            exact = self.automaton.keys_may_run_out and self._first_quote_is_restricted(state, keys.object_keys, check)
             quotes = _Quotes.AFTER_FIRST_BYTE if exact else _Quotes.ALL
-        candidates = self._key_candidates(lexer_sid, keys.awaits_quote, quotes, check)
+        candidates = self._key_candidates(lexer_sid, keys, quotes, check)
         token_bytes = self.vocab.token_bytes
         walked_ids = candidates[allowed[candidates]].tolist()
         refused = [
@@ -212,17 +233,19 @@ class MaskTable:
             config = ended
         return automaton.lexer_start_excluding(config, seen, check) == automaton.lexer_start(config, check)
 
-    def _key_candidates(self, lexer_sid: int, awaits_quote: bool, quotes: _Quotes, check: Check) -> np.ndarray:
+    def _key_candidates(self, lexer_sid: int, keys: Keys, quotes: _Quotes, check: Check) -> np.ndarray:
         """int32 ids of the tokens `allowed_with_keys` checks from lexer state `lexer_sid`
-        (`quotes`: which tokens holding a quote count), cached on the vocabulary per the walk's inside
-        tokens (`StateWalk.inside_of`) and the flags: they depend on nothing else, so every grammar of
-        the lexer generation, and every state with those inside tokens (each string field's), shares them."""
+        (`quotes`: which tokens holding a quote count), less those `refusals` passes by from the key
+        scanner's mode (`distinct_keys.may_need_check`). Cached on the vocabulary per the walk's
+        inside tokens (`StateWalk.inside_of`), the mode and the flags: they depend on nothing else,
+        so every grammar of the lexer generation, and every state with those inside tokens (each
+        string field's), shares them."""
         lexer = self.automaton.lexer
-        candidates: dict[tuple[int, int, bool, _Quotes], np.ndarray] = self.vocab.__dict__.setdefault(
-            "_key_candidates", {}
-        )
+        may_run_out = self.automaton.keys_may_run_out
+        candidates: dict[tuple, np.ndarray] = self.vocab.__dict__.setdefault("_key_candidates", {})
         walk = walk_state(self.vocab, lexer, lexer_sid, check)
-        key = (lexer.generation, walk.inside_of, awaits_quote, quotes)
+        awaits_quote = keys.awaits_quote
+        key = (lexer.generation, walk.inside_of, keys.mode, keys.is_escaped, may_run_out, quotes)
         found = candidates.get(key)
         if found is None:
             kinds = self.vocab.key_tokens
@@ -235,7 +258,8 @@ class MaskTable:
             inside = (walk.inside_mask if walk.inside_mask is not None else walk.new_mask(self.vocab.size))[suspects]
             if not awaits_quote:
                 inside &= ~kinds.comma_first[suspects]  # `, ` may lead to where a key must come
-            found = suspects[~inside].astype(np.int32)
+            found = suspects[~inside]
+            found = found[_need_checks(self.vocab, keys.mode, keys.is_escaped, may_run_out)[found]].astype(np.int32)
             with _candidates_lock:
                 if len(candidates) >= MAX_CACHED_CANDIDATES:
                     candidates.clear()

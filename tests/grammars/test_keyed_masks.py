@@ -19,12 +19,19 @@ import grammars
 from grammars.core import byte_regex as rx
 from grammars.core.budget import no_check
 from grammars.core.distinct_keys import (
+    _KEY,
+    _KEY_NEXT,
+    _STRING,
+    _VALUE,
+    Keys,
     _decoded,
     _shares_string,
     key_spellings,
+    may_need_check,
     overlapping_keys,
     refusals,
     refuses,
+    scan,
     walk_keyed,
 )
 from grammars.frontends.json_schema.strings import other_than, string_lexeme, value_encodings
@@ -43,6 +50,22 @@ PATTERN_KEYS = {
 }
 #: Few keys, so that walks run out of fresh ones: then a comma is refused.
 ENUM_KEYS = {"type": "object", "propertyNames": {"enum": ["a", "b", "ab"]}, "additionalProperties": {"type": "integer"}}
+#: Object alternatives that name the same keys in other orders, one of them closed.
+ALTERNATIVES = {
+    "anyOf": [
+        {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "string"}}},
+        {
+            "type": "object",
+            "properties": {"b": {"type": "integer"}, "a": {"type": "string"}},
+            "additionalProperties": False,
+        },
+    ]
+}
+#: Named keys that need escapes or several UTF-8 bytes, and any further keys.
+ESCAPED_NAMES = {
+    "type": "object",
+    "properties": {'q"': {"type": "integer"}, "\u00e9t\u00e9": {"type": "integer"}, "a/b": {"type": "string"}},
+}
 NESTED = {
     "type": "object",
     "properties": {"a": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "integer"}}}},
@@ -103,11 +126,16 @@ def keyed_walk_agrees(constraint: grammars.Constraint, vocab, seed: int, max_tok
         (ENUM_KEYS, {}, True),
         (ENUM_KEYS, {"whitespace": "compact"}, True),
         (NESTED, {}, False),
+        (ALTERNATIVES, {}, False),
+        (ESCAPED_NAMES, {"whitespace": "compact"}, False),
     ],
-    ids=["declared", "pattern", "enum", "enum-compact", "nested"],
+    ids=["declared", "pattern", "enum", "enum-compact", "nested", "alternatives", "escaped-names"],
 )
 def test_keyed_masks_equal_the_brute_force(spec, options: dict, runs_out_of_keys: bool, vocab) -> None:
+    """Where keys never run out (`keys_may_run_out` False), the masks check only the keys tokens
+    close; the brute force and `refuses` run every check, so these walks test that shortcut too."""
     constraint = grammars.compile(spec, cache=False, **options)
+    assert constraint.automaton.keys_may_run_out == runs_out_of_keys
     refused = sum(keyed_walk_agrees(constraint, vocab, seed, 40) for seed in range(6))
     if runs_out_of_keys:  # the walks reach objects whose keys are all taken: a comma is refused there
         assert refused > 0
@@ -187,6 +215,58 @@ def test_compiled_key_overlap_agrees_with_the_python_search() -> None:
             if spellings is not None:
                 expected = rx.shares_string(lexeme, spellings)
                 assert _shares_string(lexeme, spellings, no_check) == expected, (lexeme, name)
+
+
+class _EveryKey(frozenset):
+    """Seen keys holding every name but those a raw `\x01` makes (`_decoded` gives them a NUL
+    first): whatever key a token closes repeats one, except a current key marked so."""
+
+    def __contains__(self, name: object) -> bool:
+        return not (isinstance(name, str) and name.startswith("\x00"))
+
+    def __or__(self, other: object) -> _EveryKey:
+        return self
+
+
+SEEN = _EveryKey({"a"})
+#: Where the key scanner may stand before a token: (open containers' keys, mode, key so far, escaped).
+SCANNER_CONTEXTS = [
+    ((SEEN,), _VALUE, b"", False),
+    ((SEEN,), _KEY_NEXT, b"", False),
+    ((SEEN,), _KEY, b"", False),
+    ((SEEN,), _KEY, b"a", True),
+    ((SEEN,), _STRING, b"", False),
+    ((SEEN,), _STRING, b"", True),
+    ((SEEN, None), _VALUE, b"", False),
+    ((SEEN, None), _STRING, b"", False),
+    ((SEEN, SEEN), _KEY_NEXT, b"", False),
+    ((SEEN, frozenset()), _KEY_NEXT, b"", False),
+    ((None,), _VALUE, b"", False),
+    ((), _VALUE, b"", False),
+]
+
+
+@pytest.mark.parametrize("context", SCANNER_CONTEXTS)
+def test_tokens_passed_by_need_no_check(context, vocab) -> None:
+    """`may_need_check` over-approximates `scan`: a token it passes by, from any open containers,
+    gives `refusals` nothing to act on though every key it closes repeats one. Where keys may run
+    out: no repeated key, no key begun in an object with keys, no end where a fresh key must come.
+    Where they never do: no repeated key but the one being written (its lexer state refuses that)."""
+    frames, mode, key, is_escaped = context
+    keys = Keys(frames, mode, key, is_escaped, None)
+    current_is_fresh = keys._replace(key=b"\x01" + key) if mode == _KEY else keys
+    lexer = grammars.compile(DECLARED_AND_MORE, cache=False).automaton.lexer
+    passed = {True: 0, False: 0}
+    for token_id in vocab.key_tokens.comma_or_quote.tolist():
+        data = vocab.token_bytes[token_id]
+        if not may_need_check(data, mode, is_escaped, True):
+            scanned = scan(keys, data, lexer)
+            assert scanned is not None and not scanned[1] and not scanned[0].awaits_fresh_key, data
+            passed[True] += 1
+        if not may_need_check(data, mode, is_escaped, False):
+            assert scan(current_is_fresh, data, lexer) is not None, data
+            passed[False] += 1
+    assert passed[False] >= passed[True] and passed[False] > 0
 
 
 def test_keys_decode_as_json_decodes_them() -> None:

@@ -294,6 +294,7 @@ def test_reasoning_then_a_json_answer_keeps_distinct_keys(separator: str, vocab)
     from grammars.compose import marker_then_answer, reasoning_then_answer
 
     constraint = reasoning_then_answer(grammars.compile(Inventory), "\nAnswer:", separator=separator)
+    assert not constraint.automaton.keys_may_run_out  # the answer's, whose keys never run out
     reasoning = 'I saw {"table": 1, "table": 2} and "a", "a".\nAnswer:' + separator
     assert constraint.accepts(reasoning + '{"counts":{"table":1,"chair":2}}')
     assert not constraint.accepts(reasoning + '{"counts":{"table":1,"table":2}}')

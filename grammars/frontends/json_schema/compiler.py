@@ -92,6 +92,7 @@ class SchemaCompiler:
         self.proofs: dict = {}
         self.pruning = False
         self.check_deadline = check
+        self.keys_may_run_out = False  # see ir.Grammar; objects that may run out set it
 
     # ------------------------------------------------------------------------------------------
     # Reporting and limits
@@ -444,4 +445,5 @@ def schema_grammar(
     except LoneSurrogateError as exc:  # a property name of this kind: typed, though without its pointer
         raise SchemaError(str(exc)) from exc
     grammar.distinct_keys_after = rx.EPSILON  # JSON objects with a repeated key are not valid output
+    grammar.keys_may_run_out = compiler.keys_may_run_out
     return grammar

@@ -43,6 +43,8 @@ State = tuple[int, int, frozenset[str], int]  # (slot index, count, dependency k
 
 class ObjectContext(Protocol):
     layout: Layout
+    #: Set when an emitted object's further keys come from split regions, which may be finite.
+    keys_may_run_out: bool
 
     def value_rule(self, conj: Conj, depth: int) -> ir.Expr: ...
 
@@ -118,7 +120,8 @@ class _ObjectEmitter:
         named keys, split into regions by the non-literal rules and the clauses' key sets (a region
         knows which patterns it is inside / outside, so most rules meet it without term algebra)."""
         names = frozenset(self.node.names)
-        regions = [_Region(other_than(names), TRUE, frozenset(), frozenset(), frozenset())]
+        others = other_than(names)
+        regions = [_Region(others, TRUE, frozenset(), frozenset(), frozenset())]
         splits: list[tuple[KeyRule, int | None]] = [(rule, None) for rule in self.other_rules if rule.value != TRUE]
         splits += [(clause.rule, j) for j, clause in enumerate(self.node.exists)]
         for rule, clause in splits:
@@ -131,6 +134,8 @@ class _ObjectEmitter:
         found: dict[int, list[ir.Expr]] = {}
         for region in regions:
             if not self.ctx.is_false(region.value):
+                if region.term != others:  # a part of the key space, which may be finite
+                    self.ctx.keys_may_run_out = True
                 for bits, pair in self._variants(
                     ir.lex(string_lexeme(region.term), "key"), region.value, sorted(region.clauses)
                 ).items():
