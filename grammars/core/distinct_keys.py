@@ -177,12 +177,13 @@ def scan(
 
 def may_need_check(data: bytes, mode: int, is_escaped: bool, keys_may_run_out: bool) -> bool:
     """Whether `refusals` may have to check `data` after text that leaves `scan` in `mode`
-    (`is_escaped`), whatever the open objects hold: it closes a key, opens or closes a container,
-    or (where keys may run out, `GrammarAutomaton.keys_may_run_out`) begins a key or may end where
-    a fresh key must come. Where it is False, `refusals` passes `data` by: a quote that opens a
-    string value whose text holds the token's comma (`",` after `"a": `), or, where keys never run
-    out, a value's text ending in `",` or `", "`. It depends on the token's bytes and the mode
-    alone, so it is decided once per token.
+    (`is_escaped`), whatever the open objects hold: it closes a key, opens or closes a container
+    (a few more checks than needed, for brackets), or (where keys may run out,
+    `GrammarAutomaton.keys_may_run_out`) begins a key or may end where a fresh key must come.
+    Where it is False, `refusals` passes `data` by. Examples: after `"a": ` the token `",` opens a
+    string value that holds its comma; where keys never run out, inside a value the token `",`
+    ends it and awaits the next key, which always exists. It depends on the token's bytes and the
+    mode alone, so it is decided once per token.
 
     Where keys never run out, the key being written (`mode` _KEY) is not checked either: it began
     in a lexer state restricted to fresh keys (`walk_keyed`), so the plain mask refuses a repeat.

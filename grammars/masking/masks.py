@@ -196,7 +196,8 @@ class MaskTable:
         lexer_sid = self.automaton.lexer_start(config) if sid is None else sid
         quotes = _Quotes.NONE
         if keys.awaits_fresh_key:
-            # Where keys never run out only the keys tokens close are checked: every quote counts.
+            # Where keys never run out, a token is checked only for the keys it closes, so which
+            # quote begins a key does not narrow the candidates.
             exact = self.automaton.keys_may_run_out and self._first_quote_is_restricted(state, keys.object_keys, check)
             quotes = _Quotes.AFTER_FIRST_BYTE if exact else _Quotes.ALL
         candidates = self._key_candidates(lexer_sid, keys, quotes, check)

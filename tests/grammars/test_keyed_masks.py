@@ -218,8 +218,9 @@ def test_compiled_key_overlap_agrees_with_the_python_search() -> None:
 
 
 class _EveryKey(frozenset):
-    """Seen keys holding every name but those a raw `\x01` makes (`_decoded` gives them a NUL
-    first): whatever key a token closes repeats one, except a current key marked so."""
+    """Seen keys holding every name but those that start with a NUL: whatever key a token closes
+    repeats one, except a current key whose raw bytes start with `\x01`. A control byte is no
+    JSON string, so `_decoded` names that key with a NUL and its bytes' hex."""
 
     def __contains__(self, name: object) -> bool:
         return not (isinstance(name, str) and name.startswith("\x00"))
