@@ -70,6 +70,61 @@ struct Node {
     Bits bits;
 };
 
+// A memo from 64-bit keys to node or partition ids, by open addressing: the derivative memo is read
+// for every class of every row, and std::unordered_map's modulo hashing and node per entry cost a
+// twentieth of a cold token mask there. Emptied, not evicted, when full (the memos' bound).
+class Memo {
+   public:
+    const int32_t* find(uint64_t key) const {
+        if (keys_.empty()) return nullptr;
+        for (size_t slot = index(key);; slot = (slot + 1) & mask_) {
+            if (keys_[slot] == key) return &values_[slot];
+            if (keys_[slot] == kFree) return nullptr;
+        }
+    }
+
+    void put(uint64_t key, int32_t value) {
+        if (size_ >= kMaxMemoEntries) clear();
+        if (2 * (size_ + 1) > keys_.size()) grow();
+        size_t slot = index(key);
+        while (keys_[slot] != kFree && keys_[slot] != key) slot = (slot + 1) & mask_;
+        size_ += keys_[slot] == kFree;
+        keys_[slot] = key;
+        values_[slot] = value;
+    }
+
+   private:
+    static constexpr uint64_t kFree = ~0ull;  // no key: node and partition ids are below 2^31
+
+    size_t index(uint64_t key) const { return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> 29) & mask_; }
+
+    void clear() {
+        std::vector<uint64_t>().swap(keys_);
+        std::vector<int32_t>().swap(values_);
+        size_ = 0;
+        mask_ = 0;
+    }
+
+    void grow() {
+        std::vector<uint64_t> keys(std::max<size_t>(1024, 2 * keys_.size()), kFree);
+        std::vector<int32_t> values(keys.size());
+        keys_.swap(keys);
+        values_.swap(values);
+        mask_ = keys_.size() - 1;
+        for (size_t i = 0; i < keys.size(); ++i) {
+            if (keys[i] == kFree) continue;
+            size_t slot = index(keys[i]);
+            while (keys_[slot] != kFree) slot = (slot + 1) & mask_;
+            keys_[slot] = keys[i];
+            values_[slot] = values[i];
+        }
+    }
+
+    std::vector<uint64_t> keys_;
+    std::vector<int32_t> values_;
+    size_t size_ = 0, mask_ = 0;
+};
+
 struct TooDeep {};
 struct PythonError {};  // a Python exception is set (from `check`)
 
@@ -179,16 +234,14 @@ class Store {
     // ---- derivatives ------------------------------------------------------------------------
     int32_t derivative(int32_t term, int byte) {
         const uint64_t key = static_cast<uint64_t>(term) << 8 | static_cast<uint64_t>(byte);
-        auto found = derivatives_.find(key);
-        if (found != derivatives_.end()) return found->second;
+        if (const int32_t* found = derivatives_.find(key)) return *found;
         if (++depth_ > kMaxDepth) {
             depth_ = 0;
             throw TooDeep{};
         }
         const int32_t result = derive(term, byte);
         --depth_;
-        if (derivatives_.size() >= kMaxMemoEntries) derivatives_.clear();
-        derivatives_.emplace(key, result);
+        derivatives_.put(key, result);
         return result;
     }
 
@@ -319,6 +372,36 @@ class Store {
         return true;
     }
 
+    // The nodes of `source` (another store of the same generation of byte_regex's table) in this one,
+    // their subterms carried with them: the node here of each of `roots`, and in `twins` the (source
+    // node, node here) of each node carried that stands for a term of an older generation (an origin:
+    // only its Python term names it). The lexer's compaction of a full store: the terms of its states
+    // move without a round trip through Python terms.
+    std::vector<int32_t> adopt(const Store& source, const std::vector<int32_t>& roots, std::vector<int32_t>& twins) {
+        std::vector<int32_t> mapped(source.size(), -1), pending, members, adopted;
+        adopted.reserve(roots.size());
+        for (const int32_t root : roots) {
+            pending.push_back(root);
+            while (!pending.empty()) {  // post-order without recursion (deep spines)
+                const int32_t top = pending.back();
+                const Node& n = source.node(top);
+                const int32_t* operands = source.args(n);
+                const size_t waiting = pending.size();
+                for (uint32_t i = 0; i < n.args_len; ++i)
+                    if (mapped[operands[i]] < 0) pending.push_back(operands[i]);
+                if (pending.size() > waiting) continue;
+                pending.pop_back();
+                if (mapped[top] >= 0) continue;
+                members.clear();
+                for (uint32_t i = 0; i < n.args_len; ++i) members.push_back(mapped[operands[i]]);
+                mapped[top] = intern_normal(n.kind, members, n.bits, n.lo, n.hi, n.tag, n.origin);
+                if (n.origin != 0) twins.insert(twins.end(), {top, mapped[top]});
+            }
+            adopted.push_back(mapped[root]);
+        }
+        return adopted;
+    }
+
     // The union `term` with each member tagged `tags[i]` tagged `new_tags[i]` instead (lexer.retagged).
     int32_t retag(int32_t term, const std::vector<int64_t>& tags, const std::vector<int64_t>& new_tags) {
         const Node& n = nodes_[term];
@@ -353,9 +436,9 @@ class Store {
                 return n.bits.has(byte) ? kEpsNode : kEmptyNode;
             case kAlt: {
                 std::vector<int32_t> alive;
-                const std::vector<int32_t> members(args(n), args(n) + n.args_len);
-                for (int32_t member : members) {
-                    const int32_t d = derivative(member, byte);
+                const uint32_t begin = n.args_begin, count = n.args_len;  // derivatives may move `n` and the args
+                for (uint32_t i = 0; i < count; ++i) {
+                    const int32_t d = derivative(args_[begin + i], byte);
                     if (d != kEmptyNode) alive.push_back(d);
                 }
                 if (alive.size() > 1) return alt(alive);
@@ -483,8 +566,7 @@ class Store {
         if (partitions_[p].size() == 1 || p == q) return q;
         if (partitions_[q].size() == 1) return p;
         const uint64_t key = static_cast<uint64_t>(p) << 32 | static_cast<uint32_t>(q);
-        auto found = meets_.find(key);
-        if (found != meets_.end()) return found->second;
+        if (const int32_t* found = meets_.find(key)) return *found;
         std::vector<Bits> parts;
         for (const Bits& x : partitions_[p])
             for (const Bits& y : partitions_[q]) {
@@ -492,8 +574,7 @@ class Store {
                 if (both.any()) parts.push_back(both);
             }
         const int32_t id = partition_of(parts);
-        if (meets_.size() >= kMaxMemoEntries) meets_.clear();
-        meets_.emplace(key, id);
+        meets_.put(key, id);
         return id;
     }
 
@@ -586,10 +667,10 @@ class Store {
     std::vector<Node> nodes_;
     std::vector<int32_t> args_;
     std::vector<int32_t> slots_;
-    std::unordered_map<uint64_t, int32_t> derivatives_;
+    Memo derivatives_;
     std::vector<std::vector<Bits>> partitions_;
     std::unordered_map<std::string, int32_t> partition_ids_;
-    std::unordered_map<uint64_t, int32_t> meets_;
+    Memo meets_;
     std::unordered_map<int32_t, int> emptiness_;
     std::unordered_map<int64_t, std::unordered_map<int32_t, int32_t>> clamped_;  // by limit, then node
     int32_t any_byte_ = 0, anything_ = 0;
@@ -601,6 +682,8 @@ class Store {
 struct StoreObject {
     PyObject_HEAD Store* store;
 };
+
+extern PyTypeObject StoreType;
 
 bool valid_node(StoreObject* self, long long node) {
     if (node < 0 || static_cast<size_t>(node) >= self->store->size()) {
@@ -878,6 +961,32 @@ PyObject* store_rows(StoreObject* self, PyObject* args) {
     });
 }
 
+PyObject* bytes_of(const std::vector<int32_t>& values) {
+    return PyBytes_FromStringAndSize(reinterpret_cast<const char*>(values.data()),
+                                     static_cast<Py_ssize_t>(values.size() * sizeof(int32_t)));
+}
+
+// adopt(source, nodes) -> (int32 bytes, int32 bytes): the node in this store of each of `nodes` of `source` (a
+//   Store of the same generation of terms), carried over with their subterms; and (source node, node here)
+//   pairs of the nodes carried that stand for terms of an older generation.
+PyObject* store_adopt(StoreObject* self, PyObject* args) {
+    PyObject *source_object, *nodes_object;
+    if (!PyArg_ParseTuple(args, "O!O", &StoreType, &source_object, &nodes_object)) return nullptr;
+    auto* source = reinterpret_cast<StoreObject*>(source_object);
+    if (source == self) {
+        PyErr_SetString(PyExc_ValueError, "adopt: a store cannot adopt its own nodes");
+        return nullptr;
+    }
+    std::vector<int32_t> nodes;
+    if (!nodes_of(source, nodes_object, "adopt: nodes must be a sequence", nodes)) return nullptr;
+    return guarded([&]() -> PyObject* {
+        std::vector<int32_t> twins;
+        const std::vector<int32_t> adopted = self->store->adopt(*source->store, nodes, twins);
+        // Bytes made here: "y#" would make None of an empty vector's null data.
+        return Py_BuildValue("(NN)", bytes_of(adopted), bytes_of(twins));
+    });
+}
+
 PyObject* store_len(StoreObject* self, PyObject*) { return PyLong_FromSize_t(self->store->size()); }
 
 PyMethodDef store_methods[] = {
@@ -899,6 +1008,8 @@ PyMethodDef store_methods[] = {
      "(lexemes, tags) of a plain union of lexemes under distinct tags, ordered by lexeme; None otherwise."},
     {"retag", reinterpret_cast<PyCFunction>(store_retag), METH_VARARGS,
      "The union with each member tagged tags[i] tagged new_tags[i] instead: (node, tags, new_tags) -> node."},
+    {"adopt", reinterpret_cast<PyCFunction>(store_adopt), METH_VARARGS,
+     "Nodes of another store of the same generation carried here: (source, nodes) -> (nodes here, origin pairs)."},
     {"num_nodes", reinterpret_cast<PyCFunction>(store_len), METH_NOARGS, "How many nodes the store holds."},
     {nullptr, nullptr, 0, nullptr},
 };

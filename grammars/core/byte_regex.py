@@ -833,6 +833,18 @@ class CompiledTerms:
             self._term_of_node.setdefault(node, top)
         return known[term.id]
 
+    def adopt(self, source: CompiledTerms, nodes: list[int]) -> list[int]:
+        """The nodes here of `nodes` of `source` (a store of the current generation), carried over in
+        one compiled call (`Store.adopt`) with the terms of older generations they hold, which only
+        their Python terms name (`term` would read such a node back as its current twin)."""
+        adopted, twins = self.store.adopt(source.store, nodes)
+        pairs = memoryview(twins).cast("i").tolist()
+        for old, new in zip(pairs[::2], pairs[1::2]):
+            term = source._term_of_node[old]
+            self._term_of_node.setdefault(new, term)
+            self._node_of_term.setdefault(term.id, new)
+        return memoryview(adopted).cast("i").tolist()
+
     def term(self, node: int) -> Term:
         """The term of a store's node, interned here (post-order, no recursion)."""
         known = self._term_of_node

@@ -19,13 +19,16 @@ derivatives is numbered by its node, in C++ too, for all the rows a vocabulary w
 (`Store.rows`: numbering each successor in Python cost more than deriving it); its term is carried
 back to Python only when something reads it (`terms[sid]`), since building Python terms cost most of
 a row. Either way a state's term is the one
-`byte_regex` builds, so both paths reach the same states. A full store is replaced by a fresh one; the
-states whose terms are still unread in the old one are read from it later (`_drain`: on demand, and a
-millisecond at a time at each later use of the store), not all at once: read at once, the ~45k states
-of a lexer that served 50 schemas took ~1 s, inside whichever token mask happened to fill the store.
+`byte_regex` builds, so both paths reach the same states. A full store is compacted: the terms of
+the states move to a fresh store in one compiled call (`_compact`); reading them back to Python
+instead took ~1 s for the ~45k states of a lexer that served 50 schemas, and spread a millisecond at
+a time over later masks, still a seventh of a corpus run's cold masks. A store of an older generation
+of terms is replaced, and the states whose terms are still unread in it are read from it later
+(`_drain`: on demand, and a millisecond at a time at each later use of the store).
 
 Rows live in one numpy table (for the vectorized vocabulary walks in `grammars.masking.token_walk`) mirrored
-by Python lists (for the scalar byte walks of the matcher, where numpy scalar indexing is slow).
+by Python lists (for the scalar byte walks of the matcher, where numpy scalar indexing is slow), each made
+when first read: most rows serve walks alone, and listing every row cost a twentieth of a cold pass.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, TypeVar, overload
+from typing import TYPE_CHECKING, NamedTuple, TypeVar, overload
 
 import numpy as np
 
@@ -43,14 +46,18 @@ from grammars.core import byte_regex as rx
 from grammars.core.budget import Check, no_check
 from grammars.errors import ConstraintLimitError
 
+if TYPE_CHECKING:
+    from grammars.core._derivatives import Store
+
 #: The state with no continuation: the empty language.
 DEAD = 0
 #: Lexer states one generation may hold (a state costs about 1 KiB of table, plus its row list).
 MAX_STATES = 1_000_000
 #: States after which automata built later start a new generation.
 NEW_GENERATION_STATES = 100_000
-#: Term nodes a store of compiled derivatives holds before its lexer starts a fresh one (each node and
-#: memo entry costs tens of bytes, as in `byte_regex`, whose tables hold as many terms).
+#: Term nodes a store of compiled derivatives holds before its lexer compacts it, or twice the nodes the
+#: last compaction kept where more (each node and memo entry costs tens of bytes, as in `byte_regex`,
+#: whose tables hold as many terms).
 MAX_COMPILED_NODES = rx.MAX_INTERNED_TERMS
 #: Seconds each use of the store may spend reading the unread terms of the store it replaced (`_drain`).
 DRAIN_SECONDS = 0.001
@@ -104,8 +111,10 @@ class LexerTables:
         self._tag_free: dict[int, TagFreeForm | None] = {}
         self._retagged: dict[tuple[int, tuple[int, ...], tuple[int, ...]], int] = {}
         #: The compiled derivatives, and the node of each state and state of each node in its store
-        #: (replaced together with the generation of terms, or once the store holds MAX_COMPILED_NODES).
+        #: (replaced together with the generation of terms, compacted once it holds MAX_COMPILED_NODES
+        #: and twice the nodes it started with, `_moved_nodes`).
         self._compiled: rx.CompiledTerms | None = None
+        self._moved_nodes = 0
         self._sid_of_node: dict[int, int] = {}
         self._node_of_sid: dict[int, int] = {}
         #: The replaced store, and the node there of each state whose term is not read yet (`_drain`).
@@ -204,24 +213,42 @@ class LexerTables:
 
     # ---- the compiled store -------------------------------------------------------------------
     def _store(self) -> rx.CompiledTerms | None:
-        """The store of compiled derivatives rows come from (None where they are not built), a fresh one
-        when the terms start a new generation or the store is full; the caller holds the lock.
-
-        The replaced store is kept until the terms of its states are read (`_drain`)."""
-        if rx.compiled_derivatives is None:
+        """The store of compiled derivatives rows come from (None where they are not built); the caller
+        holds the lock. A fresh one when the terms start a new generation (the replaced store is kept
+        until the terms of its states are read: `_drain`), a compacted one when it is full (`_compact`)."""
+        stores = rx.compiled_derivatives
+        if stores is None:
             return None
         compiled = self._compiled
-        if compiled is None or not compiled.is_current() or compiled.store.num_nodes() >= MAX_COMPILED_NODES:
+        if compiled is None or not compiled.is_current():
             self._drain(None)  # a store replaced before is read out first: at most one is kept
             unread = {sid: node for sid, node in self._node_of_sid.items() if self._terms[sid] is None}
             self._retired = (compiled, unread) if compiled is not None and unread else None
-            compiled = self._compiled = rx.CompiledTerms(rx.compiled_derivatives.Store())
-            self.store_serial = next(self._store_serials)
-            self._sid_of_node = {0: DEAD}
-            self._node_of_sid = {}
+            self._start_store(rx.CompiledTerms(stores.Store()), {})
+        elif compiled.store.num_nodes() >= max(MAX_COMPILED_NODES, 2 * self._moved_nodes):
+            self._compact(compiled, stores.Store())
         elif self._retired is not None:
             self._drain(DRAIN_SECONDS)
-        return compiled
+        return self._compiled
+
+    def _compact(self, full: rx.CompiledTerms, fresh: Store) -> None:
+        """Replace the full store by `fresh` (empty) holding only the terms of the states, moved in one
+        compiled call (`Store.adopt`): every state keeps a node, and no term is read back to Python.
+        The next compaction waits until the store holds twice what survived, so moving survivors
+        costs no more than building the nodes dropped; the caller holds the lock."""
+        sids = list(self._node_of_sid)
+        compiled = rx.CompiledTerms(fresh)
+        self._start_store(compiled, dict(zip(sids, compiled.adopt(full, [self._node_of_sid[sid] for sid in sids]))))
+
+    def _start_store(self, compiled: rx.CompiledTerms, node_of_sid: dict[int, int]) -> None:
+        """Make `compiled` the current store, its nodes of states `node_of_sid` (the caller holds the lock)."""
+        self._compiled = compiled
+        self.store_serial = next(self._store_serials)
+        self._node_of_sid = node_of_sid
+        self._sid_of_node = {0: DEAD}
+        for sid, node in node_of_sid.items():
+            self._sid_of_node.setdefault(node, sid)
+        self._moved_nodes = compiled.store.num_nodes()
 
     def _drain(self, max_seconds: float | None) -> None:
         """Read the terms of the replaced store's unread states (all of them, or for about `max_seconds`,
@@ -316,14 +343,18 @@ class LexerTables:
             self._fill_rows(np.unique(missing).tolist(), before_row)
 
     def _fill_row(self, sid: int, check: Check = no_check) -> list[int]:
+        """The row of `sid` as a list: computed if it is not yet, and copied from `trans` on first use
+        (most rows are computed for vocabulary walks, which read `trans` alone)."""
         self._fill_rows([sid], check)
-        return self.rows[sid]  # type: ignore[return-value]
+        row = self.trans[sid].tolist()
+        self.rows[sid] = row
+        return row
 
     def _fill_rows(self, sids: list[int], check: Check) -> None:
         """Compute the rows of `sids` not computed yet: those with a node in the compiled store in
         one call (`_compiled_rows`), the others by `byte_regex`."""
         with self._lock:
-            sids = [sid for sid in sids if self.rows[sid] is None]
+            sids = [sid for sid in sids if not self.has_row[sid]]
             if not sids:
                 return
             compiled = self._store()
@@ -347,11 +378,10 @@ class LexerTables:
                 raise ConstraintLimitError(f"a terminal is nested too deeply to lex: {pattern}") from exc
 
     def _keep_rows(self, sids: list[int], rows: np.ndarray) -> None:
-        """Store `rows` (int32 [len(sids), 256]) as the rows of `sids` (the caller holds the lock)."""
+        """Store `rows` (int32 [len(sids), 256]) as the rows of `sids` (the caller holds the lock); their
+        lists in `rows` are made when read (`_fill_row`)."""
         self.trans[sids] = rows
         self.has_row[sids] = True
-        for sid, row in zip(sids, rows.tolist()):
-            self.rows[sid] = row
 
     # Both compute one derivative per derivative class: the classes partition the bytes, and each
     # byte's successor is its class's.

@@ -305,9 +305,9 @@ def walk_state(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Check) ->
 def _walk_of(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Check, share: bool) -> StateWalk:
     """`walk_state` of a walk representative: cached, else retagged from the first state of its form
     (where `share`), else walked. The first state's own walk is taken as it stands, neither mapped to
-    its representative nor shared again: after a store replacement one term may have two states (the
-    old one, and one its new node got first), each the other's first or representative, and following
-    both ways again looped for ever."""
+    its representative nor shared again: after the derivative store is replaced (a new generation of
+    terms) one language may have two states (the old one, and one its new node got first), and when
+    each was the other's first or representative, following both ways again looped for ever."""
     cache: dict[tuple[int, bool, int], StateWalk] = vocab.__dict__.setdefault("_state_walks", {})
     # State ids are per lexer generation; the two walks hold their groups differently.
     key = (lexer.generation, native_walk is None, sid)

@@ -8,6 +8,7 @@ corpus schemas, and on terms with intersections, complements, counters and twins
 
 import contextlib
 import json
+import math
 import random
 import sys
 from collections.abc import Iterator
@@ -245,8 +246,8 @@ def test_a_store_of_an_older_generation_is_replaced(lexer):
         assert lexer.terms[row[byte]] is rx.derivative(lexer.terms[after_a], byte)
 
 
-def test_a_full_store_is_replaced_and_its_states_stay_sound(lexer, monkeypatch):
-    monkeypatch.setattr(lexer_module, "MAX_COMPILED_NODES", 60)
+def test_a_full_store_is_compacted_and_its_states_stay_sound(lexer, monkeypatch):
+    monkeypatch.setattr(lexer_module, "MAX_COMPILED_NODES", 30)
     replaced = []
     original = LexerTables._store
 
@@ -262,51 +263,87 @@ def test_a_full_store_is_replaced_and_its_states_stay_sound(lexer, monkeypatch):
     assert len(replaced) > 3
 
 
-def test_a_replaced_stores_states_are_read_as_needed_not_at_once(lexer, monkeypatch):
-    """Replacing a full store reads none of its states' terms then: each is read when asked for, or one
-    at each later use of the store (`DRAIN_SECONDS` = 0), and the old store goes once none is left."""
-    monkeypatch.setattr(lexer_module, "DRAIN_SECONDS", 0.0)
+def test_a_full_store_moves_its_states_terms_without_reading_them(lexer, monkeypatch):
+    """Compacting a full store moves every state's term to the fresh store in C++: none is read back
+    to Python, each state reads back as the derivative it is, a derivative reaching a state's term
+    later finds that state (no second state for it), and the next compaction waits until the store
+    holds twice what moved."""
     start = lexer.start_state((rx.alt(*(rx.literal(word) for word in (b"abcdabcd", b"badcbadc", b"cdabcdab"))),))
-    paths = {start: b""}
-    frontier = [start]
-    while frontier and len(paths) < 16:
-        sid = frontier.pop(0)
-        for byte in (97, 98, 99, 100):
-            following = lexer.row(sid)[byte]
-            if following != DEAD and following not in paths:
-                paths[following] = paths[sid] + bytes([byte])
-                frontier.append(following)
+    paths = derived_states(lexer, start, b"abcd", 16)
     unread = {sid for sid in paths if lexer._terms[sid] is None}
     assert len(unread) > 5
     old = lexer._compiled
-
-    def expected(sid: int) -> rx.Term:
-        term = lexer.terms[start]
-        for byte in paths[sid]:
-            term = rx.derivative(term, byte)
-        return term
-
     monkeypatch.setattr(lexer_module, "MAX_COMPILED_NODES", 1)
-    lexer.sid(rx.literal(b"zz"))  # the store is full: replaced, nothing read
+    lexer.sid(rx.literal(b"zz"))  # the store is full: compacted
+    assert lexer._compiled is not old and lexer._retired is None
+    moved = lexer._moved_nodes
+    assert 0 < moved <= old.store.num_nodes()
+    assert {sid for sid in paths if lexer._terms[sid] is None} == unread  # nothing read back
+    lexer.sid(rx.literal(b"yy"))
+    assert lexer._compiled.store.num_nodes() > moved  # not compacted again
+    monkeypatch.setattr(lexer_module, "MAX_COMPILED_NODES", rx.MAX_INTERNED_TERMS)
+    # Fresh rows from the moved states number their successors as the states they were.
+    for sid in paths:
+        lexer.rows[sid] = None
+        lexer.has_row[sid] = False
+    assert derived_states(lexer, start, b"abcd", 16) == paths
+    assert all(lexer.terms[sid] is expected_term(lexer, start, path) for sid, path in paths.items())
+
+
+def test_adopted_nodes_are_the_same_terms_and_only_another_stores():
+    """`CompiledTerms.adopt` carries nodes to another store as the same terms (twins of an older
+    generation stay themselves); a store does not adopt from itself, nor nodes it lacks."""
+    old = rx.concat(rx.literal(b"ab"), rx.star(rx.byte_range(97, 99)))
+    rx._new_generation()
+    terms = [rx.alt(rx.tag(1, old), rx.tag(2, rx.literal(b"ba"))), rx.derivative(rx.tag(3, old), 97), old]
+    source, target = new_store(), new_store()
+    nodes = [source.node(term) for term in terms]
+    assert [target.term(node) for node in target.adopt(source, nodes)] == terms
+    with pytest.raises(ValueError, match="its own nodes"):
+        source.store.adopt(source.store, nodes)
+    with pytest.raises(IndexError):
+        target.store.adopt(source.store, [source.store.num_nodes()])
+
+
+def test_a_replaced_stores_states_are_read_as_needed_not_at_once(lexer, monkeypatch):
+    """Replacing a store of an older generation of terms reads none of its states' terms then: each
+    is read when asked for, or one at each later use of the store (`DRAIN_SECONDS` = 0), and the old
+    store goes once none is left."""
+    monkeypatch.setattr(lexer_module, "DRAIN_SECONDS", 0.0)
+    start = lexer.start_state((rx.alt(*(rx.literal(word) for word in (b"abcdabcd", b"badcbadc", b"cdabcdab"))),))
+    paths = derived_states(lexer, start, b"abcd", 16)
+    unread = {sid for sid in paths if lexer._terms[sid] is None}
+    assert len(unread) > 5
+    old = lexer._compiled
+    rx._new_generation()
+    lexer.sid(rx.literal(b"zz"))  # the store is stale: replaced, nothing read
     assert lexer._compiled is not old and lexer._retired is not None
     retired, pending = lexer._retired
     assert retired is old and set(pending) == unread
     asked = min(unread)
-    assert lexer.terms[asked] is expected(asked)  # read on demand
+    assert lexer.terms[asked] is expected_term(lexer, start, paths[asked])  # read on demand
     assert asked not in lexer._retired[1]
-    monkeypatch.setattr(lexer_module, "MAX_COMPILED_NODES", rx.MAX_INTERNED_TERMS)
     for count in range(len(unread) - 1):  # each use of the store reads one more
         assert lexer._retired is not None and len(lexer._retired[1]) == len(unread) - 1 - count
         lexer.sid(rx.literal(b"y" * (count + 1)))
     assert lexer._retired is None
-    assert all(lexer._terms[sid] is expected(sid) for sid in unread)
+    assert all(lexer._terms[sid] is expected_term(lexer, start, paths[sid]) for sid in unread)
 
 
-def derived_states(lexer: LexerTables, start: int, alphabet: bytes) -> dict[int, bytes]:
-    """Every state reachable from `start` over `alphabet`, with the bytes that first reach it."""
+def expected_term(lexer: LexerTables, start: int, path: bytes) -> rx.Term:
+    """The derivative of state `start`'s term by the bytes `path`."""
+    term = lexer.terms[start]
+    for byte in path:
+        term = rx.derivative(term, byte)
+    return term
+
+
+def derived_states(lexer: LexerTables, start: int, alphabet: bytes, limit: float = math.inf) -> dict[int, bytes]:
+    """The states reachable from `start` over `alphabet` (breadth first, about `limit` of them at most),
+    with the bytes that first reach each."""
     paths = {start: b""}
     frontier = [start]
-    while frontier:
+    while frontier and len(paths) < limit:
         sid = frontier.pop(0)
         for byte in alphabet:
             following = lexer.row(sid)[byte]
@@ -376,7 +413,7 @@ def test_a_check_that_raises_stops_a_row_and_leaves_the_store_sound(lexer, monke
 
     with pytest.raises(ConstraintLimitError, match="budget spent"):
         lexer.row(sid, check)
-    assert lexer.rows[sid] is None
+    assert lexer.rows[sid] is None and not lexer.has_row[sid]
     assert compare_walks([lexer.terms[sid]], 10, 5, 2, monkeypatch, lexer) > 10
 
 
