@@ -41,7 +41,8 @@ constexpr int64_t kUnbounded = -1;  // a counter's `hi` of None
 constexpr int kMaxDepth = 2000;  // derivative calls deep: about 1 MiB of stack
 constexpr size_t kMaxEmptinessStates = 1000;  // byte_regex.MAX_EMPTINESS_STATES
 constexpr size_t kMaxMemoEntries = 250000;  // each memo's bound, as byte_regex.MAX_INTERNED_TERMS (the lexer
-                                            // replaces a store holding that many nodes)
+                                            // compacts a store holding that many nodes, or twice what the
+                                            // last compaction kept)
 
 struct Bits {
     uint64_t w[4] = {0, 0, 0, 0};
@@ -96,13 +97,16 @@ class Memo {
    private:
     static constexpr uint64_t kFree = ~0ull;  // no key: node and partition ids are below 2^31
 
-    size_t index(uint64_t key) const { return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> 29) & mask_; }
+    // Fibonacci hashing: the product's top bits, which every bit of the key reaches (on a table with slots:
+    // shift_ < 64).
+    size_t index(uint64_t key) const { return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> shift_); }
 
     void clear() {
         std::vector<uint64_t>().swap(keys_);
         std::vector<int32_t>().swap(values_);
         size_ = 0;
         mask_ = 0;
+        shift_ = 64;
     }
 
     void grow() {
@@ -111,6 +115,7 @@ class Memo {
         keys_.swap(keys);
         values_.swap(values);
         mask_ = keys_.size() - 1;
+        shift_ = 64 - __builtin_ctzll(keys_.size());
         for (size_t i = 0; i < keys.size(); ++i) {
             if (keys[i] == kFree) continue;
             size_t slot = index(keys[i]);
@@ -123,6 +128,7 @@ class Memo {
     std::vector<uint64_t> keys_;
     std::vector<int32_t> values_;
     size_t size_ = 0, mask_ = 0;
+    int shift_ = 64;
 };
 
 struct TooDeep {};
