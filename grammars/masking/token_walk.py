@@ -212,8 +212,8 @@ def _native() -> ModuleType:
 def row_filler(lexer: LexerTables, check: Check) -> Callable[[list[int]], None]:
     """The callback through which the compiled walk has the rows it lacks computed."""
 
-    def fill_rows(states: list[int]) -> None:
-        lexer.ensure_rows(np.array(states, dtype=np.int64), check)
+    def fill_rows(states: list[int]) -> None:  # sorted and distinct
+        lexer.fill_rows(states, check)
 
     return fill_rows
 
