@@ -27,7 +27,7 @@ of terms is replaced, and the states whose terms are still unread in it are read
 (`_drain`: on demand, and a millisecond at a time at each later use of the store).
 
 Rows live in one numpy table (for the vectorized vocabulary walks in `grammars.masking.token_walk`) mirrored
-by Python lists (for the scalar byte walks of the matcher, where numpy scalar indexing is slow), each made
+by Python tuples (for the scalar byte walks of the matcher, where numpy scalar indexing is slow), each made
 when first read: most rows serve walks alone, and listing every row cost a twentieth of a cold pass.
 """
 
@@ -107,8 +107,7 @@ class LexerTables:
         self.accepting = np.zeros(capacity, dtype=bool)
         #: Each state's row as a tuple, made when a scalar walk first reads it (`_fill_row`): a tuple of
         #: ints leaves the collector's tracking once it survives a collection, where every full collection
-        #: would traverse a list of 256 (after 100 schemas: 20k rows, two thirds of the references it
-        #: visited; it takes ~15% less time without them).
+        #: would traverse a list of 256 (after 100 schemas: 20k rows, two thirds of the references it visited).
         self.rows: list[tuple[int, ...] | None] = []
         self._accepting_tags: list[tuple[int, ...]] = []
         self._representatives: dict[tuple[int, int], int] = {}
@@ -392,12 +391,10 @@ class LexerTables:
     def _keep_rows(self, sids: list[int], rows: np.ndarray) -> None:
         """Store `rows` (int32 [len(sids), 256]) as the rows of `sids` (the caller holds the lock); their
         tuples in `rows` are made when read (`_fill_row`)."""
-        if len(sids) == 1:  # most calls: a scalar index costs a tenth of a list's
-            self.trans[sids[0]] = rows[0]
-            self.has_row[sids[0]] = True
-        else:
-            self.trans[sids] = rows
-            self.has_row[sids] = True
+        # Most calls keep one row, where a scalar index costs a tenth of a list's.
+        index, kept = (sids[0], rows[0]) if len(sids) == 1 else (sids, rows)
+        self.trans[index] = kept
+        self.has_row[index] = True
 
     # Both compute one derivative per derivative class: the classes partition the bytes, and each
     # byte's successor is its class's.
