@@ -2,6 +2,9 @@
 
 from collections.abc import Callable, Sequence
 
+def untrack(*objects: object) -> None:
+    """Take objects that can be in no reference cycle out of the collector's tracking."""
+
 class Store:
     """A hash-consing table of byte-regex terms with their derivatives, by byte_regex's rules."""
 

@@ -138,7 +138,7 @@ class Configurations {
         constexpr size_t kEntry = 2 * sizeof(void*) + sizeof(size_t);
         size_t total = frames_.capacity() * sizeof(Frame) + config_offsets_.capacity() * 8 +
                        config_stacks_.capacity() * 4 + accepting_.capacity() / 8 + allowed_offsets_.capacity() * 8 +
-                       allowed_lexemes_.capacity() * 4 + tails_.capacity();
+                       allowed_lexemes_.capacity() * 4 + tails_.capacity() + seen_.capacity() * 4;
         total += frame_ids_.size() * (kEntry + sizeof(FrameKey) + 4) + config_ids_.size() * (kEntry + 12) +
                  advance_cache_.size() * (kEntry + 12);
         for (const auto& entry : expand_cache_) total += kEntry + 8 + entry.second.stacks.capacity() * 4;
@@ -250,8 +250,11 @@ class Configurations {
         auto found = expand_cache_.find(start);
         if (found != expand_cache_.end()) return found->second;
         Expansion value{{}, false};
-        std::unordered_set<int32_t> seen{start};
-        std::vector<int32_t> work{start}, successors;
+        const uint32_t epoch = next_epoch();
+        mark(start, epoch);
+        std::vector<int32_t>& work = work_;
+        std::vector<int32_t>& successors = successors_;
+        work.assign(1, start);
         int64_t steps = 0;
         while (!work.empty()) {
             const int32_t stack = work.back();
@@ -285,11 +288,28 @@ class Configurations {
                 }
             }
             for (int32_t next : successors)
-                if (seen.insert(next).second) work.push_back(next);
+                if (mark(next, epoch)) work.push_back(next);
         }
         sort_unique(value.stacks);
         if (static_cast<int64_t>(expand_cache_.size()) >= limits_.max_cached_expansions) expand_cache_.clear();
         return expand_cache_.emplace(start, std::move(value)).first->second;
+    }
+
+    // Marks `stack` as seen in the expansion `epoch`; false where it was already.
+    bool mark(int32_t stack, uint32_t epoch) {
+        if (seen_.size() <= static_cast<size_t>(stack)) seen_.resize(std::max<size_t>(frames_.size(), stack + 1), 0);
+        if (seen_[stack] == epoch) return false;
+        seen_[stack] = epoch;
+        return true;
+    }
+
+    // A fresh expansion's mark (all marks cleared when the counter wraps).
+    uint32_t next_epoch() {
+        if (++epoch_ == 0) {
+            std::fill(seen_.begin(), seen_.end(), 0);
+            epoch_ = 1;
+        }
+        return epoch_;
     }
 
     Network net_;
@@ -308,6 +328,11 @@ class Configurations {
     std::unordered_multimap<uint64_t, int32_t> config_ids_;
     std::unordered_map<uint64_t, int32_t> advance_cache_;
     std::unordered_map<int32_t, Expansion> expand_cache_;
+    // The expansion's scratch: stacks seen (by the epoch that saw them) and its work lists, kept
+    // between calls so that an expansion allocates nothing but its result.
+    std::vector<uint32_t> seen_;
+    uint32_t epoch_ = 0;
+    std::vector<int32_t> work_, successors_;
     int64_t num_frames_ = 0;
 };
 

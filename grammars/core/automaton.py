@@ -21,6 +21,8 @@ from grammars.core.normalize import normalize
 from grammars.core.parser import MAX_FRAMES, Parser
 
 State = tuple[int, int | None]
+#: A memo's miss (its values may be None).
+_UNKNOWN = object()
 
 #: Entries kept in each memo before it is cleared (bounds memory on endless generations).
 MAX_MEMO_ENTRIES = 500_000
@@ -68,6 +70,8 @@ class GrammarAutomaton:
         self._start_sid: dict[int, int] = {}
         self._start_of_lexemes: dict[tuple[int, ...], int] = {}
         self._end_cache: dict[tuple[int, int], int | None] = {}
+        #: Per lexer state: `_endings_of`.
+        self._endings: dict[int, tuple[bool, tuple[int, ...]]] = {}
         self._walk_cache: dict[tuple[State, bytes], State | None] = {}
         self._forced_cache: dict[tuple[State, Keys | None], bytes] = {}
         self.initial: State = (self.parser.initial, None)
@@ -153,20 +157,30 @@ class GrammarAutomaton:
         """The configuration after the lexeme that ends in lexer state `sid`, or None if it cannot end
         there. Several terminals accepting the same text are all taken (the parser disambiguates)."""
         key = (config, sid)
-        if key in self._end_cache:
-            return self._end_cache[key]
-        results = []
-        for tag in self.lexer.accepting_tags(sid):
-            if tag in self._ignore_tags:
-                results.append(config)
-            lexeme = self._lexeme_of_tag.get(tag)
-            if lexeme is not None:
-                advanced = self.parser.advance(config, lexeme)
-                if advanced is not None:
-                    results.append(advanced)
-        result = self.parser.join(sorted(set(results))) if results else None
+        result = self._end_cache.get(key, _UNKNOWN)
+        if result is not _UNKNOWN:
+            return result  # type: ignore[return-value]
+        endings = self._endings.get(sid)
+        if endings is None:
+            endings = self._endings[sid] = self._endings_of(sid)
+        ignored, lexemes = endings
+        results = [config] if ignored else []
+        for lexeme in lexemes:
+            advanced = self.parser.advance(config, lexeme)
+            if advanced is not None:
+                results.append(advanced)
+        if len(results) > 1:
+            result = self.parser.join(sorted(set(results)))
+        else:
+            result = results[0] if results else None
         self._end_cache[key] = result
         return result
+
+    def _endings_of(self, sid: int) -> tuple[bool, tuple[int, ...]]:
+        """Whether an ignored terminal may end in lexer state `sid`, and the parser's lexemes that may."""
+        tags = self.lexer.accepting_tags(sid)
+        lexemes = tuple(self._lexeme_of_tag[tag] for tag in tags if tag in self._lexeme_of_tag)
+        return any(tag in self._ignore_tags for tag in tags), lexemes
 
     def walk(self, state: State, data: bytes, check: Check = no_check) -> State | None:
         """The state after reading `data` from `state`, or None if `data` leaves the language.

@@ -41,6 +41,8 @@ MAX_CACHED_LENGTHS = 64
 #: Lexer states whose candidate tokens (`MaskTable._key_candidates`: up to a few thousand ids each),
 #: and joins at lexeme ends (`MaskTable._ending_ids`) that are kept.
 MAX_CACHED_CANDIDATES = 1024
+#: Up to this many candidate tokens of a distinct-keys mask are kept as a list (`_listed_candidates`).
+MAX_LISTED_CANDIDATES = 32
 #: Above this many allowed tokens, a boundary state's mask is joined to an ending lexeme's densely.
 MAX_SPARSE_IDS = 4096
 _QUOTE = ord('"')
@@ -99,19 +101,27 @@ class MaskTable:
         self.automaton = automaton
         self.vocab = vocab
         self._eos_ids = np.array(vocab.eos_token_ids, dtype=np.int64)
+        #: The one EOS id where there is one: a scalar store costs a tenth of a fancy one.
+        self._eos_index: int | np.ndarray = vocab.eos_token_ids[0] if len(vocab.eos_token_ids) == 1 else self._eos_ids
         self._eos_set = frozenset(vocab.eos_token_ids)
         self._allowed: dict[State, np.ndarray] = {}
         #: The distinct masks by a hash of their packed bits (`_packed`): (packed bits, mask) each.
         self._distinct: dict[int, list[tuple[bytes, np.ndarray]]] = {}
         self._num_distinct = 0
         self._tensors: dict[State, object] = {}
+        #: The tensor of each distinct mask array, by the array's id (the tensor holds the array, so the id
+        #: is not reused while the entry is kept): most new states' masks equal a mask made before.
+        self._tensor_of: dict[int, object] = {}
         self._next_lengths: dict[State, tuple[np.ndarray, float]] = {}
         #: Per state, the longest shortest-completion after any allowed token: a float, so kept for
         #: many more states than the arrays, and enough to see that a loose budget removes nothing.
         self._longest: dict[State, float] = {}
         self._completions: CompletionLengths | None = None
-        #: Per (state, keys): the allowed tokens, and their tensor once `mask_with_keys` made it.
-        self._keyed: dict[tuple[State, Keys], tuple[np.ndarray, object]] = {}
+        #: Per (state, keys): the allowed tokens.
+        self._keyed: dict[tuple[State, Keys], np.ndarray] = {}
+        #: Per (lexer state, key scanner mode, escaped, `_Quotes`): `_key_candidates`, as a list where
+        #: they are few.
+        self._listed_candidates: dict[tuple[int, int, bool, _Quotes], list[int] | np.ndarray] = {}
         #: Per lexer state where a lexeme may end: `_extending_bytes`.
         self._extending: dict[int, np.ndarray] = {}
         #: Per (lexer state where a lexeme may end, id of a boundary mask): that mask and `_ending_ids`.
@@ -154,7 +164,9 @@ class MaskTable:
             self._distinct.clear()
             self._num_distinct = 0
             self._tensors.clear()
+            self._tensor_of.clear()
             self._keyed.clear()
+            self._listed_candidates.clear()
             self._joins.clear()  # it holds masks: no more of them than `_num_distinct` counts
 
     def _shared(self, mask: np.ndarray) -> np.ndarray:
@@ -190,7 +202,7 @@ class MaskTable:
         """
         found = self._keyed.get((state, keys))
         if found is not None:
-            return found[0]
+            return found
         allowed = self.allowed(state, check)
         config, sid = state
         lexer_sid = self.automaton.lexer_start(config) if sid is None else sid
@@ -200,20 +212,29 @@ class MaskTable:
             # quote begins a key does not narrow the candidates.
             exact = self.automaton.keys_may_run_out and self._first_quote_is_restricted(state, keys.object_keys, check)
             quotes = _Quotes.AFTER_FIRST_BYTE if exact else _Quotes.ALL
-        candidates = self._key_candidates(lexer_sid, keys, quotes, check)
-        token_bytes = self.vocab.token_bytes
-        walked_ids = candidates[allowed[candidates]].tolist()
-        refused = [
-            walked_ids[index]
-            for index in refusals(self.automaton, state, keys, [token_bytes[t] for t in walked_ids], check)
-        ]
+        listed = (lexer_sid, keys.mode, keys.is_escaped, quotes)
+        candidates = self._listed_candidates.get(listed)
+        if candidates is None:
+            candidates = self._key_candidates(lexer_sid, keys, quotes, check)
+            if candidates.size <= MAX_LISTED_CANDIDATES:
+                candidates = candidates.tolist()
+            self._listed_candidates[listed] = candidates
+        if isinstance(candidates, list):  # a loop over a few ints costs a quarter of numpy's fancy indexing
+            walked_ids = [token_id for token_id in candidates if allowed[token_id]]
+        else:
+            walked_ids = candidates[allowed[candidates]].tolist()
+        refused = []
+        if walked_ids:
+            token_bytes = self.vocab.token_bytes
+            walked = [token_bytes[token_id] or b"" for token_id in walked_ids]  # each holds a `,` or a `"`
+            refused = [walked_ids[index] for index in refusals(self.automaton, state, keys, walked, check)]
         with self._lock:
             self._make_room()
             if refused:
                 allowed = allowed.copy()
                 allowed[refused] = False
                 allowed = self._shared(allowed)
-            self._keyed[(state, keys)] = (allowed, None)
+            self._keyed[(state, keys)] = allowed
         return allowed
 
     def _first_quote_is_restricted(self, state: State, seen: frozenset[str], check: Check) -> bool:
@@ -269,23 +290,22 @@ class MaskTable:
 
     def mask_with_keys(self, state: State, keys: Keys, check: Check):
         """`allowed_with_keys` as a torch bool tensor sharing its memory (do not modify it)."""
-        found = self._keyed.get((state, keys))
-        if found is None or found[1] is None:
-            import torch
-
-            allowed = self.allowed_with_keys(state, keys, check)
-            tensor = self.mask(state, check) if allowed is self._allowed.get(state) else torch.from_numpy(allowed)
-            found = self._keyed[(state, keys)] = (allowed, tensor)
-        return found[1]
+        return self._tensor(self.allowed_with_keys(state, keys, check))
 
     def mask(self, state: State, check: Check):
         """`allowed(state, check)` as a torch bool tensor sharing its memory (do not modify it)."""
         tensor = self._tensors.get(state)
         if tensor is None:
+            tensor = self._tensors[state] = self._tensor(self.allowed(state, check))
+        return tensor
+
+    def _tensor(self, allowed: np.ndarray):
+        """The tensor of a distinct mask array (`_shared`), made once per array."""
+        tensor = self._tensor_of.get(id(allowed))
+        if tensor is None:
             import torch
 
-            tensor = torch.from_numpy(self.allowed(state, check))
-            self._tensors[state] = tensor
+            tensor = self._tensor_of[id(allowed)] = torch.from_numpy(allowed)
         return tensor
 
     def budget_allowed(self, state: State, max_remaining_tokens: int, check: Check) -> np.ndarray | None:
@@ -402,7 +422,7 @@ class MaskTable:
                 # the others keep what the walk found. Tokens without bytes are allowed by no walk,
                 # and EOS is set below.
                 self._add_ending_tokens(allowed, lexer_sid, (ended, None), check)
-        allowed[self._eos_ids] = automaton.can_end(state)
+        allowed[self._eos_index] = automaton.can_end(state)
         return allowed
 
     def _add_ending_tokens(self, allowed: np.ndarray, lexer_sid: int, boundary: State, check: Check) -> None:

@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from grammars.core.automaton import State
-from grammars.core.budget import Budget
+from grammars.core.budget import Budget, no_check
 from grammars.core.distinct_keys import Keys
 from grammars.errors import GrammarError, RollbackError, TokenRejectedError
 from grammars.masking.masks import MaskTable
@@ -53,7 +53,7 @@ class Matcher:
         """
         if self._finished or self.error is not None:
             return self._nothing()
-        check = Budget(max_seconds, what="computing a token mask").check
+        check = no_check if max_seconds is None else Budget(max_seconds, what="computing a token mask").check
         try:
             keys = self._keys if self._keys is not None and self._keys.has_seen_keys else None
             if max_remaining_tokens is not None:

@@ -17,6 +17,18 @@ def test_hash_consing_makes_equal_terms_identical():
     assert rx.alt(LOWER, DIGIT) is rx.alt(DIGIT, LOWER, DIGIT)
 
 
+@pytest.mark.skipif(rx.compiled_derivatives is None, reason="the compiled derivatives are not built")
+def test_terms_leave_the_collectors_tracking():
+    """Terms hold only older terms, so no reference cycle passes through them: `_intern` takes each
+    term and its argument tuple out of the collector's tracking, and full collections skip them."""
+    import gc
+
+    word = rx.concat(rx.literal(b"untracked-"), rx.repeat(rx.byte_set(sum(1 << byte for byte in b"xyz")), 1, None))
+    term = rx.alt(word, rx.literal(b"other"))
+    assert not gc.is_tracked(term) and not gc.is_tracked(term.args)
+    assert all(not gc.is_tracked(arg) for arg in term.args)
+
+
 def test_normalization_of_trivial_terms():
     assert rx.concat(rx.EMPTY, LOWER) is rx.EMPTY
     assert rx.alt() is rx.EMPTY

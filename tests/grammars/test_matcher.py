@@ -137,6 +137,30 @@ def test_equal_masks_share_one_array_and_hash_collisions_keep_others_apart(vocab
     assert table._num_distinct == kept + 2 and len(table._distinct[7]) == 2
 
 
+def test_states_with_equal_masks_share_one_tensor(vocab, hf_tokenizer):
+    """The tensor of a mask is made once per distinct mask array (`MaskTable._tensor`): states with
+    equal masks (the insides of two string items) get one tensor, which shares the array's memory; a
+    table that forgets its masks forgets their tensors too."""
+    import grammars
+    from grammars.masking import masks
+
+    matcher = grammars.compile({"type": "array", "items": {"type": "string"}}, cache=False).matcher(vocab)
+    table = matcher._table
+    by_array: dict[int, set] = {}
+    for token_id in hf_tokenizer.encode('["Alice", "Bob", "Carol"]', add_special_tokens=False).ids:
+        matcher.mask()
+        by_array.setdefault(id(table.allowed(matcher._state, lambda: None)), set()).add(matcher._state)
+        matcher.advance(token_id)
+    shared = next((states for states in by_array.values() if len(states) > 1), None)
+    assert shared is not None, "no two states with one mask: the test wants some"
+    first, second = (table.mask(state, lambda: None) for state in list(shared)[:2])
+    assert first is second
+    assert np.shares_memory(first.numpy(), table.allowed(next(iter(shared)), lambda: None))
+    table._num_distinct = masks.MAX_MASK_BYTES  # full: the next new mask clears the caches
+    table._make_room()
+    assert not table._tensor_of and not table._tensors
+
+
 @pytest.mark.parametrize("size", [0, 1, 7, 8, 63, 64, 65, 1000, 49_152, 262_147])
 def test_compiled_mask_packing_is_numpys(size):
     """`_walk.packed_mask` packs as numpy's little-endian `packbits` (any nonzero byte is a set bit;
