@@ -70,7 +70,7 @@ class GrammarAutomaton:
         self._start_sid: dict[int, int] = {}
         self._start_of_lexemes: dict[tuple[int, ...], int] = {}
         self._end_cache: dict[tuple[int, int], int | None] = {}
-        #: Per lexer state: `_endings_of`.
+        #: Per lexer state: `endings_of`.
         self._endings: dict[int, tuple[bool, tuple[int, ...]]] = {}
         self._walk_cache: dict[tuple[State, bytes], State | None] = {}
         self._forced_cache: dict[tuple[State, Keys | None], bytes] = {}
@@ -160,10 +160,7 @@ class GrammarAutomaton:
         result = self._end_cache.get(key, _UNKNOWN)
         if result is not _UNKNOWN:
             return result  # type: ignore[return-value]
-        endings = self._endings.get(sid)
-        if endings is None:
-            endings = self._endings[sid] = self._endings_of(sid)
-        ignored, lexemes = endings
+        ignored, lexemes = self.endings_of(sid)
         results = [config] if ignored else []
         for lexeme in lexemes:
             advanced = self.parser.advance(config, lexeme)
@@ -176,11 +173,15 @@ class GrammarAutomaton:
         self._end_cache[key] = result
         return result
 
-    def _endings_of(self, sid: int) -> tuple[bool, tuple[int, ...]]:
-        """Whether an ignored terminal may end in lexer state `sid`, and the parser's lexemes that may."""
-        tags = self.lexer.accepting_tags(sid)
-        lexemes = tuple(self._lexeme_of_tag[tag] for tag in tags if tag in self._lexeme_of_tag)
-        return any(tag in self._ignore_tags for tag in tags), lexemes
+    def endings_of(self, sid: int) -> tuple[bool, tuple[int, ...]]:
+        """Whether an ignored terminal may end in lexer state `sid`, and the parser's lexemes that may
+        (indices into `parser.lexeme_terms`): what `end_lexeme` takes there."""
+        endings = self._endings.get(sid)
+        if endings is None:
+            tags = self.lexer.accepting_tags(sid)
+            lexemes = tuple(self._lexeme_of_tag[tag] for tag in tags if tag in self._lexeme_of_tag)
+            endings = self._endings[sid] = (any(tag in self._ignore_tags for tag in tags), lexemes)
+        return endings
 
     def walk(self, state: State, data: bytes, check: Check = no_check) -> State | None:
         """The state after reading `data` from `state`, or None if `data` leaves the language.

@@ -27,6 +27,7 @@ import logging
 import math
 import threading
 from array import array
+from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -366,6 +367,16 @@ class Parser:
         if self._compiled is not None:
             return self._compiled.allowed(config)
         return self._allowed[config]
+
+    @property
+    def steps(
+        self,
+    ) -> tuple[Callable[[int, int], int | None], Callable[[list[int]], int], Callable[[int], tuple[int, ...]]]:
+        """(advance, join, allowed_lexemes) as callables: the compiled configurations' own methods where
+        they are compiled (what the compiled settle calls, with no Python frame per call), else these."""
+        if self._compiled is not None:
+            return self._compiled.advance, self._compiled.join, self._compiled.allowed
+        return self.advance, self.join, self.allowed_lexemes
 
     def advance(self, config: int, lexeme: int) -> int | None:
         """The configuration after consuming `lexeme`, or None if no stack can consume it."""

@@ -1,8 +1,8 @@
 // Settling boundary groups (`grammars.masking.settle`): the tokens of a group end a lexeme, the
 // parser takes the lexeme (`end_lexeme`), the next lexeme starts (`lexer_start`) and the group's
 // subtrees are walked on from there, their own boundaries settled in turn, down to the tokens' ends.
-// The parser's answers are memoized per automaton here (`ParserEdges`: Python is asked only on a
-// miss); the walks of groups depend on lexer states alone, so they are kept per vocabulary
+// Both run here on the parser's steps, memoized per automaton (`ParserEdges`: Python is asked only
+// on a miss); the walks of groups depend on lexer states alone, so they are kept per vocabulary
 // (`GroupWalks`) and shared by every grammar. Accepted tokens are set in the mask directly.
 #include "_walk.h"
 
@@ -73,10 +73,27 @@ struct GroupWalks {
     }
 };
 
-// Per automaton: end_lexeme by (config, lexer state) and lexer_start by config.
+// What may end in one lexer state: an ignored terminal, and the parser's lexemes.
+struct Endings {
+    bool ignored = false;
+    std::vector<int32_t> lexemes;
+};
+
+struct LexemesHash {
+    size_t operator()(const std::vector<int32_t>& lexemes) const {
+        uint64_t h = lexemes.size();
+        for (int32_t lexeme : lexemes) h = (h ^ static_cast<uint32_t>(lexeme)) * 0x100000001B3ull;
+        return static_cast<size_t>(h);
+    }
+};
+
+// Per automaton: end_lexeme by (config, lexer state), lexer_start by config, what ends in each lexer
+// state, and the lexeme start of each set of allowed lexemes (many configurations allow the same).
 struct ParserEdges {
     std::unordered_map<uint64_t, int32_t> ended;
     std::unordered_map<int32_t, int32_t> starts;
+    std::unordered_map<int32_t, Endings> endings;
+    std::unordered_map<std::vector<int32_t>, int32_t, LexemesHash> start_of_lexemes;
 };
 
 constexpr const char* kGroupWalks = "grammars.masking._walk.GroupWalks";
@@ -107,16 +124,62 @@ bool int_result(PyObject* result, bool may_be_none, const char* what, int32_t& o
     return true;
 }
 
+// The ints of a tuple or list result (false with an error set where it holds something else).
+bool ints_of(PyObject* sequence, const char* what, std::vector<int32_t>& out) {
+    PyObject* fast = PySequence_Fast(sequence, what);
+    if (fast == nullptr) return false;
+    const Py_ssize_t count = PySequence_Fast_GET_SIZE(fast);
+    out.resize(static_cast<size_t>(count));
+    for (Py_ssize_t i = 0; i < count; ++i) {
+        const long value = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
+        if (value == -1 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            return false;
+        }
+        out[static_cast<size_t>(i)] = static_cast<int32_t>(value);
+    }
+    Py_DECREF(fast);
+    return true;
+}
+
+// The automaton's end_lexeme and lexer_start, run here (`grammars.core.automaton`): the parser's
+// steps (`Parser.steps`: the compiled configurations' own methods) are called directly, and Python
+// is asked only what ends in a lexer state new to the automaton (`endings_of`) and the lexeme start
+// of a set of allowed lexemes new to it (`lexer_start`).
+struct ParserSteps {
+    PyObject *endings_of, *advance, *join, *allowed, *lexer_start;
+};
+
 struct Settling {
     GroupWalks& cache;
     ParserEdges& edges;
     const Trie& trie;
-    PyObject *end_lexeme, *lexer_start, *tables, *fill_rows;
+    ParserSteps steps;
+    PyObject *tables, *fill_rows;
     uint8_t* mask;
     Py_ssize_t size;
     const int64_t* id_of;
     Loops loops{};  // shared by the group walks of this settle
 
+    const Endings* endings(int32_t sid) {
+        auto found = edges.endings.find(sid);
+        if (found != edges.endings.end()) return &found->second;
+        PyObject* result = PyObject_CallFunction(steps.endings_of, "i", sid);
+        if (result == nullptr) return nullptr;
+        Endings value;
+        PyObject* ignored = PyTuple_Check(result) && PyTuple_GET_SIZE(result) == 2 ? PyTuple_GET_ITEM(result, 0) : nullptr;
+        const int truth = ignored == nullptr ? -1 : PyObject_IsTrue(ignored);
+        const bool ok = truth >= 0 && ints_of(PyTuple_GET_ITEM(result, 1), "endings_of: lexemes", value.lexemes);
+        Py_DECREF(result);
+        if (!ok) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "settle: endings_of must return (bool, lexemes)");
+            return nullptr;
+        }
+        value.ignored = truth == 1;
+        return &edges.endings.emplace(sid, std::move(value)).first->second;
+    }
+
+    // GrammarAutomaton.end_lexeme: every terminal that may end in `before`, the results joined.
     bool ended(int32_t config, int32_t before, int32_t& out) {
         const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(config)) << 32) | static_cast<uint32_t>(before);
         auto found = edges.ended.find(key);
@@ -124,18 +187,51 @@ struct Settling {
             out = found->second;
             return true;
         }
-        if (!int_result(PyObject_CallFunction(end_lexeme, "ii", config, before), true, "end_lexeme", out)) return false;
+        const Endings* ending = endings(before);
+        if (ending == nullptr) return false;
+        std::vector<int32_t> results;
+        if (ending->ignored) results.push_back(config);
+        for (int32_t lexeme : ending->lexemes) {
+            int32_t advanced;
+            if (!int_result(PyObject_CallFunction(steps.advance, "ii", config, lexeme), true, "advance", advanced))
+                return false;
+            if (advanced != kNoConfig) results.push_back(advanced);
+        }
+        std::sort(results.begin(), results.end());
+        results.erase(std::unique(results.begin(), results.end()), results.end());
+        out = results.empty() ? kNoConfig : results[0];
+        if (results.size() > 1) {
+            PyObject* configs = PyList_New(static_cast<Py_ssize_t>(results.size()));
+            if (configs == nullptr) return false;
+            for (size_t i = 0; i < results.size(); ++i) PyList_SET_ITEM(configs, i, PyLong_FromLong(results[i]));
+            PyObject* joined = PyObject_CallOneArg(steps.join, configs);
+            Py_DECREF(configs);
+            if (!int_result(joined, false, "join", out)) return false;
+        }
         edges.ended.emplace(key, out);
         return true;
     }
 
+    // GrammarAutomaton.lexer_start: one lexeme start per set of allowed lexemes.
     bool start(int32_t config, int32_t& out) {
         auto found = edges.starts.find(config);
         if (found != edges.starts.end()) {
             out = found->second;
             return true;
         }
-        if (!int_result(PyObject_CallFunction(lexer_start, "i", config), false, "lexer_start", out)) return false;
+        PyObject* allowed = PyObject_CallFunction(steps.allowed, "i", config);
+        if (allowed == nullptr) return false;
+        std::vector<int32_t> lexemes;
+        const bool ok = ints_of(allowed, "allowed_lexemes", lexemes);
+        Py_DECREF(allowed);
+        if (!ok) return false;
+        auto known = edges.start_of_lexemes.find(lexemes);
+        if (known != edges.start_of_lexemes.end()) {
+            out = known->second;
+        } else {
+            if (!int_result(PyObject_CallFunction(steps.lexer_start, "i", config), false, "lexer_start", out)) return false;
+            edges.start_of_lexemes.emplace(std::move(lexemes), out);
+        }
         edges.starts.emplace(config, out);
         return true;
     }
@@ -215,24 +311,27 @@ PyObject* group_walks_held(PyObject*, PyObject* capsule) {
     return Py_BuildValue("(nn)", static_cast<Py_ssize_t>(cache->walks.size()), static_cast<Py_ssize_t>(cache->bytes));
 }
 
-// settle(group_walks, parser_edges, mask, ids, config, walk_name, groups, origins, end_lexeme, lexer_start,
-//        tables, fill_rows, trie)
+// settle(group_walks, parser_edges, mask, ids, config, walk_name, groups, origins, steps, tables, fill_rows, trie)
 //   group_walks, parser_edges: capsules from new_group_walks (of the vocabulary) and new_parser_edges
 //     (of the automaton); mask: writable bool[size]; ids: int64 token id of each trie row.
 //   walk_name: (lexer generation, state whose walk found the members) of the whole-vocabulary walk whose
 //     boundary `groups` ([(before, position, nodes as int64)], as walk_vocabulary returns them) end
 //     lexemes after `config`; origins: each group's before state in the walk that found it (its name).
-//   end_lexeme(config, sid) -> int | None and lexer_start(config) -> int: the automaton's, asked on a miss.
+//   steps: (endings_of(sid) -> (ignored: bool, lexemes), advance(config, lexeme) -> int | None,
+//     join(configs) -> int, allowed_lexemes(config) -> lexemes, lexer_start(config) -> int): the
+//     automaton's and its parser's, asked on a miss (`ParserSteps`).
 //   tables, fill_rows, trie: as walk_nodes.
 // Sets in `mask` the tokens of `groups` that the grammar accepts.
 PyObject* settle(PyObject*, PyObject* args) {
-    PyObject *walks_capsule, *edges_capsule, *mask_object, *ids_object, *groups, *origins, *end_lexeme, *lexer_start,
-        *tables, *fill_rows, *trie_object;
+    PyObject *walks_capsule, *edges_capsule, *mask_object, *ids_object, *groups, *origins, *tables, *fill_rows,
+        *trie_object;
+    ParserSteps steps;
     int config;
     long long generation, walk_sid;
-    if (!PyArg_ParseTuple(args, "OOOOi(LL)O!O!OOOOO", &walks_capsule, &edges_capsule, &mask_object, &ids_object,
+    if (!PyArg_ParseTuple(args, "OOOOi(LL)O!O!(OOOOO)OOO", &walks_capsule, &edges_capsule, &mask_object, &ids_object,
                           &config, &generation, &walk_sid, &PyTuple_Type, &groups, &PyTuple_Type, &origins,
-                          &end_lexeme, &lexer_start, &tables, &fill_rows, &trie_object))
+                          &steps.endings_of, &steps.advance, &steps.join, &steps.allowed, &steps.lexer_start, &tables,
+                          &fill_rows, &trie_object))
         return nullptr;
     if (PyTuple_GET_SIZE(origins) != PyTuple_GET_SIZE(groups)) {
         PyErr_SetString(PyExc_ValueError, "settle: one origin per group expected");
@@ -278,8 +377,8 @@ PyObject* settle(PyObject*, PyObject* args) {
             }
         top.emplace_back(cache->intern(name, static_cast<int32_t>(origin), members), before);
     }
-    Settling settling{*cache,       *edges,      trie, end_lexeme, lexer_start, tables, fill_rows,
-                      static_cast<uint8_t*>(mask.buffer.buf), mask.count(), ids.data<int64_t>()};
+    Settling settling{*cache,    *edges,    trie, steps, tables, fill_rows, static_cast<uint8_t*>(mask.buffer.buf),
+                      mask.count(), ids.data<int64_t>()};
     for (const auto& [id, before] : top)
         if (!settling.settle(config, id, before)) return nullptr;
     Py_RETURN_NONE;

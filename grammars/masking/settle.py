@@ -8,9 +8,10 @@ still inside a lexeme at their end are accepted, and those that end this lexeme 
 groups, settled the same way. A fresh lexeme consumes a byte before it can end, so the recursion
 ends within the token.
 
-The compiled settle (`_walk.settle`) runs all of it in one call, writing the mask directly: the
-parser's answers are memoized per automaton (Python is asked only on a miss), group walks per
-vocabulary. `settle_reference` is the Python settle it must agree with, used when the extension is
+The compiled settle (`_walk.settle`) runs all of it in one call, writing the mask directly: it takes
+lexemes on the parser's own steps (`Parser.steps`), memoized per automaton, and asks Python only what
+ends in a lexer state new to it and the lexeme start of a new set of allowed lexemes; group walks are
+kept per vocabulary. `settle_reference` is the Python settle it must agree with, used when the extension is
 missing (then groups hold token rows, not trie nodes).
 """
 
@@ -73,8 +74,7 @@ class GroupSettler:
                 (lexer.generation, walk.inside_of),
                 walk.boundaries,
                 walk.origins,
-                automaton.end_lexeme,
-                lambda ended: automaton.lexer_start(ended, check),
+                (automaton.endings_of, *automaton.parser.steps, lambda ended: automaton.lexer_start(ended, check)),
                 lexer.tables,
                 row_filler(lexer, check),
                 token_trie(arrays).tables,

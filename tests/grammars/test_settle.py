@@ -62,6 +62,47 @@ def test_compiled_settle_matches_reference_from_cold_lexer(schema, instance, voc
     assert settled > 0
 
 
+#: Ignored whitespace, and two terminals that accept the same word (`end_lexeme` joins both parses).
+AMBIGUOUS_LARK = r"""
+start: item ("," item)*
+item: NAME "=" value | KEYWORD "!"
+value: NAME | NUMBER
+NAME: /[a-z]+/
+KEYWORD: "stop" | "go"
+NUMBER: /[0-9]+/
+%ignore " "
+"""
+
+
+@pytest.mark.parametrize("compiled_parser", [True, False], ids=["compiled-parser", "python-parser"])
+def test_compiled_settle_runs_the_parser_steps_of_either_parser(compiled_parser, vocab, monkeypatch):
+    """The compiled settle runs end_lexeme and lexer_start itself on the parser's steps
+    (`Parser.steps`): the compiled configurations' methods, or the Python parser's; with ignored
+    terminals and two terminals ending in one lexer state, its masks are the reference's."""
+    from grammars.core import parser as parser_module
+    from grammars.core.automaton import GrammarAutomaton
+    from grammars.frontends.lark.grammar import lark_grammar
+
+    fresh_lexer(monkeypatch)
+    if not compiled_parser:
+        monkeypatch.setattr(parser_module, "compiled_parser", None)
+    automaton = GrammarAutomaton(lark_grammar(AMBIGUOUS_LARK))
+    assert automaton.parser.is_compiled == compiled_parser
+    settler = GroupSettler(automaton, copy_of(vocab))
+    state, settled = automaton.initial, 0
+    for byte in b"go!, stop! ,abc = 12,stop=go, x=y":
+        states = [state] if state[1] is None else [state, (state[0], None)]
+        for at in states:
+            compiled, reference = settled_both_ways(settler, at)
+            assert np.array_equal(compiled, reference), at
+            settled += int(compiled.sum())
+        state = automaton.walk(state, bytes([byte]))
+        assert state is not None
+    assert settled > 0
+    assert any(ignored for ignored, _ in automaton._endings.values()), "no ignored terminal ended"
+    assert any(len(lexemes) > 1 for _, lexemes in automaton._endings.values()), "no lexer state ended two terminals"
+
+
 def test_budget_stops_compiled_settle_and_caches_nothing_half_walked(vocab, monkeypatch):
     """A deadline raised from a callback stops the settle; settling again gives the full mask."""
     fresh_lexer(monkeypatch)
@@ -86,7 +127,7 @@ def test_budget_stops_compiled_settle_and_caches_nothing_half_walked(vocab, monk
     assert (compiled & ~walk.new_mask(vocab.size)).any(), "the settle added no token"
 
 
-def test_compiled_settle_refuses_bad_arguments(vocab):
+def test_compiled_settle_refuses_bad_arguments(vocab, monkeypatch):
     automaton = grammars.compile(SCHEMAS["object"], cache=False).automaton
     settler = GroupSettler(automaton, vocab)
     state = automaton.walk(automaton.initial, b'{"name": "x')
@@ -98,8 +139,16 @@ def test_compiled_settle_refuses_bad_arguments(vocab):
     read_only.setflags(write=False)
     with pytest.raises(ValueError, match="read-only"):
         settler.settle_compiled(read_only, state[0], walk, no_check)
-    automaton.end_lexeme = lambda config, sid: -1  # type: ignore[method-assign]
-    with pytest.raises(ValueError, match="end_lexeme returned no state or configuration"):
+    endings_of = automaton.endings_of
+    automaton.endings_of = lambda sid: "no endings"  # type: ignore[method-assign]
+    with pytest.raises(TypeError, match="endings_of must return"):
+        GroupSettler(automaton, vocab).settle_compiled(walk.new_mask(vocab.size), state[0], walk, no_check)
+    automaton.endings_of = endings_of  # type: ignore[method-assign]
+    steps = automaton.parser.steps
+    monkeypatch.setattr(
+        type(automaton.parser), "steps", property(lambda parser: (lambda config, lexeme: -1, *steps[1:]))
+    )
+    with pytest.raises(ValueError, match="advance returned no state or configuration"):
         GroupSettler(automaton, vocab).settle_compiled(walk.new_mask(vocab.size), state[0], walk, no_check)
 
 
