@@ -34,7 +34,7 @@ def settle(
     group_walks: object,
     parser_edges: object,
     mask: np.ndarray,
-    ids: np.ndarray,
+    ordered_ids: np.ndarray,
     config: int,
     walk_name: tuple[int, int],
     groups: tuple[tuple[int, int, np.ndarray], ...],

@@ -158,7 +158,7 @@ struct Settling {
     PyObject *tables, *fill_rows;
     uint8_t* mask;
     Py_ssize_t size;
-    const int64_t* id_of;
+    const int64_t* ordered_ids;  // the token id at each position of the trie's order
     Loops loops{};  // shared by the group walks of this settle
 
     const Endings* endings(int32_t sid) {
@@ -265,8 +265,7 @@ struct Settling {
         const GroupWalk* walked = walk(id, from);  // node-based map: stays valid while nested walks are added
         if (walked == nullptr) return false;
         bool in_range = true;
-        walked->inside.each_row(trie.order, [&](int64_t row) {
-            const int64_t token = id_of[row];
+        walked->inside.each_row(ordered_ids, [&](int64_t token) {
             if (token < 0 || token >= size)
                 in_range = false;
             else
@@ -311,9 +310,10 @@ PyObject* group_walks_held(PyObject*, PyObject* capsule) {
     return Py_BuildValue("(nn)", static_cast<Py_ssize_t>(cache->walks.size()), static_cast<Py_ssize_t>(cache->bytes));
 }
 
-// settle(group_walks, parser_edges, mask, ids, config, walk_name, groups, origins, steps, tables, fill_rows, trie)
+// settle(group_walks, parser_edges, mask, ordered_ids, config, walk_name, groups, origins, steps, tables, fill_rows, trie)
 //   group_walks, parser_edges: capsules from new_group_walks (of the vocabulary) and new_parser_edges
-//     (of the automaton); mask: writable bool[size]; ids: int64 token id of each trie row.
+//     (of the automaton); mask: writable bool[size]; ordered_ids: int64 token id at each position of the
+//     trie's order (`TokenTrie.ordered_ids`).
 //   walk_name: (lexer generation, state whose walk found the members) of the whole-vocabulary walk whose
 //     boundary `groups` ([(before, position, nodes as int64)], as walk_vocabulary returns them) end
 //     lexemes after `config`; origins: each group's before state in the walk that found it (its name).
@@ -342,7 +342,7 @@ PyObject* settle(PyObject*, PyObject* args) {
     if (cache == nullptr || edges == nullptr) return nullptr;
     Trie trie;
     View ids, mask;
-    if (!trie.take(trie_object) || !ids.get(ids_object, "ids", 8)) return nullptr;
+    if (!trie.take(trie_object) || !ids.get(ids_object, "ordered_ids", 8)) return nullptr;
     if (PyObject_GetBuffer(mask_object, &mask.buffer, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) != 0) return nullptr;
     mask.held = true;
     if (mask.buffer.itemsize != 1) {
@@ -350,7 +350,7 @@ PyObject* settle(PyObject*, PyObject* args) {
         return nullptr;
     }
     if (ids.count() != trie.first_token[trie.num_nodes]) {
-        PyErr_SetString(PyExc_ValueError, "settle: one id per row of the trie expected");
+        PyErr_SetString(PyExc_ValueError, "settle: one id per position of the trie's order expected");
         return nullptr;
     }
     cache->make_room();

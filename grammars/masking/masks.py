@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import threading
 import time
+import weakref
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from grammars.core.lexer import DEAD
 from grammars.errors import ConstraintLimitError
 from grammars.masking import token_walk
 from grammars.masking.settle import GroupSettler
-from grammars.masking.token_walk import final_states, walk_state
+from grammars.masking.token_walk import StateWalk, final_states, walk_state
 from grammars.masking.vocab import Vocabulary
 
 #: States whose masks are kept per (grammar, vocabulary) before the cache is cleared.
@@ -39,7 +40,7 @@ FAILURE_COOLDOWN_SECONDS = 60.0
 #: States whose per-token completion lengths are kept (one float32 per token each) for budget masks.
 MAX_CACHED_LENGTHS = 64
 #: Lexer states whose candidate tokens (`MaskTable._key_candidates`: up to a few thousand ids each),
-#: and joins at lexeme ends (`MaskTable._ending_ids`) that are kept.
+#: walks (`MaskTable._walk`) and joins at lexeme ends (`MaskTable._ending_ids`) a table keeps.
 MAX_CACHED_CANDIDATES = 1024
 #: Up to this many candidate tokens of a distinct-keys mask are kept as a list (`_listed_candidates`).
 MAX_LISTED_CANDIDATES = 32
@@ -122,6 +123,8 @@ class MaskTable:
         #: Per (lexer state, key scanner mode, escaped, `_Quotes`): `_key_candidates`, as a list where
         #: they are few.
         self._listed_candidates: dict[tuple[int, int, bool, _Quotes], list[int] | np.ndarray] = {}
+        #: Per lexer state: a weak reference to its walk (`_walk`).
+        self._walks: dict[int, weakref.ref[StateWalk]] = {}
         #: Per lexer state where a lexeme may end: `_extending_bytes`.
         self._extending: dict[int, np.ndarray] = {}
         #: Per (lexer state where a lexeme may end, id of a boundary mask): that mask and `_ending_ids`.
@@ -265,7 +268,7 @@ class MaskTable:
         lexer = self.automaton.lexer
         may_run_out = self.automaton.keys_may_run_out
         candidates: dict[tuple, np.ndarray] = self.vocab.__dict__.setdefault("_key_candidates", {})
-        walk = walk_state(self.vocab, lexer, lexer_sid, check)
+        walk = self._walk(lexer_sid, check)
         awaits_quote = keys.awaits_quote
         key = (lexer.generation, walk.inside_of, keys.mode, keys.is_escaped, may_run_out, quotes)
         found = candidates.get(key)
@@ -412,7 +415,7 @@ class MaskTable:
         automaton = self.automaton
         config, sid = state
         lexer_sid = automaton.lexer_start(config) if sid is None else sid
-        walk = walk_state(self.vocab, automaton.lexer, lexer_sid, check)
+        walk = self._walk(lexer_sid, check)
         allowed = walk.new_mask(self.vocab.size)
         self._settler.settle_into(allowed, config, walk, check)
         if sid is not None and automaton.lexer.accepting[lexer_sid]:
@@ -424,6 +427,20 @@ class MaskTable:
                 self._add_ending_tokens(allowed, lexer_sid, (ended, None), check)
         allowed[self._eos_index] = automaton.can_end(state)
         return allowed
+
+    def _walk(self, lexer_sid: int, check: Check) -> StateWalk:
+        """`walk_state` of `lexer_sid`, found here by a weak reference where this table walked the state
+        before (most new states' masks do): a lookup that skips the vocabulary cache's representative
+        and form lookups, and holds no walk that cache has let go."""
+        held = self._walks.get(lexer_sid)
+        walk = None if held is None else held()
+        if walk is None:
+            walk = walk_state(self.vocab, self.automaton.lexer, lexer_sid, check)
+            with self._lock:
+                if len(self._walks) >= MAX_CACHED_CANDIDATES:
+                    self._walks.clear()
+                self._walks[lexer_sid] = weakref.ref(walk)
+        return walk
 
     def _add_ending_tokens(self, allowed: np.ndarray, lexer_sid: int, boundary: State, check: Check) -> None:
         """Set in `allowed` the tokens of the mask of `boundary` (where the lexeme that lexer state

@@ -61,7 +61,7 @@ class GroupSettler:
         if native is None:
             raise RuntimeError("grammars.masking._walk is not built (scripts/install.sh builds it)")
         automaton, lexer = self.automaton, self.automaton.lexer
-        arrays = self.vocab.walk_arrays
+        trie = token_trie(self.vocab.walk_arrays)
         with _compiled_lock:
             if self._edges is None:
                 self._edges = native.new_parser_edges()
@@ -69,7 +69,7 @@ class GroupSettler:
                 _group_walks(self.vocab, native),
                 self._edges,
                 mask,
-                arrays.ids,
+                trie.ordered_ids,
                 config,
                 (lexer.generation, walk.inside_of),
                 walk.boundaries,
@@ -77,7 +77,7 @@ class GroupSettler:
                 (automaton.endings_of, *automaton.parser.steps, lambda ended: automaton.lexer_start(ended, check)),
                 lexer.tables,
                 row_filler(lexer, check),
-                token_trie(arrays).tables,
+                trie.tables,
             )
 
     def settle_reference(self, mask: np.ndarray, config: int, walk: StateWalk, check: Check) -> None:

@@ -161,6 +161,35 @@ def test_states_with_equal_masks_share_one_tensor(vocab, hf_tokenizer):
     assert not table._tensor_of and not table._tensors
 
 
+def test_tables_hold_no_walk_the_vocabulary_let_go(vocab, hf_tokenizer):
+    """A table finds the walks of lexer states it walked before by weak reference (`MaskTable._walk`):
+    once the vocabulary's walk cache lets them go, they are freed, and masks are computed as before."""
+    import gc
+
+    import grammars
+    from grammars.masking import masks as mask_module
+    from tests.grammars.test_native_walk import copy_of
+
+    constraint = grammars.compile({"type": "object", "properties": {"city": {"type": "string"}}}, cache=False)
+    matcher = constraint.matcher(copy_of(vocab))
+    table = matcher._table
+    masks = []
+    for token_id in hf_tokenizer.encode('{"city": "Oslo"}', add_special_tokens=False).ids:
+        masks.append(matcher.mask().clone())
+        matcher.advance(token_id)
+    assert table._walks and all(held() is not None for held in table._walks.values())
+    table.vocab.__dict__["_state_walks"].clear()
+    gc.collect()
+    assert all(held() is None for held in table._walks.values())
+    table._num_distinct = mask_module.MAX_MASK_BYTES  # full: forget every mask, keep the walks' weak references
+    table._make_room()
+    again = constraint.matcher(table.vocab)
+    assert again._table is table and not table._allowed
+    for token_id, expected in zip(hf_tokenizer.encode('{"city": "Oslo"}', add_special_tokens=False).ids, masks):
+        assert again.mask().equal(expected)
+        again.advance(token_id)
+
+
 @pytest.mark.parametrize("size", [0, 1, 7, 8, 63, 64, 65, 1000, 49_152, 262_147])
 def test_compiled_mask_packing_is_numpys(size):
     """`_walk.packed_mask` packs as numpy's little-endian `packbits` (any nonzero byte is a set bit;
