@@ -69,6 +69,9 @@ struct Node {
     int64_t lo, hi, tag;
     int64_t origin;  // 0, or the Python id of a term of an older generation of byte_regex's table
     Bits bits;
+    // The bytes whose derivative is not EMPTY (`Store::first_bytes`): `derivative` answers EMPTY at once
+    // for the others, so a union of a schema's keys derives the few members that begin with the byte.
+    Bits first;
 };
 
 // A memo from 64-bit keys to node or partition ids, by open addressing: the derivative memo is read
@@ -239,6 +242,7 @@ class Store {
 
     // ---- derivatives ------------------------------------------------------------------------
     int32_t derivative(int32_t term, int byte) {
+        if (!nodes_[term].first.has(byte)) return kEmptyNode;
         const uint64_t key = static_cast<uint64_t>(term) << 8 | static_cast<uint64_t>(byte);
         if (const int32_t* found = derivatives_.find(key)) return *found;
         if (++depth_ > kMaxDepth) {
@@ -623,11 +627,44 @@ class Store {
                origin, bits};
         args_.insert(args_.end(), members, members + count);
         n.nullable = nullable(n);
+        n.first = first_bytes(n);
         n.plain = kind != kAnd && kind != kNot;
         for (size_t i = 0; i < count && n.plain; ++i) n.plain = nodes_[members[i]].plain;
         nodes_.push_back(n);
         slots_[slot] = id;
         return id;
+    }
+
+    // The bytes whose derivative `derive` may build as something other than EMPTY. Exact without a
+    // complement inside: the constructors fold an EMPTY operand of a concatenation, intersection or tag
+    // into EMPTY and drop it from a union, so a derivative is EMPTY exactly where these rules say. A
+    // complement's derivative is EMPTY only where its operand's is everything: all bytes, to be safe.
+    Bits first_bytes(const Node& n) const {
+        const int32_t* a = args_.data() + n.args_begin;
+        Bits first;
+        switch (n.kind) {
+            case kEmpty:
+            case kEps:
+                return first;
+            case kBytes:
+                return n.bits;
+            case kConcat:
+                first = nodes_[a[0]].first;
+                return nodes_[a[0]].nullable ? first | nodes_[a[1]].first : first;
+            case kAlt:
+                for (uint32_t i = 0; i < n.args_len; ++i) first = first | nodes_[a[i]].first;
+                return first;
+            case kAnd:
+                first = kAllBytes;
+                for (uint32_t i = 0; i < n.args_len; ++i) first = first & nodes_[a[i]].first;
+                return first;
+            case kNot:
+                return kAllBytes;
+            case kRepeat:
+            case kTag:
+                return nodes_[a[0]].first;
+        }
+        return kAllBytes;
     }
 
     bool nullable(const Node& n) const {

@@ -222,6 +222,18 @@ def test_compiled_derivatives_of_every_kind_of_term():
     check_derivatives([random_term(rng, 4) for _ in range(300)], compiled, rng)
 
 
+def test_derivatives_of_key_unions_skip_members_by_first_byte_as_python_builds_them():
+    """A union of many keys derives only the members a byte can begin (`Node::first`); under a
+    complement, where an EMPTY derivative folds to everything, nothing is skipped. The terms built
+    are byte_regex's, for bytes that begin some keys, none, or only the complement's."""
+    rx._new_generation()
+    keys = [b"alpha", b"beta", b"bravo", b"charlie", b"\\u0061b", b"abc", b"b"]
+    named = rx.alt(*(rx.literal(key) for key in keys))
+    other = rx.intersect(rx.star(rx.byte_range(97, 122)), rx.complement(named))
+    term = rx.alt(rx.tag(1, rx.concat(named, rx.literal(b'"'))), rx.tag(2, rx.concat(other, rx.literal(b'"'))))
+    check_derivatives([term, named, other, rx.complement(named)], new_store(), random.Random(7))
+
+
 def test_twins_of_an_older_generation_stay_apart_as_in_python():
     old = rx.alt(rx.concat(rx.literal(b"ab"), rx.star(rx.byte_range(97, 99))), rx.literal(b"b"))
     rx._new_generation()
