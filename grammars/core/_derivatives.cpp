@@ -975,7 +975,8 @@ PyObject* store_state(StoreObject* self, PyObject* args) {
 // rows(nodes, states, first_state, max_states, new_states, check) -> bytes (int32 [len(nodes), 256]) or None:
 //   each node's transition row as lexer states, every byte's derivative numbered by `state_of` (new
 //   states from `first_state` on, appended to the list `new_states` for the caller to allocate, even
-//   when the call raises); None once a new state would be `max_states`.
+//   when the call raises); None once a new state would be `max_states`. `check` is called before each
+//   derivative (None: never).
 PyObject* store_rows(StoreObject* self, PyObject* args) {
     PyObject *nodes_object, *states, *new_states, *check;
     long long first_state, max_states;

@@ -19,7 +19,7 @@ class Store:
         first_state: int,
         max_states: int,
         new_states: list[tuple[int, tuple[bool, tuple[int, ...]]]],
-        check: Callable[[], object],
+        check: Callable[[], object] | None,
         /,
     ) -> int | None: ...
     def rows(
@@ -29,7 +29,7 @@ class Store:
         first_state: int,
         max_states: int,
         new_states: list[tuple[int, tuple[bool, tuple[int, ...]]]],
-        check: Callable[[], object],
+        check: Callable[[], object] | None,
         /,
     ) -> bytes | None: ...
     def is_empty(self, node: int, check: Callable[[], object], /) -> bool | None: ...

@@ -402,8 +402,9 @@ class LexerTables:
         """int32 [len(nodes), 256]: the rows of these nodes of the current store, derived and their
         successors numbered in C++ (`Store.rows`, through `_numbered`)."""
         store = compiled.store
+        asked = None if check is no_check else check  # None: no Python call per derivative
         rows = self._numbered(
-            lambda new: store.rows(nodes, self._sid_of_node, self.num_states, self.max_states, new, check)
+            lambda new: store.rows(nodes, self._sid_of_node, self.num_states, self.max_states, new, asked)
         )
         return np.frombuffer(rows, dtype=np.int32).reshape(len(nodes), 256)
 
