@@ -41,6 +41,22 @@ def settled_both_ways(settler: GroupSettler, state, check=no_check) -> tuple[np.
     return compiled, reference
 
 
+def assert_settles_as_reference(settler: GroupSettler, text: bytes) -> None:
+    """At every byte of `text` (a sentence of the settler's grammar), and at every lexeme boundary
+    along it, the compiled settle gives the reference's mask, and some settle adds tokens."""
+    automaton = settler.automaton
+    state, settled = automaton.initial, 0
+    for byte in text:
+        states = [state] if state[1] is None else [state, (state[0], None)]
+        for at in states:
+            compiled, reference = settled_both_ways(settler, at)
+            assert np.array_equal(compiled, reference), at
+            settled += int(compiled.sum())
+        state = automaton.walk(state, bytes([byte]))
+        assert state is not None
+    assert settled > 0
+
+
 @pytest.mark.parametrize(
     ("schema", "instance"),
     [(SCHEMAS[name], INSTANCES[name]) for name in sorted(SCHEMAS)] + [(FREE_TEXT_SCHEMA, FREE_TEXT_INSTANCE)],
@@ -50,16 +66,7 @@ def test_compiled_settle_matches_reference_from_cold_lexer(schema, instance, voc
     fresh_lexer(monkeypatch)
     automaton = grammars.compile(schema, cache=False).automaton
     settler = GroupSettler(automaton, copy_of(vocab))
-    state, settled = automaton.initial, 0
-    for byte in json.dumps(instance).encode():
-        states = [state] if state[1] is None else [state, (state[0], None)]
-        for at in states:
-            compiled, reference = settled_both_ways(settler, at)
-            assert np.array_equal(compiled, reference), at
-            settled += int(compiled.sum())
-        state = automaton.walk(state, bytes([byte]))
-        assert state is not None
-    assert settled > 0
+    assert_settles_as_reference(settler, json.dumps(instance).encode())
 
 
 #: Ignored whitespace, and two terminals that accept the same word (`end_lexeme` joins both parses).
@@ -89,16 +96,7 @@ def test_compiled_settle_runs_the_parser_steps_of_either_parser(compiled_parser,
     automaton = GrammarAutomaton(lark_grammar(AMBIGUOUS_LARK))
     assert automaton.parser.is_compiled == compiled_parser
     settler = GroupSettler(automaton, copy_of(vocab))
-    state, settled = automaton.initial, 0
-    for byte in b"go!, stop! ,abc = 12,stop=go, x=y":
-        states = [state] if state[1] is None else [state, (state[0], None)]
-        for at in states:
-            compiled, reference = settled_both_ways(settler, at)
-            assert np.array_equal(compiled, reference), at
-            settled += int(compiled.sum())
-        state = automaton.walk(state, bytes([byte]))
-        assert state is not None
-    assert settled > 0
+    assert_settles_as_reference(settler, b"go!, stop! ,abc = 12,stop=go, x=y")
     assert any(ignored for ignored, _ in automaton._endings.values()), "no ignored terminal ended"
     assert any(len(lexemes) > 1 for _, lexemes in automaton._endings.values()), "no lexer state ended two terminals"
 
