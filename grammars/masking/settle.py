@@ -18,12 +18,14 @@ missing (then groups hold token rows, not trie nodes).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from types import ModuleType
+from typing import NamedTuple
 
 import numpy as np
 
 from grammars.core.automaton import GrammarAutomaton
-from grammars.core.budget import Check
+from grammars.core.budget import Check, no_check
 from grammars.masking import token_walk
 from grammars.masking.token_walk import GroupKey, StateWalk, row_filler, token_trie, walk_group
 from grammars.masking.vocab import Vocabulary
@@ -39,7 +41,8 @@ class GroupSettler:
     def __init__(self, automaton: GrammarAutomaton, vocab: Vocabulary) -> None:
         self.automaton = automaton
         self.vocab = vocab
-        self._edges: object | None = None  # the compiled memo of the parser's answers, made on first use
+        #: The compiled settle's arguments that stay the same from call to call (`_settle_arguments`).
+        self._arguments: _SettleArguments | None = None
 
     def settle_into(self, mask: np.ndarray, config: int, walk: StateWalk, check: Check) -> None:
         """Set in `mask` the tokens of `walk`'s boundary groups (ending a lexeme after `config`)
@@ -60,25 +63,52 @@ class GroupSettler:
         native = token_walk.native_walk
         if native is None:
             raise RuntimeError("grammars.masking._walk is not built (scripts/install.sh builds it)")
-        automaton, lexer = self.automaton, self.automaton.lexer
-        trie = token_trie(self.vocab.walk_arrays)
+        arguments = self._arguments or self._settle_arguments(native)
+        if check is no_check:
+            steps, fill_rows = arguments.steps, arguments.fill_rows
+        else:
+            steps, fill_rows = self._steps(check), row_filler(self.automaton.lexer, check)
         with _compiled_lock:
-            if self._edges is None:
-                self._edges = native.new_parser_edges()
             native.settle(
-                _group_walks(self.vocab, native),
-                self._edges,
+                arguments.group_walks,
+                arguments.edges,
                 mask,
-                trie.ordered_ids,
+                arguments.ordered_ids,
                 config,
-                (lexer.generation, walk.inside_of),
+                (arguments.generation, walk.inside_of),
                 walk.boundaries,
                 walk.origins,
-                (automaton.endings_of, *automaton.parser.steps, lambda ended: automaton.lexer_start(ended, check)),
-                lexer.tables,
-                row_filler(lexer, check),
-                trie.tables,
+                steps,
+                arguments.lexer_tables,
+                fill_rows,
+                arguments.trie_tables,
             )
+
+    def _settle_arguments(self, native: ModuleType) -> _SettleArguments:
+        """What every compiled settle of this settler passes (made once: building it per call was a
+        fifth of a settle's time), with the callbacks of a settle without a deadline."""
+        lexer = self.automaton.lexer
+        trie = token_trie(self.vocab.walk_arrays)
+        with _compiled_lock:
+            if self._arguments is None:  # one memo of the parser's answers per settler
+                self._arguments = _SettleArguments(
+                    _group_walks(self.vocab, native),
+                    native.new_parser_edges(),
+                    trie.ordered_ids,
+                    lexer.generation,
+                    self._steps(no_check),
+                    lexer.tables,
+                    row_filler(lexer, no_check),
+                    trie.tables,
+                )
+            return self._arguments
+
+    def _steps(self, check: Check) -> tuple:
+        """The parser's steps the compiled settle calls (`endings_of`, `Parser.steps`, and the lexeme
+        start of a configuration under `check`)."""
+        automaton = self.automaton
+        start = automaton.lexer_start if check is no_check else lambda ended: automaton.lexer_start(ended, check)
+        return (automaton.endings_of, *automaton.parser.steps, start)
 
     def settle_reference(self, mask: np.ndarray, config: int, walk: StateWalk, check: Check) -> None:
         """`settle_into` in Python, group by group (the reference of the compiled settle)."""
@@ -106,6 +136,19 @@ class GroupSettler:
             nested = (group, start, nested_before, nested_position)
             accepted.append(self._settle_group(ended, nested, nested_before, nested_members, check))
         return np.concatenate(accepted)
+
+
+class _SettleArguments(NamedTuple):
+    """`GroupSettler._settle_arguments`."""
+
+    group_walks: object
+    edges: object  # the compiled memo of the parser's answers
+    ordered_ids: np.ndarray
+    generation: int
+    steps: tuple
+    lexer_tables: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
+    fill_rows: Callable[[list[int]], None]
+    trie_tables: tuple[np.ndarray, ...]
 
 
 def _group_walks(vocab: Vocabulary, native: ModuleType) -> object:

@@ -102,10 +102,13 @@ def test_compiled_settle_runs_the_parser_steps_of_either_parser(compiled_parser,
 
 
 def test_budget_stops_compiled_settle_and_caches_nothing_half_walked(vocab, monkeypatch):
-    """A deadline raised from a callback stops the settle; settling again gives the full mask."""
+    """A deadline raised from a callback stops the settle, after settles without one (whose callbacks
+    the settler keeps); settling again gives the full mask."""
     fresh_lexer(monkeypatch)
     automaton = grammars.compile(SCHEMAS["object"], cache=False).automaton
     settler = GroupSettler(automaton, copy_of(vocab))
+    compiled, reference = settled_both_ways(settler, automaton.walk(automaton.initial, b"{"))
+    assert np.array_equal(compiled, reference)
     state = automaton.walk(automaton.initial, b'{"name": "x')
     assert state is not None
     walk = walk_state(settler.vocab, automaton.lexer, state[1], no_check)
