@@ -55,6 +55,11 @@ DEAD = 0
 MAX_STATES = 1_000_000
 #: States after which automata built later start a new generation.
 NEW_GENERATION_STATES = 100_000
+#: States a generation's tables have room for from the start. They are allocated zeroed by the system,
+#: so a page costs memory only once a row is written to it; growing them (`LexerTables._grow`) copies
+#: every row into fresh pages, which took 37, 73 and 83 ms past 16k, 32k and 64k states, each inside the
+#: one token mask that crossed the line.
+RESERVED_STATES = 1 << 18
 #: Term nodes a store of compiled derivatives holds before its lexer compacts it, or twice the nodes the
 #: last compaction kept where more (each node and memo entry costs tens of bytes, as in `byte_regex`,
 #: whose tables hold as many terms).
@@ -101,7 +106,7 @@ class LexerTables:
         self.terms = _Terms(self)
         self._terms: list[rx.Term | None] = []
         self._sid_of_term: dict[int, int] = {}
-        capacity = 1024
+        capacity = min(max_states, RESERVED_STATES)
         self.trans = np.zeros((capacity, 256), dtype=np.int32)  # [states, bytes] -> sid
         self.has_row = np.zeros(capacity, dtype=bool)
         self.accepting = np.zeros(capacity, dtype=bool)
