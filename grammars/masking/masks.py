@@ -2,9 +2,8 @@
 
 A mask for automaton state `(config, sid)` is the lexer-state walk (`grammars.masking.token_walk`: tokens
 inside the lexeme, computed once per lexer state for every grammar) plus the boundary tokens this
-grammar's parser accepts, plus — when the current lexeme may end here — the tokens that start the
-next lexeme, which is the mask of the boundary state restricted to first bytes that cannot extend
-the current lexeme. Masks are cached per state, so a repeated structure (array items, the inside of
+grammar's parser accepts (`grammars.masking.settle`): those that end the lexeme mid-token and, when
+it may end here, those whose first byte cannot extend it. Masks are cached per state, so a repeated structure (array items, the inside of
 every string of a field) costs a dict lookup after the first time.
 """
 
@@ -39,13 +38,11 @@ MAX_MASK_BYTES = 64 << 20
 FAILURE_COOLDOWN_SECONDS = 60.0
 #: States whose per-token completion lengths are kept (one float32 per token each) for budget masks.
 MAX_CACHED_LENGTHS = 64
-#: Lexer states whose candidate tokens (`MaskTable._key_candidates`: up to a few thousand ids each),
-#: walks (`MaskTable._walk`) and joins at lexeme ends (`MaskTable._ending_ids`) a table keeps.
+#: Lexer states whose candidate tokens (`MaskTable._key_candidates`: up to a few thousand ids each)
+#: and walks (`MaskTable._walk`) a table keeps.
 MAX_CACHED_CANDIDATES = 1024
 #: Up to this many candidate tokens of a distinct-keys mask are kept as a list (`_listed_candidates`).
 MAX_LISTED_CANDIDATES = 32
-#: Above this many allowed tokens, a boundary state's mask is joined to an ending lexeme's densely.
-MAX_SPARSE_IDS = 4096
 _QUOTE = ord('"')
 #: Guards the vocabulary's cache of `MaskTable._key_candidates`, which every table of it shares.
 _candidates_lock = threading.Lock()
@@ -125,10 +122,6 @@ class MaskTable:
         self._listed_candidates: dict[tuple[int, int, bool, _Quotes], list[int] | np.ndarray] = {}
         #: Per lexer state: a weak reference to its walk (`_walk`).
         self._walks: dict[int, weakref.ref[StateWalk]] = {}
-        #: Per lexer state where a lexeme may end: `_extending_bytes`.
-        self._extending: dict[int, np.ndarray] = {}
-        #: Per (lexer state where a lexeme may end, id of a boundary mask): that mask and `_ending_ids`.
-        self._joins: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = {}
         self._settler = GroupSettler(automaton, vocab)
         self._lock = threading.RLock()
         self.failure: ConstraintLimitError | None = None
@@ -170,7 +163,6 @@ class MaskTable:
             self._tensor_of.clear()
             self._keyed.clear()
             self._listed_candidates.clear()
-            self._joins.clear()  # it holds masks: no more of them than `_num_distinct` counts
 
     def _shared(self, mask: np.ndarray) -> np.ndarray:
         """The one kept array equal to `mask` (under the lock, after `_make_room`): found by a hash of
@@ -417,14 +409,9 @@ class MaskTable:
         lexer_sid = automaton.lexer_start(config) if sid is None else sid
         walk = self._walk(lexer_sid, check)
         allowed = walk.new_mask(self.vocab.size)
-        self._settler.settle_into(allowed, config, walk, check)
-        if sid is not None and automaton.lexer.accepting[lexer_sid]:
-            ended = automaton.end_lexeme(config, lexer_sid)
-            if ended is not None:
-                # Tokens whose first byte cannot extend the lexeme end it and start the next one;
-                # the others keep what the walk found. Tokens without bytes are allowed by no walk,
-                # and EOS is set below.
-                self._add_ending_tokens(allowed, lexer_sid, (ended, None), check)
+        # Where the lexeme may end here, tokens whose first byte cannot extend it end it first.
+        ending = lexer_sid if sid is not None and automaton.lexer.accepting[lexer_sid] else None
+        self._settler.settle_into(allowed, config, walk, ending, check)
         allowed[self._eos_index] = automaton.can_end(state)
         return allowed
 
@@ -441,53 +428,3 @@ class MaskTable:
                     self._walks.clear()
                 self._walks[lexer_sid] = weakref.ref(walk)
         return walk
-
-    def _add_ending_tokens(self, allowed: np.ndarray, lexer_sid: int, boundary: State, check: Check) -> None:
-        """Set in `allowed` the tokens of the mask of `boundary` (where the lexeme that lexer state
-        `lexer_sid` may end has ended) whose first byte cannot extend that lexeme: through the few
-        ids that mask allows where it allows few (most boundaries: a comma, a closer), so the work
-        is theirs, not the vocabulary's."""
-        after = self.allowed(boundary, check)
-        ids = self._ending_ids(lexer_sid, after, check)
-        if ids is not None:
-            allowed[ids] = True
-        else:
-            # EOS ids past the tokens are set by the caller; other ids past them are never allowed.
-            first_byte = self.vocab.walk_arrays.first_byte_of_id
-            ending = after[: first_byte.size] & ~self._extending_bytes(lexer_sid, check)[first_byte]
-            allowed[: first_byte.size] |= ending
-
-    def _ending_ids(self, lexer_sid: int, after: np.ndarray, check: Check) -> np.ndarray | None:
-        """The ids other than EOS that `after` (a boundary mask) allows and whose first byte cannot
-        extend the lexeme in lexer state `lexer_sid`, when `after` allows at most MAX_SPARSE_IDS;
-        else None. Cached per (lexer state, mask): the boundaries of many configurations share one
-        mask array (`_shared`), so the join is computed once for all of them. The entry holds the
-        mask, so its id is not reused while the entry is kept."""
-        key = (lexer_sid, id(after))
-        found = self._joins.get(key)
-        if found is not None:
-            return found[1]
-        ids = None
-        if np.count_nonzero(after) <= MAX_SPARSE_IDS + self._eos_ids.size:
-            ids = np.flatnonzero(after)
-            # A lookup table over the EOS ids' range: a sort-based `isin` cost more than the join.
-            ids = ids[~np.isin(ids, self._eos_ids, kind="table")]
-            ids = ids[~self._extending_bytes(lexer_sid, check)[self.vocab.walk_arrays.first_byte_of_id[ids]]]
-        with self._lock:
-            if len(self._joins) >= MAX_CACHED_CANDIDATES:
-                self._joins.clear()
-            self._joins[key] = (after, ids)
-        return ids
-
-    def _extending_bytes(self, lexer_sid: int, check: Check) -> np.ndarray:
-        """bool[257]: the bytes that extend the lexeme in lexer state `lexer_sid` (byte 256, the
-        first byte of tokens without bytes, never does); cached per state."""
-        found = self._extending.get(lexer_sid)
-        if found is None:
-            found = np.zeros(257, dtype=bool)
-            found[:256] = np.asarray(self.automaton.lexer.row(lexer_sid, check)) != DEAD
-            with self._lock:
-                if len(self._extending) >= MAX_CACHED_CANDIDATES:
-                    self._extending.clear()
-                self._extending[lexer_sid] = found
-        return found

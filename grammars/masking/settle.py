@@ -1,7 +1,9 @@
-"""Settling boundary tokens: which tokens that end a lexeme mid-token the grammar accepts.
+"""Settling boundary tokens: which tokens that end a lexeme the grammar accepts.
 
 A whole-vocabulary walk from a lexer state (`token_walk.walk_state`) leaves the tokens that end
-the current lexeme grouped by (lexer state before the ending byte, position). For a group, the
+the current lexeme mid-token grouped by (lexer state before the ending byte, position); where that
+lexeme may end before the token, the tokens whose first byte cannot extend it are one more group,
+at position 0 (`GroupSettler.ending_group`). For a group, the
 parser takes the lexeme (`GrammarAutomaton.end_lexeme`), the next lexeme starts
 (`lexer_start`), and the group's tokens are walked on from there (`token_walk.walk_group`): those
 still inside a lexeme at their end are accepted, and those that end this lexeme too form nested
@@ -26,11 +28,14 @@ import numpy as np
 
 from grammars.core.automaton import GrammarAutomaton
 from grammars.core.budget import Check, no_check
+from grammars.core.lexer import DEAD
 from grammars.masking import token_walk
 from grammars.masking.token_walk import GroupKey, StateWalk, row_filler, token_trie, walk_group
 from grammars.masking.vocab import Vocabulary
 
 _NO_ROWS = np.zeros(0, dtype=np.int64)
+#: Lexer states whose `GroupSettler.ending_group` a settler keeps.
+MAX_CACHED_ENDING_GROUPS = 1024
 #: Guards the compiled caches (per vocabulary and per automaton) during a compiled settle.
 _compiled_lock = threading.Lock()
 
@@ -43,26 +48,30 @@ class GroupSettler:
         self.vocab = vocab
         #: The compiled settle's arguments that stay the same from call to call (`_settle_arguments`).
         self._arguments: _SettleArguments | None = None
+        #: `ending_group` per (lexer state, whether its members are rows).
+        self._ending_groups: dict[tuple[int, bool], tuple[int, int, np.ndarray]] = {}
 
-    def settle_into(self, mask: np.ndarray, config: int, walk: StateWalk, check: Check) -> None:
-        """Set in `mask` the tokens of `walk`'s boundary groups (ending a lexeme after `config`)
-        that the grammar accepts: compiled when the extension is built.
+    def settle_into(self, mask: np.ndarray, config: int, walk: StateWalk, ending: int | None, check: Check) -> None:
+        """Set in `mask` the tokens of `walk`'s boundary groups (ending a lexeme after `config`) that the
+        grammar accepts, and where `ending` is a lexer state (the one the mask is made in, whose lexeme
+        may end there) those of `ending_group`: compiled when the extension is built.
 
         Raises:
             ConstraintLimitError: `check` stopped a walk (nothing half-walked is cached).
         """
-        if not walk.boundaries:
-            return
         if token_walk.native_walk is None:
-            self.settle_reference(mask, config, walk, check)
+            self.settle_reference(mask, config, walk, ending, check)
         else:
-            self.settle_compiled(mask, config, walk, check)
+            self.settle_compiled(mask, config, walk, ending, check)
 
-    def settle_compiled(self, mask: np.ndarray, config: int, walk: StateWalk, check: Check) -> None:
+    def settle_compiled(self, mask: np.ndarray, config: int, walk: StateWalk, ending: int | None, check: Check) -> None:
         """`settle_into` in one compiled call (the walk's groups must hold trie nodes)."""
         native = token_walk.native_walk
         if native is None:
             raise RuntimeError("grammars.masking._walk is not built (scripts/install.sh builds it)")
+        groups, origins = self._groups(walk, ending, check)
+        if not groups:
+            return
         arguments = self._arguments or self._settle_arguments(native)
         if check is no_check:
             steps, fill_rows = arguments.steps, arguments.fill_rows
@@ -76,13 +85,46 @@ class GroupSettler:
                 arguments.ordered_ids,
                 config,
                 (arguments.generation, walk.inside_of),
-                walk.boundaries,
-                walk.origins,
+                groups,
+                origins,
                 steps,
                 arguments.lexer_tables,
                 fill_rows,
                 arguments.trie_tables,
             )
+
+    def _groups(self, walk: StateWalk, ending: int | None, check: Check) -> tuple[tuple, tuple[int, ...]]:
+        """`walk`'s boundary groups and their origins, with `ending_group` where `ending` is a state."""
+        if ending is None:
+            return walk.boundaries, walk.origins
+        group = self.ending_group(ending, check)
+        if not group[2].size:
+            return walk.boundaries, walk.origins
+        return (*walk.boundaries, group), (*walk.origins, ending)
+
+    def ending_group(self, sid: int, check: Check) -> tuple[int, int, np.ndarray]:
+        """The boundary group at position 0 of lexer state `sid` (which accepts): the tokens whose first
+        byte cannot extend its lexeme, so that the lexeme ends before them. Settled like the walk's
+        own groups, and named `(inside_of, sid, 0)` beside them (theirs lie past position 0): its
+        walk from each next lexeme's start is kept per vocabulary, where joining a mask of the
+        boundary state took that whole mask's computation for each new configuration. Trie nodes
+        with the compiled walk, rows without; cached per state.
+        """
+        key = (sid, token_walk.native_walk is None)
+        found = self._ending_groups.get(key)
+        if found is None:
+            ends = np.asarray(self.automaton.lexer.row(sid, check), dtype=np.int32) == DEAD
+            arrays = self.vocab.walk_arrays
+            if token_walk.native_walk is None:
+                members = arrays.rows_starting_with(ends)
+            else:
+                trie = token_trie(arrays)
+                members = trie.first_nodes[ends[trie.first_bytes]]
+            found = (sid, 0, members)
+            if len(self._ending_groups) >= MAX_CACHED_ENDING_GROUPS:
+                self._ending_groups.clear()
+            self._ending_groups[key] = found
+        return found
 
     def _settle_arguments(self, native: ModuleType) -> _SettleArguments:
         """What every compiled settle of this settler passes (made once: building it per call was a
@@ -110,11 +152,14 @@ class GroupSettler:
         start = automaton.lexer_start if check is no_check else lambda ended: automaton.lexer_start(ended, check)
         return (automaton.endings_of, *automaton.parser.steps, start)
 
-    def settle_reference(self, mask: np.ndarray, config: int, walk: StateWalk, check: Check) -> None:
+    def settle_reference(
+        self, mask: np.ndarray, config: int, walk: StateWalk, ending: int | None, check: Check
+    ) -> None:
         """`settle_into` in Python, group by group (the reference of the compiled settle)."""
+        groups, origins = self._groups(walk, ending, check)
         accepted = [
             self._settle_group(config, (walk.inside_of, origin, position), before, members, check)
-            for (before, position, members), origin in zip(walk.boundaries, walk.origins)
+            for (before, position, members), origin in zip(groups, origins)
         ]
         if accepted:
             mask[self.vocab.walk_arrays.ids[np.concatenate(accepted)]] = True

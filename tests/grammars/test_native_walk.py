@@ -19,7 +19,6 @@ from grammars.core import byte_regex as rx
 from grammars.core import lexer as lexer_module
 from grammars.core.budget import no_check
 from grammars.errors import ConstraintLimitError, GrammarError
-from grammars.masking import masks as masks_module
 from grammars.masking import token_walk
 from grammars.masking.masks import MaskTable
 from grammars.masking.token_walk import RowWalk, TokenTrie, advance_rows_reference, token_trie, walk_nodes
@@ -308,45 +307,6 @@ def test_masks_match_reference_on_corpus_random_walks(vocab, monkeypatch):
             patch.setattr(token_walk, "native_walk", None)
             expected = references[table].allowed(state, no_check)
         assert np.array_equal(allowed, expected), (name, state)
-        walked += 1
-    assert walked > 200
-
-
-def dense_joins_agree(table: MaskTable, reference: MaskTable, state, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """Whether `table`'s mask of `state` equals `reference`'s with every lexeme-ending join made
-    densely, over the whole vocabulary (no boundary mask allows fewer than -vocab.size tokens)."""
-    allowed = table.allowed(state, no_check)
-    with monkeypatch.context() as patch:
-        patch.setattr(masks_module, "MAX_SPARSE_IDS", -reference.vocab.size)
-        expected = reference.allowed(state, no_check)
-    return bool(np.array_equal(allowed, expected))
-
-
-def test_sparse_joins_match_dense_ones(vocab, monkeypatch):
-    """Where a lexeme may end, the next lexeme's tokens are joined through the few ids its boundary
-    mask allows: the masks equal the dense join's along a valid instance, and some joins were sparse."""
-    automaton = grammars.compile(SCHEMAS["object"], cache=False).automaton
-    table, reference = MaskTable(automaton, vocab), MaskTable(automaton, copy_of(vocab))
-    state = automaton.initial
-    for byte in json.dumps(INSTANCES["object"]).encode():
-        assert dense_joins_agree(table, reference, state, monkeypatch), state
-        state = automaton.walk(state, bytes([byte]))
-        assert state is not None
-    sparse = [ids for _, ids in table._joins.values() if ids is not None]
-    assert sparse and all(ids.size <= masks_module.MAX_SPARSE_IDS for ids in sparse)
-    assert all(ids is None for _, ids in reference._joins.values())
-
-
-@pytest.mark.slow
-def test_sparse_joins_match_dense_ones_on_corpus_random_walks(vocab, monkeypatch):
-    """As above, state by state along random token walks over corpus schemas."""
-    reference_vocab = copy_of(vocab)
-    references: dict[MaskTable, MaskTable] = {}
-    walked = 0
-    for name, table, state in random_corpus_walks(copy_of(vocab), monkeypatch, seed=1, steps=30):
-        if table not in references:
-            references[table] = MaskTable(table.automaton, reference_vocab)
-        assert dense_joins_agree(table, references[table], state, monkeypatch), (name, state)
         walked += 1
     assert walked > 200
 

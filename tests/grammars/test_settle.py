@@ -13,11 +13,12 @@ import pytest
 
 import grammars
 from grammars.core.budget import no_check
+from grammars.core.lexer import DEAD
 from grammars.errors import ConstraintLimitError
 from grammars.masking import token_walk
 from grammars.masking.masks import MaskTable
 from grammars.masking.settle import GroupSettler
-from grammars.masking.token_walk import walk_state
+from grammars.masking.token_walk import StateWalk, walk_state
 from tests.grammars.test_native_walk import (
     FREE_TEXT_INSTANCE,
     FREE_TEXT_SCHEMA,
@@ -35,9 +36,10 @@ def settled_both_ways(settler: GroupSettler, state, check=no_check) -> tuple[np.
     config, sid = state
     lexer_sid = automaton.lexer_start(config) if sid is None else sid
     walk = walk_state(settler.vocab, automaton.lexer, lexer_sid, no_check)
+    ending = lexer_sid if sid is not None and automaton.lexer.accepting[lexer_sid] else None
     compiled, reference = walk.new_mask(settler.vocab.size), walk.new_mask(settler.vocab.size)
-    settler.settle_compiled(compiled, config, walk, check)
-    settler.settle_reference(reference, config, walk, no_check)
+    settler.settle_compiled(compiled, config, walk, ending, check)
+    settler.settle_reference(reference, config, walk, ending, no_check)
     return compiled, reference
 
 
@@ -67,6 +69,39 @@ def test_compiled_settle_matches_reference_from_cold_lexer(schema, instance, voc
     automaton = grammars.compile(schema, cache=False).automaton
     settler = GroupSettler(automaton, copy_of(vocab))
     assert_settles_as_reference(settler, json.dumps(instance).encode())
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "reference"])
+def test_ending_group_is_the_boundary_mask_of_tokens_that_cannot_extend_the_lexeme(compiled, vocab, monkeypatch):
+    """Where a lexeme may end, the ending group settles to exactly the tokens the boundary state (the
+    lexeme taken, the next not begun) allows whose first byte cannot extend the lexeme: the join it
+    replaced, as an oracle, at every such byte of a valid instance."""
+    if not compiled:
+        monkeypatch.setattr(token_walk, "native_walk", None)
+    automaton = grammars.compile(SCHEMAS["object"], cache=False).automaton
+    vocab = copy_of(vocab)
+    table, settler = MaskTable(automaton, vocab), GroupSettler(automaton, vocab)
+    extends = vocab.walk_arrays.first_byte_of_id
+    state, ended_at = automaton.initial, 0
+    for byte in json.dumps(INSTANCES["object"]).encode():
+        config, sid = state
+        if sid is not None and automaton.lexer.accepting[sid]:
+            ended = automaton.end_lexeme(config, sid)
+            expected = np.zeros(vocab.size, dtype=bool)
+            if ended is not None:
+                row = np.asarray(automaton.lexer.row(sid)) != DEAD
+                after = table.allowed((ended, None), no_check)[: extends.size]
+                expected[: extends.size] = after & ~np.append(row, False)[extends]
+                expected[list(vocab.eos_token_ids)] = False
+                ended_at += 1
+            walk = walk_state(vocab, automaton.lexer, sid, no_check)
+            bare = StateWalk(walk.sid, walk.inside_ids[:0], None, (), walk.inside_of, ())
+            settled = np.zeros(vocab.size, dtype=bool)
+            settler.settle_into(settled, config, bare, sid, no_check)
+            assert np.array_equal(settled, expected), state
+        state = automaton.walk(state, bytes([byte]))
+        assert state is not None
+    assert ended_at > 10
 
 
 #: Ignored whitespace, and two terminals that accept the same word (`end_lexeme` joins both parses).
@@ -121,7 +156,7 @@ def test_budget_stops_compiled_settle_and_caches_nothing_half_walked(vocab, monk
         raise ConstraintLimitError("out of time")
 
     with pytest.raises(ConstraintLimitError, match="out of time"):
-        settler.settle_compiled(walk.new_mask(vocab.size), state[0], walk, check)
+        settler.settle_compiled(walk.new_mask(vocab.size), state[0], walk, None, check)
     assert calls == 1
     compiled, reference = settled_both_ways(settler, state)
     assert np.array_equal(compiled, reference)
@@ -135,22 +170,22 @@ def test_compiled_settle_refuses_bad_arguments(vocab, monkeypatch):
     assert state is not None
     walk = walk_state(vocab, automaton.lexer, state[1], no_check)
     with pytest.raises(TypeError, match="bool"):
-        settler.settle_compiled(np.zeros(vocab.size, dtype=np.int32), state[0], walk, no_check)
+        settler.settle_compiled(np.zeros(vocab.size, dtype=np.int32), state[0], walk, None, no_check)
     read_only = np.zeros(vocab.size, dtype=bool)
     read_only.setflags(write=False)
     with pytest.raises(ValueError, match="read-only"):
-        settler.settle_compiled(read_only, state[0], walk, no_check)
+        settler.settle_compiled(read_only, state[0], walk, None, no_check)
     endings_of = automaton.endings_of
     automaton.endings_of = lambda sid: "no endings"  # type: ignore[method-assign]
     with pytest.raises(TypeError, match="endings_of must return"):
-        GroupSettler(automaton, vocab).settle_compiled(walk.new_mask(vocab.size), state[0], walk, no_check)
+        GroupSettler(automaton, vocab).settle_compiled(walk.new_mask(vocab.size), state[0], walk, None, no_check)
     automaton.endings_of = endings_of  # type: ignore[method-assign]
     steps = automaton.parser.steps
     monkeypatch.setattr(
         type(automaton.parser), "steps", property(lambda parser: (lambda config, lexeme: -1, *steps[1:]))
     )
     with pytest.raises(ValueError, match="advance returned no state or configuration"):
-        GroupSettler(automaton, vocab).settle_compiled(walk.new_mask(vocab.size), state[0], walk, no_check)
+        GroupSettler(automaton, vocab).settle_compiled(walk.new_mask(vocab.size), state[0], walk, None, no_check)
 
 
 def test_group_walk_cache_is_bounded(vocab, monkeypatch):
