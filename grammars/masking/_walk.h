@@ -351,5 +351,6 @@ PyObject* new_parser_edges(PyObject*, PyObject*);
 PyObject* group_walks_held(PyObject*, PyObject* capsule);
 PyObject* settle(PyObject*, PyObject* args);
 PyObject* packed_mask(PyObject*, PyObject* mask_object);  // _walk_masks.cpp
+PyObject* allowed_among(PyObject*, PyObject* args);
 
 }  // namespace stencil_walk

@@ -1,5 +1,5 @@
-// A token mask's identity (`grammars.masking.masks.MaskTable._shared`, which keeps one array per
-// distinct mask): its bits packed, and a 64-bit hash of them, in one call. Packing with numpy and
+// Reading token masks. A mask's identity (`grammars.masking.masks.MaskTable._shared`, which keeps one array
+// per distinct mask): its bits packed, and a 64-bit hash of them, in one call. Packing with numpy and
 // hashing the packed bytes in Python cost ~16 us a mask on a 262k-token vocabulary, more than most
 // of the mask's assembly; here the packing takes 64 bytes an instruction where the CPU has AVX-512
 // (16 with SSE2, every x86-64 CPU), and the hash multiplies word pairs independently. The hash only
@@ -128,6 +128,36 @@ PyObject* packed_mask(PyObject*, PyObject* mask_object) {
     auto* out = reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(packed));
     pack(mask.data<uint8_t>(), size, out);
     return Py_BuildValue("(KN)", static_cast<unsigned long long>(hash_bytes(out, length)), packed);
+}
+
+// allowed_among(mask, ids) -> [id for id in ids if mask[id]]: `ids` int32 (C-contiguous), each an index
+// of the bool `mask`. A distinct-keys mask checks the few candidate tokens its plain mask allows
+// (`MaskTable.allowed_with_keys`); numpy's gather and list took a tenth of a cold mask for them.
+PyObject* allowed_among(PyObject*, PyObject* args) {
+    PyObject *mask_object, *ids_object;
+    if (!PyArg_ParseTuple(args, "OO", &mask_object, &ids_object)) return nullptr;
+    View mask, ids;
+    if (!mask.get(mask_object, "allowed_among: mask", 1) || !ids.get(ids_object, "allowed_among: ids", 4)) return nullptr;
+    const uint8_t* allowed = mask.data<uint8_t>();
+    const int32_t* id = ids.data<int32_t>();
+    PyObject* found = PyList_New(0);
+    if (found == nullptr) return nullptr;
+    for (Py_ssize_t i = 0; i < ids.count(); ++i) {
+        if (id[i] < 0 || id[i] >= mask.count()) {
+            Py_DECREF(found);
+            PyErr_SetString(PyExc_IndexError, "allowed_among: an id past the mask");
+            return nullptr;
+        }
+        if (!allowed[id[i]]) continue;
+        PyObject* value = PyLong_FromLong(id[i]);
+        if (value == nullptr || PyList_Append(found, value) != 0) {
+            Py_XDECREF(value);
+            Py_DECREF(found);
+            return nullptr;
+        }
+        Py_DECREF(value);
+    }
+    return found;
 }
 
 }  // namespace stencil_walk

@@ -16,6 +16,7 @@ PyMethodDef methods[] = {
     {"group_walks_held", group_walks_held, METH_O, "(walks, bytes) a group walk cache holds."},
     {"settle", settle, METH_VARARGS, "Set the tokens of boundary groups the grammar accepts (see grammars.masking.settle)."},
     {"packed_mask", packed_mask, METH_O, "(hash, packed bits) of a bool mask (see grammars.masking.masks)."},
+    {"allowed_among", allowed_among, METH_VARARGS, "The ids a bool mask allows among int32 ids, as a list."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -41,8 +41,6 @@ MAX_CACHED_LENGTHS = 64
 #: Lexer states whose candidate tokens (`MaskTable._key_candidates`: up to a few thousand ids each)
 #: and walks (`MaskTable._walk`) a table keeps.
 MAX_CACHED_CANDIDATES = 1024
-#: Up to this many candidate tokens of a distinct-keys mask are kept as a list (`_listed_candidates`).
-MAX_LISTED_CANDIDATES = 32
 _QUOTE = ord('"')
 #: Guards the vocabulary's cache of `MaskTable._key_candidates`, which every table of it shares.
 _candidates_lock = threading.Lock()
@@ -73,6 +71,14 @@ def _need_checks(vocab: Vocabulary, mode: int, is_escaped: bool, keys_may_run_ou
         with _candidates_lock:
             found = tables.setdefault(key, found)
     return found
+
+
+def _allowed_among(allowed: np.ndarray, candidates: np.ndarray) -> list[int]:
+    """The ids among `candidates` (int32) that `allowed` allows: compiled in one call where the
+    extension is built (numpy's gather and list cost a tenth of a cold mask)."""
+    if token_walk.native_walk is not None:
+        return token_walk.native_walk.allowed_among(allowed, candidates)
+    return candidates[allowed[candidates]].tolist()
 
 
 def _packed(mask: np.ndarray) -> tuple[int, bytes]:
@@ -106,6 +112,8 @@ class MaskTable:
         #: The distinct masks by a hash of their packed bits (`_packed`): (packed bits, mask) each.
         self._distinct: dict[int, list[tuple[bytes, np.ndarray]]] = {}
         self._num_distinct = 0
+        #: Distinct masks that fit in MAX_MASK_BYTES (each is its bool array and its packed bits).
+        self._max_distinct = MAX_MASK_BYTES // (vocab.size + vocab.size // 8)
         self._tensors: dict[State, object] = {}
         #: The tensor of each distinct mask array, by the array's id (the tensor holds the array, so the id
         #: is not reused while the entry is kept): most new states' masks equal a mask made before.
@@ -117,9 +125,8 @@ class MaskTable:
         self._completions: CompletionLengths | None = None
         #: Per (state, keys): the allowed tokens.
         self._keyed: dict[tuple[State, Keys], np.ndarray] = {}
-        #: Per (lexer state, key scanner mode, escaped, `_Quotes`): `_key_candidates`, as a list where
-        #: they are few.
-        self._listed_candidates: dict[tuple[int, int, bool, _Quotes], list[int] | np.ndarray] = {}
+        #: Per (lexer state, key scanner mode, escaped, `_Quotes`): `_key_candidates`.
+        self._candidates: dict[tuple[int, int, bool, _Quotes], np.ndarray] = {}
         #: Per lexer state: a weak reference to its walk (`_walk`).
         self._walks: dict[int, weakref.ref[StateWalk]] = {}
         self._settler = GroupSettler(automaton, vocab)
@@ -154,15 +161,18 @@ class MaskTable:
 
     def _make_room(self) -> None:
         """Forget every cached mask when the state caches or the distinct masks are full (under the lock)."""
-        full = len(self._allowed) >= MAX_CACHED_STATES or len(self._keyed) >= MAX_CACHED_STATES
-        if full or (self._num_distinct + 1) * (self.vocab.size + self.vocab.size // 8) > MAX_MASK_BYTES:
+        if (
+            self._num_distinct >= self._max_distinct
+            or len(self._allowed) >= MAX_CACHED_STATES
+            or len(self._keyed) >= MAX_CACHED_STATES
+        ):
             self._allowed.clear()
             self._distinct.clear()
             self._num_distinct = 0
             self._tensors.clear()
             self._tensor_of.clear()
             self._keyed.clear()
-            self._listed_candidates.clear()
+            self._candidates.clear()
 
     def _shared(self, mask: np.ndarray) -> np.ndarray:
         """The one kept array equal to `mask` (under the lock, after `_make_room`): found by a hash of
@@ -207,17 +217,11 @@ class MaskTable:
             # quote begins a key does not narrow the candidates.
             exact = self.automaton.keys_may_run_out and self._first_quote_is_restricted(state, keys.object_keys, check)
             quotes = _Quotes.AFTER_FIRST_BYTE if exact else _Quotes.ALL
-        listed = (lexer_sid, keys.mode, keys.is_escaped, quotes)
-        candidates = self._listed_candidates.get(listed)
+        candidates_key = (lexer_sid, keys.mode, keys.is_escaped, quotes)
+        candidates = self._candidates.get(candidates_key)
         if candidates is None:
-            candidates = self._key_candidates(lexer_sid, keys, quotes, check)
-            if candidates.size <= MAX_LISTED_CANDIDATES:
-                candidates = candidates.tolist()
-            self._listed_candidates[listed] = candidates
-        if isinstance(candidates, list):  # a loop over a few ints costs a quarter of numpy's fancy indexing
-            walked_ids = [token_id for token_id in candidates if allowed[token_id]]
-        else:
-            walked_ids = candidates[allowed[candidates]].tolist()
+            candidates = self._candidates[candidates_key] = self._key_candidates(lexer_sid, keys, quotes, check)
+        walked_ids = _allowed_among(allowed, candidates)
         refused = []
         if walked_ids:
             token_bytes = self.vocab.token_bytes

@@ -35,6 +35,7 @@ from grammars.core.distinct_keys import (
     walk_keyed,
 )
 from grammars.frontends.json_schema.strings import other_than, string_lexeme, value_encodings
+from tests.grammars.test_native_walk import copy_of
 from tests.shared_data import shared_path
 
 DECLARED_AND_MORE = {
@@ -139,6 +140,20 @@ def test_keyed_masks_equal_the_brute_force(spec, options: dict, runs_out_of_keys
     refused = sum(keyed_walk_agrees(constraint, vocab, seed, 40) for seed in range(6))
     if runs_out_of_keys:  # the walks reach objects whose keys are all taken: a comma is refused there
         assert refused > 0
+
+
+@pytest.mark.parametrize("spec", [PATTERN_KEYS, NESTED], ids=["pattern", "nested"])
+def test_keyed_masks_equal_the_brute_force_with_the_numpy_walk(spec, vocab, monkeypatch) -> None:
+    """Without the compiled extension the candidates a keyed mask checks are gathered by numpy."""
+    from grammars.masking import masks, token_walk
+
+    monkeypatch.setattr(token_walk, "native_walk", None)
+    gathered: list[list[int]] = []
+    gather = masks._allowed_among
+    monkeypatch.setattr(masks, "_allowed_among", lambda *args: gathered.append(gather(*args)) or gathered[-1])
+    for seed in (1, 2):
+        keyed_walk_agrees(grammars.compile(spec, cache=False), copy_of(vocab), seed, 40)
+    assert any(gathered), "no candidate was allowed: nothing was checked"
 
 
 @pytest.mark.slow

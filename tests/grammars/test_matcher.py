@@ -216,6 +216,23 @@ def test_compiled_mask_packing_is_numpys(size):
         assert token_walk.native_walk.packed_mask(changed)[0] != token_walk.native_walk.packed_mask(sparse)[0]
 
 
+def test_compiled_allowed_among_is_numpys_gather():
+    """`_walk.allowed_among` lists, in order, the ids a mask allows among int32 ids (repeats kept, as
+    numpy's gather keeps them), and refuses an id past the mask and ids of another width."""
+    from grammars.masking import token_walk
+
+    assert token_walk.native_walk is not None
+    rng = np.random.default_rng(0)
+    mask = rng.integers(0, 2, 49_152).astype(bool)
+    for count in (0, 1, 31, 32, 33, 2_000):
+        ids = rng.integers(0, mask.size, count).astype(np.int32)
+        assert token_walk.native_walk.allowed_among(mask, ids) == ids[mask[ids]].tolist()
+    with pytest.raises(IndexError, match="past the mask"):
+        token_walk.native_walk.allowed_among(mask, np.array([0, mask.size], dtype=np.int32))
+    with pytest.raises(TypeError, match="4 bytes"):
+        token_walk.native_walk.allowed_among(mask, np.array([0], dtype=np.int64))
+
+
 def test_mask_memory_stays_in_budget_and_masks_stay_exact(vocab, runtime_tokenizer, monkeypatch):
     """A table whose distinct masks (plain and duplicate-key ones) fill MAX_MASK_BYTES forgets its
     masks and recomputes them: it stays within the budget and gives the masks an unbounded one does."""
