@@ -3,8 +3,8 @@
 A mask for automaton state `(config, sid)` is the lexer-state walk (`grammars.masking.token_walk`: tokens
 inside the lexeme, computed once per lexer state for every grammar) plus the boundary tokens this
 grammar's parser accepts (`grammars.masking.settle`): those that end the lexeme mid-token and, when
-it may end here, those whose first byte cannot extend it. Masks are cached per state, so a repeated structure (array items, the inside of
-every string of a field) costs a dict lookup after the first time.
+it may end here, those whose first byte cannot extend it. Masks are cached per state, so a repeated
+structure (array items, the inside of every string of a field) costs a dict lookup after the first time.
 """
 
 from __future__ import annotations

@@ -104,11 +104,11 @@ class GroupSettler:
 
     def ending_group(self, sid: int, check: Check) -> tuple[int, int, np.ndarray]:
         """The boundary group at position 0 of lexer state `sid` (which accepts): the tokens whose first
-        byte cannot extend its lexeme, so that the lexeme ends before them. Settled like the walk's
-        own groups, and named `(inside_of, sid, 0)` beside them (theirs lie past position 0): its
-        walk from each next lexeme's start is kept per vocabulary, where joining a mask of the
-        boundary state took that whole mask's computation for each new configuration. Trie nodes
-        with the compiled walk, rows without; cached per state.
+        byte cannot extend its lexeme, which end it before their first byte. It is settled like the
+        walk's own groups and named `(inside_of, sid, 0)` beside them (theirs lie past position 0), so
+        its walk from each next lexeme's start is kept per vocabulary; joining the mask of the state
+        after the lexeme instead computed that whole mask for nearly every new configuration.
+        Trie nodes with the compiled walk, rows without; cached per state.
         """
         key = (sid, token_walk.native_walk is None)
         found = self._ending_groups.get(key)
