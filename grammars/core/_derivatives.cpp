@@ -794,27 +794,128 @@ void store_dealloc(StoreObject* self) {
     Py_TYPE(self)->tp_free(reinterpret_cast<PyObject*>(self));
 }
 
-// node(kind, members, bits: bytes[32], lo, hi (-1: None), tag, origin) -> int
-PyObject* store_node(StoreObject* self, PyObject* args) {
-    int kind;
-    PyObject* members_object;
-    Py_buffer bits_buffer;
-    long long lo, hi, tag, origin;
-    if (!PyArg_ParseTuple(args, "iOy*LLLL", &kind, &members_object, &bits_buffer, &lo, &hi, &tag, &origin))
-        return nullptr;
-    Bits bits;
-    const bool bits_ok = bits_buffer.len == sizeof bits.w;
-    if (bits_ok) std::memcpy(bits.w, bits_buffer.buf, sizeof bits.w);
-    PyBuffer_Release(&bits_buffer);
-    if (!bits_ok) {
-        PyErr_SetString(PyExc_ValueError, "node: bits must be 32 bytes");
-        return nullptr;
+// The attributes of a byte_regex.Term that `carry` reads, and 64 (a byte set's word), made at import.
+struct {
+    PyObject *id, *kind, *args, *bits, *lo, *hi, *tag, *sixty_four;
+} term_names;
+
+// An attribute of a term as a C integer (false: an error is set; OverflowError past 64 bits). With
+// `none_allowed`, None reads as kUnbounded (a counter's `hi`).
+bool integer_attribute(PyObject* term, PyObject* name, int64_t& value, bool none_allowed = false) {
+    PyObject* object = PyObject_GetAttr(term, name);
+    if (object == nullptr) return false;
+    if (none_allowed && object == Py_None) {
+        value = kUnbounded;
+    } else {
+        value = PyLong_AsLongLong(object);
     }
-    if (kind < kEmpty || kind > kTag) return PyErr_Format(PyExc_ValueError, "node: no term kind %d", kind);
+    Py_DECREF(object);
+    return !(value == -1 && PyErr_Occurred());
+}
+
+// A term's byte set (an int of at most 256 bits) as words (false: an error is set).
+bool bits_attribute(PyObject* term, Bits& bits) {
+    PyObject* rest = PyObject_GetAttr(term, term_names.bits);
+    if (rest == nullptr) return false;
+    for (int i = 0; i < 4 && rest != nullptr; ++i) {
+        bits.w[i] = PyLong_AsUnsignedLongLongMask(rest);
+        if (bits.w[i] == static_cast<uint64_t>(-1) && PyErr_Occurred()) break;
+        const int zero = PyObject_Not(rest);
+        if (zero < 0) break;
+        if (zero) return Py_DECREF(rest), true;  // no higher words
+        PyObject* shifted = PyNumber_Rshift(rest, term_names.sixty_four);
+        Py_DECREF(rest);
+        rest = shifted;
+    }
+    if (rest == nullptr || PyErr_Occurred()) return Py_XDECREF(rest), false;
+    const int beyond = PyObject_IsTrue(rest);
+    Py_DECREF(rest);
+    if (beyond) {
+        if (beyond > 0) PyErr_SetString(PyExc_OverflowError, "carry: a byte set wider than 256 bits");
+        return false;
+    }
+    return true;
+}
+
+// carry(term, known, term_of_node, generation_start, constants) -> int: the node of the byte_regex term
+//   `term`, interning the subterms missing from `known` (term id -> node) in post-order, without
+//   recursion; each is entered in `known`, and in `term_of_node` (node -> term) unless a twin is there.
+//   A term older than `generation_start` and not one of `constants` (a tuple) is carried with its id as
+//   origin (see the top of this file). In one call: carrying a node at a time from Python cost ~2 us a
+//   node, and a schema's terminals (a pattern's classes, a format) are carried when a mask first needs
+//   their lexer state, hundreds of nodes in one token mask.
+PyObject* store_carry(StoreObject* self, PyObject* args) {
+    PyObject *root, *known, *term_of_node, *constants;
+    long long generation_start;
+    if (!PyArg_ParseTuple(args, "OO!O!LO!", &root, &PyDict_Type, &known, &PyDict_Type, &term_of_node,
+                          &generation_start, &PyTuple_Type, &constants))
+        return nullptr;
+    // Each pending term is borrowed: the root from the caller, the others from their parent's args.
+    std::vector<PyObject*> pending{root};
     std::vector<int32_t> members;
-    if (!nodes_of(self, members_object, "node: members must be a sequence", members)) return nullptr;
+    auto node_of = [&](PyObject* term, int32_t& node) -> int {  // 1 found, 0 missing, -1 error
+        PyObject* id = PyObject_GetAttr(term, term_names.id);
+        if (id == nullptr) return -1;
+        PyObject* found = PyDict_GetItemWithError(known, id);
+        Py_DECREF(id);
+        if (found == nullptr) return PyErr_Occurred() ? -1 : 0;
+        node = static_cast<int32_t>(PyLong_AsLong(found));
+        return 1;
+    };
     return guarded([&]() -> PyObject* {
-        return PyLong_FromLong(self->store->intern_normal(static_cast<Kind>(kind), members, bits, lo, hi, tag, origin));
+        int32_t node = 0;
+        while (!pending.empty()) {
+            PyObject* top = pending.back();
+            const int top_known = node_of(top, node);
+            if (top_known < 0) return nullptr;
+            if (top_known) {
+                pending.pop_back();
+                continue;
+            }
+            PyObject* term_args = PyObject_GetAttr(top, term_names.args);
+            if (term_args == nullptr) return nullptr;
+            if (!PyTuple_Check(term_args)) {
+                Py_DECREF(term_args);
+                PyErr_SetString(PyExc_TypeError, "carry: a term's args must be a tuple");
+                return nullptr;
+            }
+            const size_t before = pending.size();
+            members.clear();
+            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(term_args); ++i) {
+                PyObject* member = PyTuple_GET_ITEM(term_args, i);
+                int32_t member_node = 0;
+                const int member_known = node_of(member, member_node);
+                if (member_known < 0) return Py_DECREF(term_args), nullptr;
+                if (member_known) {
+                    members.push_back(member_node);
+                } else {
+                    pending.push_back(member);
+                }
+            }
+            Py_DECREF(term_args);  // the term still holds it
+            if (pending.size() > before) continue;
+            int64_t kind, id, lo, hi, tag;
+            Bits bits;
+            if (!integer_attribute(top, term_names.kind, kind) || !integer_attribute(top, term_names.id, id) ||
+                !integer_attribute(top, term_names.lo, lo) || !integer_attribute(top, term_names.hi, hi, true) ||
+                !integer_attribute(top, term_names.tag, tag) || !bits_attribute(top, bits))
+                return nullptr;
+            if (kind < kEmpty || kind > kTag) return PyErr_Format(PyExc_ValueError, "carry: no term kind %lld", kind);
+            bool current = id >= generation_start;
+            for (Py_ssize_t i = 0; !current && i < PyTuple_GET_SIZE(constants); ++i)
+                current = PyTuple_GET_ITEM(constants, i) == top;
+            node = self->store->intern_normal(static_cast<Kind>(kind), members, bits, lo, hi, tag, current ? 0 : id);
+            PyObject* id_object = PyLong_FromLongLong(id);
+            PyObject* node_object = PyLong_FromLong(node);
+            const bool entered = id_object != nullptr && node_object != nullptr &&
+                                 PyDict_SetItem(known, id_object, node_object) == 0 &&
+                                 PyDict_SetDefault(term_of_node, node_object, top) != nullptr;
+            Py_XDECREF(id_object);
+            Py_XDECREF(node_object);
+            if (!entered) return nullptr;
+            pending.pop_back();
+        }
+        return PyLong_FromLong(node);
     });
 }
 
@@ -1034,8 +1135,9 @@ PyObject* store_adopt(StoreObject* self, PyObject* args) {
 PyObject* store_len(StoreObject* self, PyObject*) { return PyLong_FromSize_t(self->store->size()); }
 
 PyMethodDef store_methods[] = {
-    {"node", reinterpret_cast<PyCFunction>(store_node), METH_VARARGS,
-     "Intern a term in normal form: (kind, members, bits, lo, hi (-1: None), tag, origin (0: current)) -> node."},
+    {"carry", reinterpret_cast<PyCFunction>(store_carry), METH_VARARGS,
+     "The node of a byte_regex term, its missing subterms interned: (term, known, term_of_node, generation_start, "
+     "constants) -> node."},
     {"describe", reinterpret_cast<PyCFunction>(store_describe), METH_O,
      "(kind, members, bits, lo, hi (-1: None), tag) of a node."},
     {"state", reinterpret_cast<PyCFunction>(store_state), METH_VARARGS,
@@ -1090,6 +1192,12 @@ PyMODINIT_FUNC PyInit__derivatives() {
     StoreType.tp_dealloc = reinterpret_cast<destructor>(store_dealloc);
     StoreType.tp_methods = store_methods;
     if (PyType_Ready(&StoreType) < 0) return nullptr;
+    const std::pair<PyObject**, const char*> names[] = {
+        {&term_names.id, "id"}, {&term_names.kind, "kind"}, {&term_names.args, "args"}, {&term_names.bits, "bits"},
+        {&term_names.lo, "lo"}, {&term_names.hi, "hi"},     {&term_names.tag, "tag"}};
+    for (const auto& [name, text] : names)
+        if ((*name = PyUnicode_InternFromString(text)) == nullptr) return nullptr;
+    if ((term_names.sixty_four = PyLong_FromLong(64)) == nullptr) return nullptr;
     PyObject* m = PyModule_Create(&module);
     if (m == nullptr) return nullptr;
     Py_INCREF(&StoreType);

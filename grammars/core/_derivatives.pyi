@@ -2,14 +2,22 @@
 
 from collections.abc import Callable, Sequence
 
+from grammars.core.byte_regex import Term
+
 def untrack(*objects: object) -> None:
     """Take objects that can be in no reference cycle out of the collector's tracking."""
 
 class Store:
     """A hash-consing table of byte-regex terms with their derivatives, by byte_regex's rules."""
 
-    def node(
-        self, kind: int, members: Sequence[int], bits: bytes, lo: int, hi: int, tag: int, origin: int, /
+    def carry(
+        self,
+        term: Term,
+        known: dict[int, int],
+        term_of_node: dict[int, Term],
+        generation_start: int,
+        constants: tuple[Term, ...],
+        /,
     ) -> int: ...
     def describe(self, node: int, /) -> tuple[int, tuple[int, ...], bytes, int, int, int]: ...
     def state(

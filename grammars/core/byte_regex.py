@@ -140,11 +140,6 @@ def _intern(
     return term
 
 
-def _is_current(term: Term) -> bool:
-    """Whether `term` belongs to the current generation (ids grow: it was interned since it began)."""
-    return term.id >= _generation_start or term in _CONSTANTS
-
-
 _term_id = operator.attrgetter("id")
 
 
@@ -808,35 +803,13 @@ class CompiledTerms:
         return self._generation == _generation
 
     def node(self, term: Term) -> int:
-        """The store's node for `term`, carrying over the subterms it lacks (post-order, no recursion).
+        """The store's node for `term`, carrying over the subterms it lacks (in one compiled call,
+        `Store.carry`).
 
         Raises:
             OverflowError: a counter bound or tag beyond 64 bits.
         """
-        known = self._node_of_term
-        pending = [term]
-        while pending:
-            top = pending[-1]
-            if top.id in known:
-                pending.pop()
-                continue
-            missing = [a for a in top.args if a.id not in known]
-            if missing:
-                pending.extend(missing)
-                continue
-            pending.pop()
-            node = self.store.node(
-                top.kind,
-                [known[a.id] for a in top.args],
-                top.bits.to_bytes(32, "little"),
-                top.lo,
-                -1 if top.hi is None else top.hi,
-                top.tag,
-                0 if _is_current(top) else top.id,
-            )
-            known[top.id] = node
-            self._term_of_node.setdefault(node, top)
-        return known[term.id]
+        return self.store.carry(term, self._node_of_term, self._term_of_node, _generation_start, _CONSTANTS)
 
     def adopt(self, source: CompiledTerms, nodes: list[int]) -> list[int]:
         """The nodes here of `nodes` of `source` (a store of the current generation), carried over in

@@ -302,6 +302,27 @@ def test_a_full_store_moves_its_states_terms_without_reading_them(lexer, monkeyp
     assert all(lexer.terms[sid] is expected_term(lexer, start, path) for sid, path in paths.items())
 
 
+def test_carrying_a_term_enters_each_new_subterm_once_and_refuses_what_the_store_cannot_hold():
+    """`Store.carry` interns a term's missing subterms in one call: byte sets in each 64-bit word round
+    trip, every subterm is entered (a second carry adds nothing), and a counter bound past 64 bits raises
+    OverflowError (the lexer then derives the term in Python), the store going on as it was."""
+    rx._new_generation()
+    compiled = new_store()
+    sets = [rx.byte_range(low, low + 9) for low in (3, 70, 130, 246)] + [rx.byte_range(0, 255)]
+    term = rx.alt(rx.concat(rx.alt(*sets), rx.star(sets[2])), rx.tag(7, rx.repeat(sets[3], 2, None)))
+    node = compiled.node(term)
+    assert compiled.term(node) is term
+    assert all(compiled.term(compiled.node(part)) is part for part in sets)
+    carried = compiled.store.num_nodes()
+    assert compiled.node(term) == node and compiled.store.num_nodes() == carried
+    huge = rx.concat(rx.literal(b"ok"), rx.repeat(sets[0], 0, 1 << 70))
+    with pytest.raises(OverflowError):
+        compiled.node(huge)
+    assert compiled.store.num_nodes() == carried
+    after = rx.concat(rx.literal(b"ok"), sets[0])
+    assert compiled.term(compiled.node(after)) is after
+
+
 def test_adopted_nodes_are_the_same_terms_and_only_another_stores():
     """`CompiledTerms.adopt` carries nodes to another store as the same terms (twins of an older
     generation stay themselves); a store does not adopt from itself, nor nodes it lacks."""
