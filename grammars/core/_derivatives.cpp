@@ -5,8 +5,9 @@
 // builds. `byte_regex` stays the reference; this is the fast path of row filling, where the Python
 // derivatives cost most of a lexer state's creation. It also answers what the lexer asks of a new
 // state (`is_empty`, its accepting tags, `clamp_counters`), so a state's term need not be carried back,
-// and numbers nodes as lexer states itself (`state`, and `rows` for the successors of a batch of rows,
-// through the lexer's node -> state dict), so a vocabulary walk's missing rows cost one call.
+// and numbers nodes as lexer states itself, entering new ones in the lexer's books (`state`, and `fill`
+// for the rows of a batch of states, written to the lexer's tables), so a vocabulary walk's missing rows
+// cost one call.
 //
 // A store mirrors one generation of byte_regex's hash-consing table. A term of an older generation
 // (kept alive by a cache that outlived it) has a twin in the current one; such a term is carried here
@@ -1013,97 +1014,180 @@ PyObject* store_accepting(StoreObject* self, PyObject* arg) {
     return guarded([&]() -> PyObject* { return accepting_of(*self->store, static_cast<int32_t>(id)); });
 }
 
-// The lexer state of `node` by `states` (a dict node -> state), numbering it where it has none: 0 (the
-// dead state) if it is empty, else the next state, appended to `new_states` as (node, nullable, tags)
-// and entered in `states` at once. -1 where the next state would be `max_states`; throws PythonError
-// when a Python call fails.
-int32_t state_of(Store& store, int32_t node, PyObject* states, int64_t first_state, int64_t max_states,
-                 PyObject* new_states, PyObject* check) {
-    PyObject* key = PyLong_FromLong(node);
-    if (key == nullptr) throw PythonError{};
-    PyObject* found = PyDict_GetItemWithError(states, key);  // borrowed
-    if (found != nullptr) {
-        Py_DECREF(key);
-        const long state = PyLong_AsLong(found);
-        if (state == -1 && PyErr_Occurred()) throw PythonError{};
-        return static_cast<int32_t>(state);
+// A writable buffer of a Python object (a numpy array of the lexer), released with the view.
+struct WritableView {
+    Py_buffer buffer{};
+    bool held = false;
+    ~WritableView() {
+        if (held) PyBuffer_Release(&buffer);
     }
-    int32_t state = 0;
-    try {
-        if (PyErr_Occurred()) throw PythonError{};
-        if (store.is_empty(node, check) != 1) {
-            const int64_t next = first_state + PyList_GET_SIZE(new_states);
-            if (next >= max_states) {
-                Py_DECREF(key);
-                return -1;
-            }
-            PyObject* accepting = accepting_of(store, node);
-            PyObject* entry = accepting == nullptr ? nullptr : Py_BuildValue("(lN)", static_cast<long>(node), accepting);
-            const bool added = entry != nullptr && PyList_Append(new_states, entry) == 0;
-            Py_XDECREF(entry);
-            if (!added) throw PythonError{};
-            state = static_cast<int32_t>(next);
+    bool get(PyObject* object, const char* what, Py_ssize_t itemsize) {
+        if (PyObject_GetBuffer(object, &buffer, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) return false;
+        held = true;
+        if (buffer.itemsize != itemsize) {
+            PyErr_Format(PyExc_TypeError, "%s: expected items of %zd bytes", what, itemsize);
+            return false;
         }
-        PyObject* value = PyLong_FromLong(state);
-        const bool entered = value != nullptr && PyDict_SetItem(states, key, value) == 0;
-        Py_XDECREF(value);
-        if (!entered) throw PythonError{};
-    } catch (...) {
-        Py_DECREF(key);
-        throw;
+        return true;
     }
-    Py_DECREF(key);
-    return state;
-}
+    Py_ssize_t count() const { return buffer.len / buffer.itemsize; }
+    template <typename T>
+    T* data() const {
+        return static_cast<T*>(buffer.buf);
+    }
+};
 
-// state(node, states, first_state, max_states, new_states, check) -> int or None: `state_of` of one node
-//   (None where a new state would be `max_states`), new states appended as `rows` appends them.
+// The lexer's books of states (`LexerTables._books`), where a node newly numbered as a state is entered
+// at once: (sid_of_node: dict, node_of_sid: dict, terms: list, rows: list, accepting_tags: list,
+// accepting: bool array, max_states). A new state is the next index of `terms`; its term and row tuple
+// start as None, its tags and accepting flag are the node's. Entering it here, not through a list the
+// lexer allocated from afterwards, spared ~4 us of Python per row (a vocabulary walk fills tens of
+// thousands of rows a corpus pass), and a call stopped midway leaves every state it numbered entered.
+struct Books {
+    PyObject *sid_of_node, *node_of_sid, *terms, *rows, *accepting_tags;
+    WritableView accepting;
+    long long max_states = 0;
+
+    bool take(PyObject* books) {
+        PyObject* accepting_object;
+        if (!PyArg_ParseTuple(books, "O!O!O!O!O!OL;books: (sid_of_node, node_of_sid, terms, rows, accepting_tags, "
+                                     "accepting, max_states)",
+                              &PyDict_Type, &sid_of_node, &PyDict_Type, &node_of_sid, &PyList_Type, &terms,
+                              &PyList_Type, &rows, &PyList_Type, &accepting_tags, &accepting_object, &max_states))
+            return false;
+        return accepting.get(accepting_object, "books: accepting", 1);
+    }
+
+    // The state of `node`, numbering it where it has none: 0 (the dead state) if it is empty, else the
+    // next state, entered in every book. -1 where the next state would be `max_states` or past the
+    // room of the lexer's tables (`accepting`); throws PythonError when a Python call fails.
+    int32_t state_of(Store& store, int32_t node, PyObject* check) {
+        PyObject* key = PyLong_FromLong(node);
+        if (key == nullptr) throw PythonError{};
+        PyObject* found = PyDict_GetItemWithError(sid_of_node, key);  // borrowed
+        if (found != nullptr) {
+            Py_DECREF(key);
+            const long state = PyLong_AsLong(found);
+            if (state == -1 && PyErr_Occurred()) throw PythonError{};
+            return static_cast<int32_t>(state);
+        }
+        int32_t state = 0;
+        try {
+            if (PyErr_Occurred()) throw PythonError{};
+            if (store.is_empty(node, check) != 1) {
+                const Py_ssize_t next = PyList_GET_SIZE(terms);
+                if (next >= max_states || next >= accepting.count()) {
+                    Py_DECREF(key);
+                    return -1;
+                }
+                state = static_cast<int32_t>(next);
+                enter(store, node, key, state);
+            }
+            PyObject* value = PyLong_FromLong(state);
+            const bool entered = value != nullptr && PyDict_SetItem(sid_of_node, key, value) == 0;
+            Py_XDECREF(value);
+            if (!entered) throw PythonError{};
+        } catch (...) {
+            Py_DECREF(key);
+            throw;
+        }
+        Py_DECREF(key);
+        return state;
+    }
+
+  private:
+    // Enters `node` (its key `node_key`) as the new state `state` in every book but `sid_of_node`.
+    void enter(const Store& store, int32_t node, PyObject* node_key, int32_t state) {
+        const std::vector<int64_t> accepting_tags_of_node = store.accepting_tags(node);
+        PyObject* tags = PyTuple_New(static_cast<Py_ssize_t>(accepting_tags_of_node.size()));
+        if (tags == nullptr) throw PythonError{};
+        for (size_t i = 0; i < accepting_tags_of_node.size(); ++i)
+            PyTuple_SET_ITEM(tags, i, PyLong_FromLongLong(accepting_tags_of_node[i]));
+        PyObject* state_key = PyLong_FromLong(state);
+        const bool entered = state_key != nullptr && PyList_Append(terms, Py_None) == 0 &&
+                             PyList_Append(rows, Py_None) == 0 && PyList_Append(accepting_tags, tags) == 0 &&
+                             PyDict_SetItem(node_of_sid, state_key, node_key) == 0;
+        Py_DECREF(tags);
+        Py_XDECREF(state_key);
+        if (!entered) throw PythonError{};
+        accepting.data<uint8_t>()[state] = store.node(node).nullable;
+    }
+};
+
+// state(node, books, check) -> int or None: the lexer state of `node` (`Books::state_of`; None where a
+//   new state would be `max_states` or past the tables' room).
 PyObject* store_state(StoreObject* self, PyObject* args) {
-    PyObject *states, *new_states, *check;
-    long long node, first_state, max_states;
-    if (!PyArg_ParseTuple(args, "LO!LLO!O", &node, &PyDict_Type, &states, &first_state, &max_states, &PyList_Type,
-                          &new_states, &check) ||
-        !valid_node(self, node))
+    PyObject *books_object, *check;
+    long long node;
+    if (!PyArg_ParseTuple(args, "LO!O", &node, &PyTuple_Type, &books_object, &check) || !valid_node(self, node))
         return nullptr;
+    Books books;
+    if (!books.take(books_object)) return nullptr;
     return guarded([&]() -> PyObject* {
-        const int32_t state =
-            state_of(*self->store, static_cast<int32_t>(node), states, first_state, max_states, new_states, check);
+        const int32_t state = books.state_of(*self->store, static_cast<int32_t>(node), check);
         if (state < 0) Py_RETURN_NONE;
         return PyLong_FromLong(state);
     });
 }
 
-// rows(nodes, states, first_state, max_states, new_states, check) -> bytes (int32 [len(nodes), 256]) or None:
-//   each node's transition row as lexer states, every byte's derivative numbered by `state_of` (new
-//   states from `first_state` on, appended to the list `new_states` for the caller to allocate, even
-//   when the call raises); None once a new state would be `max_states`. `check` is called before each
+// fill(states, trans, has_row, books, check) -> list or None: the transition rows of lexer `states` (a list)
+//   that have a node in the books and no row yet, written to `trans` (int32 [capacity, 256]) and marked
+//   in `has_row` (bool [capacity]); every byte's derivative is numbered as a state by `Books::state_of`.
+//   Returns the states without a node (for the caller to carry or derive), or None once a new state would
+//   be `max_states` or past the tables' room (the rows written stay). `check` is called before each
 //   derivative (None: never).
-PyObject* store_rows(StoreObject* self, PyObject* args) {
-    PyObject *nodes_object, *states, *new_states, *check;
-    long long first_state, max_states;
-    if (!PyArg_ParseTuple(args, "OO!LLO!O", &nodes_object, &PyDict_Type, &states, &first_state, &max_states,
-                          &PyList_Type, &new_states, &check))
+PyObject* store_fill(StoreObject* self, PyObject* args) {
+    PyObject *states_object, *trans_object, *has_row_object, *books_object, *check;
+    if (!PyArg_ParseTuple(args, "O!OOO!O", &PyList_Type, &states_object, &trans_object, &has_row_object,
+                          &PyTuple_Type, &books_object, &check))
         return nullptr;
-    std::vector<int32_t> nodes;
-    if (!nodes_of(self, nodes_object, "rows: nodes must be a sequence", nodes)) return nullptr;
-    return guarded([&]() -> PyObject* {
+    Books books;
+    WritableView trans, has_row;
+    if (!books.take(books_object) || !trans.get(trans_object, "fill: trans", 4) ||
+        !has_row.get(has_row_object, "fill: has_row", 1))
+        return nullptr;
+    if (trans.count() != 256 * has_row.count()) {
+        PyErr_SetString(PyExc_ValueError, "fill: trans must hold 256 successors per has_row entry");
+        return nullptr;
+    }
+    PyObject* without_node = PyList_New(0);
+    if (without_node == nullptr) return nullptr;
+    PyObject* result = guarded([&]() -> PyObject* {
         Store& store = *self->store;
-        std::vector<int32_t> table(nodes.size() * 256);
-        for (size_t r = 0; r < nodes.size(); ++r) {
-            const std::vector<Bits> parts = store.classes(nodes[r]);  // a copy: deriving adds more
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(states_object); ++i) {
+            PyObject* state_object = PyList_GET_ITEM(states_object, i);
+            const long long state = PyLong_AsLongLong(state_object);
+            if (state == -1 && PyErr_Occurred()) throw PythonError{};
+            if (state < 0 || state >= has_row.count()) {
+                PyErr_Format(PyExc_IndexError, "fill: no lexer state %lld in the tables", state);
+                throw PythonError{};
+            }
+            if (has_row.data<uint8_t>()[state]) continue;
+            PyObject* node_object = PyDict_GetItemWithError(books.node_of_sid, state_object);  // borrowed
+            if (node_object == nullptr) {
+                if (PyErr_Occurred() || PyList_Append(without_node, state_object) != 0) throw PythonError{};
+                continue;
+            }
+            const long long node = PyLong_AsLongLong(node_object);
+            if ((node == -1 && PyErr_Occurred()) || !valid_node(self, node)) throw PythonError{};
+            int32_t* row = trans.data<int32_t>() + state * 256;
+            const std::vector<Bits> parts = store.classes(static_cast<int32_t>(node));  // a copy: deriving adds more
             for (const Bits& part : parts) {
                 Store::call(check);
-                const int32_t successor = store.derivative(nodes[r], part.lowest());
-                const int32_t state = state_of(store, successor, states, first_state, max_states, new_states, check);
-                if (state < 0) Py_RETURN_NONE;
+                const int32_t successor = store.derivative(static_cast<int32_t>(node), part.lowest());
+                const int32_t next = books.state_of(store, successor, check);
+                if (next < 0) Py_RETURN_NONE;
                 for (int word = 0; word < 4; ++word)
                     for (uint64_t bits = part.w[word]; bits != 0; bits &= bits - 1)
-                        table[r * 256 + word * 64 + __builtin_ctzll(bits)] = state;
+                        row[word * 64 + __builtin_ctzll(bits)] = next;
             }
+            has_row.data<uint8_t>()[state] = 1;
         }
-        return PyBytes_FromStringAndSize(reinterpret_cast<const char*>(table.data()),
-                                         static_cast<Py_ssize_t>(table.size() * sizeof(int32_t)));
+        Py_INCREF(without_node);
+        return without_node;
     });
+    Py_DECREF(without_node);
+    return result;
 }
 
 PyObject* bytes_of(const std::vector<int32_t>& values) {
@@ -1141,9 +1225,10 @@ PyMethodDef store_methods[] = {
     {"describe", reinterpret_cast<PyCFunction>(store_describe), METH_O,
      "(kind, members, bits, lo, hi (-1: None), tag) of a node."},
     {"state", reinterpret_cast<PyCFunction>(store_state), METH_VARARGS,
-     "The lexer state of a node by a dict, numbered and appended to a list if new."},
-    {"rows", reinterpret_cast<PyCFunction>(store_rows), METH_VARARGS,
-     "Transition rows of nodes as lexer states numbered by a dict, new states appended to a list."},
+     "The lexer state of a node, entered in the lexer's books if new: (node, books, check) -> state."},
+    {"fill", reinterpret_cast<PyCFunction>(store_fill), METH_VARARGS,
+     "Transition rows of lexer states written to the lexer's tables: (states, trans, has_row, books, check) -> "
+     "states without a node."},
     {"is_empty", reinterpret_cast<PyCFunction>(store_is_empty), METH_VARARGS,
      "Whether a node matches no string (None: undecided), as byte_regex.is_empty."},
     {"clamp", reinterpret_cast<PyCFunction>(store_clamp), METH_VARARGS,

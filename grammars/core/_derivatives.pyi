@@ -2,6 +2,8 @@
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from grammars.core.byte_regex import Term
 
 def untrack(*objects: object) -> None:
@@ -20,26 +22,16 @@ class Store:
         /,
     ) -> int: ...
     def describe(self, node: int, /) -> tuple[int, tuple[int, ...], bytes, int, int, int]: ...
-    def state(
+    def state(self, node: int, books: tuple[object, ...], check: Callable[[], object] | None, /) -> int | None: ...
+    def fill(
         self,
-        node: int,
-        states: dict[int, int],
-        first_state: int,
-        max_states: int,
-        new_states: list[tuple[int, tuple[bool, tuple[int, ...]]]],
+        states: list[int],
+        trans: np.ndarray,
+        has_row: np.ndarray,
+        books: tuple[object, ...],
         check: Callable[[], object] | None,
         /,
-    ) -> int | None: ...
-    def rows(
-        self,
-        nodes: Sequence[int],
-        states: dict[int, int],
-        first_state: int,
-        max_states: int,
-        new_states: list[tuple[int, tuple[bool, tuple[int, ...]]]],
-        check: Callable[[], object] | None,
-        /,
-    ) -> bytes | None: ...
+    ) -> list[int] | None: ...
     def is_empty(self, node: int, check: Callable[[], object], /) -> bool | None: ...
     def clamp(self, node: int, limit: int, /) -> int: ...
     def accepting(self, node: int, /) -> tuple[bool, tuple[int, ...]]: ...

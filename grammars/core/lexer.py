@@ -15,16 +15,18 @@ generation (the states of the automata on it, minus what they left to later gene
 
 Rows are derived by the compiled store of `_derivatives.cpp` (`byte_regex.CompiledTerms`: the same
 terms, derived in C++) where it is built, else by `byte_regex` alone. A state reached by compiled
-derivatives is numbered by its node, in C++ too, for all the rows a vocabulary walk lacks at once
-(`Store.rows`: numbering each successor in Python cost more than deriving it); its term is carried
-back to Python only when something reads it (`terms[sid]`), since building Python terms cost most of
-a row. Either way a state's term is the one
-`byte_regex` builds, so both paths reach the same states. A full store is compacted: the terms of
-the states move to a fresh store in one compiled call (`_compact`); reading them back to Python
-instead took ~1 s for the ~45k states of a lexer that served 50 schemas, and spread a millisecond at
-a time over later masks, still a seventh of a corpus run's cold masks. A store of an older generation
-of terms is replaced, and the states whose terms are still unread in it are read from it later
-(`_drain`: on demand, and a millisecond at a time at each later use of the store).
+derivatives is numbered by its node and entered in the lexer's books in C++ too, for all the rows a
+vocabulary walk lacks at once, written straight to the tables (`Store.fill`: numbering each
+successor in Python cost more than deriving it, and entering the new states and rows from Python
+took ~4 times what deriving a sparse row does); its term is carried back to Python only when
+something reads it (`terms[sid]`), since building Python terms cost most of a row. Either way a
+state's term is the one `byte_regex` builds, so both paths reach the same states. A full store is
+compacted: the terms of the states move to a fresh store in one compiled call (`_compact`); reading
+them back to Python instead took ~1 s for the ~45k states of a lexer that served 50 schemas, and
+spread a millisecond at a time over later masks, still a seventh of a corpus run's cold masks. A
+store of an older generation of terms is replaced, and the states whose terms are still unread in it
+are read from it later (`_drain`: on demand, and a millisecond at a time at each later use of the
+store).
 
 Rows live in one numpy table (for the vectorized vocabulary walks in `grammars.masking.token_walk`) mirrored
 by Python tuples (for the scalar byte walks of the matcher, where numpy scalar indexing is slow), each made
@@ -66,9 +68,6 @@ RESERVED_STATES = 1 << 18
 MAX_COMPILED_NODES = rx.MAX_INTERNED_TERMS
 #: Seconds each use of the store may spend reading the unread terms of the store it replaced (`_drain`).
 DRAIN_SECONDS = 0.001
-#: States a compiled call numbered (`LexerTables._numbered`): (node, (accepting, accepting tags)) each,
-#: in the order of their numbers.
-_NewStates = list[tuple[int, tuple[bool, tuple[int, ...]]]]
 _T = TypeVar("_T")
 
 
@@ -197,20 +196,18 @@ class LexerTables:
         return sid
 
     def _allocate(self, accepting: bool, accepting_tags: tuple[int, ...]) -> int:
-        return self._allocate_many([accepting], [accepting_tags])
-
-    def _allocate_many(self, accepting: list[bool], accepting_tags: list[tuple[int, ...]]) -> int:
-        """Allocate one state per entry (accepting flag, accepting tags), numbered from the first returned."""
-        first, count = len(self._terms), len(accepting)
-        if first + count > self.max_states:
+        """A new state (its term and row tuple None yet), as `Books::state_of` in _derivatives.cpp enters
+        the states compiled calls number."""
+        sid = len(self._terms)
+        if sid >= self.max_states:
             raise ConstraintLimitError(f"the lexer exceeded its budget of {self.max_states} states")
-        while first + count > len(self.has_row):
+        if sid >= len(self.has_row):
             self._grow()
-        self._terms.extend([None] * count)
-        self.rows.extend([None] * count)
-        self.accepting[first : first + count] = accepting
-        self._accepting_tags.extend(accepting_tags)
-        return first
+        self._terms.append(None)
+        self.rows.append(None)
+        self.accepting[sid] = accepting
+        self._accepting_tags.append(accepting_tags)
+        return sid
 
     def _grow(self) -> None:
         capacity = 2 * len(self.has_row)
@@ -305,31 +302,33 @@ class LexerTables:
 
     def _state_of_node(self, compiled: rx.CompiledTerms, node: int, check: Check) -> int:
         """The state of a node of the current store, allocated (its term left in the store) on first sight."""
-        store = compiled.store
-        return self._numbered(
-            lambda new: store.state(node, self._sid_of_node, self.num_states, self.max_states, new, check)
-        )
+        return self._numbering(lambda books: compiled.store.state(node, books, check))
 
-    def _numbered(self, number: Callable[[_NewStates], _T | None]) -> _T:
-        """`number(new_states)`: a compiled call that numbers nodes of the current store as states
-        through `_sid_of_node` (`Store.state`, `Store.rows`), its new states allocated here, even
-        when it raises, so that numbering stays true (the caller holds the lock).
+    def _numbering(self, number: Callable[[tuple[object, ...]], _T | None]) -> _T:
+        """`number(books)`: a compiled call that numbers nodes of the current store as states, entering
+        each new one in the books at once (`Books` in _derivatives.cpp: the node and state dicts, the
+        per-state lists and `accepting`). Called again after growing the tables where it ran out of
+        room; the caller holds the lock.
 
         Raises:
             ConstraintLimitError: a new state would pass `max_states`.
         """
-        new_states: _NewStates = []
-        try:
-            result = number(new_states)
-        finally:
-            if new_states:
-                nodes, accepting = zip(*new_states)
-                flags, tags = zip(*accepting)
-                first = self._allocate_many(list(flags), list(tags))
-                self._node_of_sid.update(zip(range(first, first + len(nodes)), nodes))
-        if result is None:
-            raise ConstraintLimitError(f"the lexer exceeded its budget of {self.max_states} states")
-        return result
+        while True:
+            books = (
+                self._sid_of_node,
+                self._node_of_sid,
+                self._terms,
+                self.rows,
+                self._accepting_tags,
+                self.accepting,
+                self.max_states,
+            )
+            result = number(books)
+            if result is not None:
+                return result
+            if self.num_states >= self.max_states:
+                raise ConstraintLimitError(f"the lexer exceeded its budget of {self.max_states} states")
+            self._grow()
 
     # ---- rows ---------------------------------------------------------------------------------
     def row(self, sid: int, check: Check = no_check) -> tuple[int, ...]:
@@ -359,7 +358,8 @@ class LexerTables:
     def _fill_row(self, sid: int, check: Check = no_check) -> tuple[int, ...]:
         """The row of `sid` as a tuple: computed if it is not yet, and copied from `trans` on first use
         (most rows are computed for vocabulary walks, which read `trans` alone)."""
-        self.fill_rows([sid], check)
+        if not self.has_row[sid]:
+            self.fill_rows([sid], check)
         row = tuple(self.trans[sid].tolist())
         self.rows[sid] = row
         return row
@@ -369,23 +369,18 @@ class LexerTables:
         one call (`_compiled_rows`), the others by `byte_regex`. The compiled walk's callback for the
         rows it lacks (`token_walk.row_filler`)."""
         with self._lock:
-            has_row = self.has_row
-            sids = [sid for sid in sids if not has_row[sid]]
-            if not sids:
-                return
             compiled = self._store()
-            carried: dict[int, int] = {}  # state -> its node in the store, where it has one
-            if compiled is not None:
-                for sid in sids:
-                    node = self._node(compiled, sid)
-                    if node is not None:
-                        carried[sid] = node
             try:
-                if compiled is not None and carried:
-                    self._keep_rows(list(carried), self._compiled_rows(compiled, list(carried.values()), check))
+                if compiled is not None:
+                    left = self._compiled_rows(compiled, sids, check)
+                    if left:  # states not carried to the store yet: carried now where it can hold their terms
+                        self._compiled_rows(
+                            compiled, [sid for sid in left if self._node(compiled, sid) is not None], check
+                        )
                 for sid in sids:
-                    if sid not in carried:
-                        self._keep_rows([sid], self._python_row(self.term(sid), check)[None])
+                    if not self.has_row[sid]:
+                        self.trans[sid] = self._python_row(self.term(sid), check)
+                        self.has_row[sid] = True
             except RecursionError as exc:
                 if len(sids) > 1:  # one row at a time, to name the terminal nested too deeply
                     for sid in sids:
@@ -393,25 +388,14 @@ class LexerTables:
                 pattern = rx.to_pattern(self.term(sids[0]))
                 raise ConstraintLimitError(f"a terminal is nested too deeply to lex: {pattern}") from exc
 
-    def _keep_rows(self, sids: list[int], rows: np.ndarray) -> None:
-        """Store `rows` (int32 [len(sids), 256]) as the rows of `sids` (the caller holds the lock); their
-        tuples in `rows` are made when read (`_fill_row`)."""
-        # Most calls keep one row, where a scalar index costs a tenth of a list's.
-        index, kept = (sids[0], rows[0]) if len(sids) == 1 else (sids, rows)
-        self.trans[index] = kept
-        self.has_row[index] = True
-
     # Both compute one derivative per derivative class: the classes partition the bytes, and each
     # byte's successor is its class's.
-    def _compiled_rows(self, compiled: rx.CompiledTerms, nodes: list[int], check: Check) -> np.ndarray:
-        """int32 [len(nodes), 256]: the rows of these nodes of the current store, derived and their
-        successors numbered in C++ (`Store.rows`, through `_numbered`)."""
-        store = compiled.store
+    def _compiled_rows(self, compiled: rx.CompiledTerms, sids: list[int], check: Check) -> list[int]:
+        """Write the rows of the states of `sids` with a node in the current store and no row yet to
+        the tables, derived and their successors numbered in C++ (`Store.fill`, through `_numbering`);
+        the states without a node are returned."""
         asked = None if check is no_check else check  # None: no Python call per derivative
-        rows = self._numbered(
-            lambda new: store.rows(nodes, self._sid_of_node, self.num_states, self.max_states, new, asked)
-        )
-        return np.frombuffer(rows, dtype=np.int32).reshape(len(nodes), 256)
+        return self._numbering(lambda books: compiled.store.fill(sids, self.trans, self.has_row, books, asked))
 
     def _python_row(self, term: rx.Term, check: Check) -> np.ndarray:
         class_of_byte, lowest_bytes = _partition(rx.derivative_classes(term))

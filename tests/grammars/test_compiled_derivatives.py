@@ -191,21 +191,32 @@ def random_term(rng: random.Random, depth: int) -> rx.Term:
 
 def check_derivatives(terms: list[rx.Term], compiled: rx.CompiledTerms, rng: random.Random) -> None:
     """Derive `terms` a few bytes deep through the store and in Python: the same terms, the same
-    emptiness verdicts; each row's states numbered as `Store.rows` documents."""
+    emptiness verdicts; each row's states numbered and entered in the books as `Store.fill` documents."""
+    room = 4096
     states: dict[int, int] = {0: DEAD}
     node_of_state: dict[int, int] = {}
+    terms_of_states: list = [None]  # the per-state books, DEAD's entry first
+    rows: list = [None]
+    tags_of_states: list = [()]
+    accepting = np.zeros(room, dtype=bool)
+    trans, has_row = np.zeros((room, 256), dtype=np.int32), np.zeros(room, dtype=bool)
+    books = (states, node_of_state, terms_of_states, rows, tags_of_states, accepting, 1 << 30)
     for term in terms:
         for _ in range(6):
             node = compiled.node(term)
             assert compiled.term(node) is term
             assert compiled.store.is_empty(node, no_check) == rx.search_emptiness(term) == rx.is_empty(term)
-            new_states: list = []
-            first = len(node_of_state) + 1
-            row = compiled.store.rows([node], states, first, 1 << 30, new_states, no_check)
-            for offset, (successor, (nullable, tags)) in enumerate(new_states):
-                assert states[successor] == first + offset and compiled.store.accepting(successor) == (nullable, tags)
-                node_of_state[first + offset] = successor
-            row = np.frombuffer(row, dtype=np.int32)
+            state = compiled.store.state(node, books, no_check)
+            if state == DEAD:
+                break
+            first = len(terms_of_states)
+            assert compiled.store.fill([state], trans, has_row, books, None) == [] and has_row[state]
+            for new_state in range(first, len(terms_of_states)):
+                successor = node_of_state[new_state]
+                assert states[successor] == new_state
+                assert (accepting[new_state], tags_of_states[new_state]) == compiled.store.accepting(successor)
+            assert len(rows) == len(tags_of_states) == len(terms_of_states) and set(terms_of_states) == {None}
+            row = trans[state]
             for byte in (97, 98, 99, 100, 200, 0):
                 derivative = rx.derivative(term, byte)
                 if row[byte] == DEAD:
@@ -388,7 +399,7 @@ def derived_states(lexer: LexerTables, start: int, alphabet: bytes, limit: float
 
 @pytest.mark.parametrize("stop", ["check", "states"])
 def test_rows_stopped_midway_leave_every_numbered_state_allocated(stop, monkeypatch):
-    """A batch of rows (`Store.rows`) that a budget stops midway, by `check` or by the lexer's state
+    """A batch of rows (`Store.fill`) that a budget stops midway, by `check` or by the lexer's state
     budget, has had every state it numbered allocated: the numbering names allocated states, and the
     rows computed later are the derivatives'."""
     rx._new_generation()

@@ -143,7 +143,9 @@ def test_lexer_tables_take_new_states_in_place_up_to_their_reserve():
     tables = lexer.LexerTables()
     trans, has_row, accepting = tables.tables()
     assert len(trans) == len(has_row) == len(accepting) == lexer.RESERVED_STATES
-    first = tables._allocate_many([True] * 5_000, [()] * 5_000)
+    first = tables.num_states
+    for _ in range(5_000):
+        tables._allocate(True, ())
     assert all(now is before for now, before in zip(tables.tables(), (trans, has_row, accepting)))
     assert accepting[first : first + 5_000].all()
 
