@@ -20,6 +20,7 @@
 // kMaxDepth: deeper terms raise RecursionError, as the Python derivatives do.
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -795,15 +796,70 @@ void store_dealloc(StoreObject* self) {
     Py_TYPE(self)->tp_free(reinterpret_cast<PyObject*>(self));
 }
 
-// The attributes of a byte_regex.Term that `carry` reads, and 64 (a byte set's word), made at import.
-struct {
-    PyObject *id, *kind, *args, *bits, *lo, *hi, *tag, *sixty_four;
-} term_names;
+// The attributes of a byte_regex.Term that `carry` reads. A Term keeps them in slots, read at their
+// offsets (found once from the class's member descriptors): through PyObject_GetAttr, the lookup of
+// the descriptor took a third of a carry.
+enum TermSlot { kIdSlot, kKindSlot, kArgsSlot, kBitsSlot, kLoSlot, kHiSlot, kTagSlot, kTermSlots };
+
+class TermSlots {
+  public:
+    // Names the slots (at import; false: an error is set).
+    bool init() {
+        static const char* const texts[kTermSlots] = {"id", "kind", "args", "bits", "lo", "hi", "tag"};
+        for (int slot = 0; slot < kTermSlots; ++slot)
+            if ((names_[slot] = PyUnicode_InternFromString(texts[slot])) == nullptr) return false;
+        return (sixty_four = PyLong_FromLong(64)) != nullptr;
+    }
+
+    // The attribute `slot` of `term` (a new reference; nullptr with an error set: TypeError for an
+    // object whose class keeps no such slots).
+    PyObject* get(PyObject* term, TermSlot slot) {
+        if (Py_TYPE(term) != type_ && !learn(Py_TYPE(term))) {
+            PyErr_Format(PyExc_TypeError, "carry: a byte_regex.Term expected, got %s", Py_TYPE(term)->tp_name);
+            return nullptr;
+        }
+        PyObject* value = *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(term) + offsets_[slot]);
+        if (value == nullptr) {
+            PyErr_SetObject(PyExc_AttributeError, names_[slot]);
+            return nullptr;
+        }
+        Py_INCREF(value);
+        return value;
+    }
+
+    PyObject* sixty_four = nullptr;  // a byte set's word
+
+  private:
+    // Takes the slot offsets of `type` where each attribute is an object slot (false otherwise, no error set).
+    bool learn(PyTypeObject* type) {
+        Py_ssize_t offsets[kTermSlots];
+        for (int slot = 0; slot < kTermSlots; ++slot) {
+            PyObject* descriptor = PyObject_GetAttr(reinterpret_cast<PyObject*>(type), names_[slot]);
+            if (descriptor == nullptr) return PyErr_Clear(), false;
+            const bool member = PyObject_TypeCheck(descriptor, &PyMemberDescr_Type) &&
+                                reinterpret_cast<PyMemberDescrObject*>(descriptor)->d_member->type == T_OBJECT_EX;
+            if (member) offsets[slot] = reinterpret_cast<PyMemberDescrObject*>(descriptor)->d_member->offset;
+            Py_DECREF(descriptor);
+            if (!member) return false;
+        }
+        Py_INCREF(type);  // kept for good: its offsets are read by address
+        Py_XDECREF(type_);
+        type_ = type;
+        std::copy(offsets, offsets + kTermSlots, offsets_);
+        return true;
+    }
+
+    PyObject* names_[kTermSlots] = {};
+    PyTypeObject* type_ = nullptr;
+    Py_ssize_t offsets_[kTermSlots] = {};
+};
+
+TermSlots term_slots;
 
 // An attribute of a term as a C integer (false: an error is set; OverflowError past 64 bits). With
 // `none_allowed`, None reads as kUnbounded (a counter's `hi`).
-bool integer_attribute(PyObject* term, PyObject* name, int64_t& value, bool none_allowed = false) {
-    PyObject* object = PyObject_GetAttr(term, name);
+bool integer_attribute(PyObject* term, TermSlot slot, int64_t& value, bool none_allowed = false) {
+    PyObject* object = term_slots.get(term, slot);
     if (object == nullptr) return false;
     if (none_allowed && object == Py_None) {
         value = kUnbounded;
@@ -816,7 +872,7 @@ bool integer_attribute(PyObject* term, PyObject* name, int64_t& value, bool none
 
 // A term's byte set (an int of at most 256 bits) as words (false: an error is set).
 bool bits_attribute(PyObject* term, Bits& bits) {
-    PyObject* rest = PyObject_GetAttr(term, term_names.bits);
+    PyObject* rest = term_slots.get(term, kBitsSlot);
     if (rest == nullptr) return false;
     for (int i = 0; i < 4 && rest != nullptr; ++i) {
         bits.w[i] = PyLong_AsUnsignedLongLongMask(rest);
@@ -824,7 +880,7 @@ bool bits_attribute(PyObject* term, Bits& bits) {
         const int zero = PyObject_Not(rest);
         if (zero < 0) break;
         if (zero) return Py_DECREF(rest), true;  // no higher words
-        PyObject* shifted = PyNumber_Rshift(rest, term_names.sixty_four);
+        PyObject* shifted = PyNumber_Rshift(rest, term_slots.sixty_four);
         Py_DECREF(rest);
         rest = shifted;
     }
@@ -855,7 +911,7 @@ PyObject* store_carry(StoreObject* self, PyObject* args) {
     std::vector<PyObject*> pending{root};
     std::vector<int32_t> members;
     auto node_of = [&](PyObject* term, int32_t& node) -> int {  // 1 found, 0 missing, -1 error
-        PyObject* id = PyObject_GetAttr(term, term_names.id);
+        PyObject* id = term_slots.get(term, kIdSlot);
         if (id == nullptr) return -1;
         PyObject* found = PyDict_GetItemWithError(known, id);
         Py_DECREF(id);
@@ -873,7 +929,7 @@ PyObject* store_carry(StoreObject* self, PyObject* args) {
                 pending.pop_back();
                 continue;
             }
-            PyObject* term_args = PyObject_GetAttr(top, term_names.args);
+            PyObject* term_args = term_slots.get(top, kArgsSlot);
             if (term_args == nullptr) return nullptr;
             if (!PyTuple_Check(term_args)) {
                 Py_DECREF(term_args);
@@ -897,9 +953,9 @@ PyObject* store_carry(StoreObject* self, PyObject* args) {
             if (pending.size() > before) continue;
             int64_t kind, id, lo, hi, tag;
             Bits bits;
-            if (!integer_attribute(top, term_names.kind, kind) || !integer_attribute(top, term_names.id, id) ||
-                !integer_attribute(top, term_names.lo, lo) || !integer_attribute(top, term_names.hi, hi, true) ||
-                !integer_attribute(top, term_names.tag, tag) || !bits_attribute(top, bits))
+            if (!integer_attribute(top, kKindSlot, kind) || !integer_attribute(top, kIdSlot, id) ||
+                !integer_attribute(top, kLoSlot, lo) || !integer_attribute(top, kHiSlot, hi, true) ||
+                !integer_attribute(top, kTagSlot, tag) || !bits_attribute(top, bits))
                 return nullptr;
             if (kind < kEmpty || kind > kTag) return PyErr_Format(PyExc_ValueError, "carry: no term kind %lld", kind);
             bool current = id >= generation_start;
@@ -1277,12 +1333,7 @@ PyMODINIT_FUNC PyInit__derivatives() {
     StoreType.tp_dealloc = reinterpret_cast<destructor>(store_dealloc);
     StoreType.tp_methods = store_methods;
     if (PyType_Ready(&StoreType) < 0) return nullptr;
-    const std::pair<PyObject**, const char*> names[] = {
-        {&term_names.id, "id"}, {&term_names.kind, "kind"}, {&term_names.args, "args"}, {&term_names.bits, "bits"},
-        {&term_names.lo, "lo"}, {&term_names.hi, "hi"},     {&term_names.tag, "tag"}};
-    for (const auto& [name, text] : names)
-        if ((*name = PyUnicode_InternFromString(text)) == nullptr) return nullptr;
-    if ((term_names.sixty_four = PyLong_FromLong(64)) == nullptr) return nullptr;
+    if (!term_slots.init()) return nullptr;
     PyObject* m = PyModule_Create(&module);
     if (m == nullptr) return nullptr;
     Py_INCREF(&StoreType);

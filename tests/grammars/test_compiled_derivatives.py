@@ -314,9 +314,10 @@ def test_a_full_store_moves_its_states_terms_without_reading_them(lexer, monkeyp
 
 
 def test_carrying_a_term_enters_each_new_subterm_once_and_refuses_what_the_store_cannot_hold():
-    """`Store.carry` interns a term's missing subterms in one call: byte sets in each 64-bit word round
-    trip, every subterm is entered (a second carry adds nothing), and a counter bound past 64 bits raises
-    OverflowError (the lexer then derives the term in Python), the store going on as it was."""
+    """`Store.carry` interns a term's missing subterms in one call, reading their slots: byte sets in each
+    64-bit word round trip, every subterm is entered (a second carry adds nothing), and a counter bound
+    past 64 bits raises OverflowError (the lexer then derives the term in Python), the store going on as
+    it was; what is not a term is a TypeError."""
     rx._new_generation()
     compiled = new_store()
     sets = [rx.byte_range(low, low + 9) for low in (3, 70, 130, 246)] + [rx.byte_range(0, 255)]
@@ -332,6 +333,8 @@ def test_carrying_a_term_enters_each_new_subterm_once_and_refuses_what_the_store
     assert compiled.store.num_nodes() == carried
     after = rx.concat(rx.literal(b"ok"), sets[0])
     assert compiled.term(compiled.node(after)) is after
+    with pytest.raises(TypeError, match="byte_regex.Term expected"):
+        compiled.node(b"ok")  # type: ignore[arg-type]
 
 
 def test_adopted_nodes_are_the_same_terms_and_only_another_stores():
