@@ -1054,13 +1054,20 @@ PyObject* store_retag(StoreObject* self, PyObject* args) {
     });
 }
 
-// (nullable, tags) of a node: whether it accepts, and the sorted tags of its accepting members.
-PyObject* accepting_of(const Store& store, int32_t node) {
+// The sorted tags of a node's accepting members, as a tuple (nullptr with an error set).
+PyObject* accepting_tags_of(const Store& store, int32_t node) {
     const std::vector<int64_t> tags = store.accepting_tags(node);
     PyObject* result = PyTuple_New(static_cast<Py_ssize_t>(tags.size()));
     if (result == nullptr) return nullptr;
     for (size_t i = 0; i < tags.size(); ++i) PyTuple_SET_ITEM(result, i, PyLong_FromLongLong(tags[i]));
-    return Py_BuildValue("(ON)", store.node(node).nullable ? Py_True : Py_False, result);
+    return result;
+}
+
+// (nullable, tags) of a node: whether it accepts, and the sorted tags of its accepting members.
+PyObject* accepting_of(const Store& store, int32_t node) {
+    PyObject* tags = accepting_tags_of(store, node);
+    if (tags == nullptr) return nullptr;
+    return Py_BuildValue("(ON)", store.node(node).nullable ? Py_True : Py_False, tags);
 }
 
 // accepting(node) -> (nullable, tags): whether the node accepts, and the sorted tags of its accepting members.
@@ -1155,11 +1162,8 @@ struct Books {
   private:
     // Enters `node` (its key `node_key`) as the new state `state` in every book but `sid_of_node`.
     void enter(const Store& store, int32_t node, PyObject* node_key, int32_t state) {
-        const std::vector<int64_t> accepting_tags_of_node = store.accepting_tags(node);
-        PyObject* tags = PyTuple_New(static_cast<Py_ssize_t>(accepting_tags_of_node.size()));
+        PyObject* tags = accepting_tags_of(store, node);
         if (tags == nullptr) throw PythonError{};
-        for (size_t i = 0; i < accepting_tags_of_node.size(); ++i)
-            PyTuple_SET_ITEM(tags, i, PyLong_FromLongLong(accepting_tags_of_node[i]));
         PyObject* state_key = PyLong_FromLong(state);
         const bool entered = state_key != nullptr && PyList_Append(terms, Py_None) == 0 &&
                              PyList_Append(rows, Py_None) == 0 && PyList_Append(accepting_tags, tags) == 0 &&
