@@ -28,7 +28,6 @@ import numpy as np
 
 from grammars.core.automaton import GrammarAutomaton
 from grammars.core.budget import Check, no_check
-from grammars.core.lexer import DEAD
 from grammars.masking import token_walk
 from grammars.masking.token_walk import GroupKey, StateWalk, row_filler, token_trie, walk_group
 from grammars.masking.vocab import Vocabulary
@@ -113,7 +112,7 @@ class GroupSettler:
         key = (sid, token_walk.native_walk is None)
         found = self._ending_groups.get(key)
         if found is None:
-            ends = np.asarray(self.automaton.lexer.row(sid, check), dtype=np.int32) == DEAD
+            ends = ~self.automaton.lexer.live_bytes(sid, check)
             arrays = self.vocab.walk_arrays
             if token_walk.native_walk is None:
                 members = arrays.rows_starting_with(ends)

@@ -419,7 +419,7 @@ def _store(
 
 def _walk_vocabulary(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Check) -> StateWalk:
     arrays = vocab.walk_arrays
-    extends = np.asarray(lexer.row(sid, check), dtype=np.int32) != DEAD
+    extends = lexer.live_bytes(sid, check)
     if native_walk is not None:
         trie = token_trie(arrays)
         nodes = trie.first_nodes[extends[trie.first_bytes]]
