@@ -66,6 +66,9 @@ const Bits kAllBytes{{~0ull, ~0ull, ~0ull, ~0ull}};
 struct Node {
     Kind kind;
     bool nullable, plain;
+    // `infinite`: a plain node whose language is surely infinite (`Store::infinite`). `inhabited`: surely
+    // not empty, by structure (nullable, plain but EMPTY, or `Store::inhabited`); false says nothing.
+    bool infinite, inhabited;
     int32_t partition = -1;  // the derivative classes, once computed
     uint32_t args_begin, args_len;
     int64_t lo, hi, tag;
@@ -278,7 +281,7 @@ class Store {
     // byte_regex.is_empty: 1 empty, 0 not, -1 undecided within kMaxEmptinessStates.
     int is_empty(int32_t term, PyObject* check) {
         if (term == kEmptyNode) return 1;
-        if (nodes_[term].plain || nodes_[term].nullable) return 0;
+        if (nodes_[term].inhabited) return 0;
         auto found = emptiness_.find(term);
         if (found != emptiness_.end()) return found->second;
         int result = 1;
@@ -292,7 +295,7 @@ class Store {
             for (const Bits& part : parts) {
                 const int32_t next = derivative(current, part.lowest());
                 if (next == kEmptyNode || seen.count(next)) continue;
-                if (nodes_[next].nullable || nodes_[next].plain) {
+                if (nodes_[next].inhabited) {
                     result = 0;
                     break;
                 }
@@ -625,13 +628,15 @@ class Store {
             slot = (slot + 1) & mask;
         }
         const int32_t id = static_cast<int32_t>(nodes_.size());
-        Node n{kind,  false, true, -1, static_cast<uint32_t>(args_.size()), static_cast<uint32_t>(count), lo, hi, tag,
-               origin, bits};
+        Node n{kind, false, true, false, false, -1, static_cast<uint32_t>(args_.size()), static_cast<uint32_t>(count),
+               lo,   hi,    tag,  origin, bits};
         args_.insert(args_.end(), members, members + count);
         n.nullable = nullable(n);
         n.first = first_bytes(n);
         n.plain = kind != kAnd && kind != kNot;
         for (size_t i = 0; i < count && n.plain; ++i) n.plain = nodes_[members[i]].plain;
+        n.infinite = n.plain && infinite(n);
+        n.inhabited = n.nullable || (n.plain ? kind != kEmpty : inhabited(n));
         nodes_.push_back(n);
         slots_[slot] = id;
         return id;
@@ -668,6 +673,64 @@ class Store {
         }
         return kAllBytes;
     }
+
+    // Whether a plain node's language is surely infinite (byte_regex's `Term.infinite`). Every plain node
+    // but EMPTY has a string and the constructors fold EMPTY operands away, so a concatenation is
+    // infinite where an operand is, and a repeat where its body is or where it is unbounded over a body
+    // that is not nullable (so has a non-empty string).
+    bool infinite(const Node& n) const {
+        const int32_t* a = args_.data() + n.args_begin;
+        switch (n.kind) {
+            case kConcat:
+                return nodes_[a[0]].infinite || nodes_[a[1]].infinite;
+            case kAlt:
+                for (uint32_t i = 0; i < n.args_len; ++i)
+                    if (nodes_[a[i]].infinite) return true;
+                return false;
+            case kRepeat:
+                return nodes_[a[0]].infinite || (n.hi == kUnbounded && !nodes_[a[0]].nullable);
+            case kTag:
+                return nodes_[a[0]].infinite;
+            default:
+                return false;
+        }
+    }
+
+    // Whether a node with an intersection or complement inside surely has a string, by structure
+    // (byte_regex's `Term.inhabited`): an infinite plain language less finitely many strings (a key's
+    // string where some keys are taken), and the unions, concatenations, repeats and tags of such.
+    // `is_empty` answers these at once, where its search derived each one's classes first.
+    bool inhabited(const Node& n) const {
+        const int32_t* a = args_.data() + n.args_begin;
+        switch (n.kind) {
+            case kNot:
+                return is_finite_plain(a[0]);
+            case kAnd: {
+                int infinite_plain = 0;
+                for (uint32_t i = 0; i < n.args_len; ++i) {
+                    const Node& member = nodes_[a[i]];
+                    if (member.infinite)
+                        ++infinite_plain;
+                    else if (member.kind != kNot || !is_finite_plain(args(member)[0]))
+                        return false;
+                }
+                return infinite_plain <= 1;
+            }
+            case kAlt:
+                for (uint32_t i = 0; i < n.args_len; ++i)
+                    if (nodes_[a[i]].inhabited) return true;
+                return false;
+            case kConcat:
+                return nodes_[a[0]].inhabited && nodes_[a[1]].inhabited;
+            case kRepeat:
+            case kTag:
+                return nodes_[a[0]].inhabited;
+            default:
+                return false;
+        }
+    }
+
+    bool is_finite_plain(int32_t term) const { return nodes_[term].plain && !nodes_[term].infinite; }
 
     bool nullable(const Node& n) const {
         const int32_t* a = args_.data() + n.args_begin;

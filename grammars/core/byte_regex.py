@@ -68,12 +68,27 @@ K_EMPTY, K_EPS, K_BYTES, K_CONCAT, K_ALT, K_REPEAT, K_AND, K_NOT, K_TAG = range(
 class Term:
     """A node of the byte-regex algebra. Build terms with the module's constructors, never directly."""
 
-    __slots__ = ("id", "kind", "args", "bits", "lo", "hi", "tag", "nullable", "is_plain", "_classes")
+    __slots__ = (
+        "id",
+        "kind",
+        "args",
+        "bits",
+        "lo",
+        "hi",
+        "tag",
+        "nullable",
+        "is_plain",
+        "infinite",
+        "inhabited",
+        "_classes",
+    )
     id: int
     kind: int
     args: tuple[Term, ...]
     nullable: bool
     is_plain: bool
+    infinite: bool
+    inhabited: bool
 
     def __init__(self, kind: int, args: tuple[Term, ...], bits: int, lo: int, hi: int | None, tag: int) -> None:
         self.kind = kind
@@ -86,9 +101,48 @@ class Term:
         self.nullable = _nullable(kind, args, lo)
         #: No intersection or complement inside: then every term but EMPTY has a nonempty language.
         self.is_plain = kind != K_AND and kind != K_NOT and all([a.is_plain for a in args])
+        #: A plain term whose language is surely infinite (`_infinite`).
+        self.infinite = self.is_plain and _infinite(kind, args, hi)
+        #: Surely has a string, by structure (`_inhabited`): `is_empty` needs no search then.
+        self.inhabited = self.nullable or (kind != K_EMPTY if self.is_plain else _inhabited(kind, args))
 
     def __repr__(self) -> str:
         return f"Term#{self.id}({to_pattern(self)})"
+
+
+def _infinite(kind: int, args: tuple[Term, ...], hi: int | None) -> bool:
+    """Whether a plain term's language is surely infinite. Every plain term but EMPTY has a string and
+    the constructors fold EMPTY operands away, so a concatenation is infinite where an operand is, and
+    a repeat where its body is or where it is unbounded over a body that is not nullable."""
+    if kind == K_CONCAT or kind == K_ALT or kind == K_TAG:
+        return any([a.infinite for a in args])
+    if kind == K_REPEAT:
+        return args[0].infinite or (hi is None and not args[0].nullable)
+    return False
+
+
+def _inhabited(kind: int, args: tuple[Term, ...]) -> bool:
+    """Whether a term with an intersection or complement inside surely has a string: an infinite plain
+    language less finitely many strings (a key's string where some keys are taken), and the unions,
+    concatenations, repeats and tags of such. A search derived each one's classes first."""
+    if kind == K_NOT:
+        return _is_finite_plain(args[0])
+    if kind == K_AND:
+        infinite = [a for a in args if a.infinite]
+        return len(infinite) <= 1 and all(
+            [a.infinite or (a.kind == K_NOT and _is_finite_plain(a.args[0])) for a in args]
+        )
+    if kind == K_ALT:
+        return any([a.inhabited for a in args])
+    if kind == K_CONCAT:
+        return args[0].inhabited and args[1].inhabited
+    if kind == K_REPEAT or kind == K_TAG:
+        return args[0].inhabited
+    return False
+
+
+def _is_finite_plain(term: Term) -> bool:
+    return term.is_plain and not term.infinite
 
 
 def _nullable(kind: int, args: tuple[Term, ...], lo: int) -> bool:
@@ -595,8 +649,9 @@ _EMPTINESS: dict[int, bool | None] = {}
 def is_empty(term: Term, check: Check = no_check) -> bool | None:
     """Whether `term` matches no string; None when undecided within MAX_EMPTINESS_STATES.
 
-    Only EMPTY is empty among plain terms. Others are searched breadth-first (shortest witness
-    first) for a derivative that is nullable or plain, either of which proves a string. Memoized.
+    Only EMPTY is empty among plain terms, and a term `Term.inhabited` by structure has a string.
+    Others are searched breadth-first (shortest witness first) for a derivative that is nullable,
+    plain or inhabited, each of which proves a string. Memoized.
     The search runs on the compiled derivatives where they are built (a search over an intersection
     with a `multipleOf` or a long key list takes seconds in Python, the first time a process meets
     it), else on this module's (`search_emptiness`, the reference). `check` is called per explored
@@ -607,7 +662,7 @@ def is_empty(term: Term, check: Check = no_check) -> bool | None:
     """
     if term is EMPTY:
         return True
-    if term.is_plain or term.nullable:
+    if term.inhabited:
         return False
     found = _EMPTINESS.get(term.id, False)
     if found is not False:
@@ -633,7 +688,7 @@ def search_emptiness(term: Term, check: Check = no_check) -> bool | None:
     """
     if term is EMPTY:
         return True
-    if term.is_plain or term.nullable:
+    if term.inhabited:
         return False
     result: bool | None = True
     seen = {term.id}
@@ -645,7 +700,7 @@ def search_emptiness(term: Term, check: Check = no_check) -> bool | None:
             nxt = derivative(current, lowest_byte(byte_class))
             if nxt is EMPTY or nxt.id in seen:
                 continue
-            if nxt.nullable or nxt.is_plain:
+            if nxt.inhabited:
                 result = False
                 break
             if len(seen) >= MAX_EMPTINESS_STATES:

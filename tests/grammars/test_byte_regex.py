@@ -1,5 +1,6 @@
 """The byte-regex algebra: normalization, derivatives and membership, against Python's `re`."""
 
+import random
 import re
 
 import pytest
@@ -79,6 +80,49 @@ def test_emptiness_is_decided_within_a_budget():
     # Telling a{2000} from its complement takes more derivatives than the budget allows.
     counted = rx.repeat(rx.literal(b"a"), rx.MAX_EMPTINESS_STATES * 2, rx.MAX_EMPTINESS_STATES * 2)
     assert rx.is_empty(rx.intersect(counted, rx.complement(counted))) is None
+
+
+def has_a_string(term: rx.Term, max_states: int = 5000) -> bool:
+    """A breadth-first search for a nullable derivative, with no shortcut but EMPTY (the test's own)."""
+    seen, frontier = {term.id}, [term]
+    while frontier:
+        current = frontier.pop(0)
+        if current.nullable:
+            return True
+        for byte_class in rx.derivative_classes(current):
+            nxt = rx.derivative(current, rx.lowest_byte(byte_class))
+            if nxt is not rx.EMPTY and nxt.id not in seen:
+                assert len(seen) < max_states, rx.to_pattern(term)
+                seen.add(nxt.id)
+                frontier.append(nxt)
+    return False
+
+
+def test_terms_inhabited_by_structure_have_a_string():
+    """`Term.inhabited` (which `is_empty`, compiled and in Python, answers without a search) is never
+    claimed of an empty term: checked by an exhaustive search on random terms with intersections
+    and complements, and on the shape of a key where some keys are taken."""
+    from tests.grammars.test_compiled_derivatives import random_term
+
+    rng = random.Random(11)
+    terms = [random_term(rng, 4) for _ in range(400)]
+    inhabited = [term for term in terms if term.inhabited and not term.is_plain and not term.nullable]
+    assert len(inhabited) > 20
+    for term in inhabited:
+        assert has_a_string(term), rx.to_pattern(term)
+    string = rx.concat(rx.star(rx.byte_range(97, 122)), rx.literal(b'"'))
+    key = rx.tag(3, rx.difference(string, rx.literals([b'name"', b'age"'])))
+    assert key.inhabited and rx.is_empty(key) is False
+    # Infinite less infinite, and finite less anything, are left to the search.
+    assert not rx.difference(string, rx.star(rx.literal(b"a"))).inhabited
+    disjoint = rx.intersect(rx.repeat(rx.literal(b"ab"), 1, None), rx.star(rx.literal(b"c")))
+    assert not disjoint.inhabited and rx.is_empty(disjoint) is True
+    # The complement of an infinite language has the empty string, which the difference lacks.
+    words = rx.repeat(LOWER, 1, None)
+    covered = rx.difference(words, rx.alt(words, rx.literal(b"0")))
+    assert not covered.inhabited and rx.is_empty(covered) is True
+    assert not rx.difference(rx.literal(b'name"'), rx.literal(b'name"')).inhabited
+    assert rx.is_empty(rx.difference(rx.literal(b'name"'), rx.literal(b'name"'))) is True
 
 
 def test_literal_trie_of_many_options():
