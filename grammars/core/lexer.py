@@ -349,9 +349,7 @@ class LexerTables:
         Raises:
             ConstraintLimitError: as `row`.
         """
-        if not self.has_row[sid]:
-            self.fill_rows([sid], check)
-        return self.trans[sid] != DEAD
+        return self._trans_row(sid, check) != DEAD
 
     def tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(trans, has_row, accepting) taken together: `_grow` replaces all three, and a walk that
@@ -369,11 +367,15 @@ class LexerTables:
     def _fill_row(self, sid: int, check: Check = no_check) -> tuple[int, ...]:
         """The row of `sid` as a tuple: computed if it is not yet, and copied from `trans` on first use
         (most rows are computed for vocabulary walks, which read `trans` alone)."""
-        if not self.has_row[sid]:
-            self.fill_rows([sid], check)
-        row = tuple(self.trans[sid].tolist())
+        row = tuple(self._trans_row(sid, check).tolist())
         self.rows[sid] = row
         return row
+
+    def _trans_row(self, sid: int, check: Check) -> np.ndarray:
+        """int32[256]: the row of `sid` in `trans`, computed first where it is not yet."""
+        if not self.has_row[sid]:
+            self.fill_rows([sid], check)
+        return self.trans[sid]
 
     def fill_rows(self, sids: list[int], check: Check) -> None:
         """Compute the rows of `sids` not computed yet: those with a node in the compiled store in
