@@ -5,7 +5,7 @@
 //   _walk_trie.cpp    build_trie: the vocabulary as a byte trie (built once per vocabulary);
 //   _walk_nodes.cpp   Walk and walk_nodes / walk_vocabulary: the trie walked through the lexer DFA;
 //   _walk_settle.cpp  settle and its caches: boundary groups walked on through the parser;
-//   _walk_masks.cpp   packed_mask: a mask's packed bits and their hash (one array per distinct mask);
+//   _walk_masks.cpp   a mask's bits: their identity (one array per distinct mask) and bool array;
 //   _walk_module.cpp  the Python module and its method table.
 #pragma once
 
@@ -350,7 +350,8 @@ PyObject* new_group_walks(PyObject*, PyObject* args);  // _walk_settle.cpp
 PyObject* new_parser_edges(PyObject*, PyObject*);
 PyObject* group_walks_held(PyObject*, PyObject* capsule);
 PyObject* settle(PyObject*, PyObject* args);
-PyObject* packed_mask(PyObject*, PyObject* mask_object);  // _walk_masks.cpp
+PyObject* bits_identity(PyObject*, PyObject* bits_object);  // _walk_masks.cpp
+PyObject* bool_mask(PyObject*, PyObject* args);
 PyObject* allowed_among(PyObject*, PyObject* args);
 
 }  // namespace stencil_walk

@@ -1,82 +1,22 @@
-// Reading token masks. A mask's identity (`grammars.masking.masks.MaskTable._shared`, which keeps one array
-// per distinct mask): its bits packed, and a 64-bit hash of them, in one call. Packing with numpy and
-// hashing the packed bytes in Python cost ~16 us a mask on a 262k-token vocabulary, more than most
-// of the mask's assembly; here the packing takes 64 bytes an instruction where the CPU has AVX-512
-// (16 with SSE2, every x86-64 CPU), and the hash multiplies word pairs independently. The hash only
-// picks a bucket: masks are shared only when their packed bits are equal.
+// Token masks as bits (`grammars.masking.token_bits`): a new state's mask is assembled as bits (token
+// t is bit t % 64 of word t / 64: an eighth of a bool mask's memory to copy and set, which on a
+// 262k-token vocabulary was most of a new mask's assembly) and kept as one bool array per distinct
+// mask (`grammars.masking.masks.MaskTable._shared`). Here: a mask's identity (its words as bytes,
+// and a 64-bit hash of them that multiplies word pairs independently; the hash only picks a bucket),
+// the bool array of a new distinct mask, and the ids a bool mask allows among a few.
 #include "_walk.h"
+
+#include <array>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "token bits are read as numpy's little-endian words");
+
 namespace stencil_walk {
 
 namespace {
-
-constexpr uint64_t kHighBits = 0x8080808080808080ull;
-
-// Eight bytes of a bool mask (any nonzero byte is true) as eight bits, the first byte lowest: each
-// byte's truth moved to its lowest bit, then gathered by one multiplication (byte j's bit lands on
-// bit 56 + j, and no two products overlap, so nothing carries).
-inline uint8_t pack8(uint64_t bytes) {
-    const uint64_t nonzero = ((((bytes & ~kHighBits) + ~kHighBits) | bytes) & kHighBits) >> 7;
-    return static_cast<uint8_t>((nonzero * 0x0102040810204080ull) >> 56);
-}
-
-// Packs the whole 8-byte groups of `in` (size bytes) from byte `from` on; returns where it stopped.
-Py_ssize_t pack_scalar(const uint8_t* in, Py_ssize_t from, Py_ssize_t size, uint8_t* out) {
-    for (; from + 8 <= size; from += 8) {
-        uint64_t bytes;
-        std::memcpy(&bytes, in + from, 8);
-        out[from / 8] = pack8(bytes);
-    }
-    return from;
-}
-
-#if defined(__x86_64__)
-Py_ssize_t pack_sse2(const uint8_t* in, Py_ssize_t size, uint8_t* out) {
-    const __m128i zero = _mm_setzero_si128();
-    Py_ssize_t i = 0;
-    for (; i + 16 <= size; i += 16) {
-        const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i));
-        const uint16_t bits = static_cast<uint16_t>(~_mm_movemask_epi8(_mm_cmpeq_epi8(bytes, zero)));
-        std::memcpy(out + i / 8, &bits, 2);
-    }
-    return i;
-}
-
-__attribute__((target("avx512bw"))) Py_ssize_t pack_avx512(const uint8_t* in, Py_ssize_t size, uint8_t* out) {
-    Py_ssize_t i = 0;
-    for (; i + 64 <= size; i += 64) {
-        const __m512i bytes = _mm512_loadu_si512(in + i);
-        const uint64_t bits = _mm512_test_epi8_mask(bytes, bytes);
-        std::memcpy(out + i / 8, &bits, 8);
-    }
-    return i;
-}
-
-// Asked at load: the CPU model must be initialized first in a static initializer.
-const bool kHasAvx512 = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512bw") != 0;
-}();
-#endif
-
-// Packs `size` bytes of `in` into (size + 7) / 8 bytes of `out`.
-void pack(const uint8_t* in, Py_ssize_t size, uint8_t* out) {
-    Py_ssize_t done = 0;
-#if defined(__x86_64__)
-    done = kHasAvx512 ? pack_avx512(in, size, out) : 0;
-    done += pack_sse2(in + done, size - done, out + done / 8);
-#endif
-    done = pack_scalar(in, done, size, out);
-    if (done < size) {
-        uint64_t bytes = 0;
-        std::memcpy(&bytes, in + done, static_cast<size_t>(size - done));
-        out[done / 8] = pack8(bytes);
-    }
-}
 
 inline uint64_t mix(uint64_t h) {  // splitmix64's finalizer
     h ^= h >> 30;
@@ -115,19 +55,99 @@ uint64_t hash_bytes(const uint8_t* data, Py_ssize_t length) {
     return h;
 }
 
+// Byte j of kSpread[b] is bit j of b: eight bools at a store.
+constexpr auto kSpread = [] {
+    std::array<uint64_t, 256> spread{};
+    for (int byte = 0; byte < 256; ++byte)
+        for (int bit = 0; bit < 8; ++bit)
+            if (byte & (1 << bit)) spread[byte] |= 1ull << (8 * bit);
+    return spread;
+}();
+
+// Spreads the bits of `in` over the bytes `out[from:size)` (from a multiple of 8); returns where it stopped.
+Py_ssize_t spread_scalar(const uint8_t* in, Py_ssize_t from, Py_ssize_t size, uint8_t* out) {
+    for (; from + 8 <= size; from += 8) std::memcpy(out + from, &kSpread[in[from / 8]], 8);
+    return from;
+}
+
+#if defined(__x86_64__)
+// 32 bools from 4 bytes of bits: each byte copied to its 8 lanes, each lane's bit tested.
+__attribute__((target("avx2"))) Py_ssize_t spread_avx2(const uint8_t* in, Py_ssize_t size, uint8_t* out) {
+    const __m256i lanes = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
+                                           3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+    const __m256i one = _mm256_set1_epi8(1);
+    Py_ssize_t at = 0;
+    for (; at + 32 <= size; at += 32) {
+        int32_t word;
+        std::memcpy(&word, in + at / 8, 4);
+        const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(word), lanes);
+        const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + at), _mm256_and_si256(set, one));
+    }
+    return at;
+}
+
+// 64 bools from 8 bytes of bits, one instruction.
+__attribute__((target("avx512bw"))) Py_ssize_t spread_avx512(const uint8_t* in, Py_ssize_t size, uint8_t* out) {
+    const __m512i one = _mm512_set1_epi8(1);
+    Py_ssize_t at = 0;
+    for (; at + 64 <= size; at += 64) {
+        uint64_t word;
+        std::memcpy(&word, in + at / 8, 8);
+        _mm512_storeu_si512(out + at, _mm512_maskz_mov_epi8(word, one));
+    }
+    return at;
+}
+
+// Asked at load: the CPU model must be initialized first in a static initializer.
+const int kWidest = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bw") ? 512 : __builtin_cpu_supports("avx2") ? 256 : 0;
+}();
+#endif
+
+// The bools of the first `size` bits of `in`, in `out`.
+void spread(const uint8_t* in, Py_ssize_t size, uint8_t* out) {
+    Py_ssize_t done = 0;
+#if defined(__x86_64__)
+    if (kWidest == 512) done = spread_avx512(in, size, out);
+    if (kWidest == 256) done = spread_avx2(in, size, out);
+#endif
+    done = spread_scalar(in, done, size, out);
+    for (; done < size; ++done) out[done] = (in[done / 8] >> (done % 8)) & 1;
+}
+
 }  // namespace
 
-// packed_mask(mask) -> (hash, packed): a C-contiguous bool mask's bits, 8 to a byte with the first element
-// lowest (numpy's packbits with bitorder="little"), and a 64-bit hash of those bytes.
-PyObject* packed_mask(PyObject*, PyObject* mask_object) {
-    View mask;
-    if (!mask.get(mask_object, "packed_mask: mask", 1)) return nullptr;
-    const Py_ssize_t size = mask.count(), length = (size + 7) / 8;
-    PyObject* packed = PyBytes_FromStringAndSize(nullptr, length);
+// bits_identity(bits) -> (hash, packed): a uint64 token set's words as bytes, and a 64-bit hash of them.
+PyObject* bits_identity(PyObject*, PyObject* bits_object) {
+    View bits;
+    if (!bits.get(bits_object, "bits_identity: bits", 8)) return nullptr;
+    const Py_ssize_t length = bits.buffer.len;
+    const auto* data = bits.data<uint8_t>();
+    PyObject* packed = PyBytes_FromStringAndSize(reinterpret_cast<const char*>(data), length);
     if (packed == nullptr) return nullptr;
-    auto* out = reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(packed));
-    pack(mask.data<uint8_t>(), size, out);
-    return Py_BuildValue("(KN)", static_cast<unsigned long long>(hash_bytes(out, length)), packed);
+    return Py_BuildValue("(KN)", static_cast<unsigned long long>(hash_bytes(data, length)), packed);
+}
+
+// bool_mask(bits, size) -> bytearray[size]: 1 at each token of a token set (uint64 words, or their
+// bytes), 0 elsewhere; the set must hold at least `size` bits.
+PyObject* bool_mask(PyObject*, PyObject* args) {
+    PyObject* bits_object;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "On", &bits_object, &size)) return nullptr;
+    View bits;
+    if (PyObject_GetBuffer(bits_object, &bits.buffer, PyBUF_C_CONTIGUOUS) != 0) return nullptr;
+    bits.held = true;
+    if (size < 0 || bits.buffer.len * 8 < size) {
+        PyErr_SetString(PyExc_ValueError, "bool_mask: fewer bits than tokens");
+        return nullptr;
+    }
+    PyObject* mask = PyByteArray_FromStringAndSize(nullptr, size);
+    if (mask == nullptr) return nullptr;
+    spread(static_cast<const uint8_t*>(bits.buffer.buf), size, reinterpret_cast<uint8_t*>(PyByteArray_AS_STRING(mask)));
+    return mask;
 }
 
 // allowed_among(mask, ids) -> [id for id in ids if mask[id]]: `ids` int32 (C-contiguous), each an index

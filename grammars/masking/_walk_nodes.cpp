@@ -127,66 +127,67 @@ PyObject* walk_nodes(PyObject*, PyObject* args) {
     return Py_BuildValue("(NN)", bytes_of(walk.inside.rows(trie.order)), walk.boundaries.to_list());
 }
 
-// walk_vocabulary(tables, fill_rows, trie, nodes, sid, ordered_ids, row_mask, size, dense_above)
-//   As walk_nodes, with the inside tokens as token ids (`ordered_ids`: the int64 id of each row in
-//   trie order, ids[order], read in order along the inside ranges; `row_mask`: bool, at most `size`
-//   long, True exactly at the ids in `ordered_ids`): returns (inside ids as int64 bytearray or
-//   None, inside mask as bool bytearray[size] or None, groups), the mask where more than
-//   `dense_above` tokens are inside (a wide state: setting them here spares a gather and a scatter
-//   over tens of thousands of ids).
+// walk_vocabulary(tables, fill_rows, trie, nodes, sid, ordered_ids, row_bits, size)
+//   As walk_nodes, with the inside tokens as a token set (`ordered_ids`: the int64 id of each row in
+//   trie order, ids[order], read in order along the inside ranges; `row_bits`: the ids in
+//   `ordered_ids` as a set of bits, bit id % 64 of uint64 word id / 64, at most (size + 63) / 64
+//   words): returns (the inside tokens as such a set of (size + 63) / 64 words, in a bytearray, groups). Where most rows are inside (a string's inside), the set
+//   starts as `row_bits` and the few rows outside are cleared.
 PyObject* walk_vocabulary(PyObject*, PyObject* args) {
-    PyObject *tables, *fill_rows, *trie_object, *nodes_object, *ids_object, *row_mask_object;
+    PyObject *tables, *fill_rows, *trie_object, *nodes_object, *ids_object, *row_bits_object;
     int sid;
-    Py_ssize_t size, dense_above;
-    if (!PyArg_ParseTuple(args, "OOOOiOOnn", &tables, &fill_rows, &trie_object, &nodes_object, &sid, &ids_object,
-                          &row_mask_object, &size, &dense_above))
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "OOOOiOOn", &tables, &fill_rows, &trie_object, &nodes_object, &sid, &ids_object,
+                          &row_bits_object, &size))
         return nullptr;
     Trie trie;
-    View ids, row_mask;
-    if (!trie.take(trie_object) || !ids.get(ids_object, "ordered_ids", 8) || !row_mask.get(row_mask_object, "row_mask", 1))
+    View ids, row_bits;
+    if (!trie.take(trie_object) || !ids.get(ids_object, "ordered_ids", 8) || !row_bits.get(row_bits_object, "row_bits", 8))
         return nullptr;
     const int64_t num_rows = trie.first_token[trie.num_nodes];
-    if (ids.count() != num_rows || row_mask.count() > size) {
-        PyErr_SetString(PyExc_ValueError, "walk_vocabulary: one id per row of the trie, a row mask of at most size ids");
+    const Py_ssize_t words = (size + 63) / 64;
+    if (ids.count() != num_rows || row_bits.count() > words) {
+        PyErr_SetString(PyExc_ValueError, "walk_vocabulary: one id per row of the trie, row bits of at most size ids");
         return nullptr;
     }
     const int64_t* ordered = ids.data<int64_t>();
     Loops loops;
     Walk walk{trie, loops, {}, {}, {}};
     if (!start(walk, nodes_object, sid) || !walk.finish(tables, fill_rows)) return nullptr;
-    const int64_t count = walk.inside.count();
     PyObject* groups = walk.boundaries.to_list();
     if (groups == nullptr) return nullptr;
-    bool in_range = true;
-    const auto checked = [&](int64_t id) {
-        in_range &= id >= 0 && id < size;
-        return in_range ? id : 0;
-    };
-    PyObject* inside = nullptr;
-    if (count <= dense_above) {
-        std::vector<int64_t> inside_ids;
-        inside_ids.reserve(static_cast<size_t>(count));
-        walk.inside.each_row(ordered, [&](int64_t id) { inside_ids.push_back(checked(id)); });
-        inside = bytes_of(inside_ids);
-    } else if ((inside = PyByteArray_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(size))) != nullptr) {
-        uint8_t* mask = reinterpret_cast<uint8_t*>(PyByteArray_AS_STRING(inside));
-        if (2 * count > num_rows) {  // most rows inside: all set at once, the few outside cleared
-            std::memcpy(mask, row_mask.data<uint8_t>(), static_cast<size_t>(row_mask.count()));
-            std::memset(mask + row_mask.count(), 0, static_cast<size_t>(size - row_mask.count()));
-            walk.inside.each_gap(static_cast<int32_t>(num_rows), [&](int32_t at) { mask[checked(ordered[at])] = 0; });
-        } else {
-            std::memset(mask, 0, static_cast<size_t>(size));
-            walk.inside.each_row(ordered, [&](int64_t id) { mask[checked(id)] = 1; });
-        }
-    }
-    if (inside == nullptr || !in_range) {
-        if (inside != nullptr && !in_range) PyErr_SetString(PyExc_IndexError, "walk_vocabulary: a token id past size");
-        Py_XDECREF(inside);
+    PyObject* inside = PyByteArray_FromStringAndSize(nullptr, words * 8);
+    if (inside == nullptr) {
         Py_DECREF(groups);
         return nullptr;
     }
-    if (count <= dense_above) return Py_BuildValue("(NON)", inside, Py_None, groups);
-    return Py_BuildValue("(ONN)", Py_None, inside, groups);
+    auto* bits = reinterpret_cast<uint64_t*>(PyByteArray_AS_STRING(inside));
+    bool in_range = true;
+    const auto place = [&](int64_t id) {
+        in_range &= id >= 0 && id < size;
+        return in_range ? id : 0;
+    };
+    if (2 * walk.inside.count() > num_rows) {  // most rows inside: all set at once, the few outside cleared
+        std::memcpy(bits, row_bits.data<uint64_t>(), static_cast<size_t>(row_bits.count()) * 8);
+        std::memset(bits + row_bits.count(), 0, static_cast<size_t>(words - row_bits.count()) * 8);
+        walk.inside.each_gap(static_cast<int32_t>(num_rows), [&](int32_t at) {
+            const int64_t id = place(ordered[at]);
+            bits[id >> 6] &= ~(1ull << (id & 63));
+        });
+    } else {
+        std::memset(bits, 0, static_cast<size_t>(words) * 8);
+        walk.inside.each_row(ordered, [&](int64_t token) {
+            const int64_t id = place(token);
+            bits[id >> 6] |= 1ull << (id & 63);
+        });
+    }
+    if (!in_range) {
+        PyErr_SetString(PyExc_IndexError, "walk_vocabulary: a token id past size");
+        Py_DECREF(inside);
+        Py_DECREF(groups);
+        return nullptr;
+    }
+    return Py_BuildValue("(NN)", inside, groups);
 }
 
 }  // namespace stencil_walk

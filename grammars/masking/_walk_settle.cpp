@@ -3,7 +3,7 @@
 // subtrees are walked on from there, their own boundaries settled in turn, down to the tokens' ends.
 // Both run here on the parser's steps, memoized per automaton (`ParserEdges`: Python is asked only
 // on a miss); the walks of groups depend on lexer states alone, so they are kept per vocabulary
-// (`GroupWalks`) and shared by every grammar. Accepted tokens are set in the mask directly.
+// (`GroupWalks`) and shared by every grammar. Accepted tokens are set in the mask's bits directly.
 #include "_walk.h"
 
 #include <memory>
@@ -156,8 +156,8 @@ struct Settling {
     const Trie& trie;
     ParserSteps steps;
     PyObject *tables, *fill_rows;
-    uint8_t* mask;
-    Py_ssize_t size;
+    uint64_t* bits;  // the mask: token t is bit t % 64 of word t / 64
+    Py_ssize_t size;  // tokens the words hold
     const int64_t* ordered_ids;  // the token id at each position of the trie's order
     Loops loops{};  // shared by the group walks of this settle
 
@@ -269,10 +269,10 @@ struct Settling {
             if (token < 0 || token >= size)
                 in_range = false;
             else
-                mask[token] = 1;
+                bits[token >> 6] |= 1ull << (token & 63);
         });
         if (!in_range) {
-            PyErr_SetString(PyExc_IndexError, "settle: a token id past the mask");
+            PyErr_SetString(PyExc_IndexError, "settle: a token id past the mask's bits");
             return false;
         }
         for (int32_t nested : walked->nested)
@@ -310,10 +310,10 @@ PyObject* group_walks_held(PyObject*, PyObject* capsule) {
     return Py_BuildValue("(nn)", static_cast<Py_ssize_t>(cache->walks.size()), static_cast<Py_ssize_t>(cache->bytes));
 }
 
-// settle(group_walks, parser_edges, mask, ordered_ids, config, walk_name, groups, origins, steps, tables, fill_rows, trie)
+// settle(group_walks, parser_edges, bits, ordered_ids, config, walk_name, groups, origins, steps, tables, fill_rows, trie)
 //   group_walks, parser_edges: capsules from new_group_walks (of the vocabulary) and new_parser_edges
-//     (of the automaton); mask: writable bool[size]; ordered_ids: int64 token id at each position of the
-//     trie's order (`TokenTrie.ordered_ids`).
+//     (of the automaton); bits: the mask as a writable uint64 array (token t is bit t % 64 of word
+//     t / 64); ordered_ids: int64 token id at each position of the trie's order (`TokenTrie.ordered_ids`).
 //   walk_name: (lexer generation, state whose walk found the members) of the whole-vocabulary walk whose
 //     boundary `groups` ([(before, position, nodes as int64)], as walk_vocabulary returns them) end
 //     lexemes after `config`; origins: each group's before state in the walk that found it (its name).
@@ -321,14 +321,14 @@ PyObject* group_walks_held(PyObject*, PyObject* capsule) {
 //     join(configs) -> int, allowed_lexemes(config) -> lexemes, lexer_start(config) -> int): the
 //     automaton's and its parser's, asked on a miss (`ParserSteps`).
 //   tables, fill_rows, trie: as walk_nodes.
-// Sets in `mask` the tokens of `groups` that the grammar accepts.
+// Sets in `bits` the tokens of `groups` that the grammar accepts.
 PyObject* settle(PyObject*, PyObject* args) {
-    PyObject *walks_capsule, *edges_capsule, *mask_object, *ids_object, *groups, *origins, *tables, *fill_rows,
+    PyObject *walks_capsule, *edges_capsule, *bits_object, *ids_object, *groups, *origins, *tables, *fill_rows,
         *trie_object;
     ParserSteps steps;
     int config;
     long long generation, walk_sid;
-    if (!PyArg_ParseTuple(args, "OOOOi(LL)O!O!(OOOOO)OOO", &walks_capsule, &edges_capsule, &mask_object, &ids_object,
+    if (!PyArg_ParseTuple(args, "OOOOi(LL)O!O!(OOOOO)OOO", &walks_capsule, &edges_capsule, &bits_object, &ids_object,
                           &config, &generation, &walk_sid, &PyTuple_Type, &groups, &PyTuple_Type, &origins,
                           &steps.endings_of, &steps.advance, &steps.join, &steps.allowed, &steps.lexer_start, &tables,
                           &fill_rows, &trie_object))
@@ -341,12 +341,12 @@ PyObject* settle(PyObject*, PyObject* args) {
     auto* edges = static_cast<ParserEdges*>(PyCapsule_GetPointer(edges_capsule, kParserEdges));
     if (cache == nullptr || edges == nullptr) return nullptr;
     Trie trie;
-    View ids, mask;
+    View ids, bits;
     if (!trie.take(trie_object) || !ids.get(ids_object, "ordered_ids", 8)) return nullptr;
-    if (PyObject_GetBuffer(mask_object, &mask.buffer, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) != 0) return nullptr;
-    mask.held = true;
-    if (mask.buffer.itemsize != 1) {
-        PyErr_SetString(PyExc_TypeError, "settle: mask must be a bool array");
+    if (PyObject_GetBuffer(bits_object, &bits.buffer, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) != 0) return nullptr;
+    bits.held = true;
+    if (bits.buffer.itemsize != 8) {
+        PyErr_SetString(PyExc_TypeError, "settle: the mask's bits must be a uint64 array");
         return nullptr;
     }
     if (ids.count() != trie.first_token[trie.num_nodes]) {
@@ -377,8 +377,8 @@ PyObject* settle(PyObject*, PyObject* args) {
             }
         top.emplace_back(cache->intern(name, static_cast<int32_t>(origin), members), before);
     }
-    Settling settling{*cache,    *edges,    trie, steps, tables, fill_rows, static_cast<uint8_t*>(mask.buffer.buf),
-                      mask.count(), ids.data<int64_t>()};
+    Settling settling{*cache,    *edges,    trie, steps, tables, fill_rows, static_cast<uint64_t*>(bits.buffer.buf),
+                      bits.count() * 64, ids.data<int64_t>()};
     for (const auto& [id, before] : top)
         if (!settling.settle(config, id, before)) return nullptr;
     Py_RETURN_NONE;

@@ -22,7 +22,7 @@ from grammars.core.completion import CompletionLengths, token_counter
 from grammars.core.distinct_keys import Keys, may_need_check, refusals, walk_keyed
 from grammars.core.lexer import DEAD
 from grammars.errors import ConstraintLimitError
-from grammars.masking import token_walk
+from grammars.masking import token_bits, token_walk
 from grammars.masking.settle import GroupSettler
 from grammars.masking.token_walk import StateWalk, final_states, walk_state
 from grammars.masking.vocab import Vocabulary
@@ -81,14 +81,20 @@ def _allowed_among(allowed: np.ndarray, candidates: np.ndarray) -> list[int]:
     return candidates[allowed[candidates]].tolist()
 
 
-def _packed(mask: np.ndarray) -> tuple[int, bytes]:
-    """A hash of `mask`'s packed bits, and those bits: compiled in one call (`_walk.packed_mask`, a
-    few microseconds on a 262k-token vocabulary where numpy's packing and Python's hash took ~16).
-    `mask` is C-contiguous, as every mask a table builds is."""
-    if token_walk.native_walk is not None:
-        return token_walk.native_walk.packed_mask(mask)
-    packed = np.packbits(mask, bitorder="little").tobytes()
-    return hash(packed), packed
+class _Mask:
+    """One distinct mask of a table (`MaskTable._shared`): the bytes of its bits (`token_bits`: its
+    identity), its bool array, and that array's tensor, made on first use (`MaskTable._tensor`)."""
+
+    __slots__ = ("packed", "allowed", "tensor")
+
+    def __init__(self, packed: bytes, allowed: np.ndarray) -> None:
+        self.packed = packed
+        self.allowed = allowed
+        self.tensor: object | None = None
+
+    def bits(self) -> np.ndarray:
+        """A fresh copy of its bits."""
+        return np.frombuffer(self.packed, dtype=token_bits.WORD).copy()
 
 
 class MaskTable:
@@ -105,26 +111,23 @@ class MaskTable:
         self.automaton = automaton
         self.vocab = vocab
         self._eos_ids = np.array(vocab.eos_token_ids, dtype=np.int64)
-        #: The one EOS id where there is one: a scalar store costs a tenth of a fancy one.
-        self._eos_index: int | np.ndarray = vocab.eos_token_ids[0] if len(vocab.eos_token_ids) == 1 else self._eos_ids
+        #: The EOS ids by word of a mask's bits: set or cleared in each new mask at a scalar store.
+        self._eos_words = token_bits.word_flags(vocab.eos_token_ids)
         self._eos_set = frozenset(vocab.eos_token_ids)
-        self._allowed: dict[State, np.ndarray] = {}
-        #: The distinct masks by a hash of their packed bits (`_packed`): (packed bits, mask) each.
-        self._distinct: dict[int, list[tuple[bytes, np.ndarray]]] = {}
+        self._allowed: dict[State, _Mask] = {}
+        #: The distinct masks by a hash of their bits (`token_bits.identity`); most new states' masks
+        #: equal one made before, and share its array and tensor.
+        self._distinct: dict[int, list[_Mask]] = {}
         self._num_distinct = 0
         #: Distinct masks that fit in MAX_MASK_BYTES (each is its bool array and its packed bits).
         self._max_distinct = MAX_MASK_BYTES // (vocab.size + vocab.size // 8)
-        self._tensors: dict[State, object] = {}
-        #: The tensor of each distinct mask array, by the array's id (the tensor holds the array, so the id
-        #: is not reused while the entry is kept): most new states' masks equal a mask made before.
-        self._tensor_of: dict[int, object] = {}
         self._next_lengths: dict[State, tuple[np.ndarray, float]] = {}
         #: Per state, the longest shortest-completion after any allowed token: a float, so kept for
         #: many more states than the arrays, and enough to see that a loose budget removes nothing.
         self._longest: dict[State, float] = {}
         self._completions: CompletionLengths | None = None
         #: Per (state, keys): the allowed tokens.
-        self._keyed: dict[tuple[State, Keys], np.ndarray] = {}
+        self._keyed: dict[tuple[State, Keys], _Mask] = {}
         #: Per (lexer state, key scanner mode, escaped, `_Quotes`): `_key_candidates`.
         self._candidates: dict[tuple[int, int, bool, _Quotes], np.ndarray] = {}
         #: Per lexer state: a weak reference to its walk (`_walk`).
@@ -140,6 +143,10 @@ class MaskTable:
         Raises:
             ConstraintLimitError: `check` stopped the computation (its time budget; nothing is cached then).
         """
+        return self._entry(state, check).allowed
+
+    def _entry(self, state: State, check: Check) -> _Mask:
+        """The distinct mask of `state` (`allowed`), computed on first use."""
         found = self._allowed.get(state)
         if found is None:
             with self._lock:
@@ -169,22 +176,22 @@ class MaskTable:
             self._allowed.clear()
             self._distinct.clear()
             self._num_distinct = 0
-            self._tensors.clear()
-            self._tensor_of.clear()
             self._keyed.clear()
             self._candidates.clear()
 
-    def _shared(self, mask: np.ndarray) -> np.ndarray:
-        """The one kept array equal to `mask` (under the lock, after `_make_room`): found by a hash of
-        its packed bits, and equal when those are (the hash only picks the bucket)."""
-        key, packed = _packed(mask)
+    def _shared(self, bits: np.ndarray) -> _Mask:
+        """The one kept mask of the tokens `bits` holds (under the lock, after `_make_room`): found by a
+        hash of the bits, and equal when they are (the hash only picks the bucket). A mask new to the
+        table becomes its bool array here, once."""
+        key, packed = token_bits.identity(bits)
         bucket = self._distinct.setdefault(key, [])
-        for held, shared in bucket:
-            if held == packed:
-                return shared
-        bucket.append((packed, mask))
+        for held in bucket:
+            if held.packed == packed:
+                return held
+        entry = _Mask(packed, token_bits.to_mask(packed, self.vocab.size))
+        bucket.append(entry)
         self._num_distinct += 1
-        return mask
+        return entry
 
     def allowed_with_keys(self, state: State, keys: Keys, check: Check) -> np.ndarray:
         """`allowed(state)` less the tokens that repeat a key of an open object or leave no fresh
@@ -205,10 +212,15 @@ class MaskTable:
         Raises:
             ConstraintLimitError: `check` stopped the computation.
         """
+        return self._keyed_entry(state, keys, check).allowed
+
+    def _keyed_entry(self, state: State, keys: Keys, check: Check) -> _Mask:
+        """The distinct mask of (`state`, `keys`) (`allowed_with_keys`), computed on first use."""
         found = self._keyed.get((state, keys))
         if found is not None:
             return found
-        allowed = self.allowed(state, check)
+        entry = self._entry(state, check)
+        allowed = entry.allowed
         config, sid = state
         lexer_sid = self.automaton.lexer_start(config) if sid is None else sid
         quotes = _Quotes.NONE
@@ -230,11 +242,11 @@ class MaskTable:
         with self._lock:
             self._make_room()
             if refused:
-                allowed = allowed.copy()
-                allowed[refused] = False
-                allowed = self._shared(allowed)
-            self._keyed[(state, keys)] = allowed
-        return allowed
+                bits = entry.bits()
+                token_bits.assign(bits, refused, False)
+                entry = self._shared(bits)
+            self._keyed[(state, keys)] = entry
+        return entry
 
     def _first_quote_is_restricted(self, state: State, seen: frozenset[str], check: Check) -> bool:
         """Whether a key that a token's first byte begins in `state` begins in a lexer state that
@@ -275,8 +287,7 @@ class MaskTable:
                 _Quotes.ALL: kinds.comma_or_quote,
                 _Quotes.AFTER_FIRST_BYTE: kinds.comma_or_late_quote,
             }[quotes]
-            # A sparse walk's mask is made for the lookup: a tenth of the cost of `np.isin` over its ids.
-            inside = (walk.inside_mask if walk.inside_mask is not None else walk.new_mask(self.vocab.size))[suspects]
+            inside = token_bits.contains(walk.inside_bits, suspects)
             if not awaits_quote:
                 inside &= ~kinds.comma_first[suspects]  # `, ` may lead to where a key must come
             found = suspects[~inside]
@@ -289,22 +300,20 @@ class MaskTable:
 
     def mask_with_keys(self, state: State, keys: Keys, check: Check):
         """`allowed_with_keys` as a torch bool tensor sharing its memory (do not modify it)."""
-        return self._tensor(self.allowed_with_keys(state, keys, check))
+        return self._tensor(self._keyed_entry(state, keys, check))
 
     def mask(self, state: State, check: Check):
         """`allowed(state, check)` as a torch bool tensor sharing its memory (do not modify it)."""
-        tensor = self._tensors.get(state)
-        if tensor is None:
-            tensor = self._tensors[state] = self._tensor(self.allowed(state, check))
-        return tensor
+        return self._tensor(self._entry(state, check))
 
-    def _tensor(self, allowed: np.ndarray):
-        """The tensor of a distinct mask array (`_shared`), made once per array."""
-        tensor = self._tensor_of.get(id(allowed))
+    @staticmethod
+    def _tensor(entry: _Mask):
+        """The tensor of a distinct mask, made once per mask: states with equal masks share it."""
+        tensor = entry.tensor
         if tensor is None:
             import torch
 
-            tensor = self._tensor_of[id(allowed)] = torch.from_numpy(allowed)
+            tensor = entry.tensor = torch.from_numpy(entry.allowed)
         return tensor
 
     def budget_allowed(self, state: State, max_remaining_tokens: int, check: Check) -> np.ndarray | None:
@@ -408,16 +417,18 @@ class MaskTable:
         return token_id in self._eos_set
 
     def _compute(self, state: State, check: Check) -> np.ndarray:
+        """The bits of `state`'s mask (`token_bits`): its walk's inside tokens, the boundary tokens
+        the grammar accepts, and EOS where the text may end."""
         automaton = self.automaton
         config, sid = state
         lexer_sid = automaton.lexer_start(config) if sid is None else sid
         walk = self._walk(lexer_sid, check)
-        allowed = walk.new_mask(self.vocab.size)
+        bits = walk.inside_bits.copy()
         # Where the lexeme may end here, tokens whose first byte cannot extend it end it first.
         ending = lexer_sid if sid is not None and automaton.lexer.accepting[lexer_sid] else None
-        self._settler.settle_into(allowed, config, walk, ending, check)
-        allowed[self._eos_index] = automaton.can_end(state)
-        return allowed
+        self._settler.settle_into(bits, config, walk, ending, check)
+        token_bits.assign_words(bits, self._eos_words, automaton.can_end(state))
+        return bits
 
     def _walk(self, lexer_sid: int, check: Check) -> StateWalk:
         """`walk_state` of `lexer_sid`, found here by a weak reference where this table walked the state

@@ -10,8 +10,8 @@ still inside a lexeme at their end are accepted, and those that end this lexeme 
 groups, settled the same way. A fresh lexeme consumes a byte before it can end, so the recursion
 ends within the token.
 
-The compiled settle (`_walk.settle`) runs all of it in one call, writing the mask directly: it takes
-lexemes on the parser's own steps (`Parser.steps`), memoized per automaton, and asks Python only what
+The compiled settle (`_walk.settle`) runs all of it in one call, setting the mask's bits directly: it
+takes lexemes on the parser's own steps (`Parser.steps`), memoized per automaton, and asks Python only what
 ends in a lexer state new to it and the lexeme start of a new set of allowed lexemes; group walks are
 kept per vocabulary. `settle_reference` is the Python settle it must agree with, used when the extension is
 missing (then groups hold token rows, not trie nodes).
@@ -28,7 +28,7 @@ import numpy as np
 
 from grammars.core.automaton import GrammarAutomaton
 from grammars.core.budget import Check, no_check
-from grammars.masking import token_walk
+from grammars.masking import token_bits, token_walk
 from grammars.masking.token_walk import GroupKey, StateWalk, row_filler, token_trie, walk_group
 from grammars.masking.vocab import Vocabulary
 
@@ -50,20 +50,21 @@ class GroupSettler:
         #: `ending_group` per (lexer state, whether its members are rows).
         self._ending_groups: dict[tuple[int, bool], tuple[int, int, np.ndarray]] = {}
 
-    def settle_into(self, mask: np.ndarray, config: int, walk: StateWalk, ending: int | None, check: Check) -> None:
-        """Set in `mask` the tokens of `walk`'s boundary groups (ending a lexeme after `config`) that the
-        grammar accepts, and where `ending` is a lexer state (the one the mask is made in, whose lexeme
-        may end there) those of `ending_group`: compiled when the extension is built.
+    def settle_into(self, bits: np.ndarray, config: int, walk: StateWalk, ending: int | None, check: Check) -> None:
+        """Add to `bits` (a mask being made, a set as `token_bits` holds one) the tokens of `walk`'s
+        boundary groups (ending a lexeme after `config`) that the grammar accepts, and where `ending` is
+        a lexer state (the one the mask is made in, whose lexeme may end there) those of
+        `ending_group`: compiled when the extension is built.
 
         Raises:
             ConstraintLimitError: `check` stopped a walk (nothing half-walked is cached).
         """
         if token_walk.native_walk is None:
-            self.settle_reference(mask, config, walk, ending, check)
+            self.settle_reference(bits, config, walk, ending, check)
         else:
-            self.settle_compiled(mask, config, walk, ending, check)
+            self.settle_compiled(bits, config, walk, ending, check)
 
-    def settle_compiled(self, mask: np.ndarray, config: int, walk: StateWalk, ending: int | None, check: Check) -> None:
+    def settle_compiled(self, bits: np.ndarray, config: int, walk: StateWalk, ending: int | None, check: Check) -> None:
         """`settle_into` in one compiled call (the walk's groups must hold trie nodes)."""
         native = token_walk.native_walk
         if native is None:
@@ -80,7 +81,7 @@ class GroupSettler:
             native.settle(
                 arguments.group_walks,
                 arguments.edges,
-                mask,
+                bits,
                 arguments.ordered_ids,
                 config,
                 (arguments.generation, walk.inside_of),
@@ -152,7 +153,7 @@ class GroupSettler:
         return (automaton.endings_of, *automaton.parser.steps, start)
 
     def settle_reference(
-        self, mask: np.ndarray, config: int, walk: StateWalk, ending: int | None, check: Check
+        self, bits: np.ndarray, config: int, walk: StateWalk, ending: int | None, check: Check
     ) -> None:
         """`settle_into` in Python, group by group (the reference of the compiled settle)."""
         groups, origins = self._groups(walk, ending, check)
@@ -161,7 +162,7 @@ class GroupSettler:
             for (before, position, members), origin in zip(groups, origins)
         ]
         if accepted:
-            mask[self.vocab.walk_arrays.ids[np.concatenate(accepted)]] = True
+            token_bits.assign(bits, self.vocab.walk_arrays.ids[np.concatenate(accepted)], True)
 
     def _settle_group(self, config: int, group: GroupKey, before: int, members: np.ndarray, check: Check) -> np.ndarray:
         """The rows of the tokens of boundary group `group` (`members`: tokens ending a lexeme in lexer

@@ -28,6 +28,7 @@ import numpy as np
 
 from grammars.core.budget import Check
 from grammars.core.lexer import DEAD, LexerTables
+from grammars.masking import token_bits
 from grammars.masking.vocab import Vocabulary, WalkArrays
 
 logger = logging.getLogger(__name__)
@@ -41,9 +42,6 @@ MAX_CACHED_WALK_BYTES = 256 << 20
 #: `grammars.masking.settle`), and the bytes their rows may hold.
 MAX_CACHED_GROUP_WALKS = 65536
 MAX_CACHED_GROUP_WALK_BYTES = 128 << 20
-#: Above this many inside tokens a walk keeps a dense mask: copying it beats scattering the ids.
-DENSE_INSIDE_THRESHOLD = 2048
-_NO_IDS = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -63,12 +61,12 @@ class RowWalk:
 
 @dataclass(frozen=True)
 class StateWalk:
-    """The whole vocabulary's walk from one lexer state, with the inside tokens as a mask.
+    """The whole vocabulary's walk from one lexer state, with the inside tokens as a set of bits.
 
     sid: the state walked: the walk representative (`LexerTables.walk_representative`) of the states
         that share this walk.
-    inside_mask: bool[vocab.size], dense for wide states (the inside of a string; `inside_ids` is
-        empty then), else None and `inside_ids` holds the few ids.
+    inside_bits: the tokens that end inside the lexeme, as `token_bits` holds a set (a new mask
+        starts as a copy of them).
     inside_of: the state whose walk found these tokens: `sid`, or for a walk retagged from another
         state's (`_retagged`: every string field's inside), that walk's `inside_of`. Walks with equal
         `inside_of` (in one lexer generation) have the same inside tokens and boundary members, so
@@ -80,8 +78,7 @@ class StateWalk:
     """
 
     sid: int
-    inside_ids: np.ndarray
-    inside_mask: np.ndarray | None
+    inside_bits: np.ndarray
     boundaries: tuple[tuple[int, int, np.ndarray], ...]
     inside_of: int
     origins: tuple[int, ...]
@@ -89,16 +86,7 @@ class StateWalk:
     @property
     def nbytes(self) -> int:
         """The bytes its arrays hold."""
-        held = self.inside_ids.nbytes + sum(rows.nbytes for _, _, rows in self.boundaries)
-        return held + (0 if self.inside_mask is None else self.inside_mask.nbytes)
-
-    def new_mask(self, size: int) -> np.ndarray:
-        """A fresh bool[size] array with the inside tokens set."""
-        if self.inside_mask is not None:
-            return self.inside_mask.copy()
-        mask = np.zeros(size, dtype=bool)
-        mask[self.inside_ids] = True
-        return mask
+        return self.inside_bits.nbytes + sum(rows.nbytes for _, _, rows in self.boundaries)
 
 
 def _load_native() -> ModuleType | None:
@@ -135,8 +123,8 @@ class TokenTrie:
     first_bytes: np.ndarray
     #: int64 token id of each row in trie order (`ids[order]`): a walk's inside ranges read it in order.
     ordered_ids: np.ndarray
-    #: bool[number of token ids]: True at the ids of `ordered_ids` (a wide walk's mask starts from it).
-    row_mask: np.ndarray
+    #: The ids of `ordered_ids` as a set of bits (`token_bits`; a wide walk's inside starts from it).
+    row_bits: np.ndarray
 
     def subtree_rows(self, nodes: np.ndarray) -> np.ndarray:
         """int64 rows of the tokens in the subtrees of `nodes` (what a compiled group holds)."""
@@ -162,8 +150,8 @@ def token_trie(arrays: WalkArrays) -> TokenTrie:
             first_nodes.append(int(node_end[first_nodes[-1]]))
         nodes = np.array(first_nodes, dtype=np.int64)
         first_bytes = node_byte[nodes].astype(np.int64)
-        row_mask = arrays.row_of_id >= 0
-        trie = TokenTrie(tables, node_end, node_first_token, order, nodes, first_bytes, arrays.ids[order], row_mask)
+        row_bits = token_bits.from_ids(arrays.ids, arrays.row_of_id.size)
+        trie = TokenTrie(tables, node_end, node_first_token, order, nodes, first_bytes, arrays.ids[order], row_bits)
         found = arrays.__dict__.setdefault("_token_trie", trie)
     return found
 
@@ -361,7 +349,7 @@ def _retagged(
         groups.append(((renamed[before], position, members), origin))
     groups.sort(key=lambda group: group[0][:2])
     boundaries = tuple(group for group, _ in groups)
-    return StateWalk(sid, walk.inside_ids, walk.inside_mask, boundaries, walk.inside_of, tuple(o for _, o in groups))
+    return StateWalk(sid, walk.inside_bits, boundaries, walk.inside_of, tuple(o for _, o in groups))
 
 
 #: A boundary group: tokens that end a lexeme in lexer state `before` just before byte `position`.
@@ -424,28 +412,20 @@ def _walk_vocabulary(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Che
         trie = token_trie(arrays)
         nodes = trie.first_nodes[extends[trie.first_bytes]]
         filler = row_filler(lexer, check)
-        ids, mask, groups = native_walk.walk_vocabulary(
+        inside, groups = native_walk.walk_vocabulary(
             lexer.tables,
             filler,
             trie.tables,
             nodes,
             sid,
             trie.ordered_ids,
-            trie.row_mask,
+            trie.row_bits,
             vocab.size,
-            DENSE_INSIDE_THRESHOLD,
         )
         boundaries = _groups(groups)
         origins = tuple(before for before, _, _ in boundaries)
-        if mask is None:
-            return StateWalk(sid, np.frombuffer(ids, dtype=np.int64), None, boundaries, sid, origins)
-        return StateWalk(sid, _NO_IDS, np.frombuffer(mask, dtype=bool), boundaries, sid, origins)
+        return StateWalk(sid, np.frombuffer(inside, dtype=token_bits.WORD), boundaries, sid, origins)
     rows = advance_rows_reference(arrays, lexer, sid, arrays.rows_starting_with(extends), 0, check)
-    inside_ids = arrays.ids[rows.inside_rows]
+    inside = token_bits.from_ids(arrays.ids[rows.inside_rows], vocab.size)
     origins = tuple(before for before, _, _ in rows.boundaries)
-    if inside_ids.size <= DENSE_INSIDE_THRESHOLD:
-        return StateWalk(sid, inside_ids, None, rows.boundaries, sid, origins)
-    inside_mask = np.zeros(vocab.size, dtype=bool)
-    inside_mask[inside_ids] = True
-    # The ids would cost 8 bytes a token more.
-    return StateWalk(sid, inside_ids[:0], inside_mask, rows.boundaries, sid, origins)
+    return StateWalk(sid, inside, rows.boundaries, sid, origins)

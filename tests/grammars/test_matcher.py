@@ -117,23 +117,27 @@ def test_special_tokens_never_allowed_inside_strings(vocab, hf_tokenizer):
 
 @pytest.mark.parametrize("native", [True, False], ids=["compiled", "numpy"])
 def test_equal_masks_share_one_array_and_hash_collisions_keep_others_apart(vocab, monkeypatch, native):
-    """`MaskTable._shared` keeps one array per distinct mask: equal masks get the first one, and masks
-    whose hashes collide (here: every mask's) stay apart, each kept once."""
-    from grammars.masking import masks, token_walk
+    """`MaskTable._shared` keeps one mask per distinct set of token bits, its bool array made once:
+    equal bits get the first one, and masks whose hashes collide (here: every mask's) stay apart,
+    each kept once."""
+    from grammars.masking import token_bits, token_walk
 
     if not native:
         monkeypatch.setattr(token_walk, "native_walk", None)
     table = person_constraint().matcher(vocab)._table
-    first, other = np.zeros(vocab.size, dtype=bool), np.zeros(vocab.size, dtype=bool)
-    first[[3, 500, vocab.size - 1]] = True
-    other[[3, 500]] = True
-    assert table._shared(first) is first and table._shared(first.copy()) is first
-    assert masks._packed(first)[0] != masks._packed(other)[0]
-    packed = masks._packed
-    monkeypatch.setattr(masks, "_packed", lambda mask: (7, packed(mask)[1]))
+    first = token_bits.from_ids(np.array([3, 500, vocab.size - 1]), vocab.size)
+    other = token_bits.from_ids(np.array([3, 500]), vocab.size)
+    kept_first = table._shared(first)
+    assert table._shared(first.copy()) is kept_first
+    assert np.flatnonzero(kept_first.allowed).tolist() == [3, 500, vocab.size - 1]
+    assert kept_first.allowed.dtype == bool and kept_first.allowed.size == vocab.size
+    assert token_bits.identity(first)[0] != token_bits.identity(other)[0]
+    identity = token_bits.identity
+    monkeypatch.setattr(token_bits, "identity", lambda bits: (7, identity(bits)[1]))
     kept = table._num_distinct
-    assert table._shared(other) is other and table._shared(first) is first  # both in one bucket now
-    assert table._shared(other.copy()) is other and table._shared(first.copy()) is first
+    kept_other, kept_first = table._shared(other), table._shared(first)  # both in one bucket now
+    assert kept_other is not kept_first and np.flatnonzero(kept_other.allowed).tolist() == [3, 500]
+    assert table._shared(other.copy()) is kept_other and table._shared(first.copy()) is kept_first
     assert table._num_distinct == kept + 2 and len(table._distinct[7]) == 2
 
 
@@ -158,7 +162,7 @@ def test_states_with_equal_masks_share_one_tensor(vocab, hf_tokenizer):
     assert np.shares_memory(first.numpy(), table.allowed(next(iter(shared)), lambda: None))
     table._num_distinct = masks.MAX_MASK_BYTES  # full: the next new mask clears the caches
     table._make_room()
-    assert not table._tensor_of and not table._tensors
+    assert not table._allowed and not table._distinct and not table._keyed
 
 
 def test_tables_hold_no_walk_the_vocabulary_let_go(vocab, hf_tokenizer):
@@ -191,29 +195,46 @@ def test_tables_hold_no_walk_the_vocabulary_let_go(vocab, hf_tokenizer):
 
 
 @pytest.mark.parametrize("size", [0, 1, 7, 8, 63, 64, 65, 1000, 49_152, 262_147])
-def test_compiled_mask_packing_is_numpys(size):
-    """`_walk.packed_mask` packs as numpy's little-endian `packbits` (any nonzero byte is a set bit;
-    this CPU's widest path, then 16-byte and 8-byte steps and the tail), and its hash tells masks one
-    bit apart (each bit of a word of 64, against partner words with trailing zeros too)."""
-    from grammars.masking import token_walk
+def test_token_bits_are_numpys_packed_masks_compiled_or_not(size, monkeypatch):
+    """A set of token bits (`token_bits`) is numpy's little-endian `packbits` of its bool mask, read a
+    word at a time; its bool mask, compiled or not, is that mask again; the scatter and the per-word
+    stores add and take out the same tokens; and the compiled hash tells sets one bit apart (each bit
+    of a word, against partner words with trailing zeros too)."""
+    from grammars.masking import token_bits, token_walk
 
-    assert token_walk.native_walk is not None
+    native = token_walk.native_walk
+    assert native is not None
     rng = np.random.default_rng(size)
-    raw = rng.integers(0, 4, size, dtype=np.uint8) * rng.integers(0, 2, size, dtype=np.uint8) * 85
-    key, packed = token_walk.native_walk.packed_mask(raw)
-    assert packed == np.packbits(raw != 0, bitorder="little").tobytes()
-    mask = raw != 0
-    assert token_walk.native_walk.packed_mask(mask) == (key, packed)
+    mask = rng.integers(0, 2, size).astype(bool)
+    bits = token_bits.from_ids(np.flatnonzero(mask), size)
+    assert bits.dtype == token_bits.WORD and bits.size == token_bits.num_words(size)
+    assert bits.tobytes()[: (size + 7) // 8] == np.packbits(mask, bitorder="little").tobytes()
+    key, packed = native.bits_identity(bits)
+    assert packed == bits.tobytes() and token_bits.identity(bits) == (key, packed)
+    assert np.array_equal(token_bits.to_mask(packed, size), mask)
+    with monkeypatch.context() as patch:
+        patch.setattr(token_walk, "native_walk", None)
+        assert np.array_equal(token_bits.to_mask(packed, size), mask)
+    ids = rng.choice(size, min(size, 50), replace=False) if size else np.zeros(0, dtype=np.int64)
+    assert np.array_equal(token_bits.contains(bits, ids), mask[ids])
+    for value in (True, False):
+        scattered, stored = bits.copy(), bits.copy()
+        token_bits.assign(scattered, ids, value)
+        token_bits.assign_words(stored, token_bits.word_flags(ids.tolist()), value)
+        expected = mask.copy()
+        expected[ids] = value
+        assert np.array_equal(scattered, stored)
+        assert np.array_equal(token_bits.to_mask(scattered, size), expected)
     for flipped in range(min(size, 200)):
-        changed = mask.copy()
-        changed[flipped] ^= True
-        assert token_walk.native_walk.packed_mask(changed)[0] != key
-    sparse = np.zeros(size, dtype=bool)
-    sparse[64:65] = True  # packed words with trailing zeros: one the review found a 64-bit NH lost
-    for flipped in range(min(size, 128)):
-        changed = sparse.copy()
-        changed[flipped] ^= True
-        assert token_walk.native_walk.packed_mask(changed)[0] != token_walk.native_walk.packed_mask(sparse)[0]
+        changed = bits.copy()
+        token_bits.assign(changed, [flipped], not mask[flipped])
+        assert native.bits_identity(changed)[0] != key
+    if size > 64:
+        sparse = token_bits.from_ids(np.array([64]), size)  # words with trailing zeros: one a 64-bit NH lost
+        for flipped in range(min(size, 128)):
+            changed = sparse.copy()
+            token_bits.assign(changed, [flipped], flipped != 64)
+            assert native.bits_identity(changed)[0] != native.bits_identity(sparse)[0]
 
 
 def test_compiled_allowed_among_is_numpys_gather():

@@ -19,7 +19,7 @@ from grammars.core import byte_regex as rx
 from grammars.core import lexer as lexer_module
 from grammars.core.budget import no_check
 from grammars.errors import ConstraintLimitError, GrammarError
-from grammars.masking import token_walk
+from grammars.masking import token_bits, token_walk
 from grammars.masking.masks import MaskTable
 from grammars.masking.token_walk import RowWalk, TokenTrie, advance_rows_reference, token_trie, walk_nodes
 from grammars.masking.vocab import Vocabulary
@@ -126,7 +126,7 @@ def test_walks_over_utf8_text_match_reference(padding, monkeypatch):
     }
     instance = {"free": "\u00e9\u20ac\U0001f600 x", "ascii": "ab c", "short": "\u00e9a", "accents": "\u00e9\u20acb"}
     instance["names"] = ["caf\u00e9"]
-    assert_walks_match_reference(schema, instance, utf8_vocabulary(padding), monkeypatch)
+    assert assert_walks_match_reference(schema, instance, utf8_vocabulary(padding), monkeypatch)
 
 
 def utf8_vocabulary(padding: int = 0) -> Vocabulary:
@@ -136,8 +136,9 @@ def utf8_vocabulary(padding: int = 0) -> Vocabulary:
     return Vocabulary([*tokens, None], [len(tokens)], size=len(tokens) + 1 + padding)
 
 
-def assert_walks_match_reference(schema: dict, instance: object, vocab: Vocabulary, monkeypatch) -> None:
-    """The compiled and numpy walks agree from every lexer state along `instance`, from a fresh lexer."""
+def assert_walks_match_reference(schema: dict, instance: object, vocab: Vocabulary, monkeypatch) -> int:
+    """The compiled and numpy walks agree from every lexer state along `instance`, from a fresh lexer;
+    returns how many of the whole-vocabulary walks had most tokens inside."""
     lexer = fresh_lexer(monkeypatch)
     automaton = grammars.compile(schema, cache=False).automaton
     assert automaton.lexer is lexer
@@ -152,19 +153,21 @@ def assert_walks_match_reference(schema: dict, instance: object, vocab: Vocabula
     everything = np.arange(len(arrays.ids), dtype=np.int64)
     # Walks from the middle of tokens: every subtree of the trie at depth 3, and its rows from byte 2.
     depth_three = np.flatnonzero(trie.tables[2] == 3).astype(np.int64)
+    wide = narrow = 0
     for sid in dict.fromkeys(sids):
         # The trie walk of the whole vocabulary first, while the rows it needs are missing.
         with monkeypatch.context() as patch:
             compiled_walk = token_walk._walk_vocabulary(vocab, lexer, sid, no_check)
             patch.setattr(token_walk, "native_walk", None)
             reference_walk = token_walk._walk_vocabulary(vocab, lexer, sid, no_check)
-        assert np.array_equal(compiled_walk.new_mask(vocab.size), reference_walk.new_mask(vocab.size))
-        with monkeypatch.context() as patch:  # every walk's mask dense: narrow ones set, wide ones cleared
-            patch.setattr(token_walk, "DENSE_INSIDE_THRESHOLD", 0)
-            dense_walk = token_walk._walk_vocabulary(vocab, lexer, sid, no_check)
-        assert np.array_equal(dense_walk.new_mask(vocab.size), reference_walk.new_mask(vocab.size))
-        assert canonical(RowWalk(compiled_walk.inside_ids, compiled_walk.boundaries), trie) == canonical(
-            RowWalk(reference_walk.inside_ids, reference_walk.boundaries)
+        assert compiled_walk.inside_bits.dtype == reference_walk.inside_bits.dtype == token_bits.WORD
+        assert np.array_equal(compiled_walk.inside_bits, reference_walk.inside_bits)
+        # The compiled walk sets the inside tokens of a narrow walk and clears the outside ones of a wide one.
+        inside = int(token_bits.to_mask(compiled_walk.inside_bits, vocab.size).sum())
+        wide, narrow = wide + (2 * inside > len(arrays.ids)), narrow + (2 * inside <= len(arrays.ids))
+        no_rows = np.zeros(0, dtype=np.int64)
+        assert canonical(RowWalk(no_rows, compiled_walk.boundaries), trie) == canonical(
+            RowWalk(no_rows, reference_walk.boundaries)
         )
         compiled = walk_nodes(trie, lexer, sid, trie.first_nodes, no_check)  # rows missing: parks
         reference = advance_rows_reference(arrays, lexer, sid, everything, 0, no_check)
@@ -172,6 +175,8 @@ def assert_walks_match_reference(schema: dict, instance: object, vocab: Vocabula
         assert canonical(walk_nodes(trie, lexer, sid, depth_three, no_check), trie) == canonical(
             advance_rows_reference(arrays, lexer, sid, trie.subtree_rows(depth_three), 2, no_check)
         )
+    assert narrow, "the instance should lead through walks with few tokens inside"
+    return wide
 
 
 def test_a_language_with_two_states_after_a_store_replacement_walks(monkeypatch):
@@ -194,7 +199,7 @@ def test_a_language_with_two_states_after_a_store_replacement_walks(monkeypatch)
     new = lexer.row(via_y)[ord("y")]  # tag(7, a*) again, numbered afresh in the new store
     assert new != old and rx.to_pattern(lexer.terms[new]) == rx.to_pattern(lexer.terms[old])
     new_walk = token_walk.walk_state(vocab, lexer, new, no_check)
-    assert np.array_equal(new_walk.new_mask(vocab.size), old_walk.new_mask(vocab.size))
+    assert np.array_equal(new_walk.inside_bits, old_walk.inside_bits)
 
 
 @pytest.mark.parametrize("which", ["runtime", "utf8"])
@@ -313,7 +318,7 @@ def test_masks_match_reference_on_corpus_random_walks(vocab, monkeypatch):
 
 def state_walk_as_rows(walk: token_walk.StateWalk, vocab: Vocabulary) -> tuple[list[int], dict]:
     """A whole-vocabulary walk's inside token ids and its groups as token ids, orders sorted away."""
-    inside = np.flatnonzero(walk.inside_mask) if walk.inside_mask is not None else walk.inside_ids
+    inside = np.flatnonzero(token_bits.to_mask(walk.inside_bits, vocab.size))
     trie = token_trie(vocab.walk_arrays)
     groups: dict[tuple[int, int], list[int]] = {}
     for before, position, members in walk.boundaries:
@@ -343,7 +348,7 @@ def test_walks_shared_under_other_tags_equal_their_own(vocab, monkeypatch):
         assert state is not None and state[1] is not None
         sid = lexer.walk_representative(state[1], vocab.walk_arrays.max_len)
         walk = token_walk.walk_state(shared_vocab, lexer, sid, no_check)
-        insides.append(walk.inside_ids if walk.inside_mask is None else walk.inside_mask)
+        insides.append(walk.inside_bits)
         own = token_walk._walk_vocabulary(own_vocab, lexer, sid, no_check)
         assert walk.sid == own.sid == sid
         assert state_walk_as_rows(walk, shared_vocab) == state_walk_as_rows(own, own_vocab), prefix

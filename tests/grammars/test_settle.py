@@ -15,7 +15,7 @@ import grammars
 from grammars.core.budget import no_check
 from grammars.core.lexer import DEAD
 from grammars.errors import ConstraintLimitError
-from grammars.masking import token_walk
+from grammars.masking import token_bits, token_walk
 from grammars.masking.masks import MaskTable
 from grammars.masking.settle import GroupSettler
 from grammars.masking.token_walk import StateWalk, walk_state
@@ -37,10 +37,10 @@ def settled_both_ways(settler: GroupSettler, state, check=no_check) -> tuple[np.
     lexer_sid = automaton.lexer_start(config) if sid is None else sid
     walk = walk_state(settler.vocab, automaton.lexer, lexer_sid, no_check)
     ending = lexer_sid if sid is not None and automaton.lexer.accepting[lexer_sid] else None
-    compiled, reference = walk.new_mask(settler.vocab.size), walk.new_mask(settler.vocab.size)
+    compiled, reference = walk.inside_bits.copy(), walk.inside_bits.copy()
     settler.settle_compiled(compiled, config, walk, ending, check)
     settler.settle_reference(reference, config, walk, ending, no_check)
-    return compiled, reference
+    return token_bits.to_mask(compiled, settler.vocab.size), token_bits.to_mask(reference, settler.vocab.size)
 
 
 def assert_settles_as_reference(settler: GroupSettler, text: bytes) -> None:
@@ -95,10 +95,10 @@ def test_ending_group_is_the_boundary_mask_of_tokens_that_cannot_extend_the_lexe
                 expected[list(vocab.eos_token_ids)] = False
                 ended_at += 1
             walk = walk_state(vocab, automaton.lexer, sid, no_check)
-            bare = StateWalk(walk.sid, walk.inside_ids[:0], None, (), walk.inside_of, ())
-            settled = np.zeros(vocab.size, dtype=bool)
+            bare = StateWalk(walk.sid, np.zeros_like(walk.inside_bits), (), walk.inside_of, ())
+            settled = np.zeros_like(walk.inside_bits)
             settler.settle_into(settled, config, bare, sid, no_check)
-            assert np.array_equal(settled, expected), state
+            assert np.array_equal(token_bits.to_mask(settled, vocab.size), expected), state
         state = automaton.walk(state, bytes([byte]))
         assert state is not None
     assert ended_at > 10
@@ -156,11 +156,11 @@ def test_budget_stops_compiled_settle_and_caches_nothing_half_walked(vocab, monk
         raise ConstraintLimitError("out of time")
 
     with pytest.raises(ConstraintLimitError, match="out of time"):
-        settler.settle_compiled(walk.new_mask(vocab.size), state[0], walk, None, check)
+        settler.settle_compiled(walk.inside_bits.copy(), state[0], walk, None, check)
     assert calls == 1
     compiled, reference = settled_both_ways(settler, state)
     assert np.array_equal(compiled, reference)
-    assert (compiled & ~walk.new_mask(vocab.size)).any(), "the settle added no token"
+    assert (compiled & ~token_bits.to_mask(walk.inside_bits, vocab.size)).any(), "the settle added no token"
 
 
 def test_compiled_settle_refuses_bad_arguments(vocab, monkeypatch):
@@ -169,23 +169,23 @@ def test_compiled_settle_refuses_bad_arguments(vocab, monkeypatch):
     state = automaton.walk(automaton.initial, b'{"name": "x')
     assert state is not None
     walk = walk_state(vocab, automaton.lexer, state[1], no_check)
-    with pytest.raises(TypeError, match="bool"):
-        settler.settle_compiled(np.zeros(vocab.size, dtype=np.int32), state[0], walk, None, no_check)
-    read_only = np.zeros(vocab.size, dtype=bool)
+    with pytest.raises(TypeError, match="uint64"):
+        settler.settle_compiled(np.zeros(vocab.size, dtype=bool), state[0], walk, None, no_check)
+    read_only = walk.inside_bits.copy()
     read_only.setflags(write=False)
     with pytest.raises(ValueError, match="read-only"):
         settler.settle_compiled(read_only, state[0], walk, None, no_check)
     endings_of = automaton.endings_of
     automaton.endings_of = lambda sid: "no endings"  # type: ignore[method-assign]
     with pytest.raises(TypeError, match="endings_of must return"):
-        GroupSettler(automaton, vocab).settle_compiled(walk.new_mask(vocab.size), state[0], walk, None, no_check)
+        GroupSettler(automaton, vocab).settle_compiled(walk.inside_bits.copy(), state[0], walk, None, no_check)
     automaton.endings_of = endings_of  # type: ignore[method-assign]
     steps = automaton.parser.steps
     monkeypatch.setattr(
         type(automaton.parser), "steps", property(lambda parser: (lambda config, lexeme: -1, *steps[1:]))
     )
     with pytest.raises(ValueError, match="advance returned no state or configuration"):
-        GroupSettler(automaton, vocab).settle_compiled(walk.new_mask(vocab.size), state[0], walk, None, no_check)
+        GroupSettler(automaton, vocab).settle_compiled(walk.inside_bits.copy(), state[0], walk, None, no_check)
 
 
 def test_group_walk_cache_is_bounded(vocab, monkeypatch):
