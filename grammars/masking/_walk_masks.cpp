@@ -107,12 +107,16 @@ const int kWidest = [] {
 }();
 #endif
 
-// The bools of the first `size` bits of `in`, in `out`.
-void spread(const uint8_t* in, Py_ssize_t size, uint8_t* out) {
+#if !defined(__x86_64__)
+constexpr int kWidest = 0;
+#endif
+
+// The bools of the first `size` bits of `in`, in `out`, `width` bits a step (512, 256, or 0: 64).
+void spread(const uint8_t* in, Py_ssize_t size, uint8_t* out, int width) {
     Py_ssize_t done = 0;
 #if defined(__x86_64__)
-    if (kWidest == 512) done = spread_avx512(in, size, out);
-    if (kWidest == 256) done = spread_avx2(in, size, out);
+    if (width == 512) done = spread_avx512(in, size, out);
+    if (width == 256) done = spread_avx2(in, size, out);
 #endif
     done = spread_scalar(in, done, size, out);
     for (; done < size; ++done) out[done] = (in[done / 8] >> (done % 8)) & 1;
@@ -131,12 +135,19 @@ PyObject* bits_identity(PyObject*, PyObject* bits_object) {
     return Py_BuildValue("(KN)", static_cast<unsigned long long>(hash_bytes(data, length)), packed);
 }
 
-// bool_mask(bits, size) -> bytearray[size]: 1 at each token of a token set (uint64 words, or their
-// bytes), 0 elsewhere; the set must hold at least `size` bits.
+// bool_mask(bits, size, width=-1) -> bytearray[size]: 1 at each token of a token set (uint64 words, or
+// their bytes), 0 elsewhere; the set must hold at least `size` bits. `width`: the bits spread a step
+// (512, 256 or 0), at most the widest this CPU takes; -1, that widest (the tests run each).
 PyObject* bool_mask(PyObject*, PyObject* args) {
     PyObject* bits_object;
     Py_ssize_t size;
-    if (!PyArg_ParseTuple(args, "On", &bits_object, &size)) return nullptr;
+    int width = -1;
+    if (!PyArg_ParseTuple(args, "On|i", &bits_object, &size, &width)) return nullptr;
+    if (width == -1) width = kWidest;
+    if ((width != 0 && width != 256 && width != 512) || width > kWidest) {
+        PyErr_Format(PyExc_ValueError, "bool_mask: this CPU spreads 0, 256 or 512 bits a step, at most %d", kWidest);
+        return nullptr;
+    }
     View bits;
     if (PyObject_GetBuffer(bits_object, &bits.buffer, PyBUF_C_CONTIGUOUS) != 0) return nullptr;
     bits.held = true;
@@ -146,7 +157,8 @@ PyObject* bool_mask(PyObject*, PyObject* args) {
     }
     PyObject* mask = PyByteArray_FromStringAndSize(nullptr, size);
     if (mask == nullptr) return nullptr;
-    spread(static_cast<const uint8_t*>(bits.buffer.buf), size, reinterpret_cast<uint8_t*>(PyByteArray_AS_STRING(mask)));
+    spread(static_cast<const uint8_t*>(bits.buffer.buf), size, reinterpret_cast<uint8_t*>(PyByteArray_AS_STRING(mask)),
+           width);
     return mask;
 }
 

@@ -212,6 +212,11 @@ def test_token_bits_are_numpys_packed_masks_compiled_or_not(size, monkeypatch):
     key, packed = native.bits_identity(bits)
     assert packed == bits.tobytes() and token_bits.identity(bits) == (key, packed)
     assert np.array_equal(token_bits.to_mask(packed, size), mask)
+    widths = [width for width in (512, 256, 0) if _takes_width(native, width)]
+    assert 0 in widths
+    for width in widths:  # each of this CPU's ways to spread bits (the widest is the default)
+        spread = np.frombuffer(native.bool_mask(bits, size, width), dtype=np.uint8)
+        assert np.array_equal(spread, mask.astype(np.uint8))  # bytes 0 and 1: what a bool tensor holds
     with monkeypatch.context() as patch:
         patch.setattr(token_walk, "native_walk", None)
         assert np.array_equal(token_bits.to_mask(packed, size), mask)
@@ -235,6 +240,15 @@ def test_token_bits_are_numpys_packed_masks_compiled_or_not(size, monkeypatch):
             changed = sparse.copy()
             token_bits.assign(changed, [flipped], flipped != 64)
             assert native.bits_identity(changed)[0] != native.bits_identity(sparse)[0]
+
+
+def _takes_width(native, width: int) -> bool:
+    """Whether this CPU spreads `width` bits a step in `_walk.bool_mask`."""
+    try:
+        native.bool_mask(b"", 0, width)
+    except ValueError:
+        return False
+    return True
 
 
 def test_compiled_allowed_among_is_numpys_gather():
