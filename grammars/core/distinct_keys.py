@@ -208,7 +208,9 @@ def may_need_check(data: bytes, mode: int, is_escaped: bool, keys_may_run_out: b
                 return True  # a key begins: it may begin only seen keys
             mode = _KEY if mode == _KEY_NEXT else _STRING
         elif byte == _OPEN_OBJECT or byte == _OPEN_ARRAY or byte in _CLOSERS:
-            return True
+            if keys_may_run_out:
+                return True
+            mode = _KEY_NEXT if byte == _OPEN_OBJECT else _VALUE  # as `scan` moves
         elif byte == _COMMA:
             mode = _KEY_NEXT
     return keys_may_run_out and mode == _KEY_NEXT

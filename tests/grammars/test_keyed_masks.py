@@ -285,6 +285,17 @@ def test_tokens_passed_by_need_no_check(context, vocab) -> None:
     assert passed[False] >= passed[True] and passed[False] > 0
 
 
+def test_brackets_need_a_check_only_where_keys_may_run_out() -> None:
+    """Where keys never run out, only a key a token closes can be refused, so a bracket alone is
+    passed by (closing a string value and its object, opening one) and a key closed after it is not;
+    where keys may run out, a bracket changes which object a fresh key must come in, so it is checked."""
+    for data, mode in [(b'"}', _STRING), (b"}]", _VALUE), (b'{"', _VALUE), (b"[{", _VALUE), (b'"},{"', _STRING)]:
+        assert not may_need_check(data, mode, False, False), data
+        assert may_need_check(data, mode, False, True), data
+    for data, mode in [(b'}, "a"', _VALUE), (b'{"a":', _VALUE), (b'"}],"b"', _STRING)]:
+        assert may_need_check(data, mode, False, False), data
+
+
 def test_keys_decode_as_json_decodes_them() -> None:
     """A key's raw bytes decode to what `json.loads` makes of the string, escapes, controls, broken
     and surrogate UTF-8 included (keys without escapes take a shortcut)."""
