@@ -46,10 +46,11 @@ _QUOTE = ord('"')
 _candidates_lock = threading.Lock()
 
 
-class _Quotes(enum.Enum):
+class _Quotes(enum.IntEnum):
     """Which tokens holding a `"` a distinct-keys mask walks: none (no fresh key is awaited), all of
     them, or those holding one past their first byte (a key their first byte begins starts in a
-    restricted lexer state already: `MaskTable._first_quote_is_restricted`)."""
+    restricted lexer state already: `MaskTable._first_quote_is_restricted`). An IntEnum: it keys a
+    dict in every new distinct-keys mask, where an Enum's hash is a Python call."""
 
     NONE = 0
     ALL = 1
@@ -216,7 +217,8 @@ class MaskTable:
 
     def _keyed_entry(self, state: State, keys: Keys, check: Check) -> _Mask:
         """The distinct mask of (`state`, `keys`) (`allowed_with_keys`), computed on first use."""
-        found = self._keyed.get((state, keys))
+        keyed = (state, keys)
+        found = self._keyed.get(keyed)
         if found is not None:
             return found
         entry = self._entry(state, check)
@@ -245,7 +247,7 @@ class MaskTable:
                 bits = entry.bits()
                 token_bits.assign(bits, refused, False)
                 entry = self._shared(bits)
-            self._keyed[(state, keys)] = entry
+            self._keyed[keyed] = entry
         return entry
 
     def _first_quote_is_restricted(self, state: State, seen: frozenset[str], check: Check) -> bool:
