@@ -260,12 +260,23 @@ struct Inside {
 // Which states loop on plain bytes and on text, by state: shared by the walks of one call (a
 // settle walks many groups, each from a few states), decided once each. A row computed later
 // changes no decided answer; answers waiting on a row are asked again after the rows are filled.
+// Its arrays span the lexer's states (tens of thousands): a call borrows the arrays of the last
+// call on its thread (`LoopsLease`) and `reset` forgets only what that call decided.
 struct Loops {
     std::vector<int8_t> plain;  // 1 where every plain byte leads back to the state, -1 unknown
     // what `text_loop` found: kLoops, kNoLoop, kUnknown, or the state whose row it lacks
     std::vector<int32_t> text;
     std::vector<int32_t> undecided;  // the states of `text` waiting on a row
+    std::vector<int32_t> decided_plain, decided_text;  // what `reset` forgets
     static constexpr int32_t kUnknown = -1, kLoops = -2, kNoLoop = -3;
+
+    void reset() {
+        for (int32_t state : decided_plain) plain[state] = -1;
+        for (int32_t state : decided_text) text[state] = kUnknown;
+        decided_plain.clear();
+        decided_text.clear();
+        undecided.clear();
+    }
 
     bool on_plain(const Tables& t, int32_t state) {
         if (state >= t.num_states || !t.known[state]) return false;  // not known yet: walked node by node
@@ -275,6 +286,7 @@ struct Loops {
             bool loops = true;
             for (int byte = 0; byte < 256 && loops; ++byte) loops = !is_plain(static_cast<uint8_t>(byte)) || row[byte] == state;
             plain[state] = loops;
+            decided_plain.push_back(state);
         }
         return plain[state] == 1;
     }
@@ -288,6 +300,7 @@ struct Loops {
         if (static_cast<int64_t>(text.size()) <= state) text.resize(state + 1, kUnknown);
         if (text[state] == kUnknown) {
             text[state] = text_loop(t, state);
+            decided_text.push_back(state);
             if (text[state] >= 0) undecided.push_back(state);
         }
         return text[state];
@@ -321,6 +334,31 @@ struct Loops {
         for (int32_t state : undecided) text[state] = kUnknown;
         undecided.clear();
     }
+};
+
+// The Loops of one call: this thread's reused arrays (reset), or fresh ones where a call on this
+// thread holds those already. Fresh arrays cost a walk of a new state ~350 KB set (and page faults)
+// once the lexer has ~70k states, more than most group walks themselves.
+class LoopsLease {
+   public:
+    LoopsLease() : reused_(!in_use_) {
+        if (reused_) {
+            in_use_ = true;
+            shared_.reset();
+        }
+    }
+    ~LoopsLease() {
+        if (reused_) in_use_ = false;
+    }
+    LoopsLease(const LoopsLease&) = delete;
+    LoopsLease& operator=(const LoopsLease&) = delete;
+    Loops& loops() { return reused_ ? shared_ : own_; }
+
+   private:
+    static thread_local Loops shared_;
+    static thread_local bool in_use_;
+    bool reused_;
+    Loops own_;
 };
 
 // One walk's results so far, and the nodes parked at states without a row.

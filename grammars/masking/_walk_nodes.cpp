@@ -15,6 +15,9 @@
 
 namespace stencil_walk {
 
+thread_local Loops LoopsLease::shared_;
+thread_local bool LoopsLease::in_use_ = false;
+
 bool Walk::finish(PyObject* tables, PyObject* fill_rows) {
     std::vector<Parked> work;
     std::vector<int32_t> missing;
@@ -121,8 +124,8 @@ PyObject* walk_nodes(PyObject*, PyObject* args) {
     if (!PyArg_ParseTuple(args, "OOOOi", &tables, &fill_rows, &trie_object, &nodes_object, &sid)) return nullptr;
     Trie trie;
     if (!trie.take(trie_object)) return nullptr;
-    Loops loops;
-    Walk walk{trie, loops, {}, {}, {}};
+    LoopsLease lease;
+    Walk walk{trie, lease.loops(), {}, {}, {}};
     if (!start(walk, nodes_object, sid) || !walk.finish(tables, fill_rows)) return nullptr;
     return Py_BuildValue("(NN)", bytes_of(walk.inside.rows(trie.order)), walk.boundaries.to_list());
 }
@@ -151,8 +154,8 @@ PyObject* walk_vocabulary(PyObject*, PyObject* args) {
         return nullptr;
     }
     const int64_t* ordered = ids.data<int64_t>();
-    Loops loops;
-    Walk walk{trie, loops, {}, {}, {}};
+    LoopsLease lease;
+    Walk walk{trie, lease.loops(), {}, {}, {}};
     if (!start(walk, nodes_object, sid) || !walk.finish(tables, fill_rows)) return nullptr;
     PyObject* groups = walk.boundaries.to_list();
     if (groups == nullptr) return nullptr;

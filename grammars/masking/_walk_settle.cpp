@@ -159,7 +159,7 @@ struct Settling {
     uint64_t* bits;  // the mask: token t is bit t % 64 of word t / 64
     Py_ssize_t size;  // tokens the words hold
     const int64_t* ordered_ids;  // the token id at each position of the trie's order
-    Loops loops{};  // shared by the group walks of this settle
+    Loops& loops;  // shared by the group walks of this settle
 
     const Endings* endings(int32_t sid) {
         auto found = edges.endings.find(sid);
@@ -377,8 +377,9 @@ PyObject* settle(PyObject*, PyObject* args) {
             }
         top.emplace_back(cache->intern(name, static_cast<int32_t>(origin), members), before);
     }
+    LoopsLease lease;
     Settling settling{*cache,    *edges,    trie, steps, tables, fill_rows, static_cast<uint64_t*>(bits.buffer.buf),
-                      bits.count() * 64, ids.data<int64_t>()};
+                      bits.count() * 64, ids.data<int64_t>(), lease.loops()};
     for (const auto& [id, before] : top)
         if (!settling.settle(config, id, before)) return nullptr;
     Py_RETURN_NONE;
