@@ -179,6 +179,49 @@ def assert_walks_match_reference(schema: dict, instance: object, vocab: Vocabula
     return wide
 
 
+def test_a_walk_run_inside_another_walks_row_callback_walks_alike(vocab, monkeypatch):
+    """A compiled walk whose row callback runs another compiled walk on the same thread (a mask asked
+    for from a signal handler, say), of another lexer, gets loop answers of its own (`LoopsLease`:
+    the other lexer's states are other states under the same numbers): both walks equal the same
+    walks run alone, each from a lexer with no rows yet."""
+    trie = token_trie(vocab.walk_arrays)
+
+    def string_inside(schema: dict, prefix: bytes) -> tuple[lexer_module.LexerTables, int]:
+        lexer = fresh_lexer(monkeypatch)
+        automaton = grammars.compile(schema, cache=False).automaton
+        state = automaton.walk(automaton.initial, prefix)
+        assert state is not None and state[1] is not None
+        return lexer, state[1]
+
+    def walk(lexer: lexer_module.LexerTables, sid: int, fill_rows) -> tuple[bytes, list]:
+        nodes = trie.first_nodes[lexer.live_bytes(sid, no_check)[trie.first_bytes]]
+        bits, groups = token_walk.native_walk.walk_vocabulary(
+            lexer.tables, fill_rows, trie.tables, nodes, sid, trie.ordered_ids, trie.row_bits, vocab.size
+        )
+        return bytes(bits), sorted(
+            (position, sorted(trie.subtree_rows(np.frombuffer(members, dtype=np.int64)).tolist()))
+            for _, position, members in groups
+        )
+
+    outer_schema, outer_prefix = {"type": "array", "items": {"type": "string", "maxLength": 40}}, b'["ab'
+    inner_schema, inner_prefix = {"type": "object", "properties": {"name": {"type": "string"}}}, b'{"name": "x'
+    alone = [
+        walk(lexer, sid, token_walk.row_filler(lexer, no_check))
+        for lexer, sid in (string_inside(outer_schema, outer_prefix), string_inside(inner_schema, inner_prefix))
+    ]
+    inner_lexer, inner_sid = string_inside(inner_schema, inner_prefix)
+    outer_lexer, outer_sid = string_inside(outer_schema, outer_prefix)
+    inner: list[tuple[bytes, list]] = []
+
+    def fill_rows_walking(states: list[int]) -> None:
+        if not inner:  # the first callback runs a whole walk of the other lexer first
+            inner.append(walk(inner_lexer, inner_sid, token_walk.row_filler(inner_lexer, no_check)))
+        outer_lexer.fill_rows(states, no_check)
+
+    assert walk(outer_lexer, outer_sid, fill_rows_walking) == alone[0]
+    assert inner == [alone[1]]
+
+
 def test_a_language_with_two_states_after_a_store_replacement_walks(monkeypatch):
     """After the derivative store is replaced for a new generation of terms, one language can have two
     lexer states: the old one, and the one its derivative in the new store got (a term of the new
