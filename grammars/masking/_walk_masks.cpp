@@ -105,13 +105,12 @@ const int kWidest = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512bw") ? 512 : __builtin_cpu_supports("avx2") ? 256 : 0;
 }();
-#endif
-
-#if !defined(__x86_64__)
+#else
 constexpr int kWidest = 0;
 #endif
 
-// The bools of the first `size` bits of `in`, in `out`, `width` bits a step (512, 256, or 0: 64).
+// The bools of the first `size` bits of `in`, in `out`: 512 or 256 bits a step where `width` says so
+// (AVX-512, AVX2), then 8 at a time through the table.
 void spread(const uint8_t* in, Py_ssize_t size, uint8_t* out, int width) {
     Py_ssize_t done = 0;
 #if defined(__x86_64__)
@@ -137,7 +136,8 @@ PyObject* bits_identity(PyObject*, PyObject* bits_object) {
 
 // bool_mask(bits, size, width=-1) -> bytearray[size]: 1 at each token of a token set (uint64 words, or
 // their bytes), 0 elsewhere; the set must hold at least `size` bits. `width`: the bits spread a step
-// (512, 256 or 0), at most the widest this CPU takes; -1, that widest (the tests run each).
+// (512 or 256, or 0 for the table alone), at most the widest this CPU takes; -1, that widest (the
+// tests run each).
 PyObject* bool_mask(PyObject*, PyObject* args) {
     PyObject* bits_object;
     Py_ssize_t size;

@@ -245,7 +245,7 @@ class MaskTable:
             self._make_room()
             if refused:
                 bits = entry.bits()
-                token_bits.assign(bits, refused, False)
+                token_bits.assign_words(bits, token_bits.word_flags(refused), False)
                 entry = self._shared(bits)
             self._keyed[keyed] = entry
         return entry
