@@ -337,8 +337,9 @@ struct Loops {
 };
 
 // The Loops of one call: this thread's reused arrays (reset), or fresh ones where a call on this
-// thread holds those already. Fresh arrays cost a walk of a new state ~350 KB set (and page faults)
-// once the lexer has ~70k states, more than most group walks themselves.
+// thread holds those already (a walk run from another's row callback, perhaps of another lexer).
+// Fresh arrays grow to the highest state a call asks about: ~350 KB allocated and set per walk of a
+// new state once the lexer has ~70k states.
 class LoopsLease {
    public:
     LoopsLease() : reused_(!in_use_) {

@@ -134,8 +134,9 @@ PyObject* walk_nodes(PyObject*, PyObject* args) {
 //   As walk_nodes, with the inside tokens as a token set (`ordered_ids`: the int64 id of each row in
 //   trie order, ids[order], read in order along the inside ranges; `row_bits`: the ids in
 //   `ordered_ids` as a set of bits, bit id % 64 of uint64 word id / 64, at most (size + 63) / 64
-//   words): returns (the inside tokens as such a set of (size + 63) / 64 words, in a bytearray, groups). Where most rows are inside (a string's inside), the set
-//   starts as `row_bits` and the few rows outside are cleared.
+//   words): returns (the inside tokens as such a set of (size + 63) / 64 words in a bytearray,
+//   groups). Where most rows are inside (a string's inside), the set starts as `row_bits` and the
+//   few rows outside are cleared.
 PyObject* walk_vocabulary(PyObject*, PyObject* args) {
     PyObject *tables, *fill_rows, *trie_object, *nodes_object, *ids_object, *row_bits_object;
     int sid;
