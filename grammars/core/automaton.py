@@ -287,16 +287,11 @@ class GrammarAutomaton:
         config, sid = state
         lexer = self.lexer
         if sid is None:
-            start = self.lexer_start(config, check)
-            lexer.row(start, check)
-            return np.flatnonzero(lexer.trans[start]).tolist()
-        lexer.row(sid, check)
-        alive = lexer.trans[sid] != DEAD
+            return np.flatnonzero(lexer.live_bytes(self.lexer_start(config, check), check)).tolist()
+        alive = lexer.live_bytes(sid, check)
         ended = self.end_lexeme(config, sid) if lexer.accepting[sid] else None
         if ended is not None:
-            start = self.lexer_start(ended, check)
-            lexer.row(start, check)
-            alive |= lexer.trans[start] != DEAD
+            alive |= lexer.live_bytes(self.lexer_start(ended, check), check)
         return np.flatnonzero(alive).tolist()
 
     def _settle(self, config: int, sid: int | None) -> State | None:

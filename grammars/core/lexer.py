@@ -426,9 +426,6 @@ class LexerTables:
         """Tags (terminal term ids) whose lexeme may end in state `sid`."""
         return self._accepting_tags[sid]
 
-    def alive_bytes(self, sid: int) -> list[int]:
-        return [b for b, nxt in enumerate(self.row(sid)) if nxt != DEAD]
-
     def walk_representative(self, sid: int, max_token_len: int) -> int:
         """A state whose walks of tokens up to `max_token_len` bytes equal those from `sid`
         (`byte_regex.clamp_counters`): the states of one bounded string share a single walk."""
