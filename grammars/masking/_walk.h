@@ -386,11 +386,12 @@ PyObject* build_trie(PyObject*, PyObject* args);  // _walk_trie.cpp
 PyObject* walk_nodes(PyObject*, PyObject* args);  // _walk_nodes.cpp
 PyObject* walk_vocabulary(PyObject*, PyObject* args);
 PyObject* new_group_walks(PyObject*, PyObject* args);  // _walk_settle.cpp
-PyObject* new_parser_edges(PyObject*, PyObject*);
+PyObject* new_settler(PyObject*, PyObject* args);
 PyObject* group_walks_held(PyObject*, PyObject* capsule);
 PyObject* settle(PyObject*, PyObject* args);
 PyObject* bits_identity(PyObject*, PyObject* bits_object);  // _walk_masks.cpp
+uint64_t hash_bytes(const uint8_t* data, Py_ssize_t length);
 PyObject* bool_mask(PyObject*, PyObject* args);
-PyObject* allowed_among(PyObject*, PyObject* args);
+PyObject* walked_suspects(PyObject*, PyObject* args);
 
 }  // namespace stencil_walk

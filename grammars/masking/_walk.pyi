@@ -27,13 +27,19 @@ def walk_vocabulary(
     /,
 ) -> tuple[bytearray, list[tuple[int, int, bytearray]]]: ...
 def new_group_walks(max_walks: int, max_bytes: int, /) -> object: ...
-def new_parser_edges() -> object: ...
 def group_walks_held(group_walks: object, /) -> tuple[int, int]: ...
-def settle(
+def new_settler(
     group_walks: object,
-    parser_edges: object,
-    bits: np.ndarray,
     ordered_ids: np.ndarray,
+    tables: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    trie: tuple[np.ndarray, ...],
+    /,
+) -> object: ...
+def settle(
+    settler: object,
+    inside_bits: np.ndarray,
+    eos_ids: tuple[int, ...],
+    may_end: bool,
     config: int,
     walk_name: tuple[int, int],
     groups: tuple[tuple[int, int, np.ndarray], ...],
@@ -45,11 +51,11 @@ def settle(
         Callable[[int], tuple[int, ...]],
         Callable[[int], int],
     ],
-    tables: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]],
     fill_rows: Callable[[list[int]], object],
-    trie: tuple[np.ndarray, ...],
     /,
-) -> None: ...
+) -> tuple[int, bytes]: ...
 def bits_identity(bits: np.ndarray, /) -> tuple[int, bytes]: ...
 def bool_mask(bits: np.ndarray | bytes, size: int, width: int = -1, /) -> bytearray: ...
-def allowed_among(mask: np.ndarray, ids: np.ndarray, /) -> list[int]: ...
+def walked_suspects(
+    mask: np.ndarray, inside_bits: np.ndarray, ids: np.ndarray, inside_too: np.ndarray, /
+) -> list[int]: ...

@@ -26,35 +26,6 @@ inline uint64_t mix(uint64_t h) {  // splitmix64's finalizer
     return h ^ (h >> 31);
 }
 
-// A 64-bit hash of `length` bytes: sums of the full 128-bit products of key-offset word pairs, each
-// folded to 64 bits (NH as UMAC's, but a 64-bit product alone would lose a word's top bits against a
-// partner with trailing zeros), so the multiplications are independent and overlap; then mixed with
-// the length and the tail.
-uint64_t hash_bytes(const uint8_t* data, Py_ssize_t length) {
-    static constexpr uint64_t kKeys[8] = {0x9e3779b97f4a7c15ull, 0xc2b2ae3d27d4eb4full, 0x165667b19e3779f9ull,
-                                          0xd6e8feb86659fd93ull, 0xa0761d6478bd642full, 0xe7037ed1a0b428dbull,
-                                          0x8ebc6af09c88c6e3ull, 0x589965cc75374cc3ull};
-    uint64_t sums[4] = {0, 0, 0, 0};
-    Py_ssize_t i = 0;
-    for (; i + 64 <= length; i += 64)
-        for (int lane = 0; lane < 4; ++lane) {
-            uint64_t a, b;
-            std::memcpy(&a, data + i + 16 * lane, 8);
-            std::memcpy(&b, data + i + 16 * lane + 8, 8);
-            const unsigned __int128 product =
-                static_cast<unsigned __int128>(a + kKeys[2 * lane]) * (b + kKeys[2 * lane + 1]);
-            sums[lane] += static_cast<uint64_t>(product) ^ static_cast<uint64_t>(product >> 64);
-        }
-    uint64_t h = mix(static_cast<uint64_t>(length));
-    for (uint64_t sum : sums) h = mix(h ^ sum);
-    for (; i < length; i += 8) {
-        uint64_t word = 0;
-        std::memcpy(&word, data + i, static_cast<size_t>(std::min<Py_ssize_t>(8, length - i)));
-        h = mix(h ^ word);
-    }
-    return h;
-}
-
 // Byte j of kSpread[b] is bit j of b: eight bools at a store.
 constexpr auto kSpread = [] {
     std::array<uint64_t, 256> spread{};
@@ -123,6 +94,35 @@ void spread(const uint8_t* in, Py_ssize_t size, uint8_t* out, int width) {
 
 }  // namespace
 
+// A 64-bit hash of `length` bytes: sums of the full 128-bit products of key-offset word pairs, each
+// folded to 64 bits (NH as UMAC's, but a 64-bit product alone would lose a word's top bits against a
+// partner with trailing zeros), so the multiplications are independent and overlap; then mixed with
+// the length and the tail.
+uint64_t hash_bytes(const uint8_t* data, Py_ssize_t length) {
+    static constexpr uint64_t kKeys[8] = {0x9e3779b97f4a7c15ull, 0xc2b2ae3d27d4eb4full, 0x165667b19e3779f9ull,
+                                          0xd6e8feb86659fd93ull, 0xa0761d6478bd642full, 0xe7037ed1a0b428dbull,
+                                          0x8ebc6af09c88c6e3ull, 0x589965cc75374cc3ull};
+    uint64_t sums[4] = {0, 0, 0, 0};
+    Py_ssize_t i = 0;
+    for (; i + 64 <= length; i += 64)
+        for (int lane = 0; lane < 4; ++lane) {
+            uint64_t a, b;
+            std::memcpy(&a, data + i + 16 * lane, 8);
+            std::memcpy(&b, data + i + 16 * lane + 8, 8);
+            const unsigned __int128 product =
+                static_cast<unsigned __int128>(a + kKeys[2 * lane]) * (b + kKeys[2 * lane + 1]);
+            sums[lane] += static_cast<uint64_t>(product) ^ static_cast<uint64_t>(product >> 64);
+        }
+    uint64_t h = mix(static_cast<uint64_t>(length));
+    for (uint64_t sum : sums) h = mix(h ^ sum);
+    for (; i < length; i += 8) {
+        uint64_t word = 0;
+        std::memcpy(&word, data + i, static_cast<size_t>(std::min<Py_ssize_t>(8, length - i)));
+        h = mix(h ^ word);
+    }
+    return h;
+}
+
 // bits_identity(bits) -> (hash, packed): a uint64 token set's words as bytes, and a 64-bit hash of them.
 PyObject* bits_identity(PyObject*, PyObject* bits_object) {
     View bits;
@@ -162,26 +162,36 @@ PyObject* bool_mask(PyObject*, PyObject* args) {
     return mask;
 }
 
-// allowed_among(mask, ids) -> [id for id in ids if mask[id]]: `ids` int32 (C-contiguous), each an index
-// of the bool `mask`. A distinct-keys mask checks the few candidate tokens its plain mask allows
-// (`MaskTable.allowed_with_keys`); numpy's gather and list took a tenth of a cold mask for them.
-PyObject* allowed_among(PyObject*, PyObject* args) {
-    PyObject *mask_object, *ids_object;
-    if (!PyArg_ParseTuple(args, "OO", &mask_object, &ids_object)) return nullptr;
-    View mask, ids;
-    if (!mask.get(mask_object, "allowed_among: mask", 1) || !ids.get(ids_object, "allowed_among: ids", 4)) return nullptr;
+// walked_suspects(mask, inside_bits, ids, inside_too) -> [id for id, too in zip(ids, inside_too) if
+//   mask[id] and (too or id not in inside_bits)]: `mask` bool, `inside_bits` a uint64 token set (a walk's
+//   inside tokens), `ids` int32 and `inside_too` bool, one per id. The few suspect tokens a distinct-keys
+//   mask checks (`MaskTable.allowed_with_keys`); numpy's gathers and list took a tenth of a cold mask.
+PyObject* walked_suspects(PyObject*, PyObject* args) {
+    PyObject *mask_object, *inside_object, *ids_object, *too_object;
+    if (!PyArg_ParseTuple(args, "OOOO", &mask_object, &inside_object, &ids_object, &too_object)) return nullptr;
+    View mask, inside, ids, too;
+    if (!mask.get(mask_object, "walked_suspects: mask", 1) || !inside.get(inside_object, "walked_suspects: bits", 8) ||
+        !ids.get(ids_object, "walked_suspects: ids", 4) || !too.get(too_object, "walked_suspects: inside_too", 1))
+        return nullptr;
+    if (too.count() != ids.count()) {
+        PyErr_SetString(PyExc_ValueError, "walked_suspects: one inside_too flag per id expected");
+        return nullptr;
+    }
     const uint8_t* allowed = mask.data<uint8_t>();
+    const uint64_t* words = inside.data<uint64_t>();
     const int32_t* id = ids.data<int32_t>();
+    const uint8_t* counts_inside = too.data<uint8_t>();
     PyObject* found = PyList_New(0);
     if (found == nullptr) return nullptr;
     for (Py_ssize_t i = 0; i < ids.count(); ++i) {
-        if (id[i] < 0 || id[i] >= mask.count()) {
+        const int32_t token = id[i];
+        if (token < 0 || token >= mask.count() || token / 64 >= inside.count()) {
             Py_DECREF(found);
-            PyErr_SetString(PyExc_IndexError, "allowed_among: an id past the mask");
+            PyErr_SetString(PyExc_IndexError, "walked_suspects: an id past the mask or the bits");
             return nullptr;
         }
-        if (!allowed[id[i]]) continue;
-        PyObject* value = PyLong_FromLong(id[i]);
+        if (!allowed[token] || (!counts_inside[i] && (words[token / 64] >> (token % 64) & 1))) continue;
+        PyObject* value = PyLong_FromLong(token);
         if (value == nullptr || PyList_Append(found, value) != 0) {
             Py_XDECREF(value);
             Py_DECREF(found);

@@ -97,7 +97,7 @@ struct ParserEdges {
 };
 
 constexpr const char* kGroupWalks = "grammars.masking._walk.GroupWalks";
-constexpr const char* kParserEdges = "grammars.masking._walk.ParserEdges";
+constexpr const char* kSettler = "grammars.masking._walk.Settler";
 
 template <typename T>
 void destroy_capsule(PyObject* capsule) {
@@ -281,6 +281,21 @@ struct Settling {
     }
 };
 
+// One settler's arguments that stay from settle to settle (`new_settler`: taking the trie's buffers
+// per call was a third of a small settle) and its memo of the parser's answers.
+struct Settler {
+    PyObject* group_walks = nullptr;  // the vocabulary's GroupWalks capsule (held)
+    PyObject* tables = nullptr;  // LexerTables.tables (held)
+    GroupWalks* cache = nullptr;
+    ParserEdges edges;
+    Trie trie;  // its views hold the trie's arrays
+    View ordered_ids;
+    ~Settler() {
+        Py_XDECREF(group_walks);
+        Py_XDECREF(tables);
+    }
+};
+
 }  // namespace
 
 // new_group_walks(max_walks, max_bytes) -> a capsule holding an empty GroupWalks.
@@ -295,10 +310,27 @@ PyObject* new_group_walks(PyObject*, PyObject* args) {
     return capsule;
 }
 
-// new_parser_edges() -> a capsule holding empty ParserEdges.
-PyObject* new_parser_edges(PyObject*, PyObject*) {
-    auto held = std::make_unique<ParserEdges>();
-    PyObject* capsule = PyCapsule_New(held.get(), kParserEdges, destroy_capsule<ParserEdges>);
+// new_settler(group_walks, ordered_ids, tables, trie) -> a capsule holding a Settler: the vocabulary's
+//   group walks (a new_group_walks capsule), the int64 token id at each position of the trie's order
+//   (`TokenTrie.ordered_ids`), the lexer's `tables` and the trie as walk_nodes takes them, with an
+//   empty memo of the automaton's parser answers (one per automaton).
+PyObject* new_settler(PyObject*, PyObject* args) {
+    PyObject *walks_capsule, *ids_object, *tables, *trie_object;
+    if (!PyArg_ParseTuple(args, "OOOO", &walks_capsule, &ids_object, &tables, &trie_object)) return nullptr;
+    auto held = std::make_unique<Settler>();
+    held->cache = static_cast<GroupWalks*>(PyCapsule_GetPointer(walks_capsule, kGroupWalks));
+    if (held->cache == nullptr || !held->trie.take(trie_object) ||
+        !held->ordered_ids.get(ids_object, "ordered_ids", 8))
+        return nullptr;
+    if (held->ordered_ids.count() != held->trie.first_token[held->trie.num_nodes]) {
+        PyErr_SetString(PyExc_ValueError, "new_settler: one id per position of the trie's order expected");
+        return nullptr;
+    }
+    Py_INCREF(walks_capsule);
+    held->group_walks = walks_capsule;
+    Py_INCREF(tables);
+    held->tables = tables;
+    PyObject* capsule = PyCapsule_New(held.get(), kSettler, destroy_capsule<Settler>);
     if (capsule != nullptr) held.release();
     return capsule;
 }
@@ -310,50 +342,41 @@ PyObject* group_walks_held(PyObject*, PyObject* capsule) {
     return Py_BuildValue("(nn)", static_cast<Py_ssize_t>(cache->walks.size()), static_cast<Py_ssize_t>(cache->bytes));
 }
 
-// settle(group_walks, parser_edges, bits, ordered_ids, config, walk_name, groups, origins, steps, tables, fill_rows, trie)
-//   group_walks, parser_edges: capsules from new_group_walks (of the vocabulary) and new_parser_edges
-//     (of the automaton); bits: the mask as a writable uint64 array (token t is bit t % 64 of word
-//     t / 64); ordered_ids: int64 token id at each position of the trie's order (`TokenTrie.ordered_ids`).
+// settle(settler, inside_bits, eos_ids, may_end, config, walk_name, groups, origins, steps, fill_rows)
+//     -> (hash, packed): a new mask assembled, as bits_identity gives it (token t is bit t % 64 of
+//   word t / 64): the walk's `inside_bits` (uint64 words), the tokens of its boundary `groups` that the
+//   grammar accepts, and the `eos_ids` (a tuple of ints) set where `may_end`, cleared elsewhere.
+//   settler: a new_settler capsule (of the automaton);
 //   walk_name: (lexer generation, state whose walk found the members) of the whole-vocabulary walk whose
 //     boundary `groups` ([(before, position, nodes as int64)], as walk_vocabulary returns them) end
 //     lexemes after `config`; origins: each group's before state in the walk that found it (its name).
 //   steps: (endings_of(sid) -> (ignored: bool, lexemes), advance(config, lexeme) -> int | None,
 //     join(configs) -> int, allowed_lexemes(config) -> lexemes, lexer_start(config) -> int): the
 //     automaton's and its parser's, asked on a miss (`ParserSteps`).
-//   tables, fill_rows, trie: as walk_nodes.
-// Sets in `bits` the tokens of `groups` that the grammar accepts.
+//   fill_rows: as walk_nodes.
+// One call from the walk's bits to the mask's identity: copying, setting EOS and hashing apart took
+// as long from Python as the settle.
 PyObject* settle(PyObject*, PyObject* args) {
-    PyObject *walks_capsule, *edges_capsule, *bits_object, *ids_object, *groups, *origins, *tables, *fill_rows,
-        *trie_object;
+    PyObject *settler_capsule, *inside_object, *eos_ids, *groups, *origins, *fill_rows;
     ParserSteps steps;
-    int config;
+    int may_end, config;
     long long generation, walk_sid;
-    if (!PyArg_ParseTuple(args, "OOOOi(LL)O!O!(OOOOO)OOO", &walks_capsule, &edges_capsule, &bits_object, &ids_object,
-                          &config, &generation, &walk_sid, &PyTuple_Type, &groups, &PyTuple_Type, &origins,
-                          &steps.endings_of, &steps.advance, &steps.join, &steps.allowed, &steps.lexer_start, &tables,
-                          &fill_rows, &trie_object))
+    if (!PyArg_ParseTuple(args, "OOO!pi(LL)O!O!(OOOOO)O", &settler_capsule, &inside_object, &PyTuple_Type, &eos_ids,
+                          &may_end, &config, &generation, &walk_sid, &PyTuple_Type, &groups, &PyTuple_Type, &origins,
+                          &steps.endings_of, &steps.advance, &steps.join, &steps.allowed, &steps.lexer_start,
+                          &fill_rows))
         return nullptr;
     if (PyTuple_GET_SIZE(origins) != PyTuple_GET_SIZE(groups)) {
         PyErr_SetString(PyExc_ValueError, "settle: one origin per group expected");
         return nullptr;
     }
-    auto* cache = static_cast<GroupWalks*>(PyCapsule_GetPointer(walks_capsule, kGroupWalks));
-    auto* edges = static_cast<ParserEdges*>(PyCapsule_GetPointer(edges_capsule, kParserEdges));
-    if (cache == nullptr || edges == nullptr) return nullptr;
-    Trie trie;
-    View ids, bits;
-    if (!trie.take(trie_object) || !ids.get(ids_object, "ordered_ids", 8)) return nullptr;
-    if (PyObject_GetBuffer(bits_object, &bits.buffer, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) != 0) return nullptr;
-    bits.held = true;
-    if (bits.buffer.itemsize != 8) {
-        PyErr_SetString(PyExc_TypeError, "settle: the mask's bits must be a uint64 array");
-        return nullptr;
-    }
-    if (ids.count() != trie.first_token[trie.num_nodes]) {
-        PyErr_SetString(PyExc_ValueError, "settle: one id per position of the trie's order expected");
-        return nullptr;
-    }
-    cache->make_room();
+    auto* settler = static_cast<Settler*>(PyCapsule_GetPointer(settler_capsule, kSettler));
+    if (settler == nullptr) return nullptr;
+    View inside;
+    if (!inside.get(inside_object, "settle: inside_bits", 8)) return nullptr;
+    const Trie& trie = settler->trie;
+    GroupWalks& cache = *settler->cache;
+    cache.make_room();
     std::vector<std::pair<int32_t, int32_t>> top;  // (group, before)
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(groups); ++i) {
         int before, position;
@@ -362,8 +385,8 @@ PyObject* settle(PyObject*, PyObject* args) {
         const long origin = PyLong_AsLong(PyTuple_GET_ITEM(origins, i));
         if (origin == -1 && PyErr_Occurred()) return nullptr;
         const GroupName name{-1 - generation, walk_sid, origin, position};
-        auto found = cache->ids.find(name);
-        if (found != cache->ids.end()) {
+        auto found = cache.ids.find(name);
+        if (found != cache.ids.end()) {
             top.emplace_back(found->second, before);
             continue;
         }
@@ -375,14 +398,35 @@ PyObject* settle(PyObject*, PyObject* args) {
                 PyErr_SetString(PyExc_IndexError, "settle: a trie node out of range (or the root)");
                 return nullptr;
             }
-        top.emplace_back(cache->intern(name, static_cast<int32_t>(origin), members), before);
+        top.emplace_back(cache.intern(name, static_cast<int32_t>(origin), members), before);
     }
-    LoopsLease lease;
-    Settling settling{*cache,    *edges,    trie, steps, tables, fill_rows, static_cast<uint64_t*>(bits.buffer.buf),
-                      bits.count() * 64, ids.data<int64_t>(), lease.loops()};
-    for (const auto& [id, before] : top)
-        if (!settling.settle(config, id, before)) return nullptr;
-    Py_RETURN_NONE;
+    PyObject* packed = PyBytes_FromStringAndSize(nullptr, inside.buffer.len);
+    if (packed == nullptr) return nullptr;
+    auto* bits = reinterpret_cast<uint64_t*>(PyBytes_AS_STRING(packed));
+    std::memcpy(bits, inside.buffer.buf, static_cast<size_t>(inside.buffer.len));
+    const Py_ssize_t size = inside.count() * 64;
+    {
+        LoopsLease lease;
+        Settling settling{cache, settler->edges, trie, steps, settler->tables, fill_rows, bits, size,
+                          settler->ordered_ids.data<int64_t>(), lease.loops()};
+        for (const auto& [id, before] : top)
+            if (!settling.settle(config, id, before)) {
+                Py_DECREF(packed);
+                return nullptr;
+            }
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(eos_ids); ++i) {
+        const long long token = PyLong_AsLongLong(PyTuple_GET_ITEM(eos_ids, i));
+        if (token < 0 || token >= size) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_IndexError, "settle: an EOS id past the mask's bits");
+            Py_DECREF(packed);
+            return nullptr;
+        }
+        const uint64_t flag = 1ull << (token & 63);
+        bits[token >> 6] = may_end ? bits[token >> 6] | flag : bits[token >> 6] & ~flag;
+    }
+    const auto hash = hash_bytes(reinterpret_cast<const uint8_t*>(bits), inside.buffer.len);
+    return Py_BuildValue("(KN)", static_cast<unsigned long long>(hash), packed);
 }
 
 }  // namespace stencil_walk

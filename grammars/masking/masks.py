@@ -13,6 +13,7 @@ import enum
 import threading
 import time
 import weakref
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,12 +39,11 @@ MAX_MASK_BYTES = 64 << 20
 FAILURE_COOLDOWN_SECONDS = 60.0
 #: States whose per-token completion lengths are kept (one float32 per token each) for budget masks.
 MAX_CACHED_LENGTHS = 64
-#: Lexer states whose candidate tokens (`MaskTable._key_candidates`: up to a few thousand ids each)
-#: and walks (`MaskTable._walk`) a table keeps.
-MAX_CACHED_CANDIDATES = 1024
+#: Lexer states whose walks (`MaskTable._walk`) a table holds weak references to.
+MAX_HELD_WALKS = 1024
 _QUOTE = ord('"')
-#: Guards the vocabulary's cache of `MaskTable._key_candidates`, which every table of it shares.
-_candidates_lock = threading.Lock()
+#: Guards the vocabulary's caches of the tokens distinct-keys masks check (`_key_suspects`).
+_suspects_lock = threading.Lock()
 
 
 class _Quotes(enum.IntEnum):
@@ -57,29 +57,50 @@ class _Quotes(enum.IntEnum):
     AFTER_FIRST_BYTE = 2
 
 
-def _need_checks(vocab: Vocabulary, mode: int, is_escaped: bool, keys_may_run_out: bool) -> np.ndarray:
-    """bool[vocab.size]: the tokens holding a `,` or a `"` that `refusals` may have to check after
-    text that leaves the key scanner in `mode` (`distinct_keys.may_need_check`); made once per
-    vocabulary and arguments, over a few thousand tokens at most."""
-    tables: dict[tuple[int, bool, bool], np.ndarray] = vocab.__dict__.setdefault("_key_need_checks", {})
-    key = (mode, is_escaped, keys_may_run_out)
+class _Suspects(NamedTuple):
+    """The tokens a distinct-keys mask checks from one key scanner mode (`_key_suspects`): int32 ids,
+    and per id whether it counts even where it stays inside the walk's lexeme."""
+
+    ids: np.ndarray
+    inside_too: np.ndarray
+
+
+def _key_suspects(vocab: Vocabulary, keys: Keys, keys_may_run_out: bool, quotes: _Quotes) -> _Suspects:
+    """The tokens `allowed_with_keys` checks after text that leaves the key scanner as `keys` does
+    (its mode, and whether a backslash came last), wherever the lexer stands: those holding a `,` or,
+    as `quotes` says, a `"`, less those `refusals` passes by (`distinct_keys.may_need_check`). A token
+    the walk keeps inside the current lexeme counts only as a separator's comma, outside a string
+    and where no quote is awaited (`inside_too`). Made once per vocabulary and arguments, from a few
+    hundred tokens at most: what is left (none, mostly, where keys never run out) is all a new mask
+    looks at."""
+    tables: dict[tuple[int, bool, bool, _Quotes], _Suspects] = vocab.__dict__.setdefault("_key_suspects", {})
+    key = (keys.mode, keys.is_escaped, keys_may_run_out, quotes)
     found = tables.get(key)
     if found is None:
-        found = np.zeros(vocab.size, dtype=bool)
-        ids = vocab.key_tokens.comma_or_quote
+        kinds = vocab.key_tokens
+        ids = {
+            _Quotes.NONE: kinds.comma,
+            _Quotes.ALL: kinds.comma_or_quote,
+            _Quotes.AFTER_FIRST_BYTE: kinds.comma_or_late_quote,
+        }[quotes]
         token_bytes = vocab.token_bytes
-        found[ids] = [may_need_check(token_bytes[i], mode, is_escaped, keys_may_run_out) for i in ids.tolist()]
-        with _candidates_lock:
+        needed = [may_need_check(token_bytes[i], keys.mode, keys.is_escaped, keys_may_run_out) for i in ids.tolist()]
+        ids = ids[np.array(needed, dtype=bool)]
+        # `, ` may lead to where a key must come, from inside a value's lexeme too.
+        found = _Suspects(ids.astype(np.int32), kinds.comma_first[ids] & (not keys.awaits_quote))
+        with _suspects_lock:
             found = tables.setdefault(key, found)
     return found
 
 
-def _allowed_among(allowed: np.ndarray, candidates: np.ndarray) -> list[int]:
-    """The ids among `candidates` (int32) that `allowed` allows: compiled in one call where the
-    extension is built (numpy's gather and list cost a tenth of a cold mask)."""
+def _walked_suspects(allowed: np.ndarray, inside_bits: np.ndarray, suspects: _Suspects) -> list[int]:
+    """The ids of `suspects` that `allowed` allows and that leave the walk's lexeme (not in
+    `inside_bits`) or count inside it too: compiled in one call where the extension is built (numpy's
+    gathers cost a tenth of a cold mask)."""
     if token_walk.native_walk is not None:
-        return token_walk.native_walk.allowed_among(allowed, candidates)
-    return candidates[allowed[candidates]].tolist()
+        return token_walk.native_walk.walked_suspects(allowed, inside_bits, suspects.ids, suspects.inside_too)
+    ids = suspects.ids
+    return ids[allowed[ids] & (suspects.inside_too | ~token_bits.contains(inside_bits, ids))].tolist()
 
 
 class _Mask:
@@ -112,8 +133,6 @@ class MaskTable:
         self.automaton = automaton
         self.vocab = vocab
         self._eos_ids = np.array(vocab.eos_token_ids, dtype=np.int64)
-        #: The EOS ids by word of a mask's bits: set or cleared in each new mask at a scalar store.
-        self._eos_words = token_bits.word_flags(vocab.eos_token_ids)
         self._eos_set = frozenset(vocab.eos_token_ids)
         self._allowed: dict[State, _Mask] = {}
         #: The distinct masks by a hash of their bits (`token_bits.identity`); most new states' masks
@@ -129,8 +148,6 @@ class MaskTable:
         self._completions: CompletionLengths | None = None
         #: Per (state, keys): the allowed tokens.
         self._keyed: dict[tuple[State, Keys], _Mask] = {}
-        #: Per (lexer state, key scanner mode, escaped, `_Quotes`): `_key_candidates`.
-        self._candidates: dict[tuple[int, int, bool, _Quotes], np.ndarray] = {}
         #: Per lexer state: a weak reference to its walk (`_walk`).
         self._walks: dict[int, weakref.ref[StateWalk]] = {}
         self._settler = GroupSettler(automaton, vocab)
@@ -164,7 +181,7 @@ class MaskTable:
                     except ConstraintLimitError as exc:
                         self.failure, self._failed_at = exc, time.monotonic()
                         raise
-                    found = self._allowed[state] = self._shared(computed)
+                    found = self._allowed[state] = self._shared(*computed)
         return found
 
     def _make_room(self) -> None:
@@ -178,13 +195,11 @@ class MaskTable:
             self._distinct.clear()
             self._num_distinct = 0
             self._keyed.clear()
-            self._candidates.clear()
 
-    def _shared(self, bits: np.ndarray) -> _Mask:
-        """The one kept mask of the tokens `bits` holds (under the lock, after `_make_room`): found by a
-        hash of the bits, and equal when they are (the hash only picks the bucket). A mask new to the
-        table becomes its bool array here, once."""
-        key, packed = token_bits.identity(bits)
+    def _shared(self, key: int, packed: bytes) -> _Mask:
+        """The one kept mask of the tokens a set holds, by its identity (`token_bits.identity`; under the
+        lock, after `_make_room`): found by the hash `key`, and equal when the bytes `packed` are (the
+        hash only picks the bucket). A mask new to the table becomes its bool array here, once."""
         bucket = self._distinct.setdefault(key, [])
         for held in bucket:
             if held.packed == packed:
@@ -222,20 +237,18 @@ class MaskTable:
         if found is not None:
             return found
         entry = self._entry(state, check)
-        allowed = entry.allowed
-        config, sid = state
-        lexer_sid = self.automaton.lexer_start(config) if sid is None else sid
         quotes = _Quotes.NONE
         if keys.awaits_fresh_key:
             # Where keys never run out, a token is checked only for the keys it closes, so which
             # quote begins a key does not narrow the candidates.
             exact = self.automaton.keys_may_run_out and self._first_quote_is_restricted(state, keys.object_keys, check)
             quotes = _Quotes.AFTER_FIRST_BYTE if exact else _Quotes.ALL
-        candidates_key = (lexer_sid, keys.mode, keys.is_escaped, quotes)
-        candidates = self._candidates.get(candidates_key)
-        if candidates is None:
-            candidates = self._candidates[candidates_key] = self._key_candidates(lexer_sid, keys, quotes, check)
-        walked_ids = _allowed_among(allowed, candidates)
+        suspects = _key_suspects(self.vocab, keys, self.automaton.keys_may_run_out, quotes)
+        walked_ids = []
+        if len(suspects.ids):
+            config, sid = state
+            walk = self._walk(self.automaton.lexer_start(config) if sid is None else sid, check)
+            walked_ids = _walked_suspects(entry.allowed, walk.inside_bits, suspects)
         refused = []
         if walked_ids:
             token_bytes = self.vocab.token_bytes
@@ -246,7 +259,7 @@ class MaskTable:
             if refused:
                 bits = entry.bits()
                 token_bits.assign_words(bits, token_bits.word_flags(refused), False)
-                entry = self._shared(bits)
+                entry = self._shared(*token_bits.identity(bits))
             self._keyed[keyed] = entry
         return entry
 
@@ -267,38 +280,6 @@ class MaskTable:
                 return True  # the quote ends the text: the plain walk refuses it already
             config = ended
         return automaton.lexer_start_excluding(config, seen, check) == automaton.lexer_start(config, check)
-
-    def _key_candidates(self, lexer_sid: int, keys: Keys, quotes: _Quotes, check: Check) -> np.ndarray:
-        """int32 ids of the tokens `allowed_with_keys` checks from lexer state `lexer_sid`
-        (`quotes`: which tokens holding a quote count), less those `refusals` passes by from the key
-        scanner's mode (`distinct_keys.may_need_check`). Cached on the vocabulary per the walk's
-        inside tokens (`StateWalk.inside_of`), the mode and the flags: they depend on nothing else,
-        so every grammar of the lexer generation, and every state with those inside tokens (each
-        string field's), shares them."""
-        lexer = self.automaton.lexer
-        may_run_out = self.automaton.keys_may_run_out
-        candidates: dict[tuple, np.ndarray] = self.vocab.__dict__.setdefault("_key_candidates", {})
-        walk = self._walk(lexer_sid, check)
-        awaits_quote = keys.awaits_quote
-        key = (lexer.generation, walk.inside_of, keys.mode, keys.is_escaped, may_run_out, quotes)
-        found = candidates.get(key)
-        if found is None:
-            kinds = self.vocab.key_tokens
-            suspects = {
-                _Quotes.NONE: kinds.comma,
-                _Quotes.ALL: kinds.comma_or_quote,
-                _Quotes.AFTER_FIRST_BYTE: kinds.comma_or_late_quote,
-            }[quotes]
-            inside = token_bits.contains(walk.inside_bits, suspects)
-            if not awaits_quote:
-                inside &= ~kinds.comma_first[suspects]  # `, ` may lead to where a key must come
-            found = suspects[~inside]
-            found = found[_need_checks(self.vocab, keys.mode, keys.is_escaped, may_run_out)[found]].astype(np.int32)
-            with _candidates_lock:
-                if len(candidates) >= MAX_CACHED_CANDIDATES:
-                    candidates.clear()
-                candidates[key] = found
-        return found
 
     def mask_with_keys(self, state: State, keys: Keys, check: Check):
         """`allowed_with_keys` as a torch bool tensor sharing its memory (do not modify it)."""
@@ -418,19 +399,16 @@ class MaskTable:
     def is_eos(self, token_id: int) -> bool:
         return token_id in self._eos_set
 
-    def _compute(self, state: State, check: Check) -> np.ndarray:
-        """The bits of `state`'s mask (`token_bits`): its walk's inside tokens, the boundary tokens
-        the grammar accepts, and EOS where the text may end."""
+    def _compute(self, state: State, check: Check) -> tuple[int, bytes]:
+        """The identity (`token_bits.identity`) of `state`'s mask: its walk's inside tokens, the
+        boundary tokens the grammar accepts, and EOS where the text may end."""
         automaton = self.automaton
         config, sid = state
         lexer_sid = automaton.lexer_start(config) if sid is None else sid
         walk = self._walk(lexer_sid, check)
-        bits = walk.inside_bits.copy()
         # Where the lexeme may end here, tokens whose first byte cannot extend it end it first.
         ending = lexer_sid if sid is not None and automaton.lexer.accepting[lexer_sid] else None
-        self._settler.settle_into(bits, config, walk, ending, check)
-        token_bits.assign_words(bits, self._eos_words, automaton.can_end(state))
-        return bits
+        return self._settler.assemble(walk, config, ending, automaton.can_end(state), check)
 
     def _walk(self, lexer_sid: int, check: Check) -> StateWalk:
         """`walk_state` of `lexer_sid`, found here by a weak reference where this table walked the state
@@ -441,7 +419,7 @@ class MaskTable:
         if walk is None:
             walk = walk_state(self.vocab, self.automaton.lexer, lexer_sid, check)
             with self._lock:
-                if len(self._walks) >= MAX_CACHED_CANDIDATES:
+                if len(self._walks) >= MAX_HELD_WALKS:
                     self._walks.clear()
                 self._walks[lexer_sid] = weakref.ref(walk)
         return walk

@@ -10,11 +10,13 @@ still inside a lexeme at their end are accepted, and those that end this lexeme 
 groups, settled the same way. A fresh lexeme consumes a byte before it can end, so the recursion
 ends within the token.
 
-The compiled settle (`_walk.settle`) runs all of it in one call, setting the mask's bits directly: it
+A new mask is assembled here (`GroupSettler.assemble`): the walk's inside tokens, the boundary
+tokens accepted, and EOS where the text may end, as the bits that identify it (`token_bits`). The
+compiled settle (`_walk.settle`) runs all of it in one call, setting the mask's bits directly: it
 takes lexemes on the parser's own steps (`Parser.steps`), memoized per automaton, and asks Python only what
 ends in a lexer state new to it and the lexeme start of a new set of allowed lexemes; group walks are
-kept per vocabulary. `settle_reference` is the Python settle it must agree with, used when the extension is
-missing (then groups hold token rows, not trie nodes).
+kept per vocabulary. `assemble_reference` is the Python settle it must agree with, used when the
+extension is missing (then groups hold token rows, not trie nodes).
 """
 
 from __future__ import annotations
@@ -47,50 +49,51 @@ class GroupSettler:
         self.vocab = vocab
         #: The compiled settle's arguments that stay the same from call to call (`_settle_arguments`).
         self._arguments: _SettleArguments | None = None
+        self._eos_ids = tuple(vocab.eos_token_ids)
         #: `ending_group` per (lexer state, whether its members are rows).
         self._ending_groups: dict[tuple[int, bool], tuple[int, int, np.ndarray]] = {}
 
-    def settle_into(self, bits: np.ndarray, config: int, walk: StateWalk, ending: int | None, check: Check) -> None:
-        """Add to `bits` (a mask being made, a set as `token_bits` holds one) the tokens of `walk`'s
-        boundary groups (ending a lexeme after `config`) that the grammar accepts, and where `ending` is
-        a lexer state (the one the mask is made in, whose lexeme may end there) those of
-        `ending_group`: compiled when the extension is built.
+    def assemble(
+        self, walk: StateWalk, config: int, ending: int | None, may_end: bool, check: Check
+    ) -> tuple[int, bytes]:
+        """A new mask, as `token_bits.identity` gives it: `walk`'s inside tokens, the tokens of its
+        boundary groups (ending a lexeme after `config`) that the grammar accepts, and where `ending`
+        is a lexer state (the one the mask is made in, whose lexeme may end there) those of
+        `ending_group`; the vocabulary's EOS where `may_end`, else none. Compiled when the extension
+        is built.
 
         Raises:
             ConstraintLimitError: `check` stopped a walk (nothing half-walked is cached).
         """
         if token_walk.native_walk is None:
-            self.settle_reference(bits, config, walk, ending, check)
-        else:
-            self.settle_compiled(bits, config, walk, ending, check)
+            return self.assemble_reference(walk, config, ending, may_end, check)
+        return self.assemble_compiled(walk, config, ending, may_end, check)
 
-    def settle_compiled(self, bits: np.ndarray, config: int, walk: StateWalk, ending: int | None, check: Check) -> None:
-        """`settle_into` in one compiled call (the walk's groups must hold trie nodes)."""
+    def assemble_compiled(
+        self, walk: StateWalk, config: int, ending: int | None, may_end: bool, check: Check
+    ) -> tuple[int, bytes]:
+        """`assemble` in one compiled call (the walk's groups must hold trie nodes)."""
         native = token_walk.native_walk
         if native is None:
             raise RuntimeError("grammars.masking._walk is not built (scripts/install.sh builds it)")
         groups, origins = self._groups(walk, ending, check)
-        if not groups:
-            return
         arguments = self._arguments or self._settle_arguments(native)
         if check is no_check:
             steps, fill_rows = arguments.steps, arguments.fill_rows
         else:
             steps, fill_rows = self._steps(check), row_filler(self.automaton.lexer, check)
         with _compiled_lock:
-            native.settle(
-                arguments.group_walks,
-                arguments.edges,
-                bits,
-                arguments.ordered_ids,
+            return native.settle(
+                arguments.settler,
+                walk.inside_bits,
+                self._eos_ids,
+                may_end,
                 config,
                 (arguments.generation, walk.inside_of),
                 groups,
                 origins,
                 steps,
-                arguments.lexer_tables,
                 fill_rows,
-                arguments.trie_tables,
             )
 
     def _groups(self, walk: StateWalk, ending: int | None, check: Check) -> tuple[tuple, tuple[int, ...]]:
@@ -134,14 +137,10 @@ class GroupSettler:
         with _compiled_lock:
             if self._arguments is None:  # one memo of the parser's answers per settler
                 self._arguments = _SettleArguments(
-                    _group_walks(self.vocab, native),
-                    native.new_parser_edges(),
-                    trie.ordered_ids,
+                    native.new_settler(_group_walks(self.vocab, native), trie.ordered_ids, lexer.tables, trie.tables),
                     lexer.generation,
                     self._steps(no_check),
-                    lexer.tables,
                     row_filler(lexer, no_check),
-                    trie.tables,
                 )
             return self._arguments
 
@@ -152,17 +151,20 @@ class GroupSettler:
         start = automaton.lexer_start if check is no_check else lambda ended: automaton.lexer_start(ended, check)
         return (automaton.endings_of, *automaton.parser.steps, start)
 
-    def settle_reference(
-        self, bits: np.ndarray, config: int, walk: StateWalk, ending: int | None, check: Check
-    ) -> None:
-        """`settle_into` in Python, group by group (the reference of the compiled settle)."""
+    def assemble_reference(
+        self, walk: StateWalk, config: int, ending: int | None, may_end: bool, check: Check
+    ) -> tuple[int, bytes]:
+        """`assemble` in Python, group by group (the reference of the compiled settle)."""
         groups, origins = self._groups(walk, ending, check)
         accepted = [
             self._settle_group(config, (walk.inside_of, origin, position), before, members, check)
             for (before, position, members), origin in zip(groups, origins)
         ]
+        bits = walk.inside_bits.copy()
         if accepted:
             token_bits.assign(bits, self.vocab.walk_arrays.ids[np.concatenate(accepted)], True)
+        token_bits.assign(bits, list(self._eos_ids), may_end)
+        return token_bits.identity(bits)
 
     def _settle_group(self, config: int, group: GroupKey, before: int, members: np.ndarray, check: Check) -> np.ndarray:
         """The rows of the tokens of boundary group `group` (`members`: tokens ending a lexeme in lexer
@@ -186,14 +188,10 @@ class GroupSettler:
 class _SettleArguments(NamedTuple):
     """`GroupSettler._settle_arguments`."""
 
-    group_walks: object
-    edges: object  # the compiled memo of the parser's answers
-    ordered_ids: np.ndarray
+    settler: object  # the compiled settle's fixed arguments and memo of the parser's answers
     generation: int
     steps: tuple
-    lexer_tables: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
     fill_rows: Callable[[list[int]], None]
-    trie_tables: tuple[np.ndarray, ...]
 
 
 def _group_walks(vocab: Vocabulary, native: ModuleType) -> object:

@@ -1,7 +1,7 @@
 """Sets of tokens as bits: token `t` is bit `t % 64` of word `t // 64` of a little-endian uint64 array
 (numpy's `packbits` with `bitorder="little"`, read eight bytes a word).
 
-A new state's mask is assembled in bits (`MaskTable._compute`): its walk's inside tokens copied, its
+A new state's mask is assembled in bits (`GroupSettler.assemble`): its walk's inside tokens copied, its
 boundary tokens set by the settle, EOS set. That is an eighth of a bool mask's memory; copying,
 zeroing and packing the bool arrays was ~8 us of a new mask on a 49k-token vocabulary and ~17 on a
 262k one. The bits are also the mask's identity (most new states' masks equal one made before), so
@@ -43,8 +43,8 @@ def assign(bits: np.ndarray, ids: list[int] | np.ndarray, value: bool) -> None:
 
 def word_flags(ids: list[int] | tuple[int, ...]) -> tuple[tuple[int, np.uint64, np.uint64], ...]:
     """`ids` grouped by word, as (word, the bits of its ids, the other bits): for `assign_words`,
-    which sets or clears a few tokens (EOS in every new mask) at a scalar store each, where
-    `assign`'s scatter takes microseconds."""
+    which sets or clears a few tokens (those a distinct-keys mask refuses) at a scalar store each,
+    where `assign`'s scatter takes microseconds."""
     grouped: dict[int, int] = {}
     for token in ids:
         grouped[token >> 6] = grouped.get(token >> 6, 0) | 1 << (token & 63)

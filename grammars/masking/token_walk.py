@@ -73,8 +73,7 @@ class StateWalk:
     inside_of: the state whose walk found these tokens: `sid`, or for a walk retagged from another
         state's (`_retagged`: every string field's inside), that walk's `inside_of`. Walks with equal
         `inside_of` (in one lexer generation) have the same inside tokens and boundary members, so
-        what is derived from those alone is shared under it (`MaskTable._key_candidates`, and the
-        walks of boundary groups).
+        what is derived from those alone is shared under it (the walks of boundary groups).
     origins: per boundary group, its `before` state in the walk of `inside_of` (the group's own
         `before` where that walk is this one): `(inside_of, origin, position)` names the group's
         members (`GroupKey`), so the groups of retagged walks share their walks.

@@ -149,8 +149,8 @@ def test_keyed_masks_equal_the_brute_force_with_the_numpy_walk(spec, vocab, monk
 
     monkeypatch.setattr(token_walk, "native_walk", None)
     gathered: list[list[int]] = []
-    gather = masks._allowed_among
-    monkeypatch.setattr(masks, "_allowed_among", lambda *args: gathered.append(gather(*args)) or gathered[-1])
+    gather = masks._walked_suspects
+    monkeypatch.setattr(masks, "_walked_suspects", lambda *args: gathered.append(gather(*args)) or gathered[-1])
     for seed in (1, 2):
         keyed_walk_agrees(grammars.compile(spec, cache=False), copy_of(vocab), seed, 40)
     assert any(gathered), "no candidate was allowed: nothing was checked"

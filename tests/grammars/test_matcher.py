@@ -127,17 +127,16 @@ def test_equal_masks_share_one_array_and_hash_collisions_keep_others_apart(vocab
     table = person_constraint().matcher(vocab)._table
     first = token_bits.from_ids(np.array([3, 500, vocab.size - 1]), vocab.size)
     other = token_bits.from_ids(np.array([3, 500]), vocab.size)
-    kept_first = table._shared(first)
-    assert table._shared(first.copy()) is kept_first
+    kept_first = table._shared(*token_bits.identity(first))
+    assert table._shared(*token_bits.identity(first.copy())) is kept_first
     assert np.flatnonzero(kept_first.allowed).tolist() == [3, 500, vocab.size - 1]
     assert kept_first.allowed.dtype == bool and kept_first.allowed.size == vocab.size
     assert token_bits.identity(first)[0] != token_bits.identity(other)[0]
-    identity = token_bits.identity
-    monkeypatch.setattr(token_bits, "identity", lambda bits: (7, identity(bits)[1]))
     kept = table._num_distinct
-    kept_other, kept_first = table._shared(other), table._shared(first)  # both in one bucket now
+    collided = [(7, token_bits.identity(bits)[1]) for bits in (other, first)]  # both in one bucket now
+    kept_other, kept_first = (table._shared(*identity) for identity in collided)
     assert kept_other is not kept_first and np.flatnonzero(kept_other.allowed).tolist() == [3, 500]
-    assert table._shared(other.copy()) is kept_other and table._shared(first.copy()) is kept_first
+    assert table._shared(*collided[0]) is kept_other and table._shared(*collided[1]) is kept_first
     assert table._num_distinct == kept + 2 and len(table._distinct[7]) == 2
 
 
@@ -251,21 +250,41 @@ def _takes_width(native, width: int) -> bool:
     return True
 
 
-def test_compiled_allowed_among_is_numpys_gather():
-    """`_walk.allowed_among` lists, in order, the ids a mask allows among int32 ids (repeats kept, as
-    numpy's gather keeps them), and refuses an id past the mask and ids of another width."""
-    from grammars.masking import token_walk
+def test_compiled_walked_suspects_are_numpys(monkeypatch):
+    """`_walk.walked_suspects` lists, in order, the suspect ids a mask allows that leave the walk's
+    inside tokens or count inside too, as the numpy reference does (repeats kept), and refuses an
+    id past the mask, ids of another width and flags that do not match the ids."""
+    from grammars.masking import masks, token_bits, token_walk
 
-    assert token_walk.native_walk is not None
+    native = token_walk.native_walk
+    assert native is not None
     rng = np.random.default_rng(0)
-    mask = rng.integers(0, 2, 49_152).astype(bool)
-    for count in (0, 1, 31, 32, 33, 2_000):
-        ids = rng.integers(0, mask.size, count).astype(np.int32)
-        assert token_walk.native_walk.allowed_among(mask, ids) == ids[mask[ids]].tolist()
+    size = 49_152
+    mask = rng.integers(0, 2, size).astype(bool)
+    inside = token_bits.from_ids(np.flatnonzero(rng.integers(0, 2, size)), size)
+    for count in (0, 1, 31, 64, 2_000):
+        suspects = masks._Suspects(
+            rng.integers(0, size, count).astype(np.int32), rng.integers(0, 2, count).astype(bool)
+        )
+        compiled = native.walked_suspects(mask, inside, suspects.ids, suspects.inside_too)
+        monkeypatch.setattr(token_walk, "native_walk", None)
+        assert compiled == masks._walked_suspects(mask, inside, suspects)
+        monkeypatch.setattr(token_walk, "native_walk", native)
+        if count == 2_000:  # each rule decides some ids
+            counted = set(compiled)
+            assert any(
+                too and token_bits.contains(inside, [i])[0]
+                for i, too in zip(suspects.ids, suspects.inside_too)
+                if i in counted
+            )
+            assert len(counted) < len(set(suspects.ids[mask[suspects.ids]].tolist()))
+    flags = np.zeros(2, dtype=bool)
     with pytest.raises(IndexError, match="past the mask"):
-        token_walk.native_walk.allowed_among(mask, np.array([0, mask.size], dtype=np.int32))
+        native.walked_suspects(mask, inside, np.array([0, size], dtype=np.int32), flags)
     with pytest.raises(TypeError, match="4 bytes"):
-        token_walk.native_walk.allowed_among(mask, np.array([0], dtype=np.int64))
+        native.walked_suspects(mask, inside, np.array([0, 1], dtype=np.int64), flags)
+    with pytest.raises(ValueError, match="one inside_too flag per id"):
+        native.walked_suspects(mask, inside, np.array([0], dtype=np.int32), flags)
 
 
 def test_mask_memory_stays_in_budget_and_masks_stay_exact(vocab, runtime_tokenizer, monkeypatch):

@@ -1,4 +1,5 @@
-"""The compiled settle of boundary groups (`_walk.settle`) against its Python reference.
+"""The compiled settle of boundary groups (`_walk.settle`, through `GroupSettler.assemble_compiled`)
+against its Python reference.
 
 Both settle the boundary groups of the same compiled state walks; the compiled one memoizes the
 parser's answers and walks groups in C++, asking Python only on a miss, so these tests also start
@@ -31,16 +32,21 @@ from tests.grammars.test_native_walk import (
 
 
 def settled_both_ways(settler: GroupSettler, state, check=no_check) -> tuple[np.ndarray, np.ndarray]:
-    """The mask of `state`'s walk with its boundary groups settled compiled and in Python."""
+    """The mask of `state` assembled from its walk compiled and in Python (the same identity both
+    ways, and the walk's bits left as they were)."""
     automaton = settler.automaton
     config, sid = state
     lexer_sid = automaton.lexer_start(config) if sid is None else sid
     walk = walk_state(settler.vocab, automaton.lexer, lexer_sid, no_check)
+    inside = walk.inside_bits.copy()
     ending = lexer_sid if sid is not None and automaton.lexer.accepting[lexer_sid] else None
-    compiled, reference = walk.inside_bits.copy(), walk.inside_bits.copy()
-    settler.settle_compiled(compiled, config, walk, ending, check)
-    settler.settle_reference(reference, config, walk, ending, no_check)
-    return token_bits.to_mask(compiled, settler.vocab.size), token_bits.to_mask(reference, settler.vocab.size)
+    may_end = automaton.can_end(state)
+    compiled = settler.assemble_compiled(walk, config, ending, may_end, check)
+    reference = settler.assemble_reference(walk, config, ending, may_end, no_check)
+    assert compiled[1] != reference[1] or compiled[0] == reference[0], "equal bits, unequal hashes"
+    assert np.array_equal(walk.inside_bits, inside), "the walk's bits changed"
+    size = settler.vocab.size
+    return token_bits.to_mask(compiled[1], size), token_bits.to_mask(reference[1], size)
 
 
 def assert_settles_as_reference(settler: GroupSettler, text: bytes) -> None:
@@ -96,8 +102,7 @@ def test_ending_group_is_the_boundary_mask_of_tokens_that_cannot_extend_the_lexe
                 ended_at += 1
             walk = walk_state(vocab, automaton.lexer, sid, no_check)
             bare = StateWalk(walk.sid, np.zeros_like(walk.inside_bits), (), walk.inside_of, ())
-            settled = np.zeros_like(walk.inside_bits)
-            settler.settle_into(settled, config, bare, sid, no_check)
+            _, settled = settler.assemble(bare, config, sid, False, no_check)
             assert np.array_equal(token_bits.to_mask(settled, vocab.size), expected), state
         state = automaton.walk(state, bytes([byte]))
         assert state is not None
@@ -156,7 +161,7 @@ def test_budget_stops_compiled_settle_and_caches_nothing_half_walked(vocab, monk
         raise ConstraintLimitError("out of time")
 
     with pytest.raises(ConstraintLimitError, match="out of time"):
-        settler.settle_compiled(walk.inside_bits.copy(), state[0], walk, None, check)
+        settler.assemble_compiled(walk, state[0], None, False, check)
     assert calls == 1
     compiled, reference = settled_both_ways(settler, state)
     assert np.array_equal(compiled, reference)
@@ -169,23 +174,24 @@ def test_compiled_settle_refuses_bad_arguments(vocab, monkeypatch):
     state = automaton.walk(automaton.initial, b'{"name": "x')
     assert state is not None
     walk = walk_state(vocab, automaton.lexer, state[1], no_check)
-    with pytest.raises(TypeError, match="uint64"):
-        settler.settle_compiled(np.zeros(vocab.size, dtype=bool), state[0], walk, None, no_check)
-    read_only = walk.inside_bits.copy()
-    read_only.setflags(write=False)
-    with pytest.raises(ValueError, match="read-only"):
-        settler.settle_compiled(read_only, state[0], walk, None, no_check)
+    as_bools = StateWalk(walk.sid, np.zeros(vocab.size, dtype=bool), walk.boundaries, walk.inside_of, walk.origins)
+    with pytest.raises(TypeError, match="inside_bits: expected items of 8 bytes"):
+        settler.assemble_compiled(as_bools, state[0], None, False, no_check)
+    past_the_bits = GroupSettler(automaton, vocab)
+    past_the_bits._eos_ids = (walk.inside_bits.size * 64,)
+    with pytest.raises(IndexError, match="EOS id past the mask's bits"):
+        past_the_bits.assemble_compiled(walk, state[0], None, True, no_check)
     endings_of = automaton.endings_of
     automaton.endings_of = lambda sid: "no endings"  # type: ignore[method-assign]
     with pytest.raises(TypeError, match="endings_of must return"):
-        GroupSettler(automaton, vocab).settle_compiled(walk.inside_bits.copy(), state[0], walk, None, no_check)
+        GroupSettler(automaton, vocab).assemble_compiled(walk, state[0], None, False, no_check)
     automaton.endings_of = endings_of  # type: ignore[method-assign]
     steps = automaton.parser.steps
     monkeypatch.setattr(
         type(automaton.parser), "steps", property(lambda parser: (lambda config, lexeme: -1, *steps[1:]))
     )
     with pytest.raises(ValueError, match="advance returned no state or configuration"):
-        GroupSettler(automaton, vocab).settle_compiled(walk.inside_bits.copy(), state[0], walk, None, no_check)
+        GroupSettler(automaton, vocab).assemble_compiled(walk, state[0], None, False, no_check)
 
 
 def test_group_walk_cache_is_bounded(vocab, monkeypatch):
@@ -207,11 +213,14 @@ def test_group_walk_cache_is_bounded(vocab, monkeypatch):
 
 
 def test_mask_table_settles_compiled_where_the_walk_is(vocab, monkeypatch):
-    """`settle_into` takes the compiled settle with the compiled walk, the reference without it."""
+    """`assemble` takes the compiled settle with the compiled walk, the reference without it."""
     automaton = grammars.compile(SCHEMAS["object"], cache=False).automaton
     used = []
-    monkeypatch.setattr(GroupSettler, "settle_compiled", lambda *args: used.append("compiled"))
-    monkeypatch.setattr(GroupSettler, "settle_reference", lambda *args: used.append("reference"))
+    for how in ("compiled", "reference"):
+        method = getattr(GroupSettler, f"assemble_{how}")
+        monkeypatch.setattr(
+            GroupSettler, f"assemble_{how}", lambda *args, how=how, method=method: used.append(how) or method(*args)
+        )
     state = automaton.walk(automaton.initial, b'{"name": "x')
     MaskTable(automaton, copy_of(vocab)).allowed(state, no_check)
     monkeypatch.setattr(token_walk, "native_walk", None)
