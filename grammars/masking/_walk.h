@@ -86,10 +86,12 @@ struct View {
     const T* data() const { return static_cast<const T*>(buffer.buf); }
 };
 
+// Immutable bytes, not a bytearray: numpy views bytes directly, where a bytearray's view holds a
+// memoryview and its buffer, two objects the garbage collector tracks for as long as a cached walk.
 template <typename T>
 PyObject* bytes_of(const std::vector<T>& values) {
-    return PyByteArray_FromStringAndSize(reinterpret_cast<const char*>(values.data()),
-                                         static_cast<Py_ssize_t>(values.size() * sizeof(T)));
+    return PyBytes_FromStringAndSize(reinterpret_cast<const char*>(values.data()),
+                                     static_cast<Py_ssize_t>(values.size() * sizeof(T)));
 }
 
 // A trie node waiting to be walked: its byte is read from `state` (parked where that has no row yet).

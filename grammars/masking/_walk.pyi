@@ -4,9 +4,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-def build_trie(
-    data: np.ndarray, starts: np.ndarray, /
-) -> tuple[bytearray, bytearray, bytearray, bytearray, bytearray, bytearray]: ...
+def build_trie(data: np.ndarray, starts: np.ndarray, /) -> tuple[bytes, bytes, bytes, bytes, bytes, bytes]: ...
 def walk_nodes(
     tables: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]],
     fill_rows: Callable[[list[int]], object],
@@ -14,7 +12,7 @@ def walk_nodes(
     nodes: np.ndarray,
     sid: int,
     /,
-) -> tuple[bytearray, list[tuple[int, int, bytearray]]]: ...
+) -> tuple[bytes, list[tuple[int, int, bytes]]]: ...
 def walk_vocabulary(
     tables: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]],
     fill_rows: Callable[[list[int]], object],
@@ -25,7 +23,7 @@ def walk_vocabulary(
     row_bits: np.ndarray,
     size: int,
     /,
-) -> tuple[bytearray, list[tuple[int, int, bytearray]]]: ...
+) -> tuple[bytes, list[tuple[int, int, bytes]]]: ...
 def new_group_walks(max_walks: int, max_bytes: int, /) -> object: ...
 def group_walks_held(group_walks: object, /) -> tuple[int, int]: ...
 def new_settler(

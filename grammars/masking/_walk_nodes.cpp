@@ -115,7 +115,7 @@ bool start(Walk& walk, PyObject* nodes_object, int sid) {
 //   tables(): (trans int32[states*256], has_row bool[states], accepting bool[states]), consistent.
 //   fill_rows(states: list[int]): computes the rows of `states` (may raise: the walk stops).
 //   trie: what `build_trie` returned; nodes: int64 non-root nodes whose bytes are read from `sid`.
-// Returns (inside rows as int64 bytearray, [(before, position, nodes as int64 bytearray)]): the rows of
+// Returns (inside rows as int64 bytes, [(before, position, nodes as int64 bytes)]): the rows of
 // the nodes' subtrees still inside a lexeme after their last byte, and the subtrees whose byte at
 // `position` (the node's depth - 1) ends the lexeme in state `before`, sorted by (before, position).
 PyObject* walk_nodes(PyObject*, PyObject* args) {
@@ -134,7 +134,7 @@ PyObject* walk_nodes(PyObject*, PyObject* args) {
 //   As walk_nodes, with the inside tokens as a token set (`ordered_ids`: the int64 id of each row in
 //   trie order, ids[order], read in order along the inside ranges; `row_bits`: the ids in
 //   `ordered_ids` as a set of bits, bit id % 64 of uint64 word id / 64, at most (size + 63) / 64
-//   words): returns (the inside tokens as such a set of (size + 63) / 64 words in a bytearray,
+//   words): returns (the inside tokens as such a set of (size + 63) / 64 words in bytes,
 //   groups). Where most rows are inside (a string's inside), the set starts as `row_bits` and the
 //   few rows outside are cleared.
 PyObject* walk_vocabulary(PyObject*, PyObject* args) {
@@ -160,12 +160,12 @@ PyObject* walk_vocabulary(PyObject*, PyObject* args) {
     if (!start(walk, nodes_object, sid) || !walk.finish(tables, fill_rows)) return nullptr;
     PyObject* groups = walk.boundaries.to_list();
     if (groups == nullptr) return nullptr;
-    PyObject* inside = PyByteArray_FromStringAndSize(nullptr, words * 8);
+    PyObject* inside = PyBytes_FromStringAndSize(nullptr, words * 8);  // filled before anyone sees it
     if (inside == nullptr) {
         Py_DECREF(groups);
         return nullptr;
     }
-    auto* bits = reinterpret_cast<uint64_t*>(PyByteArray_AS_STRING(inside));
+    auto* bits = reinterpret_cast<uint64_t*>(PyBytes_AS_STRING(inside));
     bool in_range = true;
     const auto place = [&](int64_t id) {
         in_range &= id >= 0 && id < size;

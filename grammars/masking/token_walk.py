@@ -187,7 +187,7 @@ def walk_nodes(trie: TokenTrie, lexer: LexerTables, sid: int, nodes: np.ndarray,
     return RowWalk(np.frombuffer(inside, dtype=np.int64), _groups(groups))
 
 
-def _groups(groups: list[tuple[int, int, bytearray]]) -> tuple[tuple[int, int, np.ndarray], ...]:
+def _groups(groups: list[tuple[int, int, bytes]]) -> tuple[tuple[int, int, np.ndarray], ...]:
     """The compiled walk's boundary groups, their trie nodes as int64 arrays."""
     return tuple((before, position, np.frombuffer(nodes, dtype=np.int64)) for before, position, nodes in groups)
 
