@@ -50,8 +50,9 @@ def settled_both_ways(settler: GroupSettler, state, check=no_check) -> tuple[np.
 
 
 def assert_settles_as_reference(settler: GroupSettler, text: bytes) -> None:
-    """At every byte of `text` (a sentence of the settler's grammar), and at every lexeme boundary
-    along it, the compiled settle gives the reference's mask, and some settle adds tokens."""
+    """At every byte of `text` (a sentence of the settler's grammar), at every lexeme boundary along
+    it and at its end (where EOS is allowed), the compiled settle gives the reference's mask, and
+    some settle adds tokens."""
     automaton = settler.automaton
     state, settled = automaton.initial, 0
     for byte in text:
@@ -63,6 +64,9 @@ def assert_settles_as_reference(settler: GroupSettler, text: bytes) -> None:
         state = automaton.walk(state, bytes([byte]))
         assert state is not None
     assert settled > 0
+    assert automaton.can_end(state)
+    compiled, reference = settled_both_ways(settler, state)
+    assert np.array_equal(compiled, reference) and compiled[list(settler.vocab.eos_token_ids)].all()
 
 
 @pytest.mark.parametrize(
