@@ -240,7 +240,7 @@ class MaskTable:
         quotes = _Quotes.NONE
         if keys.awaits_fresh_key:
             # Where keys never run out, a token is checked only for the keys it closes, so which
-            # quote begins a key does not narrow the candidates.
+            # quote begins a key does not narrow the suspects.
             exact = self.automaton.keys_may_run_out and self._first_quote_is_restricted(state, keys.object_keys, check)
             quotes = _Quotes.AFTER_FIRST_BYTE if exact else _Quotes.ALL
         suspects = _key_suspects(self.vocab, keys, self.automaton.keys_may_run_out, quotes)
