@@ -1254,6 +1254,35 @@ PyObject* store_state(StoreObject* self, PyObject* args) {
     });
 }
 
+// start(nodes, tags, books, check) -> int or None: the lexer state of the union of `nodes`, each tagged
+//   with the same item of `tags` (byte_regex's alt of tags, built here: a lexeme start built as a Python
+//   term and carried over cost about as much as carrying its lexemes), numbered as `state` numbers a node.
+PyObject* store_start(StoreObject* self, PyObject* args) {
+    PyObject *nodes_object, *tags_object, *books_object, *check;
+    if (!PyArg_ParseTuple(args, "OOO!O", &nodes_object, &tags_object, &PyTuple_Type, &books_object, &check))
+        return nullptr;
+    std::vector<int32_t> nodes;
+    std::vector<int64_t> tags;
+    if (!nodes_of(self, nodes_object, "start: nodes must be a sequence", nodes) ||
+        !integers_of(tags_object, "start: tags must be a sequence", tags))
+        return nullptr;
+    if (nodes.size() != tags.size()) {
+        PyErr_SetString(PyExc_ValueError, "start: nodes and tags differ in length");
+        return nullptr;
+    }
+    Books books;
+    if (!books.take(books_object)) return nullptr;
+    return guarded([&]() -> PyObject* {
+        Store& store = *self->store;
+        std::vector<int32_t> tagged;
+        tagged.reserve(nodes.size());
+        for (size_t i = 0; i < nodes.size(); ++i) tagged.push_back(store.tag(tags[i], nodes[i]));
+        const int32_t state = books.state_of(store, store.alt(tagged), check);
+        if (state < 0) Py_RETURN_NONE;
+        return PyLong_FromLong(state);
+    });
+}
+
 // fill(states, trans, has_row, books, check) -> list or None: the transition rows of lexer `states` (a list)
 //   that have a node in the books and no row yet, written to `trans` (int32 [capacity, 256]) and marked
 //   in `has_row` (bool [capacity]); every byte's derivative is numbered as a state by `Books::state_of`.
@@ -1350,6 +1379,9 @@ PyMethodDef store_methods[] = {
      "(kind, members, bits, lo, hi (-1: None), tag) of a node."},
     {"state", reinterpret_cast<PyCFunction>(store_state), METH_VARARGS,
      "The lexer state of a node, entered in the lexer's books if new: (node, books, check) -> state."},
+    {"start", reinterpret_cast<PyCFunction>(store_start), METH_VARARGS,
+     "The lexer state of a union of tagged nodes, entered in the lexer's books if new: (nodes, tags, books, "
+     "check) -> state."},
     {"fill", reinterpret_cast<PyCFunction>(store_fill), METH_VARARGS,
      "Transition rows of lexer states written to the lexer's tables: (states, trans, has_row, books, check) -> "
      "states without a node."},

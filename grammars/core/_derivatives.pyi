@@ -23,6 +23,14 @@ class Store:
     ) -> int: ...
     def describe(self, node: int, /) -> tuple[int, tuple[int, ...], bytes, int, int, int]: ...
     def state(self, node: int, books: tuple[object, ...], check: Callable[[], object] | None, /) -> int | None: ...
+    def start(
+        self,
+        nodes: Sequence[int],
+        tags: Sequence[int],
+        books: tuple[object, ...],
+        check: Callable[[], object] | None,
+        /,
+    ) -> int | None: ...
     def fill(
         self,
         states: list[int],

@@ -278,8 +278,14 @@ class LexerTables:
     @staticmethod
     def _carry(compiled: rx.CompiledTerms, term: rx.Term) -> int | None:
         """The node of `term`; None for a term the store cannot hold (a counter bound past 64 bits)."""
+        nodes = LexerTables._carry_all(compiled, (term,))
+        return None if nodes is None else nodes[0]
+
+    @staticmethod
+    def _carry_all(compiled: rx.CompiledTerms, terms: tuple[rx.Term, ...]) -> list[int] | None:
+        """The nodes of `terms`; None if the store cannot hold one of them."""
         try:
-            return compiled.node(term)
+            return [compiled.node(term) for term in terms]
         except OverflowError:
             return None
 
@@ -491,7 +497,23 @@ class LexerTables:
         return any(self.row(sid))
 
     def start_state(self, terms: tuple[rx.Term, ...], check: Check = no_check) -> int:
-        """The state that matches any one of `terms`, each tagged with its own term id."""
+        """The state that matches any one of `terms`, each tagged with its own term id.
+
+        Built in the compiled store where it can hold the terms (`Store.start`: the union's term is
+        carried back to Python only if something reads it), else by `byte_regex`: the same state either
+        way. Building the union as a Python term and carrying it over took about as long as carrying
+        the lexemes themselves, and a new schema's first masks build several.
+
+        Raises:
+            ConstraintLimitError: the generation is full, or from `check` (an emptiness search).
+        """
+        with self._lock:
+            compiled = self._store()
+            nodes = None if compiled is None else self._carry_all(compiled, terms)
+            if compiled is not None and nodes is not None:
+                tags = [term.id for term in terms]
+                asked = None if check is no_check else check
+                return self._numbering(lambda books: compiled.store.start(nodes, tags, books, asked))
         return self.sid(rx.alt(*(rx.tag(t.id, t) for t in terms)), check)
 
 

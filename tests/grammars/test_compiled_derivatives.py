@@ -337,6 +337,39 @@ def test_carrying_a_term_enters_each_new_subterm_once_and_refuses_what_the_store
         compiled.node(b"ok")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("schema", SCHEMAS, ids=["object", "pattern", "emails"])
+def test_lexeme_starts_built_in_the_store_are_the_python_unions(schema, lexer, monkeypatch):
+    """`start_state` builds a union of tagged lexemes in the store (`Store.start`) without building its
+    term: read back, it *is* the union `byte_regex` builds, the state is the one `sid` gives that union
+    (on this lexer, and on one filled by `byte_regex` alone), and a second start finds it again. A
+    lexeme the store cannot hold (a counter bound past 64 bits) takes the Python path; `Store.start`
+    names its mismatched or unknown arguments."""
+    automaton = grammars.compile(schema, cache=False).automaton
+    assert automaton.lexer is lexer
+    terms = list(automaton.parser.lexeme_terms)
+    rng = random.Random(3)
+    reference = LexerTables()
+    for size in (1, 2, len(terms)):
+        chosen = tuple(rng.sample(terms, min(size, len(terms))))
+        union = rx.alt(*(rx.tag(t.id, t) for t in chosen))
+        before = len(lexer._sid_of_term)
+        sid = lexer.start_state(chosen)
+        assert len(lexer._sid_of_term) == before, "the union's term was built and numbered in Python"
+        assert lexer.terms[sid] is union
+        assert lexer.start_state(chosen) == sid == lexer.sid(union)
+        with python_only(monkeypatch):
+            assert reference.terms[reference.start_state(chosen)] is union
+    huge = rx.concat(rx.literal(b"ok"), rx.repeat(rx.byte_range(97, 99), 0, 1 << 70))
+    sid = lexer.start_state((terms[0], huge))
+    assert lexer.terms[sid] is rx.alt(rx.tag(terms[0].id, terms[0]), rx.tag(huge.id, huge))
+    assert lexer._compiled is not None
+    store, books = lexer._compiled.store, (lexer._sid_of_node, lexer._node_of_sid, [], [], [], lexer.accepting, 9)
+    with pytest.raises(ValueError, match="start: nodes and tags differ"):
+        store.start([1, 2], [1], books, None)
+    with pytest.raises(IndexError, match="no term node"):
+        store.start([store.num_nodes()], [1], books, None)
+
+
 def test_adopted_nodes_are_the_same_terms_and_only_another_stores():
     """`CompiledTerms.adopt` carries nodes to another store as the same terms (twins of an older
     generation stay themselves); a store does not adopt from itself, nor nodes it lacks."""
