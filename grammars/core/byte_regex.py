@@ -55,9 +55,10 @@ def _load_compiled() -> ModuleType | None:
 #: The compiled derivatives (lexer rows, emptiness searches), or None when they are not built (then
 #: this module's derivatives do all).
 compiled_derivatives = _load_compiled()
-#: Takes terms out of the cyclic collector's tracking (`_derivatives.untrack`; None when not built):
-#: full collections then skip the tens of thousands of terms a server's schemas leave behind.
-_untrack = None if compiled_derivatives is None else compiled_derivatives.untrack
+#: Takes objects that can be in no reference cycle out of the cyclic collector's tracking
+#: (`_derivatives.untrack`; None when not built): full collections then skip the tens of thousands of
+#: terms a server's schemas leave behind, and young ones the lexer's new rows (`LexerTables.row`).
+untrack = None if compiled_derivatives is None else compiled_derivatives.untrack
 
 ALL_BYTES = (1 << 256) - 1
 
@@ -189,8 +190,8 @@ def _intern(
                 term = Term(kind, args, bits, lo, hi, tag)
                 term.id = next(_IDS)
                 _TABLE[key] = term
-                if _untrack is not None:
-                    _untrack(term, args)  # it holds older terms alone: no cycle passes through it
+                if untrack is not None:
+                    untrack(term, args)  # it holds older terms alone: no cycle passes through it
     return term
 
 
