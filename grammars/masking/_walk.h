@@ -392,7 +392,7 @@ PyObject* new_settler(PyObject*, PyObject* args);
 PyObject* group_walks_held(PyObject*, PyObject* capsule);
 PyObject* settle(PyObject*, PyObject* args);
 PyObject* bits_identity(PyObject*, PyObject* bits_object);  // _walk_masks.cpp
-uint64_t hash_bytes(const uint8_t* data, Py_ssize_t length);
+PyObject* identity_of(PyObject* packed);
 PyObject* bool_mask(PyObject*, PyObject* args);
 PyObject* walked_suspects(PyObject*, PyObject* args);
 

@@ -92,8 +92,6 @@ void spread(const uint8_t* in, Py_ssize_t size, uint8_t* out, int width) {
     for (; done < size; ++done) out[done] = (in[done / 8] >> (done % 8)) & 1;
 }
 
-}  // namespace
-
 // A 64-bit hash of `length` bytes: sums of the full 128-bit products of key-offset word pairs, each
 // folded to 64 bits (NH as UMAC's, but a 64-bit product alone would lose a word's top bits against a
 // partner with trailing zeros), so the multiplications are independent and overlap; then mixed with
@@ -123,15 +121,21 @@ uint64_t hash_bytes(const uint8_t* data, Py_ssize_t length) {
     return h;
 }
 
+}  // namespace
+
+// (hash, packed): the identity of a mask whose words are the bytes `packed` (a reference the result
+// takes over, or releases on failure).
+PyObject* identity_of(PyObject* packed) {
+    const auto* data = reinterpret_cast<const uint8_t*>(PyBytes_AS_STRING(packed));
+    return Py_BuildValue("(KN)", static_cast<unsigned long long>(hash_bytes(data, PyBytes_GET_SIZE(packed))), packed);
+}
+
 // bits_identity(bits) -> (hash, packed): a uint64 token set's words as bytes, and a 64-bit hash of them.
 PyObject* bits_identity(PyObject*, PyObject* bits_object) {
     View bits;
     if (!bits.get(bits_object, "bits_identity: bits", 8)) return nullptr;
-    const Py_ssize_t length = bits.buffer.len;
-    const auto* data = bits.data<uint8_t>();
-    PyObject* packed = PyBytes_FromStringAndSize(reinterpret_cast<const char*>(data), length);
-    if (packed == nullptr) return nullptr;
-    return Py_BuildValue("(KN)", static_cast<unsigned long long>(hash_bytes(data, length)), packed);
+    PyObject* packed = PyBytes_FromStringAndSize(bits.data<char>(), bits.buffer.len);
+    return packed == nullptr ? nullptr : identity_of(packed);
 }
 
 // bool_mask(bits, size, width=-1) -> bytearray[size]: 1 at each token of a token set (uint64 words, or

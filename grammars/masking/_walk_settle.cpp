@@ -425,8 +425,7 @@ PyObject* settle(PyObject*, PyObject* args) {
         const uint64_t flag = 1ull << (token & 63);
         bits[token >> 6] = may_end ? bits[token >> 6] | flag : bits[token >> 6] & ~flag;
     }
-    const auto hash = hash_bytes(reinterpret_cast<const uint8_t*>(bits), inside.buffer.len);
-    return Py_BuildValue("(KN)", static_cast<unsigned long long>(hash), packed);
+    return identity_of(packed);
 }
 
 }  // namespace stencil_walk
