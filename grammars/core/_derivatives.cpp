@@ -1283,64 +1283,151 @@ PyObject* store_start(StoreObject* self, PyObject* args) {
     });
 }
 
-// fill(states, trans, has_row, books, check) -> list or None: the transition rows of lexer `states` (a list)
-//   that have a node in the books and no row yet, written to `trans` (int32 [capacity, 256]) and marked
-//   in `has_row` (bool [capacity]); every byte's derivative is numbered as a state by `Books::state_of`.
-//   Returns the states without a node (for the caller to carry or derive), or None once a new state would
-//   be `max_states` or past the tables' room (the rows written stay). `check` is called before each
-//   derivative (None: never).
-PyObject* store_fill(StoreObject* self, PyObject* args) {
-    PyObject *states_object, *trans_object, *has_row_object, *books_object, *check;
-    if (!PyArg_ParseTuple(args, "O!OOO!O", &PyList_Type, &states_object, &trans_object, &has_row_object,
+// The lexer's tables a fill writes: `trans` (int32 [capacity, 256]), `has_row` (bool [capacity]: the
+// whole row is written) and `has_entry` (uint64 [capacity, 4]: the bytes of a row without `has_row`
+// whose successor is written, one bit each).
+struct RowTables {
+    WritableView trans, has_row, has_entry;
+
+    bool take(PyObject* trans_object, PyObject* has_row_object, PyObject* has_entry_object, const char* caller) {
+        if (!trans.get(trans_object, "trans", 4) || !has_row.get(has_row_object, "has_row", 1) ||
+            !has_entry.get(has_entry_object, "has_entry", 8))
+            return false;
+        if (trans.count() != 256 * has_row.count() || has_entry.count() != 4 * has_row.count()) {
+            PyErr_Format(PyExc_ValueError, "%s: trans must hold 256 successors and has_entry 4 words per has_row entry",
+                         caller);
+            return false;
+        }
+        return true;
+    }
+
+    // The node in the books of `state`, whose row is to be written: -1 where it is written already, -2
+    // where the state has no node (appended to `without_node`); throws PythonError for a state past the tables.
+    long long node_to_fill(StoreObject* self, const Books& books, long long state, PyObject* without_node) const {
+        if (state < 0 || state >= has_row.count()) {
+            PyErr_Format(PyExc_IndexError, "fill: no lexer state %lld in the tables", state);
+            throw PythonError{};
+        }
+        if (has_row.data<uint8_t>()[state]) return -1;
+        PyObject* key = PyLong_FromLongLong(state);
+        if (key == nullptr) throw PythonError{};
+        PyObject* node_object = PyDict_GetItemWithError(books.node_of_sid, key);  // borrowed
+        const bool missing = node_object == nullptr && !PyErr_Occurred();
+        const bool kept = missing && PyList_Append(without_node, key) == 0;
+        Py_DECREF(key);
+        if (kept) return -2;
+        if (node_object == nullptr) throw PythonError{};
+        const long long node = PyLong_AsLongLong(node_object);
+        if ((node == -1 && PyErr_Occurred()) || !valid_node(self, node)) throw PythonError{};
+        return node;
+    }
+
+    // Writes the successor of `node` (the node of `state`) on the bytes of its derivative class `part`,
+    // numbered by `books`, and marks them written (the row, once all are). Returns the successor, -1
+    // where numbering it would pass the books' room.
+    int32_t write_class(Store& store, Books& books, long long state, int32_t node, const Bits& part, PyObject* check) {
+        Store::call(check);
+        const int32_t next = books.state_of(store, store.derivative(node, part.lowest()), check);
+        if (next < 0) return -1;
+        int32_t* row = trans.data<int32_t>() + state * 256;
+        uint64_t* written = has_entry.data<uint64_t>() + state * 4;
+        bool whole = true;
+        for (int word = 0; word < 4; ++word) {
+            for (uint64_t bits = part.w[word]; bits != 0; bits &= bits - 1)
+                row[word * 64 + __builtin_ctzll(bits)] = next;
+            written[word] |= part.w[word];
+            whole &= written[word] == ~0ull;
+        }
+        if (whole) has_row.data<uint8_t>()[state] = 1;
+        return next;
+    }
+
+    // Writes the classes of `node`'s row not written yet (`fill`'s row). False where the books run out of room.
+    bool write_row(Store& store, Books& books, long long state, int32_t node, PyObject* check) {
+        const std::vector<Bits> parts = store.classes(node);  // a copy: deriving adds more
+        const uint64_t* written = has_entry.data<uint64_t>() + state * 4;
+        for (const Bits& part : parts) {
+            const int byte = part.lowest();
+            if ((written[byte >> 6] >> (byte & 63)) & 1) continue;  // its class is written
+            if (write_class(store, books, state, node, part, check) < 0) return false;
+        }
+        has_row.data<uint8_t>()[state] = 1;
+        return true;
+    }
+};
+
+// The frame of `fill` and `fill_entries`: parses (items, trans, has_row, has_entry, books, check), runs
+// `write(store, books, tables, item, without_node)` on each int of `items` (false: the books ran out of
+// room), and returns the states without a node, or None once out of room.
+template <typename Write>
+PyObject* filling(StoreObject* self, PyObject* args, const char* name, Write write) {
+    PyObject *items, *trans_object, *has_row_object, *has_entry_object, *books_object, *check;
+    if (!PyArg_ParseTuple(args, "O!OOOO!O", &PyList_Type, &items, &trans_object, &has_row_object, &has_entry_object,
                           &PyTuple_Type, &books_object, &check))
         return nullptr;
     Books books;
-    WritableView trans, has_row;
-    if (!books.take(books_object) || !trans.get(trans_object, "fill: trans", 4) ||
-        !has_row.get(has_row_object, "fill: has_row", 1))
+    RowTables tables;
+    if (!books.take(books_object) || !tables.take(trans_object, has_row_object, has_entry_object, name))
         return nullptr;
-    if (trans.count() != 256 * has_row.count()) {
-        PyErr_SetString(PyExc_ValueError, "fill: trans must hold 256 successors per has_row entry");
-        return nullptr;
-    }
     PyObject* without_node = PyList_New(0);
     if (without_node == nullptr) return nullptr;
     PyObject* result = guarded([&]() -> PyObject* {
-        Store& store = *self->store;
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(states_object); ++i) {
-            PyObject* state_object = PyList_GET_ITEM(states_object, i);
-            const long long state = PyLong_AsLongLong(state_object);
-            if (state == -1 && PyErr_Occurred()) throw PythonError{};
-            if (state < 0 || state >= has_row.count()) {
-                PyErr_Format(PyExc_IndexError, "fill: no lexer state %lld in the tables", state);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); ++i) {
+            const long long item = PyLong_AsLongLong(PyList_GET_ITEM(items, i));
+            if (item == -1 && PyErr_Occurred()) throw PythonError{};
+            if (item < 0) {
+                PyErr_Format(PyExc_IndexError, "%s: a negative item %lld", name, item);
                 throw PythonError{};
             }
-            if (has_row.data<uint8_t>()[state]) continue;
-            PyObject* node_object = PyDict_GetItemWithError(books.node_of_sid, state_object);  // borrowed
-            if (node_object == nullptr) {
-                if (PyErr_Occurred() || PyList_Append(without_node, state_object) != 0) throw PythonError{};
-                continue;
-            }
-            const long long node = PyLong_AsLongLong(node_object);
-            if ((node == -1 && PyErr_Occurred()) || !valid_node(self, node)) throw PythonError{};
-            int32_t* row = trans.data<int32_t>() + state * 256;
-            const std::vector<Bits> parts = store.classes(static_cast<int32_t>(node));  // a copy: deriving adds more
-            for (const Bits& part : parts) {
-                Store::call(check);
-                const int32_t successor = store.derivative(static_cast<int32_t>(node), part.lowest());
-                const int32_t next = books.state_of(store, successor, check);
-                if (next < 0) Py_RETURN_NONE;
-                for (int word = 0; word < 4; ++word)
-                    for (uint64_t bits = part.w[word]; bits != 0; bits &= bits - 1)
-                        row[word * 64 + __builtin_ctzll(bits)] = next;
-            }
-            has_row.data<uint8_t>()[state] = 1;
+            if (!write(*self->store, books, tables, item, check, without_node)) Py_RETURN_NONE;
         }
         Py_INCREF(without_node);
         return without_node;
     });
     Py_DECREF(without_node);
     return result;
+}
+
+// fill(states, trans, has_row, has_entry, books, check) -> list or None: the transition rows of lexer
+//   `states` (a list) that have a node in the books and no row yet, written to the tables (`RowTables`);
+//   every byte's derivative is numbered as a state by `Books::state_of`. Returns the states without a
+//   node (for the caller to carry or derive), or None once a new state would be `max_states` or past
+//   the tables' room (the rows written stay). `check` is called before each derivative (None: never).
+PyObject* store_fill(StoreObject* self, PyObject* args) {
+    return filling(self, args, "fill",
+                   [&](Store& store, Books& books, RowTables& tables, long long state, PyObject* check,
+                       PyObject* without_node) {
+                       const long long node = tables.node_to_fill(self, books, state, without_node);
+                       return node < 0 || tables.write_row(store, books, state, static_cast<int32_t>(node), check);
+                   });
+}
+
+// fill_entries(entries, trans, has_row, has_entry, books, check) -> list or None: as `fill`, for single
+//   transitions (a sorted list of `state * 256 + byte`): each byte's successor is written with the rest
+//   of its derivative class, and a state's whole row where that successor is the state itself. A
+//   corpus pass's walks read a third of the classes of the rows they reach, and as states of their
+//   own under half of those rows' successors.
+PyObject* store_fill_entries(StoreObject* self, PyObject* args) {
+    long long state = -1, node = -1;  // of the entries before: a state's entries come together
+    return filling(self, args, "fill_entries",
+                   [&](Store& store, Books& books, RowTables& tables, long long entry, PyObject* check,
+                       PyObject* without_node) {
+                       if (entry >> 8 != state) {
+                           state = entry >> 8;
+                           node = tables.node_to_fill(self, books, state, without_node);
+                       }
+                       const int byte = static_cast<int>(entry & 255);
+                       const uint64_t* written = tables.has_entry.data<uint64_t>() + state * 4;
+                       if (node < 0 || (written[byte >> 6] >> (byte & 63)) & 1) return true;
+                       const std::vector<Bits>& parts = store.classes(static_cast<int32_t>(node));
+                       const Bits part =
+                           *std::find_if(parts.begin(), parts.end(), [&](const Bits& p) { return p.has(byte); });
+                       const int32_t next = tables.write_class(store, books, state, static_cast<int32_t>(node), part, check);
+                       // A state that loops (inside a string, say) gets its whole row: the walk takes a subtree
+                       // that stays inside at once where a state's row loops on every text byte (`Loops`).
+                       return next >= 0 && (next != state ||
+                                            tables.write_row(store, books, state, static_cast<int32_t>(node), check));
+                   });
 }
 
 PyObject* bytes_of(const std::vector<int32_t>& values) {
@@ -1383,8 +1470,11 @@ PyMethodDef store_methods[] = {
      "The lexer state of a union of tagged nodes, entered in the lexer's books if new: (nodes, tags, books, "
      "check) -> state."},
     {"fill", reinterpret_cast<PyCFunction>(store_fill), METH_VARARGS,
-     "Transition rows of lexer states written to the lexer's tables: (states, trans, has_row, books, check) -> "
-     "states without a node."},
+     "Transition rows of lexer states written to the lexer's tables: (states, trans, has_row, has_entry, books, "
+     "check) -> states without a node."},
+    {"fill_entries", reinterpret_cast<PyCFunction>(store_fill_entries), METH_VARARGS,
+     "Single transitions (state * 256 + byte) written to the lexer's tables with their derivative classes: "
+     "(entries, trans, has_row, has_entry, books, check) -> states without a node."},
     {"is_empty", reinterpret_cast<PyCFunction>(store_is_empty), METH_VARARGS,
      "Whether a node matches no string (None: undecided), as byte_regex.is_empty."},
     {"clamp", reinterpret_cast<PyCFunction>(store_clamp), METH_VARARGS,

@@ -36,6 +36,17 @@ class Store:
         states: list[int],
         trans: np.ndarray,
         has_row: np.ndarray,
+        has_entry: np.ndarray,
+        books: tuple[object, ...],
+        check: Callable[[], object] | None,
+        /,
+    ) -> list[int] | None: ...
+    def fill_entries(
+        self,
+        entries: list[int],
+        trans: np.ndarray,
+        has_row: np.ndarray,
+        has_entry: np.ndarray,
         books: tuple[object, ...],
         check: Callable[[], object] | None,
         /,

@@ -134,7 +134,7 @@ class GrammarAutomaton:
         cannot end here or every lexeme that may start is excluded."""
         config, sid = state
         if sid is not None:
-            if self.lexer.step(sid, byte) != DEAD:
+            if self.lexer.step(sid, byte, check) != DEAD:
                 return state
             if not self.lexer.accepting[sid]:
                 return None
@@ -205,7 +205,7 @@ class GrammarAutomaton:
 
         def step(sid: int, byte: int) -> int:
             row = lexer.rows[sid]
-            return (row if row is not None else lexer.row(sid, check))[byte]
+            return row[byte] if row is not None else lexer.step(sid, byte, check)
 
         for byte in data:
             if sid is None:

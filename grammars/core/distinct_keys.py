@@ -129,7 +129,7 @@ def scan(
             return keys, []
         for byte in data:
             json_from += 1
-            gate = lexer.row(gate, check)[byte]
+            gate = lexer.step(gate, byte, check)
             if lexer.accepting[gate]:
                 gate = None
                 break
@@ -479,7 +479,7 @@ def _fresh_key_after_separator(automaton: GrammarAutomaton, state: State, seen: 
         if sid is None or automaton.lexer.accepting[sid]:
             if automaton.begin_lexeme_excluding(current, _QUOTE, seen, check) is not None:
                 return True
-        elif automaton.lexer.row(sid, check)[_QUOTE] != DEAD:
+        elif automaton.lexer.step(sid, _QUOTE, check) != DEAD:
             return True
         for byte in _WHITESPACE:
             following = automaton.walk(current, byte, check)

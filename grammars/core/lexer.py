@@ -16,7 +16,10 @@ generation (the states of the automata on it, minus what they left to later gene
 Rows are derived by the compiled store of `_derivatives.cpp` (`byte_regex.CompiledTerms`: the same
 terms, derived in C++) where it is built, else by `byte_regex` alone. A state reached by compiled
 derivatives is numbered by its node and entered in the lexer's books in C++ too, for all the rows a
-vocabulary walk lacks at once, written straight to the tables (`Store.fill`: numbering each
+vocabulary walk lacks at once, written straight to the tables (`Store.fill`, or `Store.fill_entries`
+for single transitions: a walk computes only the derivative classes its tokens take, and a
+matcher's step only its byte's, so a row stays partial, marked in `has_entry`, until something
+needs all of it; rows written whole numbered over twice the states a corpus pass reads; numbering each
 successor in Python cost more than deriving it, and entering the new states and rows from Python
 took ~4 times what deriving a sparse row does); its term is carried back to Python only when
 something reads it (`terms[sid]`), since building Python terms cost most of a row. Either way a
@@ -35,6 +38,7 @@ when first read: most rows serve walks alone, and listing every row cost a twent
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import threading
@@ -108,6 +112,9 @@ class LexerTables:
         capacity = min(max_states, RESERVED_STATES)
         self.trans = np.zeros((capacity, 256), dtype=np.int32)  # [states, bytes] -> sid
         self.has_row = np.zeros(capacity, dtype=bool)
+        #: The bytes of a row without `has_row` whose successors are in `trans` (bit b % 64 of word b // 64):
+        #: the compiled walk has single transitions computed (`fill_entries`).
+        self.has_entry = np.zeros((capacity, 4), dtype=np.uint64)
         self.accepting = np.zeros(capacity, dtype=bool)
         #: Each state's row as a tuple, made when a scalar walk first reads it (`_fill_row`) and taken out
         #: of the collector's tracking at once: a list of 256 would be traversed by every full collection
@@ -217,10 +224,12 @@ class LexerTables:
         trans[: len(self.trans)] = self.trans
         has_row = np.zeros(capacity, dtype=bool)
         has_row[: len(self.has_row)] = self.has_row
+        has_entry = np.zeros((capacity, 4), dtype=np.uint64)
+        has_entry[: len(self.has_entry)] = self.has_entry
         accepting = np.zeros(capacity, dtype=bool)
         accepting[: len(self.accepting)] = self.accepting
         # Readers holding the old arrays still see valid rows for the states they know.
-        self.trans, self.has_row, self.accepting = trans, has_row, accepting
+        self.trans, self.has_row, self.has_entry, self.accepting = trans, has_row, has_entry, accepting
 
     # ---- the compiled store -------------------------------------------------------------------
     def _store(self) -> rx.CompiledTerms | None:
@@ -359,11 +368,11 @@ class LexerTables:
         """
         return self._trans_row(sid, check) != DEAD
 
-    def tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(trans, has_row, accepting) taken together: `_grow` replaces all three, and a walk that
-        mixed an old table with a newer `has_row` would read rows past the old table's end."""
+    def tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(trans, has_row, has_entry, accepting) taken together: `_grow` replaces all four, and a walk
+        that mixed an old table with a newer `has_row` would read rows past the old table's end."""
         with self._lock:
-            return self.trans, self.has_row, self.accepting
+            return self.trans, self.has_row, self.has_entry, self.accepting
 
     def ensure_rows(self, sids: np.ndarray, before_row: Callable[[], None]) -> None:
         """Make sure every state in `sids` has its row in `trans` (before a vectorized gather).
@@ -389,16 +398,16 @@ class LexerTables:
 
     def fill_rows(self, sids: list[int], check: Check) -> None:
         """Compute the rows of `sids` not computed yet: those with a node in the compiled store in
-        one call (`_compiled_rows`), the others by `byte_regex`. The compiled walk's callback for the
-        rows it lacks (`token_walk.row_filler`)."""
+        one call (`Store.fill`), the others by `byte_regex`. A callback of the compiled walk
+        (`token_walk.row_filler`), for the rows whose loops it decides."""
         with self._lock:
             compiled = self._store()
             try:
                 if compiled is not None:
-                    left = self._compiled_rows(compiled, sids, check)
+                    left = self._compiled_rows(compiled, sids, check, whole=True)
                     if left:  # states not carried to the store yet: carried now where it can hold their terms
                         self._compiled_rows(
-                            compiled, [sid for sid in left if self._node(compiled, sid) is not None], check
+                            compiled, [sid for sid in left if self._node(compiled, sid) is not None], check, whole=True
                         )
                 for sid in sids:
                     if not self.has_row[sid]:
@@ -411,14 +420,32 @@ class LexerTables:
                 pattern = rx.to_pattern(self.term(sids[0]))
                 raise ConstraintLimitError(f"a terminal is nested too deeply to lex: {pattern}") from exc
 
+    def fill_entries(self, entries: list[int], check: Check) -> None:
+        """Compute the transitions `entries` (`sid * 256 + byte`, sorted), each with its byte's
+        derivative class (`Store.fill_entries`): the compiled walk's callback for the successors it
+        lacks, most of a row being bytes no token takes from there. A state without a node in the
+        store gets its whole row (`fill_rows`)."""
+        with self._lock:
+            compiled = self._store()
+            left = None
+            if compiled is not None:
+                with contextlib.suppress(RecursionError):  # `fill_rows` names the terminal nested too deeply
+                    left = self._compiled_rows(compiled, entries, check, whole=False)
+            if left is None:
+                left = sorted({entry >> 8 for entry in entries})
+            if left:
+                self.fill_rows(left, check)
+
     # Both compute one derivative per derivative class: the classes partition the bytes, and each
     # byte's successor is its class's.
-    def _compiled_rows(self, compiled: rx.CompiledTerms, sids: list[int], check: Check) -> list[int]:
-        """Write the rows of the states of `sids` with a node in the current store and no row yet to
-        the tables, derived and their successors numbered in C++ (`Store.fill`, through `_numbering`);
-        the states without a node are returned."""
-        asked = None if check is no_check else check  # None: no Python call per derivative
-        return self._numbering(lambda books: compiled.store.fill(sids, self.trans, self.has_row, books, asked))
+    def _compiled_rows(self, compiled: rx.CompiledTerms, asked: list[int], check: Check, whole: bool) -> list[int]:
+        """Write the rows of the states `asked` (or with `whole` false, the entries `asked`) whose state
+        has a node in the current store and no row yet to the tables, derived and their successors
+        numbered in C++ (`Store.fill` or `Store.fill_entries`, through `_numbering`); the states without
+        a node are returned."""
+        calls = None if check is no_check else check  # None: no Python call per derivative
+        fill = compiled.store.fill if whole else compiled.store.fill_entries
+        return self._numbering(lambda books: fill(asked, self.trans, self.has_row, self.has_entry, books, calls))
 
     def _python_row(self, term: rx.Term, check: Check) -> np.ndarray:
         class_of_byte, lowest_bytes = _partition(rx.derivative_classes(term))
@@ -428,9 +455,22 @@ class LexerTables:
             successors.append(self.sid(rx.derivative(term, byte), check))
         return np.asarray(successors, dtype=np.int32)[class_of_byte]
 
-    def step(self, sid: int, byte: int) -> int:
+    def step(self, sid: int, byte: int, check: Check = no_check) -> int:
+        """The successor of `sid` on `byte`: read from the row tuple once a scalar walk has read the
+        whole row, else computed alone with its class (`fill_entries`) where the row is not whole yet:
+        a token's path through a lexeme needs one transition of each state, not 256.
+
+        Raises:
+            ConstraintLimitError: the generation is full, or from `check`.
+        """
         row = self.rows[sid]
-        return (row if row is not None else self._fill_row(sid))[byte]
+        if row is not None:
+            return row[byte]
+        if self.has_row[sid]:
+            return self._fill_row(sid, check)[byte]
+        if not (int(self.has_entry[sid, byte >> 6]) >> (byte & 63)) & 1:
+            self.fill_entries([sid * 256 + byte], check)
+        return int(self.trans[sid, byte])
 
     def accepting_tags(self, sid: int) -> tuple[int, ...]:
         """Tags (terminal term ids) whose lexeme may end in state `sid`."""

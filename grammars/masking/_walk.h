@@ -145,34 +145,43 @@ class Boundaries {
 
 // A consistent view of the lexer's tables, from `tables()`.
 struct Tables {
-    View trans, has_row, accepting;
+    View trans, has_row, has_entry, accepting;
     const int32_t* next_of = nullptr;
     const uint8_t* known = nullptr;
+    const uint64_t* entries = nullptr;
     const uint8_t* accepts = nullptr;
     int64_t num_states = 0;  // a state past a snapshot's tables (newer than it) counts as missing
 
     bool take(PyObject* tables) {
         PyObject* snapshot = PyObject_CallNoArgs(tables);
         if (snapshot == nullptr) return false;
-        bool ok = PyTuple_Check(snapshot) && PyTuple_GET_SIZE(snapshot) == 3 &&
+        bool ok = PyTuple_Check(snapshot) && PyTuple_GET_SIZE(snapshot) == 4 &&
                   trans.get(PyTuple_GET_ITEM(snapshot, 0), "trans", 4) &&
                   has_row.get(PyTuple_GET_ITEM(snapshot, 1), "has_row", 1) &&
-                  accepting.get(PyTuple_GET_ITEM(snapshot, 2), "accepting", 1);
+                  has_entry.get(PyTuple_GET_ITEM(snapshot, 2), "has_entry", 8) &&
+                  accepting.get(PyTuple_GET_ITEM(snapshot, 3), "accepting", 1);
         Py_DECREF(snapshot);  // the views keep the arrays alive
         if (!ok) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "tables() must return three arrays");
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "tables() must return four arrays");
             return false;
         }
         next_of = trans.data<int32_t>();
         known = has_row.data<uint8_t>();
+        entries = has_entry.data<uint64_t>();
         accepts = accepting.data<uint8_t>();
-        num_states = std::min<int64_t>({trans.count() / 256, has_row.count(), accepting.count()});
+        num_states = std::min<int64_t>({trans.count() / 256, has_row.count(), has_entry.count() / 4, accepting.count()});
         return true;
     }
     void release() {
         trans.release();
         has_row.release();
+        has_entry.release();
         accepting.release();
+    }
+    // Whether the successor of `state` on `byte` is in `trans` (DEAD there may be unknown).
+    bool has_successor(int32_t state, uint8_t byte) const {
+        return state < num_states &&
+               (known[state] || (entries[static_cast<int64_t>(state) * 4 + (byte >> 6)] >> (byte & 63)) & 1);
     }
 };
 
@@ -364,6 +373,14 @@ class LoopsLease {
     Loops own_;
 };
 
+// What a walk asks the lexer for: whole rows (`Loops::on_text` reads them), and single transitions
+// (`state * 256 + byte`).
+struct Missing {
+    std::vector<int32_t> rows;
+    std::vector<int64_t> entries;
+    bool empty() const { return rows.empty() && entries.empty(); }
+};
+
 // One walk's results so far, and the nodes parked at states without a row.
 struct Walk {
     const Trie& trie;
@@ -372,15 +389,17 @@ struct Walk {
     Boundaries boundaries;
     std::vector<Parked> parked;
 
-    // Walks the parked nodes' subtrees to their ends, asking `fill_rows` for missing rows (false: an error is set).
-    bool finish(PyObject* tables, PyObject* fill_rows);
+    // Walks the parked nodes' subtrees to their ends, asking `fill` for missing transitions (false: an
+    // error is set).
+    bool finish(PyObject* tables, PyObject* fill);
 
     // Walks the subtree of `item.node` in preorder, one pass over its nodes: a node whose byte the
-    // lexer cannot take skips its subtree (a boundary, or dead), one at a state without a row parks it.
-    void scan(const Tables& t, const Parked& item, std::vector<int32_t>& state_at, std::vector<int32_t>& missing);
+    // lexer cannot take skips its subtree (a boundary, or dead), one whose transition is not known yet
+    // parks it.
+    void scan(const Tables& t, const Parked& item, std::vector<int32_t>& state_at, Missing& missing);
 
-    // Asks `fill_rows` for the rows of the `missing` states (sorted and deduplicated first).
-    static bool fill(PyObject* fill_rows, std::vector<int32_t>& missing);
+    // Asks `fill(rows, entries)` for the `missing` rows and transitions (each list sorted and distinct).
+    static bool ask(PyObject* fill, Missing& missing);
 };
 
 // The module's functions (their arguments and results are described where each is defined).

@@ -6,16 +6,16 @@ import numpy as np
 
 def build_trie(data: np.ndarray, starts: np.ndarray, /) -> tuple[bytes, bytes, bytes, bytes, bytes, bytes]: ...
 def walk_nodes(
-    tables: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]],
-    fill_rows: Callable[[list[int]], object],
+    tables: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    fill: Callable[[list[int], list[int]], object],
     trie: tuple[np.ndarray, ...],
     nodes: np.ndarray,
     sid: int,
     /,
 ) -> tuple[bytes, list[tuple[int, int, bytes]]]: ...
 def walk_vocabulary(
-    tables: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]],
-    fill_rows: Callable[[list[int]], object],
+    tables: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    fill: Callable[[list[int], list[int]], object],
     trie: tuple[np.ndarray, ...],
     nodes: np.ndarray,
     sid: int,
@@ -29,7 +29,7 @@ def group_walks_held(group_walks: object, /) -> tuple[int, int]: ...
 def new_settler(
     group_walks: object,
     ordered_ids: np.ndarray,
-    tables: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    tables: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
     trie: tuple[np.ndarray, ...],
     /,
 ) -> object: ...
@@ -49,7 +49,7 @@ def settle(
         Callable[[int], tuple[int, ...]],
         Callable[[int], int],
     ],
-    fill_rows: Callable[[list[int]], object],
+    fill: Callable[[list[int], list[int]], object],
     /,
 ) -> tuple[int, bytes]: ...
 def bits_identity(bits: np.ndarray, /) -> tuple[int, bytes]: ...

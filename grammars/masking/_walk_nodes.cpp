@@ -6,11 +6,12 @@
 // first byte that lexeme can take. Its results are those of the numpy row walk there
 // (`advance_rows_reference`) once each subtree is read as the tokens in it.
 //
-// The lexer DFA is lazy: a state's transition row may not exist yet. The walk parks every node that
-// reaches such a state, asks Python (`fill_rows`) to compute the missing rows, takes a fresh view of
-// the tables (they may have been reallocated) and resumes the parked nodes where they stopped.
-// A state without a row has an all-DEAD row in `trans` (the tables are zero-filled), so `has_row`
-// is read only where a transition is DEAD, off the loop's load-to-load dependency chain.
+// The lexer DFA is lazy: a state's transition on a byte may not be known yet. The walk parks every
+// node whose byte needs such a transition, asks Python (`fill`) to compute the missing transitions,
+// each with its derivative class (a row whole only where the walk decides its loops), takes a fresh
+// view of the tables (they may have been reallocated) and resumes the parked nodes where they
+// stopped. A transition not known yet is DEAD in `trans` (the tables are zero-filled), so `has_row`
+// and `has_entry` are read only where a transition is DEAD, off the loop's load-to-load dependency chain.
 #include "_walk.h"
 
 namespace stencil_walk {
@@ -18,9 +19,9 @@ namespace stencil_walk {
 thread_local Loops LoopsLease::shared_;
 thread_local bool LoopsLease::in_use_ = false;
 
-bool Walk::finish(PyObject* tables, PyObject* fill_rows) {
+bool Walk::finish(PyObject* tables, PyObject* fill) {
     std::vector<Parked> work;
-    std::vector<int32_t> missing;
+    Missing missing;
     std::vector<int32_t> state_at;  // by depth: the state after the current node's prefix
     while (!parked.empty()) {
         Tables t;
@@ -28,15 +29,16 @@ bool Walk::finish(PyObject* tables, PyObject* fill_rows) {
         work.swap(parked);
         parked.clear();
         loops.forget_undecided();  // rows were filled: decide again
-        missing.clear();
+        missing.rows.clear();
+        missing.entries.clear();
         for (const Parked& item : work) scan(t, item, state_at, missing);
         t.release();
-        if (!missing.empty() && !fill(fill_rows, missing)) return false;
+        if (!missing.empty() && !ask(fill, missing)) return false;
     }
     return true;
 }
 
-void Walk::scan(const Tables& t, const Parked& item, std::vector<int32_t>& state_at, std::vector<int32_t>& missing) {
+void Walk::scan(const Tables& t, const Parked& item, std::vector<int32_t>& state_at, Missing& missing) {
     const int64_t stop = trie.end[item.node];
     const int32_t base = trie.depth[item.node];
     if (static_cast<int32_t>(state_at.size()) <= base) state_at.resize(base + 1);
@@ -44,12 +46,12 @@ void Walk::scan(const Tables& t, const Parked& item, std::vector<int32_t>& state
     for (int64_t node = item.node; node < stop;) {
         const int32_t depth = trie.depth[node];
         const int32_t state = state_at[depth - 1];
-        const int32_t next =
-            state < t.num_states ? t.next_of[static_cast<int64_t>(state) * 256 + trie.byte[node]] : kDead;
+        const uint8_t byte = trie.byte[node];
+        const int32_t next = state < t.num_states ? t.next_of[static_cast<int64_t>(state) * 256 + byte] : kDead;
         if (next == kDead) {
-            if (state >= t.num_states || !t.known[state]) {
+            if (!t.has_successor(state, byte)) {
                 parked.push_back({node, state});
-                missing.push_back(state);
+                missing.entries.push_back(static_cast<int64_t>(state) * 256 + byte);
             } else if (t.accepts[state]) {
                 boundaries.add(state, depth - 1, node);
             }
@@ -62,7 +64,7 @@ void Walk::scan(const Tables& t, const Parked& item, std::vector<int32_t>& state
         const int32_t text = plain_loop && below & kTextBelow ? loops.on_text(t, next) : Loops::kNoLoop;
         if (text >= 0) {  // undecided until the row of `text` is known
             parked.push_back({node, state});
-            missing.push_back(text);
+            missing.rows.push_back(text);
             node = trie.end[node];
             continue;
         }
@@ -78,14 +80,34 @@ void Walk::scan(const Tables& t, const Parked& item, std::vector<int32_t>& state
     }
 }
 
-bool Walk::fill(PyObject* fill_rows, std::vector<int32_t>& missing) {
-    std::sort(missing.begin(), missing.end());
-    missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
-    PyObject* states = PyList_New(static_cast<Py_ssize_t>(missing.size()));
-    if (states == nullptr) return false;
-    for (size_t i = 0; i < missing.size(); ++i) PyList_SET_ITEM(states, i, PyLong_FromLong(missing[i]));
-    PyObject* result = PyObject_CallOneArg(fill_rows, states);
-    Py_DECREF(states);
+namespace {
+
+// `values` sorted and deduplicated, as a new list of ints (nullptr: an error is set).
+template <typename T>
+PyObject* sorted_list(std::vector<T>& values) {
+    std::sort(values.begin(), values.end());
+    values.erase(std::unique(values.begin(), values.end()), values.end());
+    PyObject* list = PyList_New(static_cast<Py_ssize_t>(values.size()));
+    if (list == nullptr) return nullptr;
+    for (size_t i = 0; i < values.size(); ++i) {
+        PyObject* value = PyLong_FromLongLong(values[i]);
+        if (value == nullptr) {
+            Py_DECREF(list);
+            return nullptr;
+        }
+        PyList_SET_ITEM(list, i, value);
+    }
+    return list;
+}
+
+}  // namespace
+
+bool Walk::ask(PyObject* fill, Missing& missing) {
+    PyObject* rows = sorted_list(missing.rows);
+    PyObject* entries = rows == nullptr ? nullptr : sorted_list(missing.entries);
+    PyObject* result = entries == nullptr ? nullptr : PyObject_CallFunctionObjArgs(fill, rows, entries, nullptr);
+    Py_XDECREF(rows);
+    Py_XDECREF(entries);
     if (result == nullptr) return false;
     Py_DECREF(result);
     return true;
@@ -111,26 +133,28 @@ bool start(Walk& walk, PyObject* nodes_object, int sid) {
 
 }  // namespace
 
-// walk_nodes(tables, fill_rows, trie, nodes, sid)
-//   tables(): (trans int32[states*256], has_row bool[states], accepting bool[states]), consistent.
-//   fill_rows(states: list[int]): computes the rows of `states` (may raise: the walk stops).
+// walk_nodes(tables, fill, trie, nodes, sid)
+//   tables(): (trans int32[states*256], has_row bool[states], has_entry uint64[states*4], accepting
+//   bool[states]), consistent: `has_entry` marks the known transitions of a state without `has_row`.
+//   fill(rows: list[int], entries: list[int]): computes the rows of states `rows` and the transitions
+//   `entries` (state * 256 + byte) (may raise: the walk stops).
 //   trie: what `build_trie` returned; nodes: int64 non-root nodes whose bytes are read from `sid`.
 // Returns (inside rows as int64 bytes, [(before, position, nodes as int64 bytes)]): the rows of
 // the nodes' subtrees still inside a lexeme after their last byte, and the subtrees whose byte at
 // `position` (the node's depth - 1) ends the lexeme in state `before`, sorted by (before, position).
 PyObject* walk_nodes(PyObject*, PyObject* args) {
-    PyObject *tables, *fill_rows, *trie_object, *nodes_object;
+    PyObject *tables, *fill, *trie_object, *nodes_object;
     int sid;
-    if (!PyArg_ParseTuple(args, "OOOOi", &tables, &fill_rows, &trie_object, &nodes_object, &sid)) return nullptr;
+    if (!PyArg_ParseTuple(args, "OOOOi", &tables, &fill, &trie_object, &nodes_object, &sid)) return nullptr;
     Trie trie;
     if (!trie.take(trie_object)) return nullptr;
     LoopsLease lease;
     Walk walk{trie, lease.loops(), {}, {}, {}};
-    if (!start(walk, nodes_object, sid) || !walk.finish(tables, fill_rows)) return nullptr;
+    if (!start(walk, nodes_object, sid) || !walk.finish(tables, fill)) return nullptr;
     return Py_BuildValue("(NN)", bytes_of(walk.inside.rows(trie.order)), walk.boundaries.to_list());
 }
 
-// walk_vocabulary(tables, fill_rows, trie, nodes, sid, ordered_ids, row_bits, size)
+// walk_vocabulary(tables, fill, trie, nodes, sid, ordered_ids, row_bits, size)
 //   As walk_nodes, with the inside tokens as a token set (`ordered_ids`: the int64 id of each row in
 //   trie order, ids[order], read in order along the inside ranges; `row_bits`: the ids in
 //   `ordered_ids` as a set of bits, bit id % 64 of uint64 word id / 64, at most (size + 63) / 64
@@ -138,10 +162,10 @@ PyObject* walk_nodes(PyObject*, PyObject* args) {
 //   groups). Where most rows are inside (a string's inside), the set starts as `row_bits` and the
 //   few rows outside are cleared.
 PyObject* walk_vocabulary(PyObject*, PyObject* args) {
-    PyObject *tables, *fill_rows, *trie_object, *nodes_object, *ids_object, *row_bits_object;
+    PyObject *tables, *fill, *trie_object, *nodes_object, *ids_object, *row_bits_object;
     int sid;
     Py_ssize_t size;
-    if (!PyArg_ParseTuple(args, "OOOOiOOn", &tables, &fill_rows, &trie_object, &nodes_object, &sid, &ids_object,
+    if (!PyArg_ParseTuple(args, "OOOOiOOn", &tables, &fill, &trie_object, &nodes_object, &sid, &ids_object,
                           &row_bits_object, &size))
         return nullptr;
     Trie trie;
@@ -157,7 +181,7 @@ PyObject* walk_vocabulary(PyObject*, PyObject* args) {
     const int64_t* ordered = ids.data<int64_t>();
     LoopsLease lease;
     Walk walk{trie, lease.loops(), {}, {}, {}};
-    if (!start(walk, nodes_object, sid) || !walk.finish(tables, fill_rows)) return nullptr;
+    if (!start(walk, nodes_object, sid) || !walk.finish(tables, fill)) return nullptr;
     PyObject* groups = walk.boundaries.to_list();
     if (groups == nullptr) return nullptr;
     PyObject* inside = PyBytes_FromStringAndSize(nullptr, words * 8);  // filled before anyone sees it

@@ -155,7 +155,7 @@ struct Settling {
     ParserEdges& edges;
     const Trie& trie;
     ParserSteps steps;
-    PyObject *tables, *fill_rows;
+    PyObject *tables, *fill;
     uint64_t* bits;  // the mask: token t is bit t % 64 of word t / 64
     Py_ssize_t size;  // tokens the words hold
     const int64_t* ordered_ids;  // the token id at each position of the trie's order
@@ -243,7 +243,7 @@ struct Settling {
         if (found != cache.walks.end()) return &found->second;
         Walk walk{trie, loops, {}, {}, {}};
         for (int64_t node : cache.groups[id].members) walk.parked.push_back({node, from});
-        if (!walk.finish(tables, fill_rows)) return nullptr;
+        if (!walk.finish(tables, fill)) return nullptr;
         GroupWalk result;
         result.inside = std::move(walk.inside);
         walk.boundaries.each([&](int32_t before, int32_t position, const std::vector<int64_t>& nodes) {
@@ -342,7 +342,7 @@ PyObject* group_walks_held(PyObject*, PyObject* capsule) {
     return Py_BuildValue("(nn)", static_cast<Py_ssize_t>(cache->walks.size()), static_cast<Py_ssize_t>(cache->bytes));
 }
 
-// settle(settler, inside_bits, eos_ids, may_end, config, walk_name, groups, origins, steps, fill_rows)
+// settle(settler, inside_bits, eos_ids, may_end, config, walk_name, groups, origins, steps, fill)
 //     -> (hash, packed): a new mask assembled, as bits_identity gives it (token t is bit t % 64 of
 //   word t / 64): the walk's `inside_bits` (uint64 words), the tokens of its boundary `groups` that the
 //   grammar accepts, and the `eos_ids` (a tuple of ints) set where `may_end`, cleared elsewhere.
@@ -353,18 +353,18 @@ PyObject* group_walks_held(PyObject*, PyObject* capsule) {
 //   steps: (endings_of(sid) -> (ignored: bool, lexemes), advance(config, lexeme) -> int | None,
 //     join(configs) -> int, allowed_lexemes(config) -> lexemes, lexer_start(config) -> int): the
 //     automaton's and its parser's, asked on a miss (`ParserSteps`).
-//   fill_rows: as walk_nodes.
+//   fill: as walk_nodes.
 // One call from the walk's bits to the mask's identity: copying, setting EOS and hashing apart took
 // as long from Python as the settle.
 PyObject* settle(PyObject*, PyObject* args) {
-    PyObject *settler_capsule, *inside_object, *eos_ids, *groups, *origins, *fill_rows;
+    PyObject *settler_capsule, *inside_object, *eos_ids, *groups, *origins, *fill;
     ParserSteps steps;
     int may_end, config;
     long long generation, walk_sid;
     if (!PyArg_ParseTuple(args, "OOO!pi(LL)O!O!(OOOOO)O", &settler_capsule, &inside_object, &PyTuple_Type, &eos_ids,
                           &may_end, &config, &generation, &walk_sid, &PyTuple_Type, &groups, &PyTuple_Type, &origins,
                           &steps.endings_of, &steps.advance, &steps.join, &steps.allowed, &steps.lexer_start,
-                          &fill_rows))
+                          &fill))
         return nullptr;
     if (PyTuple_GET_SIZE(origins) != PyTuple_GET_SIZE(groups)) {
         PyErr_SetString(PyExc_ValueError, "settle: one origin per group expected");
@@ -407,7 +407,7 @@ PyObject* settle(PyObject*, PyObject* args) {
     const Py_ssize_t size = inside.count() * 64;
     {
         LoopsLease lease;
-        Settling settling{cache, settler->edges, trie, steps, settler->tables, fill_rows, bits, size,
+        Settling settling{cache, settler->edges, trie, steps, settler->tables, fill, bits, size,
                           settler->ordered_ids.data<int64_t>(), lease.loops()};
         for (const auto& [id, before] : top)
             if (!settling.settle(config, id, before)) {

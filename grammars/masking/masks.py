@@ -273,7 +273,7 @@ class MaskTable:
             if sid == automaton.lexer_start_excluding(config, seen, check):
                 return True
             lexer = automaton.lexer
-            if not lexer.accepting[sid] or lexer.row(sid, check)[_QUOTE] != DEAD:
+            if not lexer.accepting[sid] or lexer.step(sid, _QUOTE, check) != DEAD:
                 return False  # the quote does not begin the next lexeme
             ended = automaton.end_lexeme(config, sid)
             if ended is None:

@@ -79,9 +79,9 @@ class GroupSettler:
         groups, origins = self._groups(walk, ending, check)
         arguments = self._arguments or self._settle_arguments(native)
         if check is no_check:
-            steps, fill_rows = arguments.steps, arguments.fill_rows
+            steps, fill = arguments.steps, arguments.fill
         else:
-            steps, fill_rows = self._steps(check), row_filler(self.automaton.lexer, check)
+            steps, fill = self._steps(check), row_filler(self.automaton.lexer, check)
         with _compiled_lock:
             return native.settle(
                 arguments.settler,
@@ -93,7 +93,7 @@ class GroupSettler:
                 groups,
                 origins,
                 steps,
-                fill_rows,
+                fill,
             )
 
     def _groups(self, walk: StateWalk, ending: int | None, check: Check) -> tuple[tuple, tuple[int, ...]]:
@@ -191,7 +191,7 @@ class _SettleArguments(NamedTuple):
     settler: object  # the compiled settle's fixed arguments and memo of the parser's answers
     generation: int
     steps: tuple
-    fill_rows: Callable[[list[int]], None]
+    fill: Callable[[list[int], list[int]], None]
 
 
 def _group_walks(vocab: Vocabulary, native: ModuleType) -> object:

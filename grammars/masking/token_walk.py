@@ -199,13 +199,16 @@ def _native() -> ModuleType:
     return native_walk
 
 
-def row_filler(lexer: LexerTables, check: Check) -> Callable[[list[int]], None]:
-    """The callback through which the compiled walk has the rows it lacks computed."""
+def row_filler(lexer: LexerTables, check: Check) -> Callable[[list[int], list[int]], None]:
+    """The callback through which the compiled walk has the rows and transitions it lacks computed."""
 
-    def fill_rows(states: list[int]) -> None:  # sorted and distinct
-        lexer.fill_rows(states, check)
+    def fill(rows: list[int], entries: list[int]) -> None:  # each sorted and distinct
+        if rows:
+            lexer.fill_rows(rows, check)
+        if entries:
+            lexer.fill_entries(entries, check)
 
-    return fill_rows
+    return fill
 
 
 def _flat_token_bytes(arrays: WalkArrays) -> tuple[np.ndarray, np.ndarray]:

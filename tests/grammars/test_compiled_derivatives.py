@@ -191,7 +191,8 @@ def random_term(rng: random.Random, depth: int) -> rx.Term:
 
 def check_derivatives(terms: list[rx.Term], compiled: rx.CompiledTerms, rng: random.Random) -> None:
     """Derive `terms` a few bytes deep through the store and in Python: the same terms, the same
-    emptiness verdicts; each row's states numbered and entered in the books as `Store.fill` documents."""
+    emptiness verdicts; each row's states numbered and entered in the books as `Store.fill` documents,
+    and a few transitions written first alone (`Store.fill_entries`) the row's, each with its class."""
     room = 4096
     states: dict[int, int] = {0: DEAD}
     node_of_state: dict[int, int] = {}
@@ -200,6 +201,7 @@ def check_derivatives(terms: list[rx.Term], compiled: rx.CompiledTerms, rng: ran
     tags_of_states: list = [()]
     accepting = np.zeros(room, dtype=bool)
     trans, has_row = np.zeros((room, 256), dtype=np.int32), np.zeros(room, dtype=bool)
+    has_entry = np.zeros((room, 4), dtype=np.uint64)
     books = (states, node_of_state, terms_of_states, rows, tags_of_states, accepting, 1 << 30)
     for term in terms:
         for _ in range(6):
@@ -210,7 +212,14 @@ def check_derivatives(terms: list[rx.Term], compiled: rx.CompiledTerms, rng: ran
             if state == DEAD:
                 break
             first = len(terms_of_states)
-            assert compiled.store.fill([state], trans, has_row, books, None) == [] and has_row[state]
+            asked = sorted(rng.sample(range(256), 3))
+            entries = [state * 256 + byte for byte in asked]
+            assert compiled.store.fill_entries(entries, trans, has_row, has_entry, books, None) == []
+            written = np.unpackbits(has_entry[state].view(np.uint8), bitorder="little").astype(bool)
+            assert written[asked].all() or has_row[state]
+            before = trans[state].copy()
+            assert compiled.store.fill([state], trans, has_row, has_entry, books, None) == [] and has_row[state]
+            assert (trans[state][written] == before[written]).all()
             for new_state in range(first, len(terms_of_states)):
                 successor = node_of_state[new_state]
                 assert states[successor] == new_state
@@ -309,6 +318,7 @@ def test_a_full_store_moves_its_states_terms_without_reading_them(lexer, monkeyp
     for sid in paths:
         lexer.rows[sid] = None
         lexer.has_row[sid] = False
+        lexer.has_entry[sid] = 0
     assert derived_states(lexer, start, b"abcd", 16) == paths
     assert all(lexer.terms[sid] is expected_term(lexer, start, path) for sid, path in paths.items())
 
@@ -571,3 +581,19 @@ def test_the_emptiness_store_follows_the_generation_of_terms():
     twin = rx.intersect(rx.star(rx.byte_range(97, 98)), rx.complement(rx.star(rx.literal(b"a"))))
     assert rx.is_empty(rx.intersect(twin, rx.literal(b"aa"))) is True
     assert rx._emptiness_terms is not stale and rx._emptiness_terms.is_current()
+
+
+def test_filling_single_transitions_names_bad_tables_and_entries():
+    """`Store.fill_entries` refuses tables whose sizes disagree (`ValueError`), a negative entry and an
+    entry of a state past the tables (`IndexError`), each named, and writes nothing."""
+    store = new_store().store
+    books = ({}, {}, [], [], [], np.zeros(2, dtype=bool), 10)
+    trans, has_row = np.zeros((2, 256), dtype=np.int32), np.zeros(2, dtype=bool)
+    with pytest.raises(ValueError, match="has_entry 4 words per has_row entry"):
+        store.fill_entries([0], trans, has_row, np.zeros((3, 4), dtype=np.uint64), books, None)
+    has_entry = np.zeros((2, 4), dtype=np.uint64)
+    with pytest.raises(IndexError, match="a negative item -5"):
+        store.fill_entries([-5], trans, has_row, has_entry, books, None)
+    with pytest.raises(IndexError, match="no lexer state 7 in the tables"):
+        store.fill_entries([7 * 256 + 34], trans, has_row, has_entry, books, None)
+    assert not trans.any() and not has_row.any() and not has_entry.any()

@@ -141,12 +141,12 @@ def test_lexer_tables_take_new_states_in_place_up_to_their_reserve():
     """A generation's tables have room for RESERVED_STATES from the start (zeroed pages cost memory only
     once written), so new states never copy them below it: a copy took tens of ms inside one mask."""
     tables = lexer.LexerTables()
-    trans, has_row, accepting = tables.tables()
-    assert len(trans) == len(has_row) == len(accepting) == lexer.RESERVED_STATES
+    trans, has_row, has_entry, accepting = tables.tables()
+    assert len(trans) == len(has_row) == len(has_entry) == len(accepting) == lexer.RESERVED_STATES
     first = tables.num_states
     for _ in range(5_000):
         tables._allocate(True, ())
-    assert all(now is before for now, before in zip(tables.tables(), (trans, has_row, accepting)))
+    assert all(now is before for now, before in zip(tables.tables(), (trans, has_row, has_entry, accepting)))
     assert accepting[first : first + 5_000].all()
 
 

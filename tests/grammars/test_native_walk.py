@@ -52,7 +52,8 @@ def fresh_lexer(monkeypatch: pytest.MonkeyPatch) -> lexer_module.LexerTables:
     """A new lexer generation for automata built next, its tables shrunk to one state so that
     walks allocate rows, and grow the tables, as they go."""
     tables = lexer_module.LexerTables()
-    tables.trans, tables.has_row, tables.accepting = tables.trans[:1].copy(), tables.has_row[:1], tables.accepting[:1]
+    tables.trans, tables.has_row, tables.has_entry = tables.trans[:1].copy(), tables.has_row[:1], tables.has_entry[:1]
+    tables.accepting = tables.accepting[:1]
     monkeypatch.setattr(lexer_module, "_current", tables)
     return tables
 
@@ -90,6 +91,41 @@ def test_walks_match_reference_from_cold_lexer(schema, instance, vocab, monkeypa
     """From every lexer state along a valid instance: whole-vocabulary walks, and walks from the
     middle of tokens (as boundary settling runs them)."""
     assert_walks_match_reference(schema, instance, vocab, monkeypatch)
+
+
+def test_a_cold_walk_computes_only_the_transitions_its_tokens_take(vocab, monkeypatch):
+    """The compiled walk asks for single transitions (`LexerTables.fill_entries`), each written with its
+    derivative class: from every state along an instance, a fresh lexer's walks equal those of a lexer
+    whose rows are all computed whole (boundaries compared by the terms of their states), numbering
+    fewer states, and leave rows with some transitions written and the rest not."""
+
+    def walks(whole_rows: bool) -> tuple[lexer_module.LexerTables, list]:
+        lexer = fresh_lexer(monkeypatch)
+        if whole_rows:
+            whole = lexer.fill_rows
+            monkeypatch.setattr(
+                lexer, "fill_entries", lambda entries, check: whole(sorted({e >> 8 for e in entries}), check)
+            )
+        automaton = grammars.compile(SCHEMAS["object"], cache=False).automaton
+        state, results = automaton.initial, []
+        for byte in json.dumps(INSTANCES["object"]).encode():
+            sid = automaton.lexer_start(state[0]) if state[1] is None else state[1]
+            walk = token_walk._walk_vocabulary(vocab, lexer, sid, no_check)
+            groups = sorted(
+                (id(lexer.terms[before]), position, sorted(trie.subtree_rows(nodes).tolist()))
+                for before, position, nodes in walk.boundaries
+            )
+            results.append((bytes(walk.inside_bits), groups))
+            state = automaton.walk(state, bytes([byte]))
+        return lexer, results
+
+    trie = token_trie(vocab.walk_arrays)
+    by_entry, entry_walks = walks(whole_rows=False)
+    by_row, row_walks = walks(whole_rows=True)
+    assert entry_walks == row_walks
+    assert by_entry.num_states < by_row.num_states
+    partial = by_entry.has_entry[: by_entry.num_states].any(axis=1) & ~by_entry.has_row[: by_entry.num_states]
+    assert partial.any() and not by_row.has_entry[: by_row.num_states][~by_row.has_row[: by_row.num_states]].any()
 
 
 #: Tokens around the UTF-8 text a string's inside takes whole (`utf8_next` in _walk.h): every
@@ -193,10 +229,10 @@ def test_a_walk_run_inside_another_walks_row_callback_walks_alike(vocab, monkeyp
         assert state is not None and state[1] is not None
         return lexer, state[1]
 
-    def walk(lexer: lexer_module.LexerTables, sid: int, fill_rows) -> tuple[bytes, list]:
+    def walk(lexer: lexer_module.LexerTables, sid: int, fill) -> tuple[bytes, list]:
         nodes = trie.first_nodes[lexer.live_bytes(sid, no_check)[trie.first_bytes]]
         bits, groups = token_walk.native_walk.walk_vocabulary(
-            lexer.tables, fill_rows, trie.tables, nodes, sid, trie.ordered_ids, trie.row_bits, vocab.size
+            lexer.tables, fill, trie.tables, nodes, sid, trie.ordered_ids, trie.row_bits, vocab.size
         )
         return bytes(bits), sorted(
             (position, sorted(trie.subtree_rows(np.frombuffer(members, dtype=np.int64)).tolist()))
@@ -213,12 +249,12 @@ def test_a_walk_run_inside_another_walks_row_callback_walks_alike(vocab, monkeyp
     outer_lexer, outer_sid = string_inside(outer_schema, outer_prefix)
     inner: list[tuple[bytes, list]] = []
 
-    def fill_rows_walking(states: list[int]) -> None:
+    def fill_walking(rows: list[int], entries: list[int]) -> None:
         if not inner:  # the first callback runs a whole walk of the other lexer first
             inner.append(walk(inner_lexer, inner_sid, token_walk.row_filler(inner_lexer, no_check)))
-        outer_lexer.fill_rows(states, no_check)
+        token_walk.row_filler(outer_lexer, no_check)(rows, entries)
 
-    assert walk(outer_lexer, outer_sid, fill_rows_walking) == alone[0]
+    assert walk(outer_lexer, outer_sid, fill_walking) == alone[0]
     assert inner == [alone[1]]
 
 
