@@ -1357,8 +1357,8 @@ struct RowTables {
 };
 
 // The frame of `fill` and `fill_entries`: parses (items, trans, has_row, has_entry, books, check), runs
-// `write(store, books, tables, item, without_node)` on each int of `items` (false: the books ran out of
-// room), and returns the states without a node, or None once out of room.
+// `write(store, books, tables, item, check, without_node)` on each int of `items` (false: the books ran
+// out of room), and returns the states without a node, or None once out of room.
 template <typename Write>
 PyObject* filling(StoreObject* self, PyObject* args, const char* name, Write write) {
     PyObject *items, *trans_object, *has_row_object, *has_entry_object, *books_object, *check;

@@ -381,7 +381,7 @@ struct Missing {
     bool empty() const { return rows.empty() && entries.empty(); }
 };
 
-// One walk's results so far, and the nodes parked at states without a row.
+// One walk's results so far, and the nodes parked where a transition is not known yet.
 struct Walk {
     const Trie& trie;
     Loops& loops;
