@@ -492,7 +492,8 @@ class Store {
         return kEmptyNode;
     }
 
-    // Of the members `x{lo,p}.y` and `x{lo,q}.y` (q >= p) keep only the widest (byte_regex's rule).
+    // Of the members `x{lo,p}.y` and `x{lo,q}.y` (q >= p) keep only the widest, and of twins equally
+    // wide the one `twin_rank` puts first (byte_regex's rule, whatever the order of the members).
     void drop_subsumed_counters(std::vector<int32_t>& members) {
         std::map<std::tuple<int32_t, int64_t, int32_t>, int32_t> widest;  // by (body, lo, rest)
         std::vector<int32_t> kept;
@@ -508,7 +509,9 @@ class Store {
             auto placed = widest.try_emplace({args(nodes_[counter])[0], nodes_[counter].lo, rest}, term);
             if (!placed.second) {
                 dropped = true;
-                if (upper(placed.first->second) < upper(term)) placed.first->second = term;
+                const int32_t other = placed.first->second;
+                if (upper(other) < upper(term) || (upper(other) == upper(term) && twin_rank(term) < twin_rank(other)))
+                    placed.first->second = term;
             }
         }
         if (!dropped) return;
@@ -516,6 +519,16 @@ class Store {
         std::sort(kept.begin(), kept.end());
         members.swap(kept);
     }
+
+    // byte_regex's `_twin_rank`: the counter's age, then the member's (-1 for the current generation,
+    // else the Python id of the term of an older one).
+    std::pair<int64_t, int64_t> twin_rank(int32_t term) const {
+        const Node& n = nodes_[term];
+        const int32_t counter = n.kind == kConcat ? args(n)[0] : term;
+        return {age(counter), age(term)};
+    }
+
+    int64_t age(int32_t term) const { return nodes_[term].origin == 0 ? -1 : nodes_[term].origin; }
 
     double upper(int32_t term) const {
         const Node& n = nodes_[term];

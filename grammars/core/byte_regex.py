@@ -325,12 +325,14 @@ def alt(*terms: Term) -> Term:
 def _drop_subsumed_counters(members: set[Term]) -> set[Term]:
     """Keep only the widest of `x{lo,p}.y` and `x{lo,q}.y` (q >= p): the narrower adds nothing.
 
-    Derivatives of ambiguous nested counters otherwise pile up one member per count.
+    Derivatives of ambiguous nested counters otherwise pile up one member per count. Of two equally
+    wide, which are twins across generations (one language), the one `_twin_rank` puts first stays,
+    so that the union is the same term whatever the order of the set, here and in C++.
     """
     widest: dict[tuple[int, int, int], Term] = {}
     kept: set[Term] = set()
     for term in members:
-        counter, rest = (term.args[0], term.args[1]) if term.kind == K_CONCAT else (term, EPSILON)
+        counter, rest = _counter_and_rest(term)
         if counter.kind != K_REPEAT:
             kept.add(term)
             continue
@@ -338,12 +340,29 @@ def _drop_subsumed_counters(members: set[Term]) -> set[Term]:
         other = widest.get(key)
         if other is None or _upper(other) < _upper(term):
             widest[key] = term
+        elif _upper(other) == _upper(term) and _twin_rank(term) < _twin_rank(other):
+            widest[key] = term
     return kept | set(widest.values())
 
 
+def _counter_and_rest(term: Term) -> tuple[Term, Term]:
+    return (term.args[0], term.args[1]) if term.kind == K_CONCAT else (term, EPSILON)
+
+
 def _upper(term: Term) -> float:
-    counter = term.args[0] if term.kind == K_CONCAT else term
+    counter = _counter_and_rest(term)[0]
     return float("inf") if counter.hi is None else counter.hi
+
+
+def _twin_rank(term: Term) -> tuple[int, int]:
+    """Of twins `x{lo,q}.y` (the counters or the members of older generations), the current ones
+    first, then the oldest: the order _derivatives.cpp's `drop_subsumed_counters` keeps them in."""
+    return _age(_counter_and_rest(term)[0]), _age(term)
+
+
+def _age(term: Term) -> int:
+    """-1 for a term of the current generation (or a constant), else its id (older: smaller)."""
+    return -1 if term.id >= _generation_start or term in _CONSTANTS else term.id
 
 
 def repeat(term: Term, lo: int, hi: int | None) -> Term:
