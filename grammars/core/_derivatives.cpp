@@ -153,6 +153,13 @@ class Store {
 
     size_t size() const { return nodes_.size(); }
     const Node& node(int32_t id) const { return nodes_[id]; }
+
+    // The node a byte_regex term (by id) was carried here as or read back from (nullptr: not known,
+    // or forgotten with the memo, which carrying again finds by structure).
+    const int32_t* carried(int64_t term_id) const { return carried_.find(static_cast<uint64_t>(term_id)); }
+    void remember(int64_t term_id, int32_t node) {
+        if (carried(term_id) == nullptr) carried_.put(static_cast<uint64_t>(term_id), node);
+    }
     const int32_t* args(const Node& n) const { return args_.data() + n.args_begin; }
 
     // Interns a term already in normal form (as byte_regex builds it): only the members of unions
@@ -410,7 +417,10 @@ class Store {
                 members.clear();
                 for (uint32_t i = 0; i < n.args_len; ++i) members.push_back(mapped[operands[i]]);
                 mapped[top] = intern_normal(n.kind, members, n.bits, n.lo, n.hi, n.tag, n.origin);
-                if (n.origin != 0) twins.insert(twins.end(), {top, mapped[top]});
+                if (n.origin != 0) {
+                    twins.insert(twins.end(), {top, mapped[top]});
+                    remember(n.origin, mapped[top]);  // the term of an older generation it stands for
+                }
             }
             adopted.push_back(mapped[root]);
         }
@@ -789,6 +799,7 @@ class Store {
     std::vector<int32_t> args_;
     std::vector<int32_t> slots_;
     Memo derivatives_;
+    Memo carried_;  // byte_regex term id -> node (`carried`)
     std::vector<std::vector<Bits>> partitions_;
     std::unordered_map<std::string, int32_t> partition_ids_;
     Memo meets_;
@@ -970,29 +981,29 @@ bool bits_attribute(PyObject* term, Bits& bits) {
     return true;
 }
 
-// carry(term, known, term_of_node, generation_start, constants) -> int: the node of the byte_regex term
-//   `term`, interning the subterms missing from `known` (term id -> node) in post-order, without
-//   recursion; each is entered in `known`, and in `term_of_node` (node -> term) unless a twin is there.
+// carry(term, term_of_node, generation_start, constants) -> int: the node of the byte_regex term
+//   `term`, interning the subterms not known here (`Store::carried`, by term id) in post-order, without
+//   recursion; each is remembered, and entered in `term_of_node` (node -> term) unless a twin is there.
 //   A term older than `generation_start` and not one of `constants` (a tuple) is carried with its id as
 //   origin (see the top of this file). In one call: carrying a node at a time from Python cost ~2 us a
 //   node, and a schema's terminals (a pattern's classes, a format) are carried when a mask first needs
-//   their lexer state, hundreds of nodes in one token mask.
+//   their lexer state, hundreds of nodes in one token mask. The ids known are kept here, not in a
+//   Python dict: its lookups were half of a carry, a schema's first mask carrying ~200 nodes a lexeme.
 PyObject* store_carry(StoreObject* self, PyObject* args) {
-    PyObject *root, *known, *term_of_node, *constants;
+    PyObject *root, *term_of_node, *constants;
     long long generation_start;
-    if (!PyArg_ParseTuple(args, "OO!O!LO!", &root, &PyDict_Type, &known, &PyDict_Type, &term_of_node,
-                          &generation_start, &PyTuple_Type, &constants))
+    if (!PyArg_ParseTuple(args, "OO!LO!", &root, &PyDict_Type, &term_of_node, &generation_start, &PyTuple_Type,
+                          &constants))
         return nullptr;
     // Each pending term is borrowed: the root from the caller, the others from their parent's args.
     std::vector<PyObject*> pending{root};
     std::vector<int32_t> members;
     auto node_of = [&](PyObject* term, int32_t& node) -> int {  // 1 found, 0 missing, -1 error
-        PyObject* id = term_slots.get(term, kIdSlot);
-        if (id == nullptr) return -1;
-        PyObject* found = PyDict_GetItemWithError(known, id);
-        Py_DECREF(id);
-        if (found == nullptr) return PyErr_Occurred() ? -1 : 0;
-        node = static_cast<int32_t>(PyLong_AsLong(found));
+        int64_t id;
+        if (!integer_attribute(term, kIdSlot, id)) return -1;
+        const int32_t* found = self->store->carried(id);
+        if (found == nullptr) return 0;
+        node = *found;
         return 1;
     };
     return guarded([&]() -> PyObject* {
@@ -1038,12 +1049,9 @@ PyObject* store_carry(StoreObject* self, PyObject* args) {
             for (Py_ssize_t i = 0; !current && i < PyTuple_GET_SIZE(constants); ++i)
                 current = PyTuple_GET_ITEM(constants, i) == top;
             node = self->store->intern_normal(static_cast<Kind>(kind), members, bits, lo, hi, tag, current ? 0 : id);
-            PyObject* id_object = PyLong_FromLongLong(id);
+            self->store->remember(id, node);
             PyObject* node_object = PyLong_FromLong(node);
-            const bool entered = id_object != nullptr && node_object != nullptr &&
-                                 PyDict_SetItem(known, id_object, node_object) == 0 &&
-                                 PyDict_SetDefault(term_of_node, node_object, top) != nullptr;
-            Py_XDECREF(id_object);
+            const bool entered = node_object != nullptr && PyDict_SetDefault(term_of_node, node_object, top) != nullptr;
             Py_XDECREF(node_object);
             if (!entered) return nullptr;
             pending.pop_back();
@@ -1469,12 +1477,22 @@ PyObject* store_adopt(StoreObject* self, PyObject* args) {
     });
 }
 
+// remember(term_id, node): a term read back from `node` (`CompiledTerms.term`), which carrying it finds.
+PyObject* store_remember(StoreObject* self, PyObject* args) {
+    long long term_id, node;
+    if (!PyArg_ParseTuple(args, "LL", &term_id, &node) || !valid_node(self, node)) return nullptr;
+    self->store->remember(term_id, static_cast<int32_t>(node));
+    Py_RETURN_NONE;
+}
+
 PyObject* store_len(StoreObject* self, PyObject*) { return PyLong_FromSize_t(self->store->size()); }
 
 PyMethodDef store_methods[] = {
     {"carry", reinterpret_cast<PyCFunction>(store_carry), METH_VARARGS,
-     "The node of a byte_regex term, its missing subterms interned: (term, known, term_of_node, generation_start, "
+     "The node of a byte_regex term, its missing subterms interned: (term, term_of_node, generation_start, "
      "constants) -> node."},
+    {"remember", reinterpret_cast<PyCFunction>(store_remember), METH_VARARGS,
+     "Notes that the byte_regex term of an id is a node's (read back from it): (term_id, node)."},
     {"describe", reinterpret_cast<PyCFunction>(store_describe), METH_O,
      "(kind, members, bits, lo, hi (-1: None), tag) of a node."},
     {"state", reinterpret_cast<PyCFunction>(store_state), METH_VARARGS,

@@ -15,12 +15,12 @@ class Store:
     def carry(
         self,
         term: Term,
-        known: dict[int, int],
         term_of_node: dict[int, Term],
         generation_start: int,
         constants: tuple[Term, ...],
         /,
     ) -> int: ...
+    def remember(self, term_id: int, node: int, /) -> None: ...
     def describe(self, node: int, /) -> tuple[int, tuple[int, ...], bytes, int, int, int]: ...
     def state(self, node: int, books: tuple[object, ...], check: Callable[[], object] | None, /) -> int | None: ...
     def start(

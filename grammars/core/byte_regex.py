@@ -871,7 +871,6 @@ class CompiledTerms:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._generation = _generation
-        self._node_of_term: dict[int, int] = {}
         self._term_of_node: dict[int, Term] = {0: EMPTY}
 
     def is_current(self) -> bool:
@@ -884,7 +883,7 @@ class CompiledTerms:
         Raises:
             OverflowError: a counter bound or tag beyond 64 bits.
         """
-        return self.store.carry(term, self._node_of_term, self._term_of_node, _generation_start, _CONSTANTS)
+        return self.store.carry(term, self._term_of_node, _generation_start, _CONSTANTS)
 
     def adopt(self, source: CompiledTerms, nodes: list[int]) -> list[int]:
         """The nodes here of `nodes` of `source` (a store of the current generation), carried over in
@@ -892,10 +891,8 @@ class CompiledTerms:
         their Python terms name (`term` would read such a node back as its current twin)."""
         adopted, twins = self.store.adopt(source.store, nodes)
         pairs = memoryview(twins).cast("i").tolist()
-        for old, new in zip(pairs[::2], pairs[1::2]):
-            term = source._term_of_node[old]
-            self._term_of_node.setdefault(new, term)
-            self._node_of_term.setdefault(term.id, new)
+        for old, new in zip(pairs[::2], pairs[1::2]):  # the store remembers each by id (its origin)
+            self._term_of_node.setdefault(new, source._term_of_node[old])
         return memoryview(adopted).cast("i").tolist()
 
     def term(self, node: int) -> Term:
@@ -918,5 +915,5 @@ class CompiledTerms:
                 args.sort(key=_term_id)
             term = _intern(kind, tuple(args), int.from_bytes(bits, "little"), lo, None if hi == -1 else hi, tag_id)
             known[top] = term
-            self._node_of_term.setdefault(term.id, top)
+            self.store.remember(term.id, top)
         return known[node]
