@@ -77,6 +77,12 @@ struct Node {
     // The bytes whose derivative is not EMPTY (`Store::first_bytes`): `derivative` answers EMPTY at once
     // for the others, so a union of a schema's keys derives the few members that begin with the byte.
     Bits first;
+    // The largest counter bound (`lo`, or a finite `hi`) in the node and its subterms, and whether they
+    // hold a composite term of an older generation (which rebuilding makes its current twin): `clamp`
+    // to a limit at least `bound` leaves a node without such terms as it is, so most states skip
+    // rebuilding their term.
+    int64_t bound;
+    bool holds_older;
 };
 
 // A memo from 64-bit keys to node or partition ids, by open addressing: the derivative memo is read
@@ -321,7 +327,8 @@ class Store {
 
     // byte_regex.clamp_counters: every counter bounded beyond `limit` relaxed, in a plain term.
     int32_t clamp(int32_t term, int64_t limit) {
-        if (!nodes_[term].plain) return term;
+        const Node& root = nodes_[term];
+        if (!root.plain || (root.bound <= limit && !root.holds_older)) return term;  // nothing to rebuild
         size_t clamped = 0;
         for (const auto& by_limit : clamped_) clamped += by_limit.second.size();
         if (clamped >= kMaxMemoEntries) clamped_.clear();
@@ -653,6 +660,12 @@ class Store {
         const int32_t id = static_cast<int32_t>(nodes_.size());
         Node n{kind, false, true, false, false, -1, static_cast<uint32_t>(args_.size()), static_cast<uint32_t>(count),
                lo,   hi,    tag,  origin, bits};
+        n.bound = kind == kRepeat ? std::max(lo, hi == kUnbounded ? 0 : hi) : 0;
+        n.holds_older = origin != 0 && count > 0;
+        for (size_t i = 0; i < count; ++i) {
+            n.bound = std::max(n.bound, nodes_[members[i]].bound);
+            n.holds_older = n.holds_older || nodes_[members[i]].holds_older;
+        }
         args_.insert(args_.end(), members, members + count);
         n.nullable = nullable(n);
         n.first = first_bytes(n);

@@ -486,7 +486,10 @@ class LexerTables:
                 stored = self._stored(sid)
                 if stored is not None:
                     compiled, node = stored
-                    found = self._state_of_node(compiled, compiled.store.clamp(node, max_token_len), no_check)
+                    clamped = compiled.store.clamp(node, max_token_len)  # mostly `node` itself
+                    found = self._sid_of_node.get(clamped)
+                    if found is None:
+                        found = self._state_of_node(compiled, clamped, no_check)
                 else:
                     found = self.sid(rx.clamp_counters(self.term(sid), max_token_len))
                 self._representatives[key] = found

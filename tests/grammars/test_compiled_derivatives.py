@@ -291,6 +291,29 @@ def test_twin_counters_in_one_union_keep_the_current_one_here_and_in_the_store()
     check_derivatives(starts, compiled, random.Random(11))
 
 
+def test_clamping_returns_at_once_what_holds_no_counter_past_the_limit_and_no_older_term():
+    """`Store.clamp` gives back a node without counters past the limit and without composite terms of
+    an older generation as it is, nothing built (most lexer states); the others it rebuilds as
+    `clamp_counters` does: counters relaxed, older terms made their current twins."""
+    older = rx.concat(rx.literal(b"ab"), rx.repeat(rx.byte_range(97, 99), 0, 5))
+    rx._new_generation()
+    small = rx.concat(rx.literal(b"xy"), rx.repeat(rx.byte_range(97, 99), 2, 5))
+    big = rx.concat(rx.literal(b"xy"), rx.repeat(rx.byte_range(97, 99), 0, 500))
+    compiled = new_store()
+    for term, kept in (
+        (small, True),
+        (rx.tag(3, small), True),
+        (big, False),
+        (older, False),
+        (rx.alt(small, older), False),
+    ):
+        node = compiled.node(term)
+        before = compiled.store.num_nodes()
+        clamped = compiled.store.clamp(node, 6)
+        assert (clamped == node and compiled.store.num_nodes() == before) is kept, rx.to_pattern(term)
+        assert compiled.term(clamped) is rx.clamp_counters(term, 6), rx.to_pattern(term)
+
+
 def test_a_store_of_an_older_generation_is_replaced(lexer):
     start = lexer.start_state((rx.concat(rx.literal(b"ab"), rx.star(rx.byte_range(97, 99))),))
     after_a = lexer.row(start)[97]
