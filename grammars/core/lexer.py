@@ -318,8 +318,10 @@ class LexerTables:
         return None if compiled is None or node is None else (compiled, node)
 
     def _state_of_node(self, compiled: rx.CompiledTerms, node: int, check: Check) -> int:
-        """The state of a node of the current store, allocated (its term left in the store) on first sight."""
-        return self._numbering(lambda books: compiled.store.state(node, books, check))
+        """The state of a node of the current store, allocated (its term left in the store) on first sight.
+        A node already numbered is read from the books here, without the compiled call's set-up."""
+        found = self._sid_of_node.get(node)
+        return found if found is not None else self._numbering(lambda books: compiled.store.state(node, books, check))
 
     def _numbering(self, number: Callable[[tuple[object, ...]], _T | None]) -> _T:
         """`number(books)`: a compiled call that numbers nodes of the current store as states, entering
@@ -486,10 +488,7 @@ class LexerTables:
                 stored = self._stored(sid)
                 if stored is not None:
                     compiled, node = stored
-                    clamped = compiled.store.clamp(node, max_token_len)  # mostly `node` itself
-                    found = self._sid_of_node.get(clamped)
-                    if found is None:
-                        found = self._state_of_node(compiled, clamped, no_check)
+                    found = self._state_of_node(compiled, compiled.store.clamp(node, max_token_len), no_check)
                 else:
                     found = self.sid(rx.clamp_counters(self.term(sid), max_token_len))
                 self._representatives[key] = found
