@@ -274,14 +274,16 @@ struct Inside {
 // Its arrays span the lexer's states (tens of thousands): a call borrows the arrays of the last
 // call on its thread (`LoopsLease`) and `reset` forgets only what that call decided.
 struct Loops {
-    std::vector<int8_t> plain;  // 1 where every plain byte leads back to the state, -1 unknown
+    std::vector<int8_t> plain;  // 1 where every plain byte leads back to the state, 0 not (or row unknown), -1 undecided
     // what `text_loop` found: kLoops, kNoLoop, kUnknown, or the state whose row it lacks
     std::vector<int32_t> text;
     std::vector<int32_t> undecided;  // the states of `text` waiting on a row
+    std::vector<int32_t> unknown_rows;  // the states `plain` answered false for, their rows not known
     std::vector<int32_t> decided_plain, decided_text;  // what `reset` forgets
     static constexpr int32_t kUnknown = -1, kLoops = -2, kNoLoop = -3;
 
     void reset() {
+        forget_undecided();
         for (int32_t state : decided_plain) plain[state] = -1;
         for (int32_t state : decided_text) text[state] = kUnknown;
         decided_plain.clear();
@@ -289,10 +291,18 @@ struct Loops {
         undecided.clear();
     }
 
+    // Whether every plain byte leads `state` back to it: `plain[state]` once decided, else decided here.
+    // A state whose row is not known yet answers false (its subtrees are walked node by node) until
+    // rows are filled (`forget_undecided`), so a walk reads `plain` alone for every node but the first
+    // of each state.
     bool on_plain(const Tables& t, int32_t state) {
-        if (state >= t.num_states || !t.known[state]) return false;  // not known yet: walked node by node
         if (static_cast<int64_t>(plain.size()) <= state) plain.resize(state + 1, -1);
         if (plain[state] < 0) {
+            if (state >= t.num_states || !t.known[state]) {
+                plain[state] = 0;
+                unknown_rows.push_back(state);
+                return false;
+            }
             const int32_t* row = t.next_of + static_cast<int64_t>(state) * 256;
             bool loops = true;
             for (int byte = 0; byte < 256 && loops; ++byte) loops = !is_plain(static_cast<uint8_t>(byte)) || row[byte] == state;
@@ -344,6 +354,8 @@ struct Loops {
     void forget_undecided() {
         for (int32_t state : undecided) text[state] = kUnknown;
         undecided.clear();
+        for (int32_t state : unknown_rows) plain[state] = -1;
+        unknown_rows.clear();
     }
 };
 

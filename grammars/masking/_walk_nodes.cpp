@@ -39,15 +39,37 @@ bool Walk::finish(PyObject* tables, PyObject* fill) {
 }
 
 void Walk::scan(const Tables& t, const Parked& item, std::vector<int32_t>& state_at, Missing& missing) {
-    const int64_t stop = trie.end[item.node];
-    const int32_t base = trie.depth[item.node];
+    // The arrays read per node, in locals: the vectors this loop appends to could alias the structs'
+    // pointers, which were otherwise reloaded from memory at every node.
+    const uint8_t* const node_byte = trie.byte;
+    const int32_t* const node_end = trie.end;
+    const int32_t* const node_depth = trie.depth;
+    const int32_t* const first_token = trie.first_token;
+    const uint8_t* const text_below = trie.text_below;
+    const int32_t* const next_of = t.next_of;
+    const int64_t num_states = t.num_states;
+    if (static_cast<int64_t>(loops.plain.size()) < num_states) loops.plain.resize(num_states, -1);
+    const int64_t stop = node_end[item.node];
+    const int32_t base = node_depth[item.node];
     if (static_cast<int32_t>(state_at.size()) <= base) state_at.resize(base + 1);
-    state_at[base - 1] = item.state;
+    int32_t* states = state_at.data();
+    int32_t capacity = static_cast<int32_t>(state_at.size());
+    states[base - 1] = item.state;
+    // The inside range being extended, added to `inside` where a dropped subtree breaks it.
+    int32_t open_from = 0, open_to = 0;
+    const auto add_inside = [&](int32_t from, int32_t to) {
+        if (from != open_to) {
+            inside.add(open_from, open_to);
+            open_from = from;
+        }
+        open_to = to;
+    };
     for (int64_t node = item.node; node < stop;) {
-        const int32_t depth = trie.depth[node];
-        const int32_t state = state_at[depth - 1];
-        const uint8_t byte = trie.byte[node];
-        const int32_t next = state < t.num_states ? t.next_of[static_cast<int64_t>(state) * 256 + byte] : kDead;
+        const int32_t depth = node_depth[node];
+        const int32_t state = states[depth - 1];
+        const uint8_t byte = node_byte[node];
+        const int32_t next = state < num_states ? next_of[static_cast<int64_t>(state) * 256 + byte] : kDead;
+        const int32_t end = node_end[node];
         if (next == kDead) {
             if (!t.has_successor(state, byte)) {
                 parked.push_back({node, state});
@@ -55,29 +77,39 @@ void Walk::scan(const Tables& t, const Parked& item, std::vector<int32_t>& state
             } else if (t.accepts[state]) {
                 boundaries.add(state, depth - 1, node);
             }
-            node = trie.end[node];
+            node = end;
             continue;
         }
-        const uint8_t below = trie.text_below[node];
-        const bool has_children = trie.end[node] > node + 1;
-        const bool plain_loop = has_children && loops.on_plain(t, next);  // implied by a text loop
-        const int32_t text = plain_loop && below & kTextBelow ? loops.on_text(t, next) : Loops::kNoLoop;
-        if (text >= 0) {  // undecided until the row of `text` is known
-            parked.push_back({node, state});
-            missing.rows.push_back(text);
-            node = trie.end[node];
-            continue;
+        // Decided for leaves too: one read of `plain` instead of a branch on the children, which
+        // half the nodes have.
+        int8_t plain = next < num_states ? loops.plain[next] : 0;
+        if (plain < 0) plain = loops.on_plain(t, next);
+        const bool plain_loop = (end > node + 1) & (plain == 1);  // implied by a text loop
+        if (plain_loop) {
+            const uint8_t below = text_below[node];
+            const int32_t text = below & kTextBelow ? loops.on_text(t, next) : Loops::kNoLoop;
+            if (text >= 0) {  // undecided until the row of `text` is known
+                parked.push_back({node, state});
+                missing.rows.push_back(text);
+                node = end;
+                continue;
+            }
+            if (text == Loops::kLoops || below & kPlainBelow) {  // the whole subtree stays inside
+                add_inside(first_token[node], first_token[end]);
+                node = end;
+                continue;
+            }
         }
-        if (text == Loops::kLoops || (plain_loop && below & kPlainBelow)) {  // the whole subtree stays inside
-            inside.add(trie.first_token[node], trie.first_token[trie.end[node]]);
-            node = trie.end[node];
-            continue;
+        add_inside(first_token[node], first_token[node + 1]);
+        if (capacity <= depth) {
+            state_at.resize(depth + 1);
+            states = state_at.data();
+            capacity = depth + 1;
         }
-        inside.add(trie.first_token[node], trie.first_token[node + 1]);
-        if (static_cast<int32_t>(state_at.size()) <= depth) state_at.resize(depth + 1);
-        state_at[depth] = next;
+        states[depth] = next;
         ++node;
     }
+    inside.add(open_from, open_to);
 }
 
 namespace {
