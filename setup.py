@@ -49,6 +49,10 @@ EXTENSIONS = [
     ),
     # The parser's configurations (advance, join, stack expansion): plain CPython API as well.
     Extension("grammars.core._parser", ["grammars/core/_parser.cpp"], extra_compile_args=["-O3", "-std=c++17"]),
+    # The token classifier of keyed masks (`distinct_keys.refusals`): plain CPython API as well.
+    Extension(
+        "grammars.core._distinct_keys", ["grammars/core/_distinct_keys.cpp"], extra_compile_args=["-O3", "-std=c++17"]
+    ),
 ]
 
 

@@ -25,8 +25,10 @@ from __future__ import annotations
 import bisect
 import functools
 import json
+import logging
 import re
 from collections.abc import Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple
 
 from grammars.core import byte_regex as rx
@@ -36,6 +38,25 @@ from grammars.core.lexer import DEAD
 if TYPE_CHECKING:
     from grammars.core.automaton import GrammarAutomaton, State
     from grammars.core.lexer import LexerTables
+
+logger = logging.getLogger(__name__)
+
+
+def _load_compiled() -> ModuleType | None:
+    try:
+        from grammars.core import _distinct_keys
+    except ImportError as exc:
+        logger.warning(
+            "the compiled key classifier (grammars.core._distinct_keys) is not built (%s): keyed masks check "
+            "every candidate token in Python, slower; scripts/install.sh builds it",
+            exc,
+        )
+        return None
+    return _distinct_keys
+
+
+#: The compiled classifier of `refusals`' tokens, or None when it is not built (then `scan` reads each).
+compiled_keys = _load_compiled()
 
 _QUOTE, _BACKSLASH = ord('"'), ord("\\")
 _OPEN_OBJECT, _OPEN_ARRAY, _COMMA = ord("{"), ord("["), ord(",")
@@ -386,35 +407,70 @@ def refusals(
     a finite set of seen keys cannot exhaust; and for the same reason a fresh key can begin after
     each comma.
 
+    Where the compiled classifier is built, one pass over all the tokens settles most of them
+    (`_distinct_keys.classify`: nothing to refuse, or a repeated key) and says which end where a fresh
+    key must come with the objects as they were; `scan` reads only the rest.
+
     Raises:
         ConstraintLimitError: from `check`.
     """
+    verdicts = _verdicts(keys, tokens, automaton.keys_may_run_out)
     if not automaton.keys_may_run_out:
-        return [index for index, data in enumerate(tokens) if scan(keys, data, automaton.lexer, check) is None]
+        return [
+            index
+            for index, data in enumerate(tokens)
+            if verdicts[index] == _REFUSE
+            or (verdicts[index] == _ASK and scan(keys, data, automaton.lexer, check) is None)
+        ]
     refused: list[int] = []
     at_key: dict[tuple[State, frozenset[str]], bool] = {}
     encoded: dict[frozenset[str], list[bytes]] = {}
+    awaiting = keys._replace(mode=_KEY_NEXT, is_escaped=False)  # `after` of an _AWAIT verdict
     for index, data in enumerate(tokens):
-        scanned = scan(keys, data, automaton.lexer, check)
-        if scanned is None:
+        verdict = verdicts[index]
+        if verdict == _PASS:
+            continue
+        if verdict == _REFUSE:
             refused.append(index)
             continue
-        after, starts = scanned
-        if starts and any(_may_spell_seen(data[position + 1 :], seen, encoded) for position, seen in starts):
-            if _walk_scanned(automaton, state, data, after, starts, check) is None:
-                refused.append(index)
-        elif after.awaits_fresh_key:
-            walked = automaton.walk(state, data, check)
-            if walked is None:
+        if verdict == _AWAIT:
+            after = awaiting
+        else:
+            scanned = scan(keys, data, automaton.lexer, check)
+            if scanned is None:
                 refused.append(index)
                 continue
-            key = (walked, after.object_keys)
-            stranded = at_key.get(key)
-            if stranded is None:
-                stranded = at_key[key] = _at_key(automaton, walked, after, check) is None
-            if stranded:
-                refused.append(index)
+            after, starts = scanned
+            if starts and any(_may_spell_seen(data[position + 1 :], seen, encoded) for position, seen in starts):
+                if _walk_scanned(automaton, state, data, after, starts, check) is None:
+                    refused.append(index)
+                continue
+            if not after.awaits_fresh_key:
+                continue
+        walked = automaton.walk(state, data, check)
+        if walked is None:
+            refused.append(index)
+            continue
+        key = (walked, after.object_keys)
+        stranded = at_key.get(key)
+        if stranded is None:
+            stranded = at_key[key] = _at_key(automaton, walked, after, check) is None
+        if stranded:
+            refused.append(index)
     return refused
+
+
+# `_distinct_keys.classify`'s verdict per token (see _distinct_keys.cpp): nothing to refuse; a key it closes
+# repeats one; it ends where a fresh key must come, the objects unchanged; `scan` must read it.
+_PASS, _REFUSE, _AWAIT, _ASK = 0, 1, 2, 3
+
+
+def _verdicts(keys: Keys, tokens: Sequence[bytes], keys_may_run_out: bool) -> bytes | list[int]:
+    """What `refusals` must do with each token: classified in one compiled pass, or all _ASK where the
+    classifier is not built, the JSON has not begun (a gate) or a key's text is carried in another mode."""
+    if compiled_keys is None or keys.gate is not None or (keys.key and keys.mode != _KEY):
+        return [_ASK] * len(tokens)
+    return compiled_keys.classify(keys.frames, keys.mode, keys.key, keys.is_escaped, list(tokens), keys_may_run_out)
 
 
 def _may_spell_seen(key_bytes: bytes, seen: frozenset[str], encoded: dict[frozenset[str], list[bytes]]) -> bool:

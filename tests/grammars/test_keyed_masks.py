@@ -17,14 +17,20 @@ import pytest
 
 import grammars
 from grammars.core import byte_regex as rx
+from grammars.core import distinct_keys
 from grammars.core.budget import no_check
 from grammars.core.distinct_keys import (
+    _ASK,
+    _AWAIT,
     _KEY,
     _KEY_NEXT,
+    _PASS,
+    _REFUSE,
     _STRING,
     _VALUE,
     Keys,
     _decoded,
+    _may_spell_seen,
     _shares_string,
     key_spellings,
     may_need_check,
@@ -154,6 +160,17 @@ def test_keyed_masks_equal_the_brute_force_with_the_numpy_walk(spec, vocab, monk
     for seed in (1, 2):
         keyed_walk_agrees(grammars.compile(spec, cache=False), copy_of(vocab), seed, 40)
     assert any(gathered), "no candidate was allowed: nothing was checked"
+
+
+@pytest.mark.parametrize("spec", [PATTERN_KEYS, ENUM_KEYS, NESTED], ids=["pattern", "enum", "nested"])
+def test_keyed_masks_equal_the_brute_force_without_the_compiled_classifier(spec, vocab, monkeypatch) -> None:
+    """Without the compiled classifier `scan` reads every candidate token (the reference path)."""
+    monkeypatch.setattr(distinct_keys, "compiled_keys", None)
+    scanned = []
+    monkeypatch.setattr(distinct_keys, "scan", lambda *args: scanned.append(args[1]) or scan(*args))
+    for seed in (1, 2):
+        keyed_walk_agrees(grammars.compile(spec, cache=False), vocab, seed, 40)
+    assert scanned
 
 
 @pytest.mark.slow
@@ -329,3 +346,83 @@ def test_a_repeated_key_that_a_token_opens_with_its_quote_is_refused(vocab) -> N
     for token_id in np.flatnonzero(plain).tolist():
         brute[token_id] = walk_keyed(table.automaton, state, keys, vocab.token_bytes[token_id]) is not None
     assert np.array_equal(keyed, brute)
+
+
+#: Keys of open objects for the compiled classifier (real frozensets; `SEEN` stands for every key).
+SOME = frozenset({"a", "id", "\u00e9t\u00e9", "x1"})
+CLASSIFIER_CONTEXTS = [
+    ((SOME,), _VALUE, b"", False),
+    ((SOME,), _KEY_NEXT, b"", False),
+    ((SOME,), _KEY, b"", False),
+    ((SOME,), _KEY, b"i", False),
+    ((SOME,), _KEY, b"\xc3", False),
+    ((SOME,), _KEY, b"a", True),
+    ((SOME,), _STRING, b"", False),
+    ((SOME,), _STRING, b"", True),
+    ((SOME, None), _VALUE, b"", False),
+    ((None, SOME), _KEY_NEXT, b"", False),
+    ((SOME, frozenset()), _KEY_NEXT, b"", False),
+    ((SOME, frozenset({"b"})), _VALUE, b"", False),
+    ((frozenset(),), _KEY_NEXT, b"", False),
+    ((None,), _VALUE, b"", False),
+    ((), _VALUE, b"", False),
+]
+#: Tokens beyond the vocabulary's: keys closed and begun across brackets, escapes, controls, bad UTF-8.
+CLASSIFIER_TOKENS = [
+    b'"a",',
+    b'a", "',
+    b'd": 1, "x',
+    b'"id": {"a": [1], "',
+    b'}, "',
+    b'}}, "a',
+    b'"\\u0061": 1',
+    b'"a\\"b",',
+    b'"\x01": 2, "',
+    b'"\xc3\xa9t\xc3\xa9", "',
+    b'\xa9t\xc3\xa9", "x',
+    b'"\xed\xa0\x80", "',
+    b'"\xff", "',
+    b'"b": {"c": 1}, "',
+    b'], "',
+    b'\\", "',
+]
+
+
+def _reference_verdicts(keys: Keys, data: bytes, lexer, keys_may_run_out: bool) -> set[int]:
+    """The verdicts `_distinct_keys.classify` may give `data`, from `scan`: the one its rules name, and
+    _ASK as well where a key the token closes needs the JSON decoder or is no UTF-8."""
+    scanned = scan(keys, data, lexer)
+    if scanned is None:
+        verdict = _REFUSE
+    elif not keys_may_run_out:
+        verdict = _PASS
+    else:
+        after, starts = scanned
+        if starts and any(_may_spell_seen(data[position + 1 :], seen, {}) for position, seen in starts):
+            verdict = _ASK
+        elif after.awaits_fresh_key:
+            verdict = _AWAIT if after == keys._replace(mode=_KEY_NEXT, is_escaped=False) else _ASK
+        else:
+            verdict = _PASS
+    try:
+        (keys.key + data).decode("utf-8", "surrogatepass")
+        plain = not any(byte < 0x20 or byte == ord("\\") for byte in keys.key + data)
+    except UnicodeDecodeError:
+        plain = False
+    return {verdict} if plain else {verdict, _ASK}
+
+
+@pytest.mark.skipif(distinct_keys.compiled_keys is None, reason="the compiled classifier is not built")
+@pytest.mark.parametrize("keys_may_run_out", [True, False], ids=["may-run-out", "never-run-out"])
+@pytest.mark.parametrize("context", CLASSIFIER_CONTEXTS)
+def test_compiled_verdicts_follow_scan(context, keys_may_run_out: bool, vocab) -> None:
+    """Every verdict of the compiled classifier is what `scan` says `refusals` must do with the token,
+    over every vocabulary token with a quote or a comma and the tokens above, from many scanner states
+    (a token in plain UTF-8 gets exactly that verdict, so a classifier that asked Python always fails)."""
+    frames, mode, key, is_escaped = context
+    keys = Keys(frames, mode, key, is_escaped, None)
+    lexer = grammars.compile(DECLARED_AND_MORE, cache=False).automaton.lexer
+    tokens = [vocab.token_bytes[t] for t in vocab.key_tokens.comma_or_quote.tolist()] + CLASSIFIER_TOKENS
+    verdicts = distinct_keys.compiled_keys.classify(frames, mode, key, is_escaped, tokens, keys_may_run_out)
+    for data, verdict in zip(tokens, verdicts):
+        assert verdict in _reference_verdicts(keys, data, lexer, keys_may_run_out), (data, verdict)
