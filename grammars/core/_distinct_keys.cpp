@@ -72,19 +72,30 @@ int may_spell(const Frame& frame, size_t added, const char* prefix, Py_ssize_t l
     for (size_t i = 0; i < added; ++i)
         if (starts(frame.added[i].data(), static_cast<Py_ssize_t>(frame.added[i].size()))) return 1;
     if (frame.seen == nullptr) return 0;
-    Py_ssize_t position = 0;
-    PyObject* key;
-    Py_hash_t hash;
-    while (_PySet_NextEntry(frame.seen, &position, &key, &hash)) {
+    PyObject* keys = PyObject_GetIter(frame.seen);
+    if (keys == nullptr) {
+        PyErr_Clear();
+        return -1;
+    }
+    int found = 0;
+    while (PyObject* key = PyIter_Next(keys)) {
         Py_ssize_t key_length;
         const char* utf8 = PyUnicode_Check(key) ? PyUnicode_AsUTF8AndSize(key, &key_length) : nullptr;
         if (utf8 == nullptr) {  // a lone surrogate (surrogatepass in Python) or not a str
             PyErr_Clear();
-            return -1;
+            found = -1;
+        } else if (starts(utf8, key_length)) {
+            found = 1;
         }
-        if (starts(utf8, key_length)) return 1;
+        Py_DECREF(key);
+        if (found != 0) break;
     }
-    return 0;
+    Py_DECREF(keys);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    return found;
 }
 
 bool is_control_or_escape(const char* data, Py_ssize_t length) {
