@@ -17,7 +17,6 @@ rows and searches emptiness with `byte_regex`'s Python derivatives instead of th
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import statistics
 import sys
@@ -31,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(SHARED / "bench"))
 
 import peer_mask_bench as pmb  # noqa: E402
+from gc_clock import GcClock  # noqa: E402
 
 from grammars.compiler import compile_grammar  # noqa: E402
 from grammars.core import byte_regex as rx  # noqa: E402
@@ -42,28 +42,6 @@ TOKENIZER = SHARED / "bench" / "smollm2-135m-instruct.tokenizer.json"
 SLOW_SECONDS = 1.0
 #: What a compile time counts: elapsed time, or the CPU time of this (the compiling) thread.
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
-
-
-class GcClock:
-    """Sums the time the cyclic collector runs (its pauses land inside whatever was being timed), on
-    `clock`, and counts its full (generation 2) collections, whose pause grows with the heap."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.clock = clock
-        self.seconds = 0.0
-        self.longest = 0.0
-        self.full_collections = 0
-        self._start = 0.0
-        gc.callbacks.append(self._on_gc)
-
-    def _on_gc(self, phase: str, info: dict) -> None:
-        if phase == "start":
-            self._start = self.clock()
-        else:
-            pause = self.clock() - self._start
-            self.seconds += pause
-            self.longest = max(self.longest, pause)
-            self.full_collections += info["generation"] == 2
 
 
 def main() -> None:

@@ -58,3 +58,23 @@ def test_serve_passes_the_fast_paths_it_is_given(
     monkeypatch.setattr(sdk.server, "serve", lambda model, **options: seen.update(options))
     assert main(["serve", *argv]) == 0
     assert seen["speculative"] == expected
+
+
+def test_serve_freezes_what_start_up_made_before_serving(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` loads the model, makes the app, then takes every object so far out of the collector's
+    generations (`freeze_start_up`) before the port opens: full collections then walk only what
+    serving makes."""
+    import gc
+
+    import uvicorn
+
+    from sdk.server import app as server_app
+
+    frozen: list[int] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: frozen.append(gc.get_freeze_count()))
+    gc.unfreeze()
+    try:
+        server_app.serve()
+    finally:
+        gc.unfreeze()
+    assert len(frozen) == 1 and frozen[0] > 10_000  # torch's modules, the model and the app at least
