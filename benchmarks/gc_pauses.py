@@ -5,7 +5,7 @@ Two child processes, one after the other in the same run, start as `stencil serv
 embedded model loaded by `LocalBackend.load`, the app made: torch's modules, the runtime and the
 weights, ~200k objects the cyclic collector tracks); the second then freezes them. Each compiles
 `--limit` JSONSchemaBench schemas new to it and masks each along its instance's tokenization, as a
-server meets new tool and output schemas. Printed per child: the collector's full (generation 2)
+server meets new tool and output schemas, over the engine's own vocabulary. Printed per child: the collector's full (generation 2)
 collections, their summed and longest pause, all its pauses summed, and the loop's wall time; then
 the plain child's figures over the frozen one's.
 
@@ -44,7 +44,7 @@ def child(mode: str, limit: int) -> dict[str, float]:
     create_app(backend, served_model_name="gc-pauses")
     if mode == "frozen":
         freeze_start_up()
-    vocab = grammars.Vocabulary.from_tokenizer(TOKENIZER)
+    vocab = backend.engine.vocabulary  # built on first use, after start-up, as in the server
     tok = pmb.Tok(str(TOKENIZER), None)
     clock = GcClock(time.perf_counter)
     start = time.perf_counter()
