@@ -124,9 +124,9 @@ def cold_pass_us(
 
 
 def vocabulary_memory_bytes(vocab) -> dict[str, int]:
-    """What a Stencil vocabulary's shared caches hold: its walk arrays and token trie, and the cached
+    """What a Stencil vocabulary's shared caches hold: its walk arrays and token trie, the cached
     whole-vocabulary walks of lexer states (bounded by `token_walk.MAX_CACHED_WALKS` states and
-    `MAX_CACHED_WALK_BYTES`)."""
+    `MAX_CACHED_WALK_BYTES`), and its pool of distinct masks (`masks.MAX_POOLED_MASK_BYTES`)."""
     arrays = vocab.walk_arrays
     walk_arrays = sum(a.nbytes for a in vars(arrays).values() if isinstance(a, np.ndarray))
     trie = arrays.__dict__.get("_token_trie")
@@ -135,11 +135,13 @@ def vocabulary_memory_bytes(vocab) -> dict[str, int]:
     group_walks = vocab.__dict__.get("_compiled_group_walks")  # the compiled settle's (grammars.masking.settle)
     native = token_walk.native_walk
     group_walk_bytes = 0 if group_walks is None or native is None else native.group_walks_held(group_walks)[1]
+    pool = vocab.__dict__.get("_mask_pool")
     return {
         "walk_arrays": walk_arrays,
         "state_walks": sum(w.nbytes for w in walks.values()),
         "states": len(walks),
         "group_walks": group_walk_bytes,
+        "pooled_masks": 0 if pool is None else pool.held()[1],
     }
 
 
@@ -240,7 +242,8 @@ def main() -> None:
         print(
             f"vocabulary memory (stencil): walk arrays and trie {vocabulary_memory['walk_arrays'] / 1e6:.1f} MB, cached "
             f"lexer-state walks {vocabulary_memory['state_walks'] / 1e6:.1f} MB over {vocabulary_memory['states']} states, "
-            f"boundary group walks {vocabulary_memory['group_walks'] / 1e6:.1f} MB"
+            f"boundary group walks {vocabulary_memory['group_walks'] / 1e6:.1f} MB, "
+            f"pooled masks {vocabulary_memory['pooled_masks'] / 1e6:.1f} MB"
         )
     memory, unmeasured = [], 0
     for case in cases:

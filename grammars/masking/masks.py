@@ -4,7 +4,8 @@ A mask for automaton state `(config, sid)` is the lexer-state walk (`grammars.ma
 inside the lexeme, computed once per lexer state for every grammar) plus the boundary tokens this
 grammar's parser accepts (`grammars.masking.settle`): those that end the lexeme mid-token and, when
 it may end here, those whose first byte cannot extend it. Masks are cached per state, so a repeated
-structure (array items, the inside of every string of a field) costs a dict lookup after the first time.
+structure (array items, the inside of every string of a field) costs a dict lookup after the first time;
+equal masks are one object, shared by every table of the vocabulary (`MaskPool`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import enum
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from typing import NamedTuple
 
 import numpy as np
@@ -35,6 +37,9 @@ MAX_CACHED_STATES = 65536
 #: array, and most do (every position inside one kind of string, say), so this bounds a table's memory;
 #: duplicate-key masks count in it too.
 MAX_MASK_BYTES = 64 << 20
+#: Bytes of distinct masks a vocabulary keeps for all its tables (`MaskPool`): 606 masks of a 49k
+#: vocabulary, 113 of a 262k one.
+MAX_POOLED_MASK_BYTES = 32 << 20
 #: Seconds after a mask ran past a budget during which the table refuses new masks at once.
 FAILURE_COOLDOWN_SECONDS = 60.0
 #: States whose per-token completion lengths are kept (one float32 per token each) for budget masks.
@@ -42,8 +47,8 @@ MAX_CACHED_LENGTHS = 64
 #: Lexer states whose walks (`MaskTable._walk`) a table holds weak references to.
 MAX_HELD_WALKS = 1024
 _QUOTE = ord('"')
-#: Guards the vocabulary's caches of the tokens distinct-keys masks check (`_key_suspects`).
-_suspects_lock = threading.Lock()
+#: Guards the vocabulary's caches of the tokens distinct-keys masks check (`_key_suspects`) and its mask pool.
+_vocabulary_caches_lock = threading.Lock()
 
 
 class _Quotes(enum.IntEnum):
@@ -88,7 +93,7 @@ def _key_suspects(vocab: Vocabulary, keys: Keys, keys_may_run_out: bool, quotes:
         ids = ids[np.array(needed, dtype=bool)]
         # `, ` may lead to where a key must come, from inside a value's lexeme too.
         found = _Suspects(ids.astype(np.int32), kinds.comma_first[ids] & (not keys.awaits_quote))
-        with _suspects_lock:
+        with _vocabulary_caches_lock:
             found = tables.setdefault(key, found)
     return found
 
@@ -117,6 +122,56 @@ class _Mask:
     def bits(self) -> np.ndarray:
         """A fresh copy of its bits."""
         return np.frombuffer(self.packed, dtype=token_bits.WORD).copy()
+
+
+class MaskPool:
+    """The distinct masks of one vocabulary, shared by all its tables (`MaskTable._shared` looks here
+    for a mask new to its table): about half the masks a new constraint makes were made by another
+    one before (the first mask of every JSON object, the inside of a string, a number), and a pooled
+    mask comes with its bool array and tensor made, which were a fifth of a first mask's time.
+    Least recently used masks go first, past `max_masks`; tables keep the ones they hold."""
+
+    def __init__(self, max_masks: int) -> None:
+        self._buckets: OrderedDict[int, list[_Mask]] = OrderedDict()
+        self._count = 0
+        self._max_masks = max_masks
+        self._lock = threading.Lock()
+
+    def get(self, key: int, packed: bytes, size: int) -> _Mask:
+        """The pooled mask of the bits `packed` (hash `key`, as `token_bits.identity` gives them),
+        made here if none is."""
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = []
+            else:
+                self._buckets.move_to_end(key)
+                for held in bucket:
+                    if held.packed == packed:
+                        return held
+            entry = _Mask(packed, token_bits.to_mask(packed, size))
+            bucket.append(entry)
+            self._count += 1
+            while self._count > self._max_masks and len(self._buckets) > 1:
+                self._count -= len(self._buckets.popitem(last=False)[1])
+            return entry
+
+    def held(self) -> tuple[int, int]:
+        """The masks pooled and their bytes (bool arrays and bits)."""
+        with self._lock:
+            masks = [mask for bucket in self._buckets.values() for mask in bucket]
+        return len(masks), sum(mask.allowed.nbytes + len(mask.packed) for mask in masks)
+
+
+def mask_pool(vocab: Vocabulary) -> MaskPool:
+    """The vocabulary's pool of distinct masks (made on first use; MAX_POOLED_MASK_BYTES of them)."""
+    found = vocab.__dict__.get("_mask_pool")
+    if found is None:
+        with _vocabulary_caches_lock:
+            found = vocab.__dict__.get("_mask_pool")
+            if found is None:
+                found = vocab.__dict__["_mask_pool"] = MaskPool(MAX_POOLED_MASK_BYTES // (vocab.size + vocab.size // 8))
+    return found
 
 
 class MaskTable:
@@ -151,6 +206,7 @@ class MaskTable:
         #: Per lexer state: a weak reference to its walk (`_walk`).
         self._walks: dict[int, weakref.ref[StateWalk]] = {}
         self._settler = GroupSettler(automaton, vocab)
+        self._pool = mask_pool(vocab)
         self._lock = threading.RLock()
         self.failure: ConstraintLimitError | None = None
         self._failed_at = 0.0
@@ -199,12 +255,12 @@ class MaskTable:
     def _shared(self, key: int, packed: bytes) -> _Mask:
         """The one kept mask of the tokens a set holds, by its identity (`token_bits.identity`; under the
         lock, after `_make_room`): found by the hash `key`, and equal when the bytes `packed` are (the
-        hash only picks the bucket). A mask new to the table becomes its bool array here, once."""
+        hash only picks the bucket). A mask new to the table comes from the vocabulary's pool."""
         bucket = self._distinct.setdefault(key, [])
         for held in bucket:
             if held.packed == packed:
                 return held
-        entry = _Mask(packed, token_bits.to_mask(packed, self.vocab.size))
+        entry = self._pool.get(key, packed, self.vocab.size)
         bucket.append(entry)
         self._num_distinct += 1
         return entry

@@ -140,6 +140,46 @@ def test_equal_masks_share_one_array_and_hash_collisions_keep_others_apart(vocab
     assert table._num_distinct == kept + 2 and len(table._distinct[7]) == 2
 
 
+def test_constraints_over_one_vocabulary_share_equal_masks(vocab):
+    """Two constraints whose first masks are equal (the start of an object with one optional key)
+    get one mask from the vocabulary's pool (`MaskPool`), its array and tensor made once, and a
+    third constraint whose first mask differs gets its own."""
+    import grammars
+
+    first, second, other = (
+        grammars.compile(schema, cache=False).matcher(vocab)
+        for schema in (
+            {"type": "object", "properties": {"city": {"type": "string"}}},
+            {"type": "object", "properties": {"city": {"type": "integer"}}},
+            {"type": "array", "items": {"type": "integer"}},
+        )
+    )
+    assert first._table is not second._table
+    assert first.mask() is second.mask()
+    assert not other.mask().equal(first.mask())
+
+
+def test_mask_pool_lets_the_least_recently_used_go_and_keeps_colliding_masks_apart(vocab):
+    """A pool past its bound drops the masks used longest ago (a mask asked for again is made anew);
+    masks whose hashes collide are kept apart, each found by its bits."""
+    from grammars.masking import token_bits
+    from grammars.masking.masks import MaskPool
+
+    pool = MaskPool(max_masks=2)
+    sets = [token_bits.identity(token_bits.from_ids(np.array([i, 1000 + i]), vocab.size)) for i in range(3)]
+    kept = [pool.get(*sets[i], vocab.size) for i in range(2)]
+    assert pool.get(*sets[0], vocab.size) is kept[0]  # used last now: the other one goes first
+    third = pool.get(*sets[2], vocab.size)
+    assert pool.held() == (2, 2 * (vocab.size + len(sets[0][1])))
+    assert pool.get(*sets[0], vocab.size) is kept[0] and pool.get(*sets[2], vocab.size) is third
+    assert pool.get(*sets[1], vocab.size) is not kept[1]
+    assert np.flatnonzero(pool.get(*sets[1], vocab.size).allowed).tolist() == [1, 1001]
+    colliding = MaskPool(max_masks=4)
+    apart = [colliding.get(7, packed, vocab.size) for _, packed in sets]
+    assert [colliding.get(7, packed, vocab.size) for _, packed in sets] == apart
+    assert [np.flatnonzero(mask.allowed).tolist() for mask in apart] == [[0, 1000], [1, 1001], [2, 1002]]
+
+
 def test_states_with_equal_masks_share_one_tensor(vocab, hf_tokenizer):
     """The tensor of a mask is made once per distinct mask array (`MaskTable._tensor`): states with
     equal masks (the insides of two string items) get one tensor, which shares the array's memory; a
