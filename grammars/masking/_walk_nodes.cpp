@@ -29,8 +29,7 @@ bool Walk::finish(PyObject* tables, PyObject* fill) {
         work.swap(parked);
         parked.clear();
         loops.forget_undecided();  // rows were filled: decide again
-        missing.rows.clear();
-        missing.entries.clear();
+        missing.clear();
         for (const Parked& item : work) scan(t, item, state_at, missing);
         t.release();
         if (!missing.empty() && !ask(fill, missing)) return false;
@@ -73,7 +72,7 @@ void Walk::scan(const Tables& t, const Parked& item, std::vector<int32_t>& state
         if (next == kDead) {
             if (!t.has_successor(state, byte)) {
                 parked.push_back({node, state});
-                missing.entries.push_back(static_cast<int64_t>(state) * 256 + byte);
+                missing.ask_entry(static_cast<int64_t>(state) * 256 + byte);
             } else if (t.accepts[state]) {
                 boundaries.add(state, depth - 1, node);
             }
