@@ -40,12 +40,15 @@ EXTENSIONS = [
     Extension(
         "grammars.masking._walk",
         [f"grammars/masking/_walk_{unit}.cpp" for unit in ("trie", "nodes", "settle", "masks", "module")],
-        depends=["grammars/masking/_walk.h"],
+        depends=["grammars/masking/_walk.h", "grammars/core/_lexer_filler.h"],
         extra_compile_args=["-O3", "-std=c++17"],
     ),
     # Derivatives of lexer terms (rows of the lazy lexer DFA): plain CPython API as well.
     Extension(
-        "grammars.core._derivatives", ["grammars/core/_derivatives.cpp"], extra_compile_args=["-O3", "-std=c++17"]
+        "grammars.core._derivatives",
+        ["grammars/core/_derivatives.cpp"],
+        depends=["grammars/core/_lexer_filler.h"],
+        extra_compile_args=["-O3", "-std=c++17"],
     ),
     # The parser's configurations (advance, join, stack expansion): plain CPython API as well.
     Extension("grammars.core._parser", ["grammars/core/_parser.cpp"], extra_compile_args=["-O3", "-std=c++17"]),

@@ -33,6 +33,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include "_lexer_filler.h"
+
 namespace {
 
 // Term kinds: the values of byte_regex.K_*.
@@ -1336,7 +1338,8 @@ struct RowTables {
     }
 
     // The node in the books of `state`, whose row is to be written: -1 where it is written already, -2
-    // where the state has no node (appended to `without_node`); throws PythonError for a state past the tables.
+    // where the state has no node (appended to `without_node` unless that is null); throws PythonError
+    // for a state past the tables.
     long long node_to_fill(StoreObject* self, const Books& books, long long state, PyObject* without_node) const {
         if (state < 0 || state >= has_row.count()) {
             PyErr_Format(PyExc_IndexError, "fill: no lexer state %lld in the tables", state);
@@ -1347,7 +1350,7 @@ struct RowTables {
         if (key == nullptr) throw PythonError{};
         PyObject* node_object = PyDict_GetItemWithError(books.node_of_sid, key);  // borrowed
         const bool missing = node_object == nullptr && !PyErr_Occurred();
-        const bool kept = missing && PyList_Append(without_node, key) == 0;
+        const bool kept = missing && (without_node == nullptr || PyList_Append(without_node, key) == 0);
         Py_DECREF(key);
         if (kept) return -2;
         if (node_object == nullptr) throw PythonError{};
@@ -1374,6 +1377,20 @@ struct RowTables {
         }
         if (whole) has_row.data<uint8_t>()[state] = 1;
         return next;
+    }
+
+    // Writes the successor of `node` (the node of `state`) on `byte` with the rest of its derivative class
+    // where it is not written yet, and the whole row where that successor is `state` itself: a state that
+    // loops (inside a string, say) gets its whole row, as the walk takes a subtree that stays inside at
+    // once where a state's row loops on every text byte (`Loops` in _walk.h). Returns the successor, -1
+    // where the books ran out of room.
+    int32_t write_entry(Store& store, Books& books, long long state, int32_t node, int byte, PyObject* check) {
+        const uint64_t* written = has_entry.data<uint64_t>() + state * 4;
+        if ((written[byte >> 6] >> (byte & 63)) & 1) return trans.data<int32_t>()[state * 256 + byte];
+        const std::vector<Bits>& parts = store.classes(node);
+        const Bits part = *std::find_if(parts.begin(), parts.end(), [&](const Bits& p) { return p.has(byte); });
+        const int32_t next = write_class(store, books, state, node, part, check);
+        return next < 0 || (next == state && !write_row(store, books, state, node, check)) ? -1 : next;
     }
 
     // Writes the classes of `node`'s row not written yet (`fill`'s row). False where the books run out of room.
@@ -1450,18 +1467,97 @@ PyObject* store_fill_entries(StoreObject* self, PyObject* args) {
                            state = entry >> 8;
                            node = tables.node_to_fill(self, books, state, without_node);
                        }
-                       const int byte = static_cast<int>(entry & 255);
-                       const uint64_t* written = tables.has_entry.data<uint64_t>() + state * 4;
-                       if (node < 0 || (written[byte >> 6] >> (byte & 63)) & 1) return true;
-                       const std::vector<Bits>& parts = store.classes(static_cast<int32_t>(node));
-                       const Bits part =
-                           *std::find_if(parts.begin(), parts.end(), [&](const Bits& p) { return p.has(byte); });
-                       const int32_t next = tables.write_class(store, books, state, static_cast<int32_t>(node), part, check);
-                       // A state that loops (inside a string, say) gets its whole row: the walk takes a subtree
-                       // that stays inside at once where a state's row loops on every text byte (`Loops`).
-                       return next >= 0 && (next != state ||
-                                            tables.write_row(store, books, state, static_cast<int32_t>(node), check));
+                       return node < 0 || tables.write_entry(store, books, state, static_cast<int32_t>(node),
+                                                             static_cast<int>(entry & 255), check) >= 0;
                    });
+}
+
+// The context of a walk filler (`_lexer_filler.h`): the tables and books it writes, held (with their
+// views) for as long as the capsule lives.
+struct FillerContext {
+    stencil_lexer::LexerFiller api{};
+    StoreObject* self = nullptr;
+    PyObject* objects[5] = {};  // trans, has_row, has_entry, books, check: references held
+    Books books;
+    RowTables tables;
+    PyObject* check = Py_None;
+
+    ~FillerContext() {
+        for (PyObject* object : objects) Py_XDECREF(object);
+        Py_XDECREF(reinterpret_cast<PyObject*>(self));
+    }
+
+    // `write(node)` for `state`'s node, as the filler functions answer: its result where the state has a
+    // node and no row yet, `written` where the row is written, kCannot / kFailed otherwise.
+    template <typename Write>
+    int32_t filled(long long state, int32_t written, Write write) {
+        try {
+            const long long node = tables.node_to_fill(self, books, state, nullptr);
+            if (node == -1) return written;
+            return node < 0 ? stencil_lexer::kCannot : write(static_cast<int32_t>(node));
+        } catch (const TooDeep&) {
+            return stencil_lexer::kCannot;  // Python's fill names the terminal nested too deeply
+        } catch (const PythonError&) {
+            return stencil_lexer::kFailed;
+        } catch (const std::bad_alloc&) {
+            PyErr_NoMemory();
+            return stencil_lexer::kFailed;
+        }
+    }
+
+    static int32_t fill_entry(void* context, int32_t state, uint8_t byte) {
+        auto& c = *static_cast<FillerContext*>(context);
+        return c.filled(state, state < c.tables.has_row.count() ? c.tables.trans.data<int32_t>()[state * 256LL + byte] : 0,
+                        [&](int32_t node) {
+                            const int32_t next = c.tables.write_entry(*c.self->store, c.books, state, node, byte, c.check);
+                            return next < 0 ? stencil_lexer::kCannot : next;
+                        });
+    }
+
+    static int32_t fill_row(void* context, int32_t state) {
+        auto& c = *static_cast<FillerContext*>(context);
+        return c.filled(state, 0, [&](int32_t node) {
+            return c.tables.write_row(*c.self->store, c.books, state, node, c.check) ? 0 : stencil_lexer::kCannot;
+        });
+    }
+};
+
+void delete_filler(PyObject* capsule) {
+    delete static_cast<FillerContext*>(PyCapsule_GetContext(capsule));
+}
+
+// walk_filler(trans, has_row, has_entry, books, check) -> capsule: the `LexerFiller` (`_lexer_filler.h`)
+//   through which the compiled walk writes, as `fill_entries` and `fill` would, the transitions it meets
+//   missing, into these tables and books: valid while the caller holds the lexer's lock and no other
+//   call fills them.
+PyObject* store_walk_filler(StoreObject* self, PyObject* args) {
+    PyObject *trans_object, *has_row_object, *has_entry_object, *books_object, *check;
+    if (!PyArg_ParseTuple(args, "OOOO!O", &trans_object, &has_row_object, &has_entry_object, &PyTuple_Type,
+                          &books_object, &check))
+        return nullptr;
+    auto* context = new (std::nothrow) FillerContext();
+    if (context == nullptr) return PyErr_NoMemory();
+    PyObject* held[5] = {trans_object, has_row_object, has_entry_object, books_object, check};
+    for (int i = 0; i < 5; ++i) {
+        Py_INCREF(held[i]);
+        context->objects[i] = held[i];
+    }
+    Py_INCREF(self);
+    context->self = self;
+    context->check = check;
+    context->api = {context, &FillerContext::fill_entry, &FillerContext::fill_row};
+    if (!context->books.take(books_object) ||
+        !context->tables.take(trans_object, has_row_object, has_entry_object, "walk_filler")) {
+        delete context;
+        return nullptr;
+    }
+    PyObject* capsule = PyCapsule_New(&context->api, stencil_lexer::kFillerCapsule, delete_filler);
+    if (capsule == nullptr || PyCapsule_SetContext(capsule, context) != 0) {
+        Py_XDECREF(capsule);  // its destructor has no context yet: deleted here
+        delete context;
+        return nullptr;
+    }
+    return capsule;
 }
 
 PyObject* bytes_of(const std::vector<int32_t>& values) {
@@ -1519,6 +1615,9 @@ PyMethodDef store_methods[] = {
     {"fill_entries", reinterpret_cast<PyCFunction>(store_fill_entries), METH_VARARGS,
      "Single transitions (state * 256 + byte) written to the lexer's tables with their derivative classes: "
      "(entries, trans, has_row, has_entry, books, check) -> states without a node."},
+    {"walk_filler", reinterpret_cast<PyCFunction>(store_walk_filler), METH_VARARGS,
+     "A capsule through which the compiled walk writes the transitions it lacks to the lexer's tables in place: "
+     "(trans, has_row, has_entry, books, check) -> capsule."},
     {"is_empty", reinterpret_cast<PyCFunction>(store_is_empty), METH_VARARGS,
      "Whether a node matches no string (None: undecided), as byte_regex.is_empty."},
     {"clamp", reinterpret_cast<PyCFunction>(store_clamp), METH_VARARGS,

@@ -333,21 +333,41 @@ class LexerTables:
             ConstraintLimitError: a new state would pass `max_states`.
         """
         while True:
-            books = (
-                self._sid_of_node,
-                self._node_of_sid,
-                self._terms,
-                self.rows,
-                self._accepting_tags,
-                self.accepting,
-                self.max_states,
-            )
-            result = number(books)
+            result = number(self._books())
             if result is not None:
                 return result
             if self.num_states >= self.max_states:
                 raise ConstraintLimitError(f"the lexer exceeded its budget of {self.max_states} states")
             self._grow()
+
+    def _books(self) -> tuple[object, ...]:
+        """The books compiled calls enter new states in (`Books` in _derivatives.cpp)."""
+        return (
+            self._sid_of_node,
+            self._node_of_sid,
+            self._terms,
+            self.rows,
+            self._accepting_tags,
+            self.accepting,
+            self.max_states,
+        )
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock every change to the tables and books is made under (reentrant)."""
+        return self._lock
+
+    def walk_filler(self, check: Check) -> object | None:
+        """The capsule through which a compiled vocabulary walk has the transitions it lacks written to
+        the tables in place as it meets them (`Store.walk_filler`, `_lexer_filler.h`), or None where the
+        derivatives are not compiled. The caller holds `lock` for as long as the walk uses it: it writes to
+        the tables and books of now, and the walk drops it once its Python `fill` has run (which may grow
+        them)."""
+        compiled = self._store()
+        if compiled is None:
+            return None
+        calls = None if check is no_check else check  # None: no Python call per derivative
+        return compiled.store.walk_filler(self.trans, self.has_row, self.has_entry, self._books(), calls)
 
     # ---- rows ---------------------------------------------------------------------------------
     def row(self, sid: int, check: Check = no_check) -> tuple[int, ...]:

@@ -19,6 +19,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "../core/_lexer_filler.h"
+
 namespace stencil_walk {
 
 
@@ -308,11 +310,13 @@ struct Loops {
     // Whether every plain byte leads `state` back to it: `plain[state]` once decided, else decided here.
     // A state whose row is not known yet answers false (its subtrees are walked node by node) until
     // rows are filled (`forget_undecided`), so a walk reads `plain` alone for every node but the first
-    // of each state.
-    bool on_plain(const Tables& t, int32_t state) {
+    // of each state. Where the walk fills rows as it goes (`filling`), that answer is not kept: the row
+    // may be written a node later.
+    bool on_plain(const Tables& t, int32_t state, bool filling) {
         if (static_cast<int64_t>(plain.size()) <= state) plain.resize(state + 1, -1);
         if (plain[state] < 0) {
             if (state >= t.num_states || !t.known[state]) {
+                if (filling) return false;
                 plain[state] = 0;
                 unknown_rows.push_back(state);
                 return false;
@@ -328,12 +332,13 @@ struct Loops {
 
     // Whether every UTF-8 text character (`utf8_next`) leads from `state` back to it, through live
     // states: then a subtree whose bytes are such text, its tokens perhaps ending inside a character,
-    // stays inside. kLoops, kNoLoop, or a state whose row the answer needs first (the walk parks the
-    // node and has it computed: the states inside characters may be rows no token has needed yet).
-    // Asked only where `state` loops on plain bytes, which most states fail at their first one.
-    int32_t on_text(const Tables& t, int32_t state) {
+    // stays inside. kLoops, kNoLoop, or a state whose row the answer needs first (the walk has it
+    // computed, parking the node where it cannot at once: the states inside characters may be rows no
+    // token has needed yet; `again` decides anew after such a row is written). Asked only where
+    // `state` loops on plain bytes, which most states fail at their first one.
+    int32_t on_text(const Tables& t, int32_t state, bool again = false) {
         if (static_cast<int64_t>(text.size()) <= state) text.resize(state + 1, kUnknown);
-        if (text[state] == kUnknown) {
+        if (text[state] == kUnknown || again) {
             text[state] = text_loop(t, state);
             decided_text.push_back(state);
             if (text[state] >= 0) undecided.push_back(state);
@@ -429,6 +434,9 @@ class Missing {
     std::array<int64_t, 1 << kRecentBits> recent_;
 };
 
+// The `LexerFiller` in `object` (a capsule of `Store.walk_filler`), or null for None (false: an error is set).
+bool filler_of(PyObject* object, const stencil_lexer::LexerFiller*& filler);
+
 // One walk's results so far, and the nodes parked where a transition is not known yet.
 struct Walk {
     const Trie& trie;
@@ -436,6 +444,10 @@ struct Walk {
     Inside inside;
     Boundaries boundaries;
     std::vector<Parked> parked;
+    // Where set, missing transitions are written as the walk meets them, in C++; a node is parked only
+    // where it cannot write one. Dropped once `fill` has run: Python may have grown the tables it writes.
+    const stencil_lexer::LexerFiller* filler = nullptr;
+    bool failed = false;  // the filler set an error: the walk stops
 
     // Walks the parked nodes' subtrees to their ends, asking `fill` for missing transitions (false: an
     // error is set).
@@ -443,8 +455,15 @@ struct Walk {
 
     // Walks the subtree of `item.node` in preorder, one pass over its nodes: a node whose byte the
     // lexer cannot take skips its subtree (a boundary, or dead), one whose transition is not known yet
-    // parks it.
+    // (and that the filler cannot write) parks it.
     void scan(const Tables& t, const Parked& item, std::vector<int32_t>& state_at, Missing& missing);
+
+    // The successor of `state` on `byte`, which `t` lacks, from the filler: kCannot where there is none
+    // or it cannot (`failed` where it set an error).
+    int32_t fill_entry(int32_t state, uint8_t byte);
+
+    // `loops.on_text(state)`, with the rows it needs written by the filler where it can.
+    int32_t text_loop(const Tables& t, int32_t state);
 
     // Asks `fill(rows, entries)` for the `missing` rows and transitions (each list sorted and distinct).
     static bool ask(PyObject* fill, Missing& missing);

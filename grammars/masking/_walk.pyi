@@ -8,6 +8,7 @@ def build_trie(data: np.ndarray, starts: np.ndarray, /) -> tuple[bytes, bytes, b
 def walk_nodes(
     tables: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
     fill: Callable[[list[int], list[int]], object],
+    filler: object,
     trie: tuple[np.ndarray, ...],
     nodes: np.ndarray,
     sid: int,
@@ -16,6 +17,7 @@ def walk_nodes(
 def walk_vocabulary(
     tables: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
     fill: Callable[[list[int], list[int]], object],
+    filler: object,
     trie: tuple[np.ndarray, ...],
     nodes: np.ndarray,
     sid: int,

@@ -183,7 +183,10 @@ def walk_nodes(trie: TokenTrie, lexer: LexerTables, sid: int, nodes: np.ndarray,
         IndexError: a node is the root or not in the trie.
     """
     nodes = np.ascontiguousarray(nodes, dtype=np.int64)
-    inside, groups = _native().walk_nodes(lexer.tables, row_filler(lexer, check), trie.tables, nodes, sid)
+    with lexer.lock:  # the filler writes the tables of now
+        inside, groups = _native().walk_nodes(
+            lexer.tables, row_filler(lexer, check), lexer.walk_filler(check), trie.tables, nodes, sid
+        )
     return RowWalk(np.frombuffer(inside, dtype=np.int64), _groups(groups))
 
 
@@ -412,24 +415,24 @@ def _store(
 
 def _walk_vocabulary(vocab: Vocabulary, lexer: LexerTables, sid: int, check: Check) -> StateWalk:
     arrays = vocab.walk_arrays
-    extends = lexer.live_bytes(sid, check)
     if native_walk is not None:
         trie = token_trie(arrays)
-        nodes = trie.first_nodes[extends[trie.first_bytes]]
-        filler = row_filler(lexer, check)
-        inside, groups = native_walk.walk_vocabulary(
-            lexer.tables,
-            filler,
-            trie.tables,
-            nodes,
-            sid,
-            trie.ordered_ids,
-            trie.row_bits,
-            vocab.size,
-        )
+        with lexer.lock:  # the filler writes the tables of now
+            inside, groups = native_walk.walk_vocabulary(
+                lexer.tables,
+                row_filler(lexer, check),
+                lexer.walk_filler(check),
+                trie.tables,
+                trie.first_nodes,  # the walk keeps those whose byte `sid` takes
+                sid,
+                trie.ordered_ids,
+                trie.row_bits,
+                vocab.size,
+            )
         boundaries = _groups(groups)
         origins = tuple(before for before, _, _ in boundaries)
         return StateWalk(sid, np.frombuffer(inside, dtype=token_bits.WORD), boundaries, sid, origins)
+    extends = lexer.live_bytes(sid, check)
     rows = advance_rows_reference(arrays, lexer, sid, arrays.rows_starting_with(extends), 0, check)
     inside = token_bits.from_ids(arrays.ids[rows.inside_rows], vocab.size)
     origins = tuple(before for before, _, _ in rows.boundaries)

@@ -1,8 +1,10 @@
 """The compiled vocabulary walk (`grammars/masking/_walk_nodes.cpp`) against its numpy reference.
 
-Both walk the same lazy lexer; the compiled one walks the vocabulary's byte trie, parks subtrees at
-states without a row and resumes them once Python has computed the rows, so these tests start from
-fresh lexers with tiny tables (every row missing, the tables reallocated many times during a walk).
+Both walk the same lazy lexer; the compiled one walks the vocabulary's byte trie and has the
+transitions it lacks written in place as it meets them (its filler), or, where the filler cannot (a
+new state past the tables' room), parks subtrees and resumes them once Python has computed the rows.
+So these tests start from fresh lexers with tiny tables (every row missing, the tables reallocated
+many times during a walk), and some from fresh lexers with room (every transition written in place).
 Its boundary groups hold trie nodes: they are compared as the token rows of those subtrees.
 """
 
@@ -48,14 +50,33 @@ FREE_TEXT_SCHEMA = {"type": "array", "items": {"type": "string"}}
 FREE_TEXT_INSTANCE = ['Hello, world: "quoted" \u00e9t\u00e9 \\ tab\t', "x"]
 
 
-def fresh_lexer(monkeypatch: pytest.MonkeyPatch) -> lexer_module.LexerTables:
-    """A new lexer generation for automata built next, its tables shrunk to one state so that
-    walks allocate rows, and grow the tables, as they go."""
+def fresh_lexer(monkeypatch: pytest.MonkeyPatch, tiny: bool = True) -> lexer_module.LexerTables:
+    """A new lexer generation for automata built next, its tables shrunk to one state (where `tiny`)
+    so that walks allocate rows, and grow the tables, as they go."""
     tables = lexer_module.LexerTables()
-    tables.trans, tables.has_row, tables.has_entry = tables.trans[:1].copy(), tables.has_row[:1], tables.has_entry[:1]
-    tables.accepting = tables.accepting[:1]
+    if tiny:
+        tables.trans, tables.has_row = tables.trans[:1].copy(), tables.has_row[:1]
+        tables.has_entry, tables.accepting = tables.has_entry[:1], tables.accepting[:1]
     monkeypatch.setattr(lexer_module, "_current", tables)
     return tables
+
+
+def count_python_fills(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the calls of the compiled walks' Python `fill` (`token_walk.row_filler`) from now on."""
+    calls = [0]
+    make = token_walk.row_filler
+
+    def counted(lexer, check):
+        fill = make(lexer, check)
+
+        def counting(rows, entries):
+            calls[0] += 1
+            fill(rows, entries)
+
+        return counting
+
+    monkeypatch.setattr(token_walk, "row_filler", counted)
+    return calls
 
 
 def canonical(walk: RowWalk, trie: TokenTrie | None = None) -> tuple[list[int], dict[tuple[int, int], list[int]]]:
@@ -87,17 +108,41 @@ def test_missing_extension_is_logged(monkeypatch, caplog):
     ("schema", "instance"),
     [(SCHEMAS[name], INSTANCES[name]) for name in sorted(SCHEMAS)] + [(FREE_TEXT_SCHEMA, FREE_TEXT_INSTANCE)],
 )
-def test_walks_match_reference_from_cold_lexer(schema, instance, vocab, monkeypatch):
+@pytest.mark.parametrize("tiny", [True, False], ids=["tiny tables", "roomy tables"])
+def test_walks_match_reference_from_cold_lexer(schema, instance, tiny, vocab, monkeypatch):
     """From every lexer state along a valid instance: whole-vocabulary walks, and walks from the
     middle of tokens (as boundary settling runs them)."""
-    assert_walks_match_reference(schema, instance, vocab, monkeypatch)
+    assert_walks_match_reference(schema, instance, vocab, monkeypatch, tiny)
+
+
+@pytest.mark.parametrize(
+    ("schema", "instance"),
+    [(SCHEMAS[name], INSTANCES[name]) for name in sorted(SCHEMAS)] + [(FREE_TEXT_SCHEMA, FREE_TEXT_INSTANCE)],
+)
+def test_a_walk_with_room_writes_what_it_lacks_in_place(schema, instance, vocab, monkeypatch):
+    """Where the tables have room for every state a walk numbers, the compiled walks from every state
+    along an instance have all the transitions and rows they lack written in C++ as they meet them
+    (the filler): Python's `fill` is never called, yet rows and single transitions are computed."""
+    lexer = fresh_lexer(monkeypatch, tiny=False)
+    automaton = grammars.compile(schema, cache=False).automaton
+    trie = token_trie(vocab.walk_arrays)
+    python_fills = count_python_fills(monkeypatch)
+    state = automaton.initial
+    for byte in json.dumps(instance).encode():
+        sid = automaton.lexer_start(state[0]) if state[1] is None else state[1]
+        token_walk._walk_vocabulary(vocab, lexer, sid, no_check)
+        walk_nodes(trie, lexer, sid, trie.first_nodes, no_check)
+        state = automaton.walk(state, bytes([byte]))
+    assert python_fills == [0]
+    states = lexer.num_states
+    assert lexer.has_row[:states].any() and (lexer.has_entry[:states].any(axis=1) & ~lexer.has_row[:states]).any()
 
 
 def test_a_cold_walk_computes_only_the_transitions_its_tokens_take(vocab, monkeypatch):
-    """The compiled walk asks for single transitions (`LexerTables.fill_entries`), each written with its
-    derivative class: from every state along an instance, a fresh lexer's walks equal those of a lexer
-    whose rows are all computed whole (boundaries compared by the terms of their states), numbering
-    fewer states, and leave rows with some transitions written and the rest not."""
+    """The compiled walk asks for single transitions (its filler, or `LexerTables.fill_entries`), each
+    written with its derivative class: from every state along an instance, a fresh lexer's walks equal
+    those of a lexer whose rows are all computed whole (boundaries compared by the terms of their
+    states), numbering fewer states, and leave rows with some transitions written and the rest not."""
 
     def walks(whole_rows: bool) -> tuple[lexer_module.LexerTables, list]:
         lexer = fresh_lexer(monkeypatch)
@@ -106,6 +151,7 @@ def test_a_cold_walk_computes_only_the_transitions_its_tokens_take(vocab, monkey
             monkeypatch.setattr(
                 lexer, "fill_entries", lambda entries, check: whole(sorted({e >> 8 for e in entries}), check)
             )
+            monkeypatch.setattr(lexer, "walk_filler", lambda check: None)
         automaton = grammars.compile(SCHEMAS["object"], cache=False).automaton
         state, results = automaton.initial, []
         for byte in json.dumps(INSTANCES["object"]).encode():
@@ -145,8 +191,9 @@ UTF8_TOKENS = [
 ]
 
 
+@pytest.mark.parametrize("tiny", [True, False], ids=["tiny tables", "roomy tables"])
 @pytest.mark.parametrize("padding", [0, 5])
-def test_walks_over_utf8_text_match_reference(padding, monkeypatch):
+def test_walks_over_utf8_text_match_reference(padding, tiny, monkeypatch):
     """On a vocabulary of UTF-8 edge cases, from strings that take any text, only ASCII, at most
     three characters or a few non-ASCII ones: the compiled walk's whole-subtree steps over text agree
     with the numpy walk token by token (masks wider than the tokens too)."""
@@ -162,7 +209,7 @@ def test_walks_over_utf8_text_match_reference(padding, monkeypatch):
     }
     instance = {"free": "\u00e9\u20ac\U0001f600 x", "ascii": "ab c", "short": "\u00e9a", "accents": "\u00e9\u20acb"}
     instance["names"] = ["caf\u00e9"]
-    assert assert_walks_match_reference(schema, instance, utf8_vocabulary(padding), monkeypatch)
+    assert assert_walks_match_reference(schema, instance, utf8_vocabulary(padding), monkeypatch, tiny)
 
 
 def utf8_vocabulary(padding: int = 0) -> Vocabulary:
@@ -172,10 +219,12 @@ def utf8_vocabulary(padding: int = 0) -> Vocabulary:
     return Vocabulary([*tokens, None], [len(tokens)], size=len(tokens) + 1 + padding)
 
 
-def assert_walks_match_reference(schema: dict, instance: object, vocab: Vocabulary, monkeypatch) -> int:
-    """The compiled and numpy walks agree from every lexer state along `instance`, from a fresh lexer;
-    returns how many of the whole-vocabulary walks had most tokens inside."""
-    lexer = fresh_lexer(monkeypatch)
+def assert_walks_match_reference(
+    schema: dict, instance: object, vocab: Vocabulary, monkeypatch, tiny: bool = True
+) -> int:
+    """The compiled and numpy walks agree from every lexer state along `instance`, from a fresh lexer
+    (with `tiny` tables); returns how many of the whole-vocabulary walks had most tokens inside."""
+    lexer = fresh_lexer(monkeypatch, tiny)
     automaton = grammars.compile(schema, cache=False).automaton
     assert automaton.lexer is lexer
     sids = []
@@ -229,10 +278,9 @@ def test_a_walk_run_inside_another_walks_row_callback_walks_alike(vocab, monkeyp
         assert state is not None and state[1] is not None
         return lexer, state[1]
 
-    def walk(lexer: lexer_module.LexerTables, sid: int, fill) -> tuple[bytes, list]:
-        nodes = trie.first_nodes[lexer.live_bytes(sid, no_check)[trie.first_bytes]]
+    def walk(lexer: lexer_module.LexerTables, sid: int, fill) -> tuple[bytes, list]:  # no filler: `fill` does all
         bits, groups = token_walk.native_walk.walk_vocabulary(
-            lexer.tables, fill, trie.tables, nodes, sid, trie.ordered_ids, trie.row_bits, vocab.size
+            lexer.tables, fill, None, trie.tables, trie.first_nodes, sid, trie.ordered_ids, trie.row_bits, vocab.size
         )
         return bytes(bits), sorted(
             (position, sorted(trie.subtree_rows(np.frombuffer(members, dtype=np.int64)).tolist()))
@@ -318,8 +366,11 @@ def is_text(data: bytes) -> bool:
     return all(ord(c) >= 0x80 or (0x20 <= ord(c) < 0x7F and c not in '"\\') for c in text)
 
 
-def test_budget_stops_compiled_walk(vocab, monkeypatch):
-    lexer = fresh_lexer(monkeypatch)
+@pytest.mark.parametrize("tiny", [True, False], ids=["tiny tables", "roomy tables"])
+def test_budget_stops_compiled_walk(tiny, vocab, monkeypatch):
+    """A deadline check that raises stops the walk with its error, whether Python's fill or the
+    compiled filler called it."""
+    lexer = fresh_lexer(monkeypatch, tiny)
     automaton = grammars.compile(SCHEMAS["object"], cache=False).automaton
     calls = 0
 
@@ -331,8 +382,14 @@ def test_budget_stops_compiled_walk(vocab, monkeypatch):
 
     sid = automaton.lexer_start(automaton.initial[0])
     trie = token_trie(vocab.walk_arrays)
+    python_fills = count_python_fills(monkeypatch)
     with pytest.raises(ConstraintLimitError, match="out of time"):
         walk_nodes(trie, lexer, sid, trie.first_nodes, check)
+    assert calls == 3 and (tiny or python_fills == [0])
+    # What the walk wrote before it stopped stands: the walk without a deadline equals the reference.
+    assert canonical(walk_nodes(trie, lexer, sid, trie.first_nodes, no_check), trie) == canonical(
+        advance_rows_reference(vocab.walk_arrays, lexer, sid, np.arange(len(vocab.walk_arrays.ids)), 0, no_check)
+    )
 
 
 @pytest.mark.parametrize("node", [0, -1, "past the end"])
