@@ -1507,11 +1507,12 @@ struct FillerContext {
 
     static int32_t fill_entry(void* context, int32_t state, uint8_t byte) {
         auto& c = *static_cast<FillerContext*>(context);
-        return c.filled(state, state < c.tables.has_row.count() ? c.tables.trans.data<int32_t>()[state * 256LL + byte] : 0,
-                        [&](int32_t node) {
-                            const int32_t next = c.tables.write_entry(*c.self->store, c.books, state, node, byte, c.check);
-                            return next < 0 ? stencil_lexer::kCannot : next;
-                        });
+        const bool in_tables = state < c.tables.has_row.count();  // else `filled` raises IndexError
+        const int32_t written = in_tables ? c.tables.trans.data<int32_t>()[state * 256LL + byte] : 0;
+        return c.filled(state, written, [&](int32_t node) {
+            const int32_t next = c.tables.write_entry(*c.self->store, c.books, state, node, byte, c.check);
+            return next < 0 ? stencil_lexer::kCannot : next;
+        });
     }
 
     static int32_t fill_row(void* context, int32_t state) {

@@ -168,10 +168,13 @@ PyObject* sorted_list(std::vector<T>& values) {
 }  // namespace
 
 bool filler_of(PyObject* object, const stencil_lexer::LexerFiller*& filler) {
-    filler = object == Py_None
-                 ? nullptr
-                 : static_cast<const stencil_lexer::LexerFiller*>(PyCapsule_GetPointer(object, stencil_lexer::kFillerCapsule));
-    return object == Py_None || filler != nullptr;
+    if (object == Py_None) {
+        filler = nullptr;
+        return true;
+    }
+    void* pointer = PyCapsule_GetPointer(object, stencil_lexer::kFillerCapsule);
+    filler = static_cast<const stencil_lexer::LexerFiller*>(pointer);
+    return filler != nullptr;
 }
 
 bool Walk::ask(PyObject* fill, Missing& missing) {
@@ -203,7 +206,8 @@ bool start(Walk& walk, PyObject* nodes_object, int sid, PyObject* tables = nullp
             return false;
         }
         if (!t.known[sid]) {
-            const int32_t filled = walk.filler == nullptr ? stencil_lexer::kCannot : walk.filler->fill_row(walk.filler->context, sid);
+            const stencil_lexer::LexerFiller* filler = walk.filler;
+            const int32_t filled = filler == nullptr ? stencil_lexer::kCannot : filler->fill_row(filler->context, sid);
             if (filled == stencil_lexer::kFailed) return false;
             if (filled == stencil_lexer::kCannot) {
                 t.release();
@@ -222,7 +226,8 @@ bool start(Walk& walk, PyObject* nodes_object, int sid, PyObject* tables = nullp
             PyErr_SetString(PyExc_IndexError, "walk: a trie node out of range (or the root)");
             return false;
         }
-        if (!live || t.next_of[static_cast<int64_t>(sid) * 256 + walk.trie.byte[node]] != kDead) walk.parked.push_back({node, sid});
+        if (!live || t.next_of[static_cast<int64_t>(sid) * 256 + walk.trie.byte[node]] != kDead)
+            walk.parked.push_back({node, sid});
     }
     return true;
 }
@@ -247,13 +252,15 @@ PyObject* walk_nodes(PyObject*, PyObject* args) {
     if (!trie.take(trie_object)) return nullptr;
     LoopsLease lease;
     Walk walk{trie, lease.loops(), {}, {}, {}};
-    if (!filler_of(filler, walk.filler) || !start(walk, nodes_object, sid) || !walk.finish(tables, fill)) return nullptr;
+    if (!filler_of(filler, walk.filler) || !start(walk, nodes_object, sid) || !walk.finish(tables, fill))
+        return nullptr;
     return Py_BuildValue("(NN)", bytes_of(walk.inside.rows(trie.order)), walk.boundaries.to_list());
 }
 
 // walk_vocabulary(tables, fill, filler, trie, nodes, sid, ordered_ids, row_bits, size)
 //   As walk_nodes from the root's children `nodes`, those whose byte leads `sid` to a live state (a
-//   token whose first byte ends the lexeme is the caller's), with `sid`'s row written first; and with the inside tokens as a token set (`ordered_ids`: the int64 id of each row in
+//   token whose first byte ends the lexeme is the caller's), with `sid`'s row written first; and with
+//   the inside tokens as a token set (`ordered_ids`: the int64 id of each row in
 //   trie order, ids[order], read in order along the inside ranges; `row_bits`: the ids in
 //   `ordered_ids` as a set of bits, bit id % 64 of uint64 word id / 64, at most (size + 63) / 64
 //   words): returns (the inside tokens as such a set of (size + 63) / 64 words in bytes,
@@ -263,8 +270,8 @@ PyObject* walk_vocabulary(PyObject*, PyObject* args) {
     PyObject *tables, *fill, *filler, *trie_object, *nodes_object, *ids_object, *row_bits_object;
     int sid;
     Py_ssize_t size;
-    if (!PyArg_ParseTuple(args, "OOOOOiOOn", &tables, &fill, &filler, &trie_object, &nodes_object, &sid, &ids_object,
-                          &row_bits_object, &size))
+    if (!PyArg_ParseTuple(args, "OOOOOiOOn", &tables, &fill, &filler, &trie_object, &nodes_object, &sid,
+                          &ids_object, &row_bits_object, &size))
         return nullptr;
     Trie trie;
     View ids, row_bits;
