@@ -12,6 +12,7 @@ import codecs
 import json
 import random
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -364,6 +365,32 @@ def is_text(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return all(ord(c) >= 0x80 or (0x20 <= ord(c) < 0x7F and c not in '"\\') for c in text)
+
+
+@pytest.mark.parametrize("tiny", [True, False], ids=["tiny tables", "roomy tables"])
+def test_threads_walking_one_fresh_lexer_agree_with_one_thread(tiny, vocab, monkeypatch):
+    """Masks made by several threads at once over one fresh lexer, whose walks write transitions in
+    place under the lexer's lock (or, with tiny tables, park and have Python grow the tables), equal
+    those one thread makes over another fresh lexer."""
+    cases = [(SCHEMAS[name], INSTANCES[name]) for name in sorted(SCHEMAS)] + [(FREE_TEXT_SCHEMA, FREE_TEXT_INSTANCE)]
+
+    def masks_along(automaton, instance, table: MaskTable) -> list[bytes]:
+        state, found = automaton.initial, []
+        for byte in json.dumps(instance).encode():
+            found.append(table.allowed(state, no_check).tobytes())
+            state = automaton.walk(state, bytes([byte]))
+        return found
+
+    def tables() -> list[tuple[object, object, MaskTable]]:
+        fresh_lexer(monkeypatch, tiny)
+        own = copy_of(vocab)  # its own walk caches
+        automata = [grammars.compile(schema, cache=False).automaton for schema, _ in cases]
+        return [(a, instance, MaskTable(a, own)) for a, (_, instance) in zip(automata, cases)]
+
+    expected = [masks_along(*arguments) for arguments in tables()]
+    with ThreadPoolExecutor(len(cases)) as pool:
+        results = list(pool.map(lambda arguments: masks_along(*arguments), tables()))
+    assert results == expected
 
 
 @pytest.mark.parametrize("tiny", [True, False], ids=["tiny tables", "roomy tables"])
