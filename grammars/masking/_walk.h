@@ -463,7 +463,7 @@ struct Walk {
     int32_t fill_entry(int32_t state, uint8_t byte);
 
     // `loops.on_text(state)`, with the rows it needs written by the filler where it can.
-    int32_t text_loop(const Tables& t, int32_t state);
+    int32_t on_text(const Tables& t, int32_t state);
 
     // Asks `fill(rows, entries)` for the `missing` rows and transitions (each list sorted and distinct).
     static bool ask(PyObject* fill, Missing& missing);

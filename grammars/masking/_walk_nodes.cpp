@@ -51,7 +51,7 @@ int32_t Walk::fill_entry(int32_t state, uint8_t byte) {
     return next;
 }
 
-int32_t Walk::text_loop(const Tables& t, int32_t state) {
+int32_t Walk::on_text(const Tables& t, int32_t state) {
     int32_t text = loops.on_text(t, state);
     while (text >= 0 && filler != nullptr) {
         const int32_t filled = filler->fill_row(filler->context, text);
@@ -119,7 +119,7 @@ void Walk::scan(const Tables& t, const Parked& item, std::vector<int32_t>& state
         const bool plain_loop = (end > node + 1) & (plain == 1);  // implied by a text loop
         if (plain_loop) {
             const uint8_t below = text_below[node];
-            const int32_t text = below & kTextBelow ? text_loop(t, next) : Loops::kNoLoop;
+            const int32_t text = below & kTextBelow ? on_text(t, next) : Loops::kNoLoop;
             if (text >= 0) {  // undecided until the row of `text` is known
                 if (failed) return;
                 parked.push_back({node, state});
@@ -212,10 +212,9 @@ bool start(Walk& walk, PyObject* nodes_object, int sid, PyObject* tables = nullp
             if (filled == stencil_lexer::kCannot) {
                 t.release();
                 walk.filler = nullptr;  // as in `Walk::finish`
-                PyObject* result = PyObject_CallFunction(fill, "[i][]", sid);
-                if (result == nullptr) return false;
-                Py_DECREF(result);
-                if (!t.take(tables)) return false;
+                Missing row;
+                row.rows.push_back(sid);
+                if (!Walk::ask(fill, row) || !t.take(tables)) return false;
             }
         }
     }
