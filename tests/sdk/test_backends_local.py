@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import threading
 import time
 
@@ -39,7 +38,26 @@ async def test_updates_stream_tokens_and_end_with_the_output(engine: Engine) -> 
     assert_pool_whole(engine)
 
 
-async def test_closing_a_stream_midway_aborts_and_frees_at_once(engine: Engine) -> None:
+def hold_steps_until_aborted(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the prefill (whose last step gives a call's first update), the engine's decode steps wait
+    until no request is left (an abort): without this, a call could finish before the test closes it,
+    and rightly end whole."""
+    real_forward = engine.runner.forward
+
+    def forward_held_until_aborted(batch):
+        if not batch.is_prefill:
+            deadline = time.monotonic() + 60  # a liveness bound, not a timing check
+            while engine.has_unfinished_requests() and time.monotonic() < deadline:
+                time.sleep(0.001)
+        return real_forward(batch)
+
+    monkeypatch.setattr(engine.runner, "forward", forward_held_until_aborted)
+
+
+async def test_closing_a_stream_midway_aborts_and_frees_at_once(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hold_steps_until_aborted(engine, monkeypatch)
     backend = LocalBackend(engine)
     stream = backend.stream(request(max_tokens=300, constraint=DigitsConstraint(max_digits=400)))
     await stream.__anext__()
@@ -79,19 +97,7 @@ async def test_an_engine_failure_reaches_every_caller_and_the_thread_goes_on(eng
 
 
 async def test_close_ends_running_calls_with_closed_error(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_forward = engine.runner.forward
-    forwards = itertools.count()
-
-    def forward_held_until_aborted(batch):
-        """After the prefill (the first update), steps wait for `close` to abort the call: without
-        this, the call could finish before `close` and then rightly end without an error."""
-        if next(forwards):
-            deadline = time.monotonic() + 60  # a liveness bound, not a timing check
-            while engine.has_unfinished_requests() and time.monotonic() < deadline:
-                time.sleep(0.001)
-        return real_forward(batch)
-
-    monkeypatch.setattr(engine.runner, "forward", forward_held_until_aborted)
+    hold_steps_until_aborted(engine, monkeypatch)
     backend = LocalBackend(engine)
     stream = backend.stream(request(max_tokens=300, constraint=DigitsConstraint(max_digits=400)))
     await stream.__anext__()
