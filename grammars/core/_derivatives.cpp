@@ -996,22 +996,24 @@ bool bits_attribute(PyObject* term, Bits& bits) {
     return true;
 }
 
-// carry(term, term_of_node, generation_start, constants) -> int: the node of the byte_regex term
-//   `term`, interning the subterms not known here (`Store::carried`, by term id) in post-order, without
-//   recursion; each is remembered, and entered in `term_of_node` (node -> term) unless a twin is there.
-//   A term older than `generation_start` and not one of `constants` (a tuple) is carried with its id as
-//   origin (see the top of this file). In one call: carrying a node at a time from Python cost ~2 us a
-//   node, and a schema's terminals (a pattern's classes, a format) are carried when a mask first needs
-//   their lexer state, hundreds of nodes in one token mask. The ids known are kept here (`carried`):
-//   a Python dict of them cost ~15% of each node carried, and held an int pair per node.
+// carry(terms, term_of_node, generation_start, constants) -> [int]: the node of each byte_regex term of
+//   the tuple `terms`, interning the subterms not known here (`Store::carried`, by term id) in post-order,
+//   without recursion; each is remembered, and entered in `term_of_node` (node -> term) unless a twin is
+//   there. A term older than `generation_start` and not one of `constants` (a tuple) is carried with its
+//   id as origin (see the top of this file). In one call: carrying a node at a time from Python cost
+//   ~2 us a node, and a schema's terminals (a pattern's classes, a format) are carried when a mask first
+//   needs their lexer state, hundreds of nodes in one token mask; and a lexeme start carries all the
+//   lexemes it allows, known ones too (a call each cost ~0.15 us a term, 7 us for 50). The ids known are
+//   kept here (`carried`): a Python dict of them cost ~15% of each node carried, and held an int pair
+//   per node.
 PyObject* store_carry(StoreObject* self, PyObject* args) {
-    PyObject *root, *term_of_node, *constants;
+    PyObject *roots, *term_of_node, *constants;
     long long generation_start;
-    if (!PyArg_ParseTuple(args, "OO!LO!", &root, &PyDict_Type, &term_of_node, &generation_start, &PyTuple_Type,
-                          &constants))
+    if (!PyArg_ParseTuple(args, "O!O!LO!", &PyTuple_Type, &roots, &PyDict_Type, &term_of_node, &generation_start,
+                          &PyTuple_Type, &constants))
         return nullptr;
-    // Each pending term is borrowed: the root from the caller, the others from their parent's args.
-    std::vector<PyObject*> pending{root};
+    // Each pending term is borrowed: the roots from the caller, the others from their parent's args.
+    std::vector<PyObject*> pending;
     std::vector<int32_t> members;
     auto node_of = [&](PyObject* term, int32_t& node) -> int {  // 1 found, 0 missing, -1 error
         int64_t id;
@@ -1021,22 +1023,23 @@ PyObject* store_carry(StoreObject* self, PyObject* args) {
         node = *found;
         return 1;
     };
-    return guarded([&]() -> PyObject* {
-        int32_t node = 0;
+    // Carries `root`, leaving its node in `node`; false with a Python exception set.
+    auto carry_root = [&](PyObject* root, int32_t& node) -> bool {
+        pending.assign(1, root);
         while (!pending.empty()) {
             PyObject* top = pending.back();
             const int top_known = node_of(top, node);
-            if (top_known < 0) return nullptr;
+            if (top_known < 0) return false;
             if (top_known) {
                 pending.pop_back();
                 continue;
             }
             PyObject* term_args = term_slots.get(top, kArgsSlot);
-            if (term_args == nullptr) return nullptr;
+            if (term_args == nullptr) return false;
             if (!PyTuple_Check(term_args)) {
                 Py_DECREF(term_args);
                 PyErr_SetString(PyExc_TypeError, "carry: a term's args must be a tuple");
-                return nullptr;
+                return false;
             }
             const size_t before = pending.size();
             members.clear();
@@ -1044,7 +1047,7 @@ PyObject* store_carry(StoreObject* self, PyObject* args) {
                 PyObject* member = PyTuple_GET_ITEM(term_args, i);
                 int32_t member_node = 0;
                 const int member_known = node_of(member, member_node);
-                if (member_known < 0) return Py_DECREF(term_args), nullptr;
+                if (member_known < 0) return Py_DECREF(term_args), false;
                 if (member_known) {
                     members.push_back(member_node);
                 } else {
@@ -1058,8 +1061,8 @@ PyObject* store_carry(StoreObject* self, PyObject* args) {
             if (!integer_attribute(top, kKindSlot, kind) || !integer_attribute(top, kIdSlot, id) ||
                 !integer_attribute(top, kLoSlot, lo) || !integer_attribute(top, kHiSlot, hi, true) ||
                 !integer_attribute(top, kTagSlot, tag) || !bits_attribute(top, bits))
-                return nullptr;
-            if (kind < kEmpty || kind > kTag) return PyErr_Format(PyExc_ValueError, "carry: no term kind %lld", kind);
+                return false;
+            if (kind < kEmpty || kind > kTag) return PyErr_Format(PyExc_ValueError, "carry: no term kind %lld", kind), false;
             bool current = id >= generation_start;
             for (Py_ssize_t i = 0; !current && i < PyTuple_GET_SIZE(constants); ++i)
                 current = PyTuple_GET_ITEM(constants, i) == top;
@@ -1068,10 +1071,22 @@ PyObject* store_carry(StoreObject* self, PyObject* args) {
             PyObject* node_object = PyLong_FromLong(node);
             const bool entered = node_object != nullptr && PyDict_SetDefault(term_of_node, node_object, top) != nullptr;
             Py_XDECREF(node_object);
-            if (!entered) return nullptr;
+            if (!entered) return false;
             pending.pop_back();
         }
-        return PyLong_FromLong(node);
+        return true;
+    };
+    return guarded([&]() -> PyObject* {
+        std::vector<int32_t> nodes(PyTuple_GET_SIZE(roots));
+        for (size_t i = 0; i < nodes.size(); ++i)
+            if (!carry_root(PyTuple_GET_ITEM(roots, static_cast<Py_ssize_t>(i)), nodes[i])) return nullptr;
+        PyObject* list = PyList_New(static_cast<Py_ssize_t>(nodes.size()));
+        for (size_t i = 0; list != nullptr && i < nodes.size(); ++i) {
+            PyObject* node = PyLong_FromLong(nodes[i]);
+            if (node == nullptr) Py_CLEAR(list);
+            else PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), node);
+        }
+        return list;
     });
 }
 
@@ -1599,8 +1614,8 @@ PyObject* store_len(StoreObject* self, PyObject*) { return PyLong_FromSize_t(sel
 
 PyMethodDef store_methods[] = {
     {"carry", reinterpret_cast<PyCFunction>(store_carry), METH_VARARGS,
-     "The node of a byte_regex term, its missing subterms interned: (term, term_of_node, generation_start, "
-     "constants) -> node."},
+     "The nodes of a tuple of byte_regex terms, their missing subterms interned: (terms, term_of_node, "
+     "generation_start, constants) -> [node]."},
     {"remember", reinterpret_cast<PyCFunction>(store_remember), METH_VARARGS,
      "Notes that the byte_regex term of an id is a node's (read back from it): (term_id, node)."},
     {"describe", reinterpret_cast<PyCFunction>(store_describe), METH_O,

@@ -877,13 +877,21 @@ class CompiledTerms:
         return self._generation == _generation
 
     def node(self, term: Term) -> int:
-        """The store's node for `term`, carrying over the subterms it lacks (in one compiled call,
+        """The store's node for `term`, carrying over the subterms it lacks (`nodes`).
+
+        Raises:
+            OverflowError: a counter bound or tag beyond 64 bits.
+        """
+        return self.nodes((term,))[0]
+
+    def nodes(self, terms: tuple[Term, ...]) -> list[int]:
+        """The store's nodes for `terms`, carrying over the subterms they lack (in one compiled call,
         `Store.carry`).
 
         Raises:
             OverflowError: a counter bound or tag beyond 64 bits.
         """
-        return self.store.carry(term, self._term_of_node, _generation_start, _CONSTANTS)
+        return self.store.carry(terms, self._term_of_node, _generation_start, _CONSTANTS)
 
     def adopt(self, source: CompiledTerms, nodes: list[int]) -> list[int]:
         """The nodes here of `nodes` of `source` (a store of the current generation), carried over in

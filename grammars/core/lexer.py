@@ -296,7 +296,7 @@ class LexerTables:
     def _carry_all(compiled: rx.CompiledTerms, terms: tuple[rx.Term, ...]) -> list[int] | None:
         """The nodes of `terms`; None if the store cannot hold one of them."""
         try:
-            return [compiled.node(term) for term in terms]
+            return compiled.nodes(terms)
         except OverflowError:
             return None
 

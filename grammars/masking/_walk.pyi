@@ -52,6 +52,7 @@ def settle(
         Callable[[int], int],
     ],
     fill: Callable[[list[int], list[int]], object],
+    make_filler: Callable[[], object | None] | None,
     /,
 ) -> tuple[int, bytes]: ...
 def bits_identity(bits: np.ndarray, /) -> tuple[int, bytes]: ...

@@ -156,6 +156,7 @@ struct Settling {
     const Trie& trie;
     ParserSteps steps;
     PyObject *tables, *fill;
+    PyObject* make_filler;  // () -> a filler capsule for one group walk, or None (no filler)
     uint64_t* bits;  // the mask: token t is bit t % 64 of word t / 64
     Py_ssize_t size;  // tokens the words hold
     const int64_t* ordered_ids;  // the token id at each position of the trie's order
@@ -242,8 +243,16 @@ struct Settling {
         auto found = cache.walks.find(key);
         if (found != cache.walks.end()) return &found->second;
         Walk walk{trie, loops, {}, {}, {}};
+        // A filler per walk: the settle's Python calls between walks may grow the tables it would write.
+        PyObject* filler = make_filler == Py_None ? Py_NewRef(Py_None) : PyObject_CallNoArgs(make_filler);
+        if (filler == nullptr || !filler_of(filler, walk.filler)) {
+            Py_XDECREF(filler);
+            return nullptr;
+        }
         for (int64_t node : cache.groups[id].members) walk.parked.push_back({node, from});
-        if (!walk.finish(tables, fill)) return nullptr;
+        const bool walked = walk.finish(tables, fill);
+        Py_DECREF(filler);
+        if (!walked) return nullptr;
         GroupWalk result;
         result.inside = std::move(walk.inside);
         walk.boundaries.each([&](int32_t before, int32_t position, const std::vector<int64_t>& nodes) {
@@ -262,6 +271,7 @@ struct Settling {
         if (!ended(config, before, after)) return false;
         if (after == kNoConfig) return true;
         if (!start(after, from)) return false;
+        if (from == kDead) return true;  // no lexeme may come (the text's end): every token dies at once
         const GroupWalk* walked = walk(id, from);  // node-based map: stays valid while nested walks are added
         if (walked == nullptr) return false;
         bool in_range = true;
@@ -342,7 +352,7 @@ PyObject* group_walks_held(PyObject*, PyObject* capsule) {
     return Py_BuildValue("(nn)", static_cast<Py_ssize_t>(cache->walks.size()), static_cast<Py_ssize_t>(cache->bytes));
 }
 
-// settle(settler, inside_bits, eos_ids, may_end, config, walk_name, groups, origins, steps, fill)
+// settle(settler, inside_bits, eos_ids, may_end, config, walk_name, groups, origins, steps, fill, make_filler)
 //     -> (hash, packed): a new mask assembled, as bits_identity gives it (token t is bit t % 64 of
 //   word t / 64): the walk's `inside_bits` (uint64 words), the tokens of its boundary `groups` that the
 //   grammar accepts, and the `eos_ids` (a tuple of ints) set where `may_end`, cleared elsewhere.
@@ -353,18 +363,19 @@ PyObject* group_walks_held(PyObject*, PyObject* capsule) {
 //   steps: (endings_of(sid) -> (ignored: bool, lexemes), advance(config, lexeme) -> int | None,
 //     join(configs) -> int, allowed_lexemes(config) -> lexemes, lexer_start(config) -> int): the
 //     automaton's and its parser's, asked on a miss (`ParserSteps`).
-//   fill: as walk_nodes.
+//   fill: as walk_nodes; make_filler: () -> a filler as walk_nodes takes, made for each group walk (the
+//     caller holds the lexer's lock), or None.
 // One call from the walk's bits to the mask's identity: copying, setting EOS and hashing apart took
 // as long from Python as the settle.
 PyObject* settle(PyObject*, PyObject* args) {
-    PyObject *settler_capsule, *inside_object, *eos_ids, *groups, *origins, *fill;
+    PyObject *settler_capsule, *inside_object, *eos_ids, *groups, *origins, *fill, *make_filler;
     ParserSteps steps;
     int may_end, config;
     long long generation, walk_sid;
-    if (!PyArg_ParseTuple(args, "OOO!pi(LL)O!O!(OOOOO)O", &settler_capsule, &inside_object, &PyTuple_Type, &eos_ids,
+    if (!PyArg_ParseTuple(args, "OOO!pi(LL)O!O!(OOOOO)OO", &settler_capsule, &inside_object, &PyTuple_Type, &eos_ids,
                           &may_end, &config, &generation, &walk_sid, &PyTuple_Type, &groups, &PyTuple_Type, &origins,
                           &steps.endings_of, &steps.advance, &steps.join, &steps.allowed, &steps.lexer_start,
-                          &fill))
+                          &fill, &make_filler))
         return nullptr;
     if (PyTuple_GET_SIZE(origins) != PyTuple_GET_SIZE(groups)) {
         PyErr_SetString(PyExc_ValueError, "settle: one origin per group expected");
@@ -407,7 +418,7 @@ PyObject* settle(PyObject*, PyObject* args) {
     const Py_ssize_t size = inside.count() * 64;
     {
         LoopsLease lease;
-        Settling settling{cache, settler->edges, trie, steps, settler->tables, fill, bits, size,
+        Settling settling{cache, settler->edges, trie, steps, settler->tables, fill, make_filler, bits, size,
                           settler->ordered_ids.data<int64_t>(), lease.loops()};
         for (const auto& [id, before] : top)
             if (!settling.settle(config, id, before)) {

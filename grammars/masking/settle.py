@@ -15,7 +15,9 @@ tokens accepted, and EOS where the text may end, as the bits that identify it (`
 compiled settle (`_walk.settle`) runs all of it in one call, setting the mask's bits directly: it
 takes lexemes on the parser's own steps (`Parser.steps`), memoized per automaton, and asks Python only what
 ends in a lexer state new to it and the lexeme start of a new set of allowed lexemes; group walks are
-kept per vocabulary. `assemble_reference` is the Python settle it must agree with, used when the
+kept per vocabulary, and each has the lexer transitions it lacks written in place as the vocabulary
+walk does (a filler of its own, under the lexer's lock: Python calls between walks may grow the
+tables). `assemble_reference` is the Python settle it must agree with, used when the
 extension is missing (then groups hold token rows, not trie nodes).
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import partial
 from types import ModuleType
 from typing import NamedTuple
 
@@ -78,11 +81,12 @@ class GroupSettler:
             raise RuntimeError("grammars.masking._walk is not built (scripts/install.sh builds it)")
         groups, origins = self._groups(walk, ending, check)
         arguments = self._arguments or self._settle_arguments(native)
+        lexer = self.automaton.lexer
         if check is no_check:
-            steps, fill = arguments.steps, arguments.fill
+            steps, fill, make_filler = arguments.steps, arguments.fill, arguments.make_filler
         else:
-            steps, fill = self._steps(check), row_filler(self.automaton.lexer, check)
-        with _compiled_lock:
+            steps, fill, make_filler = self._steps(check), row_filler(lexer, check), partial(lexer.walk_filler, check)
+        with _compiled_lock, lexer.lock:  # the fillers write the tables of now
             return native.settle(
                 arguments.settler,
                 walk.inside_bits,
@@ -94,6 +98,7 @@ class GroupSettler:
                 origins,
                 steps,
                 fill,
+                make_filler,
             )
 
     def _groups(self, walk: StateWalk, ending: int | None, check: Check) -> tuple[tuple, tuple[int, ...]]:
@@ -141,6 +146,7 @@ class GroupSettler:
                     lexer.generation,
                     self._steps(no_check),
                     row_filler(lexer, no_check),
+                    partial(lexer.walk_filler, no_check),
                 )
             return self._arguments
 
@@ -192,6 +198,7 @@ class _SettleArguments(NamedTuple):
     generation: int
     steps: tuple
     fill: Callable[[list[int], list[int]], None]
+    make_filler: Callable[[], object | None]
 
 
 def _group_walks(vocab: Vocabulary, native: ModuleType) -> object:

@@ -376,7 +376,7 @@ def test_carrying_a_term_enters_each_new_subterm_once_and_refuses_what_the_store
     """`Store.carry` interns a term's missing subterms in one call, reading their slots: byte sets in each
     64-bit word round trip, every subterm is entered (a second carry adds nothing), and a counter bound
     past 64 bits raises OverflowError (the lexer then derives the term in Python), the store going on as
-    it was; what is not a term is a TypeError."""
+    it was; what is not a term is a TypeError. A tuple of terms is carried in one call too."""
     rx._new_generation()
     compiled = new_store()
     sets = [rx.byte_range(low, low + 9) for low in (3, 70, 130, 246)] + [rx.byte_range(0, 255)]
@@ -394,6 +394,12 @@ def test_carrying_a_term_enters_each_new_subterm_once_and_refuses_what_the_store
     assert compiled.term(compiled.node(after)) is after
     with pytest.raises(TypeError, match="byte_regex.Term expected"):
         compiled.node(b"ok")  # type: ignore[arg-type]
+    # Several terms in one call (a lexeme start's): the nodes one by one, the new ones entered.
+    fresh = rx.concat(sets[1], rx.literal(b"new"))
+    assert compiled.nodes((term, fresh, after, term)) == [node, compiled.node(fresh), compiled.node(after), node]
+    assert compiled.term(compiled.nodes((fresh,))[0]) is fresh and compiled.nodes(()) == []
+    with pytest.raises(OverflowError):
+        compiled.nodes((after, huge))
 
 
 @pytest.mark.parametrize("schema", SCHEMAS, ids=["object", "pattern", "emails"])

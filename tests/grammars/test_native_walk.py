@@ -22,6 +22,7 @@ from grammars.core import byte_regex as rx
 from grammars.core import lexer as lexer_module
 from grammars.core.budget import no_check
 from grammars.errors import ConstraintLimitError, GrammarError
+from grammars.masking import settle as settle_module
 from grammars.masking import token_bits, token_walk
 from grammars.masking.masks import MaskTable
 from grammars.masking.token_walk import RowWalk, TokenTrie, advance_rows_reference, token_trie, walk_nodes
@@ -63,7 +64,8 @@ def fresh_lexer(monkeypatch: pytest.MonkeyPatch, tiny: bool = True) -> lexer_mod
 
 
 def count_python_fills(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the calls of the compiled walks' Python `fill` (`token_walk.row_filler`) from now on."""
+    """Counts the calls of the compiled walks' Python `fill` (`token_walk.row_filler`, the compiled
+    settle's too) from now on."""
     calls = [0]
     make = token_walk.row_filler
 
@@ -77,6 +79,7 @@ def count_python_fills(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         return counting
 
     monkeypatch.setattr(token_walk, "row_filler", counted)
+    monkeypatch.setattr(settle_module, "row_filler", counted)
     return calls
 
 

@@ -26,6 +26,7 @@ from tests.grammars.test_native_walk import (
     INSTANCES,
     SCHEMAS,
     copy_of,
+    count_python_fills,
     fresh_lexer,
     random_corpus_walks,
 )
@@ -73,12 +74,42 @@ def assert_settles_as_reference(settler: GroupSettler, text: bytes) -> None:
     ("schema", "instance"),
     [(SCHEMAS[name], INSTANCES[name]) for name in sorted(SCHEMAS)] + [(FREE_TEXT_SCHEMA, FREE_TEXT_INSTANCE)],
 )
-def test_compiled_settle_matches_reference_from_cold_lexer(schema, instance, vocab, monkeypatch):
-    """At every byte of a valid instance, and at every lexeme boundary along it."""
-    fresh_lexer(monkeypatch)
+@pytest.mark.parametrize("tiny", [True, False], ids=["tiny-tables", "roomy-tables"])
+def test_compiled_settle_matches_reference_from_cold_lexer(schema, instance, tiny, vocab, monkeypatch):
+    """At every byte of a valid instance, and at every lexeme boundary along it: with tiny tables
+    the group walks' fillers cannot number new states and Python fills them; with room they do."""
+    fresh_lexer(monkeypatch, tiny=tiny)
     automaton = grammars.compile(schema, cache=False).automaton
     settler = GroupSettler(automaton, copy_of(vocab))
     assert_settles_as_reference(settler, json.dumps(instance).encode())
+
+
+def known_transitions(lexer) -> int:
+    """Whole rows and single transitions the lexer's tables mark as written."""
+    return int(lexer.has_row.sum()) + int(np.unpackbits(lexer.has_entry.view(np.uint8)).sum())
+
+
+def test_a_settle_with_room_writes_what_its_group_walks_lack_in_place(vocab, monkeypatch):
+    """Where the tables have room, the compiled settle's group walks have the transitions they lack
+    written in C++ (a filler per walk, `Store.walk_filler`): along an instance, settles write rows
+    and transitions, and Python's `fill` is never called."""
+    lexer = fresh_lexer(monkeypatch, tiny=False)
+    python_fills = count_python_fills(monkeypatch)
+    automaton = grammars.compile(SCHEMAS["object"], cache=False).automaton
+    settler = GroupSettler(automaton, copy_of(vocab))
+    written = 0
+    state = automaton.initial
+    for byte in json.dumps(INSTANCES["object"]).encode():
+        config, sid = state
+        lexer_sid = automaton.lexer_start(config) if sid is None else sid
+        walk = walk_state(settler.vocab, lexer, lexer_sid, no_check)
+        ending = lexer_sid if sid is not None and lexer.accepting[lexer_sid] else None
+        known = known_transitions(lexer)
+        settler.assemble_compiled(walk, config, ending, automaton.can_end(state), no_check)
+        written += known_transitions(lexer) - known
+        state = automaton.walk(state, bytes([byte]))
+    assert written > 0, "no settle had a transition to write"
+    assert python_fills == [0]
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "reference"])
