@@ -176,10 +176,12 @@ def test_compiled_settle_runs_the_parser_steps_of_either_parser(compiled_parser,
     assert any(len(lexemes) > 1 for _, lexemes in automaton._endings.values()), "no lexer state ended two terminals"
 
 
-def test_budget_stops_compiled_settle_and_caches_nothing_half_walked(vocab, monkeypatch):
+@pytest.mark.parametrize("tiny", [True, False], ids=["tiny-tables", "roomy-tables"])
+def test_budget_stops_compiled_settle_and_caches_nothing_half_walked(tiny, vocab, monkeypatch):
     """A deadline raised from a callback stops the settle, after settles without one (whose callbacks
-    the settler keeps); settling again gives the full mask."""
-    fresh_lexer(monkeypatch)
+    the settler keeps); settling again gives the full mask. With room, the deadline is checked inside
+    a group walk's filler."""
+    fresh_lexer(monkeypatch, tiny=tiny)
     automaton = grammars.compile(SCHEMAS["object"], cache=False).automaton
     settler = GroupSettler(automaton, copy_of(vocab))
     compiled, reference = settled_both_ways(settler, automaton.walk(automaton.initial, b"{"))
