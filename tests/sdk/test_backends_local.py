@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 
@@ -13,7 +12,7 @@ from runtime.engine.llm_engine import Engine
 from runtime.engine.sampling_params import SamplingParams
 from sdk.backends import BackendRequest, LocalBackend
 from tests.runtime.fakes import DigitsConstraint
-from tests.sdk.conftest import assert_pool_whole
+from tests.sdk.conftest import assert_pool_whole, hold_steps_until_aborted
 
 pytestmark = pytest.mark.slow  # the real model or an external corpus
 
@@ -36,22 +35,6 @@ async def test_updates_stream_tokens_and_end_with_the_output(engine: Engine) -> 
     assert updates[-1].output.text.isdigit()
     backend.close()
     assert_pool_whole(engine)
-
-
-def hold_steps_until_aborted(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    """After the prefill (whose last step gives a call's first update), the engine's decode steps wait
-    until no request is left (an abort): without this, a call could finish before the test closes it,
-    and rightly end whole."""
-    real_forward = engine.runner.forward
-
-    def forward_held_until_aborted(batch):
-        if not batch.is_prefill:
-            deadline = time.monotonic() + 60  # a liveness bound, not a timing check
-            while engine.has_unfinished_requests() and time.monotonic() < deadline:
-                time.sleep(0.001)
-        return real_forward(batch)
-
-    monkeypatch.setattr(engine.runner, "forward", forward_held_until_aborted)
 
 
 async def test_closing_a_stream_midway_aborts_and_frees_at_once(

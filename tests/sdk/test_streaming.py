@@ -20,7 +20,7 @@ from sdk.backends import Scripted, ScriptedBackend
 from sdk.backends.base import BackendRequest
 from sdk.outputs import output_spec
 from sdk.streaming import PartialJSON, partial_value
-from tests.sdk.conftest import assert_pool_whole
+from tests.sdk.conftest import assert_pool_whole, hold_steps_until_aborted
 
 
 class Card(BaseModel):
@@ -152,7 +152,10 @@ async def test_a_typed_stream_cut_by_max_tokens_raises_after_its_partials() -> N
     assert [p.model_fields_set for p in partials] == [{"title"}]
 
 
-async def test_breaking_out_of_a_stream_frees_the_engine_at_once(llm: LLM, engine: Engine) -> None:
+async def test_breaking_out_of_a_stream_frees_the_engine_at_once(
+    llm: LLM, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hold_steps_until_aborted(engine, monkeypatch)
     async for text in llm.stream("go on", max_tokens=400):
         assert text
         assert engine.has_unfinished_requests()
@@ -165,7 +168,10 @@ async def test_breaking_out_of_a_stream_frees_the_engine_at_once(llm: LLM, engin
     assert stream.result is None
 
 
-async def test_an_exception_in_the_loop_body_frees_the_engine_at_once(llm: LLM, engine: Engine) -> None:
+async def test_an_exception_in_the_loop_body_frees_the_engine_at_once(
+    llm: LLM, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hold_steps_until_aborted(engine, monkeypatch)
     with pytest.raises(KeyError):
         async for _ in llm.stream("go on", max_tokens=400):
             raise KeyError("the caller's own bug")

@@ -16,7 +16,7 @@ from runtime.engine.sequence import FinishReason
 from sdk import LLM, SyncLLM
 from sdk.backends import LocalBackend, Scripted, ScriptedBackend
 from sdk.options import CALL_OPTIONS, STREAM_OPTIONS, Default
-from tests.sdk.conftest import assert_pool_whole
+from tests.sdk.conftest import assert_pool_whole, hold_steps_until_aborted
 
 
 def keywords(method: Callable[..., object]) -> dict[str, tuple[object, object]]:
@@ -118,7 +118,8 @@ def test_free_text_cut_by_max_tokens_is_returned() -> None:
     assert (result.value, result.finish_reason) == ("Once upon a", "length")
 
 
-def test_leaving_a_for_loop_early_frees_the_engine_at_once(engine: Engine) -> None:
+def test_leaving_a_for_loop_early_frees_the_engine_at_once(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    hold_steps_until_aborted(engine, monkeypatch)
     with SyncLLM(backend=LocalBackend(engine)) as llm:
         for text in llm.stream("go on", max_tokens=400):
             assert text and engine.has_unfinished_requests()
@@ -132,7 +133,8 @@ def test_leaving_a_for_loop_early_frees_the_engine_at_once(engine: Engine) -> No
         assert stream.result is None
 
 
-def test_closing_a_stream_midway_frees_the_engine_at_once(engine: Engine) -> None:
+def test_closing_a_stream_midway_frees_the_engine_at_once(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    hold_steps_until_aborted(engine, monkeypatch)
     with SyncLLM(backend=LocalBackend(engine)) as llm:
         stream = llm.stream("go on", max_tokens=400)
         partials = iter(stream)
