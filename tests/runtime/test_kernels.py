@@ -152,7 +152,7 @@ def test_int4_linear_refuses_other_activation_widths() -> None:
 @pytest.mark.parametrize("activation_bits", [16, 8])
 @pytest.mark.parametrize("num_rows", ROW_COUNTS)
 def test_int4_linear_is_row_invariant(num_rows: int, activation_bits: int) -> None:
-    """208 outputs: 13 tiles, so blocks of 4 to 7 rows take tiles in pairs and one alone."""
+    """208 outputs: 13 tiles, so blocks of 5 to 8 rows take tiles in pairs and one alone."""
     layer = Int4Linear.from_linear(_linear(208, 576), activation_bits=activation_bits)
     x = torch.randn(num_rows, 576, dtype=torch.bfloat16)
     out = layer(x)

@@ -234,7 +234,7 @@ inline void dot_tiles(const __m512i* tile, int64_t registers_per_tile, const uin
 
 // `rows` rows (1 to kMaxRowBlock) of the tiles from `tile` on, two at a time where `tiles` allows and it pays;
 // returns the tiles done. Measured on a decode step's decoder layers (SmolLM2, weights from memory, one
-// thread): 1.13-1.16x faster at 5 and 6 rows, 1.03-1.06x at 7, 1.01-1.05x at 8, slower at 4 and below;
+// thread): 1.13-1.16x faster at 5 and 6 rows, 1.03-1.06x at 7, 1.01-1.05x at 8, slower at 1 to 4 rows;
 // the head's int8 pass is slower paired at every row count.
 template <int BITS>
 int64_t dot_block(int64_t rows, int64_t tiles, const __m512i* tile, int64_t registers_per_tile, const uint16_t* scales,
