@@ -12,21 +12,28 @@ With `--step`, also a decode step's compiled calls as the model makes them: each
 weights of SmolLM2-135M (30 layers of 7 linears, then the head: 84 MB, far more than the caches) once,
 per row count, with the weights in separate torch allocations (4 KiB pages) and in one mapping of
 2 MiB pages (`runtime.model.huge_pages`, as `quantize` places them), in interleaved rounds: the
-ratio above 1 is what the page size saves. The last line is one JSON record.
+ratio above 1 is what the page size saves. With `--baseline PATH`, the same step (2 MiB pages, 1 to 8
+rows) run by this build of the kernels and by another one (PATH: its `_quantized_linear*.so`, say one
+built in a worktree of an earlier commit), both loaded in this process and interleaved: the ratio above
+1 is what this build saves. Separate processes' runs differ by more than a kernel change of 5-10%. The
+last line is one JSON record.
 
-    python benchmarks/int4_kernels.py [--smoke] [--step] [--threads N] [--clock cpu]
+    python benchmarks/int4_kernels.py [--smoke] [--step] [--baseline PATH] [--threads N] [--clock cpu]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import importlib.machinery
+import importlib.util
 import json
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +62,7 @@ LAYER_SHAPES = [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (15
 NUM_LAYERS = 30
 HEAD_SHAPE = (49152, 576)
 STEP_ROW_COUNTS = [1, 2, 4, 8]
+BASELINE_ROW_COUNTS = [1, 2, 3, 4, 5, 6, 7, 8]
 PEERS = ["compiled", "torch_int4", "dense_bf16"]
 #: Calls per timed sample are chosen so a sample lasts about this long.
 SAMPLE_SECONDS = 0.02
@@ -119,27 +127,66 @@ def step_weights() -> list[Weight]:
     return weights
 
 
-def measure_step(placements: dict[str, list[Weight]], num_rows: int, repeats: int) -> dict[str, float]:
-    """Median seconds of one decode step's compiled calls per placement (interleaved), and their ratio."""
-    inputs = {
-        k: torch.randn(num_rows, k, dtype=torch.bfloat16) for k in {w[0].shape[1] * 32 for w in placements["4k_pages"]}
-    }
+#: A build of the kernels' `int4_linear` (x, tiles, scales, bases) -> y.
+Int4Call = Callable[..., torch.Tensor]
 
-    def step(weights: list[Weight]) -> None:
+
+def measure_step(variants: dict[str, tuple[list[Weight], Int4Call]], num_rows: int, repeats: int) -> dict[str, float]:
+    """Median seconds of one decode step's calls per variant (its weights and the kernel build that runs
+    them), interleaved, and the first variant's time over the second's (the median of each round's ratio)."""
+    first_weights = next(iter(variants.values()))[0]
+    inputs = {k: torch.randn(num_rows, k, dtype=torch.bfloat16) for k in {w[0].shape[1] * 32 for w in first_weights}}
+
+    def step(weights: list[Weight], int4_linear: Int4Call) -> None:
         for tiles, scales, bases in weights:
-            kernels.int4_linear(inputs[tiles.shape[1] * 32], tiles, scales, bases)
+            int4_linear(inputs[tiles.shape[1] * 32], tiles, scales, bases)
 
-    samples: dict[str, list[float]] = {name: [] for name in placements}
+    samples: dict[str, list[float]] = {name: [] for name in variants}
     ratios = []
+    first, second = list(variants)
     with torch.inference_mode():
-        for weights in placements.values():
-            step(weights)  # warm-up
+        for variant in variants.values():
+            step(*variant)  # warm-up
         for _ in range(repeats):
-            for name, weights in placements.items():
-                samples[name].append(time_calls(functools.partial(step, weights), 1))
-            ratios.append(samples["4k_pages"][-1] / samples["huge_pages"][-1])
+            for name, variant in variants.items():
+                samples[name].append(time_calls(functools.partial(step, *variant), 1))
+            ratios.append(samples[first][-1] / samples[second][-1])
     medians = {f"{name}_s": statistics.median(times) for name, times in samples.items()}
-    return {**medians, "4k_over_huge": statistics.median(ratios)}
+    return {**medians, f"{first}_over_{second}": statistics.median(ratios)}
+
+
+def compare_steps(
+    variants: dict[str, tuple[list[Weight], Int4Call]],
+    labels: tuple[str, str, str],
+    row_counts: list[int],
+    repeats: int,
+) -> list[dict[str, object]]:
+    """`measure_step` of two variants at each row count, printed a line each (their milliseconds and the
+    first's time over the second's, under `labels`)."""
+    first, second = variants
+    print(f"{'decode step':<16}{'rows':>5}{labels[0]:>15}{labels[1]:>15}{labels[2]:>11}")
+    results: list[dict[str, object]] = []
+    for num_rows in row_counts:
+        timing = measure_step(variants, num_rows, repeats)
+        print(
+            f"{'':<16}{num_rows:>5}{timing[f'{first}_s'] * 1e3:>15.2f}{timing[f'{second}_s'] * 1e3:>15.2f}"
+            f"{timing[f'{first}_over_{second}']:>10.2f}x"
+        )
+        results.append({"rows": num_rows, "timing": timing})
+    return results
+
+
+def load_baseline(path: Path) -> ModuleType:
+    """Another build of the kernel extension, loaded beside this one: under another package name, whose
+    last part (`_quantized_linear`) still names its init function."""
+    name = "baseline_build._quantized_linear"
+    loader = importlib.machinery.ExtensionFileLoader(name, str(path))
+    spec = importlib.util.spec_from_loader(name, loader)
+    if spec is None:
+        sys.exit(f"cannot load {path} as the kernel extension")
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,6 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="rows 1 and 8, one repeat: runs in seconds")
     parser.add_argument("--step", action="store_true", help="also a decode step's calls: 4 KiB vs 2 MiB pages")
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="also a decode step's calls: this build vs the extension at PATH"
+    )
     parser.add_argument("--repeats", type=int, default=7, help="timed samples per measurement (median kept)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument(
@@ -184,28 +234,33 @@ def main(argv: list[str] | None = None) -> None:
             )
             results.append({"shape": name, "rows": num_rows, "timing": timing, "ratios": ratios})
     step_results: list[dict[str, object]] = []
-    if args.step:
+    baseline_results: list[dict[str, object]] = []
+    if args.step or args.baseline is not None:
         plain = step_weights()
         placed = iter(in_huge_pages([t for weight in plain for t in weight]))  # one mapping, as `quantize` does
-        placements = {"4k_pages": plain, "huge_pages": [(next(placed), next(placed), next(placed)) for _ in plain]}
-        print(f"{'decode step':<16}{'rows':>5}{'4k pages ms':>15}{'huge pages ms':>15}{'4k/huge':>11}")
-        for num_rows in [1, 8] if args.smoke else STEP_ROW_COUNTS:
-            step_timing = measure_step(placements, num_rows, repeats)
-            print(
-                f"{'':<16}{num_rows:>5}{step_timing['4k_pages_s'] * 1e3:>15.2f}"
-                f"{step_timing['huge_pages_s'] * 1e3:>15.2f}{step_timing['4k_over_huge']:>10.2f}x"
-            )
-            step_results.append({"rows": num_rows, "timing": step_timing})
+        huge = [(next(placed), next(placed), next(placed)) for _ in plain]
+    if args.step:
+        pages = {"4k_pages": (plain, kernels.int4_linear), "huge_pages": (huge, kernels.int4_linear)}
+        labels = ("4k pages ms", "huge pages ms", "4k/huge")
+        step_results = compare_steps(pages, labels, [1, 8] if args.smoke else STEP_ROW_COUNTS, repeats)
+    if args.baseline is not None:
+        builds = {
+            "baseline": (huge, load_baseline(args.baseline).int4_linear),
+            "this_build": (huge, kernels.int4_linear),
+        }
+        labels = ("baseline ms", "this build ms", "base/this")
+        baseline_results = compare_steps(builds, labels, [1, 8] if args.smoke else BASELINE_ROW_COUNTS, repeats)
     config = {
         "threads": torch.get_num_threads(),
         "clock": args.clock,
         "repeats": repeats,
         "smoke": args.smoke,
         "step": args.step,
+        "baseline": None if args.baseline is None else str(args.baseline),
         "seed": SEED,
     }
     record = {"benchmark": "kernels", "config": config, "git_revision": git_revision(), "results": results}
-    print(json.dumps({**record, "step": step_results}))
+    print(json.dumps({**record, "step": step_results, "baseline_step": baseline_results}))
 
 
 if __name__ == "__main__":

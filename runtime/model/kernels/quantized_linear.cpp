@@ -233,9 +233,9 @@ inline void dot_tiles(const __m512i* tile, int64_t registers_per_tile, const uin
 }
 
 // `rows` rows (1 to kMaxRowBlock) of the tiles from `tile` on, two at a time where `tiles` allows and it pays;
-// returns the tiles done. Measured on a decode step's decoder layers (SmolLM2, weights from memory, one
-// thread): 1.13-1.16x faster at 5 and 6 rows, 1.03-1.06x at 7, 1.01-1.05x at 8, slower at 1 to 4 rows;
-// the head's int8 pass is slower paired at every row count.
+// returns the tiles done. Paired, a decode step's calls (SmolLM2, one thread; `benchmarks/int4_kernels.py
+// --baseline`) ran 1.12-1.19x faster at 5 and 6 rows and 1.04-1.06x at 7 and 8; 4 rows ran 0.96-0.98x, and
+// the head's int8 pass was slower paired at every row count.
 template <int BITS>
 int64_t dot_block(int64_t rows, int64_t tiles, const __m512i* tile, int64_t registers_per_tile, const uint16_t* scales,
                   const uint16_t* bases, int64_t parameters_per_tile, const QuantizedActivations& act, int64_t m0,
