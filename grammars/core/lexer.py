@@ -126,6 +126,9 @@ class LexerTables:
         self._representatives: dict[tuple[int, int], int] = {}
         self._tag_free: dict[int, TagFreeForm | None] = {}
         self._retagged: dict[tuple[int, tuple[int, ...], tuple[int, ...]], int] = {}
+        #: `start_state` by the ids of its terms: every schema's lexeme starts go through here, and a
+        #: third of a corpus pass's repeat one another schema made (a string value and whitespace, say).
+        self._start_of_terms: dict[tuple[int, ...], int] = {}
         #: The compiled derivatives, and the node of each state and state of each node in its store
         #: (replaced together with the generation of terms, compacted once it holds MAX_COMPILED_NODES
         #: and twice the nodes it started with, `_moved_nodes`).
@@ -568,19 +571,26 @@ class LexerTables:
         Built in the compiled store where it can hold the terms (`Store.start`: the union's term is
         carried back to Python only if something reads it), else by `byte_regex`: the same state either
         way. Building the union as a Python term and carrying it over took about as long as carrying
-        the lexemes themselves, and a new schema's first masks build several.
+        the lexemes themselves, and a new schema's first masks build several. Kept per tuple of terms
+        for the generation, so another schema's equal lexeme start is a lookup.
 
         Raises:
             ConstraintLimitError: the generation is full, or from `check` (an emptiness search).
         """
+        tags = tuple(term.id for term in terms)
+        found = self._start_of_terms.get(tags)
+        if found is not None:
+            return found
         with self._lock:
             compiled = self._store()
             nodes = None if compiled is None else self._carry_all(compiled, terms)
             if compiled is not None and nodes is not None:
-                tags = [term.id for term in terms]
                 asked = None if check is no_check else check
-                return self._numbering(lambda books: compiled.store.start(nodes, tags, books, asked))
-        return self.sid(rx.alt(*(rx.tag(t.id, t) for t in terms)), check)
+                found = self._numbering(lambda books: compiled.store.start(nodes, list(tags), books, asked))
+        if found is None:
+            found = self.sid(rx.alt(*(rx.tag(t.id, t) for t in terms)), check)
+        self._start_of_terms[tags] = found
+        return found
 
 
 def _tag_free_form(term: rx.Term) -> TagFreeForm | None:

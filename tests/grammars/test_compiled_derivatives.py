@@ -406,7 +406,7 @@ def test_carrying_a_term_enters_each_new_subterm_once_and_refuses_what_the_store
 def test_lexeme_starts_built_in_the_store_are_the_python_unions(schema, lexer, monkeypatch):
     """`start_state` builds a union of tagged lexemes in the store (`Store.start`) without building its
     term: read back, it *is* the union `byte_regex` builds, the state is the one `sid` gives that union
-    (on this lexer, and on one filled by `byte_regex` alone), and a second start finds it again. A
+    (on this lexer, and on one filled by `byte_regex` alone), and a second start finds it kept. A
     lexeme the store cannot hold (a counter bound past 64 bits) takes the Python path; `Store.start`
     names its mismatched or unknown arguments."""
     automaton = grammars.compile(schema, cache=False).automaton
@@ -421,7 +421,9 @@ def test_lexeme_starts_built_in_the_store_are_the_python_unions(schema, lexer, m
         sid = lexer.start_state(chosen)
         assert len(lexer._sid_of_term) == before, "the union's term was built and numbered in Python"
         assert lexer.terms[sid] is union
-        assert lexer.start_state(chosen) == sid == lexer.sid(union)
+        with monkeypatch.context() as patch:  # a second start of the same lexemes is a lookup
+            patch.setattr(lexer, "_numbering", None)
+            assert lexer.start_state(chosen) == sid == lexer.sid(union)
         with python_only(monkeypatch):
             assert reference.terms[reference.start_state(chosen)] is union
     huge = rx.concat(rx.literal(b"ok"), rx.repeat(rx.byte_range(97, 99), 0, 1 << 70))

@@ -144,6 +144,21 @@ def test_ending_group_is_the_boundary_mask_of_tokens_that_cannot_extend_the_lexe
     assert ended_at > 10
 
 
+def test_ending_groups_are_kept_per_vocabulary(vocab):
+    """Two schemas' settlers over one vocabulary share the ending group of a lexer state both reach
+    (it depends on the state alone): the second is the first's, not computed again."""
+    vocab = copy_of(vocab)
+    first = grammars.compile(SCHEMAS["object"], cache=False).automaton
+    second = grammars.compile({"type": "array", "items": SCHEMAS["object"]}, cache=False).automaton
+    assert first.lexer is second.lexer
+    state = first.walk(first.initial, b'{"name": "x')
+    assert state is not None and state[1] is not None
+    sid = state[1]
+    made = GroupSettler(first, vocab).ending_group(sid, no_check)
+    assert GroupSettler(second, vocab).ending_group(sid, no_check) is made
+    assert GroupSettler(second, copy_of(vocab)).ending_group(sid, no_check) is not made
+
+
 #: Ignored whitespace, and two terminals that accept the same word (`end_lexeme` joins both parses).
 AMBIGUOUS_LARK = r"""
 start: item ("," item)*
