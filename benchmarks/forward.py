@@ -9,8 +9,11 @@ Measures, in one run and on the same weights:
   * accuracy of each precision against fp32, teacher-forced on fixed text: top-1 agreement, KL
     divergence, perplexity (transformers bf16 included, as the deviation users already accept);
   * with `--verify-rows 4,8`: a k-token verify pass (speculative decoding's) in the default bf16+int4
-    precision, as a multiple of a one-token decode step at the same context, and the cost of each row past
-    the first as a fraction of a step (what a drafted token costs to check).
+    precision, as a multiple of a one-token decode step at the same context (`--verify-context` tokens,
+    ~600 for the copy-heavy extraction of benchmarks/speculative.py), and the cost of each row past the first
+    as a fraction of a step (what a drafted token costs to check), split into the compiled 4-bit linear
+    layers, the compiled attention and the rest (timed in separate passes, since timing each call adds
+    to the pass).
 Rounds are interleaved (every system once per round) and medians reported, so a busy machine slows
 all systems alike; the first call of each system (warm-up) is reported separately. It also checks
 that fp32 greedy output is token-for-token transformers' fp32 output.
@@ -18,7 +21,7 @@ that fp32 greedy output is token-for-token transformers' fp32 output.
     python benchmarks/forward.py            # full run (a few minutes on 2 idle cores)
     python benchmarks/forward.py --smoke    # tiny token counts, one round
     python benchmarks/forward.py --threads 1 --clock cpu   # on a machine shared with other work
-    python benchmarks/forward.py --threads 1 --clock cpu --verify-rows 4,8
+    python benchmarks/forward.py --threads 1 --clock cpu --verify-rows 4,8 [--verify-context 600]
 
 Needs the package importable (scripts/install.sh installs it editable; or PYTHONPATH=.).
 """
@@ -39,6 +42,7 @@ import transformers
 
 from runtime.loading import load_checkpoint
 from runtime.model.architectures import Quantization, build_model
+from runtime.model.kernels import attention, binding
 from runtime.model.runner import ForwardBatch, ModelRunner
 
 BLOCK_SIZE = 16
@@ -74,8 +78,10 @@ class OurDecoder:
         self.tables = [list(range(i * num_blocks_per_seq, (i + 1) * num_blocks_per_seq)) for i in range(batch_size)]
 
     def prefill(self, prompts: list[list[int]]) -> torch.Tensor:
+        """The prompts' pass as the engine runs it (`is_prefill`: dense weights; without it, a 500-token pass
+        took the decode path's 4-bit kernels, 2x the time)."""
         n = len(prompts)
-        return self.runner.forward(ForwardBatch(prompts, [0] * n, self.tables[:n]))
+        return self.runner.forward(ForwardBatch(prompts, [0] * n, self.tables[:n], is_prefill=True))
 
     def score(self, token_ids: list[int]) -> torch.Tensor:
         """Logits of every position of `token_ids` (teacher forcing)."""
@@ -167,9 +173,44 @@ def _timed(fn: Callable[[], object]) -> float:
     return CLOCK() - start
 
 
-def _verify_costs(model: torch.nn.Module, prompt: list[int], rows: list[int], rounds: int) -> dict[int, float]:
-    """Time of a verify pass of each k in `rows` (k new tokens, every row's logits) over a one-token step, at
-    the same cached context: medians of interleaved samples."""
+#: The compiled calls a verify pass's time is split into: (module, function) as the decode plan calls them.
+TIMED_KERNELS = {"linear": (binding, "int4_linear"), "attention": (attention, "paged_attention")}
+
+
+class KernelTimes:
+    """While active, the seconds (CLOCK) spent in each of `TIMED_KERNELS`, by wrapping the module functions."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(TIMED_KERNELS, 0.0)
+        self._originals: dict[str, Callable[..., torch.Tensor]] = {}
+
+    def __enter__(self) -> KernelTimes:
+        for name, (module, function) in TIMED_KERNELS.items():
+            original = self._originals[name] = getattr(module, function)
+
+            def timed(
+                *args: object, _original: Callable[..., torch.Tensor] = original, _name: str = name, **kwargs: object
+            ) -> torch.Tensor:
+                start = CLOCK()
+                out = _original(*args, **kwargs)
+                self.seconds[_name] += CLOCK() - start
+                return out
+
+            setattr(module, function, timed)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, (module, function) in TIMED_KERNELS.items():
+            setattr(module, function, self._originals[name])
+
+
+def _verify_costs(
+    model: torch.nn.Module, prompt: list[int], rows: list[int], rounds: int
+) -> dict[int, dict[str, float]]:
+    """For each k in `rows`, at the same cached context: a verify pass (k new tokens, every row's logits) over
+    a one-token step, and what each row past the first costs as a fraction of a step, in all and in each of
+    `TIMED_KERNELS` (the rest: every other part of the pass). Medians of interleaved samples; the parts come
+    from separate passes with the kernels timed."""
     decoder = OurDecoder(model, len(prompt) + max(rows), 1)
     decoder.prefill([prompt])
 
@@ -177,12 +218,30 @@ def _verify_costs(model: torch.nn.Module, prompt: list[int], rows: list[int], ro
         draft = list(range(100, 100 + k))  # each pass rewrites the same positions' K/V
         decoder.runner.forward(ForwardBatch([draft], [len(prompt)], decoder.tables[:1], all_logits=True))
 
+    def kernel_seconds(k: int) -> dict[str, float]:
+        with KernelTimes() as times:
+            verify(k)
+        return times.seconds
+
     samples: dict[int, list[float]] = {k: [] for k in (1, *rows)}
+    parts: dict[int, list[dict[str, float]]] = {k: [] for k in (1, *rows)}
     for _ in range(10 * rounds):
         for k, times in samples.items():
             times.append(_timed(lambda k=k: verify(k)))
+            parts[k].append(kernel_seconds(k))
     step = statistics.median(samples[1])
-    return {k: statistics.median(samples[k]) / step for k in rows}
+    kernel = {k: {name: statistics.median(p[name] for p in parts[k]) for name in TIMED_KERNELS} for k in parts}
+    costs = {}
+    for k in rows:
+        extra_row = (statistics.median(samples[k]) - step) / (k - 1) / step
+        by_kernel = {name: (kernel[k][name] - kernel[1][name]) / (k - 1) / step for name in TIMED_KERNELS}
+        costs[k] = {
+            "pass_vs_step": statistics.median(samples[k]) / step,
+            "extra_row": extra_row,
+            **{f"extra_row_{name}": cost for name, cost in by_kernel.items()},
+            "extra_row_rest": extra_row - sum(by_kernel.values()),
+        }
+    return costs
 
 
 def add_clock_argument(parser: argparse.ArgumentParser) -> None:
@@ -208,6 +267,7 @@ def main() -> None:
     parser.add_argument(
         "--verify-rows", default="", help="comma-separated k: time k-token verify passes against a decode step"
     )
+    parser.add_argument("--verify-context", type=int, default=None, help="cached tokens of the verify passes")
     add_clock_argument(parser)
     args = parser.parse_args()
     global CLOCK
@@ -271,11 +331,15 @@ def main() -> None:
     for name, ratio in ratios.items():
         print(f"  {name:<48}{ratio:6.2f}x")
     verify_rows = [int(k) for k in args.verify_rows.split(",") if k]
-    verify = _verify_costs(ours["bf16+int4"], prompt, verify_rows, args.rounds) if verify_rows else {}
-    for k, ratio in verify.items():
-        extra_row = (ratio - 1) / (k - 1) if k > 1 else 0.0
+    verify_context = args.verify_context or args.prompt_len
+    verify_prompt = _prompt(7, verify_context, vocab_size)
+    verify = _verify_costs(ours["bf16+int4"], verify_prompt, verify_rows, args.rounds) if verify_rows else {}
+    for k, cost in verify.items():
         print(
-            f"  bf16+int4 verify pass of {k} rows: {ratio:.2f}x a decode step, {extra_row:.3f} of a step per extra row"
+            f"  bf16+int4 verify pass of {k} rows at {verify_context} cached tokens: {cost['pass_vs_step']:.2f}x a "
+            f"decode step, {cost['extra_row']:.3f} of a step per extra row (4-bit linear "
+            f"{cost['extra_row_linear']:.3f}, attention {cost['extra_row_attention']:.3f}, rest "
+            f"{cost['extra_row_rest']:.3f})"
         )
     fp32_matches = outputs["ours fp32"] == outputs["transformers fp32"]
     print(f"fp32 greedy tokens identical to transformers fp32: {fp32_matches}")
@@ -306,7 +370,8 @@ def main() -> None:
                 "prefill_s": prefill_s,
                 "warmup_s": warmup,
                 "ratios": ratios,
-                "verify_pass_vs_step": verify,
+                "verify_context": verify_context,
+                "verify_costs": verify,
                 "fp32_greedy_identical": fp32_matches,
                 "accuracy": accuracy,
             }

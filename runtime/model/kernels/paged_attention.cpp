@@ -20,6 +20,8 @@
 //   * no -ffast-math, so the compiler may not reassociate any of these sums.
 // Scores, softmax and the V sum are float32 whatever the cache dtype; the output is rounded once.
 // The 16 lanes are GCC/Clang vector extensions: element-wise, in a fixed order, on any target's SIMD.
+// (q.k by AVX512-BF16's `vdpbf16ps` on the cached bfloat16 rows, no widening, was 1.02-1.06x per call at
+// 32-1500 cached tokens on SmolLM2's heads: not kept.)
 
 #include <ATen/Parallel.h>
 #include <immintrin.h>

@@ -42,6 +42,15 @@
 // place its error cannot reach the choice. Measured last round: pure int8 8 rows 1.50-1.63x this kernel,
 // a decode step's calls at 8 rows 8 x 0.225 of one row's against 8 x 0.36: even that is a kernel-only batch
 // gain of 4.4x, not 5x.
+//
+// Intel's tile unit (AMX-INT8), tried on a Xeon that has it and not kept: an int16 code as two signed bytes
+// (256 * high + low, codes within +-32639), a pair of groups per pass (each group's activations in rows of
+// their own, zeros under the other group's inputs, so 4 rows fill a tile's 16), codes unpacked to bytes three
+// passes ahead (a pass reading bytes the vector unit has just written waits for them: 2x) and sums read two
+// passes later. The outputs were bitwise this kernel's, but a pass (load, dot product, store) costs ~9 ns
+// alone and ~26 ns inside the kernel: a decode step's calls ran 0.9x at 1-2 rows, 1.1-1.26x at 4, ~1.0x at 8,
+// the head's int8 pass 0.8-1.0x. In one run a verify row at 600 cached tokens cost 0.24 of a step instead of
+// 0.32 at 4 rows, 0.29 instead of 0.31 at 8; benchmarks/speculative.py's copy-heavy ratio moved within noise.
 
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
