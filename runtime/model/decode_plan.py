@@ -2,11 +2,13 @@
 
 A SmolLM2-135M decode step calls about ten modules a layer, and their dispatch (`Module.__call__`,
 attribute lookups, each layer's choice of path) costs ~45 µs a layer on a 2-core CPU, about a fifth
-of a one-row step. Where every layer is the plain `Block` (dense feed-forward) over 4-bit linears on
-the compiled kernels and the compiled elementwise operations, `DecodePlan` makes the same kernel
-calls in the same order on the same tensors, so its logits are bitwise the modules' (tested). Anything
-else keeps the modules: other blocks (Gemma 3's, sparse MoE), torch's or int8 kernels, prefill passes
-(dense weights, SDPA), and the SDPA attention path (`ModelRunner.compiled_attention` off).
+of a one-row step. Where every layer is the plain `Block` (dense feed-forward), or every layer Gemma 3's
+`Gemma3Block` (norms after attention and the feed-forward too, local layers with their own rope and
+window), over 4-bit linears on the compiled kernels and the compiled elementwise operations,
+`DecodePlan` makes the same kernel calls in the same order on the same tensors, so its logits are
+bitwise the modules' (tested). Anything else keeps the modules: other blocks (sparse MoE), torch's or
+int8 kernels, prefill passes (dense weights, SDPA), and the SDPA attention path
+(`ModelRunner.compiled_attention` off).
 
 The plan reads the layers' weights when the runner is made; it holds no tensor of its own.
 """
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from runtime.model.architectures.gemma3 import Gemma3Block, Gemma3Transformer
 from runtime.model.architectures.llama import Block, Transformer
 from runtime.model.kernels import attention, binding, elementwise
 from runtime.model.layers.feed_forward import FeedForward
@@ -43,21 +46,27 @@ class _Linear(NamedTuple):
         return out if self.bias is None else out + self.bias
 
 
-class _Layer(NamedTuple):
-    """What one `Block` passes its kernels: norm weights and epsilons, linears, head shapes."""
+#: A norm's weight and epsilon.
+_Norm = tuple[torch.Tensor, float]
 
-    attn_norm: tuple[torch.Tensor, float]
+
+class _Layer(NamedTuple):
+    """What one `Block` or `Gemma3Block` passes its kernels: norm weights and epsilons, linears, head shapes."""
+
+    attn_norm: _Norm
     qkv: _Linear
-    qk_norms: tuple[tuple[torch.Tensor, float], tuple[torch.Tensor, float]] | None
+    qk_norms: tuple[_Norm, _Norm] | None
     num_heads: int
     num_kv_heads: int
     head_dim: int
     scale: float
     o_proj: _Linear
-    ffn_norm: tuple[torch.Tensor, float]
+    ffn_norm: _Norm
     gate_up: _Linear
     activation: str
     down: _Linear
+    post_norms: tuple[_Norm, _Norm] | None  # Gemma 3's norms of the attention and feed-forward outputs
+    local: bool  # a Gemma 3 local layer: the local rope and window
 
 
 class DecodePlan:
@@ -71,16 +80,17 @@ class DecodePlan:
         """The plan of `model`'s layers, or None where one of them is not the plain block over the
         compiled kernels (the modules then run every pass)."""
         dtype, device = model.dtype, model.embed.weight.device
+        gemma = type(model) is Gemma3Transformer
         if (
-            type(model).forward is not Transformer.forward
+            (type(model).forward is not Transformer.forward and not gemma)
             or not binding.has_compiled_kernels()
             or not attention.runs_compiled(dtype, device)
             or not elementwise.runs_compiled(torch.empty(0, dtype=dtype, device=device))
         ):
             return None
         layers = []
-        for block in model.layers:
-            if type(block) is not Block or type(block.ffn) is not FeedForward:
+        for index, block in enumerate(model.layers):
+            if type(block) is not (Gemma3Block if gemma else Block) or type(block.ffn) is not FeedForward:
                 return None
             attn, ffn = block.attn, block.ffn
             qkv, o_proj, gate_up, down = (_linear(module) for module in (attn.qkv, attn.o_proj, ffn.gate_up, ffn.down))
@@ -92,6 +102,9 @@ class DecodePlan:
             if attn.q_norm is not None and attn.k_norm is not None:
                 qk_norms = (_norm(attn.q_norm), _norm(attn.k_norm))
             scale = attn.head_dim**-0.5 if attn.scale is None else attn.scale
+            post_norms = None
+            if isinstance(block, Gemma3Block):
+                post_norms = (_norm(block.post_attn_norm), _norm(block.post_ffn_norm))
             layers.append(
                 _Layer(
                     _norm(block.attn_norm),
@@ -106,6 +119,8 @@ class DecodePlan:
                     gate_up,
                     ffn.hidden_act,
                     down,
+                    post_norms,
+                    isinstance(model, Gemma3Transformer) and index in model.local_layers,
                 )
             )
         return cls(layers)
@@ -117,14 +132,20 @@ class DecodePlan:
         signed_sin: torch.Tensor,
         kv_caches: Sequence[torch.Tensor],
         metadata: AttentionMetadata,
+        local: tuple[torch.Tensor, torch.Tensor, AttentionMetadata] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`Transformer.forward`'s layer loop over a decode or verify pass (`metadata` of the compiled
-        attention): the residual stream and the last feed-forward output not yet added to it."""
+        attention): the residual stream and the last feed-forward output (Gemma 3: normed) not yet added
+        to it. `local`: the rope (cos, signed sin) and metadata of Gemma 3's local layers."""
         assert metadata.token_sequences is not None, "the plan runs the compiled attention only"
         num_tokens = x.shape[0]
         slot_table = metadata.context_slots.view(metadata.batch_size, metadata.max_context_len)
         pending: torch.Tensor | None = None
         for layer, kv_cache in zip(self._layers, kv_caches, strict=True):
+            layer_cos, layer_sin, layer_metadata = (cos, signed_sin, metadata)
+            if layer.local:
+                assert local is not None, "Gemma 3's local layers need their rope and metadata"
+                layer_cos, layer_sin, layer_metadata = local
             weight, eps = layer.attn_norm
             if pending is None:
                 normed = elementwise.rms_norm(x, weight, eps)
@@ -143,7 +164,7 @@ class DecodePlan:
                     ),
                     1,
                 )
-            rotated = elementwise.rope(queries_keys, cos, signed_sin)  # [T, H + KVH, D]
+            rotated = elementwise.rope(queries_keys, layer_cos, layer_sin)  # [T, H + KVH, D]
             values = qkv[:, num_rotated * head_dim :].view(num_tokens, kv_heads, head_dim)
             out = attention.paged_attention(
                 rotated[:, :heads],
@@ -155,11 +176,16 @@ class DecodePlan:
                 metadata.token_sequences,
                 metadata.token_positions,
                 scale=layer.scale,
-                window=metadata.window,
+                window=layer_metadata.window,
             )
+            attended = layer.o_proj(out)
+            if layer.post_norms is not None:
+                attended = elementwise.rms_norm(attended, *layer.post_norms[0])
             weight, eps = layer.ffn_norm
-            x, normed = elementwise.add_rms_norm(x, layer.o_proj(out), weight, eps)
+            x, normed = elementwise.add_rms_norm(x, attended, weight, eps)
             pending = layer.down(elementwise.gated_activation(layer.gate_up(normed), layer.activation))
+            if layer.post_norms is not None:
+                pending = elementwise.rms_norm(pending, *layer.post_norms[1])
         return x, pending
 
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from pathlib import Path
 
 import pytest
 import torch
 
 import runtime
+from runtime.loading.hf import config_from_hf
 from runtime.model import kernels
 from runtime.model.architectures import Quantization, build_model
 from runtime.model.decode_plan import DecodePlan
 from runtime.model.runner import ForwardBatch, ModelRunner
 from tests.runtime.hf_oracle import model_config_from_hf, tiny_hf_model
+from tests.runtime.test_families import tiny_family_model
 
 pytestmark = pytest.mark.skipif(not kernels.has_compiled_kernels(), reason=str(kernels.KERNELS_UNAVAILABLE_REASON))
 
@@ -56,6 +59,21 @@ def test_the_plan_gives_the_modules_logits_bitwise(name: str, qk_norm: bool) -> 
     """Plain blocks, a q/k/v bias (Qwen2), a sliding window shorter than the sequence (Mistral) and
     per-head q/k norms (Qwen3)."""
     runner = _tiny_runner(name, qk_norm=qk_norm)
+    assert runner.decode_plan is not None
+    planned = _passes(runner)
+    runner.decode_plan = None
+    for with_plan, with_modules in zip(planned, _passes(runner), strict=True):
+        assert torch.equal(with_plan, with_modules)
+
+
+def test_the_plan_gives_gemma3s_modules_logits_bitwise() -> None:
+    """Gemma 3's blocks: norms after attention and after the feed-forward, local layers with their own rope
+    base and a window shorter than the sequences, global layers with scaled rope, QK-norm, GeGLU."""
+    hf_model = tiny_family_model("gemma3_text")
+    config = config_from_hf(hf_model.config.to_dict(), Path("tiny-gemma3"))
+    assert config.local_layers and config.local_window is not None and config.local_window < 11
+    model = build_model(config, dict(hf_model.state_dict()), dtype=torch.bfloat16, quantization=Quantization.INT4)
+    runner = ModelRunner(model, num_blocks=32, block_size=4)
     assert runner.decode_plan is not None
     planned = _passes(runner)
     runner.decode_plan = None

@@ -76,8 +76,7 @@ class Gemma3Transformer(Transformer):
         logits_index: torch.Tensor | None = None,
         plan: DecodePlan | None = None,
     ) -> torch.Tensor:
-        """See `Transformer.forward`; Gemma 3's blocks have no decode plan (`DecodePlan.of` gives None)."""
-        assert plan is None, "Gemma 3's layers run as modules"
+        """See `Transformer.forward`."""
         x = self.embed(token_ids)  # [T, H]
         x = x * torch.tensor(self.config.hidden_size**0.5, dtype=x.dtype)
         global_rope = self.rotary(positions, x.dtype)
@@ -91,11 +90,17 @@ class Gemma3Transformer(Transformer):
                 num_kv_groups=self.config.num_kv_groups,
                 dtype=x.dtype,
             )
-        for i, (layer, kv_cache) in enumerate(zip(self.layers, kv_caches, strict=True)):
-            if i in self.local_layers:
-                x = layer(x, *local_rope, kv_cache, local_metadata)
-            else:
-                x = layer(x, *global_rope, kv_cache, metadata)
+        if plan is not None:
+            (cos, signed_sin), (local_cos, local_sin) = global_rope, local_rope
+            x, pending = plan.run(x, cos, signed_sin, kv_caches, metadata, local=(local_cos, local_sin, local_metadata))
+            if pending is not None:
+                x = x + pending
+        else:
+            for i, (layer, kv_cache) in enumerate(zip(self.layers, kv_caches, strict=True)):
+                if i in self.local_layers:
+                    x = layer(x, *local_rope, kv_cache, local_metadata)
+                else:
+                    x = layer(x, *global_rope, kv_cache, metadata)
         if logits_index is not None:
             x = x.index_select(0, logits_index)  # [N, H]
         logits = self.lm_head(self.norm(x)).float()  # [N, V]

