@@ -77,8 +77,8 @@ class DecodePlan:
 
     @classmethod
     def of(cls, model: Transformer) -> DecodePlan | None:
-        """The plan of `model`'s layers, or None where one of them is not the plain block over the
-        compiled kernels (the modules then run every pass)."""
+        """The plan of `model`'s layers, or None where one of them is not the plain block (in a Gemma 3,
+        Gemma 3's block) over the compiled kernels (the modules then run every pass)."""
         dtype, device = model.dtype, model.embed.weight.device
         gemma = type(model) is Gemma3Transformer
         if (

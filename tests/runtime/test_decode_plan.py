@@ -52,18 +52,21 @@ def _passes(runner: ModelRunner) -> list[torch.Tensor]:
     ]
 
 
+def _assert_plan_gives_the_modules_logits(runner: ModelRunner) -> None:
+    assert runner.decode_plan is not None
+    planned = _passes(runner)
+    runner.decode_plan = None
+    for with_plan, with_modules in zip(planned, _passes(runner), strict=True):
+        assert torch.equal(with_plan, with_modules)
+
+
 @pytest.mark.parametrize(
     "name, qk_norm", [("llama", False), ("qwen2", False), ("mistral_window", False), ("llama", True)]
 )
 def test_the_plan_gives_the_modules_logits_bitwise(name: str, qk_norm: bool) -> None:
     """Plain blocks, a q/k/v bias (Qwen2), a sliding window shorter than the sequence (Mistral) and
     per-head q/k norms (Qwen3)."""
-    runner = _tiny_runner(name, qk_norm=qk_norm)
-    assert runner.decode_plan is not None
-    planned = _passes(runner)
-    runner.decode_plan = None
-    for with_plan, with_modules in zip(planned, _passes(runner), strict=True):
-        assert torch.equal(with_plan, with_modules)
+    _assert_plan_gives_the_modules_logits(_tiny_runner(name, qk_norm=qk_norm))
 
 
 def test_the_plan_gives_gemma3s_modules_logits_bitwise() -> None:
@@ -73,12 +76,7 @@ def test_the_plan_gives_gemma3s_modules_logits_bitwise() -> None:
     config = config_from_hf(hf_model.config.to_dict(), Path("tiny-gemma3"))
     assert config.local_layers and config.local_window is not None and config.local_window < 11
     model = build_model(config, dict(hf_model.state_dict()), dtype=torch.bfloat16, quantization=Quantization.INT4)
-    runner = ModelRunner(model, num_blocks=32, block_size=4)
-    assert runner.decode_plan is not None
-    planned = _passes(runner)
-    runner.decode_plan = None
-    for with_plan, with_modules in zip(planned, _passes(runner), strict=True):
-        assert torch.equal(with_plan, with_modules)
+    _assert_plan_gives_the_modules_logits(ModelRunner(model, num_blocks=32, block_size=4))
 
 
 def test_the_modules_run_where_the_plan_does_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
