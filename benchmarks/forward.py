@@ -270,6 +270,8 @@ def main() -> None:
     parser.add_argument("--verify-context", type=int, default=None, help="cached tokens of the verify passes")
     add_clock_argument(parser)
     args = parser.parse_args()
+    if args.verify_context is not None and args.verify_context < 1:
+        parser.error(f"--verify-context must be at least 1 token, not {args.verify_context}")
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.smoke:
@@ -331,7 +333,7 @@ def main() -> None:
     for name, ratio in ratios.items():
         print(f"  {name:<48}{ratio:6.2f}x")
     verify_rows = [int(k) for k in args.verify_rows.split(",") if k]
-    verify_context = args.verify_context or args.prompt_len
+    verify_context = args.prompt_len if args.verify_context is None else args.verify_context
     verify_prompt = _prompt(7, verify_context, vocab_size)
     verify = _verify_costs(ours["bf16+int4"], verify_prompt, verify_rows, args.rounds) if verify_rows else {}
     for k, cost in verify.items():

@@ -81,6 +81,7 @@ class DecodePlan:
         Gemma 3's block) over the compiled kernels (the modules then run every pass)."""
         dtype, device = model.dtype, model.embed.weight.device
         gemma = type(model) is Gemma3Transformer
+        local_layers = model.local_layers if isinstance(model, Gemma3Transformer) else frozenset()
         if (
             (type(model).forward is not Transformer.forward and not gemma)
             or not binding.has_compiled_kernels()
@@ -120,7 +121,7 @@ class DecodePlan:
                     ffn.hidden_act,
                     down,
                     post_norms,
-                    isinstance(model, Gemma3Transformer) and index in model.local_layers,
+                    index in local_layers,
                 )
             )
         return cls(layers)
