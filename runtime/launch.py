@@ -15,6 +15,7 @@ from runtime.engine.llm_engine import DEFAULT_MAX_MASK_SECONDS, Engine, context_
 from runtime.engine.speculative import SpeculativeConfig
 from runtime.errors import RequestError
 from runtime.loading import load_checkpoint
+from runtime.loading.checkpoint import Checkpoint
 from runtime.model.architectures import Quantization, build_model
 from runtime.model.runner import ModelRunner
 
@@ -47,16 +48,18 @@ def load(
             None uses `DEFAULT_DTYPE` (bfloat16). float32 reproduces transformers' fp32 outputs.
         kv_cache_bytes: memory for the paged KV cache; it always holds at least one full-context sequence.
         block_size: positions per KV block.
-        quantization: weight storage (`runtime.model.architectures.Quantization`; INT8 and INT4 need bfloat16).
-            None picks what stays exact: INT4 for a checkpoint stored in 4 bits (the embedded Q4_1
-            GGUF keeps its very weights, at about 3x the decode speed of bfloat16) when `dtype` is
-            left to the default, else NONE.
+        quantization: weight storage (`runtime.model.architectures.Quantization`; all but NONE need
+            bfloat16). None picks what stays exact when `dtype` is left to the default: INT4 for a
+            checkpoint stored in 4 bits (the embedded Q4_1 GGUF keeps its very weights, at about 3x the
+            decode speed of bfloat16), STORED for a GGUF file of block formats up to 8 bits (Q4_K_M,
+            Q5_K_M, Q6_K, Q8_0 files: the file's own codes, bit for bit), else NONE.
         max_num_seqs, max_num_batched_tokens, max_model_len, enable_prefix_caching, max_mask_seconds,
             speculative: see `Engine`.
 
     Raises:
         ModelNotFoundError, CorruptModelError, UnsupportedModelError: the model cannot be loaded.
-        RequestError: a dtype name or limit that is not valid (field names it).
+        RequestError: a dtype name or limit that is not valid, or STORED for a checkpoint without block
+            codes (field names it).
     """
     dtype_is_default = dtype is None
     dtype = _resolve_dtype(dtype)
@@ -65,10 +68,17 @@ def load(
             raise RequestError(f"must be an int >= {minimum}, got {value!r}", name)
     checkpoint = load_checkpoint(model)
     if quantization is None:
-        quantization = Quantization.INT4 if dtype_is_default and checkpoint.stored_bits <= 4 else Quantization.NONE
+        quantization = _exact_quantization(checkpoint) if dtype_is_default else Quantization.NONE
     config = checkpoint.config
     context_len = context_window(config, max_model_len)  # checked before memory is committed to it
-    network = build_model(config, dict(checkpoint.weights), dtype=dtype, quantization=quantization)
+    block_codes = None
+    if quantization is Quantization.STORED:
+        if checkpoint.block_codes is None:
+            raise RequestError("stored quantization needs a GGUF file's block codes", "quantization")
+        block_codes = checkpoint.block_codes()
+    network = build_model(
+        config, dict(checkpoint.weights), dtype=dtype, quantization=quantization, block_codes=block_codes
+    )
     bytes_per_block = block_size * 2 * config.num_layers * config.num_kv_heads * config.head_dim * dtype.itemsize
     num_blocks = max(kv_cache_bytes // bytes_per_block, -(-context_len // block_size))
     runner = ModelRunner(network, num_blocks=num_blocks, block_size=block_size)
@@ -82,6 +92,17 @@ def load(
         max_mask_seconds=max_mask_seconds,
         speculative=speculative,
     )
+
+
+def _exact_quantization(checkpoint: Checkpoint) -> Quantization:
+    """The fastest weight storage that keeps the checkpoint's weights: INT4 for 4-bit files, the file's own block
+    codes for GGUF files of wider block formats (a Q4_K_M file's Q5_0, Q6_K and Q8_0 matrices among its Q4_K
+    ones), else bfloat16."""
+    if checkpoint.stored_bits <= 4:
+        return Quantization.INT4
+    if checkpoint.block_codes is not None and checkpoint.stored_bits <= 8:
+        return Quantization.STORED
+    return Quantization.NONE
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:

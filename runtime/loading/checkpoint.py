@@ -7,13 +7,14 @@ load path and checkpoint quirks stay in the loaders.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 
 from runtime.config import ModelConfig
 from runtime.errors import CorruptModelError, UnsupportedModelError
+from runtime.loading.gguf_blocks import BlockCodes
 from runtime.tokenizer import Tokenizer
 
 __all__ = ["Checkpoint", "check_weight_names", "expected_weight_names"]
@@ -38,6 +39,9 @@ class Checkpoint:
         source: the resolved path of the file or folder.
         stored_bits: the widest bit width the checkpoint stores its matrix weights in (4 for a Q4_1
             GGUF, 16 for a bfloat16 folder): what a quantized model can keep exactly.
+        block_codes: reads the decoder layers' block-format matrices as their stored codes, under HF names
+            (`gguf_tensors.gguf_to_hf_block_codes`), for `Quantization.STORED`; None where the source has no
+            block formats' codes (Hugging Face folders). A call reads the file again: nothing stays cached.
     """
 
     config: ModelConfig
@@ -45,6 +49,7 @@ class Checkpoint:
     tokenizer: Tokenizer
     source: str
     stored_bits: int = 32
+    block_codes: Callable[[], Mapping[str, BlockCodes]] | None = None
 
 
 def _layer_weight_names(config: ModelConfig, layer: int) -> list[str]:

@@ -8,13 +8,14 @@ them to its dtype.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from types import MappingProxyType
 
 from runtime.loading.checkpoint import Checkpoint, check_weight_names
 from runtime.loading.gguf_file import read_gguf
 from runtime.loading.gguf_metadata import GGUFMetadata, config_from_gguf
-from runtime.loading.gguf_tensors import gguf_to_hf_weights, stored_matrix_bits
+from runtime.loading.gguf_tensors import gguf_to_hf_block_codes, gguf_to_hf_weights, stored_matrix_bits
 from runtime.loading.gguf_tokenizer import tokenizer_from_gguf
 from runtime.loading.progress import LoadProgress
 
@@ -51,4 +52,5 @@ def load_gguf(path: Path) -> Checkpoint:
         tokenizer=tokenizer,
         source=source,
         stored_bits=stored_matrix_bits(gguf_file.tensors),
+        block_codes=functools.partial(gguf_to_hf_block_codes, gguf_file.tensors, config, source),
     )

@@ -21,10 +21,18 @@ from gguf.quants import dequantize
 
 from runtime.config import ModelConfig
 from runtime.errors import CorruptModelError, UnsupportedModelError
+from runtime.loading.gguf_blocks import BLOCK_FORMATS, BlockCodes, block_codes
 from runtime.loading.gguf_file import GGUFTensor
 from runtime.loading.progress import LoadProgress
 
-__all__ = ["SUPPORTED_TENSOR_TYPES", "dequantize_tensor", "gguf_to_hf_weights", "stored_matrix_bits", "unpermute_rows"]
+__all__ = [
+    "SUPPORTED_TENSOR_TYPES",
+    "dequantize_tensor",
+    "gguf_to_hf_block_codes",
+    "gguf_to_hf_weights",
+    "stored_matrix_bits",
+    "unpermute_rows",
+]
 
 _T = GGMLQuantizationType
 #: Tensor encodings we load, each checked against a reference in tests/runtime/test_loading.py.
@@ -217,3 +225,22 @@ def gguf_to_hf_weights(
             weights[hf_name] = torch.from_numpy(np.ascontiguousarray(values))
         progress.advance()
     return weights
+
+
+def gguf_to_hf_block_codes(tensors: list[GGUFTensor], config: ModelConfig, source: str) -> dict[str, BlockCodes]:
+    """The decoder layers' block-format matrices as codes, scales and bases, under HF names and layouts.
+
+    The same renames and row orders as `gguf_to_hf_weights` (each of the three arrays goes through them), so
+    `codes * scales + bases` is the weight of the same name there. Embeddings and output heads are left out:
+    an output head runs its own approximation (`runtime.model.quantization.RescoredHead`).
+    """
+    codes: dict[str, BlockCodes] = {}
+    for tensor in tensors:
+        if tensor.tensor_type not in BLOCK_FORMATS or not tensor.name.startswith("blk."):
+            continue
+        shape = tuple(int(dim) for dim in reversed(tensor.shape))
+        parts = block_codes(tensor.data, tensor.tensor_type, shape, tensor.name)
+        renamed = [list(_hf_names(tensor.name, part, config, source)) for part in parts]
+        for (hf_name, part_codes), (_, part_scales), (_, part_bases) in zip(*renamed, strict=True):
+            codes[hf_name] = BlockCodes(*(np.ascontiguousarray(part) for part in (part_codes, part_scales, part_bases)))
+    return codes

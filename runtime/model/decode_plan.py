@@ -4,7 +4,7 @@ A SmolLM2-135M decode step calls about ten modules a layer, and their dispatch (
 attribute lookups, each layer's choice of path) costs ~45 µs a layer on a 2-core CPU, about a fifth
 of a one-row step. Where every layer is the plain `Block` (dense feed-forward), or every layer Gemma 3's
 `Gemma3Block` (norms after attention and the feed-forward too, local layers with their own rope and
-window), over 4-bit linears on the compiled kernels and the compiled elementwise operations,
+window), over 4-bit or block-code linears on the compiled kernels and the compiled elementwise operations,
 `DecodePlan` makes the same kernel calls in the same order on the same tensors, so its logits are
 bitwise the modules' (tested). Anything else keeps the modules: other blocks (sparse MoE), torch's or
 int8 kernels, prefill passes (dense weights, SDPA), and the SDPA attention path
@@ -21,6 +21,7 @@ import torch
 
 from runtime.model.architectures.gemma3 import Gemma3Block, Gemma3Transformer
 from runtime.model.architectures.llama import Block, Transformer
+from runtime.model.block_codes import BlockCodeLinear
 from runtime.model.kernels import attention, binding, elementwise
 from runtime.model.layers.feed_forward import FeedForward
 from runtime.model.quantization import Int4Linear
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from runtime.model.layers.rmsnorm import RMSNorm
 
 
-class _Linear(NamedTuple):
+class _Int4Linear(NamedTuple):
     """An `Int4Linear`'s arguments to `binding.int4_linear`, and its bias."""
 
     tiles: torch.Tensor
@@ -45,6 +46,22 @@ class _Linear(NamedTuple):
         out = binding.int4_linear(x.contiguous(), self.tiles, self.scales, self.bases, self.activation_bits)
         return out if self.bias is None else out + self.bias
 
+
+class _BlockCodeLinear(NamedTuple):
+    """A `BlockCodeLinear`'s arguments to `binding.block_linear`, and its bias."""
+
+    tiles: torch.Tensor
+    scales: torch.Tensor
+    bases: torch.Tensor | None
+    block_size: int
+    bias: torch.Tensor | None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = binding.block_linear(x.contiguous(), self.tiles, self.scales, self.bases, self.block_size)
+        return out if self.bias is None else out + self.bias
+
+
+_Linear = _Int4Linear | _BlockCodeLinear
 
 #: A norm's weight and epsilon.
 _Norm = tuple[torch.Tensor, float]
@@ -195,7 +212,9 @@ def _norm(norm: RMSNorm) -> tuple[torch.Tensor, float]:
 
 
 def _linear(module: torch.nn.Module) -> _Linear | None:
-    """`module`'s kernel arguments, where it is an `Int4Linear` on the compiled kernel."""
-    if type(module) is not Int4Linear or not module.uses_compiled_kernel:
-        return None
-    return _Linear(module.tiles, module.scales, module.bases, module.activation_bits, module.bias)
+    """`module`'s kernel arguments, where it is an `Int4Linear` or a `BlockCodeLinear` on the compiled kernel."""
+    if type(module) is Int4Linear and module.uses_compiled_kernel:
+        return _Int4Linear(module.tiles, module.scales, module.bases, module.activation_bits, module.bias)
+    if type(module) is BlockCodeLinear and module.uses_compiled_kernel:
+        return _BlockCodeLinear(module.tiles, module.scales, module.bases, module.block_size, module.bias)
+    return None

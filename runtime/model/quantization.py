@@ -68,11 +68,16 @@ ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 class Quantization(enum.Enum):
-    """How linear weights are stored (activations are then bfloat16)."""
+    """How linear weights are stored (activations are then bfloat16).
+
+    STORED keeps a GGUF file's own block codes (`runtime.model.block_codes`): it needs the checkpoint's
+    codes, so `build_model` applies it, not `quantize`.
+    """
 
     NONE = "none"
     INT8 = "int8"
     INT4 = "int4"
+    STORED = "stored"
 
 
 class QuantizedLinear(nn.Module):
@@ -353,6 +358,8 @@ def quantize(model: ModuleT, quantization: Quantization, *, head_names: tuple[st
     """
     if quantization is Quantization.NONE:
         return model
+    if quantization is Quantization.STORED:
+        raise UnsupportedModelError("stored block codes come with a checkpoint: build_model(..., block_codes=...)")
     dtypes = {parameter.dtype for parameter in model.parameters() if parameter.is_floating_point()}
     if dtypes != {torch.bfloat16}:
         found = ", ".join(sorted(map(str, dtypes)))

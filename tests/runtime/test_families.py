@@ -17,9 +17,11 @@ import torch
 import transformers
 from gguf import GGUFWriter, RopeScalingType
 
+import runtime
 from runtime.errors import UnsupportedModelError
 from runtime.loading import Checkpoint, load_checkpoint
 from runtime.model.architectures import build_model
+from runtime.model.block_codes import BlockCodeLinear
 from runtime.model.runner import ForwardBatch, ModelRunner
 from tests.runtime.hf_oracle import TINY_CONFIGS, TINY_SIZES, hf_logits, prefill_all, randomized_hf_model
 from tests.runtime.tiny_gguf import TinySpec, hf_to_gguf_permute, tiny_hf_weights, tiny_vocab, write_tiny_gguf
@@ -353,3 +355,17 @@ def test_gemma3_270m_gguf_generates_what_transformers_does(gemma3_270m: Checkpoi
     with torch.no_grad():
         out = hf_model.generate(torch.tensor([prompt]), max_new_tokens=16, min_new_tokens=16, do_sample=False)
     assert generated == out[0, len(prompt) :].tolist()
+
+
+@pytest.mark.slow
+def test_gemma3_270m_gguf_runs_its_stored_codes_by_default(gemma3_270m: Checkpoint) -> None:
+    """A Q4_K_M file loads with its block codes (no bfloat16 copy of each weight), over the decode plan, and
+    generates coherent text about the prompt."""
+    engine = runtime.load(gemma3_270m.source)
+    model = engine.runner.model
+    assert all(isinstance(layer.attn.qkv, BlockCodeLinear) for layer in model.layers)
+    assert engine.runner.decode_plan is not None
+    prompt = engine.tokenizer.encode("The capital of France is", add_special_tokens=True)
+    (output,) = engine.generate([prompt], runtime.SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True))
+    text = engine.tokenizer.decode(output.outputs[0].token_ids)
+    assert "France" in text and text.isascii(), text

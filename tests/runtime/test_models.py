@@ -9,7 +9,9 @@ import torch
 
 from runtime.errors import CorruptModelError, UnsupportedModelError
 from runtime.loading import default_model_path, load_checkpoint
+from runtime.loading.gguf_blocks import BlockCodes
 from runtime.model.architectures import Quantization, build_model
+from runtime.model.block_codes import BlockCodeLinear
 from runtime.model.runner import ForwardBatch, ModelRunner
 from tests.runtime.hf_oracle import TINY_CONFIGS, hf_logits, model_config_from_hf, prefill_all, tiny_hf_model
 
@@ -111,16 +113,36 @@ def _snap_to_q4_1(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return snapped
 
 
+def _q8_block_codes(weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, BlockCodes]]:
+    """Projection weights moved onto an int8 grid per block of 16 inputs (absmax / 127), and their codes."""
+    snapped, codes = dict(weights), {}
+    for name, weight in weights.items():
+        if name.endswith("proj.weight") and weight.shape[1] % 32 == 0:
+            blocks = weight.float().view(weight.shape[0], -1, 16)
+            scales = blocks.abs().amax(-1) / 127  # [N, K / 16]
+            block_codes = (blocks / scales[..., None]).round().to(torch.int8)
+            snapped[name] = (block_codes.float() * scales[..., None]).view_as(weight)
+            arrays = (block_codes.view_as(weight), scales, torch.zeros_like(scales))
+            codes[name] = BlockCodes(*(t.numpy() for t in arrays))
+    return snapped, codes
+
+
 @pytest.mark.parametrize("name", ["llama", "qwen2", "mixtral"])
 @pytest.mark.parametrize("quantization", list(Quantization))
 def test_bfloat16_and_quantized_models_stay_close_to_fp32(name: str, quantization: Quantization) -> None:
-    """bf16 and int8 on any weights; int4 on weights already 4-bit (what it is for: GGUF Q4_1)."""
+    """bf16 and int8 on any weights; int4 on weights already 4-bit (what it is for: GGUF Q4_1); stored block
+    codes on weights already on their grid (a file's)."""
     hf_model = tiny_hf_model(name)
     config, weights = model_config_from_hf(hf_model.config), dict(hf_model.state_dict())
+    codes = None
     if quantization is Quantization.INT4:
         weights = _snap_to_q4_1(weights)
+    if quantization is Quantization.STORED:
+        weights, codes = _q8_block_codes(weights)
     reference = prefill_all(build_model(config, weights, dtype=torch.float32), SEQUENCES)
-    model = build_model(config, weights, dtype=torch.bfloat16, quantization=quantization)
+    model = build_model(config, weights, dtype=torch.bfloat16, quantization=quantization, block_codes=codes)
+    if codes is not None:
+        assert isinstance(model.layers[0].attn.qkv, BlockCodeLinear)
     for expected, logits in zip(reference, prefill_all(model, SEQUENCES), strict=True):
         cosine = torch.nn.functional.cosine_similarity(logits, expected, dim=-1)
         assert cosine.min() > 0.99

@@ -17,6 +17,7 @@ from gguf import GGMLQuantizationType, GGUFWriter, TokenType
 from safetensors.torch import save_file
 
 from runtime.tokenizer import byte_level_alphabet
+from tests.runtime.ggml_reference import random_k_blocks
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 MERGES = ["Ġ t", "h e", "Ġt he", "l l", "ll o"]
@@ -189,8 +190,13 @@ def write_tiny_gguf(
     omit: tuple[str, ...] = (),
     extra_tensors: dict[str, np.ndarray] | None = None,
     tensor_type: GGMLQuantizationType = GGMLQuantizationType.F32,
+    layer_tensor_types: dict[str, GGMLQuantizationType] | None = None,
 ) -> Path:
-    """Write `weights` as a GGUF file with full metadata and a byte-level tokenizer; returns `path`."""
+    """Write `weights` as a GGUF file with full metadata and a byte-level tokenizer; returns `path`.
+
+    `layer_tensor_types` overrides `tensor_type` by layer tensor stem (`attn_q.weight`); K-quants, which
+    `gguf` cannot quantize, get random blocks (`ggml_reference.random_k_blocks`) instead of the weights.
+    """
     arch = spec.gguf_architecture
     writer = GGUFWriter(path, arch)
     writer.add_name("tiny test model")
@@ -219,15 +225,21 @@ def write_tiny_gguf(
     writer.add_eos_token_id(2)
     writer.add_add_bos_token(False)
     tensors = {**gguf_tensors(spec, weights), **(extra_tensors or {})}
+    rng = np.random.default_rng(0)
     for name, value in tensors.items():
         if name in omit:
             continue
-        if tensor_type == GGMLQuantizationType.F32 or value.ndim == 1:
+        stem = name.split(".", 2)[-1]
+        own_type = (layer_tensor_types or {}).get(stem, tensor_type) if name.startswith("blk.") else tensor_type
+        if own_type == GGMLQuantizationType.F32 or value.ndim == 1:
             writer.add_tensor(name, value)
+        elif own_type.name.endswith("_K"):
+            blocks = random_k_blocks(own_type.name, value.shape[0], value.shape[1] // 256, rng)
+            writer.add_tensor(name, blocks, raw_dtype=own_type)
         else:
             from gguf.quants import quantize
 
-            writer.add_tensor(name, quantize(value, tensor_type), raw_dtype=tensor_type)
+            writer.add_tensor(name, quantize(value, own_type), raw_dtype=own_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

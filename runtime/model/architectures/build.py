@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 import torch
 
 from runtime.config import SUPPORTED_ARCHITECTURES, ModelConfig
 from runtime.errors import CorruptModelError, UnsupportedModelError
+from runtime.model.architectures.checkpoint import rewrite_hf_state_dict
 from runtime.model.architectures.gemma3 import Gemma3Transformer
 from runtime.model.architectures.llama import Transformer
+from runtime.model.block_codes import StoredCodes, quantize_stored
 from runtime.model.quantization import Quantization, quantize
+
+if TYPE_CHECKING:
+    from runtime.loading.gguf_blocks import BlockCodes
 
 #: The decoder class of each architecture that is not the Llama family's.
 _MODEL_CLASSES: dict[str, type[Transformer]] = {"gemma3_text": Gemma3Transformer}
@@ -23,6 +31,7 @@ def build_model(
     *,
     dtype: torch.dtype,
     quantization: Quantization = Quantization.NONE,
+    block_codes: Mapping[str, BlockCodes] | None = None,
 ) -> Transformer:
     """A ready-to-run decoder in eval mode, with the weights of a checkpoint.
 
@@ -34,8 +43,10 @@ def build_model(
         weights: tensors under Hugging Face names with Hugging Face's q/k row order (what
             `runtime.loading.load_checkpoint` returns); q/k/v and gate/up may be separate.
         dtype: activation (and unquantized weight) dtype; float32 reproduces transformers' fp32 logits.
-        quantization: `INT8` / `INT4` store linear weights in 8 / 4 bits (needs `dtype=torch.bfloat16`;
-            see `runtime.model.quantization`).
+        quantization: `INT8` / `INT4` store linear weights in 8 / 4 bits, `STORED` as `block_codes` holds
+            them (all need `dtype=torch.bfloat16`; see `runtime.model.quantization` and `block_codes`).
+        block_codes: the stored codes of block-format matrices under Hugging Face names (a checkpoint's
+            `block_codes()`), for `STORED`.
 
     Returns:
         The `Transformer`, without gradients.
@@ -55,6 +66,8 @@ def build_model(
         raise UnsupportedModelError(
             f"{quantization.value} weight-only quantization runs with bfloat16 activations, not {dtype}"
         )
+    if quantization is Quantization.STORED and block_codes is None:
+        raise UnsupportedModelError("stored quantization needs a checkpoint with block codes (a GGUF file)")
     with torch.device("meta"):
         model = _MODEL_CLASSES.get(config.architecture, Transformer)(config)
     state_dict = {name: tensor.to(dtype).contiguous() for name, tensor in weights.items()}
@@ -67,4 +80,19 @@ def build_model(
     if result.unexpected_keys:
         raise UnsupportedModelError(f"unknown tensors {', '.join(result.unexpected_keys[:8])}")
     model.eval().requires_grad_(False)
+    if quantization is Quantization.STORED and block_codes is not None:
+        return quantize_stored(model, _stored_codes(block_codes, config))
     return quantize(model, quantization)
+
+
+def _stored_codes(block_codes: Mapping[str, BlockCodes], config: ModelConfig) -> dict[str, StoredCodes]:
+    """`block_codes` under the model's parameter names: codes, scales and bases each renamed and fused as the
+    model's load hook does its weights (q/k/v and gate/up rows concatenated)."""
+    parts: list[dict[str, torch.Tensor]] = [{}, {}, {}]
+    for name, arrays in block_codes.items():
+        for part, array in zip(parts, arrays, strict=True):
+            part[name] = torch.from_numpy(array)
+    for part in parts:
+        rewrite_hf_state_dict(part, config)
+    codes, scales, bases = parts
+    return {name: (codes[name], scales[name], bases[name]) for name in codes}

@@ -53,6 +53,28 @@ def int4_linear(
     return _require_extension().int4_linear(x, tiles, scales, bases, activation_bits)
 
 
+def block_linear(
+    x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, bases: torch.Tensor | None, block_size: int
+) -> torch.Tensor:
+    """`x @ W.T` for a block-code weight W in `BlockCodeLinear`'s tiled layout, activations quantized per group
+    of 32 to int16. Row invariant: each output row is bitwise the same whatever other rows `x` holds.
+
+    Args:
+        x: [M, K] contiguous bfloat16, K a multiple of 32.
+        codes: [N / 16, K / 32, 512] int8 (`block_codes.pack_code_tiles`).
+        scales: [N / 16, K / block_size, 16] float32.
+        bases: the same shape, or None: a weight is `code * scale + base`.
+        block_size: inputs per scale and base, 16 or 32.
+
+    Returns:
+        [M, N] bfloat16.
+
+    Raises:
+        RuntimeError: a block size other than 16 or 32, or tensors of the wrong shape or dtype.
+    """
+    return _require_extension().block_linear(x, codes, scales, bases, block_size)
+
+
 def rescored_logits(first_pass: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, count: int) -> torch.Tensor:
     """An output head's float32 logits: in each row, every first-pass logit at least the row's `count`-th largest
     recomputed exactly (float32 sums in a fixed order, where a matmul's order may follow the shapes), the rest

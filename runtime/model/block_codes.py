@@ -1,0 +1,176 @@
+"""Block-code layers: the decoder's matrices as the integer codes a GGUF file stores, multiplied as they are.
+
+A GGUF file quantized with a mix of block formats (a Q4_K_M file holds Q4_K, Q5_0, Q6_K and Q8_0 matrices)
+stores each weight as `code * scale + base` per block of 16 or 32 inputs (`runtime.loading.gguf_blocks`).
+`BlockCodeLinear` keeps those codes in int8 and the block scales and bases in float32: the weights it
+multiplies are the file's, bit for bit, where a bfloat16 copy rounds each weight to 8 significant bits and
+`Int4Linear` re-quantizes it to 4 (on Gemma 3 270M Q4_K_M: KL 0.215 from the file's float32 model, against
+0.0033 here). The compiled kernel (`kernels.block_linear`: int16 activations per group of 32, as in the
+4-bit layers; row invariant) reads one byte a weight, plus its block parameters, against bfloat16's two,
+and the output head keeps its 4-bit first pass: that file decodes 6-7.5x faster than on bfloat16 weights
+(benchmarks/block_codes.py). Prefill passes multiply the dense bfloat16 weights (`QuantizedLinear`), as
+every quantized layer does.
+
+`quantize_stored` builds them from a checkpoint's codes (`Quantization.STORED`); linears without codes (a
+matrix the file keeps in float) stay as they are and the output head becomes a `RescoredHead`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+from runtime.model import kernels
+from runtime.model.huge_pages import in_huge_pages
+from runtime.model.quantization import INT4_GROUP_SIZE, INT4_TILE_COLUMNS, QuantizedLinear, RescoredHead
+
+logger = logging.getLogger(__name__)
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+#: A matrix's [N, K] int8 codes and [N, K / 16] float32 scales and bases (`gguf_blocks.BlockCodes` as tensors).
+StoredCodes = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+#: Inputs per scale and base as checkpoints give them (`gguf_blocks.CODE_BLOCK_SIZE`).
+_CHECKPOINT_BLOCK = 16
+
+
+def pack_code_tiles(codes: torch.Tensor) -> torch.Tensor:
+    """[N, K] int8 codes as the compiled kernel reads them: [N / 16, K / 32, 512] int8.
+
+    Per tile of 16 columns and group of 32 inputs, 16 runs of 32 bytes; run i holds column c's codes of
+    inputs 2i and 2i + 1 at bytes 2c and 2c + 1.
+    """
+    num_columns, num_inputs = codes.shape
+    split = codes.view(num_columns // INT4_TILE_COLUMNS, INT4_TILE_COLUMNS, num_inputs // INT4_GROUP_SIZE, 16, 2)
+    return split.permute(0, 2, 3, 1, 4).reshape(num_columns // INT4_TILE_COLUMNS, -1, INT4_GROUP_SIZE * 16)
+
+
+def unpack_code_tiles(tiles: torch.Tensor) -> torch.Tensor:
+    """The [N, K] int8 codes that `pack_code_tiles` packed."""
+    num_tiles, num_groups, _ = tiles.shape
+    split = tiles.view(num_tiles, num_groups, 16, INT4_TILE_COLUMNS, 2)
+    return split.permute(0, 3, 1, 2, 4).reshape(num_tiles * INT4_TILE_COLUMNS, num_groups * INT4_GROUP_SIZE)
+
+
+def _tile_blocks(parameters: torch.Tensor) -> torch.Tensor:
+    """[N, B] per-block parameters as [N / 16, B, 16]: one load gives a tile's 16 columns."""
+    return parameters.view(-1, INT4_TILE_COLUMNS, parameters.shape[1]).transpose(1, 2).contiguous()
+
+
+def _untile_blocks(parameters: torch.Tensor) -> torch.Tensor:
+    return parameters.transpose(1, 2).reshape(-1, parameters.shape[1])
+
+
+class BlockCodeLinear(QuantizedLinear):
+    """A linear layer with int8 codes and a float32 scale and base per block of 16 or 32 inputs.
+
+    Args:
+        tiles: [N / 16, K / 32, 512] int8 codes (`pack_code_tiles`).
+        scales: [N / 16, K / block_size, 16] float32.
+        bases: the same shape, or None for formats without a base: a weight is `code * scale + base`.
+        block_size: inputs per scale and base, 16 or 32.
+        bias: [N] bfloat16 or None.
+    """
+
+    tiles: torch.Tensor
+    scales: torch.Tensor
+    bases: torch.Tensor | None
+
+    def __init__(
+        self,
+        tiles: torch.Tensor,
+        scales: torch.Tensor,
+        bases: torch.Tensor | None,
+        block_size: int,
+        bias: torch.Tensor | None,
+    ) -> None:
+        super().__init__()
+        for name, buffer in (("tiles", tiles), ("scales", scales), ("bases", bases), ("bias", bias)):
+            self.register_buffer(name, buffer)
+        self.block_size = block_size
+        #: A plain attribute, read every call (a buffer lookup costs more).
+        self.uses_compiled_kernel = kernels.has_compiled_kernels()
+
+    @staticmethod
+    def fits(weight_shape: torch.Size | tuple[int, ...]) -> bool:
+        """Whether the kernel takes this [N, K] shape (outputs in tiles of 16, inputs in groups of 32)."""
+        num_rows, num_inputs = weight_shape
+        return num_rows % INT4_TILE_COLUMNS == 0 and num_inputs % INT4_GROUP_SIZE == 0
+
+    @classmethod
+    def from_codes(
+        cls, codes: torch.Tensor, scales: torch.Tensor, bases: torch.Tensor, bias: torch.Tensor | None
+    ) -> BlockCodeLinear:
+        """The layer of [N, K] int8 `codes` with [N, K / 16] float32 `scales` and `bases`: blocks of 32 where
+        every pair of blocks agrees (the formats of 32-input blocks), no bases where all are zero."""
+        block_size = _CHECKPOINT_BLOCK
+        if torch.equal(scales[:, 0::2], scales[:, 1::2]) and torch.equal(bases[:, 0::2], bases[:, 1::2]):
+            scales, bases, block_size = scales[:, 0::2], bases[:, 0::2], 2 * _CHECKPOINT_BLOCK
+        return cls(
+            pack_code_tiles(codes.contiguous()),
+            _tile_blocks(scales.float()),
+            None if not bases.any() else _tile_blocks(bases.float()),
+            block_size,
+            bias,
+        )
+
+    def codes(self) -> torch.Tensor:
+        """The [N, K] int8 codes."""
+        return unpack_code_tiles(self.tiles)
+
+    def dequantize(self) -> torch.Tensor:
+        codes = self.codes()
+        num_rows = codes.shape[0]
+        weight = codes.view(num_rows, -1, self.block_size).float() * _untile_blocks(self.scales)[..., None]
+        if self.bases is not None:
+            weight = weight + _untile_blocks(self.bases)[..., None]
+        return weight.view(num_rows, -1).to(torch.bfloat16)  # [N, K]
+
+    def runs_kernel(self, x: torch.Tensor) -> bool:
+        """Outside prefill the compiled kernel takes every row count; without it the dense weights run."""
+        return self.uses_compiled_kernel and not self.uses_dense_weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.uses_compiled_kernel and not self.uses_dense_weights:  # `runs_kernel`, inlined: every step
+            out = kernels.block_linear(x.contiguous(), self.tiles, self.scales, self.bases, self.block_size)
+        else:
+            out = self.dense_linear(x)
+        return out if self.bias is None else out + self.bias
+
+
+def quantize_stored(
+    model: ModuleT, codes: Mapping[str, StoredCodes], *, head_names: tuple[str, ...] = ("lm_head",)
+) -> ModuleT:
+    """Swap `model`'s linears whose weights `codes` holds (by parameter name) for `BlockCodeLinear`s, in place;
+    output heads become `RescoredHead`s; returns `model`.
+
+    Args:
+        model: a bfloat16 model, its weights the dequantized `codes`.
+        codes: [N, K] codes and [N, K / 16] scales and bases as tensors, by the model's parameter names.
+        head_names: fully qualified names of the output heads.
+    """
+    if not kernels.has_compiled_kernels():
+        logger.warning("block-code layers run their dense weights: %s", kernels.KERNELS_UNAVAILABLE_REASON)
+    for parent_name, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, nn.Linear):
+                continue
+            full_name = f"{parent_name}.{name}" if parent_name else name
+            stored = codes.get(full_name + ".weight")
+            if full_name in head_names:
+                setattr(parent, name, RescoredHead(child))
+            elif stored is not None and BlockCodeLinear.fits(child.weight.shape):
+                bias = None if child.bias is None else child.bias.detach().to(torch.bfloat16)
+                setattr(parent, name, BlockCodeLinear.from_codes(*stored, bias))
+    # Decode streams every weight once per step, faster from 2 MiB pages (runtime.model.huge_pages).
+    layers = [module for module in model.modules() if isinstance(module, BlockCodeLinear)]
+    placed = iter(in_huge_pages([layer.tiles for layer in layers] + [layer.scales for layer in layers]))
+    for layer in layers:
+        layer.tiles = next(placed)
+    for layer in layers:
+        layer.scales = next(placed)
+    return model
