@@ -24,6 +24,7 @@ from runtime.model import kernels
 from runtime.model.architectures import Quantization, build_model
 from runtime.model.block_codes import BlockCodeLinear, pack_code_tiles, unpack_code_tiles
 from runtime.model.quantization import Int4Linear, RescoredHead, pack_int4_tiles
+from runtime.model.runner import ForwardBatch
 from tests.runtime.ggml_reference import random_k_blocks
 from tests.runtime.test_decode_plan import _assert_plan_gives_the_modules_logits
 from tests.runtime.test_kernels import _quantized_activations
@@ -137,6 +138,21 @@ def test_a_stored_models_decode_plan_gives_its_modules_logits_bitwise(mixed_gguf
     engine = runtime.load(mixed_gguf)
     assert isinstance(engine.runner.model.layers[0].attn.qkv, BlockCodeLinear)  # the default for this file
     _assert_plan_gives_the_modules_logits(engine.runner)
+
+
+def test_a_stored_model_is_batch_invariant(mixed_gguf: Path) -> None:
+    """A verify pass scores each position as the one-token step would, alone or beside another sequence:
+    what speculative decoding's exactness rests on (tests/runtime/test_batch_invariance.py, for 4-bit weights)."""
+    runner = runtime.load(mixed_gguf).runner
+    prompt, other, tokens = [5, 77, 130, 9, 41, 200], [12, 3, 250], [61, 8, 99, 150, 7]
+    table, other_table = list(range(0, 4)), list(range(4, 8))
+    runner.forward(ForwardBatch([prompt, other], [0, 0], [table, other_table], is_prefill=True))
+    steps = [runner.forward(ForwardBatch([[token]], [len(prompt) + i], [table]))[0] for i, token in enumerate(tokens)]
+    verify = runner.forward(
+        ForwardBatch([tokens, [44]], [len(prompt), len(other)], [table, other_table], all_logits=True)
+    )
+    for i, row in enumerate(steps):
+        assert torch.equal(verify[i], row), f"position {i} rounds differently in the verify pass"
 
 
 def test_loading_keeps_block_codes_only_where_they_are_the_exact_choice(mixed_gguf: Path) -> None:
