@@ -11,7 +11,12 @@ matrices, a 262k-token head) unless `--model` names another GGUF. Measured in on
   on the same file and thread count. Rounds interleave the systems and medians are kept;
 - teacher-forced accuracy of each storage against the float32 model of the same file (its dequantized
   weights): top-1 agreement and KL divergence over fixed English text (decode kernels on every row, as in
-  benchmarks/forward.py), and how many greedy tokens each engine's output shares with the float32 one.
+  benchmarks/forward.py), and how many greedy tokens each engine's output shares with the float32 one;
+- one layer of a larger model's shapes (`--layer-shapes`, default a 7-8B model's 4096x4096 and 14336x4096)
+  holding Q4_K-like codes: microseconds per call at 1 and 8 rows on the 4-bit layer with float32 block
+  parameters (what a file's Q4_0/Q4_1/Q4_K matrices take) against the int8-code layer (what the file's
+  other formats take), and against the 4-bit layer with bfloat16 parameters (`Quantization.INT4`). The
+  Gemma file's Q4_K matrices are few and small, so this is where most Q4_K_M files' speed shows.
 
     python benchmarks/block_codes.py [--smoke] [--threads 1 --clock cpu] [--model FILE.gguf]
 
@@ -21,6 +26,7 @@ The last line is one JSON object with the configuration, git revision and result
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -36,7 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import runtime  # noqa: E402
 from benchmarks.forward import ACCURACY_MODULES, _accuracy, add_clock_argument  # noqa: E402
 from runtime.loading import load_checkpoint  # noqa: E402
-from runtime.model.architectures import Quantization, build_model  # noqa: E402
+from runtime.model.architectures import Quantization, Transformer, build_model  # noqa: E402
+from runtime.model.block_codes import BlockCodeLinear, four_bit_layer  # noqa: E402
+from runtime.model.quantization import Int4Linear, pack_int4_tiles, tile_parameters  # noqa: E402
 from runtime.model.runner import ForwardBatch, ModelRunner  # noqa: E402
 
 STORAGES = {"stored": Quantization.STORED, "int4": Quantization.INT4, "bf16": Quantization.NONE}
@@ -60,7 +68,7 @@ def _git_revision() -> str:
     return result.stdout.strip() or "unknown"
 
 
-def _scores(model: torch.nn.Module, token_ids: list[int]) -> torch.Tensor:
+def _scores(model: Transformer, token_ids: list[int]) -> torch.Tensor:
     """float32 logits of every position of `token_ids`, on the decode path (not a prefill pass)."""
     block_size = 16
     num_blocks = -(-len(token_ids) // block_size)
@@ -90,6 +98,38 @@ def _llama_cpp_single(path: Path, prompt: list[int], num_tokens: int) -> Callabl
     return single
 
 
+def _layer_microseconds(shapes: list[tuple[int, int]], rounds: int, clock: Callable[[], float]) -> dict[str, float]:
+    """Median microseconds per call of one Q4_K-like layer (codes 0..15, float16 scales and bases per 32) on
+    each path, at 1 and 8 rows, interleaved."""
+    generator = torch.Generator().manual_seed(0)
+    cases: dict[str, Callable[[], object]] = {}
+    for num_rows, num_inputs in shapes:
+        codes = torch.randint(0, 16, (num_rows, num_inputs), dtype=torch.int8, generator=generator)
+        scales, bases = (
+            0.01 * torch.randn(num_rows, num_inputs // 32, generator=generator).half().float() for _ in "sb"
+        )
+        scales_16, bases_16 = scales.repeat_interleave(2, 1), bases.repeat_interleave(2, 1)  # per 16, as files give
+        bf16_scales, bf16_bases = (tile_parameters(t.to(torch.bfloat16)) for t in (scales, bases))
+        layers = {
+            "4bit_f32": four_bit_layer(codes, scales_16, bases_16, None),
+            "int8_codes": BlockCodeLinear.from_codes(codes, scales_16, bases_16, None),
+            "4bit_bf16": Int4Linear(pack_int4_tiles(codes), bf16_scales, bf16_bases, None),
+        }
+        for rows in (1, 8):
+            x = torch.randn(rows, num_inputs, generator=generator).to(torch.bfloat16)
+            for name, layer in layers.items():
+                assert layer is not None
+                cases[f"{num_rows}x{num_inputs} {rows} {name}"] = functools.partial(layer, x)
+    seconds: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, case in cases.items():
+            start = clock()
+            for _ in range(10):
+                case()
+            seconds[name].append((clock() - start) / 10)
+    return {name: 1e6 * statistics.median(values) for name, values in seconds.items()}
+
+
 def _shared_prefix(first: list[int], second: list[int]) -> int:
     return next(
         (i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), min(len(first), len(second))
@@ -105,6 +145,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--accuracy-tokens", type=int, default=512)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--layer-shapes", default="4096x4096,14336x4096", help="N x K of the layer timings")
     add_clock_argument(parser)
     args = parser.parse_args()
     if args.smoke:
@@ -186,6 +227,19 @@ def main() -> None:
         ratios["int4_vs_llama_cpp_single"] = tok_s["int4_single"] / tok_s["llama_cpp_single"]
     for name, value in ratios.items():
         print(f"{name:<30}{value:>7.2f}x")
+    shapes = [(int(n), int(k)) for n, k in (shape.split("x") for shape in args.layer_shapes.split(",") if shape)]
+    layer_us = _layer_microseconds(shapes, max(args.rounds, 3), clock)
+    print(f"{'layer, rows, path':<34}{'us/call':>9}")
+    for name, value in layer_us.items():
+        print(f"{name:<34}{value:>9.1f}")
+    for key in [key for key in layer_us if key.endswith(" 4bit_f32")]:
+        shape_rows = key.removesuffix(" 4bit_f32")
+        ratios[f"{shape_rows} 4bit_f32_vs_int8_codes"] = layer_us[f"{shape_rows} int8_codes"] / layer_us[key]
+        ratios[f"{shape_rows} 4bit_f32_vs_4bit_bf16"] = layer_us[f"{shape_rows} 4bit_bf16"] / layer_us[key]
+        print(
+            f"{shape_rows:<22} speed of the 4-bit layer with float32 parameters: {ratios[f'{shape_rows} 4bit_f32_vs_int8_codes']:.2f}x "
+            f"the int8-code layer's, {ratios[f'{shape_rows} 4bit_f32_vs_4bit_bf16']:.2f}x with bfloat16 parameters"
+        )
     config = {"model": path.name, "threads": args.threads, "clock": args.clock, "tokens": args.tokens}
     print(
         json.dumps(
@@ -195,6 +249,7 @@ def main() -> None:
                 "accuracy": accuracy,
                 "greedy_shared": shared,
                 "tok_s": tok_s,
+                "layer_us": layer_us,
                 "ratios": ratios,
             }
         )

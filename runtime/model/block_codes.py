@@ -11,8 +11,10 @@ and the output head keeps its 4-bit first pass: that file decodes 6-7.5x faster 
 (benchmarks/block_codes.py). Prefill passes multiply the dense bfloat16 weights (`QuantizedLinear`), as
 every quantized layer does.
 
-`quantize_stored` builds them from a checkpoint's codes (`Quantization.STORED`); linears without codes (a
-matrix the file keeps in float) stay as they are and the output head becomes a `RescoredHead`.
+`quantize_stored` builds them from a checkpoint's codes (`Quantization.STORED`). Matrices whose codes take 16
+levels a block of 32 (Q4_0, Q4_1, Q4_K) go to the 4-bit layer instead (`four_bit_layer`: `Int4Linear` with
+float32 block parameters, 0.75 bytes a weight against 1.25); linears without codes (a matrix the file keeps
+in float) stay as they are, and the output head becomes a `RescoredHead`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,16 @@ from torch import nn
 
 from runtime.model import kernels
 from runtime.model.huge_pages import in_huge_pages
-from runtime.model.quantization import INT4_GROUP_SIZE, INT4_TILE_COLUMNS, QuantizedLinear, RescoredHead
+from runtime.model.quantization import (
+    INT4_GROUP_SIZE,
+    INT4_TILE_COLUMNS,
+    Int4Linear,
+    QuantizedLinear,
+    RescoredHead,
+    pack_int4_tiles,
+    tile_parameters,
+    untile_parameters,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,15 +65,6 @@ def unpack_code_tiles(tiles: torch.Tensor) -> torch.Tensor:
     num_tiles, num_groups, _ = tiles.shape
     split = tiles.view(num_tiles, num_groups, 16, INT4_TILE_COLUMNS, 2)
     return split.permute(0, 3, 1, 2, 4).reshape(num_tiles * INT4_TILE_COLUMNS, num_groups * INT4_GROUP_SIZE)
-
-
-def _tile_blocks(parameters: torch.Tensor) -> torch.Tensor:
-    """[N, B] per-block parameters as [N / 16, B, 16]: one load gives a tile's 16 columns."""
-    return parameters.view(-1, INT4_TILE_COLUMNS, parameters.shape[1]).transpose(1, 2).contiguous()
-
-
-def _untile_blocks(parameters: torch.Tensor) -> torch.Tensor:
-    return parameters.transpose(1, 2).reshape(-1, parameters.shape[1])
 
 
 class BlockCodeLinear(QuantizedLinear):
@@ -108,12 +110,12 @@ class BlockCodeLinear(QuantizedLinear):
         """The layer of [N, K] int8 `codes` with [N, K / 16] float32 `scales` and `bases`: blocks of 32 where
         every pair of blocks agrees (the formats of 32-input blocks), no bases where all are zero."""
         block_size = _CHECKPOINT_BLOCK
-        if torch.equal(scales[:, 0::2], scales[:, 1::2]) and torch.equal(bases[:, 0::2], bases[:, 1::2]):
+        if _pairs_agree(scales, bases):
             scales, bases, block_size = scales[:, 0::2], bases[:, 0::2], 2 * _CHECKPOINT_BLOCK
         return cls(
             pack_code_tiles(codes.contiguous()),
-            _tile_blocks(scales.float()),
-            None if not bases.any() else _tile_blocks(bases.float()),
+            tile_parameters(scales.float()),
+            None if not bases.any() else tile_parameters(bases.float()),
             block_size,
             bias,
         )
@@ -125,9 +127,9 @@ class BlockCodeLinear(QuantizedLinear):
     def dequantize(self) -> torch.Tensor:
         codes = self.codes()
         num_rows = codes.shape[0]
-        weight = codes.view(num_rows, -1, self.block_size).float() * _untile_blocks(self.scales)[..., None]
+        weight = codes.view(num_rows, -1, self.block_size).float() * untile_parameters(self.scales)[..., None]
         if self.bases is not None:
-            weight = weight + _untile_blocks(self.bases)[..., None]
+            weight = weight + untile_parameters(self.bases)[..., None]
         return weight.view(num_rows, -1).to(torch.bfloat16)  # [N, K]
 
     def runs_kernel(self, x: torch.Tensor) -> bool:
@@ -142,11 +144,42 @@ class BlockCodeLinear(QuantizedLinear):
         return out if self.bias is None else out + self.bias
 
 
+def _pairs_agree(scales: torch.Tensor, bases: torch.Tensor) -> bool:
+    """Whether every pair of blocks of 16 shares its scale and base: blocks of 32 (every format but Q6_K)."""
+    return torch.equal(scales[:, 0::2], scales[:, 1::2]) and torch.equal(bases[:, 0::2], bases[:, 1::2])
+
+
+def four_bit_layer(
+    codes: torch.Tensor, scales: torch.Tensor, bases: torch.Tensor, bias: torch.Tensor | None
+) -> Int4Linear | None:
+    """The stored codes as an `Int4Linear` with float32 scales and bases (0.75 bytes a weight instead of 1.25),
+    where every block of 32 holds 16 levels (Q4_0, Q4_1, Q4_K): codes in [0, 15], or in [-8, 7] without a base,
+    moved up by 8 with the base lowered by 8 scales (checked to give the same float32 weights, as it does for a
+    file's float16 scales). None for other codes, or without the compiled kernels."""
+    if not kernels.has_compiled_kernels() or not _pairs_agree(scales, bases):
+        return None
+    scales, bases = scales[:, 0::2].float(), bases[:, 0::2].float()  # [N, K / 32]
+    blocks = codes.view(codes.shape[0], -1, INT4_GROUP_SIZE).short()
+    low, high = blocks.amin(-1), blocks.amax(-1)  # [N, K / 32]
+    shift = (low < 0).short() * 8
+    if not bool(((low + shift >= 0) & (high + shift <= 15) & ((shift == 0) | (bases == 0))).all()):
+        return None
+    shifted, shifted_bases = blocks + shift[..., None], bases - scales * shift
+    if bool(shift.any()) and not torch.equal(
+        shifted * scales[..., None] + shifted_bases[..., None], blocks * scales[..., None] + bases[..., None]
+    ):
+        return None  # scales wider than a float16's (not a file's): the moved codes would not give the same weights
+    return Int4Linear(
+        pack_int4_tiles(shifted.view(codes.shape)), tile_parameters(scales), tile_parameters(shifted_bases), bias
+    )
+
+
 def quantize_stored(
     model: ModuleT, codes: Mapping[str, StoredCodes], *, head_names: tuple[str, ...] = ("lm_head",)
 ) -> ModuleT:
-    """Swap `model`'s linears whose weights `codes` holds (by parameter name) for `BlockCodeLinear`s, in place;
-    output heads become `RescoredHead`s; returns `model`.
+    """Swap `model`'s linears whose weights `codes` holds (by parameter name) for `BlockCodeLinear`s, or
+    `Int4Linear`s where the codes are 4-bit (`four_bit_layer`), in place; output heads become `RescoredHead`s;
+    returns `model`.
 
     Args:
         model: a bfloat16 model, its weights the dequantized `codes`.
@@ -165,12 +198,14 @@ def quantize_stored(
                 setattr(parent, name, RescoredHead(child))
             elif stored is not None and BlockCodeLinear.fits(child.weight.shape):
                 bias = None if child.bias is None else child.bias.detach().to(torch.bfloat16)
-                setattr(parent, name, BlockCodeLinear.from_codes(*stored, bias))
+                setattr(parent, name, four_bit_layer(*stored, bias) or BlockCodeLinear.from_codes(*stored, bias))
     # Decode streams every weight once per step, faster from 2 MiB pages (runtime.model.huge_pages).
-    layers = [module for module in model.modules() if isinstance(module, BlockCodeLinear)]
-    placed = iter(in_huge_pages([layer.tiles for layer in layers] + [layer.scales for layer in layers]))
-    for layer in layers:
-        layer.tiles = next(placed)
-    for layer in layers:
-        layer.scales = next(placed)
+    layers = [module for module in model.modules() if isinstance(module, (BlockCodeLinear, Int4Linear))]
+    buffers = [
+        (layer, name) for layer in layers for name in ("tiles", "scales", "bases") if getattr(layer, name) is not None
+    ]
+    for (layer, name), placed in zip(
+        buffers, in_huge_pages([getattr(layer, name) for layer, name in buffers]), strict=True
+    ):
+        setattr(layer, name, placed)
     return model

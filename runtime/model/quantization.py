@@ -174,13 +174,13 @@ def unpack_int4_tiles(tiles: torch.Tensor) -> torch.Tensor:
     return nibbles.permute(0, 3, 1, 2, 5, 6, 4).reshape(num_tiles * INT4_TILE_COLUMNS, num_groups * INT4_GROUP_SIZE)
 
 
-def _tile_groups(parameters: torch.Tensor) -> torch.Tensor:
-    """[N, K / 32] per-group parameters as [N / 16, K / 32, 16]: one load gives a tile's 16 columns."""
+def tile_parameters(parameters: torch.Tensor) -> torch.Tensor:
+    """[N, B] per-group (or per-block) parameters as [N / 16, B, 16]: one load gives a tile's 16 columns."""
     return parameters.view(-1, INT4_TILE_COLUMNS, parameters.shape[1]).transpose(1, 2).contiguous()
 
 
-def _untile_groups(parameters: torch.Tensor) -> torch.Tensor:
-    """The [N, K / 32] parameters `_tile_groups` tiled."""
+def untile_parameters(parameters: torch.Tensor) -> torch.Tensor:
+    """The [N, B] parameters `tile_parameters` tiled."""
     return parameters.transpose(1, 2).reshape(-1, parameters.shape[1])
 
 
@@ -189,13 +189,14 @@ class Int4Linear(QuantizedLinear):
 
     The codes are stored once, tiled for the compiled kernel (`pack_int4_tiles`), with per-group
     `scales` and `bases` (a weight is `q * scale + base`): 0.625 bytes per weight, which `dequantize`
-    also reads. Only without the compiled kernels does the layer also hold torch's int4 packing
+    also reads. A GGUF file's 4-bit blocks (`runtime.model.block_codes`) keep float32 scales and bases,
+    exact where bfloat16 would round them (0.75 bytes per weight; compiled kernel only). Only without the compiled kernels does the layer also hold torch's int4 packing
     (`packed`, opaque, and `scales_and_offsets`, for `(q - 8) * scale + offset`): 0.625 bytes more.
 
     Args:
         tiles: [N / 16, K / 32, 256] uint8 codes (`pack_int4_tiles`).
-        scales: [N / 16, K / 32, 16] bfloat16.
-        bases: [N / 16, K / 32, 16] bfloat16.
+        scales: [N / 16, K / 32, 16] bfloat16, or float32 (with the compiled kernel).
+        bases: [N / 16, K / 32, 16], the dtype of `scales`.
         bias: [N] bfloat16 or None.
         torch_kernel_weights: torch's int4 packing of the codes and its [K / g, N, 2] bfloat16 scales and
             offsets, to run torch's kernel; None runs the compiled one.
@@ -269,8 +270,8 @@ class Int4Linear(QuantizedLinear):
         )
         return cls(
             pack_int4_tiles(codes),
-            _tile_groups(group_scales.to(torch.bfloat16)),
-            _tile_groups(bases),
+            tile_parameters(group_scales.to(torch.bfloat16)),
+            tile_parameters(bases),
             None if linear.bias is None else linear.bias.detach().to(torch.bfloat16),
             torch_kernel_weights=torch_kernel_weights,
             activation_bits=activation_bits,
@@ -283,9 +284,12 @@ class Int4Linear(QuantizedLinear):
     def dequantize(self) -> torch.Tensor:
         codes = self.codes()
         num_rows = codes.shape[0]
-        scales, bases = _untile_groups(self.scales)[..., None], _untile_groups(self.bases)[..., None]  # [N, K / g, 1]
-        weight = torch.addcmul(bases, codes.view(num_rows, -1, INT4_GROUP_SIZE).to(torch.bfloat16), scales)
-        return weight.view(num_rows, -1)  # [N, K]
+        scales, bases = (
+            untile_parameters(self.scales)[..., None],
+            untile_parameters(self.bases)[..., None],
+        )  # [N, K / g, 1]
+        weight = torch.addcmul(bases, codes.view(num_rows, -1, INT4_GROUP_SIZE).to(scales.dtype), scales)
+        return weight.view(num_rows, -1).to(torch.bfloat16)  # [N, K]
 
     def runs_kernel(self, x: torch.Tensor) -> bool:
         """Outside prefill the compiled kernel takes every row count, so a row rounds alike in any batch."""

@@ -22,7 +22,7 @@ from runtime.loading import Checkpoint, load_checkpoint
 from runtime.loading.gguf_blocks import BLOCK_FORMATS, block_codes
 from runtime.model import kernels
 from runtime.model.architectures import Quantization, build_model
-from runtime.model.block_codes import BlockCodeLinear, pack_code_tiles, unpack_code_tiles
+from runtime.model.block_codes import BlockCodeLinear, four_bit_layer, pack_code_tiles, unpack_code_tiles
 from runtime.model.quantization import Int4Linear, RescoredHead, pack_int4_tiles
 from runtime.model.runner import ForwardBatch
 from tests.runtime.ggml_reference import random_k_blocks
@@ -33,8 +33,9 @@ from tests.runtime.tiny_gguf import TinySpec, tiny_hf_weights, write_tiny_gguf
 T = GGMLQuantizationType
 pytestmark = pytest.mark.skipif(not kernels.has_compiled_kernels(), reason=str(kernels.KERNELS_UNAVAILABLE_REASON))
 
-#: One layer's tensors in every block format: fused q/k/v mixes blocks of 32 with a base (Q4_K), without
-#: (Q5_0) and Q6_K's blocks of 16; gate/up two formats with bases.
+#: Every block format: fused q/k/v mixes blocks of 32 with a base (Q4_K), without (Q5_0) and Q6_K's blocks of
+#: 16; gate/up two formats with bases; 4-bit matrices alone (layer 0's Q4_0, layer 1's Q4_1 and Q4_K) take the
+#: 4-bit kernel.
 MIXED_TYPES = {
     "attn_q.weight": T.Q4_K,
     "attn_k.weight": T.Q5_0,
@@ -43,6 +44,8 @@ MIXED_TYPES = {
     "ffn_gate.weight": T.Q4_1,
     "ffn_up.weight": T.Q5_K,
     "ffn_down.weight": T.Q4_0,
+    "blk.1.attn_output.weight": T.Q4_1,
+    "blk.1.ffn_down.weight": T.Q4_K,
 }
 MIXED_SPEC = TinySpec(hidden_size=256, num_heads=4, num_kv_heads=2, intermediate_size=256)
 
@@ -97,12 +100,13 @@ def _untiled(parameters: torch.Tensor) -> torch.Tensor:
     return parameters.transpose(1, 2).reshape(-1, parameters.shape[1])
 
 
-def _float_weight(layer: BlockCodeLinear) -> torch.Tensor:
+def _float_weight(layer: BlockCodeLinear | Int4Linear) -> torch.Tensor:
     """The layer's weight in float32: code * scale + base, as the file's dequantization computes it."""
     codes = layer.codes()
-    weight = codes.float().view(codes.shape[0], -1, layer.block_size) * _untiled(layer.scales)[..., None]
+    block_size = layer.block_size if isinstance(layer, BlockCodeLinear) else 32
+    weight = codes.float().view(codes.shape[0], -1, block_size) * _untiled(layer.scales.float())[..., None]
     if layer.bases is not None:
-        weight = weight + _untiled(layer.bases)[..., None]
+        weight = weight + _untiled(layer.bases.float())[..., None]
     return weight.view(codes.shape)
 
 
@@ -125,13 +129,16 @@ def test_a_stored_model_multiplies_the_files_weights(mixed: Checkpoint) -> None:
             block.ffn.down: [hf + "mlp.down_proj.weight"],
         }
         for layer, names in fused.items():
-            assert isinstance(layer, BlockCodeLinear)
+            assert isinstance(layer, (BlockCodeLinear, Int4Linear))
             assert torch.equal(_float_weight(layer), torch.cat([mixed.weights[name] for name in names]))
-        # Q6_K's blocks of 16 keep the fused q/k/v at 16; Q5_0 and Q4_0 have no base.
+        # Q6_K's blocks of 16 keep the fused q/k/v at 16; Q5_0 and Q8_0 have no base; 4-bit codes alone take
+        # the 4-bit layer, with float32 parameters (Q4_0's codes moved up by 8, its base -8 scales).
         assert (block.attn.qkv.block_size, block.attn.qkv.bases is not None) == (16, True)
-        assert (block.attn.o_proj.block_size, block.attn.o_proj.bases) == (32, None)
         assert (block.ffn.gate_up.block_size, block.ffn.gate_up.bases is not None) == (32, True)
-        assert (block.ffn.down.block_size, block.ffn.down.bases) == (32, None)
+        four_bit = [block.ffn.down] + ([block.attn.o_proj] if i == 1 else [])
+        assert all(isinstance(layer, Int4Linear) and layer.scales.dtype == torch.float32 for layer in four_bit)
+        if i == 0:
+            assert (block.attn.o_proj.block_size, block.attn.o_proj.bases) == (32, None)
 
 
 def test_a_stored_models_decode_plan_gives_its_modules_logits_bitwise(mixed_gguf: Path) -> None:
@@ -263,3 +270,37 @@ def test_block_linear_refuses_other_block_sizes_and_shapes() -> None:
         kernels.block_linear(x, layer.tiles, layer.scales, None, 16)
     with pytest.raises(RuntimeError, match="codes must be"):
         kernels.block_linear(torch.randn(2, 96, dtype=torch.bfloat16), layer.tiles, layer.scales, None, 32)
+
+
+@pytest.mark.parametrize("activation_bits", [16, 8])
+def test_the_4bit_kernel_takes_float32_parameters_as_their_values(activation_bits: int) -> None:
+    """float32 scales and bases (a file's, exact) give bitwise what the same values in bfloat16 give."""
+    generator = torch.Generator().manual_seed(3)
+    codes = torch.randint(0, 16, (48, 128), dtype=torch.int8, generator=generator)
+    scales = (0.01 * torch.rand(3, 4, 16, generator=generator)).to(torch.bfloat16)
+    bases = (0.1 * torch.randn(3, 4, 16, generator=generator)).to(torch.bfloat16)
+    x = torch.randn(9, 128, dtype=torch.bfloat16, generator=generator)
+    tiles = pack_int4_tiles(codes)
+    expected = kernels.int4_linear(x, tiles, scales, bases, activation_bits)
+    assert torch.equal(kernels.int4_linear(x, tiles, scales.float(), bases.float(), activation_bits), expected)
+    with pytest.raises(RuntimeError, match="both bfloat16 or both float32"):
+        kernels.int4_linear(x, tiles, scales.float(), bases, activation_bits)
+
+
+def test_only_codes_of_16_levels_take_the_4bit_layer() -> None:
+    generator = torch.Generator().manual_seed(4)
+    scales = (0.01 * torch.rand(16, 4, generator=generator)).half().float().repeat_interleave(2, 1)  # a file's
+    no_bases = torch.zeros_like(scales)
+    symmetric = torch.randint(-8, 8, (16, 128), dtype=torch.int8, generator=generator)  # Q4_0's
+    layer = four_bit_layer(symmetric, scales, no_bases, None)
+    assert layer is not None and torch.equal(_float_weight(layer), _float_weight(_layer_of(symmetric, scales)))
+    assert four_bit_layer(symmetric * 2, scales, no_bases, None) is None  # 5-bit codes (Q5_0's range)
+    assert four_bit_layer(symmetric, scales * (1 + 2**-20), no_bases, None) is None  # moving the codes would round
+    assert four_bit_layer(symmetric, scales, no_bases + 0.5, None) is None  # signed codes with a base
+    blocks_of_16 = scales.clone()
+    blocks_of_16[:, 1] *= 2
+    assert four_bit_layer(symmetric + 8, blocks_of_16, no_bases, None) is None  # Q6_K-like blocks
+
+
+def _layer_of(codes: torch.Tensor, scales: torch.Tensor) -> BlockCodeLinear:
+    return BlockCodeLinear.from_codes(codes, scales, torch.zeros_like(scales), None)

@@ -194,7 +194,8 @@ def write_tiny_gguf(
 ) -> Path:
     """Write `weights` as a GGUF file with full metadata and a byte-level tokenizer; returns `path`.
 
-    `layer_tensor_types` overrides `tensor_type` by layer tensor stem (`attn_q.weight`); K-quants, which
+    `layer_tensor_types` overrides `tensor_type` by layer tensor name (`blk.1.attn_q.weight`) or stem
+    (`attn_q.weight`, every layer); K-quants, which
     `gguf` cannot quantize, get random blocks (`ggml_reference.random_k_blocks`) instead of the weights.
     """
     arch = spec.gguf_architecture
@@ -230,7 +231,8 @@ def write_tiny_gguf(
         if name in omit:
             continue
         stem = name.split(".", 2)[-1]
-        own_type = (layer_tensor_types or {}).get(stem, tensor_type) if name.startswith("blk.") else tensor_type
+        types = layer_tensor_types or {}
+        own_type = types.get(name, types.get(stem, tensor_type)) if name.startswith("blk.") else tensor_type
         if own_type == GGMLQuantizationType.F32 or value.ndim == 1:
             writer.add_tensor(name, value)
         elif own_type.name.endswith("_K"):

@@ -39,8 +39,8 @@ def int4_linear(
     Args:
         x: [M, K] contiguous bfloat16, K a multiple of 32.
         tiles: [N / 16, K / 32, 256] uint8 codes (`quantization.pack_int4_tiles`).
-        scales: [N / 16, K / 32, 16] bfloat16.
-        bases: [N / 16, K / 32, 16] bfloat16: a weight is `code * scale + base`.
+        scales: [N / 16, K / 32, 16] bfloat16, or float32 (a file's 4-bit block parameters, kept exact).
+        bases: [N / 16, K / 32, 16], the dtype of `scales`: a weight is `code * scale + base`.
         activation_bits: 16 (as exact as bfloat16) or 8 (twice the products per instruction, coarser:
             what an output head's first pass, rescored after, can afford).
 

@@ -105,6 +105,11 @@ inline __m512 widen_bf16(const void* bits) {
       _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(static_cast<const __m256i*>(bits))), 16));
 }
 
+// 16 per-column weight parameters (scales or bases) as float32: bfloat16 ones widened, float32 ones (a file's
+// block parameters, kept exact) loaded.
+inline __m512 load_parameters(const uint16_t* bf16_bits) { return widen_bf16(bf16_bits); }
+inline __m512 load_parameters(const float* values) { return _mm512_loadu_ps(values); }
+
 // 16 float32 values rounded to bfloat16 as c10::BFloat16 rounds them (nearest even, NaN kept).
 inline __m256i round_to_bf16(__m512 values) {
   const __m512i bits = _mm512_castps_si512(values);
@@ -159,8 +164,8 @@ void quantize_activations(const uint16_t* x, int64_t num_rows, int64_t num_input
 // more spill registers) wait on that latency, so two tiles share each broadcast activation pair there and
 // twice the dot products are in flight. Each tile's sums are made as alone (the same integer dots, the same
 // float operations in the same order), so no output depends on the pairing.
-template <int M, int CHAINS, int BITS, int TILES>
-inline void dot_tiles(const __m512i* tile, int64_t registers_per_tile, const uint16_t* scales, const uint16_t* bases,
+template <int M, int CHAINS, int BITS, int TILES, typename P>
+inline void dot_tiles(const __m512i* tile, int64_t registers_per_tile, const P* scales, const P* bases,
                       int64_t parameters_per_tile, const QuantizedActivations& act, int64_t m0, int64_t num_inputs,
                       int64_t num_columns, c10::BFloat16* out) {
   constexpr int64_t kWordsPerGroup = kGroupSize * BITS / 32;
@@ -182,8 +187,8 @@ inline void dot_tiles(const __m512i* tile, int64_t registers_per_tile, const uin
       for (int u = 0; u < TILES; ++u)
         for (int c = 0; c < CHAINS; ++c) dots[m][u][c] = _mm512_setzero_si512();
     for (int u = 0; u < TILES; ++u) {
-      prefetch(scales + u * parameters_per_tile, (g + kPrefetchGroups) * kTileColumns * 2);
-      prefetch(bases + u * parameters_per_tile, (g + kPrefetchGroups) * kTileColumns * 2);
+      prefetch(scales + u * parameters_per_tile, (g + kPrefetchGroups) * kTileColumns * sizeof(P));
+      prefetch(bases + u * parameters_per_tile, (g + kPrefetchGroups) * kTileColumns * sizeof(P));
     }
     for (int j = 0; j < 4; ++j) {
       __m512i packed[TILES];
@@ -225,8 +230,8 @@ inline void dot_tiles(const __m512i* tile, int64_t registers_per_tile, const uin
       }
     }
     for (int u = 0; u < TILES; ++u) {
-      const __m512 w_scale = widen_bf16(scales + u * parameters_per_tile + g * kTileColumns);
-      const __m512 w_base = widen_bf16(bases + u * parameters_per_tile + g * kTileColumns);
+      const __m512 w_scale = load_parameters(scales + u * parameters_per_tile + g * kTileColumns);
+      const __m512 w_base = load_parameters(bases + u * parameters_per_tile + g * kTileColumns);
       for (int m = 0; m < M; ++m) {
         __m512i dot = dots[m][u][0];
         for (int c = 1; c < CHAINS; ++c) dot = _mm512_add_epi32(dot, dots[m][u][c]);
@@ -246,14 +251,14 @@ inline void dot_tiles(const __m512i* tile, int64_t registers_per_tile, const uin
 // returns the tiles done. Paired, a decode step's calls (SmolLM2, one thread; `benchmarks/int4_kernels.py
 // --baseline`) ran 1.12-1.19x faster at 5 and 6 rows and 1.04-1.06x at 7 and 8; 4 rows ran 0.96-0.98x, and
 // the head's int8 pass was slower paired at every row count.
-template <int BITS>
-int64_t dot_block(int64_t rows, int64_t tiles, const __m512i* tile, int64_t registers_per_tile, const uint16_t* scales,
-                  const uint16_t* bases, int64_t parameters_per_tile, const QuantizedActivations& act, int64_t m0,
+template <int BITS, typename P>
+int64_t dot_block(int64_t rows, int64_t tiles, const __m512i* tile, int64_t registers_per_tile, const P* scales,
+                  const P* bases, int64_t parameters_per_tile, const QuantizedActivations& act, int64_t m0,
                   int64_t num_inputs, int64_t num_columns, c10::BFloat16* out) {
 #define STENCIL_ROWS(R, CHAINS, TILES)                                                                          \
   case R:                                                                                                      \
-    dot_tiles<R, CHAINS, BITS, TILES>(tile, registers_per_tile, scales, bases, parameters_per_tile, act, m0,   \
-                                      num_inputs, num_columns, out);                                           \
+    dot_tiles<R, CHAINS, BITS, TILES, P>(tile, registers_per_tile, scales, bases, parameters_per_tile, act, m0, \
+                                         num_inputs, num_columns, out);                                        \
     return TILES;
   if constexpr (BITS == 16) {
     if (tiles >= 2) switch (rows) {
@@ -321,7 +326,7 @@ void check_bf16_matrix(const torch::Tensor& t, const char* name) {
 }
 
 #if STENCIL_HAS_VNNI
-template <int BITS>
+template <int BITS, typename P>
 void int4_product(const torch::Tensor& x, const torch::Tensor& tiles, const torch::Tensor& scales,
                   const torch::Tensor& bases, torch::Tensor& out) {
   const int64_t num_rows = x.size(0), num_inputs = x.size(1), num_groups = num_inputs / kGroupSize;
@@ -329,8 +334,8 @@ void int4_product(const torch::Tensor& x, const torch::Tensor& tiles, const torc
   static thread_local QuantizedActivations act;
   quantize_activations<BITS>(reinterpret_cast<const uint16_t*>(x.data_ptr()), num_rows, num_inputs, act);
   const auto* w = reinterpret_cast<const __m512i*>(tiles.data_ptr<uint8_t>());
-  const auto* s = reinterpret_cast<const uint16_t*>(scales.data_ptr());
-  const auto* b = reinterpret_cast<const uint16_t*>(bases.data_ptr());
+  const auto* s = static_cast<const P*>(scales.data_ptr());
+  const auto* b = static_cast<const P*>(bases.data_ptr());
   auto* y = out.data_ptr<c10::BFloat16>();
   const QuantizedActivations& shared = act;
   const int64_t registers_per_tile = num_groups * 4, parameters_per_tile = num_groups * kTileColumns;
@@ -340,7 +345,7 @@ void int4_product(const torch::Tensor& x, const torch::Tensor& tiles, const torc
       const int64_t chunk_end = std::min(chunk + kTilesPerChunk, end);
       for (int64_t m0 = 0; m0 < num_rows; m0 += kMaxRowBlock)
         for (int64_t t = chunk; t < chunk_end;)
-          t += dot_block<BITS>(std::min(kMaxRowBlock, num_rows - m0), chunk_end - t, w + t * registers_per_tile,
+          t += dot_block<BITS, P>(std::min(kMaxRowBlock, num_rows - m0), chunk_end - t, w + t * registers_per_tile,
                                registers_per_tile, s + t * parameters_per_tile, b + t * parameters_per_tile,
                                parameters_per_tile, shared, m0, num_inputs, num_columns, y + t * kTileColumns);
     }
@@ -349,7 +354,8 @@ void int4_product(const torch::Tensor& x, const torch::Tensor& tiles, const torc
 #endif  // STENCIL_HAS_VNNI
 
 // x [M, K] bfloat16 times the 4-bit weight [N, K] given by (tiles, scales, bases), activations quantized to
-// `activation_bits` (16 or 8) per group of 32: [M, N] bfloat16.
+// `activation_bits` (16 or 8) per group of 32: [M, N] bfloat16. Scales and bases are bfloat16, or float32 for a
+// file's 4-bit block formats (Q4_K's d * sc has up to 17 significant bits).
 torch::Tensor int4_linear(const torch::Tensor& x, const torch::Tensor& tiles, const torch::Tensor& scales,
                           const torch::Tensor& bases, int64_t activation_bits) {
   check_bf16_matrix(x, "x");
@@ -362,17 +368,20 @@ torch::Tensor int4_linear(const torch::Tensor& x, const torch::Tensor& tiles, co
                   tiles.size(1) == num_groups && tiles.size(2) == kTileGroupBytes,
               "tiles must be contiguous uint8 [N / 16, K / 32, 256] with K = ", num_inputs, ", not ", tiles.sizes());
   const int64_t num_columns = tiles.size(0) * kTileColumns;
+  const bool float_parameters = scales.scalar_type() == torch::kFloat32;
   for (const torch::Tensor* t : {&scales, &bases})
-    TORCH_CHECK(t->scalar_type() == torch::kBFloat16 && t->is_contiguous() &&
+    TORCH_CHECK(t->scalar_type() == (float_parameters ? torch::kFloat32 : torch::kBFloat16) && t->is_contiguous() &&
                     t->numel() == num_columns * num_groups,
-                "scales and bases must be contiguous bfloat16 [N / 16, K / 32, 16]");
+                "scales and bases must be contiguous [N / 16, K / 32, 16], both bfloat16 or both float32");
   torch::Tensor out = torch::empty({num_rows, num_columns}, x.options());
   if (num_rows == 0) return out;
 #if STENCIL_HAS_VNNI
-  if (activation_bits == 8)
-    int4_product<8>(x, tiles, scales, bases, out);
+  if (float_parameters)
+    activation_bits == 8 ? int4_product<8, float>(x, tiles, scales, bases, out)
+                         : int4_product<16, float>(x, tiles, scales, bases, out);
   else
-    int4_product<16>(x, tiles, scales, bases, out);
+    activation_bits == 8 ? int4_product<8, uint16_t>(x, tiles, scales, bases, out)
+                         : int4_product<16, uint16_t>(x, tiles, scales, bases, out);
 #else
   TORCH_CHECK(false, "this build of the kernels has no AVX-512 VNNI code path");
 #endif
