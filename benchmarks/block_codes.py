@@ -106,7 +106,7 @@ def _layer_microseconds(shapes: list[tuple[int, int]], rounds: int, clock: Calla
     for num_rows, num_inputs in shapes:
         codes = torch.randint(0, 16, (num_rows, num_inputs), dtype=torch.int8, generator=generator)
         scales, bases = (
-            0.01 * torch.randn(num_rows, num_inputs // 32, generator=generator).half().float() for _ in "sb"
+            (0.01 * torch.randn(num_rows, num_inputs // 32, generator=generator)).half().float() for _ in range(2)
         )
         scales_16, bases_16 = scales.repeat_interleave(2, 1), bases.repeat_interleave(2, 1)  # per 16, as files give
         bf16_scales, bf16_bases = (tile_parameters(t.to(torch.bfloat16)) for t in (scales, bases))

@@ -41,7 +41,8 @@ class Checkpoint:
             GGUF, 16 for a bfloat16 folder): what a quantized model can keep exactly.
         block_codes: reads the decoder layers' block-format matrices as their stored codes, under HF names
             (`gguf_tensors.gguf_to_hf_block_codes`), for `Quantization.STORED`; None where the source has no
-            block formats' codes (Hugging Face folders). A call reads the file again: nothing stays cached.
+            block formats' codes (Hugging Face folders). A call reads the codes again from the file, which
+            stays memory-mapped while the checkpoint lives; nothing else stays cached.
     """
 
     config: ModelConfig

@@ -359,8 +359,8 @@ def test_gemma3_270m_gguf_generates_what_transformers_does(gemma3_270m: Checkpoi
 
 @pytest.mark.slow
 def test_gemma3_270m_gguf_runs_its_stored_codes_by_default(gemma3_270m: Checkpoint) -> None:
-    """A Q4_K_M file loads with its block codes (no bfloat16 copy of each weight), over the decode plan, and
-    generates coherent text about the prompt."""
+    """A Q4_K_M file decodes on its own block codes (its weights exact, not rounded to bfloat16), over the
+    decode plan, and generates coherent text about the prompt."""
     engine = runtime.load(gemma3_270m.source)
     model = engine.runner.model
     assert all(isinstance(layer.attn.qkv, BlockCodeLinear) for layer in model.layers)
