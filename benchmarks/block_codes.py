@@ -81,7 +81,7 @@ def _llama_cpp_single(path: Path, prompt: list[int], num_tokens: int) -> Callabl
     try:
         import llama_cpp
     except ImportError:
-        print("llama-cpp-python is not installed: skipping the llama.cpp comparison")
+        print("llama-cpp-python is not installed (benchmarks/install_llama_cpp.sh): skipping the llama.cpp comparison")
         return None
     threads = torch.get_num_threads()
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False)

@@ -8,9 +8,9 @@ Measured in one run, on the same weights (the embedded GGUF, dequantized once):
   decode rates (the time of a 1-token generation, i.e. prefill, subtracted), over 8 distinct prompts;
 - prefill of a 500-token prompt vs transformers (target: >= 1x);
 - the engine's per-step overhead: step time minus the model runner's forward time;
-- llama.cpp (llama-cpp-python) on the same GGUF when it is installed, in the same interleaved rounds:
-  single-stream greedy generation (prompt included, as for the engine) and the 500-token prefill
-  (targets: >= 1x both), with as many threads as torch uses.
+- llama.cpp (llama-cpp-python, built by benchmarks/install_llama_cpp.sh) on the same GGUF when it is
+  installed, in the same interleaved rounds: single-stream greedy generation (prompt included, as for
+  the engine) and the 500-token prefill (targets: >= 1x both), with as many threads as torch uses.
 
 Each measurement is repeated (engine and peer interleaved) and the median is kept; warm-up runs are
 reported separately. The last line is one JSON object with the configuration, git revision and results.
@@ -174,7 +174,7 @@ def llama_cpp_cases(prompt_ids: list[int], long_prompt: list[int], num_tokens: i
     try:
         import llama_cpp
     except ImportError:
-        print("llama-cpp-python is not installed: skipping the llama.cpp comparison")
+        print("llama-cpp-python is not installed (benchmarks/install_llama_cpp.sh): skipping the llama.cpp comparison")
         return {}
     threads = torch.get_num_threads()
     llm = llama_cpp.Llama(
