@@ -27,14 +27,13 @@ import torch
 from torch import nn
 
 from runtime.model import kernels
-from runtime.model.huge_pages import in_huge_pages
 from runtime.model.quantization import (
     INT4_GROUP_SIZE,
     INT4_TILE_COLUMNS,
     Int4Linear,
     QuantizedLinear,
-    RescoredHead,
     pack_int4_tiles,
+    swap_linears,
     tile_parameters,
     untile_parameters,
 )
@@ -188,24 +187,13 @@ def quantize_stored(
     """
     if not kernels.has_compiled_kernels():
         logger.warning("block-code layers run their dense weights: %s", kernels.KERNELS_UNAVAILABLE_REASON)
-    for parent_name, parent in list(model.named_modules()):
-        for name, child in list(parent.named_children()):
-            if not isinstance(child, nn.Linear):
-                continue
-            full_name = f"{parent_name}.{name}" if parent_name else name
-            stored = codes.get(full_name + ".weight")
-            if full_name in head_names:
-                setattr(parent, name, RescoredHead(child))
-            elif stored is not None and BlockCodeLinear.fits(child.weight.shape):
-                bias = None if child.bias is None else child.bias.detach().to(torch.bfloat16)
-                setattr(parent, name, four_bit_layer(*stored, bias) or BlockCodeLinear.from_codes(*stored, bias))
-    # Decode streams every weight once per step, faster from 2 MiB pages (runtime.model.huge_pages).
-    layers = [module for module in model.modules() if isinstance(module, (BlockCodeLinear, Int4Linear))]
-    buffers = [
-        (layer, name) for layer in layers for name in ("tiles", "scales", "bases") if getattr(layer, name) is not None
-    ]
-    for (layer, name), placed in zip(
-        buffers, in_huge_pages([getattr(layer, name) for layer, name in buffers]), strict=True
-    ):
-        setattr(layer, name, placed)
+
+    def layer_of(name: str, linear: nn.Linear) -> QuantizedLinear | None:
+        stored = codes.get(name + ".weight")
+        if stored is None or not BlockCodeLinear.fits(linear.weight.shape):
+            return None  # a matrix the file keeps in float, or a shape the kernels do not take
+        bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
+        return four_bit_layer(*stored, bias) or BlockCodeLinear.from_codes(*stored, bias)
+
+    swap_linears(model, head_names, layer_of)
     return model

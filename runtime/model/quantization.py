@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from typing import TypeVar
 
 import torch
@@ -374,22 +375,41 @@ def quantize(model: ModuleT, quantization: Quantization, *, head_names: tuple[st
         raise UnsupportedModelError(f"{quantization.value} quantization needs a bfloat16 model, not {found}")
     if quantization is Quantization.INT4 and not kernels.has_compiled_kernels():
         logger.warning("int4 layers run torch's kernel: %s", kernels.KERNELS_UNAVAILABLE_REASON)
+
+    def layer_of(name: str, linear: nn.Linear) -> QuantizedLinear:
+        if quantization is Quantization.INT4 and Int4Linear.fits(linear):
+            return Int4Linear.from_linear(linear)
+        return Int8Linear.from_linear(linear)
+
+    swap_linears(model, head_names, layer_of)
+    return model
+
+
+def swap_linears(
+    model: nn.Module, head_names: tuple[str, ...], layer_of: Callable[[str, nn.Linear], nn.Module | None]
+) -> None:
+    """Replace `model`'s `nn.Linear`s in place: output heads (`head_names`) by `RescoredHead`s, the others by
+    `layer_of(fully qualified name, linear)` where it gives a layer; then put the tiled layers' buffers in 2 MiB
+    pages (decode streams every weight once per step, faster from them: runtime.model.huge_pages)."""
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             if not isinstance(child, nn.Linear):
                 continue
-            if (f"{parent_name}.{name}" if parent_name else name) in head_names:
-                setattr(parent, name, RescoredHead(child))
-            elif quantization is Quantization.INT4 and Int4Linear.fits(child):
-                setattr(parent, name, Int4Linear.from_linear(child))
-            else:
-                setattr(parent, name, Int8Linear.from_linear(child))
-    # Decode streams every weight once per step, faster from 2 MiB pages (runtime.model.huge_pages).
-    int4_layers = [layer for layer in quantized_layers(model) if isinstance(layer, Int4Linear)]
-    placed = iter(in_huge_pages([t for layer in int4_layers for t in (layer.tiles, layer.scales, layer.bases)]))
-    for layer in int4_layers:
-        layer.tiles, layer.scales, layer.bases = next(placed), next(placed), next(placed)
-    return model
+            full_name = f"{parent_name}.{name}" if parent_name else name
+            replacement = RescoredHead(child) if full_name in head_names else layer_of(full_name, child)
+            if replacement is not None:
+                setattr(parent, name, replacement)
+    buffers = [
+        (layer, name)
+        for layer in quantized_layers(model)
+        if getattr(layer, "tiles", None) is not None
+        for name in ("tiles", "scales", "bases")
+        if getattr(layer, name) is not None
+    ]
+    for (layer, name), placed in zip(
+        buffers, in_huge_pages([getattr(layer, name) for layer, name in buffers]), strict=True
+    ):
+        setattr(layer, name, placed)
 
 
 def quantized_layers(model: nn.Module) -> list[QuantizedLinear]:

@@ -326,6 +326,21 @@ void check_bf16_matrix(const torch::Tensor& t, const char* name) {
 }
 
 #if STENCIL_HAS_VNNI
+// The schedule both linear kernels share: threads split the output tiles, each thread takes them
+// kTilesPerChunk at a time (kept in cache) and passes every block of up to kMaxRowBlock rows over a chunk.
+// `block(tile, tiles_left, m0, rows)` computes rows m0 .. m0 + rows - 1 from `tile` on and returns the tiles done.
+template <typename Block>
+void for_each_row_block(int64_t num_tiles, int64_t num_rows, int64_t num_inputs, const Block& block) {
+  const int64_t grain = std::max<int64_t>(1, kMinWeightsPerThread / (kTileColumns * num_inputs * num_rows));
+  at::parallel_for(0, num_tiles, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t chunk = begin; chunk < end; chunk += kTilesPerChunk) {
+      const int64_t chunk_end = std::min(chunk + kTilesPerChunk, end);
+      for (int64_t m0 = 0; m0 < num_rows; m0 += kMaxRowBlock)
+        for (int64_t t = chunk; t < chunk_end;) t += block(t, chunk_end - t, m0, std::min(kMaxRowBlock, num_rows - m0));
+    }
+  });
+}
+
 template <int BITS, typename P>
 void int4_product(const torch::Tensor& x, const torch::Tensor& tiles, const torch::Tensor& scales,
                   const torch::Tensor& bases, torch::Tensor& out) {
@@ -339,16 +354,10 @@ void int4_product(const torch::Tensor& x, const torch::Tensor& tiles, const torc
   auto* y = out.data_ptr<c10::BFloat16>();
   const QuantizedActivations& shared = act;
   const int64_t registers_per_tile = num_groups * 4, parameters_per_tile = num_groups * kTileColumns;
-  const int64_t grain = std::max<int64_t>(1, kMinWeightsPerThread / (kTileColumns * num_inputs * num_rows));
-  at::parallel_for(0, num_tiles, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t chunk = begin; chunk < end; chunk += kTilesPerChunk) {
-      const int64_t chunk_end = std::min(chunk + kTilesPerChunk, end);
-      for (int64_t m0 = 0; m0 < num_rows; m0 += kMaxRowBlock)
-        for (int64_t t = chunk; t < chunk_end;)
-          t += dot_block<BITS, P>(std::min(kMaxRowBlock, num_rows - m0), chunk_end - t, w + t * registers_per_tile,
-                               registers_per_tile, s + t * parameters_per_tile, b + t * parameters_per_tile,
-                               parameters_per_tile, shared, m0, num_inputs, num_columns, y + t * kTileColumns);
-    }
+  for_each_row_block(num_tiles, num_rows, num_inputs, [&](int64_t t, int64_t tiles_left, int64_t m0, int64_t rows) {
+    return dot_block<BITS, P>(rows, tiles_left, w + t * registers_per_tile, registers_per_tile,
+                              s + t * parameters_per_tile, b + t * parameters_per_tile, parameters_per_tile, shared,
+                              m0, num_inputs, num_columns, y + t * kTileColumns);
   });
 }
 #endif  // STENCIL_HAS_VNNI
@@ -495,16 +504,11 @@ void code_product(const torch::Tensor& x, const torch::Tensor& codes, const torc
   const QuantizedActivations& shared_act = act;
   const std::vector<float>& shared_sums = half_sums;
   const int64_t bytes_per_tile = num_groups * kCodeGroupBytes, parameters_per_tile = num_inputs / BLOCK * kTileColumns;
-  const int64_t grain = std::max<int64_t>(1, kMinWeightsPerThread / (kTileColumns * num_inputs * num_rows));
-  at::parallel_for(0, num_tiles, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t chunk = begin; chunk < end; chunk += kTilesPerChunk) {
-      const int64_t chunk_end = std::min(chunk + kTilesPerChunk, end);
-      for (int64_t m0 = 0; m0 < num_rows; m0 += kMaxRowBlock)
-        for (int64_t t = chunk; t < chunk_end; ++t)
-          dot_code_block<BLOCK, BASES>(std::min(kMaxRowBlock, num_rows - m0), w + t * bytes_per_tile,
-                                       s + t * parameters_per_tile, BASES ? b + t * parameters_per_tile : nullptr,
-                                       shared_act, shared_sums, m0, num_inputs, num_columns, y + t * kTileColumns);
-    }
+  for_each_row_block(num_tiles, num_rows, num_inputs, [&](int64_t t, int64_t, int64_t m0, int64_t rows) {
+    dot_code_block<BLOCK, BASES>(rows, w + t * bytes_per_tile, s + t * parameters_per_tile,
+                                 BASES ? b + t * parameters_per_tile : nullptr, shared_act, shared_sums, m0,
+                                 num_inputs, num_columns, y + t * kTileColumns);
+    return int64_t{1};
   });
 }
 
@@ -534,9 +538,11 @@ torch::Tensor block_linear(const torch::Tensor& x, const torch::Tensor& codes, c
   const torch::Tensor no_bases;
   const torch::Tensor& b = bases.has_value() ? *bases : no_bases;
   if (block_size == 16)
-    bases.has_value() ? code_product<16, true>(x, codes, scales, b, out) : code_product<16, false>(x, codes, scales, b, out);
+    bases.has_value() ? code_product<16, true>(x, codes, scales, b, out)
+                      : code_product<16, false>(x, codes, scales, b, out);
   else
-    bases.has_value() ? code_product<32, true>(x, codes, scales, b, out) : code_product<32, false>(x, codes, scales, b, out);
+    bases.has_value() ? code_product<32, true>(x, codes, scales, b, out)
+                      : code_product<32, false>(x, codes, scales, b, out);
 #else
   TORCH_CHECK(false, "this build of the kernels has no AVX-512 VNNI code path");
 #endif
