@@ -13,10 +13,12 @@ matrices, a 262k-token head) unless `--model` names another GGUF. Measured in on
   weights): top-1 agreement and KL divergence over fixed English text (decode kernels on every row, as in
   benchmarks/forward.py), and how many greedy tokens each engine's output shares with the float32 one;
 - one layer of a larger model's shapes (`--layer-shapes`, default a 7-8B model's 4096x4096 and 14336x4096)
-  holding Q4_K-like codes: microseconds per call at 1 and 8 rows on the 4-bit layer with float32 block
-  parameters (what a file's Q4_0/Q4_1/Q4_K matrices take) against the int8-code layer (what the file's
-  other formats take), and against the 4-bit layer with bfloat16 parameters (`Quantization.INT4`). The
-  Gemma file's Q4_K matrices are few and small, so this is where most Q4_K_M files' speed shows.
+  holding Q4_K-like codes (16 levels) and Q5_K-like ones (32 levels): microseconds per call at 1, 4 and 8
+  rows on the nibble layer with float32 block parameters (what a file's Q4_0/Q4_1/Q4_K matrices take, and
+  with the codes' fifth bits its Q5_0/Q5_1/Q5_K ones) against the int8-code layer (what the file's other
+  formats take, and 5-bit ones took before), and for 4-bit codes against the nibble layer with bfloat16
+  parameters (`Quantization.INT4`). The Gemma file's Q4_K matrices are few and its matrices small, so this
+  is where most Q4_K_M and Q5_K_M files' speed shows.
 
     python benchmarks/block_codes.py [--smoke] [--threads 1 --clock cpu] [--model FILE.gguf]
 
@@ -43,7 +45,7 @@ import runtime  # noqa: E402
 from benchmarks.forward import ACCURACY_MODULES, _accuracy, add_clock_argument  # noqa: E402
 from runtime.loading import load_checkpoint  # noqa: E402
 from runtime.model.architectures import Quantization, Transformer, build_model  # noqa: E402
-from runtime.model.block_codes import BlockCodeLinear, four_bit_layer  # noqa: E402
+from runtime.model.block_codes import BlockCodeLinear, narrow_code_layer  # noqa: E402
 from runtime.model.quantization import Int4Linear, pack_int4_tiles, tile_parameters  # noqa: E402
 from runtime.model.runner import ForwardBatch, ModelRunner  # noqa: E402
 
@@ -99,27 +101,29 @@ def _llama_cpp_single(path: Path, prompt: list[int], num_tokens: int) -> Callabl
 
 
 def _layer_microseconds(shapes: list[tuple[int, int]], rounds: int, clock: Callable[[], float]) -> dict[str, float]:
-    """Median microseconds per call of one Q4_K-like layer (codes 0..15, float16 scales and bases per 32) on
-    each path, at 1 and 8 rows, interleaved."""
+    """Median microseconds per call of one layer of Q4_K-like codes (0..15) and of Q5_K-like ones (0..31), float16
+    scales and bases per 32, on each path, at 1, 4 and 8 rows, interleaved; keyed "NxK qB rows path"."""
     generator = torch.Generator().manual_seed(0)
     cases: dict[str, Callable[[], object]] = {}
     for num_rows, num_inputs in shapes:
-        codes = torch.randint(0, 16, (num_rows, num_inputs), dtype=torch.int8, generator=generator)
-        scales, bases = (
-            (0.01 * torch.randn(num_rows, num_inputs // 32, generator=generator)).half().float() for _ in range(2)
-        )
-        scales_16, bases_16 = scales.repeat_interleave(2, 1), bases.repeat_interleave(2, 1)  # per 16, as files give
-        bf16_scales, bf16_bases = (tile_parameters(t.to(torch.bfloat16)) for t in (scales, bases))
-        layers = {
-            "4bit_f32": four_bit_layer(codes, scales_16, bases_16, None),
-            "int8_codes": BlockCodeLinear.from_codes(codes, scales_16, bases_16, None),
-            "4bit_bf16": Int4Linear(pack_int4_tiles(codes), bf16_scales, bf16_bases, None),
-        }
-        for rows in (1, 8):
-            x = torch.randn(rows, num_inputs, generator=generator).to(torch.bfloat16)
-            for name, layer in layers.items():
-                assert layer is not None
-                cases[f"{num_rows}x{num_inputs} {rows} {name}"] = functools.partial(layer, x)
+        for bits in (4, 5):
+            codes = torch.randint(0, 2**bits, (num_rows, num_inputs), dtype=torch.int8, generator=generator)
+            scales, bases = (
+                (0.01 * torch.randn(num_rows, num_inputs // 32, generator=generator)).half().float() for _ in range(2)
+            )
+            scales_16, bases_16 = scales.repeat_interleave(2, 1), bases.repeat_interleave(2, 1)  # per 16, as files
+            layers: dict[str, torch.nn.Module | None] = {
+                "nibbles_f32": narrow_code_layer(codes, scales_16, bases_16, None),
+                "int8_codes": BlockCodeLinear.from_codes(codes, scales_16, bases_16, None),
+            }
+            if bits == 4:
+                bf16_scales, bf16_bases = (tile_parameters(t.to(torch.bfloat16)) for t in (scales, bases))
+                layers["nibbles_bf16"] = Int4Linear(pack_int4_tiles(codes), bf16_scales, bf16_bases, None)
+            for rows in (1, 4, 8):
+                x = torch.randn(rows, num_inputs, generator=generator).to(torch.bfloat16)
+                for name, layer in layers.items():
+                    assert layer is not None
+                    cases[f"{num_rows}x{num_inputs} q{bits} {rows} {name}"] = functools.partial(layer, x)
     seconds: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(rounds):
         for name, case in cases.items():
@@ -232,14 +236,14 @@ def main() -> None:
     print(f"{'layer, rows, path':<34}{'us/call':>9}")
     for name, value in layer_us.items():
         print(f"{name:<34}{value:>9.1f}")
-    for key in [key for key in layer_us if key.endswith(" 4bit_f32")]:
-        shape_rows = key.removesuffix(" 4bit_f32")
-        ratios[f"{shape_rows} 4bit_f32_vs_int8_codes"] = layer_us[f"{shape_rows} int8_codes"] / layer_us[key]
-        ratios[f"{shape_rows} 4bit_f32_vs_4bit_bf16"] = layer_us[f"{shape_rows} 4bit_bf16"] / layer_us[key]
-        print(
-            f"{shape_rows:<22} speed of the 4-bit layer with float32 parameters: {ratios[f'{shape_rows} 4bit_f32_vs_int8_codes']:.2f}x "
-            f"the int8-code layer's, {ratios[f'{shape_rows} 4bit_f32_vs_4bit_bf16']:.2f}x with bfloat16 parameters"
-        )
+    for key in [key for key in layer_us if key.endswith(" nibbles_f32")]:
+        case = key.removesuffix(" nibbles_f32")
+        ratios[f"{case} nibbles_f32_vs_int8_codes"] = layer_us[f"{case} int8_codes"] / layer_us[key]
+        line = f"{case:<22} nibble layer, float32 parameters: {ratios[f'{case} nibbles_f32_vs_int8_codes']:.2f}x the int8-code layer's speed"
+        if f"{case} nibbles_bf16" in layer_us:
+            ratios[f"{case} nibbles_f32_vs_bf16"] = layer_us[f"{case} nibbles_bf16"] / layer_us[key]
+            line += f", {ratios[f'{case} nibbles_f32_vs_bf16']:.2f}x with bfloat16 parameters"
+        print(line)
     config = {"model": path.name, "threads": args.threads, "clock": args.clock, "tokens": args.tokens}
     print(
         json.dumps(

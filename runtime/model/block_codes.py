@@ -12,8 +12,9 @@ and the output head keeps its 4-bit first pass: that file decodes 6-7.5x faster 
 every quantized layer does.
 
 `quantize_stored` builds them from a checkpoint's codes (`Quantization.STORED`). Matrices whose codes take 16
-levels a block of 32 (Q4_0, Q4_1, Q4_K) go to the 4-bit layer instead (`four_bit_layer`: `Int4Linear` with
-float32 block parameters, 0.75 bytes a weight against 1.25); linears without codes (a matrix the file keeps
+levels a block of 32 (Q4_0, Q4_1, Q4_K) go to the 4-bit layer instead, and those with 32 levels (Q5_0, Q5_1,
+Q5_K) to the same layer with their codes' fifth bits (`narrow_code_layer`: `Int4Linear` with float32 block
+parameters, 0.75 and 0.875 bytes a weight against 1.125 to 1.25); linears without codes (a matrix the file keeps
 in float) stay as they are, and the output head becomes a `RescoredHead`.
 """
 
@@ -32,6 +33,7 @@ from runtime.model.quantization import (
     INT4_TILE_COLUMNS,
     Int4Linear,
     QuantizedLinear,
+    pack_fifth_bits,
     pack_int4_tiles,
     swap_linears,
     tile_parameters,
@@ -148,28 +150,36 @@ def _pairs_agree(scales: torch.Tensor, bases: torch.Tensor) -> bool:
     return torch.equal(scales[:, 0::2], scales[:, 1::2]) and torch.equal(bases[:, 0::2], bases[:, 1::2])
 
 
-def four_bit_layer(
+def narrow_code_layer(
     codes: torch.Tensor, scales: torch.Tensor, bases: torch.Tensor, bias: torch.Tensor | None
 ) -> Int4Linear | None:
-    """The stored codes as an `Int4Linear` with float32 scales and bases (0.75 bytes a weight instead of 1.25),
-    where every block of 32 holds 16 levels (Q4_0, Q4_1, Q4_K): codes in [0, 15], or in [-8, 7] without a base,
-    moved up by 8 with the base lowered by 8 scales (checked to give the same float32 weights, as it does for a
-    file's float16 scales). None for other codes, or without the compiled kernels."""
+    """The stored codes as an `Int4Linear` with float32 scales and bases where every block of 32 holds at most 32
+    levels: 16 (Q4_0, Q4_1, Q4_K) in nibbles, 0.75 bytes a weight; 32 (Q5_0, Q5_1, Q5_K) with a plane of their
+    fifth bits, 0.875 (the int8-code layer reads 1.125 to 1.25). Codes in [0, 31], or signed ones without a base
+    (Q4_0's [-8, 7], Q5_0's [-16, 15]) moved up by 8 or 16 with the base lowered by as many scales (checked to give
+    the same float32 weights, as it does for a file's float16 scales). None for other codes, or without the
+    compiled kernels."""
     if not kernels.has_compiled_kernels() or not _pairs_agree(scales, bases):
         return None
     scales, bases = scales[:, 0::2].float(), bases[:, 0::2].float()  # [N, K / 32]
     blocks = codes.view(codes.shape[0], -1, INT4_GROUP_SIZE).short()
     low, high = blocks.amin(-1), blocks.amax(-1)  # [N, K / 32]
-    shift = (low < 0).short() * 8
-    if not bool(((low + shift >= 0) & (high + shift <= 15) & ((shift == 0) | (bases == 0))).all()):
+    nibble_range = (low >= -8) & (high <= 7)
+    shift = torch.where(low < 0, torch.where(nibble_range, 8, 16), 0).short()
+    if not bool(((low + shift >= 0) & (high + shift <= 31) & ((shift == 0) | (bases == 0))).all()):
         return None
     shifted, shifted_bases = blocks + shift[..., None], bases - scales * shift
     if bool(shift.any()) and not torch.equal(
         shifted * scales[..., None] + shifted_bases[..., None], blocks * scales[..., None] + bases[..., None]
     ):
         return None  # scales wider than a float16's (not a file's): the moved codes would not give the same weights
+    shifted = shifted.view(codes.shape)
     return Int4Linear(
-        pack_int4_tiles(shifted.view(codes.shape)), tile_parameters(scales), tile_parameters(shifted_bases), bias
+        pack_int4_tiles(shifted & 15),
+        tile_parameters(scales),
+        tile_parameters(shifted_bases),
+        bias,
+        fifth_bits=pack_fifth_bits(shifted) if bool((shifted > 15).any()) else None,
     )
 
 
@@ -177,7 +187,7 @@ def quantize_stored(
     model: ModuleT, codes: Mapping[str, StoredCodes], *, head_names: tuple[str, ...] = ("lm_head",)
 ) -> ModuleT:
     """Swap `model`'s linears whose weights `codes` holds (by parameter name) for `BlockCodeLinear`s, or
-    `Int4Linear`s where the codes are 4-bit (`four_bit_layer`), in place; output heads become `RescoredHead`s;
+    `Int4Linear`s where the codes are 4- or 5-bit (`narrow_code_layer`), in place; output heads become `RescoredHead`s;
     returns `model`.
 
     Args:
@@ -193,7 +203,7 @@ def quantize_stored(
         if stored is None or not BlockCodeLinear.fits(linear.weight.shape):
             return None  # a matrix the file keeps in float, or a shape the kernels do not take
         bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
-        return four_bit_layer(*stored, bias) or BlockCodeLinear.from_codes(*stored, bias)
+        return narrow_code_layer(*stored, bias) or BlockCodeLinear.from_codes(*stored, bias)
 
     swap_linears(model, head_names, layer_of)
     return model

@@ -40,10 +40,13 @@ class _Int4Linear(NamedTuple):
     scales: torch.Tensor
     bases: torch.Tensor
     activation_bits: int
+    fifth_bits: torch.Tensor | None
     bias: torch.Tensor | None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = binding.int4_linear(x.contiguous(), self.tiles, self.scales, self.bases, self.activation_bits)
+        out = binding.int4_linear(
+            x.contiguous(), self.tiles, self.scales, self.bases, self.activation_bits, self.fifth_bits
+        )
         return out if self.bias is None else out + self.bias
 
 
@@ -214,7 +217,9 @@ def _norm(norm: RMSNorm) -> tuple[torch.Tensor, float]:
 def _linear(module: torch.nn.Module) -> _Linear | None:
     """`module`'s kernel arguments, where it is an `Int4Linear` or a `BlockCodeLinear` on the compiled kernel."""
     if type(module) is Int4Linear and module.uses_compiled_kernel:
-        return _Int4Linear(module.tiles, module.scales, module.bases, module.activation_bits, module.bias)
+        return _Int4Linear(
+            module.tiles, module.scales, module.bases, module.activation_bits, module.fifth_bits, module.bias
+        )
     if type(module) is BlockCodeLinear and module.uses_compiled_kernel:
         return _BlockCodeLinear(module.tiles, module.scales, module.bases, module.block_size, module.bias)
     return None

@@ -175,6 +175,27 @@ def unpack_int4_tiles(tiles: torch.Tensor) -> torch.Tensor:
     return nibbles.permute(0, 3, 1, 2, 5, 6, 4).reshape(num_tiles * INT4_TILE_COLUMNS, num_groups * INT4_GROUP_SIZE)
 
 
+def pack_fifth_bits(codes: torch.Tensor) -> torch.Tensor:
+    """Bit 4 of [N, K] codes in [0, 31] as the compiled kernel reads it beside `pack_int4_tiles`' nibbles:
+    [N / 16, K / 32, 64] uint8, per tile and group 16 32-bit lanes (one per column) whose bit 16e + i holds
+    the bit of input 2i + e."""
+    num_columns, num_inputs = codes.shape
+    # [tile, column, group, pair, input of the pair]
+    bits = (codes.to(torch.int64) >> 4).view(num_columns // INT4_TILE_COLUMNS, INT4_TILE_COLUMNS, -1, 16, 2)
+    positions = 16 * torch.arange(2)[None, :] + torch.arange(16)[:, None]  # [pair, input of the pair]
+    lanes = (bits << positions).sum(dim=(-2, -1)).to(torch.int32)  # [tile, column, group]
+    return lanes.transpose(1, 2).contiguous().view(torch.uint8).view(num_columns // INT4_TILE_COLUMNS, -1, 64)
+
+
+def unpack_fifth_bits(fifth_bits: torch.Tensor) -> torch.Tensor:
+    """The [N, K] bits 4 (0 or 16) of the codes `pack_fifth_bits` packed."""
+    num_tiles, num_groups, _ = fifth_bits.shape
+    lanes = fifth_bits.view(torch.int32).view(num_tiles, num_groups, INT4_TILE_COLUMNS).transpose(1, 2)
+    positions = 16 * torch.arange(2)[None, :] + torch.arange(16)[:, None]  # [pair, input of the pair]
+    bits = (lanes[..., None, None].to(torch.int64) >> positions) & 1  # [tile, column, group, pair, input]
+    return (bits << 4).to(torch.uint8).reshape(num_tiles * INT4_TILE_COLUMNS, num_groups * INT4_GROUP_SIZE)
+
+
 def tile_parameters(parameters: torch.Tensor) -> torch.Tensor:
     """[N, B] per-group (or per-block) parameters as [N / 16, B, 16]: one load gives a tile's 16 columns."""
     return parameters.view(-1, INT4_TILE_COLUMNS, parameters.shape[1]).transpose(1, 2).contiguous()
@@ -191,8 +212,10 @@ class Int4Linear(QuantizedLinear):
     The codes are stored once, tiled for the compiled kernel (`pack_int4_tiles`), with per-group
     `scales` and `bases` (a weight is `q * scale + base`): 0.625 bytes per weight, which `dequantize`
     also reads. A GGUF file's 4-bit blocks (`runtime.model.block_codes`) keep float32 scales and bases,
-    exact where bfloat16 would round them (0.75 bytes per weight; compiled kernel only). Only without the compiled kernels does the layer also hold torch's int4 packing
-    (`packed`, opaque, and `scales_and_offsets`, for `(q - 8) * scale + offset`): 0.625 bytes more.
+    exact where bfloat16 would round them (0.75 bytes per weight; compiled kernel only), and their 5-bit
+    blocks a plane of each code's bit 4 beside the nibbles (`fifth_bits`: 0.875 bytes per weight). Only
+    without the compiled kernels does the layer also hold torch's int4 packing (`packed`, opaque, and
+    `scales_and_offsets`, for `(q - 8) * scale + offset`): 0.625 bytes more.
 
     Args:
         tiles: [N / 16, K / 32, 256] uint8 codes (`pack_int4_tiles`).
@@ -203,9 +226,12 @@ class Int4Linear(QuantizedLinear):
             offsets, to run torch's kernel; None runs the compiled one.
         activation_bits: how the compiled kernel quantizes activations per group of 32: 16 (as exact as
             bfloat16) or 8 (twice the products per instruction; for a head whose top logits are rescored).
+        fifth_bits: [N / 16, K / 32, 64] uint8, bit 4 of codes in [0, 31] (`pack_fifth_bits`), or None for
+            codes in [0, 15]; compiled kernel and 16-bit activations only.
     """
 
     tiles: torch.Tensor
+    fifth_bits: torch.Tensor | None
     scales: torch.Tensor
     bases: torch.Tensor
     packed: torch.Tensor | None
@@ -220,9 +246,11 @@ class Int4Linear(QuantizedLinear):
         *,
         torch_kernel_weights: tuple[torch.Tensor, torch.Tensor] | None = None,
         activation_bits: int = 16,
+        fifth_bits: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.register_buffer("tiles", tiles)
+        self.register_buffer("fifth_bits", fifth_bits)
         self.register_buffer("scales", scales)
         self.register_buffer("bases", bases)
         self.register_buffer("bias", bias)
@@ -279,8 +307,9 @@ class Int4Linear(QuantizedLinear):
         )
 
     def codes(self) -> torch.Tensor:
-        """The [N, K] uint8 codes in [0, 15]."""
-        return unpack_int4_tiles(self.tiles)
+        """The [N, K] uint8 codes in [0, 15], or [0, 31] with `fifth_bits`."""
+        codes = unpack_int4_tiles(self.tiles)
+        return codes if self.fifth_bits is None else codes | unpack_fifth_bits(self.fifth_bits)
 
     def dequantize(self) -> torch.Tensor:
         codes = self.codes()
@@ -300,7 +329,9 @@ class Int4Linear(QuantizedLinear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.uses_compiled_kernel and not self.uses_dense_weights:  # `runs_kernel`, inlined: every step
-            out = kernels.int4_linear(x.contiguous(), self.tiles, self.scales, self.bases, self.activation_bits)
+            out = kernels.int4_linear(
+                x.contiguous(), self.tiles, self.scales, self.bases, self.activation_bits, self.fifth_bits
+            )
         elif not self.runs_kernel(x):
             out = self.dense_linear(x)
         else:

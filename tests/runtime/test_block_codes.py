@@ -22,8 +22,15 @@ from runtime.loading import Checkpoint, load_checkpoint
 from runtime.loading.gguf_blocks import BLOCK_FORMATS, block_codes
 from runtime.model import kernels
 from runtime.model.architectures import Quantization, build_model
-from runtime.model.block_codes import BlockCodeLinear, four_bit_layer, pack_code_tiles, unpack_code_tiles
-from runtime.model.quantization import Int4Linear, RescoredHead, pack_int4_tiles
+from runtime.model.block_codes import BlockCodeLinear, narrow_code_layer, pack_code_tiles, unpack_code_tiles
+from runtime.model.quantization import (
+    Int4Linear,
+    RescoredHead,
+    pack_fifth_bits,
+    pack_int4_tiles,
+    unpack_fifth_bits,
+    unpack_int4_tiles,
+)
 from runtime.model.runner import ForwardBatch
 from tests.runtime.ggml_reference import random_k_blocks
 from tests.runtime.test_decode_plan import _assert_plan_gives_the_modules_logits
@@ -34,8 +41,8 @@ T = GGMLQuantizationType
 pytestmark = pytest.mark.skipif(not kernels.has_compiled_kernels(), reason=str(kernels.KERNELS_UNAVAILABLE_REASON))
 
 #: Every block format: fused q/k/v mixes blocks of 32 with a base (Q4_K), without (Q5_0) and Q6_K's blocks of
-#: 16; gate/up two formats with bases; 4-bit matrices alone (layer 0's Q4_0, layer 1's Q4_1 and Q4_K) take the
-#: 4-bit kernel.
+#: 16; gate/up a 4-bit and a 5-bit format with bases (the 5-bit layer); 4-bit matrices alone (layer 0's Q4_0,
+#: layer 1's Q4_1 and Q4_K) take the 4-bit kernel.
 MIXED_TYPES = {
     "attn_q.weight": T.Q4_K,
     "attn_k.weight": T.Q5_0,
@@ -131,12 +138,15 @@ def test_a_stored_model_multiplies_the_files_weights(mixed: Checkpoint) -> None:
         for layer, names in fused.items():
             assert isinstance(layer, (BlockCodeLinear, Int4Linear))
             assert torch.equal(_float_weight(layer), torch.cat([mixed.weights[name] for name in names]))
-        # Q6_K's blocks of 16 keep the fused q/k/v at 16; Q5_0 and Q8_0 have no base; 4-bit codes alone take
-        # the 4-bit layer, with float32 parameters (Q4_0's codes moved up by 8, its base -8 scales).
+        # Q6_K's blocks of 16 keep the fused q/k/v at 16; Q8_0 has no base; 4-bit codes alone take the 4-bit
+        # layer, with float32 parameters (Q4_0's codes moved up by 8, its base -8 scales), Q4_1 beside Q5_K the
+        # same layer with fifth bits.
         assert (block.attn.qkv.block_size, block.attn.qkv.bases is not None) == (16, True)
-        assert (block.ffn.gate_up.block_size, block.ffn.gate_up.bases is not None) == (32, True)
+        assert isinstance(block.ffn.gate_up, Int4Linear) and block.ffn.gate_up.fifth_bits is not None
         four_bit = [block.ffn.down] + ([block.attn.o_proj] if i == 1 else [])
-        assert all(isinstance(layer, Int4Linear) and layer.scales.dtype == torch.float32 for layer in four_bit)
+        assert all(isinstance(layer, Int4Linear) and layer.fifth_bits is None for layer in four_bit)
+        nibble_layers = [*four_bit, block.ffn.gate_up]
+        assert all(layer.scales.dtype == torch.float32 for layer in nibble_layers)
         if i == 0:
             assert (block.attn.o_proj.block_size, block.attn.o_proj.bases) == (32, None)
 
@@ -287,19 +297,57 @@ def test_the_4bit_kernel_takes_float32_parameters_as_their_values(activation_bit
         kernels.int4_linear(x, tiles, scales.float(), bases, activation_bits)
 
 
-def test_only_codes_of_16_levels_take_the_4bit_layer() -> None:
+def test_codes_of_up_to_32_levels_take_the_nibble_layer() -> None:
     generator = torch.Generator().manual_seed(4)
     scales = (0.01 * torch.rand(16, 4, generator=generator)).half().float().repeat_interleave(2, 1)  # a file's
     no_bases = torch.zeros_like(scales)
     symmetric = torch.randint(-8, 8, (16, 128), dtype=torch.int8, generator=generator)  # Q4_0's
-    layer = four_bit_layer(symmetric, scales, no_bases, None)
-    assert layer is not None and torch.equal(_float_weight(layer), _float_weight(_layer_of(symmetric, scales)))
-    assert four_bit_layer(symmetric * 2, scales, no_bases, None) is None  # 5-bit codes (Q5_0's range)
-    assert four_bit_layer(symmetric, scales * (1 + 2**-20), no_bases, None) is None  # moving the codes would round
-    assert four_bit_layer(symmetric, scales, no_bases + 0.5, None) is None  # signed codes with a base
+    four_bit = narrow_code_layer(symmetric, scales, no_bases, None)
+    assert four_bit is not None and four_bit.fifth_bits is None
+    assert torch.equal(_float_weight(four_bit), _float_weight(_layer_of(symmetric, scales)))
+    five_bit = narrow_code_layer(symmetric * 2, scales, no_bases, None)  # Q5_0's range, moved up by 16
+    assert five_bit is not None and five_bit.fifth_bits is not None
+    assert torch.equal(_float_weight(five_bit), _float_weight(_layer_of(symmetric * 2, scales)))
+    assert narrow_code_layer(symmetric * 4, scales, no_bases, None) is None  # 6-bit codes (Q6_K's range)
+    assert narrow_code_layer(symmetric, scales * (1 + 2**-20), no_bases, None) is None  # moving the codes would round
+    assert narrow_code_layer(symmetric, scales, no_bases + 0.5, None) is None  # signed codes with a base
     blocks_of_16 = scales.clone()
     blocks_of_16[:, 1] *= 2
-    assert four_bit_layer(symmetric + 8, blocks_of_16, no_bases, None) is None  # Q6_K-like blocks
+    assert narrow_code_layer(symmetric + 8, blocks_of_16, no_bases, None) is None  # Q6_K-like blocks
+
+
+def test_fifth_bits_round_trip_the_codes() -> None:
+    codes = torch.randint(0, 32, (48, 96), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    fifth_bits = pack_fifth_bits(codes)
+    assert fifth_bits.shape == (3, 3, 64) and fifth_bits.dtype == torch.uint8
+    assert torch.equal(unpack_fifth_bits(fifth_bits) | unpack_int4_tiles(pack_int4_tiles(codes & 15)), codes)
+
+
+@pytest.mark.parametrize("num_rows", [1, 2, 3, 4, 5, 8, 9, 33])
+def test_5bit_codes_equal_the_int8_code_kernel(num_rows: int) -> None:
+    """The nibbles and their fifth bits make the same integer sums as the int8 codes, with the same float
+    operations in the same order: bitwise, at every row count (each row block's shape and tile pairing)."""
+    generator = torch.Generator().manual_seed(num_rows)
+    codes = torch.randint(0, 32, (80, 576), dtype=torch.int8, generator=generator)
+    scales, bases = (
+        (0.01 * torch.randn(80, 18, generator=generator)).half().float().repeat_interleave(2, 1) for _ in range(2)
+    )
+    layer = narrow_code_layer(codes, scales, bases, None)
+    assert layer is not None and layer.fifth_bits is not None
+    x = torch.randn(num_rows, 576, dtype=torch.bfloat16, generator=generator)
+    assert torch.equal(layer(x), BlockCodeLinear.from_codes(codes, scales, bases, None)(x))
+
+
+def test_the_4bit_kernel_refuses_fifth_bits_it_cannot_use() -> None:
+    codes = torch.randint(0, 32, (32, 64), dtype=torch.int8, generator=torch.Generator().manual_seed(6))
+    scales = torch.full((32, 4), 0.01)
+    layer = narrow_code_layer(codes, scales, torch.zeros_like(scales), None)
+    assert layer is not None and layer.fifth_bits is not None
+    x = torch.randn(2, 64, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="take 16-bit activations, not 8"):
+        kernels.int4_linear(x, layer.tiles, layer.scales, layer.bases, 8, layer.fifth_bits)
+    with pytest.raises(RuntimeError, match=r"fifth_bits must be contiguous uint8 \[N / 16, K / 32, 64\]"):
+        kernels.int4_linear(x, layer.tiles, layer.scales, layer.bases, 16, layer.fifth_bits[:, :, :32].contiguous())
 
 
 def _layer_of(codes: torch.Tensor, scales: torch.Tensor) -> BlockCodeLinear:

@@ -22,6 +22,7 @@ from runtime.errors import UnsupportedModelError
 from runtime.loading import Checkpoint, load_checkpoint
 from runtime.model.architectures import build_model
 from runtime.model.block_codes import BlockCodeLinear
+from runtime.model.quantization import Int4Linear
 from runtime.model.runner import ForwardBatch, ModelRunner
 from tests.runtime.hf_oracle import TINY_CONFIGS, TINY_SIZES, hf_logits, prefill_all, randomized_hf_model
 from tests.runtime.tiny_gguf import TinySpec, hf_to_gguf_permute, tiny_hf_weights, tiny_vocab, write_tiny_gguf
@@ -363,7 +364,10 @@ def test_gemma3_270m_gguf_runs_its_stored_codes_by_default(gemma3_270m: Checkpoi
     decode plan, and generates coherent text about the prompt."""
     engine = runtime.load(gemma3_270m.source)
     model = engine.runner.model
-    assert all(isinstance(layer.attn.qkv, BlockCodeLinear) for layer in model.layers)
+    # q/k/v is Q5_0 throughout (5-bit codes, fifth bits beside the nibbles) or beside Q8_0 (int8 codes)
+    qkv_kinds = {type(layer.attn.qkv) for layer in model.layers}
+    assert qkv_kinds == {BlockCodeLinear, Int4Linear}
+    assert all(layer.ffn.gate_up.fifth_bits is not None for layer in model.layers)  # Q5_0
     assert engine.runner.decode_plan is not None
     prompt = engine.tokenizer.encode("The capital of France is", add_special_tokens=True)
     (output,) = engine.generate([prompt], runtime.SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True))

@@ -5,7 +5,12 @@ import torch
 has_vnni: bool
 
 def int4_linear(
-    x: torch.Tensor, tiles: torch.Tensor, scales: torch.Tensor, bases: torch.Tensor, activation_bits: int = 16
+    x: torch.Tensor,
+    tiles: torch.Tensor,
+    scales: torch.Tensor,
+    bases: torch.Tensor,
+    activation_bits: int = 16,
+    fifth_bits: torch.Tensor | None = None,
 ) -> torch.Tensor: ...
 def block_linear(
     x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, bases: torch.Tensor | None, block_size: int

@@ -30,9 +30,15 @@ def _require_extension() -> ModuleType:
 
 
 def int4_linear(
-    x: torch.Tensor, tiles: torch.Tensor, scales: torch.Tensor, bases: torch.Tensor, activation_bits: int = 16
+    x: torch.Tensor,
+    tiles: torch.Tensor,
+    scales: torch.Tensor,
+    bases: torch.Tensor,
+    activation_bits: int = 16,
+    fifth_bits: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`x @ W.T` for a 4-bit weight W in `Int4Linear`'s tiled layout, activations quantized per group of 32.
+    """`x @ W.T` for a 4-bit (or 5-bit) weight W in `Int4Linear`'s tiled layout, activations quantized per group
+    of 32.
 
     Row invariant: each output row is bitwise the same whatever other rows `x` holds.
 
@@ -43,14 +49,17 @@ def int4_linear(
         bases: [N / 16, K / 32, 16], the dtype of `scales`: a weight is `code * scale + base`.
         activation_bits: 16 (as exact as bfloat16) or 8 (twice the products per instruction, coarser:
             what an output head's first pass, rescored after, can afford).
+        fifth_bits: [N / 16, K / 32, 64] uint8, bit 4 of 5-bit codes (`quantization.pack_fifth_bits`); with
+            16-bit activations only.
 
     Returns:
         [M, N] bfloat16.
 
     Raises:
-        RuntimeError: `activation_bits` other than 16 or 8, or tensors of the wrong shape or dtype.
+        RuntimeError: `activation_bits` other than 16 or 8 (or 8 with `fifth_bits`), or tensors of the wrong
+            shape or dtype.
     """
-    return _require_extension().int4_linear(x, tiles, scales, bases, activation_bits)
+    return _require_extension().int4_linear(x, tiles, scales, bases, activation_bits, fifth_bits)
 
 
 def block_linear(

@@ -60,6 +60,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
@@ -164,13 +165,15 @@ void quantize_activations(const uint16_t* x, int64_t num_rows, int64_t num_input
 // more spill registers) wait on that latency, so two tiles share each broadcast activation pair there and
 // twice the dot products are in flight. Each tile's sums are made as alone (the same integer dots, the same
 // float operations in the same order), so no output depends on the pairing.
-template <int M, int CHAINS, int BITS, int TILES, typename P>
-inline void dot_tiles(const __m512i* tile, int64_t registers_per_tile, const P* scales, const P* bases,
-                      int64_t parameters_per_tile, const QuantizedActivations& act, int64_t m0, int64_t num_inputs,
-                      int64_t num_columns, c10::BFloat16* out) {
+template <int M, int CHAINS, int BITS, int TILES, bool FIFTH, typename P>
+inline void dot_tiles(const __m512i* tile, int64_t registers_per_tile, const __m512i* fifth, const P* scales,
+                      const P* bases, int64_t parameters_per_tile, const QuantizedActivations& act, int64_t m0,
+                      int64_t num_inputs, int64_t num_columns, c10::BFloat16* out) {
   constexpr int64_t kWordsPerGroup = kGroupSize * BITS / 32;
   const int64_t num_groups = num_inputs / kGroupSize, words_per_row = num_groups * kWordsPerGroup;
   const __m512i nibbles = _mm512_set1_epi32(BITS == 8 ? 0x0F0F0F0F : 0x000F000F);
+  const __m512i fifth_mask = _mm512_set1_epi32(0x00100010);
+  const int64_t groups_per_tile = registers_per_tile / 4;
   const int32_t* words[M];
   const float* a_scales[M];
   const float* a_sums[M];
@@ -186,9 +189,15 @@ inline void dot_tiles(const __m512i* tile, int64_t registers_per_tile, const P* 
     for (int m = 0; m < M; ++m)
       for (int u = 0; u < TILES; ++u)
         for (int c = 0; c < CHAINS; ++c) dots[m][u][c] = _mm512_setzero_si512();
+    __m512i high[TILES];  // FIFTH: bit 16e + i of lane c is bit 4 of column c's code of input 2i + e
     for (int u = 0; u < TILES; ++u) {
       prefetch(scales + u * parameters_per_tile, (g + kPrefetchGroups) * kTileColumns * sizeof(P));
       prefetch(bases + u * parameters_per_tile, (g + kPrefetchGroups) * kTileColumns * sizeof(P));
+      if constexpr (FIFTH) {
+        const __m512i* own = fifth + u * groups_per_tile;
+        prefetch(own, (g + kPrefetchGroups) * 64);
+        high[u] = _mm512_loadu_si512(own + g);
+      }
     }
     for (int j = 0; j < 4; ++j) {
       __m512i packed[TILES];
@@ -214,10 +223,16 @@ inline void dot_tiles(const __m512i* tile, int64_t registers_per_tile, const P* 
       } else {  // int16 code pairs times int16 activation pairs
         for (int p = 0; p < 4; ++p) {
           __m512i codes[TILES];
-          for (int u = 0; u < TILES; ++u)
+          for (int u = 0; u < TILES; ++u) {
             codes[u] = p == 0   ? _mm512_and_si512(packed[u], nibbles)
                        : p == 3 ? _mm512_srli_epi16(packed[u], 12)
                                 : _mm512_and_si512(_mm512_srli_epi32(packed[u], 4 * p), nibbles);
+            if constexpr (FIFTH) {  // pair i = 4j + p's fifth bits moved to bits 4 and 20, merged: a | (b & c)
+              const int shift = 4 * j + p - 4;
+              const __m512i moved = shift >= 0 ? _mm512_srli_epi32(high[u], shift) : _mm512_slli_epi32(high[u], -shift);
+              codes[u] = _mm512_ternarylogic_epi32(codes[u], moved, fifth_mask, 0xF8);
+            }
+          }
           const int64_t word = g * kWordsPerGroup + j * 4 + p;
           for (int m = 0; m < M; ++m) {
             const __m512i activations = _mm512_set1_epi32(words[m][word]);
@@ -251,14 +266,14 @@ inline void dot_tiles(const __m512i* tile, int64_t registers_per_tile, const P* 
 // returns the tiles done. Paired, a decode step's calls (SmolLM2, one thread; `benchmarks/int4_kernels.py
 // --baseline`) ran 1.12-1.19x faster at 5 and 6 rows and 1.04-1.06x at 7 and 8; 4 rows ran 0.96-0.98x, and
 // the head's int8 pass was slower paired at every row count.
-template <int BITS, typename P>
-int64_t dot_block(int64_t rows, int64_t tiles, const __m512i* tile, int64_t registers_per_tile, const P* scales,
-                  const P* bases, int64_t parameters_per_tile, const QuantizedActivations& act, int64_t m0,
-                  int64_t num_inputs, int64_t num_columns, c10::BFloat16* out) {
-#define STENCIL_ROWS(R, CHAINS, TILES)                                                                          \
-  case R:                                                                                                      \
-    dot_tiles<R, CHAINS, BITS, TILES, P>(tile, registers_per_tile, scales, bases, parameters_per_tile, act, m0, \
-                                         num_inputs, num_columns, out);                                        \
+template <int BITS, bool FIFTH, typename P>
+int64_t dot_block(int64_t rows, int64_t tiles, const __m512i* tile, int64_t registers_per_tile, const __m512i* fifth,
+                  const P* scales, const P* bases, int64_t parameters_per_tile, const QuantizedActivations& act,
+                  int64_t m0, int64_t num_inputs, int64_t num_columns, c10::BFloat16* out) {
+#define STENCIL_ROWS(R, CHAINS, TILES)                                                                        \
+  case R:                                                                                                    \
+    dot_tiles<R, CHAINS, BITS, TILES, FIFTH, P>(tile, registers_per_tile, fifth, scales, bases,               \
+                                                parameters_per_tile, act, m0, num_inputs, num_columns, out); \
     return TILES;
   if constexpr (BITS == 16) {
     if (tiles >= 2) switch (rows) {
@@ -341,32 +356,39 @@ void for_each_row_block(int64_t num_tiles, int64_t num_rows, int64_t num_inputs,
   });
 }
 
-template <int BITS, typename P>
-void int4_product(const torch::Tensor& x, const torch::Tensor& tiles, const torch::Tensor& scales,
-                  const torch::Tensor& bases, torch::Tensor& out) {
+template <int BITS, bool FIFTH, typename P>
+void int4_product(const torch::Tensor& x, const torch::Tensor& tiles, const std::optional<torch::Tensor>& fifth_bits,
+                  const torch::Tensor& scales, const torch::Tensor& bases, torch::Tensor& out) {
   const int64_t num_rows = x.size(0), num_inputs = x.size(1), num_groups = num_inputs / kGroupSize;
   const int64_t num_tiles = tiles.size(0), num_columns = num_tiles * kTileColumns;
   static thread_local QuantizedActivations act;
   quantize_activations<BITS>(reinterpret_cast<const uint16_t*>(x.data_ptr()), num_rows, num_inputs, act);
   const auto* w = reinterpret_cast<const __m512i*>(tiles.data_ptr<uint8_t>());
+  const auto* high = FIFTH ? reinterpret_cast<const __m512i*>(fifth_bits->data_ptr<uint8_t>()) : nullptr;
   const auto* s = static_cast<const P*>(scales.data_ptr());
   const auto* b = static_cast<const P*>(bases.data_ptr());
   auto* y = out.data_ptr<c10::BFloat16>();
   const QuantizedActivations& shared = act;
   const int64_t registers_per_tile = num_groups * 4, parameters_per_tile = num_groups * kTileColumns;
   for_each_row_block(num_tiles, num_rows, num_inputs, [&](int64_t t, int64_t tiles_left, int64_t m0, int64_t rows) {
-    return dot_block<BITS, P>(rows, tiles_left, w + t * registers_per_tile, registers_per_tile,
-                              s + t * parameters_per_tile, b + t * parameters_per_tile, parameters_per_tile, shared,
-                              m0, num_inputs, num_columns, y + t * kTileColumns);
+    return dot_block<BITS, FIFTH, P>(rows, tiles_left, w + t * registers_per_tile, registers_per_tile,
+                                     FIFTH ? high + t * num_groups : nullptr, s + t * parameters_per_tile,
+                                     b + t * parameters_per_tile, parameters_per_tile, shared, m0, num_inputs,
+                                     num_columns, y + t * kTileColumns);
   });
 }
 #endif  // STENCIL_HAS_VNNI
 
 // x [M, K] bfloat16 times the 4-bit weight [N, K] given by (tiles, scales, bases), activations quantized to
 // `activation_bits` (16 or 8) per group of 32: [M, N] bfloat16. Scales and bases are bfloat16, or float32 for a
-// file's 4-bit block formats (Q4_K's d * sc has up to 17 significant bits).
+// file's block formats (Q4_K's d * sc has up to 17 significant bits). `fifth_bits` [N / 16, K / 32, 64] makes the
+// codes 5-bit (a file's Q5_0, Q5_1 and Q5_K: 0.875 bytes a weight with float32 parameters against the int8-code
+// layer's 1.125 to 1.25): per tile and group one register, whose lane c holds at bit 16e + i the bit 4 of column
+// c's code of input 2i + e, moved beside the nibbles by a shift and merged by one ternary logic operation per
+// input pair (int16 activations only).
 torch::Tensor int4_linear(const torch::Tensor& x, const torch::Tensor& tiles, const torch::Tensor& scales,
-                          const torch::Tensor& bases, int64_t activation_bits) {
+                          const torch::Tensor& bases, int64_t activation_bits,
+                          const std::optional<torch::Tensor>& fifth_bits) {
   check_bf16_matrix(x, "x");
   TORCH_CHECK(activation_bits == 16 || activation_bits == 8, "activation_bits must be 16 or 8, not ",
               activation_bits);
@@ -382,15 +404,30 @@ torch::Tensor int4_linear(const torch::Tensor& x, const torch::Tensor& tiles, co
     TORCH_CHECK(t->scalar_type() == (float_parameters ? torch::kFloat32 : torch::kBFloat16) && t->is_contiguous() &&
                     t->numel() == num_columns * num_groups,
                 "scales and bases must be contiguous [N / 16, K / 32, 16], both bfloat16 or both float32");
+  if (fifth_bits.has_value()) {
+    TORCH_CHECK(fifth_bits->scalar_type() == torch::kUInt8 && fifth_bits->is_contiguous() && fifth_bits->dim() == 3 &&
+                    fifth_bits->size(0) == tiles.size(0) && fifth_bits->size(1) == num_groups &&
+                    fifth_bits->size(2) == 64,
+                "fifth_bits must be contiguous uint8 [N / 16, K / 32, 64] with N = ", num_columns, " and K = ",
+                num_inputs, ", not ", fifth_bits->sizes());
+    TORCH_CHECK(activation_bits == 16, "5-bit codes (fifth_bits) take 16-bit activations, not ", activation_bits);
+  }
   torch::Tensor out = torch::empty({num_rows, num_columns}, x.options());
   if (num_rows == 0) return out;
 #if STENCIL_HAS_VNNI
+  const auto run = [&](auto* parameter_type) {
+    using P = std::remove_pointer_t<decltype(parameter_type)>;
+    if (fifth_bits.has_value())
+      int4_product<16, true, P>(x, tiles, fifth_bits, scales, bases, out);
+    else if (activation_bits == 8)
+      int4_product<8, false, P>(x, tiles, fifth_bits, scales, bases, out);
+    else
+      int4_product<16, false, P>(x, tiles, fifth_bits, scales, bases, out);
+  };
   if (float_parameters)
-    activation_bits == 8 ? int4_product<8, float>(x, tiles, scales, bases, out)
-                         : int4_product<16, float>(x, tiles, scales, bases, out);
+    run(static_cast<float*>(nullptr));
   else
-    activation_bits == 8 ? int4_product<8, uint16_t>(x, tiles, scales, bases, out)
-                         : int4_product<16, uint16_t>(x, tiles, scales, bases, out);
+    run(static_cast<uint16_t*>(nullptr));
 #else
   TORCH_CHECK(false, "this build of the kernels has no AVX-512 VNNI code path");
 #endif
@@ -605,9 +642,10 @@ torch::Tensor rescored_logits(const torch::Tensor& first_pass, const torch::Tens
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "Stencil's compiled CPU kernels (W4A16 and block-code W8A16 linears, the head's exact rescoring).";
   module.attr("has_vnni") = static_cast<bool>(STENCIL_HAS_VNNI);
-  module.def("int4_linear", &int4_linear, "x [M, K] bf16 times a tiled 4-bit weight [N, K]: [M, N] bf16.",
+  module.def("int4_linear", &int4_linear,
+             "x [M, K] bf16 times a tiled 4-bit (with fifth_bits, 5-bit) weight [N, K]: [M, N] bf16.",
              pybind11::arg("x"), pybind11::arg("tiles"), pybind11::arg("scales"), pybind11::arg("bases"),
-             pybind11::arg("activation_bits") = 16);
+             pybind11::arg("activation_bits") = 16, pybind11::arg("fifth_bits") = pybind11::none());
   module.def("block_linear", &block_linear,
              "x [M, K] bf16 times a block-code weight [N, K] (int8 codes, float32 scales and bases per block of "
              "16 or 32 inputs): [M, N] bf16.",
