@@ -33,7 +33,8 @@ class Checkpoint:
     Attributes:
         config: the model's hyper-parameters.
         weights: HF parameter name -> tensor ([out, in] for projections). GGUF weights are dequantized
-            to float32; HF weights keep their stored dtype. `lm_head.weight` is absent when
+            to float32 when read (`gguf_tensors.GGUFWeights`: a large file's on every read, so read each
+            once); HF weights keep their stored dtype. `lm_head.weight` is absent when
             `config.tie_word_embeddings`.
         tokenizer: the model's tokenizer.
         source: the resolved path of the file or folder.

@@ -12,7 +12,9 @@ Three quirks of llama.cpp's files are undone here, so the model sees HF checkpoi
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,13 +25,13 @@ from runtime.config import ModelConfig
 from runtime.errors import CorruptModelError, UnsupportedModelError
 from runtime.loading.gguf_blocks import BLOCK_FORMATS, BlockCodes, block_codes
 from runtime.loading.gguf_file import GGUFTensor
-from runtime.loading.progress import LoadProgress
 
 __all__ = [
     "SUPPORTED_TENSOR_TYPES",
+    "GGUFWeights",
     "dequantize_tensor",
+    "float32_bytes",
     "gguf_to_hf_block_codes",
-    "gguf_to_hf_weights",
     "stored_matrix_bits",
     "unpermute_rows",
 ]
@@ -137,7 +139,7 @@ def dequantize_tensor(tensor: GGUFTensor, source: str) -> np.ndarray:
     """
     if tensor.tensor_type not in SUPPORTED_TENSOR_TYPES:
         raise UnsupportedModelError(f"tensor {tensor.name!r} has unsupported type {tensor.tensor_type.name}", source)
-    shape = tuple(int(dim) for dim in reversed(tensor.shape))
+    shape = _hf_shape(tensor)
     try:
         # A plain ndarray view: slicing the np.memmap subclass costs a Python hook per slice.
         values = dequantize(np.asarray(tensor.data), tensor.tensor_type).reshape(shape)
@@ -167,70 +169,144 @@ def unpermute_rows(weight: np.ndarray, num_heads: int) -> np.ndarray:
     return np.ascontiguousarray(interleaved.swapaxes(1, 2).reshape(weight.shape))
 
 
-def _hf_names(name: str, values: np.ndarray, config: ModelConfig, source: str) -> Iterator[tuple[str, np.ndarray]]:
-    if config.architecture == "gemma3_text" and name.endswith("norm.weight"):
-        values = values - np.float32(1.0)
+@dataclass(frozen=True)
+class _Target:
+    """Where a GGUF tensor's values go: a Hugging Face name, and the re-layout on the way."""
+
+    hf_name: str
+    expert: int | None = None  # the slice of a stacked [num_experts, out, in] tensor
+    unpermute_heads: int = 0  # heads whose Q/K rows llama.cpp permuted (`unpermute_rows`)
+    norm_offset: bool = False  # Gemma 3's norm stored as 1 + w
+    as_row: bool = False  # HF's Linear(hidden, 1)
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        if self.expert is not None:
+            values = values[self.expert]
+        if self.norm_offset:
+            values = values - np.float32(1.0)
+        if self.unpermute_heads:
+            values = unpermute_rows(values, self.unpermute_heads)
+        return values.reshape(1, -1) if self.as_row else values
+
+
+def _hf_targets(name: str, shape: tuple[int, ...], config: ModelConfig, source: str) -> list[_Target]:
+    """The Hugging Face names (and re-layouts) of GGUF tensor `name` of HF row-major `shape`.
+
+    Raises:
+        UnsupportedModelError: a tensor the architecture does not use.
+        CorruptModelError: Q/K rows that are not heads x head size.
+    """
+    norm_offset = config.architecture == "gemma3_text" and name.endswith("norm.weight")
     if name in _GLOBAL_NAMES:
-        yield _GLOBAL_NAMES[name], values
-        return
+        return [_Target(_GLOBAL_NAMES[name], norm_offset=norm_offset)]
     layer_match = _LAYER_TENSOR.fullmatch(name)
     if layer_match is None:
         raise UnsupportedModelError(f"tensor {name!r} is not used by a {config.architecture!r} model", source)
     layer, stem = layer_match.groups()
     prefix = f"model.layers.{layer}."
+    unpermute_heads = 0
     if stem.startswith(("attn_q.", "attn_k.")):
         num_heads = config.num_heads if stem.startswith("attn_q.") else config.num_kv_heads
-        if values.shape[0] != num_heads * config.head_dim:
+        if shape[0] != num_heads * config.head_dim:
             raise CorruptModelError(
-                f"tensor {name!r} has {values.shape[0]} rows, not {num_heads} heads x {config.head_dim}", source
+                f"tensor {name!r} has {shape[0]} rows, not {num_heads} heads x {config.head_dim}", source
             )
         if config.architecture in _PERMUTED_ARCHITECTURES:
-            values = unpermute_rows(values, num_heads)
+            unpermute_heads = num_heads
     family_names = _FAMILY_LAYER_NAMES.get(config.architecture, {})
     if stem in family_names:
-        yield prefix + family_names[stem], values
-    elif stem == "ffn_gate_inp_shexp.weight":
-        yield prefix + _LAYER_NAMES[stem], values.reshape(1, -1)  # HF: Linear(hidden, 1)
-    elif stem in _LAYER_NAMES and not (config.is_moe and stem.startswith(("ffn_gate.", "ffn_up.", "ffn_down."))):
-        yield prefix + _LAYER_NAMES[stem], values
-    elif config.is_moe and stem == "ffn_gate_inp.weight":
-        yield prefix + _ROUTER_NAMES[config.architecture], values
-    elif config.is_moe and (stacked := _STACKED_EXPERTS.fullmatch(stem)):
+        return [_Target(prefix + family_names[stem], norm_offset=norm_offset)]
+    if stem == "ffn_gate_inp_shexp.weight":
+        return [_Target(prefix + _LAYER_NAMES[stem], as_row=True)]
+    if stem in _LAYER_NAMES and not (config.is_moe and stem.startswith(("ffn_gate.", "ffn_up.", "ffn_down."))):
+        return [_Target(prefix + _LAYER_NAMES[stem], unpermute_heads=unpermute_heads, norm_offset=norm_offset)]
+    if config.is_moe and stem == "ffn_gate_inp.weight":
+        return [_Target(prefix + _ROUTER_NAMES[config.architecture])]
+    if config.is_moe and (stacked := _STACKED_EXPERTS.fullmatch(stem)):
         expert_name = _EXPERT_NAMES[config.architecture][stacked.group(1)]
-        for expert in range(values.shape[0]):  # values: [num_experts, out, in]
-            yield prefix + expert_name.format(e=expert), values[expert]
-    elif config.is_moe and (single := _SINGLE_EXPERT.fullmatch(stem)):
-        yield prefix + _EXPERT_NAMES[config.architecture][single.group(1)].format(e=single.group(2)), values
-    else:
-        raise UnsupportedModelError(f"tensor {name!r} is not used by a {config.architecture!r} model", source)
+        return [_Target(prefix + expert_name.format(e=expert), expert=expert) for expert in range(shape[0])]
+    if config.is_moe and (single := _SINGLE_EXPERT.fullmatch(stem)):
+        return [_Target(prefix + _EXPERT_NAMES[config.architecture][single.group(1)].format(e=single.group(2)))]
+    raise UnsupportedModelError(f"tensor {name!r} is not used by a {config.architecture!r} model", source)
 
 
-def gguf_to_hf_weights(
-    tensors: list[GGUFTensor], config: ModelConfig, source: str, progress: LoadProgress
-) -> dict[str, torch.Tensor]:
-    """Dequantize every tensor to float32 and return them under HF names and layouts.
+def _hf_shape(tensor: GGUFTensor) -> tuple[int, ...]:
+    return tuple(int(dim) for dim in reversed(tensor.shape))
 
-    Raises:
-        UnsupportedModelError: an unsupported tensor type, or a tensor the architecture does not use.
-        CorruptModelError: a tensor whose data does not match its shape.
+
+class GGUFWeights(Mapping[str, torch.Tensor]):
+    """A GGUF file's weights under Hugging Face names and layouts, dequantized to float32 when read.
+
+    Nothing is dequantized at load, and a tensor read stays only with `keep` (a small model that loads
+    often: the default model's 540 MB, read again by each `runtime.load`), so a large model's float32
+    copy (4 bytes a weight: 32 GB for an 8B model) never exists whole: `build_model` casts each tensor
+    as it reads it. A stacked-experts tensor is dequantized once for all its experts' names (the last
+    tensor dequantized is held until another is). Reads may come from several threads.
     """
-    if config.is_moe and config.architecture not in _EXPERT_NAMES:
-        raise UnsupportedModelError(f"mixture-of-experts layers for architecture {config.architecture!r}", source)
-    weights: dict[str, torch.Tensor] = {}
-    for tensor in tensors:
-        if tensor.name in _CONFIG_TENSORS:
-            progress.advance()
-            continue
-        for hf_name, values in _hf_names(tensor.name, dequantize_tensor(tensor, source), config, source):
-            weights[hf_name] = torch.from_numpy(np.ascontiguousarray(values))
-        progress.advance()
-    return weights
+
+    def __init__(self, tensors: list[GGUFTensor], config: ModelConfig, source: str, *, keep: bool) -> None:
+        """Raises:
+        UnsupportedModelError: an unsupported tensor type, or a tensor the architecture does not use.
+        CorruptModelError: Q/K rows that are not heads x head size (data that does not match its shape: when
+            read).
+        """
+        if config.is_moe and config.architecture not in _EXPERT_NAMES:
+            raise UnsupportedModelError(f"mixture-of-experts layers for architecture {config.architecture!r}", source)
+        self._source = source
+        self._targets: dict[str, tuple[GGUFTensor, _Target]] = {}
+        for tensor in tensors:
+            if tensor.name in _CONFIG_TENSORS:
+                continue
+            if tensor.tensor_type not in SUPPORTED_TENSOR_TYPES:
+                name, type_name = tensor.name, tensor.tensor_type.name
+                raise UnsupportedModelError(f"tensor {name!r} has unsupported type {type_name}", source)
+            for target in _hf_targets(tensor.name, _hf_shape(tensor), config, source):
+                self._targets[target.hf_name] = (tensor, target)
+        self._kept: dict[str, torch.Tensor] | None = {} if keep else None
+        self._last: tuple[str, np.ndarray] | None = None
+        self._lock = threading.Lock()
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        tensor, target = self._targets[name]
+        with self._lock:
+            if self._kept is not None and name in self._kept:
+                return self._kept[name]
+            if self._last is None or self._last[0] != tensor.name:
+                self._last = (tensor.name, dequantize_tensor(tensor, self._source))
+            values = torch.from_numpy(np.ascontiguousarray(target.apply(self._last[1])))
+            if self._kept is not None:
+                self._kept[name] = values
+            return values
+
+    def __contains__(self, name: object) -> bool:  # Mapping's would dequantize the tensor
+        return name in self._targets
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._targets)
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+    @property
+    def resident_bytes(self) -> int:
+        """Bytes of the float32 tensors kept."""
+        return sum(t.numel() * t.element_size() for t in (self._kept or {}).values())
+
+
+def float32_bytes(tensors: list[GGUFTensor]) -> int:
+    """Bytes of the tensors dequantized to float32."""
+    return sum(4 * int(np.prod(tensor.shape)) for tensor in tensors)
+
+
+def _hf_names(name: str, values: np.ndarray, config: ModelConfig, source: str) -> Iterator[tuple[str, np.ndarray]]:
+    for target in _hf_targets(name, values.shape, config, source):
+        yield target.hf_name, target.apply(values)
 
 
 def gguf_to_hf_block_codes(tensors: list[GGUFTensor], config: ModelConfig, source: str) -> dict[str, BlockCodes]:
     """The decoder layers' block-format matrices as codes, scales and bases, under HF names and layouts.
 
-    The same renames and row orders as `gguf_to_hf_weights` (each of the three arrays goes through them), so
+    The same renames and row orders as `GGUFWeights` (each of the three arrays goes through them), so
     `codes * scales + bases` is the weight of the same name there. Embeddings and output heads are left out:
     an output head runs its own approximation (`runtime.model.quantization.RescoredHead`).
     """
@@ -238,7 +314,7 @@ def gguf_to_hf_block_codes(tensors: list[GGUFTensor], config: ModelConfig, sourc
     for tensor in tensors:
         if tensor.tensor_type not in BLOCK_FORMATS or not tensor.name.startswith("blk."):
             continue
-        shape = tuple(int(dim) for dim in reversed(tensor.shape))
+        shape = _hf_shape(tensor)
         parts = block_codes(tensor.data, tensor.tensor_type, shape, tensor.name)
         renamed = [list(_hf_names(tensor.name, part, config, source)) for part in parts]
         for (hf_name, part_codes), (_, part_scales), (_, part_bases) in zip(*renamed, strict=True):

@@ -16,12 +16,14 @@ from runtime.errors import CorruptModelError, ModelNotFoundError, RequestError, 
 from runtime.loading.checkpoint import Checkpoint
 from runtime.loading.default_model import default_model_path
 from runtime.loading.gguf import load_gguf
+from runtime.loading.gguf_tensors import GGUFWeights
 from runtime.loading.hf import load_hf_folder
 
 __all__ = ["MAX_CACHED_BYTES", "clear_checkpoint_cache", "load_checkpoint"]
 
-#: Weight bytes the cache keeps alive (the default model's float32 weights: ~540 MB). The most
-#: recently used checkpoint is always kept, whatever its size; older ones go first.
+#: Weight bytes the cache keeps alive (the default model's float32 weights: ~540 MB; a large GGUF file keeps
+#: none, its tensors dequantized when read). The most recently used checkpoint is always kept, whatever its
+#: size; older ones go first.
 MAX_CACHED_BYTES = 2 * 1024**3
 _GGUF_MAGIC = b"GGUF"
 
@@ -37,7 +39,11 @@ def _fingerprint(path: Path) -> _Fingerprint:
 
 
 def _num_bytes(checkpoint: Checkpoint) -> int:
-    return sum(tensor.numel() * tensor.element_size() for tensor in checkpoint.weights.values())
+    """Bytes of the checkpoint's weights held in memory (a GGUF file's: the dequantized tensors it keeps)."""
+    weights = checkpoint.weights
+    if isinstance(weights, GGUFWeights):
+        return weights.resident_bytes
+    return sum(tensor.numel() * tensor.element_size() for tensor in weights.values())
 
 
 def _resolve(model: str | os.PathLike[str] | None) -> Path:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from collections.abc import Iterator, Mapping
+from typing import TextIO, TypeVar
 
-__all__ = ["LoadProgress"]
+__all__ = ["LoadProgress", "ReadProgress"]
+
+V = TypeVar("V")
 
 #: Seconds a load must run before the bar appears.
 SHOW_AFTER_S = 1.0
@@ -73,3 +76,31 @@ class LoadProgress:
         self._stream.write(f"\r{self.label} [{bar}] {percent:3d}% ({self.num_done}/{num_steps}) {elapsed:.1f}s")
         self._stream.flush()
         self._drawn_at = now
+
+
+class ReadProgress(Mapping[str, V]):
+    """`weights` behind a `LoadProgress` that advances with each read: a GGUF file's tensors are dequantized as
+    the model reads them, which is most of a large model's load.
+
+    Args:
+        weights: the mapping read through.
+        label: what is loading.
+    """
+
+    def __init__(self, weights: Mapping[str, V], label: str) -> None:
+        self._weights = weights
+        self.progress = LoadProgress(label, num_steps=len(weights))
+
+    def __getitem__(self, name: str) -> V:
+        value = self._weights[name]
+        self.progress.advance()
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._weights
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._weights)
+
+    def __len__(self) -> int:
+        return len(self._weights)

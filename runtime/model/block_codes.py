@@ -121,6 +121,10 @@ class BlockCodeLinear(QuantizedLinear):
             bias,
         )
 
+    @property
+    def dense_bytes(self) -> int:
+        return 2 * self.tiles.shape[0] * INT4_TILE_COLUMNS * self.tiles.shape[1] * INT4_GROUP_SIZE
+
     def codes(self) -> torch.Tensor:
         """The [N, K] int8 codes."""
         return unpack_code_tiles(self.tiles)

@@ -106,6 +106,11 @@ class QuantizedLinear(nn.Module):
         """The [N, K] bfloat16 weight the stored codes stand for."""
         raise NotImplementedError
 
+    @property
+    def dense_bytes(self) -> int:
+        """Bytes of the bfloat16 weight `dense_linear` builds and keeps."""
+        raise NotImplementedError
+
     def runs_kernel(self, x: torch.Tensor) -> bool:
         """Whether `x` ([rows, K]) goes through the weight-only kernel rather than the dense weight."""
         return x.shape[0] <= MAX_QUANTIZED_KERNEL_ROWS and not self.uses_dense_weights
@@ -145,6 +150,10 @@ class Int8Linear(QuantizedLinear):
 
     def dequantize(self) -> torch.Tensor:
         return self.weight.to(torch.bfloat16) * self.scales[:, None]
+
+    @property
+    def dense_bytes(self) -> int:
+        return 2 * self.weight.numel()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.runs_kernel(x):
@@ -306,6 +315,10 @@ class Int4Linear(QuantizedLinear):
             activation_bits=activation_bits,
         )
 
+    @property
+    def dense_bytes(self) -> int:
+        return 2 * self.tiles.shape[0] * INT4_TILE_COLUMNS * self.tiles.shape[1] * INT4_GROUP_SIZE
+
     def codes(self) -> torch.Tensor:
         """The [N, K] uint8 codes in [0, 15], or [0, 31] with `fifth_bits`."""
         codes = unpack_int4_tiles(self.tiles)
@@ -434,8 +447,8 @@ def swap_linears(
         (layer, name)
         for layer in quantized_layers(model)
         if getattr(layer, "tiles", None) is not None
-        for name in ("tiles", "scales", "bases")
-        if getattr(layer, name) is not None
+        for name in ("tiles", "fifth_bits", "scales", "bases")
+        if getattr(layer, name, None) is not None
     ]
     for (layer, name), placed in zip(
         buffers, in_huge_pages([getattr(layer, name) for layer, name in buffers]), strict=True

@@ -27,6 +27,12 @@ from runtime.model.quantization import quantized_layers
 
 logger = logging.getLogger(__name__)
 
+#: Prefill passes multiply a quantized model's dense bfloat16 weights (each layer dequantizes them on first
+#: use and keeps them) while those take at most this much; a larger model's prefill runs its quantized kernels,
+#: which read the weights as stored, so its memory stays near the file's size (an 8B model's dense copy would
+#: take 16 GB).
+MAX_DENSE_PREFILL_BYTES = 2**30
+
 
 @dataclass
 class ForwardBatch:
@@ -39,7 +45,8 @@ class ForwardBatch:
         all_logits: False: logits of each sequence's last new token, [B, V]; True: of every new token,
             [sum k_i, V], sequence after sequence.
         is_prefill: the pass feeds prompt tokens: the runner then has quantized layers use their dense
-            weights (`QuantizedLinear.uses_dense_weights`), so a prompt computes alike in one pass or several.
+            weights (`QuantizedLinear.uses_dense_weights`; up to `MAX_DENSE_PREFILL_BYTES` of them, else
+            their row-invariant kernels), so a prompt computes alike in one pass or several.
     """
 
     token_ids: list[list[int]]
@@ -73,6 +80,9 @@ class ModelRunner:
         decode_plan: with the compiled attention, decode and verify passes run the layers as kernel
             calls (`DecodePlan`, bitwise the modules' logits); None where the model's layers are not all
             the plain block over the compiled kernels. Set None to run the modules.
+        prefill_on_dense_weights: prefill passes multiply the quantized layers' dense bfloat16 weights (each
+            kept once built); False where those would take over `MAX_DENSE_PREFILL_BYTES`: prefill then runs
+            the quantized kernels, whose long passes are slower (benchmarks/memory.py measures both).
 
     Raises:
         RequestError: a non-positive `num_blocks` or `block_size`.
@@ -88,6 +98,9 @@ class ModelRunner:
         )
         self._slot_offsets = torch.arange(block_size, device=self.device)  # [S]
         self._quantized_layers = quantized_layers(self.model)
+        self.prefill_on_dense_weights = (
+            sum(layer.dense_bytes for layer in self._quantized_layers) <= MAX_DENSE_PREFILL_BYTES
+        )
         self.compiled_attention = compiled_attention.runs_compiled(model.dtype, self.device)
         self.decode_plan = DecodePlan.of(self.model)
         if compiled_attention.ATTENTION_UNAVAILABLE_REASON is not None:
@@ -134,7 +147,7 @@ class ModelRunner:
         """
         inputs = self._prepare(batch)
         model_inputs = (inputs.token_ids, inputs.positions, self.kv_cache.layers, inputs.metadata, inputs.logits_index)
-        if not batch.is_prefill:
+        if not batch.is_prefill or not self.prefill_on_dense_weights:
             if self.decode_plan is not None and inputs.metadata.token_sequences is not None:
                 return self.model(*model_inputs, plan=self.decode_plan)
             return self.model(*model_inputs)

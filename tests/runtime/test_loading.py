@@ -18,7 +18,7 @@ from runtime.errors import CorruptModelError, ModelNotFoundError, RequestError, 
 from runtime.loading import DEFAULT_MODEL_INSTALL_COMMAND, Checkpoint, default_model_path, load_checkpoint
 from runtime.loading.gguf_file import GGUFTensor, read_gguf
 from runtime.loading.gguf_tensors import SUPPORTED_TENSOR_TYPES, dequantize_tensor
-from runtime.loading.progress import LoadProgress
+from runtime.loading.progress import LoadProgress, ReadProgress
 from tests.runtime.ggml_reference import random_k_blocks, reference_dequantize
 from tests.runtime.tiny_gguf import TinySpec, gguf_tensors, tiny_hf_weights, write_tiny_gguf, write_tiny_hf_folder
 
@@ -174,6 +174,44 @@ def test_moe_experts_are_unstacked(tmp_path: Path, spec: TinySpec) -> None:
     assert set(checkpoint.weights) == set(weights)
     for name, expected in weights.items():
         assert torch.equal(checkpoint.weights[name], torch.from_numpy(expected)), name
+
+
+def test_a_large_files_weights_are_dequantized_when_read_and_never_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past `KEPT_FLOAT32_BYTES` nothing is dequantized at load and nothing read stays (a 8B model's float32
+    copy would take 32 GB), a stacked-experts tensor is dequantized once for all its experts' names, and the
+    cache counts none of it; a small file keeps what it read."""
+    import runtime.loading.gguf as gguf_loader
+    import runtime.loading.gguf_tensors as gguf_tensors
+    import runtime.loading.loader as loader
+
+    spec = TinySpec(num_experts=4, num_experts_per_tok=2)
+    weights = tiny_hf_weights(spec)
+    path = write_tiny_gguf(tmp_path / "moe.gguf", spec, weights)
+    reads: list[str] = []
+    dequantize_tensor = gguf_tensors.dequantize_tensor
+
+    def counted(tensor: GGUFTensor, source: str) -> np.ndarray:
+        reads.append(tensor.name)
+        return dequantize_tensor(tensor, source)
+
+    monkeypatch.setattr(gguf_tensors, "dequantize_tensor", counted)
+    monkeypatch.setattr(gguf_loader, "KEPT_FLOAT32_BYTES", 0)
+    checkpoint = load_checkpoint(path)
+    assert reads == []
+    for name in checkpoint.weights:
+        assert torch.equal(checkpoint.weights[name], torch.from_numpy(weights[name])), name
+    assert sorted(reads) == sorted(t.name for t in read_gguf(path).tensors)  # each once, the stacks included
+    assert loader._num_bytes(checkpoint) == 0
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert checkpoint.weights[name] is not checkpoint.weights[name]  # read again, dequantized again
+
+    monkeypatch.setattr(gguf_loader, "KEPT_FLOAT32_BYTES", 2**30)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # a fresh load
+    small = load_checkpoint(path)
+    assert small.weights[name] is small.weights[name]
+    assert loader._num_bytes(small) == small.weights[name].numel() * 4
 
 
 # --- dequantization -----------------------------------------------------------------------------
@@ -333,6 +371,8 @@ def test_cache_evicts_least_recent_over_budget(tmp_path: Path, monkeypatch: pyte
     second_path = write_tiny_gguf(tmp_path / "b.gguf", spec, tiny_hf_weights(spec, seed=2))
     monkeypatch.setattr(loader, "_cache", OrderedDict())  # leave the shared cache (the default model) alone
     first = load_checkpoint(first_path)
+    assert loader._num_bytes(first) == 0  # nothing read yet: the file's tensors are dequantized when read
+    dict(first.weights)  # a small file keeps what it read
     monkeypatch.setattr(loader, "MAX_CACHED_BYTES", 1)  # room for the most recent checkpoint only
     second = load_checkpoint(second_path)
     assert load_checkpoint(second_path) is second
@@ -489,3 +529,11 @@ def test_progress_shows_only_for_slow_loads(monkeypatch: pytest.MonkeyPatch) -> 
     bar.advance(2)
     bar.close()
     assert "slow [" in slow.getvalue() and "50% (2/4)" in slow.getvalue() and slow.getvalue().endswith("\n")
+
+
+def test_read_progress_counts_the_weights_read() -> None:
+    weights = ReadProgress({"a": 1, "b": 2, "c": 3}, "model")
+    assert weights.progress.num_steps == 3
+    assert "b" in weights and len(weights) == 3 and weights.progress.num_done == 0  # no read
+    assert [weights[name] for name in weights] == [1, 2, 3]
+    assert weights.progress.num_done == 3

@@ -12,7 +12,9 @@ import random
 import pytest
 import torch
 
+import runtime.model.runner as runner_module
 from runtime.errors import RequestError
+from runtime.model import kernels
 from runtime.model.architectures import Quantization, build_model
 from runtime.model.kernels import attention as compiled_attention
 from runtime.model.quantization import quantized_layers
@@ -181,6 +183,27 @@ def test_quantized_layers_use_dense_weights_in_prefill_passes_only(quantization:
     runs_kernel.clear()
     _run(runner, [sequence.step(1)], all_logits=False)
     assert len(runs_kernel) == len(layers) and all(runs_kernel)
+
+
+@pytest.mark.skipif(not kernels.has_compiled_kernels(), reason=str(kernels.KERNELS_UNAVAILABLE_REASON))
+def test_a_model_past_the_dense_budget_prefills_on_its_quantized_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past `MAX_DENSE_PREFILL_BYTES` (a large model's dense copy would double its memory) no layer builds one:
+    prefill passes run the kernels, which take any row count, with logits close to the dense weights'."""
+    hf_model = tiny_hf_model("llama")
+    config, weights = model_config_from_hf(hf_model.config), dict(hf_model.state_dict())
+    model = build_model(config, weights, dtype=torch.bfloat16, quantization=Quantization.INT4)
+    tokens = _sequence(14, 20)
+    dense_runner = ModelRunner(model, num_blocks=8, block_size=BLOCK_SIZE)
+    assert dense_runner.prefill_on_dense_weights
+    dense = _run(dense_runner, [_Sequence(tokens, list(range(5))).step(20)], all_logits=True, is_prefill=True)
+    for layer in quantized_layers(model):
+        layer._dense = None
+    monkeypatch.setattr(runner_module, "MAX_DENSE_PREFILL_BYTES", 0)
+    runner = ModelRunner(model, num_blocks=8, block_size=BLOCK_SIZE)
+    assert not runner.prefill_on_dense_weights
+    on_kernels = _run(runner, [_Sequence(tokens, list(range(5))).step(20)], all_logits=True, is_prefill=True)
+    assert all(layer._dense is None for layer in quantized_layers(model))
+    assert (on_kernels - dense).abs().max() <= 0.02 * dense.abs().max()
 
 
 def test_accounting(oracle) -> None:

@@ -27,7 +27,7 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
 
 def build_model(
     config: ModelConfig,
-    weights: dict[str, torch.Tensor],
+    weights: Mapping[str, torch.Tensor],
     *,
     dtype: torch.dtype,
     quantization: Quantization = Quantization.NONE,
@@ -36,7 +36,8 @@ def build_model(
     """A ready-to-run decoder in eval mode, with the weights of a checkpoint.
 
     The model is built on the meta device and takes the given tensors as its parameters (cast to
-    `dtype`, sharing memory when they already are), so loading never holds two copies.
+    `dtype` one at a time as they are read, sharing memory when they already are), so loading never
+    holds two copies: of a GGUF file's lazily dequantized weights, no float32 copy beyond one tensor.
 
     Args:
         config: the architecture.
