@@ -40,10 +40,10 @@ class Checkpoint:
         source: the resolved path of the file or folder.
         stored_bits: the widest bit width the checkpoint stores its matrix weights in (4 for a Q4_1
             GGUF, 16 for a bfloat16 folder): what a quantized model can keep exactly.
-        block_codes: reads the decoder layers' block-format matrices as their stored codes, under HF names
-            (`gguf_tensors.gguf_to_hf_block_codes`), for `Quantization.STORED`; None where the source has no
-            block formats' codes (Hugging Face folders). A call reads the codes again from the file, which
-            stays memory-mapped while the checkpoint lives; nothing else stays cached.
+        block_codes: the decoder layers' block-format matrices as their stored codes, under HF names
+            (`gguf_tensors.GGUFBlockCodes`, each read from the file when asked for), for `Quantization.STORED`;
+            None where the source has no block formats' codes (Hugging Face folders). The file stays
+            memory-mapped while the checkpoint lives; no codes stay cached.
     """
 
     config: ModelConfig

@@ -14,7 +14,7 @@ from pathlib import Path
 from runtime.loading.checkpoint import Checkpoint, check_weight_names
 from runtime.loading.gguf_file import read_gguf
 from runtime.loading.gguf_metadata import GGUFMetadata, config_from_gguf
-from runtime.loading.gguf_tensors import GGUFWeights, float32_bytes, gguf_to_hf_block_codes, stored_matrix_bits
+from runtime.loading.gguf_tensors import GGUFBlockCodes, GGUFWeights, float32_bytes, stored_matrix_bits
 from runtime.loading.gguf_tokenizer import tokenizer_from_gguf
 from runtime.loading.progress import LoadProgress
 
@@ -55,5 +55,5 @@ def load_gguf(path: Path) -> Checkpoint:
         tokenizer=tokenizer,
         source=source,
         stored_bits=stored_matrix_bits(gguf_file.tensors),
-        block_codes=functools.partial(gguf_to_hf_block_codes, gguf_file.tensors, config, source),
+        block_codes=functools.partial(GGUFBlockCodes, gguf_file.tensors, config, source),
     )

@@ -15,6 +15,7 @@ import re
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -28,15 +29,16 @@ from runtime.loading.gguf_file import GGUFTensor
 
 __all__ = [
     "SUPPORTED_TENSOR_TYPES",
+    "GGUFBlockCodes",
     "GGUFWeights",
     "dequantize_tensor",
     "float32_bytes",
-    "gguf_to_hf_block_codes",
     "stored_matrix_bits",
     "unpermute_rows",
 ]
 
 _T = GGMLQuantizationType
+V = TypeVar("V")
 #: Tensor encodings we load, each checked against a reference in tests/runtime/test_loading.py.
 SUPPORTED_TENSOR_TYPES = frozenset(
     {_T.F32, _T.F16, _T.BF16, _T.Q8_0, _T.Q4_0, _T.Q4_1, _T.Q5_0, _T.Q5_1, _T.Q4_K, _T.Q5_K, _T.Q6_K}
@@ -234,51 +236,44 @@ def _hf_shape(tensor: GGUFTensor) -> tuple[int, ...]:
     return tuple(int(dim) for dim in reversed(tensor.shape))
 
 
-class GGUFWeights(Mapping[str, torch.Tensor]):
-    """A GGUF file's weights under Hugging Face names and layouts, dequantized to float32 when read.
+class _FileTensors(Mapping[str, V]):
+    """Tensors of a GGUF file under Hugging Face names and layouts, read from the memory map when asked for.
 
-    Nothing is dequantized at load, and a tensor read stays only with `keep` (a small model that loads
-    often: the default model's 540 MB, read again by each `runtime.load`), so a large model's float32
-    copy (4 bytes a weight: 32 GB for an 8B model) never exists whole: `build_model` casts each tensor
-    as it reads it. A stacked-experts tensor is dequantized once for all its experts' names (the last
-    tensor dequantized is held until another is). Reads may come from several threads.
+    Nothing is read at construction, and what is read stays only with `keep`. A stacked-experts tensor is read
+    once for all its experts' names (the last tensor read is held until another is). Reads may come from
+    several threads.
     """
 
     def __init__(self, tensors: list[GGUFTensor], config: ModelConfig, source: str, *, keep: bool) -> None:
-        """Raises:
-        UnsupportedModelError: an unsupported tensor type, or a tensor the architecture does not use.
-        CorruptModelError: Q/K rows that are not heads x head size (data that does not match its shape: when
-            read).
-        """
-        if config.is_moe and config.architecture not in _EXPERT_NAMES:
-            raise UnsupportedModelError(f"mixture-of-experts layers for architecture {config.architecture!r}", source)
         self._source = source
         self._targets: dict[str, tuple[GGUFTensor, _Target]] = {}
         for tensor in tensors:
-            if tensor.name in _CONFIG_TENSORS:
-                continue
-            if tensor.tensor_type not in SUPPORTED_TENSOR_TYPES:
-                name, type_name = tensor.name, tensor.tensor_type.name
-                raise UnsupportedModelError(f"tensor {name!r} has unsupported type {type_name}", source)
             for target in _hf_targets(tensor.name, _hf_shape(tensor), config, source):
                 self._targets[target.hf_name] = (tensor, target)
-        self._kept: dict[str, torch.Tensor] | None = {} if keep else None
-        self._last: tuple[str, np.ndarray] | None = None
+        self._kept: dict[str, V] | None = {} if keep else None
+        self._last: tuple[str, tuple[np.ndarray, ...]] | None = None
         self._lock = threading.Lock()
 
-    def __getitem__(self, name: str) -> torch.Tensor:
+    def _read(self, tensor: GGUFTensor) -> tuple[np.ndarray, ...]:
+        """The tensor's arrays in HF row-major shape, before renames and re-layouts."""
+        raise NotImplementedError
+
+    def _value(self, arrays: tuple[np.ndarray, ...]) -> V:
+        raise NotImplementedError
+
+    def __getitem__(self, name: str) -> V:
         tensor, target = self._targets[name]
         with self._lock:
             if self._kept is not None and name in self._kept:
                 return self._kept[name]
             if self._last is None or self._last[0] != tensor.name:
-                self._last = (tensor.name, dequantize_tensor(tensor, self._source))
-            values = torch.from_numpy(np.ascontiguousarray(target.apply(self._last[1])))
+                self._last = (tensor.name, self._read(tensor))
+            value = self._value(tuple(np.ascontiguousarray(target.apply(array)) for array in self._last[1]))
             if self._kept is not None:
-                self._kept[name] = values
-            return values
+                self._kept[name] = value
+            return value
 
-    def __contains__(self, name: object) -> bool:  # Mapping's would dequantize the tensor
+    def __contains__(self, name: object) -> bool:  # Mapping's would read the tensor
         return name in self._targets
 
     def __iter__(self) -> Iterator[str]:
@@ -287,36 +282,61 @@ class GGUFWeights(Mapping[str, torch.Tensor]):
     def __len__(self) -> int:
         return len(self._targets)
 
+
+class GGUFWeights(_FileTensors[torch.Tensor]):
+    """A GGUF file's weights under Hugging Face names and layouts, dequantized to float32 when read.
+
+    A small model that loads often keeps what it read (`keep`: the default model's 540 MB, read again by each
+    `runtime.load`); a large model's float32 copy (4 bytes a weight: 32 GB for an 8B model) never exists
+    whole: `build_model` casts each tensor as it reads it.
+
+    Raises:
+        UnsupportedModelError: an unsupported tensor type, or a tensor the architecture does not use.
+        CorruptModelError: Q/K rows that are not heads x head size (data that does not match its shape: when
+            read).
+    """
+
+    def __init__(self, tensors: list[GGUFTensor], config: ModelConfig, source: str, *, keep: bool) -> None:
+        if config.is_moe and config.architecture not in _EXPERT_NAMES:
+            raise UnsupportedModelError(f"mixture-of-experts layers for architecture {config.architecture!r}", source)
+        for tensor in tensors:
+            if tensor.tensor_type not in SUPPORTED_TENSOR_TYPES:
+                name, type_name = tensor.name, tensor.tensor_type.name
+                raise UnsupportedModelError(f"tensor {name!r} has unsupported type {type_name}", source)
+        super().__init__([t for t in tensors if t.name not in _CONFIG_TENSORS], config, source, keep=keep)
+
+    def _read(self, tensor: GGUFTensor) -> tuple[np.ndarray, ...]:
+        return (dequantize_tensor(tensor, self._source),)
+
+    def _value(self, arrays: tuple[np.ndarray, ...]) -> torch.Tensor:
+        return torch.from_numpy(arrays[0])
+
     @property
     def resident_bytes(self) -> int:
         """Bytes of the float32 tensors kept."""
         return sum(t.numel() * t.element_size() for t in (self._kept or {}).values())
 
 
-def float32_bytes(tensors: list[GGUFTensor]) -> int:
-    """Bytes of the tensors dequantized to float32."""
-    return sum(4 * int(np.prod(tensor.shape)) for tensor in tensors)
-
-
-def _hf_names(name: str, values: np.ndarray, config: ModelConfig, source: str) -> Iterator[tuple[str, np.ndarray]]:
-    for target in _hf_targets(name, values.shape, config, source):
-        yield target.hf_name, target.apply(values)
-
-
-def gguf_to_hf_block_codes(tensors: list[GGUFTensor], config: ModelConfig, source: str) -> dict[str, BlockCodes]:
-    """The decoder layers' block-format matrices as codes, scales and bases, under HF names and layouts.
+class GGUFBlockCodes(_FileTensors[BlockCodes]):
+    """The decoder layers' block-format matrices as codes, scales and bases, under Hugging Face names and
+    layouts, read from the file when asked for (nothing kept: a model takes each once).
 
     The same renames and row orders as `GGUFWeights` (each of the three arrays goes through them), so
     `codes * scales + bases` is the weight of the same name there. Embeddings and output heads are left out:
     an output head runs its own approximation (`runtime.model.quantization.RescoredHead`).
     """
-    codes: dict[str, BlockCodes] = {}
-    for tensor in tensors:
-        if tensor.tensor_type not in BLOCK_FORMATS or not tensor.name.startswith("blk."):
-            continue
-        shape = _hf_shape(tensor)
-        parts = block_codes(tensor.data, tensor.tensor_type, shape, tensor.name)
-        renamed = [list(_hf_names(tensor.name, part, config, source)) for part in parts]
-        for (hf_name, part_codes), (_, part_scales), (_, part_bases) in zip(*renamed, strict=True):
-            codes[hf_name] = BlockCodes(*(np.ascontiguousarray(part) for part in (part_codes, part_scales, part_bases)))
-    return codes
+
+    def __init__(self, tensors: list[GGUFTensor], config: ModelConfig, source: str) -> None:
+        blocks = [t for t in tensors if t.tensor_type in BLOCK_FORMATS and t.name.startswith("blk.")]
+        super().__init__(blocks, config, source, keep=False)
+
+    def _read(self, tensor: GGUFTensor) -> tuple[np.ndarray, ...]:
+        return tuple(block_codes(tensor.data, tensor.tensor_type, _hf_shape(tensor), tensor.name))
+
+    def _value(self, arrays: tuple[np.ndarray, ...]) -> BlockCodes:
+        return BlockCodes(*arrays)
+
+
+def float32_bytes(tensors: list[GGUFTensor]) -> int:
+    """Bytes of the tensors dequantized to float32."""
+    return sum(4 * int(np.prod(tensor.shape)) for tensor in tensors)

@@ -9,20 +9,20 @@ multiplies are the file's, bit for bit, where a bfloat16 copy rounds each weight
 4-bit layers; row invariant) reads one byte a weight, plus its block parameters, against bfloat16's two,
 and the output head keeps its 4-bit first pass: that file decodes 6-7.5x faster than on bfloat16 weights
 (benchmarks/block_codes.py). Prefill passes multiply the dense bfloat16 weights (`QuantizedLinear`), as
-every quantized layer does.
+every quantized layer does while the model's dense copies fit the runner's budget.
 
-`quantize_stored` builds them from a checkpoint's codes (`Quantization.STORED`). Matrices whose codes take 16
-levels a block of 32 (Q4_0, Q4_1, Q4_K) go to the 4-bit layer instead, and those with 32 levels (Q5_0, Q5_1,
-Q5_K) to the same layer with their codes' fifth bits (`narrow_code_layer`: `Int4Linear` with float32 block
-parameters, 0.75 and 0.875 bytes a weight against 1.125 to 1.25); linears without codes (a matrix the file keeps
-in float) stay as they are, and the output head becomes a `RescoredHead`.
+`build_model` builds them from a checkpoint's codes (`Quantization.STORED`, through `stored_quantizer`), one
+decoder layer at a time. Matrices whose codes take 16 levels a block of 32 (Q4_0, Q4_1, Q4_K) go to the 4-bit
+layer instead, and those with 32 levels (Q5_0, Q5_1, Q5_K) to the same layer with their codes' fifth bits
+(`narrow_code_layer`: `Int4Linear` with float32 block parameters, 0.75 and 0.875 bytes a weight against 1.125
+to 1.25); linears without codes (a matrix the file keeps in float) stay as they are, and the output head becomes
+a `RescoredHead`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import TypeVar
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -32,17 +32,16 @@ from runtime.model.quantization import (
     INT4_GROUP_SIZE,
     INT4_TILE_COLUMNS,
     Int4Linear,
+    LayerQuantizer,
     QuantizedLinear,
     pack_fifth_bits,
     pack_int4_tiles,
-    swap_linears,
     tile_parameters,
     untile_parameters,
 )
 
 logger = logging.getLogger(__name__)
 
-ModuleT = TypeVar("ModuleT", bound=nn.Module)
 #: A matrix's [N, K] int8 codes and [N, K / 16] float32 scales and bases (`gguf_blocks.BlockCodes` as tensors).
 StoredCodes = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -187,27 +186,18 @@ def narrow_code_layer(
     )
 
 
-def quantize_stored(
-    model: ModuleT, codes: Mapping[str, StoredCodes], *, head_names: tuple[str, ...] = ("lm_head",)
-) -> ModuleT:
-    """Swap `model`'s linears whose weights `codes` holds (by parameter name) for `BlockCodeLinear`s, or
-    `Int4Linear`s where the codes are 4- or 5-bit (`narrow_code_layer`), in place; output heads become `RescoredHead`s;
-    returns `model`.
-
-    Args:
-        model: a bfloat16 model, its weights the dequantized `codes`.
-        codes: [N, K] codes and [N, K / 16] scales and bases as tensors, by the model's parameter names.
-        head_names: fully qualified names of the output heads.
-    """
+def stored_quantizer(codes_of: Callable[[str], StoredCodes | None]) -> LayerQuantizer:
+    """The layer of each linear whose weight has stored codes (`codes_of(parameter name)`): a `BlockCodeLinear`,
+    or an `Int4Linear` where the codes are 4- or 5-bit (`narrow_code_layer`); None (kept) for the others: a
+    matrix the file keeps in float, or a shape the kernels do not take."""
     if not kernels.has_compiled_kernels():
         logger.warning("block-code layers run their dense weights: %s", kernels.KERNELS_UNAVAILABLE_REASON)
 
     def layer_of(name: str, linear: nn.Linear) -> QuantizedLinear | None:
-        stored = codes.get(name + ".weight")
+        stored = codes_of(name + ".weight")
         if stored is None or not BlockCodeLinear.fits(linear.weight.shape):
-            return None  # a matrix the file keeps in float, or a shape the kernels do not take
+            return None
         bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
         return narrow_code_layer(*stored, bias) or BlockCodeLinear.from_codes(*stored, bias)
 
-    swap_linears(model, head_names, layer_of)
-    return model
+    return layer_of

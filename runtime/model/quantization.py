@@ -20,7 +20,8 @@ Activations are bfloat16. Small matmuls (decode: one row per sequence) run weigh
 which read 1/4 (int8) or 1/8 (int4) of the fp32 bytes. In every prefill pass (the model runner sets
 each layer's `uses_dense_weights`) the dense bfloat16 kernel runs on the weights dequantized once, on
 first use, and kept: prefill then runs at bfloat16 speed, for the memory of a bfloat16 copy of the
-weights, and a prompt is computed by one kernel however the scheduler splits it into passes. MoE
+weights, and a prompt is computed by one kernel however the scheduler splits it into passes (a model
+whose copies would pass the runner's `MAX_DENSE_PREFILL_BYTES` prefills on its kernels instead). MoE
 routers, the shared-expert gate and the experts are plain parameters and stay unquantized.
 
 Where the compiled kernels are built (`runtime.model.kernels`, AVX-512 VNNI), `Int4Linear` runs them
@@ -70,6 +71,9 @@ NUM_RESCORED_LOGITS = 128
 # row at one row and 2.1 ms more at 8 (~2% and ~10% of a step), so 128 stays (top-1 agreement is the same).
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
+#: Rows `Int4Linear.from_linear` quantizes at a time: its float32 work copies stay a few MB, where a 262k-token
+#: head's whole would take GBs.
+_QUANTIZED_ROWS_PER_CHUNK = 4096
 
 
 class Quantization(enum.Enum):
@@ -290,21 +294,29 @@ class Int4Linear(QuantizedLinear):
         """
         if uses_compiled_kernel is None:
             uses_compiled_kernel = kernels.has_compiled_kernels()
-        weight = linear.weight.detach().float()
-        num_rows, num_inputs = weight.shape
-        groups = weight.view(num_rows, num_inputs // INT4_GROUP_SIZE, INT4_GROUP_SIZE)  # [N, K / g, g]
-        minimum, maximum = groups.amin(dim=-1), groups.amax(dim=-1)  # [N, K / g]
-        scales = ((maximum - minimum) / 15).clamp(min=1e-12)
-        codes = ((groups - minimum[..., None]) / scales[..., None]).round().clamp(0, 15).to(torch.int32)
-        codes = codes.view(num_rows, num_inputs)  # [N, K]
-        offsets = minimum + 8 * scales  # torch's kernel computes (q - 8) * scale + offset
-        scales_and_offsets = torch.stack((scales, offsets), dim=-1).transpose(0, 1).to(torch.bfloat16)  # [K / g, N, 2]
+        num_rows, num_inputs = linear.weight.shape
+        parts: list[tuple[torch.Tensor, ...]] = []
+        for start in range(0, num_rows, _QUANTIZED_ROWS_PER_CHUNK):  # float32 copies of a chunk, not of a head
+            rows = linear.weight.detach()[start : start + _QUANTIZED_ROWS_PER_CHUNK].float()
+            groups = rows.view(rows.shape[0], num_inputs // INT4_GROUP_SIZE, INT4_GROUP_SIZE)  # [n, K / g, g]
+            minimum, maximum = groups.amin(dim=-1), groups.amax(dim=-1)  # [n, K / g]
+            scales = ((maximum - minimum) / 15).clamp(min=1e-12)
+            codes = ((groups - minimum[..., None]) / scales[..., None]).round().clamp(0, 15).to(torch.uint8)
+            offsets = minimum + 8 * scales  # torch's kernel computes (q - 8) * scale + offset
+            parts.append(
+                (codes.view(rows.shape[0], num_inputs), torch.stack((scales, offsets), dim=-1).to(torch.bfloat16))
+            )
+        codes = torch.cat([part[0] for part in parts])  # [N, K]
+        scales_and_offsets = torch.cat([part[1] for part in parts]).transpose(0, 1)  # [K / g, N, 2] bfloat16
         group_scales, group_offsets = scales_and_offsets.transpose(0, 1).float().unbind(-1)  # [N, K / g] each
         bases = (group_offsets - 8 * group_scales).to(torch.bfloat16)
         torch_kernel_weights = (
             None
             if uses_compiled_kernel
-            else (torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1), scales_and_offsets.contiguous())
+            else (
+                torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.int(), 1),
+                scales_and_offsets.contiguous(),
+            )
         )
         return cls(
             pack_int4_tiles(codes),
@@ -411,12 +423,24 @@ def quantize(model: ModuleT, quantization: Quantization, *, head_names: tuple[st
     """
     if quantization is Quantization.NONE:
         return model
-    if quantization is Quantization.STORED:
-        raise UnsupportedModelError("stored block codes come with a checkpoint: build_model(..., block_codes=...)")
     dtypes = {parameter.dtype for parameter in model.parameters() if parameter.is_floating_point()}
     if dtypes != {torch.bfloat16}:
         found = ", ".join(sorted(map(str, dtypes)))
         raise UnsupportedModelError(f"{quantization.value} quantization needs a bfloat16 model, not {found}")
+    swap_linears(model, head_names, linear_quantizer(quantization))
+    place_in_huge_pages(model)
+    return model
+
+
+#: What becomes of a linear layer, by its fully qualified name: its quantized replacement, or None to keep it.
+LayerQuantizer = Callable[[str, nn.Linear], nn.Module | None]
+
+
+def linear_quantizer(quantization: Quantization) -> LayerQuantizer:
+    """`INT8`: every linear an `Int8Linear`; `INT4`: an `Int4Linear`, or `Int8Linear` where its shape does not
+    fit the int4 kernel (rows not a multiple of 16, inputs not of 32)."""
+    if quantization is Quantization.STORED:
+        raise UnsupportedModelError("stored block codes come with a checkpoint: build_model(..., block_codes=...)")
     if quantization is Quantization.INT4 and not kernels.has_compiled_kernels():
         logger.warning("int4 layers run torch's kernel: %s", kernels.KERNELS_UNAVAILABLE_REASON)
 
@@ -425,24 +449,25 @@ def quantize(model: ModuleT, quantization: Quantization, *, head_names: tuple[st
             return Int4Linear.from_linear(linear)
         return Int8Linear.from_linear(linear)
 
-    swap_linears(model, head_names, layer_of)
-    return model
+    return layer_of
 
 
-def swap_linears(
-    model: nn.Module, head_names: tuple[str, ...], layer_of: Callable[[str, nn.Linear], nn.Module | None]
-) -> None:
-    """Replace `model`'s `nn.Linear`s in place: output heads (`head_names`) by `RescoredHead`s, the others by
-    `layer_of(fully qualified name, linear)` where it gives a layer; then put the tiled layers' buffers in 2 MiB
-    pages (decode streams every weight once per step, faster from them: runtime.model.huge_pages)."""
-    for parent_name, parent in list(model.named_modules()):
+def swap_linears(module: nn.Module, head_names: tuple[str, ...], layer_of: LayerQuantizer, *, prefix: str = "") -> None:
+    """Replace `module`'s `nn.Linear`s in place: output heads (`head_names`) by `RescoredHead`s, the others by
+    `layer_of(prefix + name within module, linear)` where it gives a layer."""
+    for parent_name, parent in list(module.named_modules()):
         for name, child in list(parent.named_children()):
             if not isinstance(child, nn.Linear):
                 continue
-            full_name = f"{parent_name}.{name}" if parent_name else name
+            full_name = prefix + (f"{parent_name}.{name}" if parent_name else name)
             replacement = RescoredHead(child) if full_name in head_names else layer_of(full_name, child)
             if replacement is not None:
                 setattr(parent, name, replacement)
+
+
+def place_in_huge_pages(model: nn.Module) -> None:
+    """Put the tiled layers' buffers in one mapping of 2 MiB pages: decode streams every weight once per step,
+    faster from them (runtime.model.huge_pages)."""
     buffers = [
         (layer, name)
         for layer in quantized_layers(model)

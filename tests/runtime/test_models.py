@@ -7,6 +7,8 @@ import dataclasses
 import pytest
 import torch
 
+import runtime.model.architectures.build as build_module
+import runtime.model.quantization as quantization_module
 from runtime.errors import CorruptModelError, UnsupportedModelError
 from runtime.loading import default_model_path, load_checkpoint
 from runtime.loading.gguf_blocks import BlockCodes
@@ -148,6 +150,40 @@ def test_bfloat16_and_quantized_models_stay_close_to_fp32(name: str, quantizatio
         assert cosine.min() > 0.99
 
 
+@pytest.mark.parametrize("quantization", [Quantization.INT4, Quantization.STORED])
+def test_the_model_is_read_and_quantized_one_layer_at_a_time(
+    quantization: Quantization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each decoder layer's weights are read, cast and quantized before the next layer's are read (so a large
+    model's dense weights never exist whole); the head last."""
+    hf_model = tiny_hf_model("llama")
+    config, weights = model_config_from_hf(hf_model.config), _snap_to_q4_1(dict(hf_model.state_dict()))
+    codes = None
+    if quantization is Quantization.STORED:
+        weights, codes = _q8_block_codes(weights)
+    events: list[str] = []
+
+    class Logged(dict[str, torch.Tensor]):
+        def __getitem__(self, name: str) -> torch.Tensor:
+            events.append("read " + name)
+            return super().__getitem__(name)
+
+    swapped = quantization_module.swap_linears
+
+    def logged_swap(module: torch.nn.Module, head_names: tuple[str, ...], layer_of, *, prefix: str = "") -> None:
+        events.append(f"quantize {prefix or head_names}")
+        swapped(module, head_names, layer_of, prefix=prefix)
+
+    monkeypatch.setattr(build_module, "swap_linears", logged_swap)
+    build_model(config, Logged(weights), dtype=torch.bfloat16, quantization=quantization, block_codes=codes)
+    layer_of_event = [event.split("layers.")[1].split(".")[0] if "layers." in event else "head" for event in events]
+    quantized = [i for i, event in enumerate(events) if event.startswith("quantize")]
+    assert [layer_of_event[i] for i in quantized] == [str(i) for i in range(config.num_layers)] + ["head"]
+    for layer, at in enumerate(quantized[:-1]):
+        reads = [layer_of_event[i] for i, event in enumerate(events[:at]) if event.startswith("read")]
+        assert reads.count(str(layer)) > 0 and str(layer + 1) not in reads
+
+
 def test_build_model_rejects_what_it_cannot_run() -> None:
     hf_model = tiny_hf_model("llama")
     config, weights = model_config_from_hf(hf_model.config), dict(hf_model.state_dict())
@@ -167,6 +203,8 @@ def test_build_model_rejects_what_it_cannot_run() -> None:
     missing = {k: v for k, v in weights.items() if "layers.1.self_attn.k_proj" not in k}
     with pytest.raises(CorruptModelError, match="layers.1.attn.qkv.weight"):
         build_model(config, missing, dtype=torch.float32)
+    with pytest.raises(CorruptModelError, match="layers.1.attn.qkv.weight"):  # not quantized from nothing
+        build_model(config, missing, dtype=torch.bfloat16, quantization=Quantization.INT4)
     with pytest.raises(UnsupportedModelError, match="model.extra.weight"):
         build_model(config, {**weights, "model.extra.weight": torch.zeros(3)}, dtype=torch.float32)
     wrong_shape = {**weights, "model.norm.weight": torch.ones(7)}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import torch
@@ -12,8 +13,8 @@ from runtime.errors import CorruptModelError, UnsupportedModelError
 from runtime.model.architectures.checkpoint import rewrite_hf_state_dict
 from runtime.model.architectures.gemma3 import Gemma3Transformer
 from runtime.model.architectures.llama import Transformer
-from runtime.model.block_codes import StoredCodes, quantize_stored
-from runtime.model.quantization import Quantization, quantize
+from runtime.model.block_codes import StoredCodes, stored_quantizer
+from runtime.model.quantization import Quantization, linear_quantizer, place_in_huge_pages, swap_linears
 
 if TYPE_CHECKING:
     from runtime.loading.gguf_blocks import BlockCodes
@@ -71,29 +72,71 @@ def build_model(
         raise UnsupportedModelError("stored quantization needs a checkpoint with block codes (a GGUF file)")
     with torch.device("meta"):
         model = _MODEL_CLASSES.get(config.architecture, Transformer)(config)
-    state_dict = {name: tensor.to(dtype).contiguous() for name, tensor in weights.items()}
-    try:
-        result = model.load_state_dict(state_dict, strict=False, assign=True)
-    except RuntimeError as exc:
-        raise CorruptModelError(f"weights do not fit the config: {exc}") from exc
-    if result.missing_keys:
-        raise CorruptModelError(f"missing tensors for {', '.join(result.missing_keys[:8])}")
-    if result.unexpected_keys:
-        raise UnsupportedModelError(f"unknown tensors {', '.join(result.unexpected_keys[:8])}")
-    model.eval().requires_grad_(False)
+    layer_of = None
     if quantization is Quantization.STORED and block_codes is not None:
-        return quantize_stored(model, _stored_codes(block_codes, config))
-    return quantize(model, quantization)
+        layer_of = stored_quantizer(_StoredCodes(block_codes, config).get)
+    elif quantization is not Quantization.NONE:
+        layer_of = linear_quantizer(quantization)
+    unexpected: list[str] = []
+    for layer, names in _parts(weights, config):
+        # One part at a time: a large model's dense weights never exist whole when it is quantized.
+        state_dict = {name: weights[name].to(dtype).contiguous() for name in names}
+        try:
+            result = model.load_state_dict(state_dict, strict=False, assign=True)
+        except RuntimeError as exc:
+            raise CorruptModelError(f"weights do not fit the config: {exc}") from exc
+        unexpected += result.unexpected_keys
+        del state_dict
+        block = model.layers[layer] if layer is not None else None
+        if block is not None and layer_of is not None and not any(p.is_meta for p in block.parameters()):
+            swap_linears(block, (), layer_of, prefix=f"layers.{layer}.")  # a layer missing tensors is named below
+    missing = [name for name, tensor in (*model.named_parameters(), *model.named_buffers()) if tensor.is_meta]
+    if missing:
+        raise CorruptModelError(f"missing tensors for {', '.join(missing[:8])}")
+    if unexpected:
+        raise UnsupportedModelError(f"unknown tensors {', '.join(unexpected[:8])}")
+    model.eval().requires_grad_(False)
+    if layer_of is not None:
+        swap_linears(model, ("lm_head",), layer_of)
+        place_in_huge_pages(model)
+    return model
 
 
-def _stored_codes(block_codes: Mapping[str, BlockCodes], config: ModelConfig) -> dict[str, StoredCodes]:
-    """`block_codes` under the model's parameter names: codes, scales and bases each renamed and fused as the
-    model's load hook does its weights (q/k/v and gate/up rows concatenated)."""
-    parts: list[dict[str, torch.Tensor]] = [{}, {}, {}]
-    for name, arrays in block_codes.items():
-        for part, array in zip(parts, arrays, strict=True):
-            part[name] = torch.from_numpy(array)
-    for part in parts:
-        rewrite_hf_state_dict(part, config)
-    codes, scales, bases = parts
-    return {name: (codes[name], scales[name], bases[name]) for name in codes}
+_LAYER_NAME = re.compile(r"model\.layers\.(\d+)\.")
+
+
+def _parts(names: Iterable[str], config: ModelConfig) -> list[tuple[int | None, list[str]]]:
+    """Tensor names by decoder layer (Hugging Face's `model.layers.{i}.`), the others first."""
+    by_layer: dict[int | None, list[str]] = {None: []}
+    for name in names:
+        match = _LAYER_NAME.match(name)
+        layer = int(match.group(1)) if match is not None and int(match.group(1)) < config.num_layers else None
+        by_layer.setdefault(layer, []).append(name)
+    return sorted(by_layer.items(), key=lambda item: -1 if item[0] is None else item[0])
+
+
+class _StoredCodes:
+    """A checkpoint's block codes under the model's parameter names, read one decoder layer at a time: codes,
+    scales and bases each renamed and fused as the model's load hook does its weights (q/k/v and gate/up
+    rows concatenated). The last layer read is held until another is."""
+
+    def __init__(self, block_codes: Mapping[str, BlockCodes], config: ModelConfig) -> None:
+        self._block_codes = block_codes
+        self._config = config
+        self._names: dict[int | None, list[str]] = dict(_parts(block_codes, config))
+        self._layer: tuple[int | None, dict[str, StoredCodes]] | None = None
+
+    def get(self, name: str) -> StoredCodes | None:
+        """The codes of model parameter `name`, or None where the checkpoint stores none."""
+        match = re.match(r"layers\.(\d+)\.", name)
+        layer = int(match.group(1)) if match is not None else None
+        if self._layer is None or self._layer[0] != layer:
+            parts: list[dict[str, torch.Tensor]] = [{}, {}, {}]
+            for hf_name in self._names.get(layer, []):
+                for part, array in zip(parts, self._block_codes[hf_name], strict=True):
+                    part[hf_name] = torch.from_numpy(array)
+            for part in parts:
+                rewrite_hf_state_dict(part, self._config)
+            codes, scales, bases = parts
+            self._layer = (layer, {key: (codes[key], scales[key], bases[key]) for key in codes})
+        return self._layer[1].get(name)
