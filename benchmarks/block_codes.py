@@ -42,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import runtime  # noqa: E402
-from benchmarks.forward import ACCURACY_MODULES, _accuracy, add_clock_argument  # noqa: E402
+from benchmarks.forward import ACCURACY_MODULES, _accuracy, add_clock_argument, interleaved_seconds  # noqa: E402
 from runtime.loading import load_checkpoint  # noqa: E402
 from runtime.model.architectures import Quantization, Transformer, build_model  # noqa: E402
 from runtime.model.block_codes import BlockCodeLinear, narrow_code_layer  # noqa: E402
@@ -196,12 +196,7 @@ def main() -> None:
         cases["llama_cpp_single"] = llama_cpp
     outputs = {name: case() for name, case in cases.items()}  # warm-up
     fp32_tokens = run(engines["fp32"], prompts[:1])()[0]
-    seconds: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(args.rounds):
-        for name, case in cases.items():
-            start = clock()
-            case()
-            seconds[name].append(clock() - start)
+    seconds = interleaved_seconds(cases, args.rounds, clock)
     tok_s = {
         name: (args.tokens * (args.batch if "batch" in name else 1)) / statistics.median(values)
         for name, values in seconds.items()

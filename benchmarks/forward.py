@@ -254,6 +254,19 @@ def add_clock_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def interleaved_seconds(
+    cases: dict[str, Callable[[], object]], rounds: int, clock: Callable[[], float]
+) -> dict[str, list[float]]:
+    """Seconds of each case per round, every case once a round, so a busy machine slows all of them alike."""
+    seconds: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, case in cases.items():
+            start = clock()
+            case()
+            seconds[name].append(clock() - start)
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="a few tokens, one round: checks the script runs")

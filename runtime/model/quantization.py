@@ -22,7 +22,8 @@ each layer's `uses_dense_weights`) the dense bfloat16 kernel runs on the weights
 first use, and kept: prefill then runs at bfloat16 speed, for the memory of a bfloat16 copy of the
 weights, and a prompt is computed by one kernel however the scheduler splits it into passes (a model
 whose copies would pass the runner's `MAX_DENSE_PREFILL_BYTES` prefills on its kernels instead). MoE
-routers, the shared-expert gate and the experts are plain parameters and stay unquantized.
+experts are quantized like linears, one layer per expert matrix; routers and the shared-expert gate are
+plain parameters and stay unquantized.
 
 Where the compiled kernels are built (`runtime.model.kernels`, AVX-512 VNNI), `Int4Linear` runs them
 in every other pass, at any row count: activations quantized to int16 per group of 32 (as exact as
@@ -50,6 +51,7 @@ from torch import nn
 from runtime.errors import UnsupportedModelError
 from runtime.model import kernels
 from runtime.model.huge_pages import in_huge_pages
+from runtime.model.layers.moe import SparseMoE
 
 logger = logging.getLogger(__name__)
 
@@ -454,8 +456,11 @@ def linear_quantizer(quantization: Quantization) -> LayerQuantizer:
 
 def swap_linears(module: nn.Module, head_names: tuple[str, ...], layer_of: LayerQuantizer, *, prefix: str = "") -> None:
     """Replace `module`'s `nn.Linear`s in place: output heads (`head_names`) by `RescoredHead`s, the others by
-    `layer_of(prefix + name within module, linear)` where it gives a layer."""
+    `layer_of(prefix + name within module, linear)` where it gives a layer; and the stacked matrices of
+    mixture-of-experts layers by one such layer per expert (`SparseMoE.quantize_experts`)."""
     for parent_name, parent in list(module.named_modules()):
+        if isinstance(parent, SparseMoE):
+            parent.quantize_experts(layer_of, prefix + (f"{parent_name}." if parent_name else ""))
         for name, child in list(parent.named_children()):
             if not isinstance(child, nn.Linear):
                 continue

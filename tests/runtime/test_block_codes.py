@@ -31,7 +31,7 @@ from runtime.model.quantization import (
     unpack_fifth_bits,
     unpack_int4_tiles,
 )
-from runtime.model.runner import ForwardBatch
+from runtime.model.runner import ForwardBatch, ModelRunner
 from tests.runtime.ggml_reference import random_k_blocks
 from tests.runtime.test_decode_plan import _assert_plan_gives_the_modules_logits
 from tests.runtime.test_kernels import _quantized_activations
@@ -149,6 +149,46 @@ def test_a_stored_model_multiplies_the_files_weights(mixed: Checkpoint) -> None:
         assert all(layer.scales.dtype == torch.float32 for layer in nibble_layers)
         if i == 0:
             assert (block.attn.o_proj.block_size, block.attn.o_proj.bases) == (32, None)
+
+
+def test_a_moe_files_experts_run_on_their_stored_codes(tmp_path: Path) -> None:
+    """A mixture-of-experts file's stacked experts (Q4_0 gate and up, Q8_0 down) become one layer per expert
+    matrix on the file's codes, the stacked bfloat16 copy dropped, its weights the file's."""
+    spec = dataclasses.replace(MIXED_SPEC, num_experts=4, num_experts_per_tok=2, intermediate_size=128)
+    types = {"ffn_gate_exps.weight": T.Q4_0, "ffn_up_exps.weight": T.Q4_0, "ffn_down_exps.weight": T.Q8_0}
+    path = write_tiny_gguf(tmp_path / "moe.gguf", spec, tiny_hf_weights(spec), layer_tensor_types=types)
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.block_codes is not None
+    model = build_model(
+        checkpoint.config,
+        checkpoint.weights,
+        dtype=torch.bfloat16,
+        quantization=Quantization.STORED,
+        block_codes=checkpoint.block_codes(),
+    )
+    for i, block in enumerate(model.layers):
+        moe = block.ffn
+        assert moe.gate_up_layers is not None and moe.down_layers is not None
+        assert not hasattr(moe, "experts_gate_up") and not hasattr(moe, "experts_down")
+        expert = f"model.layers.{i}.block_sparse_moe.experts.{{e}}."
+        for e in range(spec.num_experts):
+            gate_up, down = moe.gate_up_layers[e], moe.down_layers[e]
+            assert isinstance(gate_up, Int4Linear) and isinstance(down, BlockCodeLinear)
+            w1, w3, w2 = (
+                checkpoint.weights[expert.format(e=e) + name] for name in ("w1.weight", "w3.weight", "w2.weight")
+            )
+            assert torch.equal(_float_weight(gate_up), torch.cat([w1, w3]))
+            assert torch.equal(_float_weight(down), w2)
+    reference = build_model(checkpoint.config, checkpoint.weights, dtype=torch.float32)
+    tokens = [5, 77, 130, 9, 41, 200, 12, 3]
+    logits, expected = (_prefill(m, tokens) for m in (model, reference))
+    assert torch.nn.functional.cosine_similarity(logits, expected, dim=-1).min() > 0.99
+
+
+def _prefill(model: torch.nn.Module, tokens: list[int]) -> torch.Tensor:
+    """Every position's logits of one decode-path pass (no dense prefill weights)."""
+    runner = ModelRunner(model, num_blocks=4, block_size=16)
+    return runner.forward(ForwardBatch([tokens], [0], [[0]], all_logits=True))
 
 
 def test_a_stored_models_decode_plan_gives_its_modules_logits_bitwise(mixed_gguf: Path) -> None:

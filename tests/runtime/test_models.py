@@ -102,12 +102,16 @@ def test_dense_model_has_no_router_stats() -> None:
     assert model.router_stats() == []
 
 
+#: The projections and stacked expert matrices ([E, N, K]) a quantized model stores quantized.
+_MATRIX_SUFFIXES = ("proj.weight", "experts.gate_up_proj", "experts.down_proj")
+
+
 def _snap_to_q4_1(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Projection weights moved onto GGUF Q4_1's grid: 16 levels from each group of 32 inputs' minimum."""
+    """Projection and expert weights moved onto GGUF Q4_1's grid: 16 levels from each group of 32 inputs' minimum."""
     snapped = {}
     for name, weight in weights.items():
-        if name.endswith("proj.weight") and weight.shape[1] % 32 == 0:
-            groups = weight.view(weight.shape[0], -1, 32)
+        if name.endswith(_MATRIX_SUFFIXES) and weight.shape[-1] % 32 == 0:
+            groups = weight.view(*weight.shape[:-1], -1, 32)
             minimum = groups.amin(-1, keepdim=True)
             scale = (groups.amax(-1, keepdim=True) - minimum) / 15
             weight = (((groups - minimum) / scale).round() * scale + minimum).view_as(weight)
@@ -116,12 +120,13 @@ def _snap_to_q4_1(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _q8_block_codes(weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, BlockCodes]]:
-    """Projection weights moved onto an int8 grid per block of 16 inputs (absmax / 127), and their codes."""
+    """Projection and expert weights moved onto an int8 grid per block of 16 inputs (absmax / 127), and their
+    codes."""
     snapped, codes = dict(weights), {}
     for name, weight in weights.items():
-        if name.endswith("proj.weight") and weight.shape[1] % 32 == 0:
-            blocks = weight.float().view(weight.shape[0], -1, 16)
-            scales = blocks.abs().amax(-1) / 127  # [N, K / 16]
+        if name.endswith(_MATRIX_SUFFIXES) and weight.shape[-1] % 32 == 0:
+            blocks = weight.float().view(*weight.shape[:-1], -1, 16)
+            scales = blocks.abs().amax(-1) / 127  # [..., N, K / 16]
             block_codes = (blocks / scales[..., None]).round().to(torch.int8)
             snapped[name] = (block_codes.float() * scales[..., None]).view_as(weight)
             arrays = (block_codes.view_as(weight), scales, torch.zeros_like(scales))
@@ -133,7 +138,7 @@ def _q8_block_codes(weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.T
 @pytest.mark.parametrize("quantization", list(Quantization))
 def test_bfloat16_and_quantized_models_stay_close_to_fp32(name: str, quantization: Quantization) -> None:
     """bf16 and int8 on any weights; int4 on weights already 4-bit (what it is for: GGUF Q4_1); stored block
-    codes on weights already on their grid (a file's)."""
+    codes on weights already on their grid (a file's); a mixture of experts' experts quantized as well."""
     hf_model = tiny_hf_model(name)
     config, weights = model_config_from_hf(hf_model.config), dict(hf_model.state_dict())
     codes = None
@@ -145,6 +150,8 @@ def test_bfloat16_and_quantized_models_stay_close_to_fp32(name: str, quantizatio
     model = build_model(config, weights, dtype=torch.bfloat16, quantization=quantization, block_codes=codes)
     if codes is not None:
         assert isinstance(model.layers[0].attn.qkv, BlockCodeLinear)
+    if name == "mixtral":  # the experts quantized too, one layer per matrix
+        assert (model.layers[0].ffn.gate_up_layers is None) == (quantization is Quantization.NONE)
     for expected, logits in zip(reference, prefill_all(model, SEQUENCES), strict=True):
         cosine = torch.nn.functional.cosine_similarity(logits, expected, dim=-1)
         assert cosine.min() > 0.99

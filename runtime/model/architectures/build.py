@@ -103,6 +103,8 @@ def build_model(
 
 
 _LAYER_NAME = re.compile(r"model\.layers\.(\d+)\.")
+#: An expert's matrix among a mixture-of-experts layer's stacked ones: (the stacked name, the expert).
+_EXPERT_MATRIX = re.compile(r"(.+\.experts_(?:gate_up|down))\.(\d+)\.weight")
 
 
 def _parts(names: Iterable[str], config: ModelConfig) -> list[tuple[int | None, list[str]]]:
@@ -127,7 +129,13 @@ class _StoredCodes:
         self._layer: tuple[int | None, dict[str, StoredCodes]] | None = None
 
     def get(self, name: str) -> StoredCodes | None:
-        """The codes of model parameter `name`, or None where the checkpoint stores none."""
+        """The codes of model parameter `name`, or None where the checkpoint stores none; an expert's matrix
+        (`...experts_gate_up.{e}.weight`) is its slice of the stacked codes."""
+        expert = _EXPERT_MATRIX.fullmatch(name)
+        if expert is not None:
+            stacked = self.get(expert.group(1))
+            index = int(expert.group(2))
+            return None if stacked is None else (stacked[0][index], stacked[1][index], stacked[2][index])
         match = re.match(r"layers\.(\d+)\.", name)
         layer = int(match.group(1)) if match is not None else None
         if self._layer is None or self._layer[0] != layer:

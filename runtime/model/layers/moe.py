@@ -6,7 +6,9 @@ and their outputs are summed weighted by those probabilities (renormalized to su
 shared expert scaled by a sigmoid gate.
 
 Tokens are sorted by expert so each expert runs one matmul over all its tokens, and experts that no
-token chose are skipped: a decode step touches only `num_experts_per_tok` experts per layer.
+token chose are skipped: a decode step touches only `num_experts_per_tok` experts per layer. The
+experts' matrices are stacked parameters as checkpoints give them; a quantized model holds one
+quantized layer per expert matrix instead (`quantize_experts`), the stacked copy dropped.
 
 Router statistics accumulate across forward passes until `reset_router_stats()`, so routing collapse
 (a few experts taking most tokens) shows up over a whole generation, not only its last step.
@@ -14,6 +16,7 @@ Router statistics accumulate across forward passes until `reset_router_stats()`,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -64,12 +67,35 @@ class SparseMoE(nn.Module):
         self.router = nn.Parameter(torch.empty(self.num_experts, hidden))  # [E, H]
         self.experts_gate_up = nn.Parameter(torch.empty(self.num_experts, 2 * expert_size, hidden))  # [E, 2I, H]
         self.experts_down = nn.Parameter(torch.empty(self.num_experts, hidden, expert_size))  # [E, H, I]
+        #: Each expert's quantized gate/up and down layers, where they replace the stacked parameters.
+        self.gate_up_layers: nn.ModuleList | None = None
+        self.down_layers: nn.ModuleList | None = None
         self.shared_expert: FeedForward | None = None
         self.shared_expert_gate: nn.Parameter | None = None
         if config.shared_expert_intermediate_size:
             self.shared_expert = FeedForward(hidden, config.shared_expert_intermediate_size)
             self.shared_expert_gate = nn.Parameter(torch.empty(1, hidden))  # [1, H]
         self.reset_router_stats()
+
+    def quantize_experts(self, layer_of: Callable[[str, nn.Linear], nn.Module | None], prefix: str) -> None:
+        """Replace the stacked expert matrices by one layer each, `layer_of(prefix + "experts_gate_up.{e}" (or
+        "experts_down.{e}"), a linear over the expert's matrix)`; all or none: where `layer_of` keeps any
+        expert's matrix, the experts stay dense. Done once."""
+        if self.gate_up_layers is not None:
+            return
+        layers: dict[str, list[nn.Module]] = {"experts_gate_up": [], "experts_down": []}
+        for expert in range(self.num_experts):
+            for name, stacked in (("experts_gate_up", self.experts_gate_up), ("experts_down", self.experts_down)):
+                with torch.device("meta"):
+                    linear = nn.Linear(stacked.shape[2], stacked.shape[1], bias=False)
+                linear.weight = nn.Parameter(stacked[expert], requires_grad=False)
+                layer = layer_of(f"{prefix}{name}.{expert}", linear)
+                if layer is None:
+                    return
+                layers[name].append(layer)
+        self.gate_up_layers = nn.ModuleList(layers["experts_gate_up"])
+        self.down_layers = nn.ModuleList(layers["experts_down"])
+        del self.experts_gate_up, self.experts_down
 
     def reset_router_stats(self) -> None:
         """Forget the tokens routed so far."""
@@ -121,8 +147,12 @@ class SparseMoE(nn.Module):
             if count == 0:
                 continue
             rows = sorted_x[start : start + count]
-            gate, up = F.linear(rows, self.experts_gate_up[expert]).chunk(2, dim=-1)
-            outputs.append(F.linear(F.silu(gate) * up, self.experts_down[expert]))
+            if self.gate_up_layers is not None and self.down_layers is not None:
+                gate, up = self.gate_up_layers[expert](rows).chunk(2, dim=-1)
+                outputs.append(self.down_layers[expert](F.silu(gate) * up))
+            else:
+                gate, up = F.linear(rows, self.experts_gate_up[expert]).chunk(2, dim=-1)
+                outputs.append(F.linear(F.silu(gate) * up, self.experts_down[expert]))
             start += count
         weighted = torch.cat(outputs) * top_probs.flatten()[order, None]  # [T * K, H] float32
         out = torch.zeros(x.shape, dtype=weighted.dtype, device=x.device)  # [T, H]
