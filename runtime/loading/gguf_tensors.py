@@ -132,6 +132,11 @@ _SINGLE_EXPERT = re.compile(r"ffn_(gate|up|down)\.(\d+)\.weight")  # older Mixtr
 _PERMUTED_ARCHITECTURES = ("llama", "mixtral")
 
 
+#: Values `dequantize_tensor` dequantizes at a time: `gguf`'s work arrays for a 262k-token embedding would take
+#: several times its float32 size.
+_DEQUANTIZED_VALUES_PER_CHUNK = 1 << 22
+
+
 def dequantize_tensor(tensor: GGUFTensor, source: str) -> np.ndarray:
     """The tensor's values as a float32 array in HF's row-major shape (`tensor.shape` reversed).
 
@@ -139,17 +144,30 @@ def dequantize_tensor(tensor: GGUFTensor, source: str) -> np.ndarray:
         UnsupportedModelError: a tensor type outside `SUPPORTED_TENSOR_TYPES` (named).
         CorruptModelError: data that does not hold the element count its shape states.
     """
+    shape = _hf_shape(tensor)
+    out = np.empty((int(np.prod(shape[:-1], dtype=np.int64)), shape[-1]), dtype=np.float32)
+    for start, values in _dequantized_rows(tensor, source):
+        out[start : start + len(values)] = values
+    return out.reshape(shape)
+
+
+def _dequantized_rows(tensor: GGUFTensor, source: str) -> Iterator[tuple[int, np.ndarray]]:
+    """The tensor's rows (its HF shape flattened to [rows, inputs]) dequantized to float32 a chunk at a time,
+    each with its first row: `gguf`'s work arrays stay a chunk's size (a 262k-token embedding's whole would
+    take several times its float32 size)."""
     if tensor.tensor_type not in SUPPORTED_TENSOR_TYPES:
         raise UnsupportedModelError(f"tensor {tensor.name!r} has unsupported type {tensor.tensor_type.name}", source)
     shape = _hf_shape(tensor)
-    try:
-        # A plain ndarray view: slicing the np.memmap subclass costs a Python hook per slice.
-        values = dequantize(np.asarray(tensor.data), tensor.tensor_type).reshape(shape)
-    except ValueError as exc:
-        raise CorruptModelError(f"tensor {tensor.name!r} does not match its shape {shape}: {exc}", source) from exc
-    if not values.flags.writeable:  # F32/F16 come back as views of the read-only memory map
-        return np.array(values, dtype=np.float32)
-    return np.ascontiguousarray(values, dtype=np.float32)
+    # A plain ndarray view: slicing the np.memmap subclass costs a Python hook per slice.
+    data = np.asarray(tensor.data)
+    rows = data.reshape(-1, data.shape[-1]) if data.ndim > 1 else data[None]
+    step = max(1, _DEQUANTIZED_VALUES_PER_CHUNK // shape[-1])
+    for start in range(0, rows.shape[0], step):
+        try:
+            values = dequantize(rows[start : start + step], tensor.tensor_type).reshape(-1, shape[-1])
+        except ValueError as exc:
+            raise CorruptModelError(f"tensor {tensor.name!r} does not match its shape {shape}: {exc}", source) from exc
+        yield start, values if values.flags.writeable else values.copy()  # F32 rows: views of the read-only map
 
 
 def unpermute_rows(weight: np.ndarray, num_heads: int) -> np.ndarray:
@@ -310,6 +328,17 @@ class GGUFWeights(_FileTensors[torch.Tensor]):
 
     def _value(self, arrays: tuple[np.ndarray, ...]) -> torch.Tensor:
         return torch.from_numpy(arrays[0])
+
+    def read_as(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """`self[name]` cast to `dtype`; a tensor taken as stored (no re-layout), read a chunk of rows at a
+        time, so its whole float32 copy never exists (an 8B model's embedding: 2 GB)."""
+        tensor, target = self._targets[name]
+        if self._kept is not None or target != _Target(target.hf_name) or len(tensor.shape) != 2:
+            return self[name].to(dtype)
+        out = torch.empty(_hf_shape(tensor), dtype=dtype)
+        for start, values in _dequantized_rows(tensor, self._source):
+            out[start : start + len(values)] = torch.from_numpy(values)
+        return out
 
     @property
     def resident_bytes(self) -> int:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from typing import TextIO, TypeVar
+from typing import TextIO
+
+import torch
 
 __all__ = ["LoadProgress", "ReadProgress"]
-
-V = TypeVar("V")
 
 #: Seconds a load must run before the bar appears.
 SHOW_AFTER_S = 1.0
@@ -78,21 +78,28 @@ class LoadProgress:
         self._drawn_at = now
 
 
-class ReadProgress(Mapping[str, V]):
+class ReadProgress(Mapping[str, torch.Tensor]):
     """`weights` behind a `LoadProgress` that advances with each read: a GGUF file's tensors are dequantized as
     the model reads them, which is most of a large model's load.
 
     Args:
-        weights: the mapping read through.
+        weights: the mapping read through; its `read_as(name, dtype)`, where it has one, serves `read_as`.
         label: what is loading.
     """
 
-    def __init__(self, weights: Mapping[str, V], label: str) -> None:
+    def __init__(self, weights: Mapping[str, torch.Tensor], label: str) -> None:
         self._weights = weights
         self.progress = LoadProgress(label, num_steps=len(weights))
 
-    def __getitem__(self, name: str) -> V:
+    def __getitem__(self, name: str) -> torch.Tensor:
         value = self._weights[name]
+        self.progress.advance()
+        return value
+
+    def read_as(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """`self[name]` cast to `dtype`."""
+        read_as = getattr(self._weights, "read_as", None)
+        value = read_as(name, dtype) if read_as is not None else self._weights[name].to(dtype)
         self.progress.advance()
         return value
 

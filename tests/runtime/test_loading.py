@@ -17,7 +17,7 @@ from gguf.quants import dequantize, quantize
 from runtime.errors import CorruptModelError, ModelNotFoundError, RequestError, UnsupportedModelError
 from runtime.loading import DEFAULT_MODEL_INSTALL_COMMAND, Checkpoint, default_model_path, load_checkpoint
 from runtime.loading.gguf_file import GGUFTensor, read_gguf
-from runtime.loading.gguf_tensors import SUPPORTED_TENSOR_TYPES, dequantize_tensor
+from runtime.loading.gguf_tensors import SUPPORTED_TENSOR_TYPES, GGUFWeights, dequantize_tensor
 from runtime.loading.progress import LoadProgress, ReadProgress
 from tests.runtime.ggml_reference import random_k_blocks, reference_dequantize
 from tests.runtime.tiny_gguf import TinySpec, gguf_tensors, tiny_hf_weights, write_tiny_gguf, write_tiny_hf_folder
@@ -206,6 +206,11 @@ def test_a_large_files_weights_are_dequantized_when_read_and_never_kept(
     assert loader._num_bytes(checkpoint) == 0
     name = "model.layers.0.self_attn.q_proj.weight"
     assert checkpoint.weights[name] is not checkpoint.weights[name]  # read again, dequantized again
+    weights_read = checkpoint.weights
+    assert isinstance(weights_read, GGUFWeights)
+    for cast_name in ("model.embed_tokens.weight", name):  # rows in chunks; the Q/K re-layout whole
+        cast = weights_read.read_as(cast_name, torch.bfloat16)
+        assert cast.dtype == torch.bfloat16 and torch.equal(cast, weights_read[cast_name].to(torch.bfloat16))
 
     monkeypatch.setattr(gguf_loader, "KEPT_FLOAT32_BYTES", 2**30)
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # a fresh load
@@ -532,8 +537,9 @@ def test_progress_shows_only_for_slow_loads(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_read_progress_counts_the_weights_read() -> None:
-    weights = ReadProgress({"a": 1, "b": 2, "c": 3}, "model")
+    weights = ReadProgress({name: torch.full((2,), float(i)) for i, name in enumerate("abc")}, "model")
     assert weights.progress.num_steps == 3
     assert "b" in weights and len(weights) == 3 and weights.progress.num_done == 0  # no read
-    assert [weights[name] for name in weights] == [1, 2, 3]
+    assert [weights[name][0].item() for name in "ab"] == [0.0, 1.0]
+    assert weights.read_as("c", torch.bfloat16).dtype == torch.bfloat16
     assert weights.progress.num_done == 3

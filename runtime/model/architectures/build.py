@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 
@@ -80,7 +80,7 @@ def build_model(
     unexpected: list[str] = []
     for layer, names in _parts(weights, config):
         # One part at a time: a large model's dense weights never exist whole when it is quantized.
-        state_dict = {name: weights[name].to(dtype).contiguous() for name in names}
+        state_dict = {name: _read(weights, name, dtype).contiguous() for name in names}
         try:
             result = model.load_state_dict(state_dict, strict=False, assign=True)
         except RuntimeError as exc:
@@ -100,6 +100,18 @@ def build_model(
         swap_linears(model, ("lm_head",), layer_of)
         place_in_huge_pages(model)
     return model
+
+
+@runtime_checkable
+class CastReadable(Protocol):
+    """Weights that cast a tensor as they read it (a GGUF file's: `GGUFWeights.read_as`, a chunk of rows at a
+    time, so no float32 copy of a large tensor exists whole)."""
+
+    def read_as(self, name: str, dtype: torch.dtype) -> torch.Tensor: ...
+
+
+def _read(weights: Mapping[str, torch.Tensor], name: str, dtype: torch.dtype) -> torch.Tensor:
+    return weights.read_as(name, dtype) if isinstance(weights, CastReadable) else weights[name].to(dtype)
 
 
 _LAYER_NAME = re.compile(r"model\.layers\.(\d+)\.")
