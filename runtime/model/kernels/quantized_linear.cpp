@@ -51,6 +51,12 @@
 // alone and ~26 ns inside the kernel: a decode step's calls ran 0.9x at 1-2 rows, 1.1-1.26x at 4, ~1.0x at 8,
 // the head's int8 pass 0.8-1.0x. In one run a verify row at 600 cached tokens cost 0.24 of a step instead of
 // 0.32 at 4 rows, 0.29 instead of 0.31 at 8; benchmarks/speculative.py's copy-heavy ratio moved within noise.
+// A later microbenchmark of the best-shaped variant (int12 activations as 16 * high + low bytes beside the
+// weights as 16q and q, so one 64-byte pass covers a whole group for up to 16 rows and its sums need no
+// combining; codes unpacked two passes ahead; 30 layers of 3072 x 576 streamed from L3) ran 1.29-1.37x the
+// VNNI loop at 8 rows, 1.13-1.26x at 4, 0.91x at 1: a pass's load, dot product and store cost ~11 ns whatever
+// the rows, the unpacking and the float update the rest. Not built: 8-row kernels ~1.3x faster leave a batch
+// of 8 near 3.7x single stream (issue 15 asks 5x), and int12 changes the activations' rounding.
 
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
