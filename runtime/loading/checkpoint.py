@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -17,7 +18,7 @@ from runtime.errors import CorruptModelError, UnsupportedModelError
 from runtime.loading.gguf_blocks import BlockCodes
 from runtime.tokenizer import Tokenizer
 
-__all__ = ["Checkpoint", "check_weight_names", "expected_weight_names"]
+__all__ = ["CastReadable", "Checkpoint", "check_weight_names", "expected_weight_names", "read_as"]
 
 #: Buffers some HF checkpoints carry that the model recomputes; loaders drop them.
 IGNORED_WEIGHT_SUFFIXES = (".rotary_emb.inv_freq",)
@@ -121,3 +122,16 @@ def check_weight_names(weights: Mapping[str, torch.Tensor], config: ModelConfig,
         raise UnsupportedModelError(
             f"{len(unexpected)} tensor(s) not used by a {config.architecture!r} model: {_listing(unexpected)}", source
         )
+
+
+@runtime_checkable
+class CastReadable(Protocol):
+    """Weights that cast a tensor as they read it (a GGUF file's: `GGUFWeights.read_as`, a chunk of rows at a
+    time, so no float32 copy of a large tensor exists whole)."""
+
+    def read_as(self, name: str, dtype: torch.dtype) -> torch.Tensor: ...
+
+
+def read_as(weights: Mapping[str, torch.Tensor], name: str, dtype: torch.dtype) -> torch.Tensor:
+    """`weights[name]` cast to `dtype`, by the weights' own `read_as` where they have one."""
+    return weights.read_as(name, dtype) if isinstance(weights, CastReadable) else weights[name].to(dtype)

@@ -155,8 +155,7 @@ def _dequantized_rows(tensor: GGUFTensor, source: str) -> Iterator[tuple[int, np
     """The tensor's rows (its HF shape flattened to [rows, inputs]) dequantized to float32 a chunk at a time,
     each with its first row: `gguf`'s work arrays stay a chunk's size (a 262k-token embedding's whole would
     take several times its float32 size)."""
-    if tensor.tensor_type not in SUPPORTED_TENSOR_TYPES:
-        raise UnsupportedModelError(f"tensor {tensor.name!r} has unsupported type {tensor.tensor_type.name}", source)
+    _check_supported(tensor, source)
     shape = _hf_shape(tensor)
     # A plain ndarray view: slicing the np.memmap subclass costs a Python hook per slice.
     data = np.asarray(tensor.data)
@@ -168,6 +167,11 @@ def _dequantized_rows(tensor: GGUFTensor, source: str) -> Iterator[tuple[int, np
         except ValueError as exc:
             raise CorruptModelError(f"tensor {tensor.name!r} does not match its shape {shape}: {exc}", source) from exc
         yield start, values if values.flags.writeable else values.copy()  # F32 rows: views of the read-only map
+
+
+def _check_supported(tensor: GGUFTensor, source: str) -> None:
+    if tensor.tensor_type not in SUPPORTED_TENSOR_TYPES:
+        raise UnsupportedModelError(f"tensor {tensor.name!r} has unsupported type {tensor.tensor_type.name}", source)
 
 
 def unpermute_rows(weight: np.ndarray, num_heads: int) -> np.ndarray:
@@ -258,7 +262,7 @@ class _FileTensors(Mapping[str, V]):
     """Tensors of a GGUF file under Hugging Face names and layouts, read from the memory map when asked for.
 
     Nothing is read at construction, and what is read stays only with `keep`. A stacked-experts tensor is read
-    once for all its experts' names (the last tensor read is held until another is). Reads may come from
+    once for all its experts' names (held from its first expert's read to its last's). Reads may come from
     several threads.
     """
 
@@ -286,7 +290,10 @@ class _FileTensors(Mapping[str, V]):
                 return self._kept[name]
             if self._last is None or self._last[0] != tensor.name:
                 self._last = (tensor.name, self._read(tensor))
-            value = self._value(tuple(np.ascontiguousarray(target.apply(array)) for array in self._last[1]))
+            arrays = self._last[1]
+            value = self._value(tuple(np.ascontiguousarray(target.apply(array)) for array in arrays))
+            if target.expert is None or target.expert == len(arrays[0]) - 1:
+                self._last = None  # held only while a stack's experts are read, never after the load
             if self._kept is not None:
                 self._kept[name] = value
             return value
@@ -318,9 +325,7 @@ class GGUFWeights(_FileTensors[torch.Tensor]):
         if config.is_moe and config.architecture not in _EXPERT_NAMES:
             raise UnsupportedModelError(f"mixture-of-experts layers for architecture {config.architecture!r}", source)
         for tensor in tensors:
-            if tensor.tensor_type not in SUPPORTED_TENSOR_TYPES:
-                name, type_name = tensor.name, tensor.tensor_type.name
-                raise UnsupportedModelError(f"tensor {name!r} has unsupported type {type_name}", source)
+            _check_supported(tensor, source)
         super().__init__([t for t in tensors if t.name not in _CONFIG_TENSORS], config, source, keep=keep)
 
     def _read(self, tensor: GGUFTensor) -> tuple[np.ndarray, ...]:

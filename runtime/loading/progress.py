@@ -14,6 +14,8 @@ from typing import TextIO
 
 import torch
 
+from runtime.loading import checkpoint
+
 __all__ = ["LoadProgress", "ReadProgress"]
 
 #: Seconds a load must run before the bar appears.
@@ -98,8 +100,7 @@ class ReadProgress(Mapping[str, torch.Tensor]):
 
     def read_as(self, name: str, dtype: torch.dtype) -> torch.Tensor:
         """`self[name]` cast to `dtype`."""
-        read_as = getattr(self._weights, "read_as", None)
-        value = read_as(name, dtype) if read_as is not None else self._weights[name].to(dtype)
+        value = checkpoint.read_as(self._weights, name, dtype)
         self.progress.advance()
         return value
 

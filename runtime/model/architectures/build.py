@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 import torch
 
 from runtime.config import SUPPORTED_ARCHITECTURES, ModelConfig
 from runtime.errors import CorruptModelError, UnsupportedModelError
+from runtime.loading.checkpoint import read_as
 from runtime.model.architectures.checkpoint import rewrite_hf_state_dict
 from runtime.model.architectures.gemma3 import Gemma3Transformer
 from runtime.model.architectures.llama import Transformer
@@ -80,7 +81,7 @@ def build_model(
     unexpected: list[str] = []
     for layer, names in _parts(weights, config):
         # One part at a time: a large model's dense weights never exist whole when it is quantized.
-        state_dict = {name: _read(weights, name, dtype).contiguous() for name in names}
+        state_dict = {name: read_as(weights, name, dtype).contiguous() for name in names}
         try:
             result = model.load_state_dict(state_dict, strict=False, assign=True)
         except RuntimeError as exc:
@@ -102,19 +103,9 @@ def build_model(
     return model
 
 
-@runtime_checkable
-class CastReadable(Protocol):
-    """Weights that cast a tensor as they read it (a GGUF file's: `GGUFWeights.read_as`, a chunk of rows at a
-    time, so no float32 copy of a large tensor exists whole)."""
-
-    def read_as(self, name: str, dtype: torch.dtype) -> torch.Tensor: ...
-
-
-def _read(weights: Mapping[str, torch.Tensor], name: str, dtype: torch.dtype) -> torch.Tensor:
-    return weights.read_as(name, dtype) if isinstance(weights, CastReadable) else weights[name].to(dtype)
-
-
 _LAYER_NAME = re.compile(r"model\.layers\.(\d+)\.")
+#: A model parameter's decoder layer (`layers.{i}.`).
+_MODEL_LAYER_NAME = re.compile(r"layers\.(\d+)\.")
 #: An expert's matrix among a mixture-of-experts layer's stacked ones: (the stacked name, the expert).
 _EXPERT_MATRIX = re.compile(r"(.+\.experts_(?:gate_up|down))\.(\d+)\.weight")
 
@@ -148,7 +139,7 @@ class _StoredCodes:
             stacked = self.get(expert.group(1))
             index = int(expert.group(2))
             return None if stacked is None else (stacked[0][index], stacked[1][index], stacked[2][index])
-        match = re.match(r"layers\.(\d+)\.", name)
+        match = _MODEL_LAYER_NAME.match(name)
         layer = int(match.group(1)) if match is not None else None
         if self._layer is None or self._layer[0] != layer:
             parts: list[dict[str, torch.Tensor]] = [{}, {}, {}]
